@@ -1,0 +1,212 @@
+/**
+ * Configuration: every setting Switchboard reads, declared once with its default and
+ * meaning, parsed and validated once at start. Nothing past start-up reads process.env.
+ *
+ * `.env.example` lists the same variables; test/config/config.test.ts keeps the two in step.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+
+export const BACKENDS = ['cookie', 'database', 'redis'] as const;
+export type BackendName = (typeof BACKENDS)[number];
+
+const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => ['true', '1', 'yes'].includes(v));
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const num = (min: number, max: number) => z.coerce.number().min(min).max(max);
+const optionalString = z.string().min(1).optional();
+
+/** Each entry: variable name → schema (with default) and a one-line description for errors and docs. */
+const schema = {
+  NODE_ENV: { type: z.enum(['development', 'production', 'test']).default('development'), accepts: 'development, production or test' },
+  HOST: { type: z.string().min(1).default('127.0.0.1'), accepts: 'a host name or address' },
+  PORT: { type: int(0, 65535).default(3000), accepts: 'a port number 0-65535' },
+  DATA_DIR: { type: z.string().min(1).default('./data'), accepts: 'a directory path' },
+  LOG_LEVEL: { type: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'), accepts: 'fatal, error, warn, info, debug, trace or silent' },
+  TRUST_PROXY: { type: bool.default(false), accepts: 'true or false' },
+
+  SESSION_STORAGE: { type: z.enum(BACKENDS).default('database'), accepts: 'cookie, database or redis' },
+  SESSION_FALLBACK: { type: z.enum([...BACKENDS, 'none']).default('database'), accepts: 'cookie, database, redis or none' },
+  DATABASE_URL: {
+    type: z.string().regex(/^(sqlite:.+|postgres(ql)?:\/\/.+)$/).default('sqlite:./data/switchboard.sqlite'),
+    accepts: 'sqlite:PATH or postgres://user@host:port/db',
+  },
+  REDIS_URL: { type: z.string().regex(/^rediss?:\/\/.+/).default('redis://127.0.0.1:6379/0'), accepts: 'redis://… or rediss://…' },
+  REDIS_CLUSTER_NODES: { type: z.string().regex(/^[^,:\s]+:\d+(,[^,:\s]+:\d+)*$/).optional(), accepts: 'comma-separated host:port list' },
+  REDIS_SENTINELS: { type: z.string().regex(/^[^,:\s]+:\d+(,[^,:\s]+:\d+)*$/).optional(), accepts: 'comma-separated host:port list' },
+  REDIS_SENTINEL_NAME: { type: z.string().min(1).default('mymaster'), accepts: 'the sentinel master name' },
+  REDIS_KEY_PREFIX: { type: z.string().regex(/^[A-Za-z0-9:_-]{0,32}$/).default('sb:'), accepts: 'up to 32 of A-Z a-z 0-9 : _ -' },
+
+  SESSION_SECRETS: { type: z.string().optional(), accepts: 'comma-separated secrets of at least 32 characters each' },
+  SESSION_IDLE_TIMEOUT: { type: int(60, 31_536_000).default(7200), accepts: 'seconds, 60 or more' },
+  SESSION_ABSOLUTE_TIMEOUT: { type: int(60, 31_536_000).default(86_400), accepts: 'seconds, 60 or more' },
+  SESSION_TOUCH_INTERVAL: { type: int(0, 86_400).default(60), accepts: 'seconds between idle-expiry refreshes, 0 or more' },
+  SESSION_COOKIE_NAME: { type: z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/).default('sid'), accepts: 'a cookie name (RFC 6265 token)' },
+  COOKIE_SECURE: { type: bool.optional(), accepts: 'true or false' },
+  SESSION_MAX_PER_USER: { type: int(0, 10_000).default(0), accepts: 'a whole number, 0 for no limit' },
+  SESSION_ENCRYPT_AT_REST: { type: bool.default(false), accepts: 'true or false' },
+
+  STORE_TIMEOUT_MS: { type: int(1, 10_000).default(25), accepts: 'milliseconds, 1-10000' },
+  BREAKER_FAILURE_THRESHOLD: { type: int(1, 1000).default(5), accepts: 'consecutive failures, 1 or more' },
+  BREAKER_HALF_OPEN_AFTER_MS: { type: int(10, 600_000).default(2000), accepts: 'milliseconds' },
+  SYNC_INTERVAL_MS: { type: int(100, 5000).default(1000), accepts: 'milliseconds 100-5000 (admin override and revocation polling)' },
+
+  ROLLBACK_ENABLED: { type: bool.default(true), accepts: 'true or false' },
+  ROLLBACK_ERROR_RATE: { type: num(0, 1).default(0.05), accepts: 'a ratio between 0 and 1' },
+  ROLLBACK_LATENCY_FACTOR: { type: num(1, 1000).default(2), accepts: 'a factor, 1 or more' },
+  ROLLBACK_WINDOW_SECONDS: { type: int(1, 3600).default(60), accepts: 'seconds 1-3600' },
+  ROLLBACK_MIN_SAMPLES: { type: int(1, 1_000_000).default(200), accepts: 'a whole number, 1 or more' },
+
+  UNLEASH_URL: { type: z.string().url().optional(), accepts: 'the Unleash API URL, e.g. http://127.0.0.1:4242/api' },
+  UNLEASH_API_TOKEN: { type: optionalString, accepts: 'a client/backend API token' },
+  UNLEASH_APP_NAME: { type: z.string().min(1).default('switchboard'), accepts: 'an application name' },
+  UNLEASH_REFRESH_INTERVAL_MS: { type: int(500, 600_000).default(2000), accepts: 'milliseconds' },
+
+  ADMIN_TOKEN: { type: z.string().min(16).optional(), accepts: 'a bearer token of at least 16 characters' },
+
+  LOGIN_MAX_FAILURES: { type: int(1, 10_000).default(5), accepts: 'failed logins per account and address before 429' },
+  LOGIN_MAX_FAILURES_PER_IP: { type: int(1, 100_000).default(100), accepts: 'failed logins per address before 429' },
+  LOGIN_FAILURE_WINDOW: { type: int(1, 86_400).default(900), accepts: 'seconds' },
+  PASSWORD_MIN_LENGTH: { type: int(8, 128).default(8), accepts: 'a length 8-128' },
+} as const;
+
+type Schema = typeof schema;
+type Raw = { [K in keyof Schema]: z.output<Schema[K]['type']> };
+
+export interface RedisConnection {
+  url: string;
+  cluster?: Array<{ host: string; port: number }>;
+  sentinels?: Array<{ host: string; port: number }>;
+  sentinelName: string;
+  keyPrefix: string;
+}
+
+export interface Config {
+  env: Raw['NODE_ENV'];
+  host: string;
+  port: number;
+  dataDir: string;
+  logLevel: Raw['LOG_LEVEL'];
+  trustProxy: boolean;
+  databaseUrl: string;
+  redis: RedisConnection;
+  sessions: {
+    storage: BackendName;
+    fallback: BackendName | 'none';
+    secrets: string[];
+    idleTimeoutMs: number;
+    absoluteTimeoutMs: number;
+    touchIntervalMs: number;
+    cookieName: string;
+    cookieSecure: boolean;
+    maxPerUser: number;
+    encryptAtRest: boolean;
+  };
+  stores: { timeoutMs: number; breakerThreshold: number; halfOpenAfterMs: number };
+  syncIntervalMs: number;
+  rollback: { enabled: boolean; errorRate: number; latencyFactor: number; windowMs: number; minSamples: number };
+  unleash?: { url: string; token?: string; appName: string; refreshIntervalMs: number };
+  adminToken?: string;
+  login: { maxFailures: number; maxFailuresPerIp: number; windowSeconds: number };
+  passwordMinLength: number;
+}
+
+/** Thrown for a bad setting: its message is the single line printed before exiting. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function hostPorts(list: string | undefined) {
+  return list?.split(',').map((hp) => {
+    const [host = '', port = ''] = hp.split(':');
+    return { host, port: Number(port) };
+  });
+}
+
+/** Reads or creates the development secret kept in DATA_DIR, so restarts keep sessions valid. */
+function developmentSecret(dataDir: string): string {
+  const file = path.join(dataDir, 'session-secret');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  mkdirSync(dataDir, { recursive: true });
+  const secret = randomBytes(32).toString('base64url');
+  writeFileSync(file, secret + '\n', { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return secret;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const raw = {} as Record<string, unknown>;
+  for (const [name, { type, accepts }] of Object.entries(schema)) {
+    const value = env[name] === '' ? undefined : env[name];
+    const parsed = (type as z.ZodType).safeParse(value);
+    if (!parsed.success) {
+      const shown = value === undefined ? 'nothing' : JSON.stringify(name.includes('SECRET') || name.includes('TOKEN') ? '…' : value);
+      throw new ConfigError(`${name} must be ${accepts} (got ${shown})`);
+    }
+    raw[name] = parsed.data;
+  }
+  const c = raw as Raw;
+
+  let secrets = c.SESSION_SECRETS?.split(',').map((s) => s.trim()).filter(Boolean) ?? [];
+  if (c.SESSION_SECRETS !== undefined && (secrets.length === 0 || secrets.some((s) => s.length < 32))) {
+    throw new ConfigError('SESSION_SECRETS must be comma-separated secrets of at least 32 characters each');
+  }
+  if (secrets.length === 0) {
+    if (c.NODE_ENV === 'production') throw new ConfigError('SESSION_SECRETS must be set when NODE_ENV=production');
+    secrets = [developmentSecret(c.DATA_DIR)];
+  }
+  if (c.SESSION_ABSOLUTE_TIMEOUT < c.SESSION_IDLE_TIMEOUT) {
+    throw new ConfigError('SESSION_ABSOLUTE_TIMEOUT must be at least SESSION_IDLE_TIMEOUT');
+  }
+  if (c.UNLEASH_URL && !c.UNLEASH_API_TOKEN) {
+    throw new ConfigError('UNLEASH_API_TOKEN must be set when UNLEASH_URL is set');
+  }
+
+  return {
+    env: c.NODE_ENV,
+    host: c.HOST,
+    port: c.PORT,
+    dataDir: c.DATA_DIR,
+    logLevel: c.LOG_LEVEL,
+    trustProxy: c.TRUST_PROXY,
+    databaseUrl: c.DATABASE_URL,
+    redis: {
+      url: c.REDIS_URL,
+      cluster: hostPorts(c.REDIS_CLUSTER_NODES),
+      sentinels: hostPorts(c.REDIS_SENTINELS),
+      sentinelName: c.REDIS_SENTINEL_NAME,
+      keyPrefix: c.REDIS_KEY_PREFIX,
+    },
+    sessions: {
+      storage: c.SESSION_STORAGE,
+      fallback: c.SESSION_FALLBACK,
+      secrets,
+      idleTimeoutMs: c.SESSION_IDLE_TIMEOUT * 1000,
+      absoluteTimeoutMs: c.SESSION_ABSOLUTE_TIMEOUT * 1000,
+      touchIntervalMs: c.SESSION_TOUCH_INTERVAL * 1000,
+      cookieName: c.SESSION_COOKIE_NAME,
+      cookieSecure: c.COOKIE_SECURE ?? c.NODE_ENV === 'production',
+      maxPerUser: c.SESSION_MAX_PER_USER,
+      encryptAtRest: c.SESSION_ENCRYPT_AT_REST,
+    },
+    stores: { timeoutMs: c.STORE_TIMEOUT_MS, breakerThreshold: c.BREAKER_FAILURE_THRESHOLD, halfOpenAfterMs: c.BREAKER_HALF_OPEN_AFTER_MS },
+    syncIntervalMs: c.SYNC_INTERVAL_MS,
+    rollback: {
+      enabled: c.ROLLBACK_ENABLED,
+      errorRate: c.ROLLBACK_ERROR_RATE,
+      latencyFactor: c.ROLLBACK_LATENCY_FACTOR,
+      windowMs: c.ROLLBACK_WINDOW_SECONDS * 1000,
+      minSamples: c.ROLLBACK_MIN_SAMPLES,
+    },
+    unleash: c.UNLEASH_URL
+      ? { url: c.UNLEASH_URL, token: c.UNLEASH_API_TOKEN, appName: c.UNLEASH_APP_NAME, refreshIntervalMs: c.UNLEASH_REFRESH_INTERVAL_MS }
+      : undefined,
+    adminToken: c.ADMIN_TOKEN,
+    login: { maxFailures: c.LOGIN_MAX_FAILURES, maxFailuresPerIp: c.LOGIN_MAX_FAILURES_PER_IP, windowSeconds: c.LOGIN_FAILURE_WINDOW },
+    passwordMinLength: c.PASSWORD_MIN_LENGTH,
+  };
+}
+
+/** The variable names, for the `.env.example` consistency test. */
+export const CONFIG_VARIABLES = Object.keys(schema);

@@ -1,0 +1,115 @@
+/**
+ * What a session is, independent of where it is kept. Stores persist `SessionRecord`s;
+ * the HTTP layer works with `Session`, which adds change detection on top of a record.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { BackendName } from '../config/config.js';
+
+/** The application data a session carries. Anything JSON-serialisable may be added. */
+export interface SessionData {
+  csrfToken: string;
+  user: { id: number; email: string; name: string; role: string };
+  platformId?: number | null;
+  [key: string]: unknown;
+}
+
+export interface SessionRecord {
+  /** The secret id presented by the cookie. Never stored in clear by a server-side store. */
+  id: string;
+  /** Public, stable for the life of a login (survives id rotation and migration). */
+  handle: string;
+  userId: number;
+  backend: BackendName;
+  data: SessionData;
+  /** Login time, in ms: the absolute timeout counts from here and is never extended. */
+  createdAt: number;
+  /** When this id was issued (login, rotation): compared with revocation epochs. */
+  issuedAt: number;
+  lastActivity: number;
+  /** min(lastActivity + idle timeout, createdAt + absolute timeout). */
+  expiresAt: number;
+  absoluteExpiresAt: number;
+  ip: string;
+  userAgent: string;
+  /** Bumped on every data write; lets stores refuse a stale overwrite. */
+  version: number;
+}
+
+/** 256 bits from the CSPRNG, base64url. */
+export function newSessionId(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+/** 128 bits: public handles and CSRF tokens. */
+export function newHandle(): string {
+  return randomBytes(16).toString('base64url');
+}
+
+/** Server-side stores key sessions by this, so a leaked table or keyspace yields no usable cookie. */
+export function hashSessionId(id: string): string {
+  return createHash('sha256').update(id).digest('base64url');
+}
+
+export interface Timeouts {
+  idleTimeoutMs: number;
+  absoluteTimeoutMs: number;
+}
+
+export function expiryAt(record: Pick<SessionRecord, 'lastActivity' | 'absoluteExpiresAt'>, t: Timeouts): number {
+  return Math.min(record.lastActivity + t.idleTimeoutMs, record.absoluteExpiresAt);
+}
+
+export function isExpired(record: Pick<SessionRecord, 'expiresAt'>, now = Date.now()): boolean {
+  return record.expiresAt <= now;
+}
+
+/**
+ * The request's view of a session: the record plus whether the app changed it. Assigning
+ * through `set` marks it changed; reading never does, so an unchanged session is not rewritten.
+ */
+export class Session {
+  private changed = false;
+  private dropped = false;
+
+  constructor(
+    public record: SessionRecord,
+    /** Where the record was loaded from; differs from the chosen backend during a migration. */
+    public readonly loadedFrom: BackendName | undefined,
+    public readonly isNew = false,
+  ) {}
+
+  get handle() {
+    return this.record.handle;
+  }
+  get data(): Readonly<SessionData> {
+    return this.record.data;
+  }
+  get isChanged() {
+    return this.changed || this.isNew;
+  }
+  get isDestroyed() {
+    return this.dropped;
+  }
+
+  set<K extends keyof SessionData>(key: K, value: SessionData[K]) {
+    if (JSON.stringify(this.record.data[key]) === JSON.stringify(value)) return;
+    this.record = { ...this.record, data: { ...this.record.data, [key]: value } };
+    this.changed = true;
+  }
+
+  /** Marks the session for destruction at the end of the request; the cookie is cleared. */
+  destroy() {
+    this.dropped = true;
+  }
+}
+
+/** The public view of a session, as the API shows it. */
+export function describeSession(r: SessionRecord) {
+  return {
+    handle: r.handle,
+    backend: r.backend,
+    createdAt: new Date(r.createdAt).toISOString(),
+    lastActivity: new Date(r.lastActivity).toISOString(),
+    expiresAt: new Date(r.expiresAt).toISOString(),
+  };
+}

@@ -1,0 +1,62 @@
+/**
+ * The one seam between sessions and where they are kept. Implementations know nothing of
+ * HTTP: `cookie-store.ts`, `database-store.ts`, `redis-store.ts`, and the compositions
+ * `mirrored-store.ts` (a store plus a durable database copy) and `guarded-store.ts`
+ * (deadline, circuit breaker, metrics).
+ *
+ * A *token* is what the cookie carries for a session: the session id for server-side stores,
+ * the sealed session itself for the cookie store.
+ */
+import type { BackendName } from '../config/config.js';
+import type { SessionRecord } from './session.js';
+
+export interface SessionStore {
+  readonly backend: BackendName;
+
+  /**
+   * The session the token names, or `undefined` for a miss: unknown, malformed, tampered
+   * with, or expired. Throws only when the backend itself fails.
+   */
+  load(token: string): Promise<SessionRecord | undefined>;
+
+  /** Stores a new session (or one migrating in) and returns its token. */
+  create(record: SessionRecord): Promise<string>;
+
+  /**
+   * Overwrites an existing session and returns its token, or `undefined` when the session no
+   * longer exists here (logged out or revoked meanwhile): a save never brings a session back.
+   */
+  save(record: SessionRecord): Promise<string | undefined>;
+
+  /**
+   * Records activity (`lastActivity`, `expiresAt`) without rewriting the data where the
+   * backend allows it. Same return contract as `save`.
+   */
+  touch(record: SessionRecord): Promise<string | undefined>;
+
+  /** Ends the session here. Idempotent. */
+  destroy(record: SessionRecord): Promise<void>;
+
+  /**
+   * Drops this backend's copy after the session moved elsewhere. Unlike `destroy`, it leaves
+   * any copy that now belongs to the destination (see DatabaseStore).
+   */
+  evict(record: SessionRecord): Promise<void>;
+
+  /** Throws when the backend cannot serve. */
+  ping(): Promise<void>;
+
+  close(): Promise<void>;
+}
+
+/** The optional ability to find a user's sessions (not every store can: a cookie cannot). */
+export interface SessionIndex {
+  /** The user's live sessions, oldest first. Cost is O(that user's sessions). */
+  listByUser(userId: number): Promise<SessionRecord[]>;
+}
+
+export type IndexedSessionStore = SessionStore & SessionIndex;
+
+export function isIndexed(store: SessionStore): store is IndexedSessionStore {
+  return typeof (store as Partial<SessionIndex>).listByUser === 'function';
+}
