@@ -14,8 +14,13 @@ export interface SessionData {
 }
 
 export interface SessionRecord {
-  /** The secret id presented by the cookie. Never stored in clear by a server-side store. */
+  /**
+   * The secret id. Server-side stores keep only its hash, so it is '' on records read from a
+   * listing; the cookie backend carries it inside the seal.
+   */
   id: string;
+  /** hash(id): the key server-side stores use, so a leaked table or keyspace yields no usable cookie. */
+  idHash: string;
   /** Public, stable for the life of a login (survives id rotation and migration). */
   handle: string;
   userId: number;

@@ -1,0 +1,28 @@
+import { DataTypes, type QueryInterface } from 'sequelize';
+
+/**
+ * The revocation record (sessions logged out or revoked, per-user and global "not before"
+ * epochs) that every instance mirrors in memory, and the persisted admin flag override.
+ */
+export async function up({ context: qi }: { context: QueryInterface }) {
+  await qi.createTable('revocations', {
+    id: { type: DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
+    kind: { type: DataTypes.STRING(8), allowNull: false }, // session | user | all
+    subject: { type: DataTypes.STRING(64), allowNull: false },
+    not_before: { type: DataTypes.BIGINT, allowNull: false },
+    expires_at: { type: DataTypes.BIGINT, allowNull: false },
+  });
+  await qi.addIndex('revocations', ['expires_at']);
+
+  await qi.createTable('flag_overrides', {
+    name: { type: DataTypes.STRING(64), primaryKey: true },
+    value: { type: DataTypes.STRING(64), allowNull: false },
+    updated_by: { type: DataTypes.STRING(64), allowNull: false },
+    updated_at: { type: DataTypes.BIGINT, allowNull: false },
+  });
+}
+
+export async function down({ context: qi }: { context: QueryInterface }) {
+  await qi.dropTable('flag_overrides');
+  await qi.dropTable('revocations');
+}

@@ -1,0 +1,66 @@
+/**
+ * The one place that chooses a session's backend, per request:
+ *   admin override → Unleash flag `session-storage` → SESSION_STORAGE,
+ * then, if this instance rolled back away from the result, the backend it rolled back to.
+ * Every input is already in memory (the override and Unleash state are synced in the
+ * background), so choosing costs no I/O.
+ */
+import type { BackendName } from '../config/config.js';
+import type { SelectionSource } from '../metrics/metrics.js';
+import type { FlagOverride } from './override.js';
+import type { RollbackGuard } from './rollback.js';
+
+/** What the flag needs from Unleash (see unleash-flag.ts). */
+export interface UnleashSource {
+  backendFor(handle: string): BackendName | undefined;
+  status(): object;
+  close(): Promise<void>;
+}
+
+export interface Choice {
+  backend: BackendName;
+  source: SelectionSource;
+}
+
+export class BackendFlag {
+  constructor(
+    private readonly envBackend: BackendName,
+    readonly override: FlagOverride,
+    readonly rollback: RollbackGuard,
+    readonly unleash?: UnleashSource,
+  ) {}
+
+  /** `handle` is the session's public handle: Unleash's stickiness key, stable across id rotation. */
+  choose(handle: string): Choice {
+    const base = this.resolve(handle);
+    const backend = this.rollback.redirect(base.backend);
+    return backend === base.backend ? base : { backend, source: 'override' };
+  }
+
+  /** The flag as an operator sees it, for GET /api/admin/flags. */
+  describe() {
+    const override = this.override.value;
+    const rollback = this.rollback.state;
+    const unleash = this.unleash?.status();
+    const value = override?.backend ?? this.envBackend;
+    return {
+      name: 'session-storage',
+      value: rollback ? this.rollback.redirect(value) : value,
+      source: rollback ? 'rollback' : override ? 'override' : this.unleash ? 'unleash' : 'env',
+      override: override ? { backend: override.backend, updatedAt: new Date(override.updatedAt).toISOString(), updatedBy: override.updatedBy } : null,
+      unleash: unleash ? { configured: true, ...unleash } : { configured: false },
+      env: this.envBackend,
+      rollback: rollback
+        ? { ...rollback, at: new Date(rollback.at).toISOString() }
+        : null,
+    };
+  }
+
+  private resolve(handle: string): Choice {
+    const override = this.override.value;
+    if (override) return { backend: override.backend, source: 'override' };
+    const fromUnleash = this.unleash?.backendFor(handle);
+    if (fromUnleash) return { backend: fromUnleash, source: 'unleash' };
+    return { backend: this.envBackend, source: 'env' };
+  }
+}

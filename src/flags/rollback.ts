@@ -1,0 +1,151 @@
+/**
+ * Automatic rollback. After sessions start moving from backend A to backend B, this watches
+ * B over a sliding window; when B's error ratio passes ROLLBACK_ERROR_RATE, or B's p99 latency
+ * passes ROLLBACK_LATENCY_FACTOR × A's, the instance sends B's sessions back to A and stays
+ * there until an operator clears it (DELETE or PUT on the flag). ROLLBACK_MIN_SAMPLES keeps a
+ * handful of slow calls from flapping it.
+ *
+ * Latencies go into per-second buckets of a log-scale histogram (≈ 10 % resolution from
+ * 10 µs to ~10 s), so recording is O(1) and a p99 over the window costs a few hundred adds.
+ */
+import type { BackendName } from '../config/config.js';
+import type { RollbackTrigger } from '../metrics/metrics.js';
+
+const BINS = 160;
+const BASE_SECONDS = 1e-5;
+const GROWTH = 1.1;
+
+interface Second {
+  at: number;
+  total: number;
+  errors: number;
+  bins: Uint32Array;
+}
+
+class Window {
+  private readonly seconds: Second[] = [];
+  constructor(private readonly windowMs: number) {}
+
+  record(ok: boolean, seconds: number, now: number) {
+    const at = Math.floor(now / 1000);
+    let last = this.seconds.at(-1);
+    if (!last || last.at !== at) {
+      last = { at, total: 0, errors: 0, bins: new Uint32Array(BINS) };
+      this.seconds.push(last);
+      this.trim(now);
+    }
+    last.total++;
+    if (!ok) last.errors++;
+    const bin = seconds <= BASE_SECONDS ? 0 : Math.min(BINS - 1, Math.ceil(Math.log(seconds / BASE_SECONDS) / Math.log(GROWTH)));
+    last.bins[bin]!++;
+  }
+
+  summary(now: number) {
+    this.trim(now);
+    let total = 0;
+    let errors = 0;
+    const bins = new Uint32Array(BINS);
+    for (const s of this.seconds) {
+      total += s.total;
+      errors += s.errors;
+      for (let i = 0; i < BINS; i++) bins[i]! += s.bins[i]!;
+    }
+    let p99 = 0;
+    if (total > 0) {
+      let seen = 0;
+      for (let i = 0; i < BINS; i++) {
+        seen += bins[i]!;
+        if (seen >= total * 0.99) {
+          p99 = BASE_SECONDS * GROWTH ** i;
+          break;
+        }
+      }
+    }
+    return { total, errors, errorRatio: total ? errors / total : 0, p99 };
+  }
+
+  private trim(now: number) {
+    const oldest = Math.floor((now - this.windowMs) / 1000);
+    while (this.seconds.length > 0 && this.seconds[0]!.at <= oldest) this.seconds.shift();
+  }
+}
+
+export interface RollbackOptions {
+  enabled: boolean;
+  errorRate: number;
+  latencyFactor: number;
+  windowMs: number;
+  minSamples: number;
+}
+
+export interface RollbackState {
+  from: BackendName;
+  to: BackendName;
+  trigger: RollbackTrigger;
+  at: number;
+  errorRatio: number;
+  p99Seconds: number;
+  baselineP99Seconds: number;
+}
+
+export class RollbackGuard {
+  private readonly windows = new Map<BackendName, Window>();
+  /** The last p99 seen for each backend with enough samples: the baseline a newcomer is held to. */
+  private readonly baselines = new Map<BackendName, number>();
+  private move: { from: BackendName; to: BackendName } | undefined;
+  private engaged: RollbackState | undefined;
+
+  constructor(
+    private readonly options: RollbackOptions,
+    private readonly onRollback: (state: RollbackState) => void,
+  ) {}
+
+  get state(): RollbackState | undefined {
+    return this.engaged;
+  }
+
+  /** The backend to use instead of `backend` while a rollback away from it is engaged. */
+  redirect(backend: BackendName): BackendName {
+    return this.engaged && this.engaged.from === backend ? this.engaged.to : backend;
+  }
+
+  /** Sessions are moving from → to: `to` is now the backend on probation. */
+  noteMigration(from: BackendName, to: BackendName) {
+    if (this.move?.from !== from || this.move.to !== to) this.move = { from, to };
+  }
+
+  record(backend: BackendName, ok: boolean, seconds: number, now = Date.now()) {
+    if (!this.options.enabled) return;
+    let w = this.windows.get(backend);
+    if (!w) this.windows.set(backend, (w = new Window(this.options.windowMs)));
+    w.record(ok, seconds, now);
+  }
+
+  /** Called periodically (and by tests): decides whether to roll back. */
+  evaluate(now = Date.now()): RollbackState | undefined {
+    if (!this.options.enabled || this.engaged) return undefined;
+    for (const [backend, w] of this.windows) {
+      const s = w.summary(now);
+      if (s.total >= this.options.minSamples && s.errors < s.total) this.baselines.set(backend, s.p99);
+    }
+    const move = this.move;
+    if (!move) return undefined;
+    const s = this.windows.get(move.to)?.summary(now);
+    if (!s || s.total < this.options.minSamples) return undefined;
+    const baseline = this.baselines.get(move.from);
+    let trigger: RollbackTrigger | undefined;
+    if (s.errorRatio > this.options.errorRate) trigger = 'error_rate';
+    else if (baseline !== undefined && baseline > 0 && s.p99 > baseline * this.options.latencyFactor) trigger = 'latency';
+    if (!trigger) return undefined;
+    this.engaged = { from: move.to, to: move.from, trigger, at: now, errorRatio: s.errorRatio, p99Seconds: s.p99, baselineP99Seconds: baseline ?? 0 };
+    this.onRollback(this.engaged);
+    return this.engaged;
+  }
+
+  /** An operator cleared it: watch afresh. */
+  clear() {
+    this.engaged = undefined;
+    this.move = undefined;
+    this.windows.clear();
+  }
+}

@@ -1,0 +1,163 @@
+/**
+ * The Unleash side of the SESSION_STORAGE flag: an unleash-client instance polling the
+ * `session-storage` flag, evaluated locally per session.
+ *
+ * Facts about unleash-client 6.x this relies on (see node_modules/unleash-client/lib):
+ * - `await startUnleash()` / `start()` waits for the first sync forever when the server is
+ *   down, so the SDK starts itself (autostart) and nothing here waits on it.
+ * - Evaluation is local. Before the SDK has any state, `getVariant` answers a fallback and
+ *   emits a warning per call, so `backendFor` checks for state first.
+ * - `synchronized` and `ready` also fire for a backup file or bootstrap: only `changed` /
+ *   `unchanged` (a 200 or 304 from the server) prove the server answered.
+ * - On 401/403 the SDK stops polling for good: `status().lastError` says so.
+ * - `destroy()` removes all listeners from the internal repository; a poll still in flight
+ *   that then fails emits `'error'` with no listener, which throws inside the SDK's promise
+ *   (an unhandled rejection that ends the process). `close()` re-attaches a listener.
+ */
+import { mkdirSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+import { Unleash, UnleashEvents } from 'unleash-client';
+import { BACKENDS, type BackendName } from '../config/config.js';
+
+export interface UnleashFlagOptions {
+  /** The Unleash API URL, e.g. http://127.0.0.1:4242/api. */
+  url: string;
+  /** A client/backend API token; sent as the Authorization header, never logged. */
+  token?: string;
+  appName: string;
+  /** How often the SDK polls for flag changes. */
+  refreshIntervalMs: number;
+  /** Directory for the SDK's file backup (created if missing): serves the last state when the server is down at start. */
+  backupPath: string;
+  logger?: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void };
+}
+
+export interface UnleashFlagStatus {
+  configured: true;
+  /** The last poll got an answer from the server (true only after one did). */
+  reachable: boolean;
+  /** The SDK holds a flag state (from the server or the backup file). */
+  hasState: boolean;
+  /** When the server last answered (ISO 8601). */
+  lastSyncAt?: string;
+  /** The last error the SDK reported, cleared when the server answers again. */
+  lastError?: string;
+}
+
+/** The variant payload's value names the backend if it is one; otherwise the variant name does. */
+export function backendOfVariant(variant: { name?: string; enabled?: boolean; payload?: { value?: unknown } }): BackendName | undefined {
+  if (!variant.enabled) return undefined;
+  return asBackend(variant.payload?.value) ?? asBackend(variant.name);
+}
+
+function asBackend(value: unknown): BackendName | undefined {
+  if (typeof value !== 'string') return undefined;
+  const name = value.trim().toLowerCase();
+  return (BACKENDS as readonly string[]).includes(name) ? (name as BackendName) : undefined;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class UnleashBackendFlag {
+  static readonly FLAG = 'session-storage';
+
+  private readonly unleash: Unleash;
+  private readonly logger?: UnleashFlagOptions['logger'];
+  private ready = false;
+  private reachable = false;
+  private lastSyncAt?: Date;
+  private lastError?: string;
+  private closed = false;
+
+  /** Starts polling in the background; never waits for, nor throws on, an unreachable server. */
+  constructor(opts: UnleashFlagOptions) {
+    this.logger = opts.logger;
+    try {
+      mkdirSync(opts.backupPath, { recursive: true });
+    } catch (err) {
+      // Without the directory every successful poll would also report a failed backup write.
+      this.logger?.warn({ backupPath: opts.backupPath, err: messageOf(err) }, 'Unleash backup directory not usable');
+    }
+    this.unleash = new Unleash({
+      url: opts.url,
+      appName: opts.appName,
+      refreshInterval: opts.refreshIntervalMs,
+      backupPath: opts.backupPath,
+      customHeaders: opts.token ? { Authorization: opts.token } : undefined,
+      // Usage metrics are of no use to us and would be one more request per interval.
+      disableMetrics: true,
+      // Tests (and a restarting app) create more than 10 instances in one process.
+      skipInstanceCountWarning: true,
+    });
+    this.unleash.on(UnleashEvents.Ready, () => {
+      this.ready = true;
+    });
+    this.unleash.on(UnleashEvents.Changed, () => this.answered());
+    this.unleash.on(UnleashEvents.Unchanged, () => this.answered());
+    this.unleash.on(UnleashEvents.Error, (err: unknown) => this.failed(err));
+    this.unleash.on(UnleashEvents.Warn, (msg: unknown) => {
+      // A 404, 429 or 5xx answer is only a warning to the SDK ("<url> responded 503. Backing
+      // off"), but the poll brought no state: count it as a failure, not as reachable.
+      if (/ responded .*Backing off/.test(messageOf(msg))) this.failed(msg);
+      else this.logger?.warn({ flag: UnleashBackendFlag.FLAG, warning: messageOf(msg) }, 'Unleash warning');
+    });
+  }
+
+  /**
+   * The backend the flag assigns to the session with this handle (Unleash context
+   * `sessionId`), or undefined when the flag is unknown or disabled, the session is outside
+   * the rollout, the SDK has no state yet, or the variant names no backend. Local, no I/O.
+   */
+  backendFor(handle: string): BackendName | undefined {
+    if (!this.ready || this.closed) return undefined;
+    try {
+      return backendOfVariant(this.unleash.getVariant(UnleashBackendFlag.FLAG, { sessionId: handle }));
+    } catch {
+      // A flag must never break a request: a state the SDK cannot evaluate assigns nothing.
+      return undefined;
+    }
+  }
+
+  status(): UnleashFlagStatus {
+    return {
+      configured: true,
+      reachable: this.reachable,
+      hasState: this.ready,
+      ...(this.lastSyncAt ? { lastSyncAt: this.lastSyncAt.toISOString() } : {}),
+      ...(this.lastError ? { lastError: this.lastError } : {}),
+    };
+  }
+
+  /** Stops polling. Safe to call more than once and while a poll is in flight. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.unleash.destroy();
+    // destroy() stripped the repository's listeners; a poll in flight may still emit 'error'.
+    const repository = (this.unleash as unknown as { repository?: unknown }).repository;
+    if (repository instanceof EventEmitter) {
+      repository.on(UnleashEvents.Error, (err: unknown) => {
+        this.logger?.info({ flag: UnleashBackendFlag.FLAG, err: messageOf(err) }, 'Unleash poll failed after close');
+      });
+    }
+  }
+
+  private answered(): void {
+    this.lastSyncAt = new Date();
+    this.lastError = undefined;
+    if (!this.reachable) this.logger?.info({ flag: UnleashBackendFlag.FLAG }, 'Unleash server reachable');
+    this.reachable = true;
+  }
+
+  private failed(err: unknown): void {
+    const message = messageOf(err);
+    // Log a change of state or of cause, not every failed poll while the server is down.
+    if (this.reachable || message !== this.lastError) {
+      this.logger?.warn({ flag: UnleashBackendFlag.FLAG, err: message, hasState: this.ready }, 'Unleash unreachable or failing');
+    }
+    this.reachable = false;
+    this.lastError = message;
+  }
+}

@@ -1,0 +1,30 @@
+/**
+ * CSRF: a request that changes state and comes with a live session must carry that session's
+ * token in `X-CSRF-Token` (or the `_csrf` form field). Login and signup have their own Origin
+ * check (origin.ts); admin routes authenticate by bearer token, which browsers never send on
+ * their own, so neither needs the token.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import type { Context, Next } from 'koa';
+import { CsrfError } from './errors.js';
+
+const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
+const EXEMPT = ['/api/login', '/api/signup'];
+
+function matches(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export function csrfProtection() {
+  return async function csrf(ctx: Context, next: Next) {
+    const session = ctx.state.sessions.current;
+    if (session && !SAFE.has(ctx.method) && !EXEMPT.includes(ctx.path) && !ctx.path.startsWith('/api/admin/')) {
+      const body = ctx.request.body as { _csrf?: unknown } | undefined;
+      const given = ctx.get('X-CSRF-Token') || (typeof body?._csrf === 'string' ? body._csrf : '');
+      if (!given || !matches(given, session.data.csrfToken)) throw new CsrfError();
+    }
+    await next();
+  };
+}

@@ -1,0 +1,91 @@
+/**
+ * Every error the API answers with: a class per stable `code`. Thrown where the problem is
+ * found; turned into `{error: {code, message}}` by error-handler.ts and nowhere else.
+ * test/http/errors.test.ts checks these codes against ../shared/API.md.
+ */
+export class HttpError extends Error {
+  override name = 'HttpError';
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+    /** Top-level fields beside `error` (e.g. `authenticated: false`). */
+    readonly extra: Record<string, unknown> = {},
+    /** Fields inside `error` (e.g. per-field messages for a form). */
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+export class InvalidInputError extends HttpError {
+  constructor(message: string, readonly fields: Record<string, string> = {}) {
+    super(400, 'invalid_input', message, {}, {}, Object.keys(fields).length ? { fields } : {});
+  }
+}
+export class MalformedJsonError extends HttpError {
+  constructor() {
+    super(400, 'invalid_json', 'The request body is not valid JSON');
+  }
+}
+export class UnsupportedMediaTypeError extends HttpError {
+  constructor() {
+    super(415, 'unsupported_media_type', 'Send the body as application/json');
+  }
+}
+export class PayloadTooLargeError extends HttpError {
+  constructor() {
+    super(413, 'payload_too_large', 'The request body is too large');
+  }
+}
+export class UnauthenticatedError extends HttpError {
+  constructor() {
+    super(401, 'unauthenticated', 'You are not logged in', {}, { authenticated: false });
+  }
+}
+export class InvalidCredentialsError extends HttpError {
+  constructor() {
+    super(401, 'invalid_credentials', 'Email or password is incorrect');
+  }
+}
+export class AdminAuthError extends HttpError {
+  constructor() {
+    super(401, 'unauthorized', 'A valid admin bearer token is required', { 'WWW-Authenticate': 'Bearer' });
+  }
+}
+export class CsrfError extends HttpError {
+  constructor(message = 'Missing or invalid CSRF token') {
+    super(403, 'csrf_failed', message);
+  }
+}
+export class NotFoundError extends HttpError {
+  constructor(message = 'Not found') {
+    super(404, 'not_found', message);
+  }
+}
+export class MethodNotAllowedError extends HttpError {
+  constructor(allowed: string) {
+    super(405, 'method_not_allowed', 'Method not allowed', { Allow: allowed });
+  }
+}
+export class EmailTakenError extends HttpError {
+  constructor() {
+    super(409, 'email_taken', 'An account with this email already exists');
+  }
+}
+export class TooManyAttemptsError extends HttpError {
+  constructor(retryAfterSeconds: number) {
+    super(429, 'too_many_attempts', 'Too many failed attempts; try again later', { 'Retry-After': String(retryAfterSeconds) });
+  }
+}
+export class SessionTooLargeHttpError extends HttpError {
+  constructor() {
+    super(413, 'session_too_large', 'The session holds more data than its backend can keep');
+  }
+}
+export class ServiceUnavailableError extends HttpError {
+  constructor(message = 'The service cannot serve this request right now') {
+    super(503, 'service_unavailable', message, { 'Retry-After': '1' });
+  }
+}

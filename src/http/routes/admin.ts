@@ -1,0 +1,110 @@
+/**
+ * Operator routes, behind `Authorization: Bearer $ADMIN_TOKEN` (404 when ADMIN_TOKEN is unset):
+ * the session-storage flag override, and incident controls over users and sessions.
+ */
+import Router from '@koa/router';
+import { timingSafeEqual, createHash } from 'node:crypto';
+import type { Context, Next } from 'koa';
+import { z } from 'zod';
+import { BACKENDS } from '../../config/config.js';
+import { FLAG_NAME } from '../../flags/override.js';
+import type { AppDeps } from '../deps.js';
+import { AdminAuthError, NotFoundError } from '../errors.js';
+import { publicUser, sessionListEntry } from '../users.js';
+import { idParam, parseInput } from '../validation.js';
+
+const overrideInput = z.object({ backend: z.enum(BACKENDS, { error: `backend must be one of ${BACKENDS.join(', ')}` }) }).strict();
+const userPatchInput = z.object({ active: z.boolean({ error: 'active must be true or false' }) }).strict();
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+export function adminRoutes(deps: AppDeps) {
+  const { config, flag, backends, models, metrics, audit, logger } = deps;
+  const router = new Router({ prefix: '/api/admin' });
+  const expected = config.adminToken ? digest(config.adminToken) : undefined;
+
+  router.use(async (ctx: Context, next: Next) => {
+    if (!expected) throw new NotFoundError();
+    const header = ctx.get('Authorization');
+    const token = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
+    if (!token || !timingSafeEqual(digest(token), expected)) throw new AdminAuthError();
+    await next();
+  });
+
+  async function findUser(id: string | undefined) {
+    const userId = idParam(id);
+    const user = userId === undefined ? null : await models.User.findByPk(userId);
+    if (!user) throw new NotFoundError('No such user');
+    return user;
+  }
+
+  function describeFlag() {
+    const d = flag.describe();
+    return { ...d, backend: d.value, flags: { [FLAG_NAME]: { value: d.value, source: d.source } } };
+  }
+
+  router.get('/flags', (ctx) => {
+    ctx.body = describeFlag();
+  });
+  router.get(`/flags/${FLAG_NAME}`, (ctx) => {
+    ctx.body = describeFlag();
+  });
+
+  router.put(`/flags/${FLAG_NAME}`, async (ctx) => {
+    const { backend } = parseInput(overrideInput, ctx.request.body);
+    await flag.override.set(backend, 'admin');
+    // An explicit choice by an operator supersedes an automatic rollback.
+    flag.rollback.clear();
+    logger.warn({ event: 'flag_override', backend }, 'session-storage override set');
+    ctx.body = describeFlag();
+  });
+
+  router.delete(`/flags/${FLAG_NAME}`, async (ctx) => {
+    await flag.override.clear();
+    flag.rollback.clear();
+    logger.warn({ event: 'flag_override', backend: null }, 'session-storage override cleared');
+    ctx.status = 204;
+  });
+
+  router.get('/users/:id/sessions', async (ctx) => {
+    const user = await findUser(ctx.params.id);
+    const sessions = await backends.listByUser(user.id);
+    ctx.body = { user: publicUser(user), sessions: sessions.map((r) => sessionListEntry(r)) };
+  });
+
+  router.delete('/users/:id/sessions', async (ctx) => {
+    const user = await findUser(ctx.params.id);
+    await backends.revocations.revokeUser(user.id);
+    const ended = await backends.endUserSessions(user.id);
+    metrics.revocations.inc({ reason: 'admin' }, ended.length);
+    audit.record(ctx, { type: 'revoked', userId: user.id, reason: 'admin', actor: 'admin', count: ended.length });
+    ctx.body = { revoked: ended.length };
+  });
+
+  router.patch('/users/:id', async (ctx) => {
+    const user = await findUser(ctx.params.id);
+    const { active } = parseInput(userPatchInput, ctx.request.body);
+    const changed = user.active !== active;
+    user.active = active;
+    await user.save();
+    let revoked = 0;
+    if (!active) {
+      await backends.revocations.revokeUser(user.id);
+      const ended = await backends.endUserSessions(user.id);
+      revoked = ended.length;
+      metrics.revocations.inc({ reason: 'disabled' }, revoked);
+    }
+    if (changed) audit.record(ctx, { type: active ? 'enabled' : 'disabled', userId: user.id, reason: active ? null : 'disabled', actor: 'admin', count: revoked });
+    ctx.body = { user: publicUser(user) };
+  });
+
+  router.post('/sessions/revoke-all', async (ctx) => {
+    const before = await backends.revocations.revokeAll();
+    metrics.revocations.inc({ reason: 'revoke_all' });
+    audit.record(ctx, { type: 'revoke_all', reason: 'revoke_all', actor: 'admin', count: 0 });
+    logger.warn({ event: 'revoke_all', revokedBefore: new Date(before).toISOString() }, 'every session issued before now revoked');
+    ctx.body = { revokedBefore: new Date(before).toISOString() };
+  });
+
+  return router;
+}

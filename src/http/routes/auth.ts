@@ -1,0 +1,146 @@
+/** Sign up, log in, log out, who am I, change password. */
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { UniqueConstraintError } from 'sequelize';
+import { z } from 'zod';
+import { hashPassword, passwordProblem, verifyPassword } from '../../auth/passwords.js';
+import { describeSession } from '../../sessions/session.js';
+import type { AppDeps } from '../deps.js';
+import { EmailTakenError, InvalidCredentialsError, InvalidInputError, UnauthenticatedError } from '../errors.js';
+import { requireSameOrigin } from '../origin.js';
+import type { Session } from '../../sessions/session.js';
+import { publicUser } from '../users.js';
+import { csrfField, email, name, parseInput, password } from '../validation.js';
+
+const signupInput = z.object({ email, password, name, ...csrfField }).strict();
+const loginInput = z.object({ email, password, ...csrfField }).strict();
+const passwordInput = z.object({ currentPassword: password, newPassword: password, ...csrfField }).strict();
+const preferencesInput = z
+  .object({
+    preferences: z.record(z.string().max(40), z.union([z.string().max(200), z.number(), z.boolean(), z.null()])).refine((p) => Object.keys(p).length <= 20, 'At most 20 preferences'),
+    ...csrfField,
+  })
+  .strict();
+
+export function requireSession(ctx: Context): Session {
+  const session = ctx.state.sessions.current;
+  if (!session) throw new UnauthenticatedError();
+  return session;
+}
+
+function loggedIn(session: Session) {
+  return { user: session.data.user, session: describeSession(session.record), csrfToken: session.data.csrfToken };
+}
+
+export function authRoutes(deps: AppDeps) {
+  const { models, config, metrics, limiter, backends } = deps;
+  const router = new Router();
+
+  /** SESSION_MAX_PER_USER: make room for one more session by ending the oldest. */
+  async function enforceSessionLimit(ctx: Context, userId: number) {
+    const max = config.sessions.maxPerUser;
+    if (max === 0) return;
+    const live = await backends.listByUser(userId);
+    for (const record of live.slice(0, Math.max(0, live.length - max + 1))) {
+      await backends.end(record);
+      metrics.revocations.inc({ reason: 'limit' });
+      deps.audit.record(ctx, { type: 'revoked', record, reason: 'limit', actor: 'system' });
+    }
+  }
+
+  router.post('/api/signup', requireSameOrigin, async (ctx) => {
+    const input = parseInput(signupInput, ctx.request.body);
+    const problem = passwordProblem(input.password, config.passwordMinLength, [input.email, input.email.split('@')[0] ?? '', input.name]);
+    if (problem) throw new InvalidInputError(`password: ${problem}`, { password: problem });
+    if (await models.User.findOne({ where: { email: input.email } })) throw new EmailTakenError();
+    let user;
+    try {
+      user = await models.User.create({ email: input.email, name: input.name, passwordHash: await hashPassword(input.password) });
+    } catch (err) {
+      if (err instanceof UniqueConstraintError) throw new EmailTakenError();
+      throw err;
+    }
+    const session = ctx.state.sessions.start(publicUser(user));
+    ctx.status = 201;
+    ctx.body = loggedIn(session);
+  });
+
+  router.post('/api/login', requireSameOrigin, async (ctx) => {
+    const input = parseInput(loginInput, ctx.request.body);
+    try {
+      await limiter.check(input.email, ctx.ip);
+    } catch (err) {
+      metrics.logins.inc({ outcome: 'rate_limited' });
+      throw err;
+    }
+    const user = await models.User.findOne({ where: { email: input.email } });
+    const ok = await verifyPassword(user?.passwordHash, input.password);
+    if (!ok || !user) {
+      await limiter.failed(input.email, ctx.ip);
+      metrics.logins.inc({ outcome: 'failure' });
+      throw new InvalidCredentialsError();
+    }
+    // A disabled account gets the same answer as a wrong password: the password proves nothing more.
+    if (!user.active) {
+      metrics.logins.inc({ outcome: 'disabled' });
+      throw new InvalidCredentialsError();
+    }
+    await limiter.succeeded(input.email, ctx.ip);
+    await enforceSessionLimit(ctx, user.id);
+    const session = ctx.state.sessions.start(publicUser(user));
+    metrics.logins.inc({ outcome: 'success' });
+    ctx.body = loggedIn(session);
+  });
+
+  router.post('/api/logout', async (ctx) => {
+    ctx.state.sessions.end('logout');
+    ctx.status = 204;
+  });
+
+  router.get('/api/session', async (ctx) => {
+    const session = ctx.state.sessions.current;
+    if (!session) {
+      ctx.status = 401;
+      ctx.body = { authenticated: false, error: { code: 'unauthenticated', message: 'You are not logged in' } };
+      return;
+    }
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { authenticated: true, ...loggedIn(session), platform: session.data.platform ?? null, preferences: session.data.preferences ?? {} };
+  });
+
+  /** Small per-session preferences (theme, layout…): the simplest session write. */
+  router.patch('/api/session', async (ctx) => {
+    const session = requireSession(ctx);
+    const { preferences } = parseInput(preferencesInput, ctx.request.body);
+    const merged = { ...((session.data.preferences as Record<string, unknown>) ?? {}), ...preferences };
+    session.set('preferences', merged);
+    ctx.body = { preferences: merged };
+  });
+
+  router.post('/api/password', async (ctx) => {
+    const session = requireSession(ctx);
+    const input = parseInput(passwordInput, ctx.request.body);
+    const user = await models.User.findByPk(session.data.user.id);
+    if (!user || !user.active) throw new UnauthenticatedError();
+    await limiter.check(user.email, ctx.ip);
+    if (!(await verifyPassword(user.passwordHash, input.currentPassword))) {
+      await limiter.failed(user.email, ctx.ip);
+      throw new InvalidCredentialsError();
+    }
+    const problem = passwordProblem(input.newPassword, config.passwordMinLength, [user.email, user.email.split('@')[0] ?? '', user.name]);
+    if (problem) throw new InvalidInputError(`newPassword: ${problem}`, { newPassword: problem });
+    await limiter.succeeded(user.email, ctx.ip);
+    user.passwordHash = await hashPassword(input.newPassword);
+    await user.save();
+    // Every session issued before now dies (cookie-held ones included); this one goes on under a new id.
+    const now = Date.now();
+    await backends.revocations.revokeUser(user.id, now);
+    const others = await backends.endUserSessions(user.id, session.handle);
+    metrics.revocations.inc({ reason: 'password_change' }, others.length);
+    deps.audit.record(ctx, { type: 'revoked', userId: user.id, reason: 'password_change', count: others.length });
+    ctx.state.sessions.rotate(now);
+    ctx.status = 204;
+  });
+
+  return router;
+}

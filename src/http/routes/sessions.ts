@@ -1,0 +1,42 @@
+/** A user's own sessions: list, revoke one, revoke all others. */
+import Router from '@koa/router';
+import type { AppDeps } from '../deps.js';
+import { NotFoundError } from '../errors.js';
+import { sessionListEntry } from '../users.js';
+import { requireSession } from './auth.js';
+
+export function sessionRoutes({ backends, metrics, audit }: AppDeps) {
+  const router = new Router();
+
+  router.get('/api/sessions', async (ctx) => {
+    const session = requireSession(ctx);
+    const sessions = await backends.listByUser(session.data.user.id);
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { sessions: sessions.map((r) => sessionListEntry(r, session.handle)) };
+  });
+
+  router.delete('/api/sessions/:handle', async (ctx) => {
+    const session = requireSession(ctx);
+    if (ctx.params.handle === session.handle) {
+      ctx.state.sessions.end('user');
+      ctx.status = 204;
+      return;
+    }
+    const target = (await backends.listByUser(session.data.user.id)).find((r) => r.handle === ctx.params.handle);
+    if (!target) throw new NotFoundError('No such session');
+    await backends.end(target);
+    metrics.revocations.inc({ reason: 'user' });
+    audit.record(ctx, { type: 'revoked', record: target, reason: 'user' });
+    ctx.status = 204;
+  });
+
+  router.post('/api/sessions/revoke-others', async (ctx) => {
+    const session = requireSession(ctx);
+    const ended = await backends.endUserSessions(session.data.user.id, session.handle);
+    metrics.revocations.inc({ reason: 'others' }, ended.length);
+    audit.record(ctx, { type: 'revoked', userId: session.data.user.id, reason: 'others', count: ended.length });
+    ctx.body = { revoked: ended.length };
+  });
+
+  return router;
+}

@@ -1,0 +1,161 @@
+/**
+ * The per-request session life cycle, and the only code that writes the session cookie.
+ *
+ * Before the route: read the cookie, open the session from whichever backend holds it.
+ * After the route (not on a 5xx): end what was ended, create what was started, and for a
+ * live session ask the flag where it belongs — migrate it there if it is elsewhere, else save
+ * it if the route changed it, else record activity once per SESSION_TOUCH_INTERVAL.
+ */
+import type { Context, Next } from 'koa';
+import type { Config } from '../config/config.js';
+import type { BackendFlag } from '../flags/backend-flag.js';
+import type { Metrics, RevocationReason } from '../metrics/metrics.js';
+import type { SessionBackends, Written } from '../sessions/backends.js';
+import { expiryAt, hashSessionId, newHandle, newSessionId, Session, type SessionRecord } from '../sessions/session.js';
+import type { SessionAudit } from '../sessions/audit.js';
+
+export interface SessionUser {
+  id: number;
+  email: string;
+  name: string;
+  role: string;
+}
+
+/** What routes may do with the request's session; applied when the route has answered. */
+export class SessionControl {
+  current: Session | undefined;
+  /** Sessions to end after the route, with why (the replaced one at login, the old id at rotation). */
+  readonly ending: Array<{ record: SessionRecord; reason?: RevocationReason; quiet?: boolean }> = [];
+  clearCookie = false;
+
+  constructor(
+    loaded: SessionRecord | undefined,
+    private readonly ctx: Context,
+    private readonly timeouts: Pick<Config['sessions'], 'idleTimeoutMs' | 'absoluteTimeoutMs'>,
+  ) {
+    this.current = loaded ? new Session(loaded, loaded.backend) : undefined;
+  }
+
+  /** Logs `user` in under a brand-new session id and handle; any session this request had ends. */
+  start(user: SessionUser): Session {
+    if (this.current && !this.current.isNew) this.ending.push({ record: this.current.record, quiet: true });
+    const now = Date.now();
+    const id = newSessionId();
+    const absoluteExpiresAt = now + this.timeouts.absoluteTimeoutMs;
+    const record: SessionRecord = {
+      id,
+      idHash: hashSessionId(id),
+      handle: newHandle(),
+      userId: user.id,
+      backend: 'database',
+      data: { csrfToken: newHandle(), user: { id: user.id, email: user.email, name: user.name, role: user.role }, platformId: null },
+      createdAt: now,
+      issuedAt: now,
+      lastActivity: now,
+      absoluteExpiresAt,
+      expiresAt: Math.min(now + this.timeouts.idleTimeoutMs, absoluteExpiresAt),
+      ip: this.ctx.ip,
+      userAgent: (this.ctx.get('User-Agent') || '').slice(0, 512),
+      version: 1,
+    };
+    this.current = new Session(record, undefined, true);
+    return this.current;
+  }
+
+  /**
+   * The same login goes on under a new id (privilege or password change): same handle, data
+   * and absolute expiry; the old id stops working. `issuedAt` is the new epoch for revocation checks.
+   */
+  rotate(issuedAt = Date.now()): Session {
+    const old = this.current;
+    if (!old) throw new Error('rotate() needs a session');
+    if (!old.isNew) this.ending.push({ record: old.record, quiet: true });
+    const id = newSessionId();
+    const record = { ...old.record, id, idHash: hashSessionId(id), issuedAt, lastActivity: issuedAt, version: old.record.version + 1 };
+    this.current = new Session({ ...record, expiresAt: expiryAt(record, this.timeouts) }, undefined, true);
+    return this.current;
+  }
+
+  /** Logs out: the session ends in its backend and the cookie is cleared. */
+  end(reason: RevocationReason = 'logout') {
+    if (this.current && !this.current.isNew) this.ending.push({ record: this.current.record, reason });
+    this.current = undefined;
+    this.clearCookie = true;
+  }
+}
+
+declare module 'koa' {
+  interface DefaultState {
+    sessions: SessionControl;
+  }
+}
+
+export interface SessionMiddlewareDeps {
+  config: Config['sessions'];
+  backends: SessionBackends;
+  flag: BackendFlag;
+  metrics: Metrics;
+  audit: SessionAudit;
+}
+
+export function sessionMiddleware({ config, backends, flag, metrics, audit }: SessionMiddlewareDeps) {
+  const cookieOptions = { httpOnly: true, sameSite: 'lax' as const, path: '/', secure: config.cookieSecure, overwrite: true };
+
+  function setCookie(ctx: Context, written: Written) {
+    ctx.cookies.set(config.cookieName, written.cookieValue, { ...cookieOptions, expires: new Date(written.record.absoluteExpiresAt) });
+  }
+  function clearCookie(ctx: Context) {
+    ctx.cookies.set(config.cookieName, '', { ...cookieOptions, expires: new Date(0), maxAge: undefined });
+  }
+
+  async function commit(ctx: Context, control: SessionControl) {
+    for (const { record, reason, quiet } of control.ending) {
+      await backends.end(record);
+      if (reason) metrics.revocations.inc({ reason });
+      audit.record(ctx, { type: quiet ? 'rotated' : 'destroyed', record, reason: reason ?? null });
+    }
+    const session = control.current;
+    if (!session) {
+      if (control.clearCookie) clearCookie(ctx);
+      return;
+    }
+    const choice = flag.choose(session.handle);
+    const now = Date.now();
+    let written: Written | undefined;
+    if (session.isNew) {
+      written = await backends.create(session.record, choice.backend);
+      audit.record(ctx, { type: 'created', record: written.record, reason: null });
+    } else if (choice.backend !== session.record.backend) {
+      written = await backends.migrate(session.record, choice.backend);
+    } else if (session.isChanged) {
+      written = await backends.update({ ...session.record, version: session.record.version + 1 }, 'save');
+    } else if (now - session.record.lastActivity >= config.touchIntervalMs) {
+      const touched = { ...session.record, lastActivity: now };
+      written = await backends.update({ ...touched, expiresAt: expiryAt(touched, config) }, 'touch');
+    } else {
+      metrics.backendSelected.inc({ backend: session.record.backend, source: choice.source });
+      return;
+    }
+    if (!written) {
+      // Ended while this request was in flight: it stays ended.
+      clearCookie(ctx);
+      return;
+    }
+    metrics.backendSelected.inc({ backend: written.record.backend, source: written.fellBackFrom ? 'fallback' : choice.source });
+    // Database and Redis tokens do not change on save or touch; the sealed cookie does.
+    if (session.isNew || written.record.backend !== session.loadedFrom || written.record.backend === 'cookie') setCookie(ctx, written);
+  }
+
+  return async function sessions(ctx: Context, next: Next) {
+    // Behind a TLS-terminating proxy Koa may not know the request was https; COOKIE_SECURE decides.
+    if (config.cookieSecure) (ctx.cookies as unknown as { secure: boolean }).secure = true;
+    const raw = ctx.cookies.get(config.cookieName);
+    const loaded = raw ? await backends.open(raw) : undefined;
+    const control = new SessionControl(loaded, ctx, config);
+    if (raw && !loaded) control.clearCookie = true;
+    ctx.state.sessions = control;
+    await next();
+    if (ctx.status >= 500) return;
+    await commit(ctx, control);
+  };
+}

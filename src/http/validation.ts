@@ -1,0 +1,36 @@
+/** Request validation with zod: unknown fields, wrong types and bad values are one 400 `invalid_input`, with a message per field. */
+import { z } from 'zod';
+import { InvalidInputError } from './errors.js';
+
+export function parseInput<T extends z.ZodType>(schema: T, input: unknown): z.output<T> {
+  const result = schema.safeParse(input ?? {});
+  if (result.success) return result.data;
+  const fields: Record<string, string> = {};
+  for (const issue of result.error.issues) {
+    if (issue.code === 'unrecognized_keys') for (const key of issue.keys) fields[key] ??= 'Unknown field';
+    else fields[issue.path.join('.') || '_'] ??= issue.message;
+  }
+  const summary = Object.entries(fields)
+    .map(([k, v]) => (k === '_' ? v : `${k}: ${v}`))
+    .join('; ');
+  throw new InvalidInputError(summary || 'Invalid input', fields);
+}
+
+/** A positive integer route parameter, or undefined (callers answer 404: no such thing). */
+export function idParam(value: string | undefined): number | undefined {
+  if (!value || !/^[1-9][0-9]{0,9}$/.test(value)) return undefined;
+  const n = Number(value);
+  return n <= 2_147_483_647 ? n : undefined;
+}
+
+export const email = z
+  .string({ error: 'Enter an email address' })
+  .trim()
+  .toLowerCase()
+  .max(254, 'Email is too long')
+  .regex(/^[^\s@]+@[^\s@]+\.[^\s@]+$/, 'Enter a valid email address');
+export const name = z.string({ error: 'Enter a name' }).trim().min(1, 'Enter a name').max(100, 'Name is too long');
+/** Shape only; the password policy (length, common passwords) is checked separately. */
+export const password = z.string({ error: 'Enter a password' }).min(1, 'Enter a password').max(1024, 'Password is too long');
+/** The `_csrf` field that HTML forms send is allowed in every body. */
+export const csrfField = { _csrf: z.string().max(200).optional() };

@@ -1,0 +1,161 @@
+/**
+ * The three backends as the application uses them, and the only code that knows how a
+ * session moves between them: which store a cookie points at, falling back when a backend
+ * cannot serve, migrating a session to the backend the flag chose, and ending sessions.
+ *
+ *   cookie   → Guarded(Mirrored(CookieStore, DatabaseStore))
+ *   database → Guarded(DatabaseStore)
+ *   redis    → Guarded(Mirrored(RedisStore, DatabaseStore))
+ *
+ * The cookie names the backend that holds the session: `<c|d|r>.<token>`.
+ */
+import type { BackendName } from '../config/config.js';
+import type { DatabaseStore } from './database-store.js';
+import { BackendUnavailableError, type FailureReason, type GuardedStore } from './guarded-store.js';
+import type { RevocationList } from './revocations.js';
+import type { SessionRecord } from './session.js';
+
+const PREFIX: Record<BackendName, string> = { cookie: 'c', database: 'd', redis: 'r' };
+const BY_PREFIX: Record<string, BackendName> = { c: 'cookie', d: 'database', r: 'redis' };
+
+export interface BackendEvents {
+  fallback(from: BackendName, to: BackendName, reason: FailureReason): void;
+  migrated(from: BackendName, to: BackendName): void;
+  /** A secondary write (eviction, cleanup) failed; the request still succeeded. */
+  secondaryFailure(err: unknown, what: string): void;
+}
+
+export interface Written {
+  cookieValue: string;
+  record: SessionRecord;
+  /** Set when the chosen backend could not take the session and the fallback did. */
+  fellBackFrom?: BackendName;
+}
+
+export class SessionBackends {
+  constructor(
+    readonly stores: Record<BackendName, GuardedStore>,
+    /** The sessions table: every session's directory entry, whatever backend holds it. */
+    readonly directory: DatabaseStore,
+    readonly revocations: RevocationList,
+    readonly fallback: BackendName | 'none',
+    private readonly events: BackendEvents,
+  ) {}
+
+  static cookieValue(backend: BackendName, token: string): string {
+    return `${PREFIX[backend]}.${token}`;
+  }
+
+  /**
+   * The live session a cookie names, or undefined. When the backend holding it cannot
+   * serve, its database copy does (the mirror): the user stays logged in.
+   */
+  async open(cookieValue: string): Promise<SessionRecord | undefined> {
+    const dot = cookieValue.indexOf('.');
+    const backend = BY_PREFIX[cookieValue.slice(0, dot)];
+    const token = cookieValue.slice(dot + 1);
+    if (!backend || token.length === 0 || token.length > 4000) return undefined;
+    let record: SessionRecord | undefined;
+    try {
+      record = await this.stores[backend].load(token);
+    } catch (err) {
+      if (!(err instanceof BackendUnavailableError) || backend === 'database') throw err;
+      record = await this.stores.database.load(token);
+      if (record) {
+        this.events.fallback(backend, 'database', err.reason);
+        record = { ...record, backend: 'database' };
+      }
+    }
+    if (!record || this.revocations.isRevoked(record)) return undefined;
+    return record;
+  }
+
+  /** Stores a new session in `target`, or in the fallback when `target` cannot serve. */
+  create(record: SessionRecord, target: BackendName): Promise<Written> {
+    return this.writeWithFallback(record, target, (store, r) => store.create(r));
+  }
+
+  /**
+   * Writes a changed (or touched) session where it is. Returns undefined when the session
+   * ended meanwhile: a save never brings it back. A session whose backend cannot serve moves
+   * to the fallback, as in `create`.
+   */
+  async update(record: SessionRecord, mode: 'save' | 'touch'): Promise<Written | undefined> {
+    if (this.revocations.isRevoked(record)) return undefined;
+    const store = this.stores[record.backend];
+    try {
+      const token = mode === 'save' ? await store.save(record) : await store.touch(record);
+      return token === undefined ? undefined : { cookieValue: SessionBackends.cookieValue(record.backend, token), record };
+    } catch (err) {
+      if (!(err instanceof BackendUnavailableError)) throw err;
+      return this.writeWithFallback(record, record.backend, (s, r) => s.create(r), err);
+    }
+  }
+
+  /**
+   * Moves a session to `target`: written there first, then removed from where it was, so a
+   * failure in between leaves two copies rather than none.
+   */
+  async migrate(record: SessionRecord, target: BackendName): Promise<Written | undefined> {
+    if (this.revocations.isRevoked(record)) return undefined;
+    const from = record.backend;
+    const written = await this.create(record, target);
+    if (written.record.backend === from) return written;
+    this.events.migrated(from, written.record.backend);
+    try {
+      await this.stores[from].evict(record);
+    } catch (err) {
+      this.events.secondaryFailure(err, `evict from ${from}`);
+    }
+    return written;
+  }
+
+  /**
+   * Ends a session: its id goes on the revocation list first (so no copy anywhere — a cookie,
+   * a Redis key written while Redis was unreachable — can serve it again), then the stored
+   * copies are removed. Never throws for an unreachable backend.
+   */
+  async end(record: SessionRecord): Promise<void> {
+    await this.revocations.revokeSession(record.idHash, record.absoluteExpiresAt);
+    const removals = [this.stores[record.backend].destroy(record)];
+    if (record.backend !== 'database') removals.push(this.directory.destroy(record));
+    const results = await Promise.allSettled(removals);
+    for (const r of results) if (r.status === 'rejected') this.events.secondaryFailure(r.reason, `destroy in ${record.backend}`);
+  }
+
+  /** Every live session of a user, whatever backend holds it (from the directory). */
+  listByUser(userId: number): Promise<SessionRecord[]> {
+    return this.stores.database.listByUser(userId).then((list) => list.filter((r) => !this.revocations.isRevoked(r)));
+  }
+
+  /** Ends every live session of a user except `exceptHandle`, in every backend; returns those ended. */
+  async endUserSessions(userId: number, exceptHandle?: string): Promise<SessionRecord[]> {
+    const ended = (await this.listByUser(userId)).filter((r) => r.handle !== exceptHandle);
+    for (const record of ended) await this.end(record);
+    return ended;
+  }
+
+  private async writeWithFallback(
+    record: SessionRecord,
+    target: BackendName,
+    write: (store: GuardedStore, r: SessionRecord) => Promise<string>,
+    earlier?: BackendUnavailableError,
+  ): Promise<Written> {
+    let failure = earlier;
+    if (!failure) {
+      const r = { ...record, backend: target };
+      try {
+        return { cookieValue: SessionBackends.cookieValue(target, await write(this.stores[target], r)), record: r };
+      } catch (err) {
+        if (!(err instanceof BackendUnavailableError)) throw err;
+        failure = err;
+      }
+    }
+    const fallback = this.fallback;
+    if (fallback === 'none' || fallback === target) throw failure;
+    const r = { ...record, backend: fallback };
+    const token = await this.stores[fallback].create(r);
+    this.events.fallback(target, fallback, failure.reason);
+    return { cookieValue: SessionBackends.cookieValue(fallback, token), record: r, fellBackFrom: target };
+  }
+}

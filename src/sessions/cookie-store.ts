@@ -1,0 +1,75 @@
+/**
+ * Sessions sealed (AES-256-GCM, see sealer.ts) into the cookie itself: nothing is stored
+ * server-side per session. The first secret seals; every secret opens (key rotation).
+ *
+ * A cookie cannot be taken back from a browser, so ending a session means remembering that it
+ * ended: `destroy` records the session (by id hash) in the revocation list, and `load` refuses revoked ones.
+ */
+import { hashSessionId, type SessionRecord } from './session.js';
+import type { RevocationList } from './revocations.js';
+import { SessionTooLargeError } from './errors.js';
+import type { SessionStore } from './store.js';
+import { Sealer } from './sealer.js';
+
+/** Browsers keep at least 4096 bytes per cookie, name and attributes included. */
+export const MAX_SEALED_LENGTH = 3800;
+
+/** The session id travels inside the seal, so a session keeps its id (and its revocation key) when it moves between backends. */
+type Sealed = Omit<SessionRecord, 'idHash' | 'backend'>;
+
+export class CookieStore implements SessionStore {
+  readonly backend = 'cookie' as const;
+  private readonly sealer: Sealer;
+
+  constructor(
+    secrets: readonly string[],
+    private readonly revocations: RevocationList,
+  ) {
+    this.sealer = new Sealer(secrets, 'session cookie');
+  }
+
+  async load(token: string): Promise<SessionRecord | undefined> {
+    const plain = token.length <= MAX_SEALED_LENGTH ? this.sealer.open(token) : undefined;
+    if (plain === undefined) return undefined;
+    let sealed: Sealed;
+    try {
+      sealed = JSON.parse(plain) as Sealed;
+    } catch {
+      return undefined;
+    }
+    if (typeof sealed.id !== 'string' || sealed.id.length < 32) return undefined;
+    const record: SessionRecord = { ...sealed, idHash: hashSessionId(sealed.id), backend: 'cookie' };
+    if (record.expiresAt <= Date.now() || this.revocations.isRevoked(record)) return undefined;
+    return record;
+  }
+
+  async create(record: SessionRecord): Promise<string> {
+    return this.seal(record);
+  }
+
+  async save(record: SessionRecord): Promise<string | undefined> {
+    return this.revocations.isRevoked(record) ? undefined : this.seal(record);
+  }
+
+  async touch(record: SessionRecord): Promise<string | undefined> {
+    return this.save(record);
+  }
+
+  async destroy(record: SessionRecord): Promise<void> {
+    await this.revocations.revokeSession(record.idHash, record.absoluteExpiresAt);
+  }
+
+  /** The cookie is replaced by the destination's; there is nothing here to remove. */
+  async evict(_record: SessionRecord): Promise<void> {}
+
+  async ping(): Promise<void> {}
+
+  async close(): Promise<void> {}
+
+  private seal(record: SessionRecord): string {
+    const { idHash: _idHash, backend: _backend, ...rest } = record;
+    const sealed = this.sealer.seal(JSON.stringify(rest satisfies Sealed));
+    if (sealed.length > MAX_SEALED_LENGTH) throw new SessionTooLargeError(sealed.length, MAX_SEALED_LENGTH);
+    return sealed;
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * Sessions in a SQL table (Sequelize: SQLite or PostgreSQL), keyed by the hash of the id.
+ *
+ * The same table is the directory of every session, whatever backend holds it: the redis and
+ * cookie backends keep a copy here (see mirrored-store.ts), with `backend` naming the holder.
+ */
+import { Op } from 'sequelize';
+import type { BackendName } from '../config/config.js';
+import type { Models, SessionRow } from '../db/models.js';
+import { jsonCodec, type DataCodec } from './codec.js';
+import { hashSessionId, type SessionRecord } from './session.js';
+import type { IndexedSessionStore } from './store.js';
+
+export class DatabaseStore implements IndexedSessionStore {
+  readonly backend = 'database' as const;
+
+  constructor(
+    private readonly models: Models,
+    private readonly codec: DataCodec = jsonCodec,
+  ) {}
+
+  async load(token: string): Promise<SessionRecord | undefined> {
+    const row = await this.models.SessionRow.findByPk(hashSessionId(token));
+    if (!row || row.expiresAt <= Date.now()) return undefined;
+    return this.toRecord(row, token);
+  }
+
+  async create(record: SessionRecord): Promise<string> {
+    await this.models.SessionRow.upsert(this.toRow(record));
+    return record.id;
+  }
+
+  async save(record: SessionRecord): Promise<string | undefined> {
+    const { idHash, ...changes } = this.toRow(record);
+    const [count] = await this.models.SessionRow.update(changes, { where: { idHash } });
+    return count > 0 ? record.id : undefined;
+  }
+
+  async touch(record: SessionRecord): Promise<string | undefined> {
+    const [count] = await this.models.SessionRow.update(
+      { lastActivity: record.lastActivity, expiresAt: record.expiresAt },
+      { where: { idHash: record.idHash } },
+    );
+    return count > 0 ? record.id : undefined;
+  }
+
+  async destroy(record: SessionRecord): Promise<void> {
+    await this.models.SessionRow.destroy({ where: { idHash: record.idHash } });
+  }
+
+  /** Removes the row only while it still belongs to this backend: a destination that mirrors here has already claimed it. */
+  async evict(record: SessionRecord): Promise<void> {
+    await this.models.SessionRow.destroy({ where: { idHash: record.idHash, backend: this.backend } });
+  }
+
+  async listByUser(userId: number): Promise<SessionRecord[]> {
+    const rows = await this.models.SessionRow.findAll({
+      where: { userId, expiresAt: { [Op.gt]: Date.now() } },
+      order: [['createdAt', 'ASC']],
+    });
+    return rows.flatMap((row) => this.toRecord(row, '') ?? []);
+  }
+
+  /** Deletes up to `limit` expired rows; returns how many. Small batches keep SQLite's writer lock short. */
+  async deleteExpired(limit = 500): Promise<number> {
+    const rows = await this.models.SessionRow.findAll({
+      attributes: ['idHash'],
+      where: { expiresAt: { [Op.lte]: Date.now() } },
+      limit,
+    });
+    if (rows.length === 0) return 0;
+    return this.models.SessionRow.destroy({ where: { idHash: rows.map((r) => r.idHash) } });
+  }
+
+  async ping(): Promise<void> {
+    await this.models.sequelize.query('SELECT 1');
+  }
+
+  async close(): Promise<void> {
+    // The connection belongs to the application, which closes it.
+  }
+
+  private toRow(r: SessionRecord) {
+    return {
+      idHash: r.idHash,
+      handle: r.handle,
+      userId: r.userId,
+      backend: r.backend,
+      data: this.codec.encode(r.data),
+      createdAt: r.createdAt,
+      issuedAt: r.issuedAt,
+      lastActivity: r.lastActivity,
+      expiresAt: r.expiresAt,
+      absoluteExpiresAt: r.absoluteExpiresAt,
+      ip: r.ip.slice(0, 64),
+      userAgent: r.userAgent.slice(0, 512),
+      version: r.version,
+    };
+  }
+
+  private toRecord(row: SessionRow, id: string): SessionRecord | undefined {
+    const data = this.codec.decode(row.data);
+    if (!data) return undefined;
+    return {
+      id,
+      idHash: row.idHash,
+      handle: row.handle,
+      userId: row.userId,
+      backend: row.backend as BackendName,
+      data,
+      createdAt: row.createdAt,
+      issuedAt: row.issuedAt,
+      lastActivity: row.lastActivity,
+      expiresAt: row.expiresAt,
+      absoluteExpiresAt: row.absoluteExpiresAt,
+      ip: row.ip,
+      userAgent: row.userAgent,
+      version: row.version,
+    };
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * A store plus a durable copy in the database — Django's cached_db, the other way round.
+ *
+ * The primary (Redis, or the sealed cookie) serves every read. Each write also lands in the
+ * sessions table, with `backend` naming the primary, so that:
+ *   - a Redis outage logs nobody out: the database copy serves until Redis is back;
+ *   - every session of a user can be listed and revoked, cookie-held ones included.
+ * The copy is written at create, save and touch (touches are throttled upstream), and removed
+ * at destroy. Its failures are reported, never thrown: the primary is the source of truth.
+ */
+import type { DatabaseStore } from './database-store.js';
+import type { SessionRecord } from './session.js';
+import type { IndexedSessionStore, SessionStore } from './store.js';
+
+export class MirroredStore implements IndexedSessionStore {
+  constructor(
+    readonly primary: SessionStore,
+    readonly mirror: DatabaseStore,
+    private readonly onMirrorError: (err: unknown, operation: string) => void,
+  ) {}
+
+  get backend() {
+    return this.primary.backend;
+  }
+
+  load(token: string): Promise<SessionRecord | undefined> {
+    return this.primary.load(token);
+  }
+
+  async create(record: SessionRecord): Promise<string> {
+    const token = await this.primary.create(record);
+    await this.copy('create', () => this.mirror.create(record));
+    return token;
+  }
+
+  async save(record: SessionRecord): Promise<string | undefined> {
+    const token = await this.primary.save(record);
+    // Upsert: the copy may be missing if an earlier mirror write failed.
+    if (token !== undefined) await this.copy('save', () => this.mirror.create(record));
+    return token;
+  }
+
+  async touch(record: SessionRecord): Promise<string | undefined> {
+    const token = await this.primary.touch(record);
+    if (token !== undefined) await this.copy('touch', () => this.mirror.touch(record));
+    return token;
+  }
+
+  async destroy(record: SessionRecord): Promise<void> {
+    await Promise.all([this.primary.destroy(record), this.copy('destroy', () => this.mirror.destroy(record))]);
+  }
+
+  /** The database copy stays: the destination has taken it over (or will, being the database). */
+  evict(record: SessionRecord): Promise<void> {
+    return this.primary.evict(record);
+  }
+
+  async listByUser(userId: number): Promise<SessionRecord[]> {
+    const all = await this.mirror.listByUser(userId);
+    return all.filter((r) => r.backend === this.backend);
+  }
+
+  ping(): Promise<void> {
+    return this.primary.ping();
+  }
+
+  close(): Promise<void> {
+    return this.primary.close();
+  }
+
+  private async copy(operation: string, write: () => Promise<unknown>) {
+    try {
+      await write();
+    } catch (err) {
+      this.onMirrorError(err, operation);
+    }
+  }
+}

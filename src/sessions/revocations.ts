@@ -1,0 +1,117 @@
+/**
+ * The revocation record: which sessions must not be served although a copy may still exist
+ * somewhere — a sealed cookie in a browser, or a Redis key left behind while Redis was down.
+ *
+ * Three kinds of entry, each kept until no session it could match can still be alive:
+ *   session — one session id (logout, revoke, rotation), by hash, until its absolute expiry;
+ *   user   — every session of a user issued before `notBefore` (password change, disable, logout everywhere);
+ *   all    — every session issued before `notBefore` (revoke-all).
+ * Issuing one is a single row insert, O(1). Every instance holds the live entries in memory
+ * and polls for new rows every SYNC_INTERVAL_MS, so the per-request check is two map lookups
+ * and a comparison; another instance honours a new entry within one poll interval.
+ */
+import { Op } from 'sequelize';
+import type { Models } from '../db/models.js';
+import type { SessionRecord } from './session.js';
+
+export type Revocable = Pick<SessionRecord, 'idHash' | 'userId' | 'issuedAt'>;
+
+export class RevocationList {
+  private readonly sessions = new Map<string, number>(); // idHash → expiresAt
+  private readonly users = new Map<number, number>(); // userId → notBefore
+  private allNotBefore = 0;
+  private lastId = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private syncing: Promise<void> | undefined;
+
+  constructor(
+    private readonly models: Models,
+    private readonly options: { absoluteTimeoutMs: number; syncIntervalMs: number; onSyncError?: (err: unknown) => void },
+  ) {}
+
+  /** Loads the live entries, then keeps polling for new ones. */
+  async start(): Promise<void> {
+    await this.sync();
+    this.timer = setInterval(() => {
+      this.sync().catch((err: unknown) => this.options.onSyncError?.(err));
+    }, this.options.syncIntervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  isRevoked(s: Revocable): boolean {
+    if (s.issuedAt < this.allNotBefore) return true;
+    const userNotBefore = this.users.get(s.userId);
+    if (userNotBefore !== undefined && s.issuedAt < userNotBefore) return true;
+    const until = this.sessions.get(s.idHash);
+    return until !== undefined && until > Date.now();
+  }
+
+  get revokedBefore(): number {
+    return this.allNotBefore;
+  }
+
+  /** This one session id stops working, wherever a copy of it remains. */
+  async revokeSession(idHash: string, expiresAt: number): Promise<void> {
+    this.apply({ kind: 'session', subject: idHash, notBefore: 0, expiresAt });
+    await this.models.Revocation.create({ kind: 'session', subject: idHash, notBefore: 0, expiresAt });
+  }
+
+  /** Every session of the user issued before `notBefore` stops working. */
+  async revokeUser(userId: number, notBefore = Date.now()): Promise<void> {
+    const expiresAt = notBefore + this.options.absoluteTimeoutMs;
+    this.apply({ kind: 'user', subject: String(userId), notBefore, expiresAt });
+    await this.models.Revocation.create({ kind: 'user', subject: String(userId), notBefore, expiresAt });
+  }
+
+  async revokeAll(notBefore = Date.now()): Promise<number> {
+    const expiresAt = notBefore + this.options.absoluteTimeoutMs;
+    this.apply({ kind: 'all', subject: '*', notBefore, expiresAt });
+    await this.models.Revocation.create({ kind: 'all', subject: '*', notBefore, expiresAt });
+    return notBefore;
+  }
+
+  /** Reads rows newer than the last seen; one sync at a time. */
+  sync(): Promise<void> {
+    this.syncing ??= this.pull().finally(() => {
+      this.syncing = undefined;
+    });
+    return this.syncing;
+  }
+
+  /** Deletes entries that can no longer match a live session. */
+  async prune(): Promise<number> {
+    return this.models.Revocation.destroy({ where: { expiresAt: { [Op.lte]: Date.now() } } });
+  }
+
+  private async pull(): Promise<void> {
+    const now = Date.now();
+    for (;;) {
+      const rows = await this.models.Revocation.findAll({
+        where: { id: { [Op.gt]: this.lastId }, expiresAt: { [Op.gt]: now } },
+        order: [['id', 'ASC']],
+        limit: 1000,
+      });
+      for (const row of rows) {
+        this.apply(row);
+        this.lastId = Math.max(this.lastId, row.id);
+      }
+      if (rows.length < 1000) break;
+    }
+    for (const [idHash, until] of this.sessions) if (until <= now) this.sessions.delete(idHash);
+  }
+
+  private apply(entry: { kind: string; subject: string; notBefore: number; expiresAt: number }) {
+    if (entry.kind === 'session') {
+      this.sessions.set(entry.subject, Math.max(entry.expiresAt, this.sessions.get(entry.subject) ?? 0));
+    } else if (entry.kind === 'user') {
+      const userId = Number(entry.subject);
+      this.users.set(userId, Math.max(entry.notBefore, this.users.get(userId) ?? 0));
+    } else if (entry.kind === 'all') {
+      this.allNotBefore = Math.max(this.allNotBefore, entry.notBefore);
+    }
+  }
+}
