@@ -1,0 +1,101 @@
+/**
+ * Runs Switchboard as a real child process (`node --import tsx src/server.ts`), the way
+ * `npm start` does, on a free port with its own data directory. Used by every black-box test.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { freePort } from './ports.js';
+
+export interface AppProcess {
+  url: string;
+  port: number;
+  dataDir: string;
+  env: Record<string, string>;
+  /** Everything the process printed so far. */
+  output(): string;
+  stop(): Promise<void>;
+  /** Stops and starts again with the same data directory and port (and optionally changed env). */
+  restart(env?: Record<string, string>): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of live) child.kill('SIGKILL');
+});
+
+const ROOT = path.resolve(import.meta.dirname, '..', '..');
+
+export async function startApp(env: Record<string, string> = {}): Promise<AppProcess> {
+  const dataDir = env.DATA_DIR ?? mkdtempSync(path.join(tmpdir(), 'switchboard-test-'));
+  const port = Number(env.PORT ?? (await freePort()));
+  let fullEnv: Record<string, string> = {
+    DATA_DIR: dataDir,
+    DATABASE_URL: `sqlite:${path.join(dataDir, 'switchboard.sqlite')}`,
+    LOG_LEVEL: 'warn',
+    NODE_ENV: 'test',
+    HOST: '127.0.0.1',
+    ...env,
+    PORT: String(port),
+  };
+  let child: ChildProcess | undefined;
+  let out = '';
+
+  async function launch() {
+    child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...fullEnv },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    live.add(child);
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<never>((_, reject) => child?.once('exit', (code) => reject(new Error(`switchboard exited (${code}) before it was ready:\n${out}`))));
+    const ready = (async () => {
+      for (let attempt = 0; attempt < 600; attempt++) {
+        try {
+          const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+          if (res.ok) return;
+        } catch {
+          // not listening yet
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`switchboard did not become ready:\n${out}`);
+    })();
+    await Promise.race([ready, exited]);
+    child.removeAllListeners('exit');
+  }
+
+  async function stop() {
+    const c = child;
+    if (!c || c.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      c.once('exit', () => resolve());
+      c.kill('SIGTERM');
+      setTimeout(() => c.kill('SIGKILL'), 5000).unref();
+    });
+    live.delete(c);
+  }
+
+  await launch();
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    dataDir,
+    get env() {
+      return fullEnv;
+    },
+    output: () => out,
+    async stop() {
+      await stop();
+      if (!env.DATA_DIR) rmSync(dataDir, { recursive: true, force: true });
+    },
+    async restart(changes = {}) {
+      await stop();
+      fullEnv = { ...fullEnv, ...changes };
+      await launch();
+    },
+  };
+}
