@@ -111,6 +111,12 @@ export interface PrometheusProcess {
   query(expr: string): Promise<Sample[]>;
   /** Pending and firing alerts. */
   alerts(): Promise<Alert[]>;
+  /**
+   * Resolves once every scrape target has been scraped at least once (successfully or not).
+   * Prometheus hands new targets to its scraper only every 5 s, so the first scrape comes
+   * about 5 s after start; live tests call this before they expect any series.
+   */
+  waitForScrapes(): Promise<void>;
   /** Kills the process (SIGTERM, then SIGKILL) and removes the scratch directory. Idempotent. */
   stop(): Promise<void>;
 }
@@ -125,7 +131,7 @@ export async function startPrometheus(options: StartPrometheusOptions): Promise<
     const attempts = options.port === undefined ? 3 : 1;
     for (let attempt = 1; ; attempt++) {
       const port = options.port ?? (await freePort());
-      const server = new PrometheusServer(port, dir, configFile);
+      const server = new PrometheusServer(port, dir, configFile, options.scrapeTargets.length);
       try {
         await server.start();
         return server;
@@ -176,6 +182,7 @@ class PrometheusServer implements PrometheusProcess {
     private readonly port: number,
     private readonly dir: string,
     private readonly configFile: string,
+    private readonly targetCount: number,
   ) {
     this.url = `http://${HOST}:${port}`;
   }
@@ -204,6 +211,17 @@ class PrometheusServer implements PrometheusProcess {
   async alerts(): Promise<Alert[]> {
     const data = await this.api<{ alerts: Alert[] }>('/api/v1/alerts');
     return data.alerts;
+  }
+
+  async waitForScrapes(): Promise<void> {
+    type Target = { health: 'up' | 'down' | 'unknown'; scrapeUrl: string };
+    let targets: Target[] = [];
+    for (let attempt = 0; attempt < READY_ATTEMPTS; attempt++) {
+      targets = (await this.api<{ activeTargets: Target[] }>('/api/v1/targets?state=active')).activeTargets;
+      if (targets.length === this.targetCount && targets.every((t) => t.health !== 'unknown')) return;
+      await sleep(POLL_INTERVAL_MS);
+    }
+    throw new Error(`prometheus: targets not all scraped after ${READY_ATTEMPTS} polls: ${JSON.stringify(targets)}`);
   }
 
   async stop(): Promise<void> {

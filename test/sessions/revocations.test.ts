@@ -1,0 +1,55 @@
+import { expect } from 'chai';
+import { RevocationList } from '../../src/sessions/revocations.js';
+import { ABSOLUTE_MS, makeRecord, sqliteDb, type TestDb } from './fixtures.js';
+
+describe('the revocation list', () => {
+  let db: TestDb;
+  let here: RevocationList;
+  let there: RevocationList;
+  before(async () => {
+    db = await sqliteDb();
+    here = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 60_000 });
+    there = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 60_000 });
+    await here.start();
+    await there.start();
+  });
+  after(async () => {
+    here.stop();
+    there.stop();
+    await db.close();
+  });
+
+  it('revokes every session of a user issued before the epoch, and none issued at or after it', async () => {
+    const userId = 77;
+    const epoch = Date.now();
+    const before = makeRecord({ userId, issuedAt: epoch - 1 });
+    const at = makeRecord({ userId, issuedAt: epoch });
+    const otherUser = makeRecord({ issuedAt: epoch - 1 });
+    await here.revokeUser(userId, epoch);
+    expect(here.isRevoked(before)).to.equal(true);
+    expect(here.isRevoked(at)).to.equal(false);
+    expect(here.isRevoked(otherUser)).to.equal(false);
+    expect(there.isRevoked(before)).to.equal(false, 'not yet synced');
+    await there.sync();
+    expect(there.isRevoked(before)).to.equal(true);
+  });
+
+  it('revoke-all is one row, and everything issued before it is refused on every instance', async () => {
+    const old = makeRecord({ issuedAt: Date.now() - 10 });
+    const count = await db.models.Revocation.count();
+    const before = await here.revokeAll();
+    expect(await db.models.Revocation.count()).to.equal(count + 1);
+    const newer = makeRecord({ issuedAt: before + 1 });
+    await there.sync();
+    for (const list of [here, there]) {
+      expect(list.isRevoked(old)).to.equal(true);
+      expect(list.isRevoked(newer)).to.equal(false);
+    }
+  });
+
+  it('forgets entries that can no longer match a live session', async () => {
+    await db.models.Revocation.create({ kind: 'session', subject: 'expired-entry', notBefore: 0, expiresAt: Date.now() - 1 });
+    expect(await here.prune()).to.be.greaterThan(0);
+    expect(await db.models.Revocation.count({ where: { subject: 'expired-entry' } })).to.equal(0);
+  });
+});

@@ -1,0 +1,123 @@
+/**
+ * Runs the conformance suite against every store and every composition the app uses, on the
+ * real services: a SQLite file, the machine's PostgreSQL (a database made and dropped here),
+ * and the machine's Redis (a key prefix of this run's own, deleted afterwards).
+ */
+import { Redis } from 'ioredis';
+import { randomBytes } from 'node:crypto';
+import { sealedCodec } from '../../src/sessions/codec.js';
+import { CookieStore } from '../../src/sessions/cookie-store.js';
+import { DatabaseStore } from '../../src/sessions/database-store.js';
+import { GuardedStore } from '../../src/sessions/guarded-store.js';
+import { MirroredStore } from '../../src/sessions/mirrored-store.js';
+import { RedisStore } from '../../src/sessions/redis-store.js';
+import { RevocationList } from '../../src/sessions/revocations.js';
+import type { SessionStore } from '../../src/sessions/store.js';
+import { describeStoreConformance, type StoreUnderTest } from './conformance.js';
+import { ABSOLUTE_MS, postgresDb, sqliteDb, type TestDb } from './fixtures.js';
+
+const SECRETS = [randomBytes(32).toString('base64url')];
+const REDIS_URL = 'redis://127.0.0.1:6379/0';
+
+async function dumpTable(db: TestDb) {
+  const rows = await db.models.SessionRow.findAll({ raw: true });
+  return JSON.stringify(rows);
+}
+
+async function redisFixture(encrypted = false) {
+  const client = new Redis(REDIS_URL, { enableAutoPipelining: true });
+  const prefix = `conformance-${randomBytes(6).toString('hex')}:`;
+  const store = new RedisStore(client, { keyPrefix: prefix, absoluteTimeoutMs: ABSOLUTE_MS, codec: encrypted ? sealedCodec(SECRETS) : undefined });
+  return {
+    client,
+    store,
+    async dump() {
+      const keys = await client.keys(`${prefix}*`);
+      const values = await Promise.all(keys.map(async (k) => ((await client.type(k)) === 'hash' ? client.hgetall(k) : client.zrange(k, 0, -1))));
+      return JSON.stringify({ keys, values });
+    },
+    async close() {
+      const keys = await client.keys(`${prefix}*`);
+      if (keys.length) await client.del(...keys);
+      client.disconnect();
+    },
+  };
+}
+
+const noMirrorErrors = (err: unknown) => {
+  throw err;
+};
+const observer = { operation() {}, availability() {} };
+const guard = (store: SessionStore) => new GuardedStore(store, { timeoutMs: 2000, breakerThreshold: 5, halfOpenAfterMs: 1000 }, observer);
+
+describe('session stores', () => {
+  describeStoreConformance('DatabaseStore on SQLite', async (): Promise<StoreUnderTest> => {
+    const db = await sqliteDb();
+    return { store: new DatabaseStore(db.models), dumpAtRest: () => dumpTable(db), close: db.close };
+  }, { stableToken: true, listable: true });
+
+  describeStoreConformance('DatabaseStore on PostgreSQL', async () => {
+    const db = await postgresDb();
+    return { store: new DatabaseStore(db.models), dumpAtRest: () => dumpTable(db), close: db.close };
+  }, { stableToken: true, listable: true });
+
+  describeStoreConformance('DatabaseStore on PostgreSQL, encrypted at rest', async () => {
+    const db = await postgresDb();
+    return { store: new DatabaseStore(db.models, sealedCodec(SECRETS)), dumpAtRest: () => dumpTable(db), close: db.close };
+  }, { stableToken: true, listable: true, encryptedAtRest: true });
+
+  describeStoreConformance('RedisStore', async () => {
+    const r = await redisFixture();
+    return { store: r.store, dumpAtRest: r.dump, close: r.close };
+  }, { stableToken: true, listable: true });
+
+  describeStoreConformance('RedisStore, encrypted at rest', async () => {
+    const r = await redisFixture(true);
+    return { store: r.store, dumpAtRest: r.dump, close: r.close };
+  }, { stableToken: true, listable: true, encryptedAtRest: true });
+
+  describeStoreConformance('CookieStore', async () => {
+    const db = await sqliteDb();
+    const revocations = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 1000 });
+    await revocations.start();
+    return {
+      store: new CookieStore(SECRETS, revocations),
+      close: async () => {
+        revocations.stop();
+        await db.close();
+      },
+    };
+  }, { stableToken: false, listable: false });
+
+  describeStoreConformance('Redis mirrored to SQLite, guarded (the app’s redis backend)', async () => {
+    const db = await sqliteDb();
+    const r = await redisFixture();
+    return {
+      store: guard(new MirroredStore(r.store, new DatabaseStore(db.models), noMirrorErrors)),
+      dumpAtRest: async () => (await r.dump()) + (await dumpTable(db)),
+      close: async () => {
+        await r.close();
+        await db.close();
+      },
+    };
+  }, { stableToken: true, listable: true });
+
+  describeStoreConformance('Cookie mirrored to PostgreSQL, guarded (the app’s cookie backend)', async () => {
+    const db = await postgresDb();
+    const revocations = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 1000 });
+    await revocations.start();
+    return {
+      store: guard(new MirroredStore(new CookieStore(SECRETS, revocations), new DatabaseStore(db.models), noMirrorErrors)),
+      dumpAtRest: () => dumpTable(db),
+      close: async () => {
+        revocations.stop();
+        await db.close();
+      },
+    };
+  }, { stableToken: false, listable: true });
+
+  describeStoreConformance('DatabaseStore on SQLite, guarded (the app’s database backend)', async () => {
+    const db = await sqliteDb();
+    return { store: guard(new DatabaseStore(db.models)), dumpAtRest: () => dumpTable(db), close: db.close };
+  }, { stableToken: true, listable: true });
+});
