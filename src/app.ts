@@ -30,7 +30,8 @@ import { platformRoutes } from './http/routes/platforms.js';
 import { sessionRoutes } from './http/routes/sessions.js';
 import { Metrics } from './metrics/metrics.js';
 import { SessionAudit } from './sessions/audit.js';
-import { SessionBackends } from './sessions/backends.js';
+import { SessionBackends, type ServingStore } from './sessions/backends.js';
+import type { SessionStore } from './sessions/store.js';
 import { jsonCodec, sealedCodec } from './sessions/codec.js';
 import { CookieStore } from './sessions/cookie-store.js';
 import { DatabaseStore } from './sessions/database-store.js';
@@ -98,11 +99,17 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
 
   const database = new DatabaseStore(models, codec);
   const mirrorError = (err: unknown, operation: string) => logger.warn({ err, operation }, 'database copy of a session could not be written');
-  const guard = (store: ConstructorParameters<typeof GuardedStore>[0]) => new GuardedStore(store, config.stores, observer);
-  const stores: Record<BackendName, GuardedStore> = {
+  // The short deadline exists to fail over fast; the backend that is itself the last resort
+  // (the fallback, or every backend with SESSION_FALLBACK=none) has nothing to fail over to.
+  const fallback = config.sessions.fallback;
+  const guard = (store: SessionStore) => {
+    const lastResort = fallback === 'none' || fallback === store.backend;
+    return new GuardedStore(store, { ...config.stores, timeoutMs: lastResort ? config.stores.lastResortTimeoutMs : config.stores.timeoutMs }, observer);
+  };
+  const stores: Record<BackendName, ServingStore> = {
     database: guard(database),
-    redis: guard(new MirroredStore(new RedisStore(redis, { keyPrefix: config.redis.keyPrefix, absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, codec }), database, mirrorError)),
-    cookie: guard(new MirroredStore(new CookieStore(config.sessions.secrets, revocations), database, mirrorError)),
+    redis: new MirroredStore(guard(new RedisStore(redis, { keyPrefix: config.redis.keyPrefix, absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, codec })), database, mirrorError),
+    cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations)), database, mirrorError),
   };
   const backends = new SessionBackends(stores, database, revocations, config.sessions.fallback, {
     fallback(from, to, reason) {

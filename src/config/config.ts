@@ -48,6 +48,7 @@ const schema = {
   SESSION_ENCRYPT_AT_REST: { type: bool.default(false), accepts: 'true or false' },
 
   STORE_TIMEOUT_MS: { type: int(1, 10_000).default(25), accepts: 'milliseconds, 1-10000' },
+  LAST_RESORT_TIMEOUT_MS: { type: int(1, 60_000).default(1000), accepts: 'milliseconds, 1-60000' },
   BREAKER_FAILURE_THRESHOLD: { type: int(1, 1000).default(5), accepts: 'consecutive failures, 1 or more' },
   BREAKER_HALF_OPEN_AFTER_MS: { type: int(10, 600_000).default(2000), accepts: 'milliseconds' },
   SYNC_INTERVAL_MS: { type: int(100, 5000).default(1000), accepts: 'milliseconds 100-5000 (admin override and revocation polling)' },
@@ -103,7 +104,7 @@ export interface Config {
     maxPerUser: number;
     encryptAtRest: boolean;
   };
-  stores: { timeoutMs: number; breakerThreshold: number; halfOpenAfterMs: number };
+  stores: { timeoutMs: number; lastResortTimeoutMs: number; breakerThreshold: number; halfOpenAfterMs: number };
   syncIntervalMs: number;
   rollback: { enabled: boolean; errorRate: number; latencyFactor: number; windowMs: number; minSamples: number };
   unleash?: { url: string; token?: string; appName: string; refreshIntervalMs: number };
@@ -190,7 +191,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxPerUser: c.SESSION_MAX_PER_USER,
       encryptAtRest: c.SESSION_ENCRYPT_AT_REST,
     },
-    stores: { timeoutMs: c.STORE_TIMEOUT_MS, breakerThreshold: c.BREAKER_FAILURE_THRESHOLD, halfOpenAfterMs: c.BREAKER_HALF_OPEN_AFTER_MS },
+    stores: { timeoutMs: c.STORE_TIMEOUT_MS, lastResortTimeoutMs: c.LAST_RESORT_TIMEOUT_MS, breakerThreshold: c.BREAKER_FAILURE_THRESHOLD, halfOpenAfterMs: c.BREAKER_HALF_OPEN_AFTER_MS },
     syncIntervalMs: c.SYNC_INTERVAL_MS,
     rollback: {
       enabled: c.ROLLBACK_ENABLED,

@@ -7,10 +7,10 @@
  * it if the route changed it, else record activity once per SESSION_TOUCH_INTERVAL.
  */
 import type { Context, Next } from 'koa';
-import type { Config } from '../config/config.js';
+import type { BackendName, Config } from '../config/config.js';
 import type { BackendFlag } from '../flags/backend-flag.js';
 import type { Metrics, RevocationReason } from '../metrics/metrics.js';
-import type { SessionBackends, Written } from '../sessions/backends.js';
+import { SessionBackends, type Written } from '../sessions/backends.js';
 import { expiryAt, hashSessionId, newHandle, newSessionId, Session, type SessionRecord } from '../sessions/session.js';
 import type { SessionAudit } from '../sessions/audit.js';
 
@@ -33,7 +33,7 @@ export class SessionControl {
     private readonly ctx: Context,
     private readonly timeouts: Pick<Config['sessions'], 'idleTimeoutMs' | 'absoluteTimeoutMs'>,
   ) {
-    this.current = loaded ? new Session(loaded, loaded.backend) : undefined;
+    this.current = loaded ? new Session(loaded) : undefined;
   }
 
   /** Logs `user` in under a brand-new session id and handle; any session this request had ends. */
@@ -58,7 +58,7 @@ export class SessionControl {
       userAgent: (this.ctx.get('User-Agent') || '').slice(0, 512),
       version: 1,
     };
-    this.current = new Session(record, undefined, true);
+    this.current = new Session(record, true);
     return this.current;
   }
 
@@ -72,7 +72,7 @@ export class SessionControl {
     if (!old.isNew) this.ending.push({ record: old.record, quiet: true });
     const id = newSessionId();
     const record = { ...old.record, id, idHash: hashSessionId(id), issuedAt, lastActivity: issuedAt, version: old.record.version + 1 };
-    this.current = new Session({ ...record, expiresAt: expiryAt(record, this.timeouts) }, undefined, true);
+    this.current = new Session({ ...record, expiresAt: expiryAt(record, this.timeouts) }, true);
     return this.current;
   }
 
@@ -108,7 +108,8 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     ctx.cookies.set(config.cookieName, '', { ...cookieOptions, expires: new Date(0), maxAge: undefined });
   }
 
-  async function commit(ctx: Context, control: SessionControl) {
+  /** `cookieBackend`: the backend the request's cookie pointed at. */
+  async function commit(ctx: Context, control: SessionControl, cookieBackend: BackendName | undefined) {
     for (const { record, reason, quiet } of control.ending) {
       await backends.end(record);
       if (reason) metrics.revocations.inc({ reason });
@@ -120,20 +121,28 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       return;
     }
     const choice = flag.choose(session.handle);
+    // While the chosen backend's breaker is open, sessions stay in (or go to) the fallback.
+    const target = backends.placement(choice.backend);
+    const source = target === choice.backend ? choice.source : 'fallback';
     const now = Date.now();
     let written: Written | undefined;
     if (session.isNew) {
-      written = await backends.create(session.record, choice.backend);
+      written = await backends.create(session.record, target);
       audit.record(ctx, { type: 'created', record: written.record, reason: null });
-    } else if (choice.backend !== session.record.backend) {
-      written = await backends.migrate(session.record, choice.backend);
+    } else if (target !== session.record.backend) {
+      written = await backends.migrate(session.record, target);
     } else if (session.isChanged) {
       written = await backends.update({ ...session.record, version: session.record.version + 1 }, 'save');
     } else if (now - session.record.lastActivity >= config.touchIntervalMs) {
       const touched = { ...session.record, lastActivity: now };
       written = await backends.update({ ...touched, expiresAt: expiryAt(touched, config) }, 'touch');
     } else {
-      metrics.backendSelected.inc({ backend: session.record.backend, source: choice.source });
+      metrics.backendSelected.inc({ backend: session.record.backend, source });
+      // Served from the database copy while its backend is down: point the cookie at the copy,
+      // so changes made meanwhile are not hidden behind a stale copy when that backend returns.
+      if (cookieBackend !== session.record.backend && session.record.id) {
+        setCookie(ctx, { cookieValue: SessionBackends.cookieValue(session.record.backend, session.record.id), record: session.record });
+      }
       return;
     }
     if (!written) {
@@ -141,9 +150,9 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       clearCookie(ctx);
       return;
     }
-    metrics.backendSelected.inc({ backend: written.record.backend, source: written.fellBackFrom ? 'fallback' : choice.source });
+    metrics.backendSelected.inc({ backend: written.record.backend, source: written.fellBackFrom ? 'fallback' : source });
     // Database and Redis tokens do not change on save or touch; the sealed cookie does.
-    if (session.isNew || written.record.backend !== session.loadedFrom || written.record.backend === 'cookie') setCookie(ctx, written);
+    if (session.isNew || written.record.backend !== cookieBackend || written.record.backend === 'cookie') setCookie(ctx, written);
   }
 
   return async function sessions(ctx: Context, next: Next) {
@@ -156,6 +165,6 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     ctx.state.sessions = control;
     await next();
     if (ctx.status >= 500) return;
-    await commit(ctx, control);
+    await commit(ctx, control, raw ? SessionBackends.backendOf(raw) : undefined);
   };
 }

@@ -3,15 +3,16 @@
  * session moves between them: which store a cookie points at, falling back when a backend
  * cannot serve, migrating a session to the backend the flag chose, and ending sessions.
  *
- *   cookie   → Guarded(Mirrored(CookieStore, DatabaseStore))
+ *   cookie   → Mirrored(Guarded(CookieStore), DatabaseStore)
  *   database → Guarded(DatabaseStore)
- *   redis    → Guarded(Mirrored(RedisStore, DatabaseStore))
+ *   redis    → Mirrored(Guarded(RedisStore), DatabaseStore)
  *
  * The cookie names the backend that holds the session: `<c|d|r>.<token>`.
  */
 import type { BackendName } from '../config/config.js';
 import type { DatabaseStore } from './database-store.js';
-import { BackendUnavailableError, type FailureReason, type GuardedStore } from './guarded-store.js';
+import { BackendUnavailableError, type FailureReason } from './guarded-store.js';
+import type { IndexedSessionStore } from './store.js';
 import type { RevocationList } from './revocations.js';
 import type { SessionRecord } from './session.js';
 
@@ -25,6 +26,9 @@ export interface BackendEvents {
   secondaryFailure(err: unknown, what: string): void;
 }
 
+/** A backend as served: a store that knows whether its breaker lets calls through. */
+export type ServingStore = IndexedSessionStore & { readonly available: boolean };
+
 export interface Written {
   cookieValue: string;
   record: SessionRecord;
@@ -34,7 +38,7 @@ export interface Written {
 
 export class SessionBackends {
   constructor(
-    readonly stores: Record<BackendName, GuardedStore>,
+    readonly stores: Record<BackendName, ServingStore>,
     /** The sessions table: every session's directory entry, whatever backend holds it. */
     readonly directory: DatabaseStore,
     readonly revocations: RevocationList,
@@ -44,6 +48,11 @@ export class SessionBackends {
 
   static cookieValue(backend: BackendName, token: string): string {
     return `${PREFIX[backend]}.${token}`;
+  }
+
+  /** The backend a cookie value points at, if it is one of ours. */
+  static backendOf(cookieValue: string): BackendName | undefined {
+    return BY_PREFIX[cookieValue.slice(0, cookieValue.indexOf('.'))];
   }
 
   /**
@@ -68,6 +77,15 @@ export class SessionBackends {
     }
     if (!record || this.revocations.isRevoked(record)) return undefined;
     return record;
+  }
+
+  /**
+   * Where a session chosen for `backend` should go now: there, unless its breaker is open,
+   * in which case the fallback (when configured and itself available).
+   */
+  placement(backend: BackendName): BackendName {
+    if (this.stores[backend].available || this.fallback === 'none') return backend;
+    return this.stores[this.fallback].available ? this.fallback : backend;
   }
 
   /** Stores a new session in `target`, or in the fallback when `target` cannot serve. */
@@ -138,7 +156,7 @@ export class SessionBackends {
   private async writeWithFallback(
     record: SessionRecord,
     target: BackendName,
-    write: (store: GuardedStore, r: SessionRecord) => Promise<string>,
+    write: (store: ServingStore, r: SessionRecord) => Promise<string>,
     earlier?: BackendUnavailableError,
   ): Promise<Written> {
     let failure = earlier;

@@ -22,7 +22,10 @@ export class DatabaseStore implements IndexedSessionStore {
   async load(token: string): Promise<SessionRecord | undefined> {
     const row = await this.models.SessionRow.findByPk(hashSessionId(token));
     if (!row || row.expiresAt <= Date.now()) return undefined;
-    return this.toRecord(row, token);
+    // Read through this store, the session is served from the database, even when the row is
+    // another backend's copy (a fallback read, or a stale cookie): the caller moves it on.
+    const record = this.toRecord(row, token);
+    return record && { ...record, backend: this.backend };
   }
 
   async create(record: SessionRecord): Promise<string> {

@@ -61,7 +61,12 @@ export class GuardedStore implements IndexedSessionStore {
       halfOpenAfter: options.halfOpenAfterMs,
       breaker: new ConsecutiveBreaker(options.breakerThreshold),
     });
-    this.breaker.onStateChange((state) => observer.availability(this.backend, state !== CircuitState.Open && state !== CircuitState.Isolated));
+    this.breaker.onStateChange((state) => {
+      observer.availability(this.backend, state !== CircuitState.Open && state !== CircuitState.Isolated);
+      // cockatiel only half-opens on a call; without traffic to this backend nobody would call,
+      // so a probe is scheduled: its success closes the breaker and sessions can move back.
+      if (state === CircuitState.Open) this.scheduleProbe(options.halfOpenAfterMs);
+    });
     this.policy = wrap(this.breaker, timeout(options.timeoutMs, TimeoutStrategy.Aggressive));
   }
 
@@ -106,7 +111,19 @@ export class GuardedStore implements IndexedSessionStore {
     }
   }
   close() {
+    this.closed = true;
+    clearTimeout(this.probeTimer);
     return this.inner.close();
+  }
+
+  private closed = false;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private scheduleProbe(afterMs: number) {
+    clearTimeout(this.probeTimer);
+    this.probeTimer = setTimeout(() => {
+      if (!this.closed && !this.available) this.ping().catch(() => undefined);
+    }, afterMs + 10);
+    this.probeTimer.unref();
   }
 
   private async run<T>(operation: StoreOperation, fn: () => Promise<T>): Promise<T> {

@@ -7,8 +7,10 @@
  *   - every session of a user can be listed and revoked, cookie-held ones included.
  * The copy is written at create, save and touch (touches are throttled upstream), and removed
  * at destroy. Its failures are reported, never thrown: the primary is the source of truth.
+ * The primary is the guarded one (deadline, breaker): a slow copy never trips the primary's breaker.
  */
 import type { DatabaseStore } from './database-store.js';
+import type { GuardedStore } from './guarded-store.js';
 import type { SessionRecord } from './session.js';
 import type { IndexedSessionStore, SessionStore } from './store.js';
 
@@ -21,6 +23,11 @@ export class MirroredStore implements IndexedSessionStore {
 
   get backend() {
     return this.primary.backend;
+  }
+
+  /** As available as the primary (a GuardedStore knows; a bare store is assumed up). */
+  get available(): boolean {
+    return (this.primary as Partial<Pick<GuardedStore, 'available'>>).available ?? true;
   }
 
   load(token: string): Promise<SessionRecord | undefined> {

@@ -78,8 +78,6 @@ export class Session {
 
   constructor(
     public record: SessionRecord,
-    /** Where the record was loaded from; differs from the chosen backend during a migration. */
-    public readonly loadedFrom: BackendName | undefined,
     public readonly isNew = false,
   ) {}
 

@@ -93,7 +93,7 @@ describe('session stores', () => {
     const db = await sqliteDb();
     const r = await redisFixture();
     return {
-      store: guard(new MirroredStore(r.store, new DatabaseStore(db.models), noMirrorErrors)),
+      store: new MirroredStore(guard(r.store), new DatabaseStore(db.models), noMirrorErrors),
       dumpAtRest: async () => (await r.dump()) + (await dumpTable(db)),
       close: async () => {
         await r.close();
@@ -107,7 +107,7 @@ describe('session stores', () => {
     const revocations = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 1000 });
     await revocations.start();
     return {
-      store: guard(new MirroredStore(new CookieStore(SECRETS, revocations), new DatabaseStore(db.models), noMirrorErrors)),
+      store: new MirroredStore(guard(new CookieStore(SECRETS, revocations)), new DatabaseStore(db.models), noMirrorErrors),
       dumpAtRest: () => dumpTable(db),
       close: async () => {
         revocations.stop();

@@ -1,0 +1,207 @@
+/** The pages' markup: one function per page, returning the whole HTML document. */
+import type { BackendName } from '../../config/config.js';
+import type { Assets } from './assets.js';
+import { describeDevice, isMobile } from './device.js';
+import { html } from './html.js';
+import { backendBadge, field, formError, layout, time, type Viewer } from './layout.js';
+
+export interface PlatformView {
+  id: number;
+  name: string;
+  type: string;
+  active: boolean;
+}
+
+export interface SessionView {
+  handle: string;
+  backend: BackendName;
+  createdAt: number;
+  lastActivity: number;
+  expiresAt: number;
+  ip: string;
+  userAgent: string;
+  current: boolean;
+}
+
+const PLATFORM_TYPES = ['Slack', 'GitHub', 'Jira', 'Linear', 'Discord', 'Teams', 'Zendesk'];
+
+export function loginPage(assets: Assets): string {
+  return layout({
+    page: 'login',
+    title: 'Log in',
+    assets,
+    body: html`<h1>Log in</h1>
+<p class="lede">Welcome back. Enter your details to continue.</p>
+<p class="notice" id="signed-out-notice" role="status" aria-live="polite"></p>
+${formError('login')}
+<form id="login" class="form" method="post" action="/api/login" novalidate data-form="login">
+  ${field({ form: 'login', name: 'email', label: 'Email', type: 'email', autocomplete: 'username', inputmode: 'email', maxlength: 254 })}
+  ${field({ form: 'login', name: 'password', label: 'Password', type: 'password', autocomplete: 'current-password', maxlength: 1024 })}
+  <button class="btn btn-primary btn-block" type="submit" data-busy-label="Logging in…">Log in</button>
+</form>
+<p class="auth-switch">New to Switchboard? <a href="/signup">Create an account</a></p>`,
+  });
+}
+
+export function signupPage(assets: Assets, minPasswordLength: number): string {
+  return layout({
+    page: 'signup',
+    title: 'Create an account',
+    assets,
+    body: html`<h1>Create your account</h1>
+<p class="lede">One login for every platform you connect.</p>
+${formError('signup')}
+<form id="signup" class="form" method="post" action="/api/signup" novalidate data-form="signup">
+  ${field({ form: 'signup', name: 'name', label: 'Name', autocomplete: 'name', maxlength: 100 })}
+  ${field({ form: 'signup', name: 'email', label: 'Email', type: 'email', autocomplete: 'email', inputmode: 'email', maxlength: 254 })}
+  ${field({ form: 'signup', name: 'password', label: 'Password', type: 'password', autocomplete: 'new-password', hint: `At least ${minPasswordLength} characters. A long passphrase is best.`, maxlength: 1024 })}
+  <button class="btn btn-primary btn-block" type="submit" data-busy-label="Creating account…">Create account</button>
+</form>
+<p class="auth-switch">Already have an account? <a href="/login">Log in</a></p>`,
+  });
+}
+
+/** One platform row; also rendered empty into a <template> that app.js clones for new rows. */
+export function platformRow(p: PlatformView | undefined) {
+  return html`<li class="platform" data-platform-id="${p?.id ?? ''}"${p?.active ? html` data-active` : ''}>
+  <span class="platform-icon" aria-hidden="true">${(p?.name ?? '').slice(0, 1).toUpperCase()}</span>
+  <span class="platform-text"><span class="platform-name">${p?.name ?? ''}</span><span class="platform-type">${p?.type ?? ''}</span></span>
+  <span class="badge badge-active platform-active">Active</span>
+  <button class="btn btn-secondary btn-sm platform-switch" type="button" data-action="activate" data-id="${p?.id ?? ''}" aria-label="${p ? `Switch to ${p.name}` : ''}">Switch</button>
+</li>`;
+}
+
+export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: SessionView; platform: { id: number; name: string; type: string } | null; platforms: PlatformView[] }): string {
+  const { viewer, session, platform, platforms } = d;
+  const firstName = viewer.user.name.split(/\s+/)[0] || viewer.user.name;
+  return layout({
+    page: 'dashboard',
+    title: 'Dashboard',
+    assets,
+    viewer,
+    body: html`<div class="page-head">
+  <h1>Hello, ${firstName}</h1>
+  <p class="lede">Here is your session and the platform you are working in.</p>
+</div>
+<div class="grid">
+  <section class="card" aria-labelledby="session-heading">
+    <h2 id="session-heading">Your session</h2>
+    <dl class="facts">
+      <div><dt>Signed in as</dt><dd><span class="strong">${viewer.user.name}</span><span class="muted block">${viewer.user.email}</span></dd></div>
+      <div><dt>Session stored in</dt><dd>${backendBadge(session.backend, true)}</dd></div>
+      <div><dt>Signed in since</dt><dd>${time(session.createdAt, { bind: 'createdAt' })}</dd></div>
+      <div><dt>Last active</dt><dd>${time(session.lastActivity, { bind: 'lastActivity', relative: true })}</dd></div>
+      <div><dt>Expires if idle</dt><dd>${time(session.expiresAt, { bind: 'expiresAt', relative: true })}</dd></div>
+    </dl>
+    <p class="card-foot"><a class="link-arrow" href="/sessions">See all your sessions</a></p>
+  </section>
+
+  <section class="card" aria-labelledby="platforms-heading">
+    <h2 id="platforms-heading">Platforms</h2>
+    <p class="active-platform">Active platform: <strong data-bind="platform">${platform ? platform.name : 'None'}</strong></p>
+    <ul class="platform-list" id="platform-list" aria-labelledby="platforms-heading">
+      ${platforms.map((p) => platformRow(p))}
+    </ul>
+    <p class="empty" id="platform-empty"${platforms.length ? html` hidden` : ''}>No platforms yet. Add your first one below.</p>
+    <template id="platform-row-template">${platformRow(undefined)}</template>
+
+    <h3 class="subhead" id="add-platform-heading">Add a platform</h3>
+    ${formError('add-platform')}
+    <form id="add-platform" class="form form-inline" method="post" action="/api/platforms" novalidate data-form="add-platform" aria-labelledby="add-platform-heading">
+      ${field({ form: 'add-platform', name: 'name', label: 'Name', autocomplete: 'off', maxlength: 100 })}
+      ${field({ form: 'add-platform', name: 'type', label: 'Type', autocomplete: 'off', maxlength: 40, list: 'platform-types' })}
+      <datalist id="platform-types">${PLATFORM_TYPES.map((t) => html`<option value="${t}"></option>`)}</datalist>
+      <button class="btn btn-primary" type="submit" data-busy-label="Adding…">Add platform</button>
+    </form>
+  </section>
+</div>`,
+  });
+}
+
+function sessionItem(s: SessionView) {
+  const device = describeDevice(s.userAgent);
+  return html`<li class="session${s.current ? ' session-current' : ''}" data-handle="${s.handle}"${s.current ? html` data-current` : ''}>
+  <div class="session-device">
+    <span class="device-icon device-${isMobile(s.userAgent) ? 'mobile' : 'desktop'}" aria-hidden="true"></span>
+    <div class="session-title-wrap">
+      <h3 class="session-title">${device}${s.current ? html` <span class="badge badge-current">This device</span>` : ''}</h3>
+      <p class="session-ua" title="${s.userAgent}">${s.userAgent || 'No user agent'}</p>
+    </div>
+  </div>
+  <dl class="session-meta">
+    <div><dt>IP address</dt><dd>${s.ip || 'unknown'}</dd></div>
+    <div><dt>Signed in</dt><dd>${time(s.createdAt)}</dd></div>
+    <div><dt>Last active</dt><dd>${time(s.lastActivity, { relative: true })}</dd></div>
+    <div><dt>Stored in</dt><dd>${backendBadge(s.backend)}</dd></div>
+  </dl>
+  <div class="session-actions">
+    ${s.current
+      ? html`<span class="muted small">You are using this session</span>`
+      : html`<button class="btn btn-danger-outline btn-sm" type="button" data-action="revoke" data-handle="${s.handle}" aria-label="${`Revoke ${device}, ${s.ip || 'unknown address'}`}">Revoke</button>`}
+  </div>
+</li>`;
+}
+
+export function sessionsPage(assets: Assets, d: { viewer: Viewer; sessions: SessionView[] }): string {
+  const others = d.sessions.filter((s) => !s.current).length;
+  return layout({
+    page: 'sessions',
+    title: 'Sessions',
+    assets,
+    viewer: d.viewer,
+    body: html`<div class="page-head page-head-row">
+  <div>
+    <h1>Sessions</h1>
+    <p class="lede">Everywhere you are logged in. Revoke any session you do not recognise.</p>
+  </div>
+  <button class="btn btn-danger-outline" type="button" data-action="revoke-others"${others ? '' : html` disabled`}>Log out all other sessions</button>
+</div>
+<p class="notice" id="sessions-status" role="status" aria-live="polite"></p>
+<section class="card card-flush" aria-labelledby="sessions-heading">
+  <h2 class="visually-hidden" id="sessions-heading">Active sessions</h2>
+  <p class="card-caption"><span id="session-count">${d.sessions.length}</span> active ${d.sessions.length === 1 ? 'session' : 'sessions'}</p>
+  <ul class="session-list" id="session-list">
+    ${d.sessions.map(sessionItem)}
+  </ul>
+</section>`,
+  });
+}
+
+export function accountPage(assets: Assets, d: { viewer: Viewer; minPasswordLength: number }): string {
+  const { viewer } = d;
+  return layout({
+    page: 'account',
+    title: 'Account',
+    assets,
+    viewer,
+    body: html`<div class="page-head">
+  <h1>Account</h1>
+  <p class="lede">Your profile and password.</p>
+</div>
+<div class="grid grid-narrow">
+  <section class="card" aria-labelledby="profile-heading">
+    <h2 id="profile-heading">Profile</h2>
+    <dl class="facts">
+      <div><dt>Name</dt><dd>${viewer.user.name}</dd></div>
+      <div><dt>Email</dt><dd>${viewer.user.email}</dd></div>
+    </dl>
+  </section>
+  <section class="card" aria-labelledby="password-heading">
+    <h2 id="password-heading">Change password</h2>
+    <p class="muted">You stay logged in here. Every other device is logged out.</p>
+    <p class="notice notice-success" id="password-status" role="status" aria-live="polite"></p>
+    ${formError('password')}
+    <form id="password" class="form" method="post" action="/api/password" novalidate data-form="password" aria-labelledby="password-heading">
+      <input type="email" name="username" autocomplete="username" value="${viewer.user.email}" hidden readonly>
+      ${field({ form: 'password', name: 'currentPassword', label: 'Current password', type: 'password', autocomplete: 'current-password', maxlength: 1024 })}
+      ${field({ form: 'password', name: 'newPassword', label: 'New password', type: 'password', autocomplete: 'new-password', hint: `At least ${d.minPasswordLength} characters. Avoid common passwords and your name or email.`, maxlength: 1024 })}
+      <div class="checkbox">
+        <input type="checkbox" id="password-show" data-action="show-passwords">
+        <label for="password-show">Show passwords</label>
+      </div>
+      <button class="btn btn-primary" type="submit" data-busy-label="Changing password…">Change password</button>
+    </form>
+  </section>
+</div>`,
+  });
+}

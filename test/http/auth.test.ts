@@ -1,0 +1,308 @@
+/**
+ * Sign-up, login, logout and "who am I", as a browser or API client sees them (API.md, HTTP
+ * API and Cookies).
+ */
+import { expect } from 'chai';
+import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+import { cookieAttributes, expectError, expectNoSecrets, GOOD_PASSWORD, setCookieFor, uniqueEmail } from './helpers.js';
+
+describe('signing up, logging in and out', function () {
+  this.timeout(60_000);
+  let app: AppProcess;
+  before(async () => {
+    app = await startApp({ LOGIN_MAX_FAILURES: '3' });
+  });
+  after(() => app?.stop());
+
+  describe('POST /api/signup', () => {
+    it('creates the account, answers 201 {user} and logs the new user in with a safe session cookie', async () => {
+      const browser = new Client(app.url);
+      const email = uniqueEmail('signup');
+      const res = await browser.post('/api/signup', { email, password: GOOD_PASSWORD, name: 'Ann' });
+      expect(res.status).to.equal(201);
+      expect(res.headers.get('content-type')).to.match(/application\/json/);
+      const user = res.json.user as Record<string, unknown>;
+      expect(user).to.include({ email, name: 'Ann' });
+      expect(user.id).to.be.a('number');
+
+      const line = setCookieFor(res);
+      expect(line, 'Set-Cookie for sid').to.be.a('string');
+      const attrs = cookieAttributes(line!);
+      expect(attrs.get('httponly'), 'HttpOnly').to.equal(true);
+      expect(String(attrs.get('samesite')).toLowerCase(), 'SameSite').to.equal('lax');
+      expect(attrs.get('path'), 'Path').to.equal('/');
+      expect(attrs.has('secure'), 'no Secure without COOKIE_SECURE').to.equal(false);
+
+      const me = await browser.get('/api/session');
+      expect(me.status).to.equal(200);
+      expect(me.json.authenticated).to.equal(true);
+      expect((me.json.user as { id: number }).id).to.equal(user.id);
+    });
+
+    it('never shows a password or a hash in a user object', async () => {
+      const browser = new Client(app.url);
+      const email = uniqueEmail('nosecret');
+      const signup = await browser.post('/api/signup', { email, password: GOOD_PASSWORD, name: 'Bo' });
+      expect(signup.status).to.equal(201);
+      expectNoSecrets(signup.json);
+      expect(signup.text).not.to.include(GOOD_PASSWORD);
+      const me = await browser.get('/api/session');
+      expectNoSecrets(me.json);
+      const login = await new Client(app.url).login(email, GOOD_PASSWORD);
+      expect(login.status).to.equal(200);
+      expectNoSecrets(login.json);
+      expect(login.text).not.to.match(/\$argon2/);
+    });
+
+    it('refuses an email that is already taken with 409 email_taken, whatever its letter case', async () => {
+      const email = uniqueEmail('taken');
+      await new Client(app.url).signup({ email });
+      expectError(await new Client(app.url).post('/api/signup', { email, password: GOOD_PASSWORD, name: 'Dup' }), 409, 'email_taken');
+      const shouted = await new Client(app.url).post('/api/signup', { email: email.toUpperCase(), password: GOOD_PASSWORD, name: 'Dup' });
+      expectError(shouted, 409, 'email_taken');
+    });
+
+    const bad: Array<[string, unknown]> = [
+      ['an empty body', {}],
+      ['a missing password', { email: 'x@example.com', name: 'X' }],
+      ['a missing email', { password: GOOD_PASSWORD, name: 'X' }],
+      ['a missing name', { email: 'x@example.com', password: GOOD_PASSWORD }],
+      ['an email that is a number', { email: 42, password: GOOD_PASSWORD, name: 'X' }],
+      ['a password that is an array', { email: 'x@example.com', password: ['a'], name: 'X' }],
+      ['a name that is an object', { email: 'x@example.com', password: GOOD_PASSWORD, name: { first: 'X' } }],
+      ['an email without an @', { email: 'not-an-email', password: GOOD_PASSWORD, name: 'X' }],
+      ['an unknown field', { email: 'x@example.com', password: GOOD_PASSWORD, name: 'X', role: 'admin' }],
+      ['a too-short password', { email: 'x@example.com', password: 'abc', name: 'X' }],
+      ['a common password ("password")', { email: 'x@example.com', password: 'password', name: 'X' }],
+      ['a common password ("12345678")', { email: 'x@example.com', password: '12345678', name: 'X' }],
+      ['a JSON array instead of an object', [1, 2, 3]],
+      ['a JSON string instead of an object', 'just a string'],
+    ];
+    for (const [what, body] of bad) {
+      it(`answers 400 invalid_input for ${what}, and creates no session`, async () => {
+        const client = new Client(app.url);
+        const res = await client.post('/api/signup', typeof body === 'string' ? JSON.stringify(body) : body, { 'Content-Type': 'application/json' });
+        expectError(res, 400, 'invalid_input');
+        expect(setCookieFor(res), 'no session cookie').to.equal(undefined);
+        expect((await client.get('/api/session')).status).to.equal(401);
+      });
+    }
+
+    it('refuses a cross-site Origin with 403 and creates nothing', async () => {
+      const email = uniqueEmail('xsite');
+      const res = await new Client(app.url).post('/api/signup', { email, password: GOOD_PASSWORD, name: 'Eve' }, { Origin: 'https://evil.example' });
+      expect(res.status).to.equal(403);
+      expectError(res, 403);
+      expect(setCookieFor(res)).to.equal(undefined);
+      // The account was not created: the address is still free.
+      expect((await new Client(app.url).post('/api/signup', { email, password: GOOD_PASSWORD, name: 'Real' })).status).to.equal(201);
+    });
+
+    it('accepts a same-origin Origin', async () => {
+      const res = await new Client(app.url).post('/api/signup', { email: uniqueEmail('same'), password: GOOD_PASSWORD, name: 'Sam' }, { Origin: app.url });
+      expect(res.status).to.equal(201);
+    });
+  });
+
+  describe('POST /api/login', () => {
+    it('answers 200 {user, session, csrfToken} and sets a session cookie', async () => {
+      const { email } = await new Client(app.url).signup();
+      const browser = new Client(app.url);
+      const res = await browser.login(email, GOOD_PASSWORD);
+      expect(res.status).to.equal(200);
+      expect((res.json.user as { email: string }).email).to.equal(email);
+      expect(res.json.csrfToken).to.be.a('string').with.length.greaterThan(15);
+      const session = res.json.session as Record<string, unknown>;
+      expect(session).to.have.keys(['handle', 'backend', 'createdAt', 'lastActivity', 'expiresAt']);
+      expect(session.backend).to.equal('database');
+      for (const k of ['createdAt', 'lastActivity', 'expiresAt']) expect(Number.isNaN(Date.parse(String(session[k]))), k).to.equal(false);
+      const attrs = cookieAttributes(setCookieFor(res)!);
+      expect(attrs.get('httponly')).to.equal(true);
+      expect(String(attrs.get('samesite')).toLowerCase()).to.equal('lax');
+      expect(attrs.get('path')).to.equal('/');
+      // The handle is public; it is not the secret cookie value.
+      expect(browser.sessionCookie()).not.to.include(String(session.handle));
+    });
+
+    it('accepts the email in any letter case', async () => {
+      const { email } = await new Client(app.url).signup();
+      expect((await new Client(app.url).login(email.toUpperCase(), GOOD_PASSWORD)).status).to.equal(200);
+    });
+
+    it('issues a brand-new session id every time, and the one it replaced stops working', async () => {
+      const browser = new Client(app.url);
+      const { email } = await browser.signup();
+      const first = browser.sessionCookie()!;
+      const firstHandle = ((await browser.get('/api/session')).json.session as { handle: string }).handle;
+      expect((await browser.login(email, GOOD_PASSWORD)).status).to.equal(200);
+      const second = browser.sessionCookie()!;
+      expect(second).to.be.a('string').and.not.equal(first);
+      const me = await browser.get('/api/session');
+      expect(me.status).to.equal(200);
+      expect((me.json.session as { handle: string }).handle).not.to.equal(firstHandle);
+
+      const replay = new Client(app.url);
+      replay.cookies.set('sid', first);
+      expectError(await replay.get('/api/session'), 401);
+
+      // Two logins from two places: two different ids, both live.
+      const other = new Client(app.url);
+      await other.login(email, GOOD_PASSWORD);
+      expect(other.sessionCookie()).not.to.equal(second);
+      expect((await other.get('/api/session')).status).to.equal(200);
+      expect((await browser.get('/api/session')).status).to.equal(200);
+    });
+
+    it('answers 401 invalid_credentials with the same code and message for an unknown email and a wrong password', async () => {
+      const { email } = await new Client(app.url).signup();
+      const unknown = await new Client(app.url).login(uniqueEmail('nobody'), GOOD_PASSWORD);
+      const wrong = await new Client(app.url).login(email, 'not the right password at all');
+      const a = expectError(unknown, 401, 'invalid_credentials');
+      const b = expectError(wrong, 401, 'invalid_credentials');
+      expect(a.error.message).to.equal(b.error.message);
+      expect(setCookieFor(wrong)).to.equal(undefined);
+    });
+
+    it('answers 400 invalid_input for missing, wrong-typed or unknown fields', async () => {
+      for (const body of [{}, { email: 'a@example.com' }, { email: 1, password: 'x' }, { email: 'a@example.com', password: null }, { email: 'a@example.com', password: GOOD_PASSWORD, remember: true }]) {
+        expectError(await new Client(app.url).post('/api/login', body), 400, 'invalid_input');
+      }
+    });
+
+    it('answers 429 too_many_attempts with Retry-After after repeated failures, even for the right password', async () => {
+      const { email } = await new Client(app.url).signup();
+      const client = new Client(app.url);
+      for (let i = 0; i < 3; i++) expectError(await client.login(email, `wrong password ${i}`), 401, 'invalid_credentials');
+      const limited = await client.login(email, 'wrong password again');
+      expectError(limited, 429, 'too_many_attempts');
+      const retryAfter = Number(limited.headers.get('retry-after'));
+      expect(retryAfter, 'Retry-After in seconds').to.be.a('number').and.at.least(1);
+      expect(Number.isInteger(retryAfter)).to.equal(true);
+      const right = await client.login(email, GOOD_PASSWORD);
+      expectError(right, 429, 'too_many_attempts');
+      expect(right.headers.get('retry-after')).to.match(/^\d+$/);
+      expect(setCookieFor(right)).to.equal(undefined);
+    });
+
+    it('counts failures for unknown emails too', async () => {
+      const email = uniqueEmail('ghost');
+      for (let i = 0; i < 3; i++) expectError(await new Client(app.url).login(email, GOOD_PASSWORD), 401, 'invalid_credentials');
+      expectError(await new Client(app.url).login(email, GOOD_PASSWORD), 429, 'too_many_attempts');
+    });
+
+    it('refuses a cross-site Origin with 403 and sets no cookie', async () => {
+      const { email } = await new Client(app.url).signup();
+      for (const origin of ['https://evil.example', 'null', `http://127.0.0.1.evil.example:${app.port}`, 'not a url']) {
+        const res = await new Client(app.url).post('/api/login', { email, password: GOOD_PASSWORD }, { Origin: origin });
+        expectError(res, 403);
+        expect(setCookieFor(res), origin).to.equal(undefined);
+      }
+    });
+
+    it('refuses a request a browser marks Sec-Fetch-Site: cross-site', async () => {
+      const { email } = await new Client(app.url).signup();
+      const res = await new Client(app.url).post('/api/login', { email, password: GOOD_PASSWORD }, { 'Sec-Fetch-Site': 'cross-site' });
+      expectError(res, 403);
+    });
+
+    it('accepts a same-origin Origin', async () => {
+      const { email } = await new Client(app.url).signup();
+      expect((await new Client(app.url).post('/api/login', { email, password: GOOD_PASSWORD }, { Origin: app.url })).status).to.equal(200);
+    });
+  });
+
+  describe('POST /api/logout', () => {
+    it('answers 204, clears the cookie, and the old cookie is useless afterwards', async () => {
+      const browser = new Client(app.url);
+      await browser.signup();
+      const stolen = browser.sessionCookie()!;
+      const res = await browser.post('/api/logout');
+      expect(res.status).to.equal(204);
+      expect(res.text).to.equal('');
+      const line = setCookieFor(res);
+      expect(line, 'Set-Cookie clearing sid').to.be.a('string');
+      const attrs = cookieAttributes(line!);
+      const expires = attrs.get('expires');
+      const cleared = line!.startsWith('sid=;') || (typeof expires === 'string' && Date.parse(expires) <= Date.now()) || attrs.get('max-age') === '0';
+      expect(cleared, `cookie cleared: ${line}`).to.equal(true);
+      expect(browser.sessionCookie()).to.equal(undefined);
+      expectError(await browser.get('/api/session'), 401);
+
+      const replay = new Client(app.url);
+      replay.cookies.set('sid', stolen);
+      expectError(await replay.get('/api/session'), 401);
+      expectError(await replay.get('/api/sessions'), 401);
+    });
+  });
+
+  describe('GET /api/session', () => {
+    it('answers 401 {authenticated: false, error} without a session', async () => {
+      const res = await new Client(app.url).get('/api/session');
+      const body = expectError(res, 401);
+      expect(body.authenticated).to.equal(false);
+    });
+
+    it('answers 200 {authenticated, user, session, platform, csrfToken} with one', async () => {
+      const browser = new Client(app.url);
+      await browser.signup();
+      const res = await browser.get('/api/session');
+      expect(res.status).to.equal(200);
+      expect(res.json).to.include.keys(['authenticated', 'user', 'session', 'platform', 'csrfToken']);
+      expect(res.json.authenticated).to.equal(true);
+      expect(res.json.platform).to.equal(null);
+      expect(res.json.csrfToken).to.equal(browser.csrfToken);
+    });
+
+    it('answers 401 for the other authenticated routes too', async () => {
+      const anon = new Client(app.url);
+      for (const [method, path] of [
+        ['GET', '/api/sessions'],
+        ['GET', '/api/platforms'],
+        ['POST', '/api/platforms'],
+        ['POST', '/api/sessions/revoke-others'],
+        ['DELETE', '/api/sessions/abc'],
+        ['POST', '/api/password'],
+      ] as const) {
+        const res = await anon.request(method, path, method === 'GET' || method === 'DELETE' ? undefined : {});
+        expect(res.status, `${method} ${path}`).to.equal(401);
+        expectError(res, 401);
+      }
+    });
+  });
+});
+
+describe('the session cookie with COOKIE_SECURE=true', function () {
+  this.timeout(60_000);
+  let app: AppProcess;
+  before(async () => {
+    app = await startApp({ COOKIE_SECURE: 'true' });
+  });
+  after(() => app?.stop());
+
+  it('is Secure, HttpOnly, SameSite=Lax and Path=/ on signup and login', async () => {
+    const browser = new Client(app.url);
+    const email = uniqueEmail('secure');
+    const signup = await browser.post('/api/signup', { email, password: GOOD_PASSWORD, name: 'Sec' });
+    expect(signup.status).to.equal(201);
+    const login = await new Client(app.url).login(email, GOOD_PASSWORD);
+    expect(login.status).to.equal(200);
+    for (const res of [signup, login]) {
+      const attrs = cookieAttributes(setCookieFor(res)!);
+      expect(attrs.get('secure'), 'Secure').to.equal(true);
+      expect(attrs.get('httponly')).to.equal(true);
+      expect(String(attrs.get('samesite')).toLowerCase()).to.equal('lax');
+      expect(attrs.get('path')).to.equal('/');
+    }
+  });
+
+  it('is cleared with the same attributes on logout', async () => {
+    const browser = new Client(app.url);
+    await browser.signup();
+    const res = await browser.post('/api/logout');
+    expect(res.status).to.equal(204);
+    const attrs = cookieAttributes(setCookieFor(res)!);
+    expect(attrs.get('secure')).to.equal(true);
+    expect(attrs.get('path')).to.equal('/');
+  });
+});
