@@ -64,6 +64,23 @@ export class DatabaseStore implements IndexedSessionStore {
     return rows.flatMap((row) => this.toRecord(row, '') ?? []);
   }
 
+  /**
+   * Live sessions held by `backend`, in id-hash order after `afterHash` (keyset pagination:
+   * each page costs the same however far the scan has gone). Records carry no id.
+   */
+  async scan(backend: BackendName, afterHash: string, limit: number): Promise<SessionRecord[]> {
+    const rows = await this.models.SessionRow.findAll({
+      where: { backend, idHash: { [Op.gt]: afterHash }, expiresAt: { [Op.gt]: Date.now() } },
+      order: [['idHash', 'ASC']],
+      limit,
+    });
+    return rows.flatMap((row) => this.toRecord(row, '') ?? []);
+  }
+
+  async countHeldBy(backend: BackendName): Promise<number> {
+    return this.models.SessionRow.count({ where: { backend, expiresAt: { [Op.gt]: Date.now() } } });
+  }
+
   /** Deletes up to `limit` expired rows; returns how many. Small batches keep SQLite's writer lock short. */
   async deleteExpired(limit = 500): Promise<number> {
     const rows = await this.models.SessionRow.findAll({

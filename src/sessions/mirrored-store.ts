@@ -19,6 +19,12 @@ export class MirroredStore implements IndexedSessionStore {
     readonly primary: SessionStore,
     readonly mirror: DatabaseStore,
     private readonly onMirrorError: (err: unknown, operation: string) => void,
+    /**
+     * On a miss in the primary, look in the copy: Redis may come back from an outage empty.
+     * The copy is returned as a database session, so the caller moves it back (re-populates).
+     * Off for the cookie: a cookie that does not open names no row.
+     */
+    private readonly readThrough = false,
   ) {}
 
   get backend() {
@@ -30,8 +36,15 @@ export class MirroredStore implements IndexedSessionStore {
     return (this.primary as Partial<Pick<GuardedStore, 'available'>>).available ?? true;
   }
 
-  load(token: string): Promise<SessionRecord | undefined> {
-    return this.primary.load(token);
+  async load(token: string): Promise<SessionRecord | undefined> {
+    const record = await this.primary.load(token);
+    if (record || !this.readThrough) return record;
+    try {
+      return await this.mirror.load(token);
+    } catch (err) {
+      this.onMirrorError(err, 'read-through');
+      return undefined;
+    }
   }
 
   async create(record: SessionRecord): Promise<string> {

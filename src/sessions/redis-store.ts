@@ -66,9 +66,13 @@ export class RedisStore implements IndexedSessionStore {
   }
 
   async load(token: string): Promise<SessionRecord | undefined> {
-    const idHash = hashSessionId(token);
+    return this.loadByHash(hashSessionId(token), token);
+  }
+
+  /** For operator tools that only know the hash (from the database directory). */
+  async loadByHash(idHash: string, id = ''): Promise<SessionRecord | undefined> {
     const [m, d, t, e] = await this.redis.hmget(this.sessionKey(idHash), 'm', 'd', 't', 'e');
-    return this.toRecord(token, idHash, m, d, t, e);
+    return this.toRecord(id, idHash, m, d, t, e);
   }
 
   async create(record: SessionRecord): Promise<string> {

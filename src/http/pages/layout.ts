@@ -12,6 +12,9 @@ export type PageName = 'login' | 'signup' | 'dashboard' | 'sessions' | 'account'
 export interface Viewer {
   user: { id: number; name: string; email: string };
   csrfToken: string;
+  /** The session's public handle: app.js reloads the page when the browser's session changes. */
+  handle: string;
+  platformId: number | null;
 }
 
 export interface PageOptions {
@@ -64,7 +67,7 @@ function topBar(page: PageName, viewer: Viewer) {
 
 /** The idle-expiry warning; app.js shows it before the session's expiresAt. */
 function idleWarning() {
-  return html`<section class="idle-warning" id="idle-warning" role="alertdialog" aria-modal="false" aria-labelledby="idle-warning-title" aria-describedby="idle-warning-text" hidden>
+  return html`<section class="idle-warning" id="idle-warning" aria-labelledby="idle-warning-title" aria-describedby="idle-warning-text" hidden>
   <div class="idle-warning-inner">
     <div>
       <h2 class="idle-warning-title" id="idle-warning-title">Still there?</h2>
@@ -90,7 +93,7 @@ ${viewer ? html`<meta name="csrf-token" content="${viewer.csrfToken}">` : ''}
 <link rel="stylesheet" href="${assets.url('app.css')}">
 <script type="module" src="${assets.url('app.js')}"></script>
 </head>
-<body class="${viewer ? 'app' : 'auth'}" data-page="${page}"${viewer ? html` data-user-id="${viewer.user.id}"` : ''}>
+<body class="${viewer ? 'app' : 'auth'}" data-page="${page}"${viewer ? html` data-user-id="${viewer.user.id}" data-handle="${viewer.handle}" data-platform-id="${viewer.platformId ?? ''}"` : ''}>
 <a class="skip-link" href="#main">Skip to content</a>
 ${viewer
   ? html`${topBar(page, viewer)}

@@ -1,8 +1,130 @@
-/** Server-rendered pages for people in a browser. */
+/**
+ * Server-rendered pages for people in a browser, and their static assets.
+ *
+ * Pages read the session the session middleware opened (`ctx.state.sessions.current`); all
+ * changes go through the JSON API, called by assets/app.js with the session's CSRF token.
+ * Anonymous requests for the signed-in pages are redirected to /login; a signed-in visitor
+ * of /login or /signup goes to the dashboard. Pages are never cached (`no-store`): they carry
+ * the CSRF token and personal data, and the back button must not show a logged-out page.
+ */
 import Router from '@koa/router';
+import type { Context, Next } from 'koa';
+import type { SessionRecord } from '../../sessions/session.js';
+import type { Session } from '../../sessions/session.js';
 import type { AppDeps } from '../deps.js';
+import { Assets } from './assets.js';
+import type { Viewer } from './layout.js';
+import { accountPage, dashboardPage, loginPage, sessionsPage, signupPage, type SessionView } from './views.js';
 
-export function pageRoutes(_deps: AppDeps) {
+function noStore(ctx: Context) {
+  ctx.set('Cache-Control', 'no-store');
+}
+
+function sendPage(ctx: Context, body: string) {
+  noStore(ctx);
+  ctx.type = 'text/html; charset=utf-8';
+  ctx.body = body;
+}
+
+function viewerOf(session: Session): Viewer {
+  const { user, csrfToken } = session.data;
+  return { user: { id: user.id, name: user.name, email: user.email }, csrfToken, handle: session.handle, platformId: platformOf(session)?.id ?? null };
+}
+
+function sessionView(r: SessionRecord, currentHandle: string): SessionView {
+  return {
+    handle: r.handle,
+    backend: r.backend,
+    createdAt: r.createdAt,
+    lastActivity: r.lastActivity,
+    expiresAt: r.expiresAt,
+    ip: r.ip,
+    userAgent: r.userAgent,
+    current: r.handle === currentHandle,
+  };
+}
+
+type PlatformContext = { id: number; name: string; type: string };
+
+function platformOf(session: Session): PlatformContext | null {
+  const p = session.data.platform as Partial<PlatformContext> | null | undefined;
+  return p && typeof p.id === 'number' && typeof p.name === 'string' ? { id: p.id, name: p.name, type: String(p.type ?? '') } : null;
+}
+
+/** Pages for signed-in users: anonymous visitors are sent to /login. */
+async function signedIn(ctx: Context, next: Next) {
+  if (!ctx.state.sessions.current) {
+    noStore(ctx);
+    ctx.redirect('/login');
+    return;
+  }
+  await next();
+}
+
+/** /login and /signup: a signed-in visitor goes to the dashboard instead. */
+async function anonymous(ctx: Context, next: Next) {
+  if (ctx.state.sessions.current) {
+    noStore(ctx);
+    ctx.redirect('/');
+    return;
+  }
+  await next();
+}
+
+export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
+  const { models, backends, config } = deps;
   const router = new Router();
+
+  router.get('/assets/:name', (ctx) => {
+    const name = ctx.params.name ?? '';
+    if (!assets.serve(ctx, name)) {
+      ctx.status = 404;
+      ctx.type = 'text/plain; charset=utf-8';
+      ctx.body = 'Not found';
+    }
+  });
+
+  router.get('/login', anonymous, (ctx) => sendPage(ctx, loginPage(assets)));
+  router.get('/signup', anonymous, (ctx) => sendPage(ctx, signupPage(assets, config.passwordMinLength)));
+
+  router.get('/', signedIn, async (ctx) => {
+    const session = ctx.state.sessions.current as Session;
+    const platform = platformOf(session);
+    const rows = await models.PlatformConnection.findAll({ where: { userId: session.data.user.id }, order: [['id', 'ASC']] });
+    const activeId = platform?.id ?? session.data.platformId ?? null;
+    sendPage(
+      ctx,
+      dashboardPage(assets, {
+        viewer: viewerOf(session),
+        session: sessionView(session.record, session.handle),
+        platform,
+        platforms: rows.map((p) => ({ id: p.id, name: p.name, type: p.type, active: p.id === activeId })),
+      }),
+    );
+  });
+
+  router.get('/sessions', signedIn, async (ctx) => {
+    const session = ctx.state.sessions.current as Session;
+    const records = await backends.listByUser(session.data.user.id);
+    // The directory can lag a migration by a request; show this session as the request sees it.
+    const list = records.map((r) => (r.handle === session.handle ? session.record : r)).map((r) => sessionView(r, session.handle));
+    if (!list.some((s) => s.current)) list.unshift(sessionView(session.record, session.handle));
+    list.sort((a, b) => Number(b.current) - Number(a.current) || b.lastActivity - a.lastActivity);
+    sendPage(ctx, sessionsPage(assets, { viewer: viewerOf(session), sessions: list }));
+  });
+
+  router.get('/account', signedIn, (ctx) => {
+    const session = ctx.state.sessions.current as Session;
+    sendPage(ctx, accountPage(assets, { viewer: viewerOf(session), minPasswordLength: config.passwordMinLength }));
+  });
+
+  /** The logout button's form target when JavaScript is off (app.js uses POST /api/logout). */
+  router.post('/logout', (ctx) => {
+    if (ctx.state.sessions.current) ctx.state.sessions.end('logout');
+    noStore(ctx);
+    ctx.status = 303;
+    ctx.redirect('/login');
+  });
+
   return router;
 }

@@ -2,7 +2,7 @@
 import type { BackendName } from '../../config/config.js';
 import type { Assets } from './assets.js';
 import { describeDevice, isMobile } from './device.js';
-import { html } from './html.js';
+import { html, raw } from './html.js';
 import { backendBadge, field, formError, layout, time, type Viewer } from './layout.js';
 
 export interface PlatformView {
@@ -22,6 +22,11 @@ export interface SessionView {
   userAgent: string;
   current: boolean;
 }
+
+const DEVICE_ICONS = {
+  desktop: raw('<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="1.8" stroke-linecap="round" stroke-linejoin="round" focusable="false"><rect x="3" y="4" width="18" height="12" rx="2"/><path d="M8 20h8M12 16v4"/></svg>'),
+  mobile: raw('<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="1.8" stroke-linecap="round" stroke-linejoin="round" focusable="false"><rect x="7" y="2.5" width="10" height="19" rx="2.5"/><path d="M11 18.5h2"/></svg>'),
+};
 
 const PLATFORM_TYPES = ['Slack', 'GitHub', 'Jira', 'Linear', 'Discord', 'Teams', 'Zendesk'];
 
@@ -63,7 +68,7 @@ ${formError('signup')}
 
 /** One platform row; also rendered empty into a <template> that app.js clones for new rows. */
 export function platformRow(p: PlatformView | undefined) {
-  return html`<li class="platform" data-platform-id="${p?.id ?? ''}"${p?.active ? html` data-active` : ''}>
+  return html`<li class="platform" tabindex="-1" data-platform-id="${p?.id ?? ''}"${p?.active ? html` data-active` : ''}>
   <span class="platform-icon" aria-hidden="true">${(p?.name ?? '').slice(0, 1).toUpperCase()}</span>
   <span class="platform-text"><span class="platform-name">${p?.name ?? ''}</span><span class="platform-type">${p?.type ?? ''}</span></span>
   <span class="badge badge-active platform-active">Active</span>
@@ -122,7 +127,7 @@ function sessionItem(s: SessionView) {
   const device = describeDevice(s.userAgent);
   return html`<li class="session${s.current ? ' session-current' : ''}" data-handle="${s.handle}"${s.current ? html` data-current` : ''}>
   <div class="session-device">
-    <span class="device-icon device-${isMobile(s.userAgent) ? 'mobile' : 'desktop'}" aria-hidden="true"></span>
+    <span class="device-icon" aria-hidden="true">${DEVICE_ICONS[isMobile(s.userAgent) ? 'mobile' : 'desktop']}</span>
     <div class="session-title-wrap">
       <h3 class="session-title">${device}${s.current ? html` <span class="badge badge-current">This device</span>` : ''}</h3>
       <p class="session-ua" title="${s.userAgent}">${s.userAgent || 'No user agent'}</p>
@@ -159,7 +164,7 @@ export function sessionsPage(assets: Assets, d: { viewer: Viewer; sessions: Sess
 <p class="notice" id="sessions-status" role="status" aria-live="polite"></p>
 <section class="card card-flush" aria-labelledby="sessions-heading">
   <h2 class="visually-hidden" id="sessions-heading">Active sessions</h2>
-  <p class="card-caption"><span id="session-count">${d.sessions.length}</span> active ${d.sessions.length === 1 ? 'session' : 'sessions'}</p>
+  <p class="card-caption" id="session-count">${d.sessions.length} active ${d.sessions.length === 1 ? 'session' : 'sessions'}</p>
   <ul class="session-list" id="session-list">
     ${d.sessions.map(sessionItem)}
   </ul>

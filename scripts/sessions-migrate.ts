@@ -1,0 +1,78 @@
+/**
+ * `npm run sessions:migrate -- --from redis --to database [--dry-run] [--batch 500] [--restart]`
+ *
+ * Moves every session held by one server-side backend into the other, with a progress bar.
+ * Resumable: the position is saved in DATA_DIR after each batch, and a rerun continues from it
+ * (`--restart` starts over). Safe to run while the server serves: a session is written to the
+ * destination before it is removed from the source, and the flag should already point at the
+ * destination (otherwise traffic moves sessions back).
+ */
+import { SingleBar, Presets } from 'cli-progress';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { openCore } from '../src/core.js';
+import { bulkMigrate, type ServerSideBackend } from '../src/sessions/bulk-migrate.js';
+import { scriptConfig, scriptLogger } from './cli.js';
+
+const HELP = `Move sessions in bulk between server-side backends.
+
+  npm run sessions:migrate -- --from <database|redis> --to <database|redis> [options]
+
+  --dry-run     count what would move; change nothing
+  --batch N     sessions per batch (default 500)
+  --restart     ignore a saved position and start from the beginning
+  --help        this text
+
+Cookie-held sessions live in browsers and move on their next request.`;
+
+const { values } = parseArgs({
+  options: {
+    from: { type: 'string' },
+    to: { type: 'string' },
+    'dry-run': { type: 'boolean', default: false },
+    batch: { type: 'string', default: '500' },
+    restart: { type: 'boolean', default: false },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (values.help) {
+  console.log(HELP);
+  process.exit(0);
+}
+const serverSide = (v: string | undefined): v is ServerSideBackend => v === 'database' || v === 'redis';
+const batchSize = Number(values.batch);
+if (!serverSide(values.from) || !serverSide(values.to) || values.from === values.to || !Number.isInteger(batchSize) || batchSize < 1) {
+  console.error(HELP);
+  process.exit(2);
+}
+
+const config = scriptConfig();
+const core = await openCore(config, scriptLogger(config));
+const cursorFile = path.join(config.dataDir, `sessions-migrate-${values.from}-to-${values.to}.cursor`);
+const cursor = !values.restart && existsSync(cursorFile) ? readFileSync(cursorFile, 'utf8').trim() : '';
+try {
+  const total = await core.raw.database.countHeldBy(values.from);
+  console.log(`${values['dry-run'] ? '[dry run] ' : ''}${total} live sessions held by ${values.from}${cursor ? ' (resuming)' : ''}`);
+  const bar = new SingleBar({ format: ' {bar} {value}/{total} sessions | {eta_formatted} left', hideCursor: true }, Presets.shades_classic);
+  bar.start(total, 0);
+  const result = await bulkMigrate(core.backends, core.raw, {
+    from: values.from,
+    to: values.to,
+    batchSize,
+    dryRun: values['dry-run'],
+    cursor,
+    onBatch: ({ moved, skipped, cursor: position }) => {
+      bar.update(moved + skipped);
+      if (!values['dry-run']) {
+        mkdirSync(config.dataDir, { recursive: true });
+        writeFileSync(cursorFile, position);
+      }
+    },
+  });
+  bar.stop();
+  if (!values['dry-run']) rmSync(cursorFile, { force: true });
+  console.log(`${values['dry-run'] ? 'would move' : 'moved'} ${result.moved} sessions from ${values.from} to ${values.to}; ${result.skipped} revoked ones skipped`);
+} finally {
+  await core.close();
+}

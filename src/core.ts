@@ -1,0 +1,129 @@
+/**
+ * The session layer without HTTP: database (migrated), metrics, the revocation list, the
+ * override, the rollback guard and the three backends composed. The server (app.ts) and the
+ * operator scripts (scripts/) both start from here.
+ */
+import type { Sequelize } from 'sequelize';
+import type { Logger } from 'pino';
+import type { Cluster, Redis } from 'ioredis';
+import type { BackendName, Config } from './config/config.js';
+import { openDatabase } from './db/database.js';
+import { migrateUp } from './db/migrator.js';
+import { defineModels, type Models } from './db/models.js';
+import { FlagOverride } from './flags/override.js';
+import { RollbackGuard } from './flags/rollback.js';
+import { Metrics } from './metrics/metrics.js';
+import { SessionBackends, type ServingStore } from './sessions/backends.js';
+import { jsonCodec, sealedCodec } from './sessions/codec.js';
+import { CookieStore } from './sessions/cookie-store.js';
+import { DatabaseStore } from './sessions/database-store.js';
+import { GuardedStore, type StoreObserver } from './sessions/guarded-store.js';
+import { MirroredStore } from './sessions/mirrored-store.js';
+import { createRedisClient, waitForRedis } from './sessions/redis-client.js';
+import { RedisStore } from './sessions/redis-store.js';
+import { RevocationList } from './sessions/revocations.js';
+import type { SessionStore } from './sessions/store.js';
+
+export interface Core {
+  sequelize: Sequelize;
+  models: Models;
+  metrics: Metrics;
+  revocations: RevocationList;
+  override: FlagOverride;
+  rollback: RollbackGuard;
+  backends: SessionBackends;
+  /** The bare stores, for operator tools that work below the compositions. */
+  raw: { database: DatabaseStore; redis: RedisStore };
+  redis: Redis | Cluster;
+  close(): Promise<void>;
+}
+
+export async function openCore(config: Config, logger: Logger): Promise<Core> {
+  const sequelize = await openDatabase(config.databaseUrl);
+  const applied = await migrateUp(sequelize);
+  if (applied.length) logger.info({ migrations: applied }, 'applied migrations');
+  const models = defineModels(sequelize);
+  const metrics = new Metrics();
+  const syncError = (what: string) => (err: unknown) => logger.warn({ err }, `${what} sync failed`);
+
+  const revocations = new RevocationList(models, { absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, syncIntervalMs: config.syncIntervalMs, onSyncError: syncError('revocation') });
+  await revocations.start();
+  const override = new FlagOverride(models, { syncIntervalMs: config.syncIntervalMs, onSyncError: syncError('flag override') });
+  await override.start();
+
+  const rollback = new RollbackGuard(config.rollback, (state) => {
+    metrics.rollbacks.inc({ from: state.from, to: state.to, trigger: state.trigger });
+    logger.error({ event: 'rollback', ...state }, `automatic rollback: sessions go back from ${state.from} to ${state.to} (${state.trigger})`);
+  });
+  const rollbackTimer = setInterval(() => rollback.evaluate(), 1000);
+  rollbackTimer.unref();
+
+  const observer: StoreObserver = {
+    operation(backend, operation, outcome, seconds) {
+      metrics.storeDuration.observe({ backend, operation }, seconds);
+      metrics.storeOperations.inc({ backend, operation, outcome });
+      rollback.record(backend as BackendName, outcome === 'success', seconds);
+    },
+    availability(backend, up) {
+      metrics.storeUp.set({ backend }, up ? 1 : 0);
+      logger[up ? 'info' : 'warn']({ event: 'backend_availability', backend, up }, `session backend ${backend} ${up ? 'recovered' : 'unavailable: circuit open'}`);
+    },
+  };
+
+  const codec = config.sessions.encryptAtRest ? sealedCodec(config.sessions.secrets) : jsonCodec;
+  const redis = createRedisClient(config.redis);
+  let lastRedisError = 0;
+  redis.on('error', (err: Error) => {
+    // ioredis reports every failed reconnect; one line a minute is enough.
+    if (Date.now() - lastRedisError > 60_000) logger.warn({ err: err.message }, 'redis connection error');
+    lastRedisError = Date.now();
+  });
+  await waitForRedis(redis, 1000);
+
+  const database = new DatabaseStore(models, codec);
+  const redisStore = new RedisStore(redis, { keyPrefix: config.redis.keyPrefix, absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, codec });
+  const mirrorError = (err: unknown, operation: string) => logger.warn({ err, operation }, 'database copy of a session could not be written');
+  // The short deadline exists to fail over fast; the backend that is itself the last resort
+  // (the fallback, or every backend with SESSION_FALLBACK=none) has nothing to fail over to.
+  const fallback = config.sessions.fallback;
+  const guard = (store: SessionStore) => {
+    const lastResort = fallback === 'none' || fallback === store.backend;
+    return new GuardedStore(store, { ...config.stores, timeoutMs: lastResort ? config.stores.lastResortTimeoutMs : config.stores.timeoutMs }, observer);
+  };
+  const stores: Record<BackendName, ServingStore> = {
+    database: guard(database),
+    redis: new MirroredStore(guard(redisStore), database, mirrorError, true),
+    cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations)), database, mirrorError),
+  };
+  const backends = new SessionBackends(stores, database, revocations, config.sessions.fallback, {
+    fallback(from, to, reason) {
+      metrics.fallbacks.inc({ from, to, reason });
+    },
+    migrated(from, to) {
+      metrics.migrations.inc({ from, to });
+      rollback.noteMigration(from, to);
+    },
+    secondaryFailure(err, what) {
+      logger.warn({ err, what }, 'secondary session write failed');
+    },
+  });
+
+  return {
+    sequelize,
+    models,
+    metrics,
+    revocations,
+    override,
+    rollback,
+    backends,
+    raw: { database, redis: redisStore },
+    redis,
+    async close() {
+      clearInterval(rollbackTimer);
+      revocations.stop();
+      override.stop();
+      redis.disconnect();
+      await sequelize.close();
+    },
+  };
+}

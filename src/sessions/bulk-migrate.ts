@@ -1,0 +1,57 @@
+/**
+ * Moves every session held by one server-side backend into another, without waiting for
+ * traffic: the operator's tool for finishing a rollout (scripts/sessions-migrate.ts).
+ *
+ * Walks the database directory of sessions held by `from`, in id-hash order, a batch at a
+ * time; each session is written to `to` before it is removed from `from` (as on the request
+ * path), so an interrupted run loses nothing and a rerun from the saved cursor resumes.
+ * Cookie-held sessions live in browsers: they cannot be moved from the server, and move on
+ * their next request instead.
+ */
+import type { SessionBackends } from './backends.js';
+import type { DatabaseStore } from './database-store.js';
+import type { RedisStore } from './redis-store.js';
+import type { SessionRecord } from './session.js';
+
+export type ServerSideBackend = 'database' | 'redis';
+
+export interface BulkMigrateOptions {
+  from: ServerSideBackend;
+  to: ServerSideBackend;
+  batchSize: number;
+  dryRun: boolean;
+  /** Resume after this id hash ('' from the start). */
+  cursor: string;
+  onBatch?: (progress: { moved: number; skipped: number; cursor: string }) => void | Promise<void>;
+}
+
+export async function bulkMigrate(
+  backends: SessionBackends,
+  raw: { database: DatabaseStore; redis: RedisStore },
+  options: BulkMigrateOptions,
+): Promise<{ moved: number; skipped: number; cursor: string }> {
+  if (options.from === options.to) throw new Error('from and to must differ');
+  let { cursor } = options;
+  let moved = 0;
+  let skipped = 0;
+  for (;;) {
+    const page = await raw.database.scan(options.from, cursor, options.batchSize);
+    if (page.length === 0) break;
+    for (const listed of page) {
+      cursor = listed.idHash;
+      // Redis holds the freshest copy of its sessions; the directory row may lag by a touch.
+      const record: SessionRecord | undefined = options.from === 'redis' ? ((await raw.redis.loadByHash(listed.idHash)) ?? listed) : listed;
+      if (backends.revocations.isRevoked(record)) {
+        skipped++;
+        continue;
+      }
+      if (!options.dryRun) {
+        await backends.stores[options.to].create({ ...record, backend: options.to });
+        await backends.stores[options.from].evict({ ...record, backend: options.from });
+      }
+      moved++;
+    }
+    await options.onBatch?.({ moved, skipped, cursor });
+  }
+  return { moved, skipped, cursor };
+}

@@ -1,0 +1,73 @@
+import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../../src/config/config.js';
+
+const dataDir = () => mkdtempSync(path.join(tmpdir(), 'switchboard-config-'));
+
+describe('configuration', () => {
+  it('starts on the embedded default with no environment at all', () => {
+    const c = loadConfig({ DATA_DIR: dataDir() });
+    expect(c.sessions.storage).to.equal('database');
+    expect(c.sessions.fallback).to.equal('database');
+    expect(c.databaseUrl).to.equal('sqlite:./data/switchboard.sqlite');
+    expect(c.port).to.equal(3000);
+    expect(c.sessions.secrets).to.have.length(1);
+    expect(c.sessions.cookieSecure).to.equal(false);
+  });
+
+  it('keeps the generated development secret across restarts', () => {
+    const dir = dataDir();
+    expect(loadConfig({ DATA_DIR: dir }).sessions.secrets).to.deep.equal(loadConfig({ DATA_DIR: dir }).sessions.secrets);
+  });
+
+  for (const [name, value] of [
+    ['SESSION_STORAGE', 'memcached'],
+    ['SESSION_FALLBACK', 'disk'],
+    ['PORT', 'eighty'],
+    ['DATABASE_URL', 'mysql://x'],
+    ['REDIS_URL', 'http://x'],
+    ['SESSION_IDLE_TIMEOUT', '-5'],
+    ['COOKIE_SECURE', 'maybe'],
+    ['SESSION_MAX_PER_USER', '1.5'],
+    ['ADMIN_TOKEN', 'short'],
+    ['SESSION_SECRETS', 'too-short'],
+  ] as const) {
+    it(`refuses ${name}=${value} with a message naming the variable`, () => {
+      expect(() => loadConfig({ DATA_DIR: dataDir(), [name]: value })).to.throw(ConfigError, new RegExp(`^${name} must be`));
+    });
+  }
+
+  it('requires SESSION_SECRETS in production, and defaults COOKIE_SECURE on there', () => {
+    expect(() => loadConfig({ NODE_ENV: 'production' })).to.throw(ConfigError, /^SESSION_SECRETS must be set/);
+    const c = loadConfig({ NODE_ENV: 'production', SESSION_SECRETS: 'a'.repeat(32) + ',' + 'b'.repeat(40) });
+    expect(c.sessions.cookieSecure).to.equal(true);
+    expect(c.sessions.secrets).to.deep.equal(['a'.repeat(32), 'b'.repeat(40)]);
+  });
+
+  it('never echoes a secret in the error', () => {
+    expect(() => loadConfig({ DATA_DIR: dataDir(), ADMIN_TOKEN: 'hunter2' })).to.throw(ConfigError).that.satisfies((e: Error) => !e.message.includes('hunter2'));
+  });
+
+  it('lists every variable in .env.example, and nothing else', () => {
+    const example = readFileSync(path.resolve(import.meta.dirname, '../../.env.example'), 'utf8');
+    const listed = [...example.matchAll(/^([A-Z_]+)=/gm)].map((m) => m[1]);
+    expect([...listed].sort()).to.deep.equal([...CONFIG_VARIABLES].sort());
+  });
+
+  it('stops `npm start` with one line naming the variable, not a stack trace', function () {
+    this.timeout(30_000);
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+      cwd: path.resolve(import.meta.dirname, '../..'),
+      env: { PATH: process.env.PATH, SESSION_STORAGE: 'floppy', DATA_DIR: dataDir() },
+      encoding: 'utf8',
+      timeout: 25_000,
+    });
+    expect(run.status).to.equal(1);
+    const lines = run.stderr.trim().split('\n');
+    expect(lines).to.have.length(1);
+    expect(lines[0]).to.match(/SESSION_STORAGE must be cookie, database or redis/);
+  });
+});

@@ -1,0 +1,77 @@
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { loadConfig } from '../../src/config/config.js';
+import { openCore, type Core } from '../../src/core.js';
+import { bulkMigrate } from '../../src/sessions/bulk-migrate.js';
+import { makeRecord } from './fixtures.js';
+
+describe('moving sessions in bulk (scripts/sessions-migrate)', function () {
+  this.timeout(30_000);
+  let core: Core;
+  let dir: string;
+  const prefix = `bulk-${randomBytes(4).toString('hex')}:`;
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'switchboard-bulk-'));
+    const config = loadConfig({ DATA_DIR: dir, DATABASE_URL: `sqlite:${dir}/db.sqlite`, REDIS_KEY_PREFIX: prefix, SESSION_STORAGE: 'redis' });
+    core = await openCore(config, pino({ level: 'silent' }));
+  });
+  after(async () => {
+    const keys = await core.redis.keys(`${prefix}*`);
+    if (keys.length) await core.redis.del(...keys);
+    await core.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function seed(n: number) {
+    const tokens: string[] = [];
+    for (let i = 0; i < n; i++) tokens.push((await core.backends.create(makeRecord({}, 'redis'), 'redis')).cookieValue.slice(2));
+    return tokens;
+  }
+
+  it('counts without changing anything on a dry run', async () => {
+    const before = await core.raw.database.countHeldBy('redis');
+    await seed(3);
+    const result = await bulkMigrate(core.backends, core.raw, { from: 'redis', to: 'database', batchSize: 2, dryRun: true, cursor: '' });
+    expect(result.moved).to.equal(before + 3);
+    expect(await core.raw.database.countHeldBy('redis')).to.equal(before + 3);
+  });
+
+  it('moves every Redis session into the database, resuming where an interrupted run stopped', async () => {
+    const tokens = await seed(5);
+    let cursor = '';
+    const interrupted = await bulkMigrate(core.backends, core.raw, {
+      from: 'redis',
+      to: 'database',
+      batchSize: 2,
+      dryRun: false,
+      cursor: '',
+      onBatch: (p) => {
+        cursor = p.cursor;
+        throw new Error('operator pressed ctrl-c');
+      },
+    }).catch((e: Error) => e);
+    expect(interrupted).to.be.instanceOf(Error);
+    expect(await core.raw.database.countHeldBy('redis')).to.be.greaterThan(0);
+    await bulkMigrate(core.backends, core.raw, { from: 'redis', to: 'database', batchSize: 2, dryRun: false, cursor });
+    expect(await core.raw.database.countHeldBy('redis')).to.equal(0);
+    for (const token of tokens) {
+      expect(await core.raw.redis.load(token)).to.equal(undefined, 'gone from Redis');
+      expect((await core.raw.database.load(token))?.backend).to.equal('database');
+    }
+  });
+
+  it('moves them back into Redis, and skips revoked ones', async () => {
+    const [keep, drop] = await seed(2);
+    await bulkMigrate(core.backends, core.raw, { from: 'redis', to: 'database', batchSize: 10, dryRun: false, cursor: '' });
+    const dropped = await core.raw.database.load(drop!);
+    await core.revocations.revokeSession(dropped!.idHash, dropped!.absoluteExpiresAt);
+    const result = await bulkMigrate(core.backends, core.raw, { from: 'database', to: 'redis', batchSize: 10, dryRun: false, cursor: '' });
+    expect(result.skipped).to.be.greaterThan(0);
+    expect((await core.raw.redis.load(keep!))?.handle).to.be.a('string');
+    expect(await core.raw.redis.load(drop!)).to.equal(undefined);
+  });
+});

@@ -1,0 +1,134 @@
+/**
+ * Redis goes away mid-traffic and comes back (empty: it keeps nothing on disk). Nobody is
+ * logged out, requests keep succeeding from the database, /readyz and the metrics say what
+ * happened, and afterwards sessions move back to Redis.
+ */
+import { expect } from 'chai';
+import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+import { startRedis, type RedisProcess } from '../support/redis-server.js';
+import { sample } from './metrics-text.js';
+
+interface User {
+  client: Client;
+  userId: number;
+  platformId: number;
+  counter: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('falling back when Redis goes down, and coming back', function () {
+  this.timeout(120_000);
+  let redis: RedisProcess;
+  let app: AppProcess;
+  const users: User[] = [];
+  const failures: string[] = [];
+
+  before(async () => {
+    redis = await startRedis();
+    app = await startApp({
+      SESSION_STORAGE: 'redis',
+      SESSION_FALLBACK: 'database',
+      REDIS_URL: redis.url,
+      BREAKER_HALF_OPEN_AFTER_MS: '300',
+      SESSION_TOUCH_INTERVAL: '0',
+    });
+    for (let i = 0; i < 6; i++) {
+      const client = new Client(app.url, `fallback-${i}`);
+      const { user } = await client.signup();
+      const p = await client.post('/api/platforms', { name: `P${i}`, type: 'web' });
+      const platformId = (p.json.platform as { id: number }).id;
+      await client.post(`/api/platforms/${platformId}/activate`);
+      users.push({ client, userId: user.id, platformId, counter: 0 });
+    }
+  });
+  after(async () => {
+    await app?.stop();
+    await redis?.stop();
+  });
+
+  /** Each user makes `rounds` sequential requests (a write every third), all users at once. */
+  async function traffic(rounds: number) {
+    await Promise.all(
+      users.map(async (u) => {
+        for (let i = 0; i < rounds; i++) {
+          if (i % 3 === 0) {
+            u.counter++;
+            const res = await u.client.patch('/api/session', { preferences: { counter: u.counter } });
+            if (res.status !== 200) failures.push(`PATCH ${res.status} ${res.text}`);
+            continue;
+          }
+          const res = await u.client.get('/api/session');
+          const body = res.json as { user?: { id: number }; platform?: { id: number }; preferences?: { counter?: number } };
+          if (res.status !== 200) failures.push(`GET ${res.status} ${res.text}`);
+          else if (body.user?.id !== u.userId || body.platform?.id !== u.platformId || body.preferences?.counter !== u.counter) {
+            failures.push(`data changed: ${res.text}`);
+          }
+        }
+      }),
+    );
+  }
+
+  const backendOf = async (u: User) => ((await u.client.get('/api/session')).json.session as { backend: string }).backend;
+
+  it('serves everyone from Redis to begin with', async () => {
+    await traffic(6);
+    expect(failures).to.deep.equal([]);
+    for (const u of users) expect(await backendOf(u)).to.equal('redis');
+  });
+
+  it('keeps everyone logged in, with their data, while Redis is down', async () => {
+    const during = traffic(30);
+    await sleep(50);
+    await redis.kill();
+    await during;
+    await traffic(12);
+    expect([...new Set(failures)]).to.deep.equal([]);
+    for (const u of users) expect(await backendOf(u)).to.equal('database');
+  });
+
+  it('says so on /readyz and /metrics', async () => {
+    const ready = await new Client(app.url).get('/readyz');
+    expect(ready.status).to.equal(200);
+    expect(ready.json).to.deep.include({ status: 'degraded', active: 'redis', fallback: 'database' });
+    expect(ready.json.backends).to.deep.include({ redis: 'down', database: 'up' });
+    const metrics = (await new Client(app.url).get('/metrics')).text;
+    expect(sample(metrics, 'session_store_up', { backend: 'redis' })).to.equal(0);
+    expect(sample(metrics, 'session_store_fallbacks_total', { from: 'redis', to: 'database' })).to.be.greaterThan(0);
+    expect(sample(metrics, 'session_backend_selected_total', { backend: 'database', source: 'fallback' })).to.be.greaterThan(0);
+  });
+
+  it('lets people log in and out during the outage, and a logout stays a logout', async () => {
+    const newcomer = new Client(app.url);
+    await newcomer.signup();
+    expect((await newcomer.get('/api/session')).status).to.equal(200);
+    const leaving = new Client(app.url);
+    await leaving.signup();
+    const cookie = leaving.sessionCookie()!;
+    expect((await leaving.post('/api/logout')).status).to.equal(204);
+    users.push({ client: newcomer, userId: ((await newcomer.get('/api/session')).json.user as { id: number }).id, platformId: -1, counter: 0 });
+    (globalThis as { leavingCookie?: string }).leavingCookie = cookie;
+  });
+
+  it('moves sessions back to Redis once it returns, still logging nobody out', async () => {
+    users.pop();
+    await redis.restart();
+    let readyz: Record<string, unknown> = {};
+    for (let i = 0; i < 100; i++) {
+      readyz = (await new Client(app.url).get('/readyz')).json;
+      if ((readyz.backends as Record<string, string>).redis === 'up') break;
+      await sleep(100);
+    }
+    expect(readyz.backends).to.deep.include({ redis: 'up' });
+    await traffic(6);
+    expect([...new Set(failures)]).to.deep.equal([]);
+    for (const u of users) expect(await backendOf(u)).to.equal('redis');
+    const metrics = (await new Client(app.url).get('/metrics')).text;
+    expect(sample(metrics, 'session_store_up', { backend: 'redis' })).to.equal(1);
+
+    const replay = new Client(app.url);
+    replay.cookies.set('sid', (globalThis as { leavingCookie?: string }).leavingCookie!);
+    expect((await replay.get('/api/session')).status).to.equal(401);
+  });
+});
