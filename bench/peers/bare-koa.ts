@@ -11,6 +11,8 @@ const user = { id: 1, email: 'bench-user-1@example.com', name: 'Bench User 1', r
 const app = new Koa();
 const router = new Router();
 router.post('/login', (ctx) => {
+  // No session: a plain cookie, so that every request carries one as with the other targets.
+  ctx.cookies.set('bench', String((ctx.request.body as { id?: number } | undefined)?.id ?? 0), { httpOnly: true, sameSite: 'lax' });
   ctx.body = { csrfToken: '' };
 });
 router.get('/read', (ctx) => {

@@ -1,0 +1,713 @@
+/*
+ * Switchboard pages: forms over the JSON API, cross-tab sync and the idle-expiry warning.
+ *
+ * - Every call to the API goes through one queue per tab, so a background check of
+ *   /api/session never races this tab's own changes (a login, a password change that rotates
+ *   the cookie, a platform switch that rewrites a cookie-held session).
+ * - Tabs of one browser tell each other about logout, login, platform and password changes
+ *   on BroadcastChannel('switchboard'); every signed-in tab also asks GET /api/session once a
+ *   second while it is visible (and at once when it becomes visible), which is how a
+ *   revocation from another device, a password change elsewhere or an expiry is noticed.
+ * - Before the session's expiresAt an idle warning offers "Stay signed in".
+ */
+/* global sessionStorage, Headers, HTMLInputElement */
+
+const POLL_MS = 1000;
+const SIGNED_OUT_KEY = 'switchboard:signed-out';
+const BACKEND_LABELS = { cookie: 'Cookie', database: 'Database', redis: 'Redis' };
+
+const body = document.body;
+const page = body.dataset.page;
+const signedInPage = body.classList.contains('app');
+const channel = typeof BroadcastChannel === 'function' ? new BroadcastChannel('switchboard') : null;
+
+let csrfToken = document.querySelector('meta[name="csrf-token"]')?.getAttribute('content') ?? '';
+
+// ---------------------------------------------------------------- time
+
+/** Server time minus this device's time (ms), from the Date header; 0 unless the clocks differ by more than 2 s. */
+let clockOffset = 0;
+const serverNow = () => Date.now() + clockOffset;
+
+function noteServerTime(headers) {
+  const date = Date.parse(headers.get('Date') ?? '');
+  if (Number.isNaN(date)) return;
+  const offset = date - Date.now();
+  if (Math.abs(offset - clockOffset) > 2000) clockOffset = offset;
+}
+
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+const longDateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'long' });
+const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
+const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+
+function relativeTime(ms) {
+  const diff = ms - serverNow();
+  const abs = Math.abs(diff);
+  if (abs < 45_000) return diff < 0 ? 'just now' : 'in less than a minute';
+  if (abs < 45 * 60_000) return relativeFormat.format(Math.round(diff / 60_000), 'minute');
+  if (abs < 22 * 3_600_000) return relativeFormat.format(Math.round(diff / 3_600_000), 'hour');
+  return relativeFormat.format(Math.round(diff / 86_400_000), 'day');
+}
+
+/** Shows a server-rendered <time> in the reader's time zone, with "(in 2 hours)" when marked relative. */
+function renderTime(el) {
+  const t = Date.parse(el.getAttribute('datetime') ?? '');
+  if (Number.isNaN(t)) return;
+  const text = dateFormat.format(t);
+  if (el.textContent !== text) el.textContent = text;
+  el.title = longDateFormat.format(t);
+  if (!el.hasAttribute('data-relative')) return;
+  let rel = el.nextElementSibling;
+  if (!rel || !rel.classList.contains('relative')) {
+    rel = document.createElement('span');
+    rel.className = 'relative';
+    el.after(rel);
+  }
+  const relText = ` (${relativeTime(t)})`;
+  if (rel.textContent !== relText) rel.textContent = relText;
+}
+
+function renderTimes() {
+  for (const el of document.querySelectorAll('time[datetime]')) renderTime(el);
+}
+
+function setBoundTime(name, iso) {
+  for (const el of document.querySelectorAll(`time[data-bind="${name}"]`)) {
+    if (el.getAttribute('datetime') !== iso) el.setAttribute('datetime', iso);
+    renderTime(el);
+  }
+}
+
+function formatCountdown(ms) {
+  const total = Math.max(0, Math.ceil(ms / 1000));
+  const minutes = Math.floor(total / 60);
+  const seconds = String(total % 60).padStart(2, '0');
+  return `${minutes}:${seconds}`;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------- API
+
+let queue = Promise.resolve();
+let pending = 0;
+
+/** Runs API calls of this tab one after another. */
+function exclusive(task) {
+  pending++;
+  const run = queue.then(task);
+  queue = run.catch(() => undefined);
+  return run.finally(() => {
+    pending--;
+  });
+}
+
+async function request(method, path, payload) {
+  const headers = { Accept: 'application/json' };
+  const init = { method, headers, credentials: 'same-origin', cache: 'no-store' };
+  if (payload !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(payload);
+  }
+  if (method !== 'GET' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch {
+    return {
+      ok: false,
+      status: 0,
+      headers: new Headers(),
+      data: { error: { code: 'network_error', message: 'Switchboard could not be reached. Check your connection and try again.' } },
+    };
+  }
+  let data = null;
+  if (res.status !== 204) {
+    try {
+      data = await res.json();
+    } catch {
+      data = null;
+    }
+  }
+  noteServerTime(res.headers);
+  if (data && typeof data.csrfToken === 'string') setCsrfToken(data.csrfToken);
+  return { ok: res.ok, status: res.status, headers: res.headers, data };
+}
+
+function setCsrfToken(token) {
+  csrfToken = token;
+  document.querySelector('meta[name="csrf-token"]')?.setAttribute('content', token);
+  for (const input of document.querySelectorAll('input[name="_csrf"]')) input.value = token;
+}
+
+const api = (method, path, payload) => exclusive(() => request(method, path, payload));
+
+/** A state-changing call; a stale CSRF token (the session changed under this tab) is refreshed and the call retried once. */
+async function mutate(method, path, payload) {
+  let res = await api(method, path, payload);
+  if (signedInPage && res.status === 403 && res.data?.error?.code === 'csrf_failed') {
+    const session = await api('GET', '/api/session');
+    if (session.ok) res = await api(method, path, payload);
+  }
+  return res;
+}
+
+function errorOf(res) {
+  const error = res.data?.error;
+  if (error && typeof error.message === 'string') return error;
+  return { code: `http_${res.status}`, message: `Something went wrong (HTTP ${res.status}). Please try again.` };
+}
+
+function messageFor(res) {
+  const error = errorOf(res);
+  if (error.code === 'too_many_attempts') {
+    const seconds = Number(res.headers.get('Retry-After'));
+    if (seconds > 0) {
+      const minutes = Math.ceil(seconds / 60);
+      return `Too many failed attempts. Try again in ${seconds < 90 ? `${seconds} seconds` : `${minutes} minutes`}.`;
+    }
+  }
+  return error.message;
+}
+
+// ---------------------------------------------------------------- announcements and forms
+
+function announce(message) {
+  const el = document.getElementById('announcer');
+  if (!el) return;
+  el.textContent = '';
+  setTimeout(() => {
+    el.textContent = message;
+  }, 60);
+}
+
+function clearErrors(form) {
+  for (const el of form.querySelectorAll('[aria-invalid="true"]')) el.removeAttribute('aria-invalid');
+  for (const el of form.querySelectorAll('.field-error')) el.textContent = '';
+  const formError = document.getElementById(`${form.id}-error`);
+  if (formError) formError.textContent = '';
+}
+
+/**
+ * Puts the API's `error.fields` next to their inputs and anything else above the form.
+ * `fieldFor` maps an error code without fields to one field (e.g. a wrong current password).
+ */
+function showErrors(form, res, fieldFor = {}) {
+  const error = errorOf(res);
+  const fields = { ...(error.fields && typeof error.fields === 'object' ? error.fields : {}) };
+  const mapped = fieldFor[error.code];
+  if (mapped && Object.keys(fields).length === 0) fields[mapped.field] = mapped.message ?? error.message;
+  const general = [];
+  let firstInvalid = null;
+  for (const [name, message] of Object.entries(fields)) {
+    const input = form.elements.namedItem(name);
+    const slot = document.getElementById(`${form.id}-${name}-error`);
+    if (input instanceof HTMLInputElement && slot) {
+      input.setAttribute('aria-invalid', 'true');
+      slot.textContent = String(message);
+      firstInvalid ??= input;
+    } else {
+      general.push(String(message));
+    }
+  }
+  if (Object.keys(fields).length === 0) general.push(messageFor(res));
+  const formError = document.getElementById(`${form.id}-error`);
+  if (formError && general.length) formError.textContent = general.join(' ');
+  firstInvalid?.focus();
+}
+
+function setBusy(form, busy) {
+  form.setAttribute('aria-busy', String(busy));
+  const button = form.querySelector('button[type="submit"]');
+  if (!button) return;
+  if (busy) {
+    button.dataset.idleLabel = button.textContent;
+    if (button.dataset.busyLabel) button.textContent = button.dataset.busyLabel;
+    button.setAttribute('aria-disabled', 'true');
+  } else {
+    if (button.dataset.idleLabel) button.textContent = button.dataset.idleLabel;
+    button.removeAttribute('aria-disabled');
+  }
+}
+
+function value(form, name) {
+  const input = form.elements.namedItem(name);
+  return input instanceof HTMLInputElement ? input.value : '';
+}
+
+function handleForm(form, { method = 'POST', path, values, fieldFor, onSuccess }) {
+  if (!form) return;
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    if (form.getAttribute('aria-busy') === 'true') return;
+    clearErrors(form);
+    setBusy(form, true);
+    try {
+      const res = await mutate(method, path, values(form));
+      if (res.ok) {
+        await onSuccess(res, form);
+        return;
+      }
+      if (signedInPage && res.status === 401 && res.data?.error?.code === 'unauthenticated') {
+        signedOut('ended');
+        return;
+      }
+      showErrors(form, res, fieldFor);
+    } finally {
+      setBusy(form, false);
+    }
+  });
+}
+
+// ---------------------------------------------------------------- signed-out pages
+
+function initLogin() {
+  let reason = null;
+  try {
+    reason = sessionStorage.getItem(SIGNED_OUT_KEY);
+    sessionStorage.removeItem(SIGNED_OUT_KEY);
+  } catch {
+    reason = null;
+  }
+  const notices = {
+    logout: 'You have been logged out.',
+    expired: 'Your session expired after a period of inactivity. Log in again to continue.',
+    ended: 'Your session was ended (from another device, by a password change or by an administrator). Log in again to continue.',
+  };
+  const notice = document.getElementById('signed-out-notice');
+  if (notice && reason && notices[reason]) notice.textContent = notices[reason];
+
+  handleForm(document.getElementById('login'), {
+    path: '/api/login',
+    values: (form) => ({ email: value(form, 'email'), password: value(form, 'password') }),
+    onSuccess: (res) => {
+      channel?.postMessage({ type: 'login', userId: res.data?.user?.id });
+      location.assign('/');
+    },
+  });
+}
+
+function initSignup() {
+  handleForm(document.getElementById('signup'), {
+    path: '/api/signup',
+    values: (form) => ({ name: value(form, 'name'), email: value(form, 'email'), password: value(form, 'password') }),
+    fieldFor: { email_taken: { field: 'email' } },
+    onSuccess: (res) => {
+      channel?.postMessage({ type: 'login', userId: res.data?.user?.id });
+      location.assign('/');
+    },
+  });
+}
+
+// ---------------------------------------------------------------- the signed-in session
+
+const state = {
+  userId: Number(body.dataset.userId),
+  handle: body.dataset.handle || null,
+  platformId: body.dataset.platformId ? Number(body.dataset.platformId) : null,
+  backend: null,
+  expiresAt: Number.NaN,
+  lastActivity: Number.NaN,
+};
+let leaving = false;
+
+/** This tab's session is gone: go to /login, which says why. */
+function signedOut(reason) {
+  if (leaving) return;
+  leaving = true;
+  try {
+    sessionStorage.setItem(SIGNED_OUT_KEY, reason);
+  } catch {
+    // private mode: the login page just shows no notice
+  }
+  location.replace('/login');
+}
+
+/** Reads /api/session and brings the page up to date; 401 (asked twice) means logged out. */
+async function refreshSession() {
+  if (leaving) return;
+  let res = await api('GET', '/api/session');
+  if (res.status === 401) {
+    // A cookie rotated by another tab (password change) can cross this request: ask once more.
+    await sleep(250);
+    res = await api('GET', '/api/session');
+  }
+  if (res.status === 401) {
+    signedOut(Number.isFinite(state.expiresAt) && serverNow() >= state.expiresAt - 1500 ? 'expired' : 'ended');
+    return;
+  }
+  if (res.ok && res.data?.authenticated) applySession(res.data);
+}
+
+let polling = false;
+/** The background check: skipped while this tab is busy with its own calls or hidden. */
+async function poll() {
+  if (leaving || polling || pending > 0 || document.visibilityState !== 'visible') return;
+  polling = true;
+  try {
+    await refreshSession();
+  } finally {
+    polling = false;
+  }
+}
+
+function applySession(data) {
+  const session = data.session;
+  // Another user, or a new login of this user, now owns this browser's cookie: start over.
+  if (data.user?.id !== state.userId || (state.handle && session.handle !== state.handle)) {
+    leaving = true;
+    location.reload();
+    return;
+  }
+  state.handle = session.handle;
+  state.expiresAt = Date.parse(session.expiresAt);
+  state.lastActivity = Date.parse(session.lastActivity);
+  if (session.backend !== state.backend) {
+    state.backend = session.backend;
+    for (const el of document.querySelectorAll('[data-bind="backend"]')) {
+      el.dataset.backend = session.backend;
+      el.textContent = BACKEND_LABELS[session.backend] ?? session.backend;
+    }
+  }
+  setBoundTime('lastActivity', session.lastActivity);
+  setBoundTime('expiresAt', session.expiresAt);
+  const platform = data.platform && typeof data.platform.id === 'number' ? data.platform : null;
+  if ((platform?.id ?? null) !== state.platformId) {
+    state.platformId = platform?.id ?? null;
+    platformChanged(platform);
+  }
+  updateIdleWarning();
+}
+
+// ---------------------------------------------------------------- idle-expiry warning
+
+const warning = document.getElementById('idle-warning');
+const countdown = document.getElementById('idle-countdown');
+const warningNote = document.getElementById('idle-warning-note');
+
+/** How long before expiry to warn: half the idle timeout, between 10 s and 2 min. */
+function warningLead() {
+  const idle = state.expiresAt - state.lastActivity;
+  return Math.min(120_000, Math.max(10_000, idle / 2));
+}
+
+function updateIdleWarning() {
+  if (!warning || !Number.isFinite(state.expiresAt)) return;
+  const remaining = state.expiresAt - serverNow();
+  if (remaining > warningLead()) {
+    if (!warning.hidden) {
+      warning.hidden = true;
+      if (warningNote) warningNote.textContent = '';
+    }
+    return;
+  }
+  if (countdown) countdown.textContent = formatCountdown(remaining);
+  if (warning.hidden) {
+    warning.hidden = false;
+    announce(`You will be logged out in ${formatCountdown(remaining)} because of inactivity. Choose Stay signed in to continue.`);
+  }
+}
+
+async function staySignedIn(button) {
+  if (button.getAttribute('aria-disabled') === 'true') return;
+  button.setAttribute('aria-disabled', 'true');
+  const before = state.expiresAt;
+  try {
+    const res = await mutate('PATCH', '/api/session', { preferences: { lastSeen: Date.now() } });
+    if (res.status === 401) {
+      signedOut('expired');
+      return;
+    }
+    if (!res.ok) {
+      if (warningNote) warningNote.textContent = messageFor(res);
+      return;
+    }
+    await refreshSession();
+    channel?.postMessage({ type: 'activity' });
+    if (state.expiresAt > before + 1000) {
+      warning.hidden = true;
+      announce('You are still signed in.');
+    } else if (warningNote) {
+      warningNote.textContent = `Your session could not be extended. It ends at ${timeFormat.format(state.expiresAt)}: save your work, then log in again.`;
+    }
+  } finally {
+    button.removeAttribute('aria-disabled');
+  }
+}
+
+// ---------------------------------------------------------------- dashboard
+
+const platformList = document.getElementById('platform-list');
+const platformTemplate = document.getElementById('platform-row-template');
+
+function renderActivePlatform(platform) {
+  for (const el of document.querySelectorAll('[data-bind="platform"]')) el.textContent = platform ? platform.name : 'None';
+  if (!platformList) return;
+  for (const row of platformList.querySelectorAll('li.platform')) {
+    row.toggleAttribute('data-active', platform !== null && row.dataset.platformId === String(platform.id));
+  }
+}
+
+function fillPlatformRow(row, p) {
+  row.dataset.platformId = String(p.id);
+  row.toggleAttribute('data-active', Boolean(p.active));
+  row.querySelector('.platform-icon').textContent = p.name.slice(0, 1).toUpperCase();
+  row.querySelector('.platform-name').textContent = p.name;
+  row.querySelector('.platform-type').textContent = p.type;
+  const button = row.querySelector('button[data-action="activate"]');
+  button.dataset.id = String(p.id);
+  button.setAttribute('aria-label', `Switch to ${p.name}`);
+}
+
+/** Brings the list in line with the API's, keeping existing rows (and the focus in them). */
+function renderPlatforms(platforms) {
+  if (!platformList || !platformTemplate) return;
+  const rows = new Map([...platformList.querySelectorAll('li.platform')].map((row) => [row.dataset.platformId, row]));
+  let previous = null;
+  for (const p of platforms) {
+    let row = rows.get(String(p.id));
+    rows.delete(String(p.id));
+    if (!row) row = platformTemplate.content.firstElementChild.cloneNode(true);
+    fillPlatformRow(row, p);
+    if (previous ? previous.nextElementSibling !== row : platformList.firstElementChild !== row) {
+      if (previous) previous.after(row);
+      else platformList.prepend(row);
+    }
+    previous = row;
+  }
+  for (const row of rows.values()) row.remove();
+  const empty = document.getElementById('platform-empty');
+  if (empty) empty.hidden = platforms.length > 0;
+  const active = platforms.find((p) => p.active) ?? null;
+  for (const el of document.querySelectorAll('[data-bind="platform"]')) el.textContent = active ? active.name : 'None';
+}
+
+async function refreshPlatforms() {
+  const res = await api('GET', '/api/platforms');
+  if (res.ok && Array.isArray(res.data?.platforms)) renderPlatforms(res.data.platforms);
+}
+
+/** The session's platform changed (here, in another tab or on another device). */
+function platformChanged(platform) {
+  if (page !== 'dashboard') return;
+  renderActivePlatform(platform);
+  void refreshPlatforms();
+}
+
+async function activatePlatform(button) {
+  if (button.getAttribute('aria-disabled') === 'true') return;
+  button.setAttribute('aria-disabled', 'true');
+  try {
+    const res = await mutate('POST', `/api/platforms/${encodeURIComponent(button.dataset.id ?? '')}/activate`);
+    if (res.status === 401) {
+      signedOut('ended');
+      return;
+    }
+    if (!res.ok) {
+      announce(messageFor(res));
+      await refreshPlatforms();
+      return;
+    }
+    const platform = res.data.platform;
+    state.platformId = platform.id;
+    renderActivePlatform(platform);
+    channel?.postMessage({ type: 'platform', platform });
+    announce(`Switched to ${platform.name}.`);
+    platformList?.querySelector(`li.platform[data-platform-id="${platform.id}"]`)?.focus();
+  } finally {
+    button.removeAttribute('aria-disabled');
+  }
+}
+
+function initDashboard() {
+  platformList?.addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action="activate"]');
+    if (button) void activatePlatform(button);
+  });
+  const form = document.getElementById('add-platform');
+  handleForm(form, {
+    path: '/api/platforms',
+    values: (f) => ({ name: value(f, 'name'), type: value(f, 'type') }),
+    onSuccess: async (res, f) => {
+      f.reset();
+      await refreshPlatforms();
+      channel?.postMessage({ type: 'platforms' });
+      announce(`Added ${res.data.platform.name}.`);
+      f.elements.namedItem('name')?.focus();
+    },
+  });
+}
+
+// ---------------------------------------------------------------- sessions page
+
+function updateSessionCount() {
+  const rows = document.querySelectorAll('#session-list > li.session');
+  const caption = document.getElementById('session-count');
+  if (caption) caption.textContent = `${rows.length} active ${rows.length === 1 ? 'session' : 'sessions'}`;
+  const others = document.querySelectorAll('#session-list > li.session:not([data-current])').length;
+  const revokeOthers = document.querySelector('button[data-action="revoke-others"]');
+  if (revokeOthers) revokeOthers.disabled = others === 0;
+}
+
+function sessionStatus(message) {
+  const status = document.getElementById('sessions-status');
+  if (status) status.textContent = message;
+}
+
+async function revokeSession(button) {
+  if (button.getAttribute('aria-disabled') === 'true') return;
+  button.setAttribute('aria-disabled', 'true');
+  const row = button.closest('li.session');
+  const res = await mutate('DELETE', `/api/sessions/${encodeURIComponent(button.dataset.handle ?? '')}`);
+  button.removeAttribute('aria-disabled');
+  if (res.status === 401) {
+    signedOut('ended');
+    return;
+  }
+  if (!res.ok && res.status !== 404) {
+    sessionStatus(messageFor(res));
+    return;
+  }
+  const next = row?.nextElementSibling?.querySelector('button') ?? row?.previousElementSibling?.querySelector('button');
+  row?.remove();
+  updateSessionCount();
+  sessionStatus(res.status === 404 ? 'That session had already ended.' : 'Session revoked. That device is logged out.');
+  (next ?? document.querySelector('h1'))?.focus?.();
+}
+
+async function revokeOthers(button) {
+  if (button.disabled) return;
+  button.disabled = true;
+  const res = await mutate('POST', '/api/sessions/revoke-others');
+  if (res.status === 401) {
+    signedOut('ended');
+    return;
+  }
+  if (!res.ok) {
+    button.disabled = false;
+    sessionStatus(messageFor(res));
+    return;
+  }
+  for (const row of document.querySelectorAll('#session-list > li.session:not([data-current])')) row.remove();
+  updateSessionCount();
+  const n = Number(res.data?.revoked ?? 0);
+  sessionStatus(n === 1 ? 'Logged out 1 other session.' : `Logged out ${n} other sessions.`);
+}
+
+function initSessions() {
+  document.getElementById('session-list')?.addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action="revoke"]');
+    if (button) void revokeSession(button);
+  });
+  const others = document.querySelector('button[data-action="revoke-others"]');
+  others?.addEventListener('click', () => void revokeOthers(others));
+}
+
+// ---------------------------------------------------------------- account page
+
+function initAccount() {
+  const form = document.getElementById('password');
+  const status = document.getElementById('password-status');
+  handleForm(form, {
+    path: '/api/password',
+    values: (f) => ({ currentPassword: value(f, 'currentPassword'), newPassword: value(f, 'newPassword') }),
+    fieldFor: { invalid_credentials: { field: 'currentPassword', message: 'Your current password is not correct.' } },
+    onSuccess: async (_res, f) => {
+      f.reset();
+      for (const input of f.querySelectorAll('input[data-revealed]')) {
+        input.type = 'password';
+        input.removeAttribute('data-revealed');
+      }
+      if (status) status.textContent = 'Your password has been changed. You are still logged in here; every other device has been logged out.';
+      // Other tabs of this browser share the new cookie: they only need to look again.
+      channel?.postMessage({ type: 'password' });
+      await refreshSession();
+    },
+  });
+  form?.addEventListener('input', () => {
+    if (status) status.textContent = '';
+  });
+  const toggle = document.querySelector('input[data-action="show-passwords"]');
+  toggle?.addEventListener('change', () => {
+    for (const name of ['currentPassword', 'newPassword']) {
+      const input = form?.elements.namedItem(name);
+      if (!(input instanceof HTMLInputElement)) continue;
+      input.type = toggle.checked ? 'text' : 'password';
+      input.toggleAttribute('data-revealed', toggle.checked);
+    }
+  });
+}
+
+// ---------------------------------------------------------------- wiring
+
+function initSignedIn() {
+  document.addEventListener('submit', async (event) => {
+    const form = event.target;
+    if (!form.classList?.contains('logout-form')) return;
+    event.preventDefault();
+    const res = await mutate('POST', '/api/logout');
+    if (res.status === 0) {
+      form.submit(); // no network answer: let the browser try the plain form post
+      return;
+    }
+    channel?.postMessage({ type: 'logout' });
+    signedOut('logout');
+  });
+  document.addEventListener('click', (event) => {
+    const button = event.target.closest?.('button[data-action="stay-signed-in"]');
+    if (button) void staySignedIn(button);
+  });
+
+  setInterval(() => {
+    void poll();
+    updateIdleWarning();
+  }, POLL_MS);
+  setInterval(renderTimes, 15_000);
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') void poll();
+  });
+  window.addEventListener('pageshow', (event) => {
+    if (event.persisted) void refreshSession();
+  });
+  window.addEventListener('online', () => void poll());
+  void refreshSession();
+}
+
+channel?.addEventListener('message', (event) => {
+  const message = event.data && typeof event.data === 'object' ? event.data : {};
+  if (!signedInPage) {
+    if (message.type === 'login') location.assign('/');
+    return;
+  }
+  switch (message.type) {
+    case 'logout':
+      signedOut('logout');
+      break;
+    case 'login':
+    case 'password':
+    case 'activity':
+      void refreshSession();
+      break;
+    case 'platform':
+      if (message.platform && typeof message.platform.id === 'number') {
+        state.platformId = message.platform.id;
+        platformChanged(message.platform);
+      }
+      void refreshSession();
+      break;
+    case 'platforms':
+      if (page === 'dashboard') void refreshPlatforms();
+      break;
+    default:
+      break;
+  }
+});
+
+renderTimes();
+if (signedInPage) initSignedIn();
+if (page === 'login') initLogin();
+if (page === 'signup') initSignup();
+if (page === 'dashboard') initDashboard();
+if (page === 'sessions') initSessions();
+if (page === 'account') initAccount();

@@ -1,0 +1,71 @@
+import { expect } from 'chai';
+import { RollbackGuard, type RollbackState } from '../../src/flags/rollback.js';
+
+const options = { enabled: true, errorRate: 0.05, latencyFactor: 2, windowMs: 60_000, minSamples: 100 };
+
+function guard() {
+  const fired: RollbackState[] = [];
+  return { g: new RollbackGuard(options, (s) => fired.push(s)), fired };
+}
+
+describe('automatic rollback', () => {
+  const t0 = 1_700_000_000_000;
+
+  it('rolls back when the new backend’s error ratio passes the threshold', () => {
+    const { g, fired } = guard();
+    for (let i = 0; i < 200; i++) g.record('database', true, 0.0005, t0);
+    g.evaluate(t0);
+    g.noteMigration('database', 'redis');
+    for (let i = 0; i < 100; i++) g.record('redis', i >= 10, 0.0003, t0 + 1000);
+    const state = g.evaluate(t0 + 1000);
+    expect(state).to.deep.include({ from: 'redis', to: 'database', trigger: 'error_rate' });
+    expect(fired).to.have.length(1);
+    expect(g.redirect('redis')).to.equal('database');
+    expect(g.redirect('cookie')).to.equal('cookie');
+  });
+
+  it('rolls back when the new backend’s p99 passes twice the old one’s', () => {
+    const { g } = guard();
+    for (let i = 0; i < 200; i++) g.record('database', true, 0.001, t0);
+    g.evaluate(t0);
+    g.noteMigration('database', 'redis');
+    for (let i = 0; i < 200; i++) g.record('redis', true, i < 190 ? 0.0005 : 0.01, t0 + 1000);
+    expect(g.evaluate(t0 + 1000)).to.deep.include({ trigger: 'latency', from: 'redis', to: 'database' });
+  });
+
+  it('does not roll back on a healthy new backend, nor on too few samples', () => {
+    const { g, fired } = guard();
+    for (let i = 0; i < 200; i++) g.record('database', true, 0.001, t0);
+    g.evaluate(t0);
+    g.noteMigration('database', 'redis');
+    for (let i = 0; i < 50; i++) g.record('redis', false, 0.05, t0 + 1000);
+    expect(g.evaluate(t0 + 1000)).to.equal(undefined, 'below the minimum sample count');
+    const { g: healthy } = guard();
+    for (let i = 0; i < 200; i++) healthy.record('database', true, 0.001, t0);
+    healthy.evaluate(t0);
+    healthy.noteMigration('database', 'redis');
+    for (let i = 0; i < 300; i++) healthy.record('redis', i % 100 !== 0, 0.0012, t0 + 1000);
+    expect(healthy.evaluate(t0 + 1000)).to.equal(undefined);
+    expect(fired).to.deep.equal([]);
+  });
+
+  it('forgets samples older than the window', () => {
+    const { g } = guard();
+    g.noteMigration('database', 'redis');
+    for (let i = 0; i < 200; i++) g.record('redis', false, 0.001, t0);
+    expect(g.evaluate(t0 + 61_000)).to.equal(undefined);
+  });
+
+  it('stays rolled back until an operator clears it', () => {
+    const { g } = guard();
+    g.noteMigration('database', 'redis');
+    for (let i = 0; i < 200; i++) g.record('redis', false, 0.001, t0);
+    g.evaluate(t0);
+    for (let i = 0; i < 1000; i++) g.record('redis', true, 0.0001, t0 + 2000);
+    g.evaluate(t0 + 2000);
+    expect(g.redirect('redis')).to.equal('database');
+    g.clear();
+    expect(g.redirect('redis')).to.equal('redis');
+    expect(g.state).to.equal(undefined);
+  });
+});

@@ -1,0 +1,91 @@
+/**
+ * An instance moves its sessions to Redis; Redis starts failing; the instance rolls itself
+ * back to the database, says so, and stays there until an operator clears it.
+ */
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+import { startRedis, type RedisProcess } from '../support/redis-server.js';
+import { sample } from './metrics-text.js';
+
+const ADMIN_TOKEN = randomBytes(24).toString('hex');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('automatic rollback on a failing new backend', function () {
+  this.timeout(120_000);
+  let redis: RedisProcess;
+  let app: AppProcess;
+  const clients: Client[] = [];
+  const admin = () => new Client(app.url);
+  const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+
+  before(async () => {
+    redis = await startRedis();
+    app = await startApp({
+      ADMIN_TOKEN,
+      SESSION_STORAGE: 'database',
+      REDIS_URL: redis.url,
+      ROLLBACK_MIN_SAMPLES: '20',
+      ROLLBACK_WINDOW_SECONDS: '60',
+      BREAKER_HALF_OPEN_AFTER_MS: '200',
+      SESSION_TOUCH_INTERVAL: '0',
+    });
+    for (let i = 0; i < 4; i++) {
+      const c = new Client(app.url);
+      await c.signup();
+      clients.push(c);
+    }
+  });
+  after(async () => {
+    await app?.stop();
+    await redis?.stop();
+  });
+
+  const traffic = async (rounds: number) => {
+    const statuses: number[] = [];
+    await Promise.all(
+      clients.map(async (c) => {
+        for (let i = 0; i < rounds; i++) statuses.push((await c.get('/api/session')).status);
+      }),
+    );
+    return statuses;
+  };
+
+  it('rolls back to the database when Redis errors, and nobody notices', async () => {
+    // A baseline on the database, long enough for the guard to evaluate it (once a second).
+    for (let i = 0; i < 15; i++) {
+      await traffic(2);
+      await sleep(100);
+    }
+    expect((await admin().put('/api/admin/flags/session-storage', { backend: 'redis' }, auth)).status).to.equal(200);
+    expect(await traffic(6)).to.satisfy((s: number[]) => s.every((x) => x === 200));
+    expect(((await clients[0]!.get('/api/session')).json.session as { backend: string }).backend).to.equal('redis');
+
+    await redis.kill();
+    let flags: Record<string, unknown> = {};
+    for (let i = 0; i < 100; i++) {
+      expect(await traffic(1)).to.satisfy((s: number[]) => s.every((x) => x === 200), 'requests keep succeeding');
+      flags = (await admin().get('/api/admin/flags', auth)).json;
+      if (flags.rollback) break;
+      await sleep(100);
+    }
+    expect(flags.rollback).to.deep.include({ from: 'redis', to: 'database', trigger: 'error_rate' });
+    expect(flags.value).to.equal('database');
+    const metrics = (await admin().get('/metrics')).text;
+    expect(sample(metrics, 'session_rollbacks_total', { from: 'redis', to: 'database', trigger: 'error_rate' })).to.equal(1);
+    const ready = await admin().get('/readyz');
+    expect(ready.json.rollback).to.deep.include({ from: 'redis', to: 'database' });
+  });
+
+  it('stays on the database after Redis recovers, until an operator clears it', async () => {
+    await redis.restart();
+    await sleep(500);
+    await traffic(3);
+    for (const c of clients) expect(((await c.get('/api/session')).json.session as { backend: string }).backend).to.equal('database');
+    expect((await admin().delete('/api/admin/flags/session-storage', auth)).status).to.equal(204);
+    const flags = (await admin().get('/api/admin/flags', auth)).json;
+    expect(flags.rollback).to.equal(null);
+    expect(flags.value).to.equal('database');
+  });
+});
