@@ -56,6 +56,7 @@ const schema = {
   ROLLBACK_ENABLED: { type: bool.default(true), accepts: 'true or false' },
   ROLLBACK_ERROR_RATE: { type: num(0, 1).default(0.05), accepts: 'a ratio between 0 and 1' },
   ROLLBACK_LATENCY_FACTOR: { type: num(1, 1000).default(2), accepts: 'a factor, 1 or more' },
+  ROLLBACK_LATENCY_FLOOR_MS: { type: num(0, 60_000).default(10), accepts: 'milliseconds, 0 or more' },
   ROLLBACK_WINDOW_SECONDS: { type: int(1, 3600).default(60), accepts: 'seconds 1-3600' },
   ROLLBACK_MIN_SAMPLES: { type: int(1, 1_000_000).default(200), accepts: 'a whole number, 1 or more' },
 
@@ -106,7 +107,7 @@ export interface Config {
   };
   stores: { timeoutMs: number; lastResortTimeoutMs: number; breakerThreshold: number; halfOpenAfterMs: number };
   syncIntervalMs: number;
-  rollback: { enabled: boolean; errorRate: number; latencyFactor: number; windowMs: number; minSamples: number };
+  rollback: { enabled: boolean; errorRate: number; latencyFactor: number; latencyFloorMs: number; windowMs: number; minSamples: number };
   unleash?: { url: string; token?: string; appName: string; refreshIntervalMs: number };
   adminToken?: string;
   login: { maxFailures: number; maxFailuresPerIp: number; windowSeconds: number };
@@ -197,6 +198,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       enabled: c.ROLLBACK_ENABLED,
       errorRate: c.ROLLBACK_ERROR_RATE,
       latencyFactor: c.ROLLBACK_LATENCY_FACTOR,
+      latencyFloorMs: c.ROLLBACK_LATENCY_FLOOR_MS,
       windowMs: c.ROLLBACK_WINDOW_SECONDS * 1000,
       minSamples: c.ROLLBACK_MIN_SAMPLES,
     },

@@ -1,7 +1,8 @@
 /**
  * Automatic rollback. After sessions start moving from backend A to backend B, this watches
  * B over a sliding window; when B's error ratio passes ROLLBACK_ERROR_RATE, or B's p99 latency
- * passes ROLLBACK_LATENCY_FACTOR × A's, the instance sends B's sessions back to A and stays
+ * passes ROLLBACK_LATENCY_FACTOR × A's (and ROLLBACK_LATENCY_FLOOR_MS: SQLite on a local disk
+ * answers faster than any network hop, and a sub-10-ms p99 is no reason to undo a rollout), the instance sends B's sessions back to A and stays
  * there until an operator clears it (DELETE or PUT on the flag). ROLLBACK_MIN_SAMPLES keeps a
  * handful of slow calls from flapping it.
  *
@@ -74,6 +75,7 @@ export interface RollbackOptions {
   enabled: boolean;
   errorRate: number;
   latencyFactor: number;
+  latencyFloorMs: number;
   windowMs: number;
   minSamples: number;
 }
@@ -135,7 +137,7 @@ export class RollbackGuard {
     const baseline = this.baselines.get(move.from);
     let trigger: RollbackTrigger | undefined;
     if (s.errorRatio > this.options.errorRate) trigger = 'error_rate';
-    else if (baseline !== undefined && baseline > 0 && s.p99 > baseline * this.options.latencyFactor) trigger = 'latency';
+    else if (baseline !== undefined && baseline > 0 && s.p99 > baseline * this.options.latencyFactor && s.p99 * 1000 > this.options.latencyFloorMs) trigger = 'latency';
     if (!trigger) return undefined;
     this.engaged = { from: move.to, to: move.from, trigger, at: now, errorRatio: s.errorRatio, p99Seconds: s.p99, baselineP99Seconds: baseline ?? 0 };
     this.onRollback(this.engaged);

@@ -1,37 +1,101 @@
 /**
  * The single place errors become responses. Known errors keep their status and code;
  * anything else is logged with its stack and answered as a bare 500, never with details.
+ *
+ * It also gives the error shape to the answers that are errors without an exception: a
+ * route that exists for other methods (405 with Allow; OPTIONS answers 204 with Allow), and
+ * any 4xx/5xx a library set without a body.
  */
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import { SessionTooLargeError } from '../sessions/errors.js';
 import { BackendUnavailableError } from '../sessions/guarded-store.js';
-import { HttpError, MalformedJsonError, PayloadTooLargeError, ServiceUnavailableError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
+import { FeatureDisabledError, HttpError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
+
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/** True while the request body has not been parsed yet (the body parser sets it, or throws). */
+function bodyUnread(ctx: Context): boolean {
+  return BODY_METHODS.has(ctx.method) && ctx.request.body === undefined && (ctx.request.length > 0 || ctx.get('Transfer-Encoding') !== '');
+}
+
+function isJson(text: unknown): boolean {
+  if (typeof text !== 'string') return false;
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Errors raised by libraries (body parser, cookies) that mean the client sent something bad. */
-function fromLibrary(err: unknown): HttpError | undefined {
-  const e = err as { status?: unknown; statusCode?: unknown; type?: string };
+function fromLibrary(err: unknown, ctx: Context): HttpError | undefined {
+  const e = err as { status?: unknown; statusCode?: unknown; type?: string; message?: unknown };
   const status = typeof e.status === 'number' ? e.status : typeof e.statusCode === 'number' ? e.statusCode : undefined;
   if (status === 413 || e.type === 'entity.too.large') return new PayloadTooLargeError();
-  if (status === 415) return new UnsupportedMediaTypeError();
+  if (status === 415 || e.type === 'encoding.unsupported' || e.type === 'charset.unsupported') return new UnsupportedMediaTypeError();
+  // jsonStrict refuses well-formed JSON that is not an object or array ("a string", 42): that
+  // is the wrong input, not broken JSON.
+  if (status === 400 && typeof e.message === 'string' && e.message.includes('only supports object and array') && isJson((err as { body?: unknown }).body)) {
+    return new InvalidInputError('The body must be a JSON object');
+  }
   if (status === 400) return new MalformedJsonError();
   if (status !== undefined && status >= 400 && status < 500) return new HttpError(status, 'bad_request', 'The request could not be understood');
+  // Anything else thrown while the body was being read (a gzip/brotli body that does not
+  // decompress, a stream error) is the body's fault, not ours.
+  if (bodyUnread(ctx)) return new HttpError(400, 'invalid_body', 'The request body could not be read');
   return undefined;
 }
+
+/** Methods of the routes whose path matched although none matched the method (@koa/router's ctx.matched). */
+function allowedMethods(ctx: Context): string[] {
+  if ((ctx as Context & { _matchedRoute?: unknown })._matchedRoute !== undefined) return [];
+  const matched = (ctx as Context & { matched?: Array<{ methods?: string[] }> }).matched ?? [];
+  const methods = new Set<string>();
+  for (const layer of matched) for (const m of layer.methods ?? []) methods.add(m);
+  if (methods.size && !methods.has('OPTIONS')) methods.add('OPTIONS');
+  return [...methods];
+}
+
+const FOR_STATUS: Record<number, [string, string]> = {
+  400: ['bad_request', 'The request could not be understood'],
+  401: ['unauthenticated', 'You are not logged in'],
+  403: ['forbidden', 'Forbidden'],
+  404: ['not_found', 'Not found'],
+  405: ['method_not_allowed', 'Method not allowed'],
+  406: ['not_acceptable', 'Not acceptable'],
+  408: ['request_timeout', 'The request took too long'],
+  413: ['payload_too_large', 'The request body is too large'],
+  415: ['unsupported_media_type', 'Send the body as application/json'],
+};
 
 export function errorHandler(logger: Logger) {
   return async function handleErrors(ctx: Context, next: Next) {
     try {
       await next();
+      // An error status without a body (set by a library, e.g. 405/501 from the router).
+      if (ctx.status >= 400 && (ctx.body === undefined || ctx.body === null || ctx.body === '')) {
+        if (ctx.status === 501) ctx.status = 405;
+        const [code, message] = FOR_STATUS[ctx.status] ?? (ctx.status >= 500 ? ['internal_error', 'Something went wrong on our side'] : ['bad_request', 'The request could not be understood']);
+        ctx.body = { error: { code, message } };
+      }
     } catch (err) {
       let error: HttpError;
-      if (err instanceof HttpError) error = err;
+      const allowed = err instanceof NotFoundError && !(err instanceof FeatureDisabledError) ? allowedMethods(ctx) : [];
+      if (allowed.length && ctx.method === 'OPTIONS') {
+        ctx.status = 204;
+        ctx.set('Allow', allowed.join(', '));
+        return;
+      }
+      if (allowed.length) error = new MethodNotAllowedError(allowed.join(', '));
+      else if (err instanceof HttpError) error = err;
       else if (err instanceof SessionTooLargeError) error = new SessionTooLargeHttpError();
       else if (err instanceof BackendUnavailableError) {
         logger.warn({ backend: err.backend, reason: err.reason }, 'no session backend could serve the request');
         error = new ServiceUnavailableError();
       } else {
-        const known = fromLibrary(err);
+        const known = fromLibrary(err, ctx);
         if (known) error = known;
         else {
           logger.error({ err }, 'unhandled error');

@@ -64,6 +64,12 @@ export class NotFoundError extends HttpError {
     super(404, 'not_found', message);
   }
 }
+/** A 404 for a whole feature that is switched off (admin API without ADMIN_TOKEN): never turned into a 405. */
+export class FeatureDisabledError extends NotFoundError {
+  constructor() {
+    super('Not found');
+  }
+}
 export class MethodNotAllowedError extends HttpError {
   constructor(allowed: string) {
     super(405, 'method_not_allowed', 'Method not allowed', { Allow: allowed });

@@ -1,6 +1,7 @@
 /** Request validation with zod: unknown fields, wrong types and bad values are one 400 `invalid_input`, with a message per field. */
+import type { Context } from 'koa';
 import { z } from 'zod';
-import { InvalidInputError } from './errors.js';
+import { InvalidInputError, UnsupportedMediaTypeError } from './errors.js';
 
 export function parseInput<T extends z.ZodType>(schema: T, input: unknown): z.output<T> {
   const result = schema.safeParse(input ?? {});
@@ -16,6 +17,16 @@ export function parseInput<T extends z.ZodType>(schema: T, input: unknown): z.ou
   throw new InvalidInputError(summary || 'Invalid input', fields);
 }
 
+/**
+ * The request body, validated. A body the parser did not read (sent as text/plain, XML, or
+ * without a Content-Type) is 415 rather than an empty object that fails for missing fields.
+ */
+export function parseBody<T extends z.ZodType>(ctx: Context, schema: T): z.output<T> {
+  const sent = ctx.request.length > 0 || ctx.get('Transfer-Encoding') !== '';
+  if (sent && (ctx.request as { rawBody?: unknown }).rawBody === undefined) throw new UnsupportedMediaTypeError();
+  return parseInput(schema, ctx.request.body);
+}
+
 /** A positive integer route parameter, or undefined (callers answer 404: no such thing). */
 export function idParam(value: string | undefined): number | undefined {
   if (!value || !/^[1-9][0-9]{0,9}$/.test(value)) return undefined;
@@ -23,13 +34,17 @@ export function idParam(value: string | undefined): number | undefined {
   return n <= 2_147_483_647 ? n : undefined;
 }
 
+/** Control characters (NUL, escapes, newlines) have no place in a name or an address. */
+const NO_CONTROL = /^[^\p{Cc}]*$/u;
+
 export const email = z
   .string({ error: 'Enter an email address' })
   .trim()
+  .regex(NO_CONTROL, 'Enter a valid email address')
   .toLowerCase()
   .max(254, 'Email is too long')
   .regex(/^[^\s@]+@[^\s@]+\.[^\s@]+$/, 'Enter a valid email address');
-export const name = z.string({ error: 'Enter a name' }).trim().min(1, 'Enter a name').max(100, 'Name is too long');
+export const name = z.string({ error: 'Enter a name' }).trim().regex(NO_CONTROL, 'Remove control characters from the name').min(1, 'Enter a name').max(100, 'Name is too long');
 /** Shape only; the password policy (length, common passwords) is checked separately. */
 export const password = z.string({ error: 'Enter a password' }).min(1, 'Enter a password').max(1024, 'Password is too long');
 /** The `_csrf` field that HTML forms send is allowed in every body. */

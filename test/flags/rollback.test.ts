@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { RollbackGuard, type RollbackState } from '../../src/flags/rollback.js';
 
-const options = { enabled: true, errorRate: 0.05, latencyFactor: 2, windowMs: 60_000, minSamples: 100 };
+const options = { enabled: true, errorRate: 0.05, latencyFactor: 2, latencyFloorMs: 5, windowMs: 60_000, minSamples: 100 };
 
 function guard() {
   const fired: RollbackState[] = [];
@@ -31,6 +31,15 @@ describe('automatic rollback', () => {
     g.noteMigration('database', 'redis');
     for (let i = 0; i < 200; i++) g.record('redis', true, i < 190 ? 0.0005 : 0.01, t0 + 1000);
     expect(g.evaluate(t0 + 1000)).to.deep.include({ trigger: 'latency', from: 'redis', to: 'database' });
+  });
+
+  it('ignores a slower p99 that is still below the latency floor', () => {
+    const { g } = guard();
+    for (let i = 0; i < 200; i++) g.record('database', true, 0.0001, t0);
+    g.evaluate(t0);
+    g.noteMigration('database', 'redis');
+    for (let i = 0; i < 200; i++) g.record('redis', true, 0.002, t0 + 1000);
+    expect(g.evaluate(t0 + 1000)).to.equal(undefined);
   });
 
   it('does not roll back on a healthy new backend, nor on too few samples', () => {

@@ -86,7 +86,6 @@ export function layout({ page, title, assets, viewer, body }: PageOptions): stri
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light dark">
-<meta name="referrer" content="same-origin">
 ${viewer ? html`<meta name="csrf-token" content="${viewer.csrfToken}">` : ''}
 <title>${title} · Switchboard</title>
 <link rel="icon" type="image/svg+xml" href="${assets.url('favicon.svg')}">

@@ -9,9 +9,9 @@ import { z } from 'zod';
 import { BACKENDS } from '../../config/config.js';
 import { FLAG_NAME } from '../../flags/override.js';
 import type { AppDeps } from '../deps.js';
-import { AdminAuthError, NotFoundError } from '../errors.js';
+import { AdminAuthError, FeatureDisabledError, NotFoundError } from '../errors.js';
 import { publicUser, sessionListEntry } from '../users.js';
-import { idParam, parseInput } from '../validation.js';
+import { idParam, parseBody } from '../validation.js';
 
 const overrideInput = z.object({ backend: z.enum(BACKENDS, { error: `backend must be one of ${BACKENDS.join(', ')}` }) }).strict();
 const userPatchInput = z.object({ active: z.boolean({ error: 'active must be true or false' }) }).strict();
@@ -24,7 +24,7 @@ export function adminRoutes(deps: AppDeps) {
   const expected = config.adminToken ? digest(config.adminToken) : undefined;
 
   router.use(async (ctx: Context, next: Next) => {
-    if (!expected) throw new NotFoundError();
+    if (!expected) throw new FeatureDisabledError();
     const header = ctx.get('Authorization');
     const token = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
     if (!token || !timingSafeEqual(digest(token), expected)) throw new AdminAuthError();
@@ -51,7 +51,7 @@ export function adminRoutes(deps: AppDeps) {
   });
 
   router.put(`/flags/${FLAG_NAME}`, async (ctx) => {
-    const { backend } = parseInput(overrideInput, ctx.request.body);
+    const { backend } = parseBody(ctx, overrideInput);
     await flag.override.set(backend, 'admin');
     // An explicit choice by an operator supersedes an automatic rollback.
     flag.rollback.clear();
@@ -83,7 +83,7 @@ export function adminRoutes(deps: AppDeps) {
 
   router.patch('/users/:id', async (ctx) => {
     const user = await findUser(ctx.params.id);
-    const { active } = parseInput(userPatchInput, ctx.request.body);
+    const { active } = parseBody(ctx, userPatchInput);
     const changed = user.active !== active;
     user.active = active;
     await user.save();

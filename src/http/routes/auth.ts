@@ -10,7 +10,7 @@ import { EmailTakenError, InvalidCredentialsError, InvalidInputError, Unauthenti
 import { requireSameOrigin } from '../origin.js';
 import type { Session } from '../../sessions/session.js';
 import { publicUser } from '../users.js';
-import { csrfField, email, name, parseInput, password } from '../validation.js';
+import { csrfField, email, name, parseBody, password } from '../validation.js';
 
 const signupInput = z.object({ email, password, name, ...csrfField }).strict();
 const loginInput = z.object({ email, password, ...csrfField }).strict();
@@ -49,7 +49,7 @@ export function authRoutes(deps: AppDeps) {
   }
 
   router.post('/api/signup', requireSameOrigin, async (ctx) => {
-    const input = parseInput(signupInput, ctx.request.body);
+    const input = parseBody(ctx, signupInput);
     const problem = passwordProblem(input.password, config.passwordMinLength, [input.email, input.email.split('@')[0] ?? '', input.name]);
     if (problem) throw new InvalidInputError(`password: ${problem}`, { password: problem });
     if (await models.User.findOne({ where: { email: input.email } })) throw new EmailTakenError();
@@ -66,7 +66,7 @@ export function authRoutes(deps: AppDeps) {
   });
 
   router.post('/api/login', requireSameOrigin, async (ctx) => {
-    const input = parseInput(loginInput, ctx.request.body);
+    const input = parseBody(ctx, loginInput);
     try {
       await limiter.check(input.email, ctx.ip);
     } catch (err) {
@@ -111,7 +111,7 @@ export function authRoutes(deps: AppDeps) {
   /** Small per-session preferences (theme, layout…): the simplest session write. */
   router.patch('/api/session', async (ctx) => {
     const session = requireSession(ctx);
-    const { preferences } = parseInput(preferencesInput, ctx.request.body);
+    const { preferences } = parseBody(ctx, preferencesInput);
     const merged = { ...((session.data.preferences as Record<string, unknown>) ?? {}), ...preferences };
     session.set('preferences', merged);
     ctx.body = { preferences: merged };
@@ -119,7 +119,7 @@ export function authRoutes(deps: AppDeps) {
 
   router.post('/api/password', async (ctx) => {
     const session = requireSession(ctx);
-    const input = parseInput(passwordInput, ctx.request.body);
+    const input = parseBody(ctx, passwordInput);
     const user = await models.User.findByPk(session.data.user.id);
     if (!user || !user.active) throw new UnauthenticatedError();
     await limiter.check(user.email, ctx.ip);

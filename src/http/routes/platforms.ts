@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { AppDeps } from '../deps.js';
 import { NotFoundError } from '../errors.js';
 import { publicPlatform } from '../users.js';
-import { csrfField, idParam, name, parseInput } from '../validation.js';
+import { csrfField, idParam, name, parseBody } from '../validation.js';
 import { requireSession } from './auth.js';
 
 const platformInput = z
@@ -26,7 +26,7 @@ export function platformRoutes({ models }: AppDeps) {
 
   router.post('/api/platforms', async (ctx) => {
     const session = requireSession(ctx);
-    const input = parseInput(platformInput, ctx.request.body);
+    const input = parseBody(ctx, platformInput);
     const platform = await models.PlatformConnection.create({ userId: session.data.user.id, name: input.name, type: input.type });
     ctx.status = 201;
     ctx.body = { platform: publicPlatform(platform, session.data.platformId) };

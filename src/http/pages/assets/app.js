@@ -236,7 +236,7 @@ function value(form, name) {
   return input instanceof HTMLInputElement ? input.value : '';
 }
 
-function handleForm(form, { method = 'POST', path, values, fieldFor, onSuccess }) {
+function handleForm(form, { method = 'POST', path, values, fieldFor, onSuccess, onFailure }) {
   if (!form) return;
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
@@ -249,6 +249,7 @@ function handleForm(form, { method = 'POST', path, values, fieldFor, onSuccess }
         await onSuccess(res, form);
         return;
       }
+      onFailure?.(res);
       if (signedInPage && res.status === 401 && res.data?.error?.code === 'unauthenticated') {
         signedOut('ended');
         return;
@@ -341,9 +342,11 @@ async function refreshSession() {
 }
 
 let polling = false;
-/** The background check: skipped while this tab is busy with its own calls or hidden. */
+/** Set while another tab changes the password: a check sent with the old cookie then would end this browser's session. */
+let pausedUntil = 0;
+/** The background check: skipped while this tab is busy with its own calls, paused, or hidden. */
 async function poll() {
-  if (leaving || polling || pending > 0 || document.visibilityState !== 'visible') return;
+  if (leaving || polling || pending > 0 || Date.now() < pausedUntil || document.visibilityState !== 'visible') return;
   polling = true;
   try {
     await refreshSession();
@@ -611,8 +614,13 @@ function initAccount() {
   const status = document.getElementById('password-status');
   handleForm(form, {
     path: '/api/password',
-    values: (f) => ({ currentPassword: value(f, 'currentPassword'), newPassword: value(f, 'newPassword') }),
+    values: (f) => {
+      // The change rotates the cookie: the other tabs hold their checks until it is done.
+      channel?.postMessage({ type: 'password-changing' });
+      return { currentPassword: value(f, 'currentPassword'), newPassword: value(f, 'newPassword') };
+    },
     fieldFor: { invalid_credentials: { field: 'currentPassword', message: 'Your current password is not correct.' } },
+    onFailure: () => channel?.postMessage({ type: 'password-unchanged' }),
     onSuccess: async (_res, f) => {
       f.reset();
       for (const input of f.querySelectorAll('input[data-revealed]')) {
@@ -684,8 +692,17 @@ channel?.addEventListener('message', (event) => {
     case 'logout':
       signedOut('logout');
       break;
-    case 'login':
+    case 'password-changing':
+      pausedUntil = Date.now() + 5000;
+      break;
+    case 'password-unchanged':
+      pausedUntil = 0;
+      break;
     case 'password':
+      pausedUntil = 0;
+      void refreshSession();
+      break;
+    case 'login':
     case 'activity':
       void refreshSession();
       break;

@@ -1,0 +1,96 @@
+/**
+ * A staged rollout driven by a real Unleash server: 0% → 50% → 100% of sessions move from the
+ * database to Redis, each session staying on its side of the percentage, and the server keeps
+ * serving from the last known state when Unleash goes away.
+ */
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+import { UnleashTestServer } from '../support/unleash-server.js';
+import { sample } from './metrics-text.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('a staged rollout through Unleash', function () {
+  this.timeout(180_000);
+  let unleash: UnleashTestServer;
+  let app: AppProcess;
+  const clients: Client[] = [];
+
+  before(async () => {
+    unleash = await UnleashTestServer.create();
+    await unleash.createSessionStorageFlag(['redis']);
+    await unleash.setRollout(0, 'redis');
+    await unleash.enable();
+    app = await startApp({
+      SESSION_STORAGE: 'database',
+      REDIS_URL: 'redis://127.0.0.1:6379/0',
+      REDIS_KEY_PREFIX: `unleash-${randomBytes(4).toString('hex')}:`,
+      UNLEASH_URL: unleash.apiUrl,
+      UNLEASH_API_TOKEN: unleash.clientToken,
+      UNLEASH_REFRESH_INTERVAL_MS: '500',
+      SESSION_TOUCH_INTERVAL: '0',
+    });
+    for (let i = 0; i < 40; i++) {
+      const c = new Client(app.url);
+      await c.signup();
+      clients.push(c);
+    }
+  });
+  after(async () => {
+    await app?.stop();
+    await unleash?.destroy();
+  });
+
+  const backends = async () => Promise.all(clients.map(async (c) => {
+    const res = await c.get('/api/session');
+    expect(res.status, 'nobody is logged out').to.equal(200);
+    return (res.json.session as { backend: string }).backend;
+  }));
+
+  /** Polls (bounded) until the share of sessions on Redis satisfies `ok`. */
+  async function until(ok: (onRedis: number) => boolean) {
+    let seen: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      seen = await backends();
+      if (ok(seen.filter((b) => b === 'redis').length)) return seen;
+      await sleep(250);
+    }
+    throw new Error(`rollout never reached the expected share: ${seen.filter((b) => b === 'redis').length}/${seen.length} on redis`);
+  }
+
+  it('keeps everyone on the database at 0%', async () => {
+    const seen = await backends();
+    expect(seen.every((b) => b === 'database')).to.equal(true);
+  });
+
+  it('moves about half the sessions at 50%, each one stably', async () => {
+    await unleash.setRollout(50, 'redis');
+    const first = await until((n) => n > 0);
+    await sleep(1500);
+    const settled = await backends();
+    const onRedis = settled.filter((b) => b === 'redis').length;
+    expect(onRedis).to.be.within(8, 32);
+    // Stickiness: asking again puts every session on the same side.
+    expect(await backends()).to.deep.equal(settled);
+    expect(first.length).to.equal(clients.length);
+    const metrics = (await new Client(app.url).get('/metrics')).text;
+    expect(sample(metrics, 'session_backend_selected_total', { backend: 'redis', source: 'unleash' })).to.be.greaterThan(0);
+  });
+
+  it('moves everyone at 100%', async () => {
+    await unleash.setRollout(100, 'redis');
+    await until((n) => n === clients.length);
+  });
+
+  it('keeps serving the last state when Unleash is stopped', async () => {
+    await unleash.stop();
+    await sleep(1500);
+    const seen = await backends();
+    expect(seen.every((b) => b === 'redis')).to.equal(true);
+    const late = new Client(app.url);
+    await late.signup();
+    expect(((await late.get('/api/session')).json.session as { backend: string }).backend).to.equal('redis');
+  });
+});
