@@ -134,10 +134,10 @@ export function targetDefs(c: TargetContext): TargetDef[] {
   ];
 }
 
-export async function startTarget(def: TargetDef, opts: { root: string; cpu: string; tmp: string }): Promise<RunningTarget> {
+export async function startTarget(def: TargetDef, opts: { root: string; cpu: string; tmp: string; nodeArgs?: string[] }): Promise<RunningTarget> {
   const port = await freePort();
   if (def.backend) mkdirSync(def.env.DATA_DIR!, { recursive: true });
-  const args = def.tsx ? ['--import', 'tsx', def.script] : [def.script];
+  const args = [...(opts.nodeArgs ?? []), ...(def.tsx ? ['--import', 'tsx', def.script] : [def.script])];
   const child = spawnPinned(def.id, opts.cpu, process.execPath, args, {
     cwd: opts.root,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, NODE_ENV: 'production', HOST: '127.0.0.1', PORT: String(port), ...def.env },
