@@ -26,11 +26,16 @@ interface Profile {
 export interface Row {
   name: string;
   ms: number;
+  /** Share of the busy (non-idle) samples. */
   pct: number;
+  /** µs of this per request served in the window, when the request count is known. */
+  usPerRequest?: number;
 }
 
 export interface Analysis {
   windowMs: number;
+  busyMs: number;
+  requests?: number;
   samples: number;
   /** Share of samples in which the process was idle (waiting on I/O). */
   idlePct: number;
@@ -59,7 +64,7 @@ function label(f: Frame, root: string): string {
 }
 
 /** `from`/`to` are CLOCK_MONOTONIC µs (process.hrtime), the clock V8 stamps samples with on Linux. */
-export function analyse(file: string, root: string, window?: { from: number; to: number }, top = 25): Analysis {
+export function analyse(file: string, root: string, window?: { from: number; to: number; requests?: number }, top = 25): Analysis {
   const p = JSON.parse(readFileSync(file, 'utf8')) as Profile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
@@ -91,20 +96,24 @@ export function analyse(file: string, root: string, window?: { from: number; to:
     const seen = new Set<string>();
     for (let id: number | undefined = node.id; id !== undefined; id = parent.get(id)) {
       const f = byId.get(id)!.callFrame;
-      if (!f.url.includes('/src/') || f.url.includes('node_modules')) continue;
+      if (!f.url.includes(root) || f.url.includes('/node_modules/')) continue;
       const k = label(f, root);
       if (seen.has(k)) continue;
       seen.add(k);
       incl.set(k, (incl.get(k) ?? 0) + dt);
     }
   }
+  const busyUs = totalUs - idle;
+  const requests = window?.requests;
   const rows = (m: Map<string, number>) =>
     [...m]
       .sort((a, b) => b[1] - a[1])
       .slice(0, top)
-      .map(([name, us]) => ({ name, ms: us / 1000, pct: (100 * us) / Math.max(1, totalUs) }));
+      .map(([name, us]) => ({ name, ms: us / 1000, pct: (100 * us) / Math.max(1, busyUs), usPerRequest: requests ? us / requests : undefined }));
   return {
     windowMs: totalUs / 1000,
+    busyMs: busyUs / 1000,
+    requests,
     samples: counted,
     idlePct: (100 * idle) / Math.max(1, totalUs),
     selfByFunction: rows(self),
@@ -114,16 +123,16 @@ export function analyse(file: string, root: string, window?: { from: number; to:
 }
 
 export function analysisMarkdown(title: string, a: Analysis): string {
-  const L = [`### ${title}`, '', `${a.samples.toLocaleString('en-US')} samples over ${(a.windowMs / 1000).toFixed(1)} s; idle ${a.idlePct.toFixed(1)} %.`, ''];
-  const table = (head: string, rows: Row[]) => {
-    L.push(`| ${head} | self % |`, '| --- | ---: |');
-    for (const r of rows) L.push(`| \`${r.name}\` | ${r.pct.toFixed(1)} |`);
+  const perReq = a.requests ? `; main thread busy ${((1000 * a.busyMs) / a.requests).toFixed(0)} µs per request` : '';
+  const L = [`### ${title}`, '', `${a.samples.toLocaleString('en-US')} samples over ${(a.windowMs / 1000).toFixed(1)} s; main thread idle ${a.idlePct.toFixed(1)} %${perReq}. Shares are of the busy samples.`, ''];
+  const us = (r: Row) => (r.usPerRequest === undefined ? '' : ` | ${r.usPerRequest.toFixed(1)}`);
+  const table = (head: string, col: string, rows: Row[]) => {
+    L.push(`| ${head} | ${col} %${a.requests ? ' | µs/request' : ''} |`, `| --- | ---:${a.requests ? ' | ---:' : ''} |`);
+    for (const r of rows) L.push(`| \`${r.name}\` | ${r.pct.toFixed(1)}${us(r)} |`);
     L.push('');
   };
-  table('area (package or file)', a.selfByArea);
-  table('function (self time)', a.selfByFunction);
-  L.push('| application function (inclusive, synchronous) | on-stack % |', '| --- | ---: |');
-  for (const r of a.inclusiveByFunction) L.push(`| \`${r.name}\` | ${r.pct.toFixed(1)} |`);
-  L.push('');
+  table('area (package or file), self time', 'self', a.selfByArea);
+  table('function, self time', 'self', a.selfByFunction);
+  table('application function, inclusive (synchronous part)', 'on-stack', a.inclusiveByFunction);
   return L.join('\n');
 }

@@ -42,6 +42,9 @@ export function preferencesOf(body: unknown): Record<string, unknown> | undefine
   return p && typeof p === 'object' && !Array.isArray(p) ? (p as Record<string, unknown>) : undefined;
 }
 
+// Exit through process.exit so that `node --cpu-prof` writes its profile (bench/profile.ts).
+process.once('SIGTERM', () => process.exit(0));
+
 export function listening(name: string) {
   return () => console.log(`${name} listening on http://${HOST}:${PORT}`);
 }

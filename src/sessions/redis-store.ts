@@ -5,7 +5,7 @@
  *   <prefix>s:<hash(id)>  hash: m = metadata JSON, d = data, t = last activity, e = expiry (ms)
  *   <prefix>u:<userId>    sorted set of the user's session hashes, scored by expiry, pruned on read
  */
-import type { Cluster, Redis, Result } from 'ioredis';
+import { Cluster, type Redis, type Result } from 'ioredis';
 import type { BackendName } from '../config/config.js';
 import { jsonCodec, type DataCodec } from './codec.js';
 import { hashSessionId, type SessionRecord } from './session.js';
@@ -118,8 +118,10 @@ export class RedisStore implements IndexedSessionStore {
     return records.sort((a, b) => a.createdAt - b.createdAt);
   }
 
+  /** On a cluster every master must answer: one down master leaves its slots unserved. */
   async ping(): Promise<void> {
-    await this.redis.ping();
+    if (this.redis instanceof Cluster) await Promise.all(this.redis.nodes('master').map((node) => node.ping()));
+    else await this.redis.ping();
   }
 
   async close(): Promise<void> {

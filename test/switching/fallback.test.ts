@@ -1,12 +1,14 @@
 /**
  * Redis goes away mid-traffic and comes back (empty: it keeps nothing on disk). Nobody is
  * logged out, requests keep succeeding from the database, /readyz and the metrics say what
- * happened, and afterwards sessions move back to Redis.
+ * happened, and afterwards sessions move back to Redis. Run against a single Redis and
+ * against a 3-master Redis Cluster (one master killed: the cluster stops serving).
  */
 import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
-import { startRedis, type RedisProcess } from '../support/redis-server.js';
+import { startRedisCluster } from '../support/redis-cluster.js';
+import { startRedis } from '../support/redis-server.js';
 import { sample } from './metrics-text.js';
 
 interface User {
@@ -18,19 +20,48 @@ interface User {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-describe('falling back when Redis goes down, and coming back', function () {
+/** A Redis deployment the test can break and mend. */
+interface RedisUnderTest {
+  env: Record<string, string>;
+  kill(): Promise<void>;
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function singleRedis(): Promise<RedisUnderTest> {
+  const r = await startRedis();
+  return { env: { REDIS_URL: r.url }, kill: () => r.kill(), restart: () => r.restart(), stop: () => r.stop() };
+}
+
+async function redisCluster(): Promise<RedisUnderTest> {
+  const c = await startRedisCluster();
+  return {
+    env: { REDIS_CLUSTER_NODES: c.nodesEnv },
+    kill: () => c.processes[0]!.kill(),
+    async restart() {
+      await c.processes[0]!.restart();
+      await c.waitUntilOk();
+    },
+    stop: () => c.stop(),
+  };
+}
+
+for (const [name, setup] of [
+  ['a single Redis', singleRedis],
+  ['a Redis Cluster', redisCluster],
+] as const) describe(`falling back when ${name} goes down, and coming back`, function () {
   this.timeout(120_000);
-  let redis: RedisProcess;
+  let redis: RedisUnderTest;
   let app: AppProcess;
   const users: User[] = [];
   const failures: string[] = [];
 
   before(async () => {
-    redis = await startRedis();
+    redis = await setup();
     app = await startApp({
       SESSION_STORAGE: 'redis',
       SESSION_FALLBACK: 'database',
-      REDIS_URL: redis.url,
+      ...redis.env,
       BREAKER_HALF_OPEN_AFTER_MS: '300',
       SESSION_TOUCH_INTERVAL: '0',
     });

@@ -38,6 +38,18 @@ export function adminRoutes(deps: AppDeps) {
     return user;
   }
 
+  /**
+   * Logs a user out everywhere: every session issued until now is revoked (so a copy in any
+   * backend, or one created meanwhile, cannot be served) and the stored ones are removed.
+   * The live ones are listed first: once revoked, a session no longer shows up in a listing.
+   */
+  async function endEverySession(userId: number) {
+    const live = await backends.listByUser(userId);
+    await backends.revocations.revokeUser(userId);
+    for (const record of live) await backends.end(record);
+    return live;
+  }
+
   function describeFlag() {
     const d = flag.describe();
     return { ...d, backend: d.value, flags: { [FLAG_NAME]: { value: d.value, source: d.source } } };
@@ -74,8 +86,7 @@ export function adminRoutes(deps: AppDeps) {
 
   router.delete('/users/:id/sessions', async (ctx) => {
     const user = await findUser(ctx.params.id);
-    await backends.revocations.revokeUser(user.id);
-    const ended = await backends.endUserSessions(user.id);
+    const ended = await endEverySession(user.id);
     metrics.revocations.inc({ reason: 'admin' }, ended.length);
     audit.record(ctx, { type: 'revoked', userId: user.id, reason: 'admin', actor: 'admin', count: ended.length });
     ctx.body = { revoked: ended.length };
@@ -89,8 +100,7 @@ export function adminRoutes(deps: AppDeps) {
     await user.save();
     let revoked = 0;
     if (!active) {
-      await backends.revocations.revokeUser(user.id);
-      const ended = await backends.endUserSessions(user.id);
+      const ended = await endEverySession(user.id);
       revoked = ended.length;
       metrics.revocations.inc({ reason: 'disabled' }, revoked);
     }
