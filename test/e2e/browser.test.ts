@@ -402,7 +402,8 @@ describe('browser (headless Chromium)', function () {
 
       const phone = await session.page(await session.context({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, userAgent: UA.safariIphone }));
       await login(phone, ada);
-      await waitForText(phone, '[data-bind="platform"]', 'Engineering', UI_MS);
+      // The active platform belongs to the session: this new login starts without one.
+      await switchPlatform(phone, 'Engineering');
       await screenshot(phone, 'dashboard-phone');
       // No horizontal scrolling at phone width.
       expect(await phone.evaluate(() => document.documentElement.scrollWidth)).to.be.at.most(390);

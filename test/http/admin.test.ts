@@ -77,7 +77,7 @@ describe('the admin API with ADMIN_TOKEN', function () {
 
   describe('authentication', () => {
     it('answers 401 without a bearer token, with a wrong one, or with another scheme', async () => {
-      for (const headers of [{}, { Authorization: 'Bearer wrong-token-wrong-token' }, { Authorization: `Bearer ${ADMIN_TOKEN}x` }, { Authorization: `Basic ${Buffer.from(`admin:${ADMIN_TOKEN}`).toString('base64')}` }, { Authorization: ADMIN_TOKEN }, { Authorization: 'Bearer ' }]) {
+      for (const headers of [{} as Record<string, string>, { Authorization: 'Bearer wrong-token-wrong-token' }, { Authorization: `Bearer ${ADMIN_TOKEN}x` }, { Authorization: `Basic ${Buffer.from(`admin:${ADMIN_TOKEN}`).toString('base64')}` }, { Authorization: ADMIN_TOKEN }, { Authorization: 'Bearer ' }]) {
         for (const [method, path] of [
           ['GET', '/api/admin/flags'],
           ['PUT', '/api/admin/flags/session-storage'],

@@ -222,10 +222,17 @@ describe('operations endpoints', function () {
       await third.login(email, 'another good passphrase 7');
       const res = await fetch(`${app.url}/api/admin/users/${user.id}/sessions`, { method: 'DELETE', headers: admin });
       expect(((await res.json()) as { revoked: number }).revoked).to.equal(2);
+      const fourth = new Client(app.url);
+      await fourth.login(email, 'another good passphrase 7');
+      const patch = await fetch(`${app.url}/api/admin/users/${user.id}`, { method: 'PATCH', headers: { ...admin, 'Content-Type': 'application/json' }, body: JSON.stringify({ active: false }) });
+      expect(patch.status).to.equal(200);
+      expect((await fetch(`${app.url}/api/admin/sessions/revoke-all`, { method: 'POST', headers: admin })).status).to.equal(200);
       const after = parse(await scrape()).samples;
       const delta = (reason: string) => (value(after, 'session_revocations_total', { reason }) ?? 0) - (value(before, 'session_revocations_total', { reason }) ?? 0);
       expect(delta('password_change'), 'password_change').to.equal(1);
       expect(delta('admin'), 'admin').to.equal(2);
+      expect(delta('disabled'), 'disabled').to.equal(1);
+      expect(delta('revoke_all'), 'revoke_all').to.equal(1);
     });
 
     it('passes promtool check metrics on a real scrape after traffic', async () => {

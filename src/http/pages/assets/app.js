@@ -214,7 +214,8 @@ function showErrors(form, res, fieldFor = {}) {
   if (Object.keys(fields).length === 0) general.push(messageFor(res));
   const formError = document.getElementById(`${form.id}-error`);
   if (formError && general.length) formError.textContent = general.join(' ');
-  firstInvalid?.focus();
+  // Focus the first invalid field in reading order (the API lists them in its own order).
+  if (firstInvalid) form.querySelector('[aria-invalid="true"]')?.focus();
 }
 
 function setBusy(form, busy) {

@@ -1,0 +1,125 @@
+/**
+ * Two server processes behind one PostgreSQL and one Redis, as in production: a session made
+ * on one is served by the other in every backend; an admin override or a revocation issued on
+ * one is honoured by the other (at once for stored sessions, within SYNC_INTERVAL_MS for the
+ * in-memory revocation list that guards sealed cookies).
+ */
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import type { BackendName } from '../../src/config/config.js';
+import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+
+const ADMIN_TOKEN = randomBytes(24).toString('hex');
+const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const BACKENDS: BackendName[] = ['database', 'redis', 'cookie'];
+
+/** Polls (bounded: 200 × 50 ms) until `check` holds. */
+async function eventually(what: string, check: () => Promise<boolean>) {
+  for (let i = 0; i < 200; i++) {
+    if (await check()) return;
+    await sleep(50);
+  }
+  throw new Error(`never happened: ${what}`);
+}
+
+describe('two instances sharing PostgreSQL and Redis', function () {
+  this.timeout(120_000);
+  let db: TestDatabase;
+  let a: AppProcess;
+  let b: AppProcess;
+
+  before(async () => {
+    db = await createTestDatabase('switchboard_multi');
+    const shared = {
+      DATABASE_URL: db.url,
+      REDIS_URL: 'redis://127.0.0.1:6379/0',
+      REDIS_KEY_PREFIX: `multi-${randomBytes(4).toString('hex')}:`,
+      SESSION_SECRETS: randomBytes(32).toString('base64url'),
+      ADMIN_TOKEN,
+      SYNC_INTERVAL_MS: '1000',
+    };
+    a = await startApp(shared);
+    b = await startApp(shared);
+  });
+  after(async () => {
+    await a?.stop();
+    await b?.stop();
+    await db?.drop();
+  });
+
+  const setOverride = async (on: AppProcess, backend: BackendName) => {
+    expect((await new Client(on.url).put('/api/admin/flags/session-storage', { backend }, auth)).status).to.equal(200);
+    await eventually(`override ${backend} reaches the other instance`, async () => {
+      const other = on === a ? b : a;
+      return (await new Client(other.url).get('/api/admin/flags', auth)).json.value === backend;
+    });
+  };
+
+  /** A client logged in on `a`, whose cookie is then replayed against `b`. */
+  const onBoth = async () => {
+    const onA = new Client(a.url);
+    const creds = await onA.signup();
+    const onB = new Client(b.url);
+    for (const [k, v] of onA.cookies) onB.cookies.set(k, v);
+    onB.csrfToken = onA.csrfToken;
+    return { onA, onB, creds };
+  };
+
+  for (const backend of BACKENDS) {
+    describe(`with sessions in ${backend}`, () => {
+      before(() => setOverride(a, backend));
+
+      it('serves on one instance a session made on the other', async () => {
+        const { onB } = await onBoth();
+        const res = await onB.get('/api/session');
+        expect(res.status).to.equal(200);
+        expect((res.json.session as { backend: string }).backend).to.equal(backend);
+      });
+
+      it('refuses everywhere a session logged out on one instance', async () => {
+        const { onA, onB } = await onBoth();
+        expect((await onA.post('/api/logout')).status).to.equal(204);
+        await eventually('the other instance refuses the logged-out cookie', async () => (await onB.get('/api/session')).status === 401);
+      });
+
+      it('ends the other sessions of a user who changes password on the other instance', async () => {
+        const { onA, onB, creds } = await onBoth();
+        const elsewhere = new Client(b.url);
+        expect((await elsewhere.login(creds.email, creds.password)).status).to.equal(200);
+        const res = await onA.post('/api/password', { currentPassword: creds.password, newPassword: 'another long passphrase 42' });
+        expect(res.status).to.equal(204);
+        expect((await onA.get('/api/session')).status).to.equal(200, 'the session that changed it goes on');
+        await eventually('the other sessions are refused on the other instance', async () => (await elsewhere.get('/api/session')).status === 401 && (await onB.get('/api/session')).status === 401);
+      });
+    });
+  }
+
+  it('revoke-all on one instance ends sessions in every backend on both, and spares later ones', async () => {
+    const victims: Client[] = [];
+    for (const backend of BACKENDS) {
+      await setOverride(a, backend);
+      const { onB } = await onBoth();
+      victims.push(onB);
+    }
+    await sleep(5); // every victim was issued strictly before the revocation
+    const res = await new Client(b.url).post('/api/admin/sessions/revoke-all', {}, auth);
+    expect(res.status).to.equal(200);
+    expect(res.json.revokedBefore).to.be.a('string');
+    await sleep(5);
+    const survivor = new Client(a.url);
+    await survivor.signup();
+    for (const victim of victims) {
+      await eventually('an old session is refused', async () => (await victim.get('/api/session')).status === 401);
+      const onA = new Client(a.url);
+      for (const [k, v] of victim.cookies) onA.cookies.set(k, v);
+      await eventually('…on both instances', async () => (await onA.get('/api/session')).status === 401);
+    }
+    expect((await survivor.get('/api/session')).status).to.equal(200);
+    const copy = new Client(b.url);
+    for (const [k, v] of survivor.cookies) copy.cookies.set(k, v);
+    expect((await copy.get('/api/session')).status).to.equal(200);
+  });
+});
