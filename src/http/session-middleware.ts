@@ -132,7 +132,10 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     } else if (target !== session.record.backend) {
       written = await backends.migrate(session.record, target);
     } else if (session.isChanged) {
-      written = await backends.update({ ...session.record, version: session.record.version + 1 }, 'save');
+      written = await backends.update({ ...session.record, version: session.record.version + 1 }, 'save', {
+        readVersion: session.record.version,
+        changedKeys: session.changes,
+      });
     } else if (now - session.record.lastActivity >= config.touchIntervalMs) {
       const touched = { ...session.record, lastActivity: now };
       written = await backends.update({ ...touched, expiresAt: expiryAt(touched, config) }, 'touch');

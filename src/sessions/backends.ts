@@ -11,6 +11,7 @@
  */
 import type { BackendName } from '../config/config.js';
 import type { DatabaseStore } from './database-store.js';
+import { SessionConflictError } from './errors.js';
 import { BackendUnavailableError, type FailureReason } from './guarded-store.js';
 import type { IndexedSessionStore } from './store.js';
 import type { RevocationList } from './revocations.js';
@@ -98,15 +99,41 @@ export class SessionBackends {
    * ended meanwhile: a save never brings it back. A session whose backend cannot serve moves
    * to the fallback, as in `create`.
    */
-  async update(record: SessionRecord, mode: 'save' | 'touch'): Promise<Written | undefined> {
+  async update(record: SessionRecord, mode: 'save' | 'touch', concurrency?: { readVersion: number; changedKeys: ReadonlySet<string> }): Promise<Written | undefined> {
     if (this.revocations.isRevoked(record)) return undefined;
     const store = this.stores[record.backend];
     try {
-      const token = mode === 'save' ? await store.save(record) : await store.touch(record);
+      const token = mode === 'save' ? await this.saveMerging(store, record, concurrency) : await store.touch(record);
       return token === undefined ? undefined : { cookieValue: SessionBackends.cookieValue(record.backend, token), record };
     } catch (err) {
       if (!(err instanceof BackendUnavailableError)) throw err;
       return this.writeWithFallback(record, record.backend, (s, r) => s.create(r), err);
+    }
+  }
+
+  /**
+   * Optimistic concurrency: the save succeeds only over the version this request read. If
+   * another request saved first, re-read and apply only the keys this request changed on top
+   * (field-level merge), so a platform switch and a preference change made at the same time
+   * both survive. The cookie backend cannot detect it (the browser keeps the last cookie).
+   */
+  private async saveMerging(store: ServingStore, record: SessionRecord, concurrency?: { readVersion: number; changedKeys: ReadonlySet<string> }) {
+    if (!concurrency || !record.id) return store.save(record);
+    let attempt = record;
+    let expected = concurrency.readVersion;
+    for (let tries = 0; ; tries++) {
+      try {
+        return await store.save(attempt, expected);
+      } catch (err) {
+        if (!(err instanceof SessionConflictError) || tries >= 4) throw err;
+        const current = await store.load(record.id);
+        if (!current) return undefined;
+        const merged = { ...current.data };
+        for (const key of concurrency.changedKeys) merged[key] = record.data[key];
+        attempt = { ...record, data: merged as SessionRecord['data'], version: current.version + 1 };
+        expected = current.version;
+        Object.assign(record, attempt);
+      }
     }
   }
 

@@ -8,6 +8,7 @@ import { Op } from 'sequelize';
 import type { BackendName } from '../config/config.js';
 import type { Models, SessionRow } from '../db/models.js';
 import { jsonCodec, type DataCodec } from './codec.js';
+import { SessionConflictError } from './errors.js';
 import { hashSessionId, type SessionRecord } from './session.js';
 import type { IndexedSessionStore } from './store.js';
 
@@ -33,10 +34,15 @@ export class DatabaseStore implements IndexedSessionStore {
     return record.id;
   }
 
-  async save(record: SessionRecord): Promise<string | undefined> {
+  async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
     const { idHash, ...changes } = this.toRow(record);
-    const [count] = await this.models.SessionRow.update(changes, { where: { idHash } });
-    return count > 0 ? record.id : undefined;
+    const where = expectedVersion === undefined ? { idHash } : { idHash, version: expectedVersion };
+    const [count] = await this.models.SessionRow.update(changes, { where });
+    if (count > 0) return record.id;
+    if (expectedVersion !== undefined && (await this.models.SessionRow.count({ where: { idHash } })) > 0) {
+      throw new SessionConflictError(expectedVersion);
+    }
+    return undefined;
   }
 
   async touch(record: SessionRecord): Promise<string | undefined> {

@@ -17,7 +17,9 @@ import {
   type IPolicy,
 } from 'cockatiel';
 import type { StoreOperation } from '../metrics/metrics.js';
-import { SessionTooLargeError } from './errors.js';
+import { SessionConflictError, SessionTooLargeError } from './errors.js';
+
+const isCallerError = (err: unknown) => err instanceof SessionTooLargeError || err instanceof SessionConflictError;
 import type { SessionRecord } from './session.js';
 import { isIndexed, type IndexedSessionStore, type SessionStore } from './store.js';
 
@@ -55,8 +57,9 @@ export class GuardedStore implements IndexedSessionStore {
     options: GuardOptions,
     private readonly observer: StoreObserver,
   ) {
-    // A session that is too large for its backend is the caller's problem, not the backend's.
-    const failures = handleWhen((err) => !(err instanceof SessionTooLargeError));
+    // A session too large for its backend, or saved meanwhile by another request, is the
+    // caller's to handle: the backend itself is fine.
+    const failures = handleWhen((err) => !isCallerError(err));
     this.breaker = circuitBreaker(failures, {
       halfOpenAfter: options.halfOpenAfterMs,
       breaker: new ConsecutiveBreaker(options.breakerThreshold),
@@ -85,8 +88,8 @@ export class GuardedStore implements IndexedSessionStore {
   create(record: SessionRecord) {
     return this.run('save', () => this.inner.create(record));
   }
-  save(record: SessionRecord) {
-    return this.run('save', () => this.inner.save(record));
+  save(record: SessionRecord, expectedVersion?: number) {
+    return this.run('save', () => this.inner.save(record, expectedVersion));
   }
   touch(record: SessionRecord) {
     return this.run('touch', () => this.inner.touch(record));
@@ -134,7 +137,7 @@ export class GuardedStore implements IndexedSessionStore {
       this.observer.operation(this.backend, operation, 'success', seconds());
       return result;
     } catch (err) {
-      if (err instanceof SessionTooLargeError) throw err;
+      if (isCallerError(err)) throw err;
       if (!isBrokenCircuitError(err)) {
         this.observer.operation(this.backend, operation, isTaskCancelledError(err) ? 'timeout' : 'error', seconds());
       }
@@ -143,7 +146,7 @@ export class GuardedStore implements IndexedSessionStore {
   }
 
   private unavailable(err: unknown) {
-    if (err instanceof SessionTooLargeError) return err;
+    if (isCallerError(err)) return err;
     const reason: FailureReason = isBrokenCircuitError(err) ? 'circuit_open' : isTaskCancelledError(err) ? 'timeout' : 'error';
     return new BackendUnavailableError(this.backend, reason, { cause: err });
   }

@@ -53,8 +53,8 @@ export class MirroredStore implements IndexedSessionStore {
     return token;
   }
 
-  async save(record: SessionRecord): Promise<string | undefined> {
-    const token = await this.primary.save(record);
+  async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
+    const token = await this.primary.save(record, expectedVersion);
     // Upsert: the copy may be missing if an earlier mirror write failed.
     if (token !== undefined) await this.copy('save', () => this.mirror.create(record));
     return token;

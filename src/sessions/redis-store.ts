@@ -8,14 +8,20 @@
 import { Cluster, type Redis, type Result } from 'ioredis';
 import type { BackendName } from '../config/config.js';
 import { jsonCodec, type DataCodec } from './codec.js';
+import { SessionConflictError } from './errors.js';
 import { hashSessionId, type SessionRecord } from './session.js';
 import type { IndexedSessionStore } from './store.js';
 
 type RedisClient = Redis | Cluster;
 
-// Write the hash and its expiry in one step; `save`/`touch` only when the session still exists.
+// Write the hash and its expiry in one step; `save`/`touch` only when the session still exists,
+// and a save with an expected version only when the stored one matches (-1: conflict).
 const WRITE = `
-if ARGV[1] == 'update' and redis.call('exists', KEYS[1]) == 0 then return 0 end
+if ARGV[1] == 'update' then
+  local m = redis.call('hget', KEYS[1], 'm')
+  if not m then return 0 end
+  if ARGV[7] ~= '' and cjson.decode(m).v ~= tonumber(ARGV[7]) then return -1 end
+end
 redis.call('hset', KEYS[1], 'm', ARGV[2], 'd', ARGV[3], 't', ARGV[4], 'e', ARGV[5])
 redis.call('pexpire', KEYS[1], ARGV[6])
 return 1`;
@@ -27,7 +33,7 @@ return 1`;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    sbWrite(key: string, mode: 'create' | 'update', meta: string, data: string, t: number, e: number, ttl: number): Result<number, Context>;
+    sbWrite(key: string, mode: 'create' | 'update', meta: string, data: string, t: number, e: number, ttl: number, expectedVersion: string): Result<number, Context>;
     sbTouch(key: string, t: number, e: number, ttl: number): Result<number, Context>;
   }
 }
@@ -80,8 +86,10 @@ export class RedisStore implements IndexedSessionStore {
     return record.id;
   }
 
-  async save(record: SessionRecord): Promise<string | undefined> {
-    return (await this.write('update', record)) ? record.id : undefined;
+  async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
+    const written = await this.write('update', record, expectedVersion);
+    if (written === -1) throw new SessionConflictError(expectedVersion ?? 0);
+    return written === 1 ? record.id : undefined;
   }
 
   async touch(record: SessionRecord): Promise<string | undefined> {
@@ -128,17 +136,18 @@ export class RedisStore implements IndexedSessionStore {
     // The client belongs to the application, which quits it.
   }
 
-  private async write(mode: 'create' | 'update', r: SessionRecord): Promise<boolean> {
+  /** 1 written, 0 missing (not written), -1 version conflict. */
+  private async write(mode: 'create' | 'update', r: SessionRecord, expectedVersion?: number): Promise<number> {
     const ttl = r.expiresAt - Date.now();
-    if (ttl <= 0) return false;
+    if (ttl <= 0) return 0;
     const meta: Meta = { h: r.handle, u: r.userId, b: r.backend, c: r.createdAt, i: r.issuedAt, x: r.absoluteExpiresAt, ip: r.ip, ua: r.userAgent, v: r.version };
     const userKey = this.userKey(r.userId);
     const [written] = await Promise.all([
-      this.redis.sbWrite(this.sessionKey(r.idHash), mode, JSON.stringify(meta), this.codec.encode(r.data), r.lastActivity, r.expiresAt, ttl),
+      this.redis.sbWrite(this.sessionKey(r.idHash), mode, JSON.stringify(meta), this.codec.encode(r.data), r.lastActivity, r.expiresAt, ttl, expectedVersion === undefined ? '' : String(expectedVersion)),
       // The index lives as long as the longest session it can hold.
       this.redis.zadd(userKey, r.expiresAt, r.idHash).then(() => this.redis.pexpire(userKey, this.options.absoluteTimeoutMs)),
     ]);
-    return written === 1;
+    return written;
   }
 
   private toRecord(id: string, idHash: string, ...fields: Array<string | null | undefined>): SessionRecord | undefined {

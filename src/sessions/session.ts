@@ -73,7 +73,7 @@ export function isExpired(record: Pick<SessionRecord, 'expiresAt'>, now = Date.n
  * through `set` marks it changed; reading never does, so an unchanged session is not rewritten.
  */
 export class Session {
-  private changed = false;
+  private readonly changedKeys = new Set<string>();
   private dropped = false;
 
   constructor(
@@ -88,7 +88,11 @@ export class Session {
     return this.record.data;
   }
   get isChanged() {
-    return this.changed || this.isNew;
+    return this.changedKeys.size > 0 || this.isNew;
+  }
+  /** The data keys this request changed: what a save merges onto a concurrent save. */
+  get changes(): ReadonlySet<string> {
+    return this.changedKeys;
   }
   get isDestroyed() {
     return this.dropped;
@@ -97,7 +101,7 @@ export class Session {
   set<K extends keyof SessionData>(key: K, value: SessionData[K]) {
     if (JSON.stringify(this.record.data[key]) === JSON.stringify(value)) return;
     this.record = { ...this.record, data: { ...this.record.data, [key]: value } };
-    this.changed = true;
+    this.changedKeys.add(key as string);
   }
 
   /** Marks the session for destruction at the end of the request; the cookie is cleared. */

@@ -25,8 +25,10 @@ export interface SessionStore {
   /**
    * Overwrites an existing session and returns its token, or `undefined` when the session no
    * longer exists here (logged out or revoked meanwhile): a save never brings a session back.
+   * With `expectedVersion`, throws `SessionConflictError` if the stored version differs
+   * (optimistic concurrency; the cookie store cannot know and ignores it).
    */
-  save(record: SessionRecord): Promise<string | undefined>;
+  save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined>;
 
   /**
    * Records activity (`lastActivity`, `expiresAt`) without rewriting the data where the

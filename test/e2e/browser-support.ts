@@ -112,7 +112,7 @@ export async function login(page: Page, who: Person, password = who.password): P
 }
 
 export async function logout(page: Page): Promise<void> {
-  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByRole('button', { name: 'Log out', exact: true }).first().click();
   await page.waitForURL(onPath('/login'), { timeout: UI_MS });
 }
 
@@ -144,6 +144,11 @@ export function escapeRegExp(s: string): string {
 
 export async function screenshot(page: Page, name: string): Promise<void> {
   mkdirSync(SCREENSHOTS, { recursive: true });
+  // From the top, with nothing focused: a sticky header stays where it belongs in a full-page capture.
+  await page.evaluate(() => {
+    (document.activeElement as HTMLElement | null)?.blur();
+    window.scrollTo(0, 0);
+  });
   // Hide the text caret so repeated runs produce the same picture for the same state.
   await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true, caret: 'hide', animations: 'disabled' });
 }

@@ -390,7 +390,6 @@ describe('browser (headless Chromium)', function () {
       await addPlatform(page, 'Engineering', 'GitHub');
       await addPlatform(page, 'Incidents', 'Slack');
       await switchPlatform(page, 'Engineering');
-      await page.locator('button[data-action="activate"]').first().blur();
       await screenshot(page, 'dashboard');
 
       for (const userAgent of [UA.firefoxWindows, UA.safariIphone]) await login(await session.page(await session.context({ userAgent })), ada);

@@ -4,6 +4,7 @@
  * declares it as a capability, and the case says why it is skipped.
  */
 import { expect } from 'chai';
+import { SessionConflictError } from '../../src/sessions/errors.js';
 import type { SessionRecord } from '../../src/sessions/session.js';
 import { isIndexed, type SessionStore } from '../../src/sessions/store.js';
 import { makeRecord, newUserId } from './fixtures.js';
@@ -74,6 +75,18 @@ export function describeStoreConformance(name: string, setup: () => Promise<Stor
         expect(loaded?.data.platformId).to.equal(42);
         expect(loaded?.version).to.equal(2);
         if (can.stableToken) expect(newToken).to.equal(token);
+      });
+
+      it('refuses to overwrite a newer version than the one the caller read', async function () {
+        if (!can.stableToken) this.skip(); // a sealed cookie has no server-side version to compare with
+        const record = fresh();
+        await store.create(record);
+        await store.save({ ...record, version: 2, data: { ...record.data, platformId: 1 } }, 1);
+        const stale = await store.save({ ...record, version: 2, data: { ...record.data, platformId: 2 } }, 1).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(stale).to.be.instanceOf(SessionConflictError);
       });
 
       it('does not bring back a session that was destroyed meanwhile', async () => {

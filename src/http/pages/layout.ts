@@ -58,7 +58,7 @@ function topBar(page: PageName, viewer: Viewer) {
       <span class="topbar-name">${viewer.user.name}</span>
       <form class="logout-form" method="post" action="/logout">
         <input type="hidden" name="_csrf" value="${viewer.csrfToken}">
-        <button class="btn btn-ghost btn-sm" type="submit" data-action="logout">Log out</button>
+        <button class="btn btn-ghost btn-sm" type="submit">Log out</button>
       </form>
     </div>
   </div>

@@ -141,7 +141,7 @@ function sessionItem(s: SessionView) {
   </dl>
   <div class="session-actions">
     ${s.current
-      ? html`<span class="muted small">You are using this session</span>`
+      ? html`<button class="btn btn-secondary btn-sm" type="button" data-action="logout" aria-label="Log out of this device">Log out</button>`
       : html`<button class="btn btn-danger-outline btn-sm" type="button" data-action="revoke" data-handle="${s.handle}" aria-label="${`Revoke ${device}, ${s.ip || 'unknown address'}`}">Revoke</button>`}
   </div>
 </li>`;

@@ -37,6 +37,8 @@ function noteServerTime(headers) {
 }
 
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+const thisYearFormat = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: 'numeric', minute: '2-digit' });
+const dayNames = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
 const longDateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'long' });
 const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
 const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
@@ -50,11 +52,26 @@ function relativeTime(ms) {
   return relativeFormat.format(Math.round(diff / 86_400_000), 'day');
 }
 
+const capitalise = (s) => s.charAt(0).toUpperCase() + s.slice(1);
+
+/** "Today, 2:46 PM", "Tomorrow, 9:00 AM", "Mar 3, 2:46 PM", or the full date in another year. */
+function formatDate(t) {
+  const d = new Date(t);
+  const today = new Date(serverNow());
+  today.setHours(0, 0, 0, 0);
+  const day = new Date(d);
+  day.setHours(0, 0, 0, 0);
+  const days = Math.round((day.getTime() - today.getTime()) / 86_400_000);
+  if (Math.abs(days) <= 1) return `${capitalise(dayNames.format(days, 'day'))}, ${timeFormat.format(d)}`;
+  if (d.getFullYear() === today.getFullYear()) return thisYearFormat.format(d);
+  return dateFormat.format(d);
+}
+
 /** Shows a server-rendered <time> in the reader's time zone, with "(in 2 hours)" when marked relative. */
 function renderTime(el) {
   const t = Date.parse(el.getAttribute('datetime') ?? '');
   if (Number.isNaN(t)) return;
-  const text = dateFormat.format(t);
+  const text = formatDate(t);
   if (el.textContent !== text) el.textContent = text;
   el.title = longDateFormat.format(t);
   if (!el.hasAttribute('data-relative')) return;
@@ -650,22 +667,27 @@ function initAccount() {
 
 // ---------------------------------------------------------------- wiring
 
+async function logout() {
+  const res = await mutate('POST', '/api/logout');
+  if (res.status === 0) {
+    // No answer from the network: let the browser try the plain form post (POST /logout).
+    document.querySelector('form.logout-form')?.submit();
+    return;
+  }
+  channel?.postMessage({ type: 'logout' });
+  signedOut('logout');
+}
+
 function initSignedIn() {
-  document.addEventListener('submit', async (event) => {
-    const form = event.target;
-    if (!form.classList?.contains('logout-form')) return;
+  document.addEventListener('submit', (event) => {
+    if (!event.target.classList?.contains('logout-form')) return;
     event.preventDefault();
-    const res = await mutate('POST', '/api/logout');
-    if (res.status === 0) {
-      form.submit(); // no network answer: let the browser try the plain form post
-      return;
-    }
-    channel?.postMessage({ type: 'logout' });
-    signedOut('logout');
+    void logout();
   });
   document.addEventListener('click', (event) => {
-    const button = event.target.closest?.('button[data-action="stay-signed-in"]');
-    if (button) void staySignedIn(button);
+    const stay = event.target.closest?.('button[data-action="stay-signed-in"]');
+    if (stay) void staySignedIn(stay);
+    if (event.target.closest?.('button[data-action="logout"]')) void logout();
   });
 
   setInterval(() => {

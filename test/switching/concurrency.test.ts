@@ -1,0 +1,36 @@
+/**
+ * Two requests of the same session at the same time, changing different things — a platform
+ * switch and a preference — both survive (optimistic versioning with a field-level merge).
+ */
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+
+for (const backend of ['database', 'redis'] as const) {
+  describe(`concurrent writes to one session (${backend})`, function () {
+    this.timeout(60_000);
+    let app: AppProcess;
+    before(async () => {
+      app = await startApp({ SESSION_STORAGE: backend, REDIS_KEY_PREFIX: `conc-${randomBytes(4).toString('hex')}:` });
+    });
+    after(() => app?.stop());
+
+    it('keeps both a platform switch and a preference change made at the same moment', async () => {
+      const c = new Client(app.url);
+      await c.signup();
+      const ids: number[] = [];
+      for (const name of ['one', 'two']) ids.push(((await c.post('/api/platforms', { name, type: 'web' })).json.platform as { id: number }).id);
+      const lost: string[] = [];
+      for (let i = 1; i <= 20; i++) {
+        const platformId = ids[i % 2]!;
+        const [a, b] = await Promise.all([c.post(`/api/platforms/${platformId}/activate`), c.patch('/api/session', { preferences: { counter: i } })]);
+        expect([a.status, b.status]).to.deep.equal([200, 200]);
+        const now = (await c.get('/api/session')).json as { platform: { id: number }; preferences: { counter: number } };
+        if (now.platform.id !== platformId) lost.push(`round ${i}: platform switch lost`);
+        if (now.preferences.counter !== i) lost.push(`round ${i}: preference lost`);
+      }
+      expect(lost).to.deep.equal([]);
+    });
+  });
+}
