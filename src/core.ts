@@ -48,13 +48,13 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
 
   const revocations = new RevocationList(models, { absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, syncIntervalMs: config.syncIntervalMs, onSyncError: syncError('revocation') });
   await revocations.start();
-  const override = new FlagOverride(models, { syncIntervalMs: config.syncIntervalMs, onSyncError: syncError('flag override') });
-  await override.start();
-
   const rollback = new RollbackGuard(config.rollback, (state) => {
     metrics.rollbacks.inc({ from: state.from, to: state.to, trigger: state.trigger });
     logger.error({ event: 'rollback', ...state }, `automatic rollback: sessions go back from ${state.from} to ${state.to} (${state.trigger})`);
   });
+  // An operator setting or clearing the override, on any instance, ends an automatic rollback.
+  const override = new FlagOverride(models, { syncIntervalMs: config.syncIntervalMs, onSyncError: syncError('flag override'), onOperatorChange: () => rollback.clear() });
+  await override.start();
   const rollbackTimer = setInterval(() => rollback.evaluate(), 1000);
   rollbackTimer.unref();
 

@@ -1,6 +1,8 @@
 /**
  * The admin override of the session-storage flag, persisted in the database so that every
  * instance sharing it applies it: set here at once, elsewhere within one poll interval.
+ * Clearing keeps the row (value '') with a new time, so every instance also sees *that* an
+ * operator acted — which is what ends an automatic rollback everywhere (`onOperatorChange`).
  */
 import { BACKENDS, type BackendName } from '../config/config.js';
 import type { Models } from '../db/models.js';
@@ -15,11 +17,12 @@ export interface OverrideState {
 
 export class FlagOverride {
   private current: OverrideState | undefined;
+  private lastChangeAt: number | undefined;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly models: Models,
-    private readonly options: { syncIntervalMs: number; onSyncError?: (err: unknown) => void },
+    private readonly options: { syncIntervalMs: number; onSyncError?: (err: unknown) => void; onOperatorChange?: () => void },
   ) {}
 
   async start(): Promise<void> {
@@ -38,13 +41,13 @@ export class FlagOverride {
 
   async set(backend: BackendName, updatedBy: string): Promise<OverrideState> {
     const state = { backend, updatedAt: Date.now(), updatedBy };
-    await this.models.FlagOverride.upsert({ name: FLAG_NAME, value: backend, updatedBy, updatedAt: state.updatedAt });
+    await this.write(backend, updatedBy, state.updatedAt);
     this.current = state;
     return state;
   }
 
-  async clear(): Promise<void> {
-    await this.models.FlagOverride.destroy({ where: { name: FLAG_NAME } });
+  async clear(updatedBy = 'admin'): Promise<void> {
+    await this.write('', updatedBy, Date.now());
     this.current = undefined;
   }
 
@@ -54,5 +57,14 @@ export class FlagOverride {
       row && (BACKENDS as readonly string[]).includes(row.value)
         ? { backend: row.value as BackendName, updatedAt: row.updatedAt, updatedBy: row.updatedBy }
         : undefined;
+    const changeAt = row?.updatedAt;
+    if (this.lastChangeAt !== undefined && changeAt !== undefined && changeAt !== this.lastChangeAt) this.options.onOperatorChange?.();
+    this.lastChangeAt = changeAt ?? this.lastChangeAt ?? 0;
+  }
+
+  private async write(value: string, updatedBy: string, updatedAt: number) {
+    await this.models.FlagOverride.upsert({ name: FLAG_NAME, value, updatedBy, updatedAt });
+    this.lastChangeAt = updatedAt;
+    this.options.onOperatorChange?.();
   }
 }

@@ -179,21 +179,21 @@ describe('bad input never gets more than a 4xx', function () {
     it('treats a cookie-backend cookie with characters added to any part as no session', async () => {
       const cookie = user.sessionCookie()!;
       const parts = cookie.split('.');
-      const variants: string[] = [];
+      const variants: Array<[string, string]> = [];
       for (let p = 1; p < parts.length; p++) {
         // (A space at the very end would be trimmed off the header: that is the same cookie.)
         for (const extra of p === parts.length - 1 ? ['A', 'AA', 'AAA', '=', '=='] : ['A', 'AA', 'AAA', '=', '==', ' ']) {
-          variants.push(parts.map((part, i) => (i === p ? part + extra : part)).join('.'));
+          variants.push([`part ${p} of ${parts.length - 1} + ${JSON.stringify(extra)}`, parts.map((part, i) => (i === p ? part + extra : part)).join('.')]);
         }
       }
-      variants.push(cookie + '.', cookie + '.x', '.' + cookie);
+      variants.push(['a trailing dot', cookie + '.'], ['an extra part', cookie + '.x'], ['a leading dot', '.' + cookie]);
       const accepted: string[] = [];
-      for (const v of variants) {
+      for (const [label, v] of variants) {
         const res = await req('GET', '/api/session', { Cookie: `sid=${v}` });
-        if (res.status !== 401) accepted.push(`${v.replace(/^(c\.\w+\.)(.{4}).*?(.{6}\..{4}).*?(.{6})$/, '$1$2…$3…$4')} (${v.length} chars): ${res.status}`);
-        else expectClientError(res, 'extended cookie', 401);
+        if (res.status !== 401) accepted.push(`${label}: ${res.status}`);
+        else expectClientError(res, label, 401);
       }
-      expect(accepted, 'cookies with added characters that were still accepted').to.deep.equal([]);
+      expect(accepted, `cookies with added characters that were still accepted (cookie ${parts.map((x) => x.length).join('.')} chars)`).to.deep.equal([]);
       expect((await user.get('/api/session')).status).to.equal(200);
     });
 

@@ -64,16 +64,14 @@ export function adminRoutes(deps: AppDeps) {
 
   router.put(`/flags/${FLAG_NAME}`, async (ctx) => {
     const { backend } = parseBody(ctx, overrideInput);
+    // An explicit choice by an operator also ends an automatic rollback, on every instance.
     await flag.override.set(backend, 'admin');
-    // An explicit choice by an operator supersedes an automatic rollback.
-    flag.rollback.clear();
     logger.warn({ event: 'flag_override', backend }, 'session-storage override set');
     ctx.body = describeFlag();
   });
 
   router.delete(`/flags/${FLAG_NAME}`, async (ctx) => {
     await flag.override.clear();
-    flag.rollback.clear();
     logger.warn({ event: 'flag_override', backend: null }, 'session-storage override cleared');
     ctx.status = 204;
   });
