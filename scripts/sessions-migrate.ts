@@ -49,6 +49,12 @@ if (!serverSide(values.from) || !serverSide(values.to) || values.from === values
 
 const config = scriptConfig();
 const core = await openCore(config, scriptLogger(config));
+const redisStore = core.raw.redis;
+if (!redisStore) {
+  console.error('the redis backend is switched off (REDIS_URL=none): nothing to move');
+  await core.close();
+  process.exit(2);
+}
 const cursorFile = path.join(config.dataDir, `sessions-migrate-${values.from}-to-${values.to}.cursor`);
 const cursor = !values.restart && existsSync(cursorFile) ? readFileSync(cursorFile, 'utf8').trim() : '';
 try {
@@ -56,7 +62,7 @@ try {
   console.log(`${values['dry-run'] ? '[dry run] ' : ''}${total} live sessions held by ${values.from}${cursor ? ' (resuming)' : ''}`);
   const bar = new SingleBar({ format: ' {bar} {value}/{total} sessions | {eta_formatted} left', hideCursor: true }, Presets.shades_classic);
   bar.start(total, 0);
-  const result = await bulkMigrate(core.backends, core.raw, {
+  const result = await bulkMigrate(core.backends, { database: core.raw.database, redis: redisStore }, {
     from: values.from,
     to: values.to,
     batchSize,

@@ -22,6 +22,7 @@ import { MirroredStore } from './sessions/mirrored-store.js';
 import { createRedisClient, waitForRedis } from './sessions/redis-client.js';
 import { RedisStore } from './sessions/redis-store.js';
 import { RevocationList } from './sessions/revocations.js';
+import { DisabledStore } from './sessions/disabled-store.js';
 import type { SessionStore } from './sessions/store.js';
 
 export interface Core {
@@ -33,8 +34,9 @@ export interface Core {
   rollback: RollbackGuard;
   backends: SessionBackends;
   /** The bare stores, for operator tools that work below the compositions. */
-  raw: { database: DatabaseStore; redis: RedisStore };
-  redis: Redis | Cluster;
+  /** `redis` is undefined when the redis backend is switched off (REDIS_URL=none). */
+  raw: { database: DatabaseStore; redis?: RedisStore };
+  redis?: Redis | Cluster;
   close(): Promise<void>;
 }
 
@@ -43,7 +45,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   const applied = await migrateUp(sequelize);
   if (applied.length) logger.info({ migrations: applied }, 'applied migrations');
   const models = defineModels(sequelize);
-  const metrics = new Metrics();
+  const metrics = new Metrics({ disabledBackends: config.redis.enabled ? [] : ['redis'] });
   const syncError = (what: string) => (err: unknown) => logger.warn({ err }, `${what} sync failed`);
 
   const revocations = new RevocationList(models, { absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, syncIntervalMs: config.syncIntervalMs, onSyncError: syncError('revocation') });
@@ -71,17 +73,17 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   };
 
   const codec = config.sessions.encryptAtRest ? sealedCodec(config.sessions.secrets) : jsonCodec;
-  const redis = createRedisClient(config.redis);
+  const redis = config.redis.enabled ? createRedisClient(config.redis) : undefined;
   let lastRedisError = 0;
-  redis.on('error', (err: Error) => {
+  redis?.on('error', (err: Error) => {
     // ioredis reports every failed reconnect; one line a minute is enough.
     if (Date.now() - lastRedisError > 60_000) logger.warn({ err: err.message }, 'redis connection error');
     lastRedisError = Date.now();
   });
-  await waitForRedis(redis, 1000);
+  if (redis) await waitForRedis(redis, 1000);
 
   const database = new DatabaseStore(models, codec);
-  const redisStore = new RedisStore(redis, { keyPrefix: config.redis.keyPrefix, absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, codec });
+  const redisStore = redis && new RedisStore(redis, { keyPrefix: config.redis.keyPrefix, absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, codec });
   const mirrorError = (err: unknown, operation: string) => logger.warn({ err, operation }, 'database copy of a session could not be written');
   // The short deadline exists to fail over fast; the backend that is itself the last resort
   // (the fallback, or every backend with SESSION_FALLBACK=none) has nothing to fail over to.
@@ -92,7 +94,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   };
   const stores: Record<BackendName, ServingStore> = {
     database: guard(database),
-    redis: new MirroredStore(guard(redisStore), database, mirrorError, true),
+    redis: redisStore ? new MirroredStore(guard(redisStore), database, mirrorError, true) : new DisabledStore('redis'),
     cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations)), database, mirrorError),
   };
   const backends = new SessionBackends(stores, database, revocations, config.sessions.fallback, {
@@ -122,7 +124,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
       clearInterval(rollbackTimer);
       revocations.stop();
       override.stop();
-      redis.disconnect();
+      redis?.disconnect();
       await sequelize.close();
     },
   };

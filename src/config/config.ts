@@ -32,7 +32,7 @@ const schema = {
     type: z.string().regex(/^(sqlite:.+|postgres(ql)?:\/\/.+)$/).default('sqlite:./data/switchboard.sqlite'),
     accepts: 'sqlite:PATH or postgres://user@host:port/db',
   },
-  REDIS_URL: { type: z.string().regex(/^rediss?:\/\/.+/).default('redis://127.0.0.1:6379/0'), accepts: 'redis://… or rediss://…' },
+  REDIS_URL: { type: z.string().regex(/^(rediss?:\/\/.+|none)$/).default('redis://127.0.0.1:6379/0'), accepts: 'redis://…, rediss://… or none' },
   REDIS_CLUSTER_NODES: { type: z.string().regex(/^[^,:\s]+:\d+(,[^,:\s]+:\d+)*$/).optional(), accepts: 'comma-separated host:port list' },
   REDIS_SENTINELS: { type: z.string().regex(/^[^,:\s]+:\d+(,[^,:\s]+:\d+)*$/).optional(), accepts: 'comma-separated host:port list' },
   REDIS_SENTINEL_NAME: { type: z.string().min(1).default('mymaster'), accepts: 'the sentinel master name' },
@@ -77,6 +77,8 @@ type Schema = typeof schema;
 type Raw = { [K in keyof Schema]: z.output<Schema[K]['type']> };
 
 export interface RedisConnection {
+  /** False with REDIS_URL=none: the redis backend is switched off. */
+  enabled: boolean;
   url: string;
   cluster?: Array<{ host: string; port: number }>;
   sentinels?: Array<{ host: string; port: number }>;
@@ -161,6 +163,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (c.SESSION_ABSOLUTE_TIMEOUT < c.SESSION_IDLE_TIMEOUT) {
     throw new ConfigError('SESSION_ABSOLUTE_TIMEOUT must be at least SESSION_IDLE_TIMEOUT');
   }
+  if (c.REDIS_URL === 'none' && !c.REDIS_CLUSTER_NODES && !c.REDIS_SENTINELS && (c.SESSION_STORAGE === 'redis' || c.SESSION_FALLBACK === 'redis')) {
+    throw new ConfigError('REDIS_URL must name a Redis server when SESSION_STORAGE or SESSION_FALLBACK is redis (got "none")');
+  }
   if (c.UNLEASH_URL && !c.UNLEASH_API_TOKEN) {
     throw new ConfigError('UNLEASH_API_TOKEN must be set when UNLEASH_URL is set');
   }
@@ -174,6 +179,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustProxy: c.TRUST_PROXY,
     databaseUrl: c.DATABASE_URL,
     redis: {
+      enabled: c.REDIS_URL !== 'none' || Boolean(c.REDIS_CLUSTER_NODES || c.REDIS_SENTINELS),
       url: c.REDIS_URL,
       cluster: hostPorts(c.REDIS_CLUSTER_NODES),
       sentinels: hostPorts(c.REDIS_SENTINELS),

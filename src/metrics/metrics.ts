@@ -92,7 +92,7 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor(options: { defaultMetrics?: boolean; enabledBackends?: readonly BackendName[] } = {}) {
+  constructor(options: { defaultMetrics?: boolean; disabledBackends?: readonly BackendName[] } = {}) {
     if (options.defaultMetrics !== false) {
       collectDefaultMetrics({ register: this.registry });
       for (const name of REJECTED_DEFAULTS) this.registry.removeSingleMetric(name);
@@ -104,7 +104,8 @@ export class Metrics {
         for (const outcome of OUTCOMES) this.storeOperations.inc({ backend, operation, outcome }, 0);
       }
       for (const source of SELECTION_SOURCES) this.backendSelected.inc({ backend, source }, 0);
-      this.storeUp.set({ backend }, (options.enabledBackends ?? BACKENDS).includes(backend) ? 1 : 0);
+      // A backend switched off has no `up` series: it is not down, and must not page anyone.
+      if (!options.disabledBackends?.includes(backend)) this.storeUp.set({ backend }, 1);
       for (const to of BACKENDS) {
         if (to === backend) continue;
         this.migrations.inc({ from: backend, to }, 0);

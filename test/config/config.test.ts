@@ -71,3 +71,10 @@ describe('configuration', () => {
     expect(lines[0]).to.match(/SESSION_STORAGE must be cookie, database or redis/);
   });
 });
+
+describe('running without Redis (REDIS_URL=none)', function () {
+  this.timeout(30_000);
+  it('refuses redis as the storage or fallback without a Redis to use', () => {
+    expect(() => loadConfig({ DATA_DIR: dataDir(), REDIS_URL: 'none', SESSION_STORAGE: 'redis' })).to.throw(ConfigError, /^REDIS_URL must name a Redis server/);
+  });
+});

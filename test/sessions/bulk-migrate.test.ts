@@ -6,22 +6,29 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config/config.js';
 import { openCore, type Core } from '../../src/core.js';
+import type { DatabaseStore } from '../../src/sessions/database-store.js';
+import type { RedisStore } from '../../src/sessions/redis-store.js';
+import type { Redis } from 'ioredis';
 import { bulkMigrate } from '../../src/sessions/bulk-migrate.js';
 import { makeRecord } from './fixtures.js';
 
 describe('moving sessions in bulk (scripts/sessions-migrate)', function () {
   this.timeout(30_000);
   let core: Core;
+  let raw: { database: DatabaseStore; redis: RedisStore };
+  let redis: Redis;
   let dir: string;
   const prefix = `bulk-${randomBytes(4).toString('hex')}:`;
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'switchboard-bulk-'));
     const config = loadConfig({ DATA_DIR: dir, DATABASE_URL: `sqlite:${dir}/db.sqlite`, REDIS_KEY_PREFIX: prefix, SESSION_STORAGE: 'redis' });
     core = await openCore(config, pino({ level: 'silent' }));
+    raw = { database: core.raw.database, redis: core.raw.redis! };
+    redis = core.redis as Redis;
   });
   after(async () => {
-    const keys = await core.redis.keys(`${prefix}*`);
-    if (keys.length) await core.redis.del(...keys);
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length) await redis.del(...keys);
     await core.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -33,17 +40,17 @@ describe('moving sessions in bulk (scripts/sessions-migrate)', function () {
   }
 
   it('counts without changing anything on a dry run', async () => {
-    const before = await core.raw.database.countHeldBy('redis');
+    const before = await raw.database.countHeldBy('redis');
     await seed(3);
-    const result = await bulkMigrate(core.backends, core.raw, { from: 'redis', to: 'database', batchSize: 2, dryRun: true, cursor: '' });
+    const result = await bulkMigrate(core.backends, raw, { from: 'redis', to: 'database', batchSize: 2, dryRun: true, cursor: '' });
     expect(result.moved).to.equal(before + 3);
-    expect(await core.raw.database.countHeldBy('redis')).to.equal(before + 3);
+    expect(await raw.database.countHeldBy('redis')).to.equal(before + 3);
   });
 
   it('moves every Redis session into the database, resuming where an interrupted run stopped', async () => {
     const tokens = await seed(5);
     let cursor = '';
-    const interrupted = await bulkMigrate(core.backends, core.raw, {
+    const interrupted = await bulkMigrate(core.backends, raw, {
       from: 'redis',
       to: 'database',
       batchSize: 2,
@@ -55,23 +62,23 @@ describe('moving sessions in bulk (scripts/sessions-migrate)', function () {
       },
     }).catch((e: Error) => e);
     expect(interrupted).to.be.instanceOf(Error);
-    expect(await core.raw.database.countHeldBy('redis')).to.be.greaterThan(0);
-    await bulkMigrate(core.backends, core.raw, { from: 'redis', to: 'database', batchSize: 2, dryRun: false, cursor });
-    expect(await core.raw.database.countHeldBy('redis')).to.equal(0);
+    expect(await raw.database.countHeldBy('redis')).to.be.greaterThan(0);
+    await bulkMigrate(core.backends, raw, { from: 'redis', to: 'database', batchSize: 2, dryRun: false, cursor });
+    expect(await raw.database.countHeldBy('redis')).to.equal(0);
     for (const token of tokens) {
-      expect(await core.raw.redis.load(token)).to.equal(undefined, 'gone from Redis');
-      expect((await core.raw.database.load(token))?.backend).to.equal('database');
+      expect(await raw.redis.load(token)).to.equal(undefined, 'gone from Redis');
+      expect((await raw.database.load(token))?.backend).to.equal('database');
     }
   });
 
   it('moves them back into Redis, and skips revoked ones', async () => {
     const [keep, drop] = await seed(2);
-    await bulkMigrate(core.backends, core.raw, { from: 'redis', to: 'database', batchSize: 10, dryRun: false, cursor: '' });
-    const dropped = await core.raw.database.load(drop!);
+    await bulkMigrate(core.backends, raw, { from: 'redis', to: 'database', batchSize: 10, dryRun: false, cursor: '' });
+    const dropped = await raw.database.load(drop!);
     await core.revocations.revokeSession(dropped!.idHash, dropped!.absoluteExpiresAt);
-    const result = await bulkMigrate(core.backends, core.raw, { from: 'database', to: 'redis', batchSize: 10, dryRun: false, cursor: '' });
+    const result = await bulkMigrate(core.backends, raw, { from: 'database', to: 'redis', batchSize: 10, dryRun: false, cursor: '' });
     expect(result.skipped).to.be.greaterThan(0);
-    expect((await core.raw.redis.load(keep!))?.handle).to.be.a('string');
-    expect(await core.raw.redis.load(drop!)).to.equal(undefined);
+    expect((await raw.redis.load(keep!))?.handle).to.be.a('string');
+    expect(await raw.redis.load(drop!)).to.equal(undefined);
   });
 });

@@ -9,7 +9,8 @@ import { z } from 'zod';
 import { BACKENDS } from '../../config/config.js';
 import { FLAG_NAME } from '../../flags/override.js';
 import type { AppDeps } from '../deps.js';
-import { AdminAuthError, FeatureDisabledError, NotFoundError } from '../errors.js';
+import { isDisabled } from '../../sessions/disabled-store.js';
+import { AdminAuthError, FeatureDisabledError, InvalidInputError, NotFoundError } from '../errors.js';
 import { publicUser, sessionListEntry } from '../users.js';
 import { idParam, parseBody } from '../validation.js';
 
@@ -64,6 +65,7 @@ export function adminRoutes(deps: AppDeps) {
 
   router.put(`/flags/${FLAG_NAME}`, async (ctx) => {
     const { backend } = parseBody(ctx, overrideInput);
+    if (isDisabled(backends.stores[backend])) throw new InvalidInputError(`backend ${backend} is switched off on this server`, { backend: 'switched off' });
     // An explicit choice by an operator also ends an automatic rollback, on every instance.
     await flag.override.set(backend, 'admin');
     logger.warn({ event: 'flag_override', backend }, 'session-storage override set');

@@ -1,6 +1,7 @@
 /** Liveness, readiness and metrics. */
 import Router from '@koa/router';
 import { BACKENDS, type BackendName } from '../../config/config.js';
+import { isDisabled } from '../../sessions/disabled-store.js';
 import type { AppDeps } from '../deps.js';
 
 type BackendStatus = 'up' | 'down' | 'disabled';
@@ -15,6 +16,7 @@ export function operationsRoutes({ backends, flag, metrics, config }: AppDeps) {
   router.get('/readyz', async (ctx) => {
     const entries = await Promise.all(
       BACKENDS.map(async (b): Promise<[BackendName, BackendStatus]> => {
+        if (isDisabled(backends.stores[b])) return [b, 'disabled'];
         try {
           await backends.stores[b].ping();
           return [b, 'up'];
@@ -24,7 +26,7 @@ export function operationsRoutes({ backends, flag, metrics, config }: AppDeps) {
       }),
     );
     const status = Object.fromEntries(entries) as Record<BackendName, BackendStatus>;
-    for (const [b, s] of entries) metrics.storeUp.set({ backend: b }, s === 'up' ? 1 : 0);
+    for (const [b, s] of entries) if (s !== 'disabled') metrics.storeUp.set({ backend: b }, s === 'up' ? 1 : 0);
     const described = flag.describe();
     const active = described.value;
     const fallback = config.sessions.fallback;
