@@ -27,6 +27,8 @@ export class SessionControl {
   /** Sessions to end after the route, with why (the replaced one at login, the old id at rotation). */
   readonly ending: Array<{ record: SessionRecord; reason?: RevocationReason; quiet?: boolean }> = [];
   clearCookie = false;
+  /** A background check, not user activity: it does not extend the idle expiry. */
+  passive = false;
 
   constructor(
     loaded: SessionRecord | undefined,
@@ -132,11 +134,13 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     } else if (target !== session.record.backend) {
       written = await backends.migrate(session.record, target);
     } else if (session.isChanged) {
-      written = await backends.update({ ...session.record, version: session.record.version + 1 }, 'save', {
+      // A change is activity too: the idle expiry moves with it.
+      const changed = { ...session.record, lastActivity: now, version: session.record.version + 1 };
+      written = await backends.update({ ...changed, expiresAt: expiryAt(changed, config) }, 'save', {
         readVersion: session.record.version,
         changedKeys: session.changes,
       });
-    } else if (now - session.record.lastActivity >= config.touchIntervalMs) {
+    } else if (!control.passive && now - session.record.lastActivity >= config.touchIntervalMs) {
       const touched = { ...session.record, lastActivity: now };
       written = await backends.update({ ...touched, expiresAt: expiryAt(touched, config) }, 'touch');
     } else {
@@ -164,7 +168,10 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     const raw = ctx.cookies.get(config.cookieName);
     const loaded = raw ? await backends.open(raw) : undefined;
     const control = new SessionControl(loaded, ctx, config);
-    if (raw && !loaded) control.clearCookie = true;
+    // A cookie that does not open is left alone rather than cleared: another tab may have
+    // just replaced it (a rotation), and clearing would log that tab out too.
+    // `?passive=1` marks a background check (the pages' polling): not activity, no touch.
+    control.passive = ctx.method === 'GET' && ctx.query.passive === '1';
     ctx.state.sessions = control;
     await next();
     if (ctx.status >= 500) return;

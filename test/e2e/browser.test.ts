@@ -438,10 +438,7 @@ describe('browser (headless Chromium)', function () {
       expectCleanConsole();
     });
 
-    // Pending an API fix: a session write (PATCH /api/session) does not refresh lastActivity /
-    // expiresAt — session-middleware.ts takes the `isChanged` branch (save) before the touch branch,
-    // and a save keeps the old activity time. Enable once a save also counts as activity.
-    it.skip('"Stay signed in" extends the session and hides the warning', async function () {
+    it('"Stay signed in" extends the session and hides the warning', async function () {
       this.timeout(120_000);
       const jo = person('Jo Example', 'jo-idle');
       const page = await session.page();

@@ -10,9 +10,11 @@
  *   revocation from another device, a password change elsewhere or an expiry is noticed.
  * - Before the session's expiresAt an idle warning offers "Stay signed in".
  */
-/* global sessionStorage, Headers, HTMLInputElement */
+/* global sessionStorage, Headers, HTMLInputElement, AbortSignal */
 
 const POLL_MS = 1000;
+/** A call that has not answered by then counts as a network failure (and frees the queue). */
+const REQUEST_TIMEOUT_MS = 15_000;
 const SIGNED_OUT_KEY = 'switchboard:signed-out';
 const BACKEND_LABELS = { cookie: 'Cookie', database: 'Database', redis: 'Redis' };
 
@@ -123,6 +125,7 @@ function exclusive(task) {
 async function request(method, path, payload) {
   const headers = { Accept: 'application/json' };
   const init = { method, headers, credentials: 'same-origin', cache: 'no-store' };
+  if (typeof AbortSignal.timeout === 'function') init.signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
   if (payload !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(payload);
@@ -346,11 +349,12 @@ function signedOut(reason) {
 /** Reads /api/session and brings the page up to date; 401 (asked twice) means logged out. */
 async function refreshSession() {
   if (leaving) return;
-  let res = await api('GET', '/api/session');
+  // passive=1: a background check is not user activity, so it does not keep the session alive.
+  let res = await api('GET', '/api/session?passive=1');
   if (res.status === 401) {
     // A cookie rotated by another tab (password change) can cross this request: ask once more.
     await sleep(250);
-    res = await api('GET', '/api/session');
+    res = await api('GET', '/api/session?passive=1');
   }
   if (res.status === 401) {
     signedOut(Number.isFinite(state.expiresAt) && serverNow() >= state.expiresAt - 1500 ? 'expired' : 'ended');
