@@ -43,6 +43,8 @@ export class Sealer {
     const iv = Buffer.from(ivText, 'base64url');
     const body = Buffer.from(bodyText, 'base64url');
     if (iv.length !== 12 || body.length < 17) return undefined;
+    // Node's base64 decoder skips stray characters; only the canonical spelling is ours.
+    if (iv.toString('base64url') !== ivText || body.toString('base64url') !== bodyText) return undefined;
     try {
       const decipher = createDecipheriv('aes-256-gcm', key.key, iv);
       decipher.setAuthTag(body.subarray(body.length - 16));

@@ -61,6 +61,9 @@ export function describeStoreConformance(name: string, setup: () => Promise<Stor
         const i = Math.floor(token.length / 2);
         const altered = token.slice(0, i) + (token[i] === 'A' ? 'B' : 'A') + token.slice(i + 1);
         expect(await store.load(altered)).to.equal(undefined);
+        for (const padded of [token + 'A', 'A' + token, token.slice(0, i) + 'A' + token.slice(i)]) {
+          expect(await store.load(padded), 'a character added').to.equal(undefined);
+        }
       });
     });
 
