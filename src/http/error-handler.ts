@@ -8,11 +8,12 @@
  */
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
-import { SessionTooLargeError } from '../sessions/errors.js';
+import { SessionConflictError, SessionTooLargeError } from '../sessions/errors.js';
 import { BackendUnavailableError } from '../sessions/guarded-store.js';
 import { FeatureDisabledError, HttpError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
 
-const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+// The methods whose bodies the body parser reads (its default parsedMethods).
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 
 /** True while the request body has not been parsed yet (the body parser sets it, or throws). */
 function bodyUnread(ctx: Context): boolean {
@@ -44,7 +45,7 @@ function fromLibrary(err: unknown, ctx: Context): HttpError | undefined {
   if (status !== undefined && status >= 400 && status < 500) return new HttpError(status, 'bad_request', 'The request could not be understood');
   // Anything else thrown while the body was being read (a gzip/brotli body that does not
   // decompress, a stream error) is the body's fault, not ours.
-  if (bodyUnread(ctx)) return new HttpError(400, 'invalid_body', 'The request body could not be read');
+  if (bodyUnread(ctx)) return new InvalidInputError('The request body could not be decoded');
   return undefined;
 }
 
@@ -91,6 +92,12 @@ export function errorHandler(logger: Logger) {
       if (allowed.length) error = new MethodNotAllowedError(allowed.join(', '));
       else if (err instanceof HttpError) error = err;
       else if (err instanceof SessionTooLargeError) error = new SessionTooLargeHttpError();
+      else if (err instanceof SessionConflictError) {
+        // Other requests kept saving the same session while this one tried to: nothing was
+        // saved by this one, and trying again is the remedy.
+        logger.warn({ expectedVersion: err.expectedVersion }, 'session save lost to concurrent saves');
+        error = new HttpError(409, 'session_conflict', 'The session was changed by another request at the same time; try again', { 'Retry-After': '1' });
+      }
       else if (err instanceof BackendUnavailableError) {
         logger.warn({ backend: err.backend, reason: err.reason }, 'no session backend could serve the request');
         error = new ServiceUnavailableError();

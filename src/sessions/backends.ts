@@ -125,7 +125,9 @@ export class SessionBackends {
       try {
         return await store.save(attempt, expected);
       } catch (err) {
-        if (!(err instanceof SessionConflictError) || tries >= 4) throw err;
+        if (!(err instanceof SessionConflictError) || tries >= 20) throw err;
+        // Many writers on one session: a little jitter stops them colliding in lockstep.
+        if (tries > 1) await new Promise((r) => setTimeout(r, Math.random() * 2 * tries));
         const current = await store.load(record.id);
         if (!current) return undefined;
         const merged = { ...current.data };
@@ -175,7 +177,9 @@ export class SessionBackends {
 
   /** Ends every live session of a user except `exceptHandle`, in every backend; returns those ended. */
   async endUserSessions(userId: number, exceptHandle?: string): Promise<SessionRecord[]> {
-    const ended = (await this.listByUser(userId)).filter((r) => r.handle !== exceptHandle);
+    // Straight from the directory, unfiltered: sessions already revoked by an epoch still have
+    // copies to delete (and must be counted).
+    const ended = (await this.stores.database.listByUser(userId)).filter((r) => r.handle !== exceptHandle);
     for (const record of ended) await this.end(record);
     return ended;
   }

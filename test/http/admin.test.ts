@@ -143,6 +143,7 @@ describe('the admin API with ADMIN_TOKEN', function () {
         await setBackend(to);
         const next = await user.get('/api/session');
         expect(next.status, 'the request during the move').to.equal(200);
+        expect((next.json.session as { backend: string }).backend, 'the request that moves it says where it now is').to.equal(to);
         const after = await user.get('/api/session');
         expect(after.status).to.equal(200);
         expect((after.json.session as { backend: string }).backend).to.equal(to);

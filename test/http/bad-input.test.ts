@@ -411,6 +411,7 @@ describe('bad input never gets more than a 4xx', function () {
       }
 
       const failures: string[] = [];
+      const seen = new Map<number, number>();
       for (let n = 0; n < REQUESTS; n++) {
         const [routeMethod, path] = pick(routes());
         const method = rand() < 0.1 ? pick(methods) : routeMethod;
@@ -424,6 +425,7 @@ describe('bad input never gets more than a 4xx', function () {
         if (b.type) headers['Content-Type'] = b.type;
         const res = await req(method, path, headers, b.text);
         const what = `#${n} ${method} ${path} ${JSON.stringify(headers).slice(0, 120)} ${String(b.text).slice(0, 80)} → ${res.status} ${res.text.slice(0, 160)}`;
+        seen.set(res.status, (seen.get(res.status) ?? 0) + 1);
         if (res.status >= 500) failures.push(what);
         else if (res.status >= 400 && method !== 'HEAD') {
           try {
@@ -452,6 +454,9 @@ describe('bad input never gets more than a 4xx', function () {
         }
       }
       expect(failures, failures.join('\n')).to.deep.equal([]);
+      // The run reached the handlers, not only the error paths in front of them.
+      const statuses = [...seen.keys()];
+      expect(statuses, `statuses seen: ${JSON.stringify(Object.fromEntries(seen))}`).to.include.members([200, 400, 401, 404]);
       expect((await req('GET', '/healthz')).status).to.equal(200);
       const unhandled = app.output().split('\n').filter((line) => line.includes('unhandled error'));
       expect(unhandled, 'nothing logged as an unhandled error').to.deep.equal([]);

@@ -6,7 +6,6 @@
 import { expect } from 'chai';
 import { request as httpRequest } from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Reply } from '../support/http-client.js';
 
 export const BACKENDS = ['database', 'cookie', 'redis'] as const;
@@ -138,15 +137,6 @@ export function raw(baseUrl: string, method: string, path: string, headers: Reco
     if (body !== undefined) req.write(body);
     req.end();
   });
-}
-
-/** Polls `check` every 50 ms, at most `attempts` times; fails naming `what` if it never holds. */
-export async function eventually(what: string, check: () => Promise<boolean> | boolean, attempts = 100): Promise<void> {
-  for (let i = 0; i < attempts; i++) {
-    if (await check()) return;
-    await sleep(50);
-  }
-  throw new Error(`timed out waiting until ${what}`);
 }
 
 /** A seeded PRNG (mulberry32), so a failing fuzz run can be replayed. */

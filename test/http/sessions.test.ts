@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
-import { BACKENDS, backendEnv, expectError, GOOD_PASSWORD } from './helpers.js';
+import { BACKENDS, backendEnv, expectError, GOOD_PASSWORD, raw } from './helpers.js';
 
 interface ListedSession {
   handle: string;
@@ -48,6 +48,21 @@ for (const backend of BACKENDS) {
       }
       return { email, user, clients };
     }
+
+    describe('signing up and logging in', () => {
+      it(`report the backend that holds the new session (${backend}) in their answer`, async () => {
+        const first = new Client(app.url);
+        const email = `${backend}-${Date.now()}@example.com`;
+        const signup = await first.post('/api/signup', { email, password: GOOD_PASSWORD, name: 'B' });
+        expect(signup.status).to.equal(201);
+        expect((signup.json.session as { backend: string }).backend).to.equal(backend);
+        const login = await new Client(app.url).login(email, GOOD_PASSWORD);
+        expect((login.json.session as { backend: string }).backend).to.equal(backend);
+        const me = await first.get('/api/session');
+        expect((me.json.session as { backend: string }).backend).to.equal(backend);
+        expect((me.json.session as { handle: string }).handle).to.equal((signup.json.session as { handle: string }).handle);
+      });
+    });
 
     describe('GET /api/sessions', () => {
       it(`lists every session of the user, held in ${backend}, with the documented fields and the caller marked current`, async () => {
@@ -162,6 +177,41 @@ for (const backend of BACKENDS) {
         expect(left[0]!.current).to.equal(true);
         // Nothing left to revoke.
         expect((await a.post('/api/sessions/revoke-others')).json).to.deep.equal({ revoked: 0 });
+      });
+    });
+
+    describe('requests in flight', () => {
+      it('do not bring back a session that was logged out or revoked while they ran', async () => {
+        const { clients } = await userWith(2);
+        const [me, other] = clients as [Client, Client];
+        for (const [what, end] of [
+          ['logout', () => raw(app.url, 'POST', '/api/logout', { Cookie: `sid=${me.sessionCookie()}`, 'X-CSRF-Token': me.csrfToken! })],
+          ['revoked from another device', async () => raw(app.url, 'DELETE', `/api/sessions/${encodeURIComponent(await handleOf(me))}`, { Cookie: `sid=${other.sessionCookie()}`, 'X-CSRF-Token': other.csrfToken! })],
+        ] as const) {
+          const cookie = me.sessionCookie()!;
+          const headers = { Cookie: `sid=${cookie}`, 'X-CSRF-Token': me.csrfToken!, 'Content-Type': 'application/json' };
+          const writes = Array.from({ length: 12 }, (_, i) => raw(app.url, 'PATCH', '/api/session', headers, JSON.stringify({ preferences: { n: i } })));
+          const ended = end();
+          const replies = await Promise.all([...writes, ended]);
+          const issued = new Set<string>([cookie]);
+          for (const r of replies) {
+            expect(r.status, `${what}: ${r.text}`).to.be.below(500);
+            for (const line of ([] as string[]).concat(r.headers['set-cookie'] ?? [])) {
+              const value = line.slice(line.indexOf('=') + 1).split(';')[0]!;
+              if (line.startsWith('sid=') && value) issued.add(value);
+            }
+          }
+          for (const value of issued) {
+            const res = await raw(app.url, 'GET', '/api/session', { Cookie: `sid=${value}` });
+            expect(res.status, `${what}: a cookie issued while it ended still works`).to.equal(401);
+          }
+          // Log back in for the next round.
+          const again = new Client(app.url);
+          const email = ((await other.get('/api/session')).json.user as { email: string }).email;
+          expect((await again.login(email, GOOD_PASSWORD)).status).to.equal(200);
+          me.cookies.set('sid', again.sessionCookie()!);
+          me.csrfToken = again.csrfToken;
+        }
       });
     });
 

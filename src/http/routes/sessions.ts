@@ -3,16 +3,18 @@ import Router from '@koa/router';
 import type { AppDeps } from '../deps.js';
 import { NotFoundError } from '../errors.js';
 import { sessionListEntry } from '../users.js';
-import { requireSession } from './auth.js';
+import { backendAfterRequest, requireSession } from './auth.js';
 
-export function sessionRoutes({ backends, metrics, audit }: AppDeps) {
+export function sessionRoutes(deps: AppDeps) {
+  const { backends, metrics, audit } = deps;
   const router = new Router();
 
   router.get('/api/sessions', async (ctx) => {
     const session = requireSession(ctx);
     const sessions = await backends.listByUser(session.data.user.id);
     ctx.set('Cache-Control', 'no-store');
-    ctx.body = { sessions: sessions.map((r) => sessionListEntry(r, session.handle)) };
+    const current = backendAfterRequest(deps, session);
+    ctx.body = { sessions: sessions.map((r) => (r.handle === session.handle ? { ...sessionListEntry(r, session.handle), backend: current } : sessionListEntry(r, session.handle))) };
   });
 
   router.delete('/api/sessions/:handle', async (ctx) => {
