@@ -254,9 +254,9 @@ describe('the admin API with ADMIN_TOKEN', function () {
       expectError(await copy.get('/api/session'), 401);
     });
 
-    it('answers 400 invalid_input to anything but {active: boolean}', async () => {
+    it('answers 400 invalid_input to anything but {active: boolean, role: user|admin}', async () => {
       const { user } = await new Client(app.url).signup();
-      for (const body of [{}, { active: 'false' }, { active: 0 }, { active: null }, { active: false, role: 'admin' }, { role: 'admin' }, []]) {
+      for (const body of [{}, { active: 'false' }, { active: 0 }, { active: null }, { active: false, role: 'root' }, { role: 'superuser' }, { name: 'x' }, []]) {
         expectError(await adm.patch(`/api/admin/users/${user.id}`, body), 400, 'invalid_input');
       }
     });
@@ -390,5 +390,31 @@ describe('changing your password', function () {
     } finally {
       await cookieApp.stop();
     }
+  });
+});
+
+describe('changing a user’s role', function () {
+  this.timeout(60_000);
+  const TOKEN = 'role-change-admin-token-123';
+  let app: AppProcess;
+  before(async () => {
+    app = await startApp({ ADMIN_TOKEN: TOKEN });
+  });
+  after(() => app?.stop());
+
+  it('ends their sessions, so the next login brings a new session id carrying the new role', async () => {
+    const c = new Client(app.url);
+    const { user, email, password } = await c.signup();
+    const old = c.sessionCookie();
+    const res = await new Client(app.url).patch(`/api/admin/users/${user.id}`, { role: 'admin' }, { Authorization: `Bearer ${TOKEN}` });
+    expect(res.status).to.equal(200);
+    expect((res.json.user as { role: string }).role).to.equal('admin');
+    expect((await c.get('/api/session')).status).to.equal(401);
+    const again = new Client(app.url);
+    expect((await again.login(email, password)).status).to.equal(200);
+    expect(again.sessionCookie()).to.not.equal(old);
+    expect(((await again.get('/api/session')).json.user as { role: string }).role).to.equal('admin');
+    const bad = await new Client(app.url).patch(`/api/admin/users/${user.id}`, { role: 'root' }, { Authorization: `Bearer ${TOKEN}` });
+    expect(bad.status).to.equal(400);
   });
 });

@@ -15,7 +15,14 @@ import { publicUser, sessionListEntry } from '../users.js';
 import { idParam, parseBody } from '../validation.js';
 
 const overrideInput = z.object({ backend: z.enum(BACKENDS, { error: `backend must be one of ${BACKENDS.join(', ')}` }) }).strict();
-const userPatchInput = z.object({ active: z.boolean({ error: 'active must be true or false' }) }).strict();
+export const ROLES = ['user', 'admin'] as const;
+const userPatchInput = z
+  .object({
+    active: z.boolean({ error: 'active must be true or false' }).optional(),
+    role: z.enum(ROLES, { error: `role must be one of ${ROLES.join(', ')}` }).optional(),
+  })
+  .strict()
+  .refine((p) => p.active !== undefined || p.role !== undefined, 'Send active, role or both');
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -94,17 +101,22 @@ export function adminRoutes(deps: AppDeps) {
 
   router.patch('/users/:id', async (ctx) => {
     const user = await findUser(ctx.params.id);
-    const { active } = parseBody(ctx, userPatchInput);
-    const changed = user.active !== active;
+    const { active = user.active, role = user.role } = parseBody(ctx, userPatchInput);
+    const activeChanged = user.active !== active;
+    const roleChanged = user.role !== role;
     user.active = active;
+    user.role = role;
     await user.save();
     let revoked = 0;
-    if (!active) {
+    // A disabled user's sessions end. So do they when privileges change: a session's role is
+    // fixed when it is issued, so the next login brings a new session id with the new role.
+    if (!active || roleChanged) {
       const ended = await endEverySession(user.id);
       revoked = ended.length;
-      metrics.revocations.inc({ reason: 'disabled' }, revoked);
+      metrics.revocations.inc({ reason: !active ? 'disabled' : 'admin' }, revoked);
     }
-    if (changed) audit.record(ctx, { type: active ? 'enabled' : 'disabled', userId: user.id, reason: active ? null : 'disabled', actor: 'admin', count: revoked });
+    if (activeChanged) audit.record(ctx, { type: active ? 'enabled' : 'disabled', userId: user.id, reason: active ? null : 'disabled', actor: 'admin', count: revoked });
+    if (roleChanged) audit.record(ctx, { type: 'revoked', userId: user.id, reason: 'role_change', actor: 'admin', count: revoked });
     ctx.body = { user: publicUser(user) };
   });
 
