@@ -1,0 +1,62 @@
+/**
+ * Every session action leaves an audit row (session_events) saying who acted, whose sessions,
+ * how many, from where and when — and never a session id or a password.
+ */
+import { expect } from 'chai';
+import path from 'node:path';
+import { QueryTypes } from 'sequelize';
+import { openDatabase } from '../../src/db/database.js';
+import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+
+const TOKEN = 'audit-test-admin-token-123';
+
+describe('the session audit trail', function () {
+  this.timeout(60_000);
+  let app: AppProcess;
+  before(async () => {
+    app = await startApp({ ADMIN_TOKEN: TOKEN });
+  });
+  after(() => app?.stop());
+
+  it('records logins, logouts, revocations, password changes and admin actions', async () => {
+    const admin = { Authorization: `Bearer ${TOKEN}` };
+    const ann = new Client(app.url, 'AuditAgent/1.0');
+    const { user, email, password } = await ann.signup();
+    const cookie = ann.sessionCookie()!;
+    const other = new Client(app.url);
+    await other.login(email, password);
+    await ann.post('/api/sessions/revoke-others');
+    await ann.post('/api/password', { currentPassword: password, newPassword: 'a brand new passphrase' });
+    await new Client(app.url).delete(`/api/admin/users/${user.id}/sessions`, admin);
+    await new Client(app.url).patch(`/api/admin/users/${user.id}`, { active: false }, admin);
+    await new Client(app.url).post('/api/admin/sessions/revoke-all', {}, admin);
+
+    const db = await openDatabase(`sqlite:${path.join(app.dataDir, 'switchboard.sqlite')}`);
+    try {
+      let rows: Array<Record<string, unknown>> = [];
+      for (let i = 0; i < 40 && rows.length < 8; i++) {
+        rows = await db.query('SELECT * FROM session_events ORDER BY id', { type: QueryTypes.SELECT });
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const summary = rows.map((r) => `${r.type}/${r.reason ?? ''}/${r.actor}`);
+      expect(summary).to.include.members([
+        'created//user:' + user.id,
+        'revoked/others/user:' + user.id,
+        'revoked/password_change/user:' + user.id,
+        'rotated//user:' + user.id,
+        'revoked/admin/admin',
+        'disabled/disabled/admin',
+        'revoke_all/revoke_all/admin',
+      ]);
+      const mine = rows.find((r) => r.type === 'revoked' && r.reason === 'others');
+      expect(mine).to.include({ user_id: user.id, ip: '127.0.0.1', user_agent: 'AuditAgent/1.0', count: 1 });
+      expect(mine?.created_at).to.be.a('string');
+      const text = JSON.stringify(rows);
+      expect(text).to.not.include(cookie.slice(2));
+      expect(text).to.not.include(password);
+    } finally {
+      await db.close();
+    }
+  });
+});
