@@ -68,6 +68,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     },
     availability(backend, up) {
       metrics.storeUp.set({ backend }, up ? 1 : 0);
+      if (up) rollback.forget(backend as BackendName);
       logger[up ? 'info' : 'warn']({ event: 'backend_availability', backend, up }, `session backend ${backend} ${up ? 'recovered' : 'unavailable: circuit open'}`);
     },
   };
@@ -101,9 +102,10 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     fallback(from, to, reason) {
       metrics.fallbacks.inc({ from, to, reason });
     },
-    migrated(from, to) {
+    migrated(from, to, cause) {
       metrics.migrations.inc({ from, to });
-      rollback.noteMigration(from, to);
+      // Only a flag decision puts a backend on probation; failing over is not a rollout.
+      if (cause === 'flag') rollback.noteMigration(from, to);
     },
     secondaryFailure(err, what) {
       logger.warn({ err, what }, 'secondary session write failed');

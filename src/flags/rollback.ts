@@ -144,6 +144,15 @@ export class RollbackGuard {
     return this.engaged;
   }
 
+  /**
+   * A backend came back from an outage (its breaker closed): the outage was the breaker's and
+   * the fallback's business, so its errors must not count against the backend's probation
+   * when sessions move back to it.
+   */
+  forget(backend: BackendName) {
+    this.windows.delete(backend);
+  }
+
   /** An operator cleared it: watch afresh. */
   clear() {
     this.engaged = undefined;

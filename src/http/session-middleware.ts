@@ -132,7 +132,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       written = await backends.create(session.record, target);
       audit.record(ctx, { type: 'created', record: written.record, reason: null });
     } else if (target !== session.record.backend) {
-      written = await backends.migrate(session.record, target);
+      written = await backends.migrate(session.record, target, source === 'fallback' ? 'fallback' : 'flag');
     } else if (session.isChanged) {
       // A change is activity too: the idle expiry moves with it.
       const changed = { ...session.record, lastActivity: now, version: session.record.version + 1 };

@@ -22,7 +22,8 @@ const BY_PREFIX: Record<string, BackendName> = { c: 'cookie', d: 'database', r: 
 
 export interface BackendEvents {
   fallback(from: BackendName, to: BackendName, reason: FailureReason): void;
-  migrated(from: BackendName, to: BackendName): void;
+  /** `cause`: the flag chose `to`, or `to` is the fallback while the chosen backend is down. */
+  migrated(from: BackendName, to: BackendName, cause: 'flag' | 'fallback'): void;
   /** A secondary write (eviction, cleanup) failed; the request still succeeded. */
   secondaryFailure(err: unknown, what: string): void;
 }
@@ -143,12 +144,12 @@ export class SessionBackends {
    * Moves a session to `target`: written there first, then removed from where it was, so a
    * failure in between leaves two copies rather than none.
    */
-  async migrate(record: SessionRecord, target: BackendName): Promise<Written | undefined> {
+  async migrate(record: SessionRecord, target: BackendName, cause: 'flag' | 'fallback' = 'flag'): Promise<Written | undefined> {
     if (this.revocations.isRevoked(record)) return undefined;
     const from = record.backend;
     const written = await this.create(record, target);
     if (written.record.backend === from) return written;
-    this.events.migrated(from, written.record.backend);
+    this.events.migrated(from, written.record.backend, written.fellBackFrom ? 'fallback' : cause);
     try {
       await this.stores[from].evict(record);
     } catch (err) {

@@ -11,7 +11,7 @@ import {
   circuitBreaker,
   handleWhen,
   isBrokenCircuitError,
-  isTaskCancelledError,
+  TaskCancelledError,
   timeout,
   wrap,
   type IPolicy,
@@ -65,7 +65,8 @@ export class GuardedStore implements IndexedSessionStore {
       breaker: new ConsecutiveBreaker(options.breakerThreshold),
     });
     this.breaker.onStateChange((state) => {
-      observer.availability(this.backend, state !== CircuitState.Open && state !== CircuitState.Isolated);
+      // Up only when closed: a half-open breaker is still probing, and the gauge must not flicker.
+      if (state !== CircuitState.HalfOpen) observer.availability(this.backend, state === CircuitState.Closed);
       // cockatiel only half-opens on a call; without traffic to this backend nobody would call,
       // so a probe is scheduled: its success closes the breaker and sessions can move back.
       if (state === CircuitState.Open) this.scheduleProbe(options.halfOpenAfterMs);
@@ -129,6 +130,8 @@ export class GuardedStore implements IndexedSessionStore {
     this.probeTimer.unref();
   }
 
+  // instanceof, not cockatiel's isTaskCancelledError: in 3.2.1 that guard tests for the bulkhead
+  // error's marker and never recognises a timeout.
   private async run<T>(operation: StoreOperation, fn: () => Promise<T>): Promise<T> {
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
@@ -139,7 +142,7 @@ export class GuardedStore implements IndexedSessionStore {
     } catch (err) {
       if (isCallerError(err)) throw err;
       if (!isBrokenCircuitError(err)) {
-        this.observer.operation(this.backend, operation, isTaskCancelledError(err) ? 'timeout' : 'error', seconds());
+        this.observer.operation(this.backend, operation, err instanceof TaskCancelledError ? 'timeout' : 'error', seconds());
       }
       throw this.unavailable(err);
     }
@@ -147,7 +150,7 @@ export class GuardedStore implements IndexedSessionStore {
 
   private unavailable(err: unknown) {
     if (isCallerError(err)) return err;
-    const reason: FailureReason = isBrokenCircuitError(err) ? 'circuit_open' : isTaskCancelledError(err) ? 'timeout' : 'error';
+    const reason: FailureReason = isBrokenCircuitError(err) ? 'circuit_open' : err instanceof TaskCancelledError ? 'timeout' : 'error';
     return new BackendUnavailableError(this.backend, reason, { cause: err });
   }
 }

@@ -126,10 +126,23 @@ export class RedisStore implements IndexedSessionStore {
     return records.sort((a, b) => a.createdAt - b.createdAt);
   }
 
-  /** On a cluster every master must answer: one down master leaves its slots unserved. */
+  /**
+   * On a cluster every master must answer and see the cluster as ok: one down master leaves
+   * its slots unserved (and ioredis may already have dropped it from its node list).
+   */
   async ping(): Promise<void> {
-    if (this.redis instanceof Cluster) await Promise.all(this.redis.nodes('master').map((node) => node.ping()));
-    else await this.redis.ping();
+    if (!(this.redis instanceof Cluster)) {
+      await this.redis.ping();
+      return;
+    }
+    const masters = this.redis.nodes('master');
+    if (masters.length === 0) throw new Error('no Redis Cluster master reachable');
+    await Promise.all(
+      masters.map(async (node) => {
+        const info = String(await node.cluster('INFO'));
+        if (!info.includes('cluster_state:ok')) throw new Error('Redis Cluster state is not ok');
+      }),
+    );
   }
 
   async close(): Promise<void> {

@@ -10,7 +10,16 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runPromtool, startPrometheus, type PrometheusProcess, type PromtoolResult } from '../support/prometheus.js';
+import {
+  allPanels,
+  dashboardQueries,
+  runPromtool,
+  startPrometheus,
+  substituteVariables as substitute,
+  type GrafanaDashboard,
+  type PrometheusProcess,
+  type PromtoolResult,
+} from '../support/prometheus.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const RULES = 'config/prometheus/rules.yml';
@@ -80,6 +89,9 @@ const GRAFANA_VARIABLES: Record<string, string> = {
   __range_ms: '300000',
   __interval_ms: '300000',
 };
+
+/** The dashboard's variables replaced by the values above (the helper lives in test/support/prometheus.ts). */
+const substituteVariables = (expr: string): string => substitute(expr, GRAFANA_VARIABLES);
 
 const read = (file: string): string => readFileSync(join(ROOT, file), 'utf8');
 
@@ -161,61 +173,6 @@ function metricNames(expr: string): string[] {
 function baseName(name: string): string {
   const base = name.replace(/_(bucket|sum|count)$/, '');
   return HISTOGRAMS.includes(base) ? base : name;
-}
-
-// ---------------------------------------------------------------- Grafana dashboard reading
-
-interface GrafanaTarget {
-  expr?: string;
-  refId?: string;
-  datasource?: { type?: string; uid?: string };
-}
-interface GrafanaPanel {
-  id: number;
-  type: string;
-  title: string;
-  datasource?: { type?: string; uid?: string };
-  targets?: GrafanaTarget[];
-  panels?: GrafanaPanel[];
-}
-interface GrafanaVariable {
-  name: string;
-  type: string;
-  query: unknown;
-  multi?: boolean;
-  includeAll?: boolean;
-  datasource?: { type?: string; uid?: string };
-}
-interface GrafanaDashboard {
-  schemaVersion: number;
-  panels: GrafanaPanel[];
-  templating: { list: GrafanaVariable[] };
-  annotations: { list: Array<{ name: string; expr?: string; datasource?: { type?: string; uid?: string } }> };
-}
-
-/** Every panel, rows' nested panels included. */
-function allPanels(panels: GrafanaPanel[]): GrafanaPanel[] {
-  return panels.flatMap((p) => [p, ...allPanels(p.panels ?? [])]);
-}
-
-/** Every PromQL query of the dashboard (panel targets and annotations), with a name for messages. */
-function dashboardQueries(dashboard: GrafanaDashboard): Array<{ where: string; expr: string }> {
-  const fromPanels = allPanels(dashboard.panels).flatMap((p) =>
-    (p.targets ?? []).map((t) => ({ where: `panel ${p.id} "${p.title}" target ${t.refId ?? '?'}`, expr: t.expr ?? '' })),
-  );
-  const fromAnnotations = dashboard.annotations.list
-    .filter((a) => a.expr !== undefined)
-    .map((a) => ({ where: `annotation "${a.name}"`, expr: a.expr ?? '' }));
-  return [...fromPanels, ...fromAnnotations];
-}
-
-/** Replaces `$var`, `${var}` and `${var:format}` by the values Prometheus can check; throws on an unknown one. */
-function substituteVariables(expr: string): string {
-  return expr.replace(/\$\{(\w+)(?::\w+)?\}|\$(\w+)/g, (whole, braced: string | undefined, bare: string | undefined) => {
-    const value = GRAFANA_VARIABLES[braced ?? bare ?? ''];
-    if (value === undefined) throw new Error(`unknown Grafana variable ${whole} in: ${expr}`);
-    return value;
-  });
 }
 
 /** Writes `exprs` as recording rules into a temporary rule file and runs `promtool check rules` on it. */

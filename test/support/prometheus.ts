@@ -319,3 +319,74 @@ function installExitHook(): void {
     for (const dir of scratchDirs) rmSync(dir, { recursive: true, force: true });
   });
 }
+
+// ---------------------------------------------------------------- Grafana dashboards
+
+/**
+ * The parts of a Grafana dashboard model (config/grafana/switchboard.json) that the tests
+ * read: panels with their PromQL targets, template variables and annotations.
+ */
+export interface GrafanaTarget {
+  expr?: string;
+  refId?: string;
+  datasource?: { type?: string; uid?: string };
+}
+export interface GrafanaPanel {
+  id: number;
+  type: string;
+  title: string;
+  datasource?: { type?: string; uid?: string };
+  targets?: GrafanaTarget[];
+  panels?: GrafanaPanel[];
+}
+export interface GrafanaVariable {
+  name: string;
+  type: string;
+  query: unknown;
+  multi?: boolean;
+  includeAll?: boolean;
+  datasource?: { type?: string; uid?: string };
+}
+export interface GrafanaDashboard {
+  schemaVersion: number;
+  panels: GrafanaPanel[];
+  templating: { list: GrafanaVariable[] };
+  annotations: { list: Array<{ name: string; expr?: string; datasource?: { type?: string; uid?: string } }> };
+}
+
+/** One PromQL query of a dashboard: `where` names it for messages ("panel 7 "…" target A"). */
+export interface DashboardQuery {
+  where: string;
+  expr: string;
+  /** The panel it belongs to; undefined for an annotation query. */
+  panel?: GrafanaPanel;
+}
+
+/** Every panel, rows' nested panels included. */
+export function allPanels(panels: GrafanaPanel[]): GrafanaPanel[] {
+  return panels.flatMap((p) => [p, ...allPanels(p.panels ?? [])]);
+}
+
+/** Every PromQL query of the dashboard (panel targets and annotations), with a name for messages. */
+export function dashboardQueries(dashboard: GrafanaDashboard): DashboardQuery[] {
+  const fromPanels = allPanels(dashboard.panels).flatMap((panel) =>
+    (panel.targets ?? []).map((t) => ({ where: `panel ${panel.id} "${panel.title}" target ${t.refId ?? '?'}`, expr: t.expr ?? '', panel })),
+  );
+  const fromAnnotations = dashboard.annotations.list
+    .filter((a) => a.expr !== undefined)
+    .map((a) => ({ where: `annotation "${a.name}"`, expr: a.expr ?? '' }));
+  return [...fromPanels, ...fromAnnotations];
+}
+
+/**
+ * Replaces `$var`, `${var}` and `${var:format}` by `values[var]` (what Grafana would send:
+ * `.*` for an "All" instance, a duration for `$__rate_interval`…); throws on a variable that
+ * `values` does not name, so a new variable in the dashboard cannot slip through unchecked.
+ */
+export function substituteVariables(expr: string, values: Readonly<Record<string, string>>): string {
+  return expr.replace(/\$\{(\w+)(?::\w+)?\}|\$(\w+)/g, (whole, braced: string | undefined, bare: string | undefined) => {
+    const value = values[braced ?? bare ?? ''];
+    if (value === undefined) throw new Error(`unknown Grafana variable ${whole} in: ${expr}`);
+    return value;
+  });
+}
