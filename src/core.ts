@@ -95,8 +95,8 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   };
   const stores: Record<BackendName, ServingStore> = {
     database: guard(database),
-    redis: redisStore ? new MirroredStore(guard(redisStore), database, mirrorError, true) : new DisabledStore('redis'),
-    cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations)), database, mirrorError),
+    redis: redisStore ? new MirroredStore(guard(redisStore), database, mirrorError, { readThrough: true, flushMs: config.sessions.mirrorFlushMs }) : new DisabledStore('redis'),
+    cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations)), database, mirrorError, { flushMs: config.sessions.mirrorFlushMs }),
   };
   const backends = new SessionBackends(stores, database, revocations, config.sessions.fallback, {
     fallback(from, to, reason) {
@@ -124,6 +124,8 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     redis,
     async close() {
       clearInterval(rollbackTimer);
+      // Pending database copies are written before the connection closes.
+      await Promise.all([stores.redis.close(), stores.cookie.close()]);
       revocations.stop();
       override.stop();
       redis?.disconnect();

@@ -45,6 +45,7 @@ const schema = {
   SESSION_COOKIE_NAME: { type: z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/).default('sid'), accepts: 'a cookie name (RFC 6265 token)' },
   COOKIE_SECURE: { type: bool.optional(), accepts: 'true or false' },
   SESSION_MAX_PER_USER: { type: int(0, 10_000).default(0), accepts: 'a whole number, 0 for no limit' },
+  MIRROR_FLUSH_MS: { type: int(0, 10_000).default(100), accepts: 'milliseconds, 0 to write through' },
   SESSION_ENCRYPT_AT_REST: { type: bool.default(false), accepts: 'true or false' },
 
   STORE_TIMEOUT_MS: { type: int(1, 10_000).default(25), accepts: 'milliseconds, 1-10000' },
@@ -106,6 +107,7 @@ export interface Config {
     cookieSecure: boolean;
     maxPerUser: number;
     encryptAtRest: boolean;
+    mirrorFlushMs: number;
   };
   stores: { timeoutMs: number; lastResortTimeoutMs: number; breakerThreshold: number; halfOpenAfterMs: number };
   syncIntervalMs: number;
@@ -197,6 +199,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       cookieSecure: c.COOKIE_SECURE ?? c.NODE_ENV === 'production',
       maxPerUser: c.SESSION_MAX_PER_USER,
       encryptAtRest: c.SESSION_ENCRYPT_AT_REST,
+      mirrorFlushMs: c.MIRROR_FLUSH_MS,
     },
     stores: { timeoutMs: c.STORE_TIMEOUT_MS, lastResortTimeoutMs: c.LAST_RESORT_TIMEOUT_MS, breakerThreshold: c.BREAKER_FAILURE_THRESHOLD, halfOpenAfterMs: c.BREAKER_HALF_OPEN_AFTER_MS },
     syncIntervalMs: c.SYNC_INTERVAL_MS,

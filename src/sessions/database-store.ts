@@ -34,6 +34,22 @@ export class DatabaseStore implements IndexedSessionStore {
     return record.id;
   }
 
+  /**
+   * The mirror's write-behind batch, in one transaction: a missing row is created, an existing
+   * one is updated only while it still belongs to the record's backend and is not newer — so a
+   * late batch never overwrites a session that has meanwhile moved here, or a newer save.
+   */
+  async upsertMany(records: SessionRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const rows = records.map((r) => this.toRow(r));
+    await this.models.sequelize.transaction(async (transaction) => {
+      await this.models.SessionRow.bulkCreate(rows, { ignoreDuplicates: true, transaction });
+      for (const { idHash, ...changes } of rows) {
+        await this.models.SessionRow.update(changes, { where: { idHash, backend: changes.backend, version: { [Op.lte]: changes.version } }, transaction });
+      }
+    });
+  }
+
   async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
     const { idHash, ...changes } = this.toRow(record);
     const where = expectedVersion === undefined ? { idHash } : { idHash, version: expectedVersion };

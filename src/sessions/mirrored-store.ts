@@ -5,26 +5,39 @@
  * sessions table, with `backend` naming the primary, so that:
  *   - a Redis outage logs nobody out: the database copy serves until Redis is back;
  *   - every session of a user can be listed and revoked, cookie-held ones included.
- * The copy is written at create, save and touch (touches are throttled upstream), and removed
- * at destroy. Its failures are reported, never thrown: the primary is the source of truth.
- * The primary is the guarded one (deadline, breaker): a slow copy never trips the primary's breaker.
+ * The copy is written through at create (login, rotation, migration) and removed at destroy —
+ * the auth-critical moments. Saves and touches are written behind: coalesced per session and
+ * flushed every `flushMs` in one statement, so the request path pays no database write. A
+ * change therefore reaches the copy within `flushMs` (README: the guarantee). Failures of the
+ * copy are reported, never thrown: the primary is the source of truth. The primary is the
+ * guarded one (deadline, breaker): a slow copy never trips the primary's breaker.
  */
 import type { DatabaseStore } from './database-store.js';
 import type { GuardedStore } from './guarded-store.js';
 import type { SessionRecord } from './session.js';
 import type { IndexedSessionStore, SessionStore } from './store.js';
 
+export interface MirrorOptions {
+  /**
+   * On a miss in the primary, look in the copy: Redis may come back from an outage empty.
+   * The copy is returned as a database session, so the caller moves it back (re-populates).
+   * Off for the cookie: a cookie that does not open names no row.
+   */
+  readThrough?: boolean;
+  /** Write-behind delay for saves and touches; 0 writes them through. */
+  flushMs?: number;
+}
+
 export class MirroredStore implements IndexedSessionStore {
+  private readonly pending = new Map<string, SessionRecord>();
+  private flushTimer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> = Promise.resolve();
+
   constructor(
     readonly primary: SessionStore,
     readonly mirror: DatabaseStore,
     private readonly onMirrorError: (err: unknown, operation: string) => void,
-    /**
-     * On a miss in the primary, look in the copy: Redis may come back from an outage empty.
-     * The copy is returned as a database session, so the caller moves it back (re-populates).
-     * Off for the cookie: a cookie that does not open names no row.
-     */
-    private readonly readThrough = false,
+    private readonly options: MirrorOptions = {},
   ) {}
 
   get backend() {
@@ -38,7 +51,7 @@ export class MirroredStore implements IndexedSessionStore {
 
   async load(token: string): Promise<SessionRecord | undefined> {
     const record = await this.primary.load(token);
-    if (record || !this.readThrough) return record;
+    if (record || !this.options.readThrough) return record;
     try {
       return await this.mirror.load(token);
     } catch (err) {
@@ -55,27 +68,50 @@ export class MirroredStore implements IndexedSessionStore {
 
   async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
     const token = await this.primary.save(record, expectedVersion);
-    // Upsert: the copy may be missing if an earlier mirror write failed.
-    if (token !== undefined) await this.copy('save', () => this.mirror.create(record));
+    // An upsert of the whole record: the copy may be missing if an earlier copy write failed.
+    if (token !== undefined) await this.copyLater(record);
     return token;
   }
 
   async touch(record: SessionRecord): Promise<string | undefined> {
     const token = await this.primary.touch(record);
-    if (token !== undefined) await this.copy('touch', () => this.mirror.touch(record));
+    if (token !== undefined) await this.copyLater(record);
     return token;
   }
 
   async destroy(record: SessionRecord): Promise<void> {
+    this.pending.delete(record.idHash);
     await Promise.all([this.primary.destroy(record), this.copy('destroy', () => this.mirror.destroy(record))]);
+  }
+
+  /** Writes every pending copy now (also on close, so a clean shutdown loses nothing). */
+  flush(): Promise<void> {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (this.pending.size === 0) return this.flushing;
+    const batch = [...this.pending.values()];
+    this.pending.clear();
+    this.flushing = this.flushing.then(() => this.copy('save', () => this.mirror.upsertMany(batch)));
+    return this.flushing;
+  }
+
+  private async copyLater(record: SessionRecord) {
+    if (!this.options.flushMs) return this.copy('save', () => this.mirror.create(record));
+    this.pending.set(record.idHash, record);
+    if (!this.flushTimer) {
+      this.flushTimer = setTimeout(() => void this.flush(), this.options.flushMs);
+      this.flushTimer.unref();
+    }
   }
 
   /** The database copy stays: the destination has taken it over (or will, being the database). */
   evict(record: SessionRecord): Promise<void> {
+    this.pending.delete(record.idHash);
     return this.primary.evict(record);
   }
 
   async listByUser(userId: number): Promise<SessionRecord[]> {
+    await this.flush();
     const all = await this.mirror.listByUser(userId);
     return all.filter((r) => r.backend === this.backend);
   }
@@ -84,8 +120,9 @@ export class MirroredStore implements IndexedSessionStore {
     return this.primary.ping();
   }
 
-  close(): Promise<void> {
-    return this.primary.close();
+  async close(): Promise<void> {
+    await this.flush();
+    await this.primary.close();
   }
 
   private async copy(operation: string, write: () => Promise<unknown>) {

@@ -93,7 +93,7 @@ describe('session stores', () => {
     const db = await sqliteDb();
     const r = await redisFixture();
     return {
-      store: new MirroredStore(guard(r.store), new DatabaseStore(db.models), noMirrorErrors),
+      store: new MirroredStore(guard(r.store), new DatabaseStore(db.models), noMirrorErrors, { readThrough: true, flushMs: 50 }),
       dumpAtRest: async () => (await r.dump()) + (await dumpTable(db)),
       close: async () => {
         await r.close();
@@ -107,7 +107,7 @@ describe('session stores', () => {
     const revocations = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 1000 });
     await revocations.start();
     return {
-      store: new MirroredStore(guard(new CookieStore(SECRETS, revocations)), new DatabaseStore(db.models), noMirrorErrors),
+      store: new MirroredStore(guard(new CookieStore(SECRETS, revocations)), new DatabaseStore(db.models), noMirrorErrors, { flushMs: 50 }),
       dumpAtRest: () => dumpTable(db),
       close: async () => {
         revocations.stop();

@@ -55,6 +55,7 @@ for (const [name, setup] of [
   let app: AppProcess;
   const users: User[] = [];
   const failures: string[] = [];
+  const lagged = new Set<number>();
 
   before(async () => {
     redis = await setup();
@@ -93,8 +94,14 @@ for (const [name, setup] of [
           const res = await u.client.get('/api/session');
           const body = res.json as { user?: { id: number }; platform?: { id: number }; preferences?: { counter?: number } };
           if (res.status !== 200) failures.push(`GET ${res.status} ${res.text}`);
-          else if (body.user?.id !== u.userId || body.platform?.id !== u.platformId || body.preferences?.counter !== u.counter) {
-            failures.push(`data changed: ${res.text}`);
+          else if (body.user?.id !== u.userId || body.platform?.id !== u.platformId) failures.push(`data changed: ${res.text}`);
+          else if (body.preferences?.counter !== u.counter) {
+            // The documented window (MIRROR_FLUSH_MS): a change made just before Redis died may
+            // not have reached the database copy yet — at most the one write in flight per user.
+            if (u.counter - (body.preferences?.counter ?? 0) === 1 && !lagged.has(u.userId)) {
+              lagged.add(u.userId);
+              u.counter = body.preferences?.counter ?? 0;
+            } else failures.push(`data lost: ${res.text}`);
           }
         }
       }),

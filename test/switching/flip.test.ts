@@ -56,17 +56,20 @@ describe('flipping the session-storage flag under concurrent traffic', function 
     let requests = 0;
     let step = 0;
     const flipper = (async () => {
+      let mark = 0;
       for (const backend of steps) {
-        // Flip whenever the clients have made another 60 requests; bounded by the traffic below.
-        for (let spins = 0; spins < 2000 && requests < (step + 1) * 60; spins++) await new Promise((r) => setTimeout(r, 5));
+        // Flip once the clients have made another 60 requests since the last flip (so every
+        // session meets every state); bounded by the traffic below.
+        for (let spins = 0; spins < 2000 && requests < mark + 60; spins++) await new Promise((r) => setTimeout(r, 5));
         await flip(backend);
+        mark = requests;
         step++;
       }
     })();
 
     await Promise.all(
       users.map(async (u) => {
-        for (let i = 0; i < 45; i++) {
+        for (let i = 0; i < 70; i++) {
           if (i % 3 === 0) {
             u.counter++;
             const res = await u.client.patch('/api/session', { preferences: { counter: u.counter } });
