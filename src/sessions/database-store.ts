@@ -4,13 +4,51 @@
  * The same table is the directory of every session, whatever backend holds it: the redis and
  * cookie backends keep a copy here (see mirrored-store.ts), with `backend` naming the holder.
  */
-import { Op } from 'sequelize';
+import { Op, QueryTypes, type Model } from 'sequelize';
 import type { BackendName } from '../config/config.js';
 import type { Models, SessionRow } from '../db/models.js';
 import { jsonCodec, type DataCodec } from './codec.js';
 import { SessionConflictError } from './errors.js';
 import { hashSessionId, type SessionRecord } from './session.js';
 import type { IndexedSessionStore } from './store.js';
+
+const LOAD_SQL =
+  'SELECT id_hash, handle, user_id, backend, data, created_at, issued_at, last_activity, expires_at, absolute_expires_at, ip, user_agent, version FROM sessions WHERE id_hash = ?';
+
+interface RawRow {
+  id_hash: string;
+  handle: string;
+  user_id: number;
+  backend: string;
+  data: string;
+  created_at: number | string;
+  issued_at: number | string;
+  last_activity: number | string;
+  expires_at: number | string;
+  absolute_expires_at: number | string;
+  ip: string;
+  user_agent: string;
+  version: number;
+}
+
+/** A raw row in the shape of the model (BIGINT comes back as a string from PostgreSQL). */
+function fromRaw(r: RawRow): Omit<SessionRow, keyof Model> {
+  return {
+    idHash: r.id_hash,
+    handle: r.handle,
+    userId: Number(r.user_id),
+    backend: r.backend,
+    data: r.data,
+    createdAt: Number(r.created_at),
+    issuedAt: Number(r.issued_at),
+    lastActivity: Number(r.last_activity),
+    expiresAt: Number(r.expires_at),
+    absoluteExpiresAt: Number(r.absolute_expires_at),
+    ip: r.ip,
+    userAgent: r.user_agent,
+    version: Number(r.version),
+  } as Omit<SessionRow, keyof Model>;
+}
 
 export class DatabaseStore implements IndexedSessionStore {
   readonly backend = 'database' as const;
@@ -21,7 +59,9 @@ export class DatabaseStore implements IndexedSessionStore {
   ) {}
 
   async load(token: string): Promise<SessionRecord | undefined> {
-    const row = await this.models.SessionRow.findByPk(hashSessionId(token));
+    // The hot path: one raw SELECT, no model instance (Sequelize's instances cost more than the query).
+    const [raw] = await this.models.sequelize.query<RawRow>(LOAD_SQL, { replacements: [hashSessionId(token)], type: QueryTypes.SELECT, raw: true });
+    const row = raw && fromRaw(raw);
     if (!row || row.expiresAt <= Date.now()) return undefined;
     // Read through this store, the session is served from the database, even when the row is
     // another backend's copy (a fallback read, or a stale cookie): the caller moves it on.
@@ -140,7 +180,7 @@ export class DatabaseStore implements IndexedSessionStore {
     };
   }
 
-  private toRecord(row: SessionRow, id: string): SessionRecord | undefined {
+  private toRecord(row: Omit<SessionRow, keyof Model>, id: string): SessionRecord | undefined {
     const data = this.codec.decode(row.data);
     if (!data) return undefined;
     return {

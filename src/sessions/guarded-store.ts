@@ -71,7 +71,8 @@ export class GuardedStore implements IndexedSessionStore {
       // so a probe is scheduled: its success closes the breaker and sessions can move back.
       if (state === CircuitState.Open) this.scheduleProbe(options.halfOpenAfterMs);
     });
-    this.policy = wrap(this.breaker, timeout(options.timeoutMs, TimeoutStrategy.Aggressive));
+    // abortOnReturn off: our stores take no AbortSignal, and aborting one per call costs more than the call.
+    this.policy = wrap(this.breaker, timeout(options.timeoutMs, { strategy: TimeoutStrategy.Aggressive, abortOnReturn: false }));
   }
 
   get backend() {
