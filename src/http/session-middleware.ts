@@ -101,13 +101,19 @@ export interface SessionMiddlewareDeps {
 }
 
 export function sessionMiddleware({ config, backends, flag, metrics, audit }: SessionMiddlewareDeps) {
-  const cookieOptions = { httpOnly: true, sameSite: 'lax' as const, path: '/', secure: config.cookieSecure, overwrite: true };
-
+  // Written by hand rather than through ctx.cookies: the attributes in their canonical spelling
+  // (the `cookies` package lowercases them), and Secure decided by COOKIE_SECURE alone — behind a
+  // TLS-terminating proxy Koa may not know the request was https.
+  const attributes = `; Path=/${config.cookieSecure ? '; Secure' : ''}; HttpOnly; SameSite=Lax`;
+  function writeCookie(ctx: Context, value: string, expires: Date, extra = '') {
+    const others = ([] as string[]).concat(ctx.response.get('Set-Cookie') || []).filter((c) => !c.startsWith(`${config.cookieName}=`));
+    ctx.set('Set-Cookie', [...others, `${config.cookieName}=${value}; Expires=${expires.toUTCString()}${extra}${attributes}`]);
+  }
   function setCookie(ctx: Context, written: Written) {
-    ctx.cookies.set(config.cookieName, written.cookieValue, { ...cookieOptions, expires: new Date(written.record.absoluteExpiresAt) });
+    writeCookie(ctx, written.cookieValue, new Date(written.record.absoluteExpiresAt));
   }
   function clearCookie(ctx: Context) {
-    ctx.cookies.set(config.cookieName, '', { ...cookieOptions, expires: new Date(0), maxAge: undefined });
+    writeCookie(ctx, '', new Date(0), '; Max-Age=0');
   }
 
   /** `cookieBackend`: the backend the request's cookie pointed at. */
@@ -163,8 +169,6 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
   }
 
   return async function sessions(ctx: Context, next: Next) {
-    // Behind a TLS-terminating proxy Koa may not know the request was https; COOKIE_SECURE decides.
-    if (config.cookieSecure) (ctx.cookies as unknown as { secure: boolean }).secure = true;
     const raw = ctx.cookies.get(config.cookieName);
     const loaded = raw ? await backends.open(raw) : undefined;
     const control = new SessionControl(loaded, ctx, config);
