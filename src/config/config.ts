@@ -68,8 +68,8 @@ const schema = {
 
   ADMIN_TOKEN: { type: z.string().min(16).optional(), accepts: 'a bearer token of at least 16 characters' },
 
-  LOGIN_MAX_FAILURES: { type: int(1, 10_000).default(5), accepts: 'failed logins per account and address before 429' },
-  LOGIN_MAX_FAILURES_PER_IP: { type: int(1, 100_000).default(100), accepts: 'failed logins per address before 429' },
+  LOGIN_MAX_FAILURES: { type: int(1, 10_000).default(10), accepts: 'failed logins per account and address before 429' },
+  LOGIN_MAX_FAILURES_PER_IP: { type: int(1, 100_000).default(300), accepts: 'failed logins per address before 429' },
   LOGIN_FAILURE_WINDOW: { type: int(1, 86_400).default(900), accepts: 'seconds' },
   PASSWORD_MIN_LENGTH: { type: int(8, 128).default(8), accepts: 'a length 8-128' },
 } as const;
