@@ -8,7 +8,7 @@
  *
  * Options: --target (a bench target id), --routes, --duration seconds per route (10),
  * --warmup seconds (3), --sessions (50), --connections (50), --top rows (25), --sb-env KEY=VALUE
- * (repeatable; STORE_TIMEOUT_MS=1000 is set as in the bench), --no-build, --out directory
+ * (repeatable; STORE_TIMEOUT_MS=1000 is set as in the bench), --sb-root DIR, --no-build, --out directory
  * (bench/results/profiles). Writes <target>.cpuprofile (open it in Chrome DevTools or
  * speedscope) and <target>.md.
  */
@@ -22,7 +22,7 @@ import { analyse, analysisMarkdown } from './lib/cpuprofile.js';
 import { runLoad } from './lib/load.js';
 import { stop, stopAll } from './lib/processes.js';
 import { startRedis, type BenchRedis } from './lib/redis.js';
-import { login, ROUTES, startTarget, targetDefs, verify, type Login, type Route, type RunningTarget } from './lib/targets.js';
+import { login, refreshSessions, ROUTES, startTarget, targetDefs, verify, type Login, type Route, type RunningTarget } from './lib/targets.js';
 import { startUnleashStub } from './lib/unleash-stub.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -51,7 +51,8 @@ const serverCpu = '0';
 const loadCpu = '1';
 
 spawnSync('taskset', ['-a', '-cp', loadCpu, String(process.pid)], { stdio: 'ignore' });
-if (!argv.includes('--no-build') && spawnSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' }).status !== 0) throw new Error('npm run build failed');
+const sbRoot = path.resolve(ROOT, opt('sb-root', '.'));
+if (!argv.includes('--no-build') && spawnSync('npm', ['run', 'build', '--silent'], { cwd: sbRoot, stdio: 'inherit' }).status !== 0) throw new Error('npm run build failed');
 
 const runId = randomBytes(6).toString('hex');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'switchboard-profile-'));
@@ -63,7 +64,7 @@ async function main() {
   redis = await startRedis({ cpu: loadCpu, dir: tmp });
   const stub = await startUnleashStub();
   try {
-    const def = targetDefs({ runId, redisUrl: redis.url, unleashPort: stub.port, tmp, sbEnv, noUnleash: false }).find((d) => d.id === targetId);
+    const def = targetDefs({ runId, redisUrl: redis.url, unleashPort: stub.port, tmp, sbEnv, noUnleash: false, sbRoot }).find((d) => d.id === targetId);
     if (!def) throw new Error(`unknown target ${targetId}`);
     target = await startTarget(def, { root: ROOT, cpu: serverCpu, tmp, nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir] });
     const list: Login[] = [];
@@ -75,6 +76,7 @@ async function main() {
     for (const route of routes) {
       await verify(target, route, list[0]);
       await runLoad(load, target, file, route, warmup, 0);
+      if ((await refreshSessions(target, list)) > 0) writeFileSync(file, list.map((l) => `${l.cookie}\t${l.csrf}`).join('\n') + '\n');
       // Load only counts while wrk runs: the window starts a little after wrk starts and ends before it stops.
       const from = Number(process.hrtime.bigint() / 1000n) + 300_000;
       const s = await runLoad(load, target, file, route, duration, 1);

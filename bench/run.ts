@@ -3,18 +3,21 @@
  * and ioredis store), express-session + connect-redis and a hand-rolled Koa + ioredis reference,
  * on the same routes, the same Redis, the same load. See docs/performance.md.
  *
- *   npm run bench                         full run (5 rounds × 5 s per target and route)
- *   npm run bench -- --quick              smoke check (1 round × 2 s, 10 sessions)
+ *   npm run bench                         full run (5 rounds × 5 s per target and route, 200 sessions)
+ *   npm run bench -- --quick              smoke check (1 round × 2 s, 100 sessions; writes quick.md)
  *   npm run bench -- --rounds 3 --duration 10 --targets sb-redis,koa-session-ioredis --routes read
  *
- * Options (each also an environment variable): --rounds (BENCH_ROUNDS), --duration seconds
+ * Options (most also an environment variable): --rounds (BENCH_ROUNDS), --duration seconds
  * (BENCH_DURATION), --warmup seconds per target and route before round 1 (BENCH_WARMUP),
  * --preroll seconds of unmeasured load right before each measured run (BENCH_PREROLL),
  * --connections (BENCH_CONNECTIONS), --sessions (BENCH_SESSION_COUNT), --targets, --routes,
  * --loadgen wrk|autocannon (BENCH_LOADGEN), --redis-url (BENCH_REDIS_URL; default: a private
  * redis-server for the run), --sb-env KEY=VALUE (repeatable; extra Switchboard environment),
- * --no-unleash, --no-build, --server-cpu / --load-cpu (default 0 / 1), --out (directory),
- * --keep-tmp.
+ * --no-unleash, --no-build, --sb-root DIR (run Switchboard from another checkout, e.g. a
+ * prototype; built there unless --no-build), --compare LABEL=DIR (repeatable: also run the
+ * Switchboard in DIR, as targets sb-<backend>@LABEL, interleaved with the rest — A/B of a
+ * change), --server-cpu / --load-cpu (default 0 / 1),
+ * --out (directory), --keep-tmp.
  *
  * Layout: every server runs under `taskset -c <server-cpu>`; the load generator, Redis and this
  * runner under `taskset -c <load-cpu>`. All targets run for the whole benchmark and are measured
@@ -31,7 +34,7 @@ import { runLoad, type LoadGenerator, type Sample } from './lib/load.js';
 import { stop, stopAll } from './lib/processes.js';
 import { startRedis, memoryByPrefix, type BenchRedis } from './lib/redis.js';
 import { markdown, type RedisBytes, median } from './lib/report.js';
-import { login, ROUTES, startTarget, targetDefs, verify, USER_AGENT, type Login, type Route, type RunningTarget } from './lib/targets.js';
+import { login, refreshSessions, ROUTES, startTarget, targetDefs, verify, USER_AGENT, type Login, type Route, type RunningTarget } from './lib/targets.js';
 import { startUnleashStub } from './lib/unleash-stub.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -75,7 +78,9 @@ const options = {
   warmup: num('warmup', 'BENCH_WARMUP', 3, 1),
   preroll: num('preroll', 'BENCH_PREROLL', 1, 0),
   connections: num('connections', 'BENCH_CONNECTIONS', 50, 50),
-  sessions: num('sessions', 'BENCH_SESSION_COUNT', 50, 10),
+  // Four sessions per connection: two requests of one session rarely overlap (Switchboard's
+  // optimistic concurrency retries, then answers 409, when a session's saves collide).
+  sessions: num('sessions', 'BENCH_SESSION_COUNT', 200, 100),
   targets: opt('targets', 'BENCH_TARGETS', ''),
   routes: opt('routes', 'BENCH_ROUTES', ROUTES.join(',')).split(',').filter(Boolean) as Route[],
   loadgen: opt('loadgen', 'BENCH_LOADGEN', '') as LoadGenerator | '',
@@ -86,6 +91,12 @@ const options = {
   build: !flag('no-build'),
   unleash: !flag('no-unleash'),
   keepTmp: flag('keep-tmp'),
+  sbRoot: path.resolve(ROOT, opt('sb-root', 'BENCH_SB_ROOT', '.')),
+  variants: repeated('compare').map((lv) => {
+    const eq = lv.indexOf('=');
+    if (eq < 1 || !/^[\w.-]+$/.test(lv.slice(0, eq))) throw new Error('--compare takes LABEL=DIR (label: letters, digits, . _ -)');
+    return { label: lv.slice(0, eq), root: path.resolve(ROOT, lv.slice(eq + 1)) };
+  }),
   // STORE_TIMEOUT_MS: the default 25 ms is wall-clock time on a saturated event loop, and
   // trips the circuit breakers within a second at 50 connections (docs/performance.md,
   // "Finding 1"). 1000 ms keeps the breaker for real outages; `--sb-env STORE_TIMEOUT_MS=25`
@@ -115,9 +126,13 @@ if (os.cpus().length < 2 && options.serverCpu === '0' && options.loadCpu === '1'
 spawnSync('taskset', ['-a', '-cp', options.loadCpu, String(process.pid)], { stdio: 'ignore' });
 
 if (options.build) {
-  console.error('building Switchboard (npm run build)…');
-  const b = spawnSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
+  console.error(`building Switchboard (npm run build in ${options.sbRoot})…`);
+  const b = spawnSync('npm', ['run', 'build', '--silent'], { cwd: options.sbRoot, stdio: 'inherit' });
   if (b.status !== 0) throw new Error('npm run build failed: fix the build, or measure the existing dist/ with --no-build');
+  for (const v of options.variants) {
+    console.error(`building ${v.label} (npm run build in ${v.root})…`);
+    if (spawnSync('npm', ['run', 'build', '--silent'], { cwd: v.root, stdio: 'inherit' }).status !== 0) throw new Error(`npm run build failed in ${v.root}`);
+  }
 }
 
 // ---------------------------------------------------------------- run
@@ -152,7 +167,7 @@ async function main() {
   const started = Date.now();
   redis = await startRedis({ url: options.redisUrl || undefined, cpu: options.loadCpu, dir: tmp });
   stub = await startUnleashStub();
-  const defs = targetDefs({ runId, redisUrl: redis.url, unleashPort: stub.port, tmp, sbEnv: options.sbEnv, noUnleash: !options.unleash });
+  const defs = targetDefs({ runId, redisUrl: redis.url, unleashPort: stub.port, tmp, sbEnv: options.sbEnv, noUnleash: !options.unleash, sbRoot: options.sbRoot, variants: options.variants });
   const wanted = options.targets ? options.targets.split(',') : defs.map((d) => d.id);
   for (const w of wanted) if (!defs.some((d) => d.id === w)) throw new Error(`unknown target ${w}: use ${defs.map((d) => d.id).join(', ')}`);
   const selected = defs.filter((d) => wanted.includes(d.id));
@@ -211,9 +226,23 @@ async function main() {
   for (const t of running) for (const route of options.routes) await verify(t, route, logins.get(t.id)![0]);
 
   const load = { generator, root: ROOT, tmp, serverCpu: options.serverCpu, loadCpu: options.loadCpu, connections: options.connections };
+  let refreshed = 0;
+  const refresh = async (t: RunningTarget) => {
+    const list = logins.get(t.id)!;
+    const n = await refreshSessions(t, list);
+    if (n > 0) {
+      refreshed += n;
+      writeFileSync(sessionsFile.get(t.id)!, list.map((l) => `${l.cookie}\t${l.csrf}`).join('\n') + '\n');
+    }
+  };
   if (options.warmup > 0) {
     console.error(`warm-up: ${options.warmup} s per target and route`);
-    for (const route of options.routes) for (const t of running) await runLoad(load, t, sessionsFile.get(t.id)!, route, options.warmup, 0);
+    for (const route of options.routes) {
+      for (const t of running) {
+        await refresh(t);
+        await runLoad(load, t, sessionsFile.get(t.id)!, route, options.warmup, 0);
+      }
+    }
   }
 
   const samples: Sample[] = [];
@@ -221,6 +250,7 @@ async function main() {
     for (const route of options.routes) {
       const order = running.map((_, i) => running[(i + round - 1) % running.length]!);
       for (const t of order) {
+        await refresh(t);
         if (options.preroll > 0) await runLoad(load, t, sessionsFile.get(t.id)!, route, options.preroll, round);
         const s = await runLoad(load, t, sessionsFile.get(t.id)!, route, options.duration, round);
         samples.push(s);
@@ -242,6 +272,7 @@ async function main() {
     const fallbacks = sum(/^session_store_fallbacks_total\{/);
     notes.push(`${t.id}: backend chosen by the Unleash flag ${unleash.toLocaleString('en-US')} times, by SESSION_STORAGE ${env.toLocaleString('en-US')} times; store operations failed or timed out: ${failed}; fallbacks: ${fallbacks}.`);
   }
+  notes.push(`Before each run every session made one read and kept any cookie set (as a browser would): ${refreshed} cookie(s) were refreshed in all — the sealed-cookie backend's once-a-minute idle-expiry touch.`);
   const errored = samples.filter((s) => s.errorCount > 0);
   if (errored.length) notes.push(`**${errored.length} runs had errors** (non-2xx answers, timeouts or socket errors): their numbers are not comparable.`);
   if (stub) notes.push(`Unleash stub polls served: ${[...stub.polls].map(([b, n]) => `${b} ${n}`).join(', ') || 'none'}.`);
@@ -254,6 +285,8 @@ async function main() {
     }
   };
   const dirty = git(['status', '--porcelain', '--', 'src']).split('\n').filter(Boolean).length;
+  const sbElsewhere =
+    (options.sbRoot !== ROOT ? `; Switchboard run from ${options.sbRoot}` : '') + options.variants.map((v) => `; @${v.label} = ${v.root}`).join('');
   const command = ['npm run bench', argv.length ? `-- ${argv.join(' ')}` : ''].join(' ').trim();
   const report = {
     title: `Switchboard benchmark — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC${quick ? ' (quick)' : ''}`,
@@ -265,7 +298,7 @@ async function main() {
       Node: process.version,
       'load generator': generator === 'wrk' ? versionOf('wrk', ['-v']) : 'autocannon 9 (Node)',
       Redis: `${versionOf('redis-server', ['--version'])}${options.redisUrl ? ` at ${options.redisUrl}` : ', private instance for the run'}`,
-      code: `${git(['rev-parse', '--short', 'HEAD'])}${dirty ? ` + ${dirty} uncommitted change(s) under src/` : ''}`,
+      code: `${git(['rev-parse', '--short', 'HEAD'])}${dirty ? ` + ${dirty} uncommitted change(s) under src/` : ''}${sbElsewhere}`,
     },
     settings: {
       layout: `servers on CPU ${options.serverCpu}; load generator, Redis and runner on CPU ${options.loadCpu} (taskset)`,

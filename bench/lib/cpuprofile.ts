@@ -54,8 +54,16 @@ export function area(url: string, root: string): string {
     const rest = u.slice(nm + 14).split('/');
     return `node_modules/${rest[0]!.startsWith('@') ? `${rest[0]}/${rest[1]}` : rest[0]}`;
   }
+  // The application's own files, wherever the checkout is (the repository, or --sb-root/--compare).
+  const dist = u.lastIndexOf('/dist/');
+  if (dist >= 0) return u.slice(dist + 6);
   if (u.startsWith(root)) u = u.slice(root.length + 1);
-  return u.replace(/^dist\//, '');
+  return u;
+}
+
+/** A frame of the application (Switchboard or a bench peer), not of a library or of Node. */
+function isApplication(url: string): boolean {
+  return url !== '' && !url.startsWith('node:') && !url.includes('/node_modules/');
 }
 
 function label(f: Frame, root: string): string {
@@ -96,7 +104,7 @@ export function analyse(file: string, root: string, window?: { from: number; to:
     const seen = new Set<string>();
     for (let id: number | undefined = node.id; id !== undefined; id = parent.get(id)) {
       const f = byId.get(id)!.callFrame;
-      if (!f.url.includes(root) || f.url.includes('/node_modules/')) continue;
+      if (!isApplication(f.url)) continue;
       const k = label(f, root);
       if (seen.has(k)) continue;
       seen.add(k);

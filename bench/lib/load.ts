@@ -22,9 +22,13 @@ export interface Sample extends WrkSummary {
   errorCount: number;
   /** Server process CPU time per request, µs (all its threads). */
   cpuUsPerRequest: number;
-  /** Busy fraction of the server's CPU and of the load generator's CPU during the run. */
+  /** Busy fraction of the server's CPU and of the load generator's CPU during the run (all processes). */
   serverCpuBusy: number;
   loadCpuBusy: number;
+  /** The server process's own CPU time ÷ wall time: below ~0.95 it was not the only thing limiting throughput. */
+  serverShare: number;
+  /** 1-minute load average when the run ended (the machine may be shared). */
+  loadAvg: number;
 }
 
 export interface LoadOptions {
@@ -56,9 +60,11 @@ export async function runLoad(o: LoadOptions, t: RunningTarget, sessionsFile: st
   const pid = t.child.proc.pid!;
   const cpu0 = processCpuSeconds(pid);
   const sys0 = cpuTimes();
+  const wall0 = process.hrtime.bigint();
   const code = await runPinned(o.loadCpu, command, args as string[], { env, cwd: o.root, log, timeoutMs: (seconds + 30) * 1000 });
   const sys1 = cpuTimes();
   const cpu1 = processCpuSeconds(pid);
+  const wall = Number(process.hrtime.bigint() - wall0) / 1e9;
   let summary: WrkSummary;
   try {
     summary = JSON.parse(readFileSync(out, 'utf8')) as WrkSummary;
@@ -76,5 +82,7 @@ export async function runLoad(o: LoadOptions, t: RunningTarget, sessionsFile: st
     cpuUsPerRequest: ((cpu1 - cpu0) * 1e6) / Math.max(1, summary.requests),
     serverCpuBusy: cpuBusy(sys0, sys1, o.serverCpu),
     loadCpuBusy: cpuBusy(sys0, sys1, o.loadCpu),
+    serverShare: (cpu1 - cpu0) / wall,
+    loadAvg: Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]),
   };
 }

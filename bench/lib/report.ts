@@ -23,6 +23,8 @@ export interface Cell {
   cpuUs: number;
   serverCpu: number;
   loadCpu: number;
+  serverShare: number;
+  loadAvg: number;
   errors: number;
 }
 
@@ -40,6 +42,8 @@ export interface RedisBytes {
 export interface Check {
   what: string;
   measured: string;
+  /** The same ratio from server CPU time per request (robust to other load on the machine). */
+  byCpu?: string;
   goal: string;
   met: boolean | undefined;
 }
@@ -75,6 +79,8 @@ export function cells(samples: Sample[]): Map<string, Cell> {
       cpuUs: median(ss.map((s) => s.cpuUsPerRequest)),
       serverCpu: median(ss.map((s) => s.serverCpuBusy)),
       loadCpu: median(ss.map((s) => s.loadCpuBusy)),
+      serverShare: median(ss.map((s) => s.serverShare)),
+      loadAvg: median(ss.map((s) => s.loadAvg)),
       errors: ss.reduce((a, s) => a + s.errorCount, 0),
     });
   }
@@ -87,10 +93,11 @@ const x = (r: number) => (Number.isFinite(r) ? `${r.toFixed(2)}×` : '–');
 
 export function checks(c: Map<string, Cell>, bytes: RedisBytes[]): Check[] {
   const rps = (t: string, r: Route) => c.get(`${t}/${r}`)?.rps ?? NaN;
+  const cpu = (t: string, r: Route) => c.get(`${t}/${r}`)?.cpuUs ?? NaN;
   const out: Check[] = [];
   const atLeast = (what: string, a: string, b: string, route: Route, goal: number) => {
     const r = ratio(rps(a, route), rps(b, route));
-    out.push({ what, measured: x(r), goal: `≥ ${goal}×`, met: Number.isFinite(r) ? r >= goal : undefined });
+    out.push({ what, measured: x(r), byCpu: x(ratio(cpu(b, route), cpu(a, route))), goal: `≥ ${goal}×`, met: Number.isFinite(r) ? r >= goal : undefined });
   };
   atLeast('Redis backend read vs koa-session + ioredis', 'sb-redis', 'koa-session-ioredis', 'read', 1.5);
   atLeast('Redis backend write vs koa-session + ioredis', 'sb-redis', 'koa-session-ioredis', 'write', 1.5);
@@ -143,7 +150,7 @@ export function markdown(r: ReportInput): string {
   const bare = (route: Route) => c.get(`bare-koa/${route}`)?.rps ?? NaN;
   for (const route of r.routes) {
     L.push(`## ${route}`, '');
-    head(['target', 'req/s (median)', 'min–max', '× bare Koa', 'p50 ms', 'p99 ms (median)', 'p99 min–max', 'server CPU µs/req', 'server core busy', 'load core busy', 'errors']);
+    head(['target', 'req/s (median)', 'min–max', '× bare Koa', 'p50 ms', 'p99 ms (median)', 'p99 min–max', 'server CPU µs/req', 'server process share of its core', 'others on server core', 'load core busy', 'load avg', 'errors']);
     for (const t of r.targets) {
       const k = c.get(`${t.id}/${route}`);
       if (!k) continue;
@@ -156,8 +163,10 @@ export function markdown(r: ReportInput): string {
         fmt(k.p99ms, 2),
         `${fmt(k.p99Min, 2)}–${fmt(k.p99Max, 2)}`,
         fmt(k.cpuUs, 0),
-        `${fmt(k.serverCpu * 100)} %`,
+        `${fmt(k.serverShare * 100)} %`,
+        `${fmt(Math.max(0, k.serverCpu - k.serverShare) * 100)} %`,
         `${fmt(k.loadCpu * 100)} %`,
+        fmt(k.loadAvg, 1),
         k.errors ? `**${fmt(k.errors)}**` : '0',
       ]);
     }
@@ -173,6 +182,15 @@ export function markdown(r: ReportInput): string {
       for (const route of r.routes) {
         const a = c.get(`${s.id}/${route}`)?.rps ?? NaN;
         row([s.label, route, ...peers.map((p) => x(ratio(a, c.get(`${p.id}/${route}`)?.rps ?? NaN)))]);
+      }
+    }
+    L.push('');
+    L.push('## Switchboard ÷ peer by server CPU time per request (peer µs ÷ Switchboard µs; less sensitive to other load on the machine)', '');
+    head(['Switchboard', 'route', ...peers.map((p) => p.label)]);
+    for (const s of sbs) {
+      for (const route of r.routes) {
+        const a = c.get(`${s.id}/${route}`)?.cpuUs ?? NaN;
+        row([s.label, route, ...peers.map((p) => x(ratio(c.get(`${p.id}/${route}`)?.cpuUs ?? NaN, a)))]);
       }
     }
     L.push('');
@@ -192,8 +210,8 @@ export function markdown(r: ReportInput): string {
   const cs = checks(c, r.bytes);
   if (cs.length) {
     L.push('## Targets (issue 6)', '');
-    head(['target', 'measured', 'goal', 'met'], ['---', '---:', '---:', ':---:']);
-    for (const k of cs) row([k.what, k.measured, k.goal, k.met === undefined ? '–' : k.met ? 'yes' : '**no**']);
+    head(['target', 'measured (req/s ratio)', 'same ratio by server CPU/request', 'goal', 'met'], ['---', '---:', '---:', '---:', ':---:']);
+    for (const k of cs) row([k.what, k.measured, k.byCpu ?? '', k.goal, k.met === undefined ? '–' : k.met ? 'yes' : '**no**']);
     L.push('');
   }
   if (r.notes.length) L.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');

@@ -36,8 +36,10 @@ export interface TargetDef {
   id: string;
   label: string;
   group: Group;
-  /** Node script, relative to the repository root. */
+  /** Node script, relative to `cwd` (default: the repository root). */
   script: string;
+  /** Where the server runs: `--sb-root` runs Switchboard from another checkout (a branch, a prototype). */
+  cwd?: string;
   /** Run through tsx (the TypeScript peers); Switchboard runs its tsc build. */
   tsx: boolean;
   env: Record<string, string>;
@@ -78,10 +80,17 @@ export interface TargetContext {
   sbEnv: Record<string, string>;
   /** Run Switchboard without the Unleash stub (flag from SESSION_STORAGE only). */
   noUnleash: boolean;
+  /** The Switchboard checkout to run (its dist/src/server.js); default the repository itself. */
+  sbRoot?: string;
+  /** More Switchboard checkouts to measure side by side (`--compare label=DIR`): targets `sb-<backend>@<label>`. */
+  variants?: Array<{ label: string; root: string }>;
 }
 
 export function targetDefs(c: TargetContext): TargetDef[] {
-  const prefix = (tag: string) => `bench:${c.runId}:${tag}:`;
+  // Short prefixes of equal length for every target (15-16 characters), so key names weigh
+  // the same in the bytes-per-session comparison; unique per run, deleted at the end.
+  const short: Record<string, string> = { 'koa-session-ioredis': 'ki', 'express-session-redis': 'cr', 'koa-raw-ioredis': 'kr' };
+  const prefix = (id: string) => `b${c.runId.slice(0, 12)}${short[id] ?? id.slice(0, 2)}:`;
   const peer = (id: string, label: string, group: Group, script: string, redis: boolean): TargetDef => ({
     id,
     label,
@@ -92,14 +101,17 @@ export function targetDefs(c: TargetContext): TargetDef[] {
     routes: PEER_ROUTES,
     redisPrefix: redis ? prefix(id) : undefined,
   });
-  const sb = (backend: 'redis' | 'cookie' | 'database'): TargetDef => {
-    const dir = path.join(c.tmp, `sb-${backend}`);
+  const sb = (backend: 'redis' | 'cookie' | 'database', variant?: { label: string; root: string; n: number }): TargetDef => {
+    const id = `sb-${backend}${variant ? `@${variant.label}` : ''}`;
+    const dir = path.join(c.tmp, id.replace(/[^\w-]/g, '_'));
     const adminToken = randomBytes(24).toString('base64url');
+    const keyPrefix = `b${c.runId.slice(0, 12)}${backend[0]}${variant ? variant.n : ''}:`;
     return {
-      id: `sb-${backend}`,
-      label: `Switchboard, ${backend} backend`,
+      id,
+      label: `Switchboard, ${backend} backend${variant ? ` @${variant.label}` : ''}`,
       group: 'switchboard',
       script: 'dist/src/server.js',
+      cwd: variant ? variant.root : c.sbRoot,
       tsx: false,
       backend,
       adminToken,
@@ -109,7 +121,7 @@ export function targetDefs(c: TargetContext): TargetDef[] {
         DATA_DIR: dir,
         REDIS_URL: c.redisUrl,
         // Switchboard allows at most 32 characters here.
-        REDIS_KEY_PREFIX: `b${c.runId.slice(0, 12)}${backend[0]}:`,
+        REDIS_KEY_PREFIX: keyPrefix,
         LOG_LEVEL: 'warn',
         SESSION_SECRETS: randomBytes(32).toString('base64url'),
         ADMIN_TOKEN: adminToken,
@@ -119,7 +131,7 @@ export function targetDefs(c: TargetContext): TargetDef[] {
         ...c.sbEnv,
       },
       routes: SB_ROUTES,
-      redisPrefix: `b${c.runId.slice(0, 12)}${backend[0]}:`,
+      redisPrefix: keyPrefix,
     };
   };
   return [
@@ -131,6 +143,7 @@ export function targetDefs(c: TargetContext): TargetDef[] {
     sb('redis'),
     sb('cookie'),
     sb('database'),
+    ...(c.variants ?? []).flatMap((v, i) => (['redis', 'cookie', 'database'] as const).map((b) => sb(b, { ...v, n: i + 1 }))),
   ];
 }
 
@@ -139,7 +152,7 @@ export async function startTarget(def: TargetDef, opts: { root: string; cpu: str
   if (def.backend) mkdirSync(def.env.DATA_DIR!, { recursive: true });
   const args = [...(opts.nodeArgs ?? []), ...(def.tsx ? ['--import', 'tsx', def.script] : [def.script])];
   const child = spawnPinned(def.id, opts.cpu, process.execPath, args, {
-    cwd: opts.root,
+    cwd: def.cwd ?? opts.root,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, NODE_ENV: 'production', HOST: '127.0.0.1', PORT: String(port), ...def.env },
     log: path.join(opts.tmp, `${def.id}.log`),
   });
@@ -177,6 +190,42 @@ function cookieHeader(res: Response): string {
     .getSetCookie()
     .map((c) => c.split(';')[0]!)
     .join('; ');
+}
+
+/** `cookie` with the values of `res`'s Set-Cookie headers applied, as a browser keeps them. */
+function applySetCookie(cookie: string, res: Response): string {
+  const jar = new Map(cookie.split('; ').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  for (const sc of res.headers.getSetCookie()) {
+    const kv = sc.split(';')[0]!;
+    const name = kv.slice(0, kv.indexOf('='));
+    const value = kv.slice(kv.indexOf('=') + 1);
+    const expired = /expires=Thu, 01 Jan 1970/i.test(sc) || value === '';
+    if (expired) jar.delete(name);
+    else jar.set(name, value);
+  }
+  return [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
+}
+
+/**
+ * One read per session, keeping any cookie the server sets, as a browser would. The load
+ * generator replays fixed cookies; without this, a backend that refreshes its cookie (the
+ * sealed cookie on its once-a-minute idle-expiry touch) would see a stale cookie — and do the
+ * touch — on every request after the first minute, which no browser causes. Run before every
+ * measured run, so each session is touched at most once per minute, as in real use.
+ */
+export async function refreshSessions(t: RunningTarget, list: Login[]): Promise<number> {
+  let changed = 0;
+  for (const s of list) {
+    const res = await fetch(t.base + t.routes.read.path, { headers: { Cookie: s.cookie, 'User-Agent': USER_AGENT } });
+    await res.arrayBuffer();
+    if (res.status !== 200) throw new Error(`${t.id}: session refresh answered ${res.status}`);
+    const next = applySetCookie(s.cookie, res);
+    if (next !== s.cookie) {
+      s.cookie = next;
+      changed++;
+    }
+  }
+  return changed;
 }
 
 /** Creates session number `i` (1-based): the same user content on every target. */
