@@ -18,13 +18,13 @@
  *     once from a separate process (how the script is deployed) and once in-process on the
  *     store's own connection (the worst case for SQLite's single connection), while a load()
  *     loop and a paced touch() loop keep running; their latency is compared with the same
- *     loops without cleanup. A third
- *     run (separate process) uses the change docs/scale.md suggests for deleteExpired (the
- *     SELECT ordered by expires_at), written here, not in src/. At the largest size the three
- *     runs are repeated with 10× as many expired rows; on PostgreSQL, both deleteExpired
- *     versions also run with the expired rows scattered among the live ones (CLUSTER in id-hash
- *     order) instead of appended at the end, and every pass reports what it read (pg_stat).
- *     Before each pass: ANALYZE (PostgreSQL) and a checkpoint, so it starts from a settled table.
+ *     loops without cleanup. A third run (separate process) uses the change docs/scale.md
+ *     suggests for deleteExpired (the SELECT ordered by expires_at), written here, not in src/.
+ *     At the largest size the three runs are repeated with 10× as many expired rows; on
+ *     PostgreSQL, both deleteExpired versions also run with the expired rows scattered among the
+ *     live ones (CLUSTER in id-hash order) instead of appended at the end, and every pass
+ *     reports what it read (pg_stat). Before each pass: ANALYZE (PostgreSQL) and a checkpoint,
+ *     so it starts from a settled table.
  *
  * Filling: SQL tables get multi-row INSERTs (queryInterface.bulkInsert on the model's table and
  * fields) in transactions of 100k rows; PostgreSQL is ANALYZEd after every fill, as autovacuum
@@ -91,9 +91,10 @@ async function cleanupChild(url: string, batch: number, variant: Variant): Promi
 }
 
 /**
- * `current`: DatabaseStore.deleteExpired as it is. `ordered`: the change docs/scale.md suggests —
- * the same two statements, the SELECT ordered by expires_at so that PostgreSQL walks the
- * expires_at index instead of a LIMITed sequential scan.
+ * `current`: DatabaseStore.deleteExpired as it is. `ordered`: the scale part of the change
+ * docs/scale.md suggests — the same two statements, the SELECT ordered by expires_at so that
+ * PostgreSQL walks the expires_at index instead of a LIMITed sequential or bitmap scan. (The
+ * expiry re-check it also suggests for the DELETE is a correctness fix and is left out here.)
  */
 function deleter(models: Models, variant: Variant): (limit: number) => Promise<number> {
   if (variant === 'current') {
@@ -133,6 +134,7 @@ const positive = (name: string, v: string) => {
   return n;
 };
 const SIZES = (opts.sizes ?? (opts.quick ? '10000,100000' : '10000,100000,1000000')).split(',').map((s) => positive('sizes', s));
+if (SIZES.some((s, i) => i > 0 && s <= SIZES[i - 1]!)) throw new Error('--sizes must increase: each size is filled on top of the one before');
 const BACKENDS = opts.backends.split(',') as Array<'sqlite' | 'postgres' | 'redis'>;
 for (const b of BACKENDS) if (!['sqlite', 'postgres', 'redis'].includes(b)) throw new Error(`unknown backend ${b}`);
 const SAMPLES = positive('samples', opts.samples);

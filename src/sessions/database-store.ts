@@ -148,6 +148,9 @@ export class DatabaseStore implements IndexedSessionStore {
     const rows = await this.models.SessionRow.findAll({
       attributes: ['idHash'],
       where: { expiresAt: { [Op.lte]: Date.now() } },
+      // Ordered so PostgreSQL walks the expires_at index (docs/scale.md, finding 1): without it the
+      // planner may scan the whole table for every batch.
+      order: [['expiresAt', 'ASC']],
       limit,
     });
     if (rows.length === 0) return 0;
