@@ -75,19 +75,19 @@ export class DatabaseStore implements IndexedSessionStore {
   }
 
   /**
-   * The mirror's write-behind batch, in one transaction: a missing row is created, an existing
+   * The mirror's write-behind batch: a missing row is created, an existing
    * one is updated only while it still belongs to the record's backend and is not newer — so a
    * late batch never overwrites a session that has meanwhile moved here, or a newer save.
    */
   async upsertMany(records: SessionRecord[]): Promise<void> {
     if (records.length === 0) return;
     const rows = records.map((r) => this.toRow(r));
-    await this.models.sequelize.transaction(async (transaction) => {
-      await this.models.SessionRow.bulkCreate(rows, { ignoreDuplicates: true, transaction });
-      for (const { idHash, ...changes } of rows) {
-        await this.models.SessionRow.update(changes, { where: { idHash, backend: changes.backend, version: { [Op.lte]: changes.version } }, transaction });
-      }
-    });
+    // No transaction: each statement is conditional and idempotent, and on SQLite Sequelize opens
+    // a transaction on a connection of its own, without the busy timeout the main one has.
+    await this.models.SessionRow.bulkCreate(rows, { ignoreDuplicates: true });
+    for (const { idHash, ...changes } of rows) {
+      await this.models.SessionRow.update(changes, { where: { idHash, backend: changes.backend, version: { [Op.lte]: changes.version } } });
+    }
   }
 
   async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
@@ -154,7 +154,8 @@ export class DatabaseStore implements IndexedSessionStore {
       limit,
     });
     if (rows.length === 0) return 0;
-    return this.models.SessionRow.destroy({ where: { idHash: rows.map((r) => r.idHash) } });
+    // Still expired at delete time: a session touched since the SELECT stays.
+    return this.models.SessionRow.destroy({ where: { idHash: rows.map((r) => r.idHash), expiresAt: { [Op.lte]: Date.now() } } });
   }
 
   async ping(): Promise<void> {
