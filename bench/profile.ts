@@ -8,7 +8,7 @@
  *
  * Options: --target (a bench target id), --routes, --duration seconds per route (10),
  * --warmup seconds (3), --sessions (50), --connections (50), --top rows (25), --sb-env KEY=VALUE
- * (repeatable; STORE_TIMEOUT_MS=1000 is set as in the bench), --sb-root DIR, --no-build, --out directory
+ * (repeatable; Switchboard otherwise runs on its defaults, as in the bench), --sb-root DIR, --no-build, --out directory
  * (bench/results/profiles). Writes <target>.cpuprofile (open it in Chrome DevTools or
  * speedscope) and <target>.md.
  */
@@ -31,7 +31,7 @@ const opt = (name: string, fallback: string) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : fallback;
 };
-const sbEnv: Record<string, string> = { STORE_TIMEOUT_MS: '1000' };
+const sbEnv: Record<string, string> = {};
 argv.forEach((a, i) => {
   if (a === '--sb-env' && argv[i + 1]?.includes('=')) {
     const kv = argv[i + 1]!;

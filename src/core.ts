@@ -62,8 +62,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
 
   const observer: StoreObserver = {
     operation(backend, operation, outcome, seconds) {
-      metrics.storeDuration.observe({ backend, operation }, seconds);
-      metrics.storeOperations.inc({ backend, operation, outcome });
+      metrics.storeOperation(backend as BackendName, operation, outcome, seconds);
       rollback.record(backend as BackendName, outcome === 'success', seconds);
     },
     availability(backend, up) {

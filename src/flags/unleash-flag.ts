@@ -70,6 +70,15 @@ export class UnleashBackendFlag {
   private lastSyncAt?: Date;
   private lastError?: string;
   private closed = false;
+  /**
+   * handle → backend, as the SDK last answered. An answer depends only on the handle and the
+   * SDK's state (the context carries nothing else), so it is kept until the SDK polls again:
+   * evaluating the rollout costs two murmur3 hashes and the context enrichment per call,
+   * the largest part of choosing a backend. Cleared on every poll, changed or not, so a
+   * time-based constraint is no staler than the SDK's own refresh interval.
+   */
+  private readonly answers = new Map<string, BackendName | undefined>();
+  private static readonly MAX_ANSWERS = 100_000;
 
   /** Starts polling in the background; never waits for, nor throws on, an unreachable server. */
   constructor(opts: UnleashFlagOptions) {
@@ -93,7 +102,9 @@ export class UnleashBackendFlag {
     });
     this.unleash.on(UnleashEvents.Ready, () => {
       this.ready = true;
+      this.answers.clear();
     });
+    this.unleash.on(UnleashEvents.Synchronized, () => this.answers.clear());
     this.unleash.on(UnleashEvents.Changed, () => this.answered());
     this.unleash.on(UnleashEvents.Unchanged, () => this.answered());
     this.unleash.on(UnleashEvents.Error, (err: unknown) => this.failed(err));
@@ -112,12 +123,17 @@ export class UnleashBackendFlag {
    */
   backendFor(handle: string): BackendName | undefined {
     if (!this.ready || this.closed) return undefined;
+    if (this.answers.has(handle)) return this.answers.get(handle);
+    let backend: BackendName | undefined;
     try {
-      return backendOfVariant(this.unleash.getVariant(UnleashBackendFlag.FLAG, { sessionId: handle }));
+      backend = backendOfVariant(this.unleash.getVariant(UnleashBackendFlag.FLAG, { sessionId: handle }));
     } catch {
       // A flag must never break a request: a state the SDK cannot evaluate assigns nothing.
-      return undefined;
+      backend = undefined;
     }
+    if (this.answers.size >= UnleashBackendFlag.MAX_ANSWERS) this.answers.clear();
+    this.answers.set(handle, backend);
+    return backend;
   }
 
   status(): UnleashFlagStatus {
@@ -145,6 +161,7 @@ export class UnleashBackendFlag {
   }
 
   private answered(): void {
+    this.answers.clear();
     this.lastSyncAt = new Date();
     this.lastError = undefined;
     if (!this.reachable) this.logger?.info({ flag: UnleashBackendFlag.FLAG }, 'Unleash server reachable');

@@ -6,12 +6,12 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIO
 
 export function requestMetrics(metrics: Metrics) {
   return async function timeRequest(ctx: Context, next: Next) {
-    const end = metrics.httpDuration.startTimer();
+    const started = performance.now();
     try {
       await next();
     } finally {
       const route = (ctx as Context & { _matchedRoute?: string })._matchedRoute;
-      end({ method: METHODS.has(ctx.method) ? ctx.method : 'OTHER', route: typeof route === 'string' ? route : 'unmatched', status: String(ctx.status) });
+      metrics.httpRequest(METHODS.has(ctx.method) ? ctx.method : 'OTHER', typeof route === 'string' ? route : 'unmatched', ctx.status, (performance.now() - started) / 1000);
     }
   };
 }

@@ -1,25 +1,79 @@
 /**
- * Security headers (helmet, through koa-helmet) with a Content-Security-Policy that allows
- * only same-origin scripts and styles — no 'unsafe-inline'.
+ * Security headers (helmet) with a Content-Security-Policy that allows only same-origin
+ * scripts and styles — no 'unsafe-inline'.
+ *
+ * helmet decides the headers from its options alone (no nonces, nothing per request), so it
+ * runs once, at start, and every response gets the same precomputed set: running helmet per
+ * request cost a dozen header decisions and a promise for each response (docs/performance.md).
+ *
+ * JSON answers (the API and the operations routes) get the set OWASP's REST Security cheat
+ * sheet gives for APIs instead: nothing in them is rendered, so the page-oriented headers
+ * (X-XSS-Protection, X-Download-Options, Origin-Agent-Cluster…) only add bytes to every answer,
+ * and `default-src 'none'` is the tighter policy for anything a browser might render anyway.
  */
-import helmet from 'koa-helmet';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import helmet from 'helmet';
+import type { Context, Next } from 'koa';
+
+const options = {
+  contentSecurityPolicy: {
+    useDefaults: false,
+    directives: {
+      defaultSrc: ["'self'"],
+      scriptSrc: ["'self'"],
+      styleSrc: ["'self'"],
+      imgSrc: ["'self'", 'data:'],
+      connectSrc: ["'self'"],
+      formAction: ["'self'"],
+      frameAncestors: ["'none'"],
+      baseUri: ["'none'"],
+      objectSrc: ["'none'"],
+    },
+  },
+  crossOriginEmbedderPolicy: false,
+} as const;
+
+/** The headers helmet sets with `options`, captured from one run against a recording response. */
+export function helmetHeaders(): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const recorder = {
+    setHeader(name: string, value: unknown) {
+      headers[name] = String(value);
+    },
+    removeHeader(name: string) {
+      delete headers[name];
+    },
+  };
+  let ran = false;
+  helmet(options)({} as IncomingMessage, recorder as unknown as ServerResponse, () => {
+    ran = true;
+  });
+  // helmet's middleware is synchronous; if a later version were not, fail at start, not silently.
+  if (!ran) throw new Error('helmet did not finish synchronously: security headers cannot be precomputed');
+  return headers;
+}
+
+/** For JSON answers: OWASP REST Security cheat sheet, "Security headers". */
+export function apiHeaders(): Record<string, string> {
+  const page = helmetHeaders();
+  return {
+    'Content-Security-Policy': "default-src 'none'; frame-ancestors 'none'",
+    'Strict-Transport-Security': page['Strict-Transport-Security']!,
+    'X-Content-Type-Options': 'nosniff',
+    'X-Frame-Options': 'DENY',
+    'Referrer-Policy': 'no-referrer',
+    'Cross-Origin-Resource-Policy': 'same-origin',
+  };
+}
+
+const isApi = (path: string) => path.startsWith('/api/') || path === '/healthz' || path === '/readyz' || path === '/metrics';
 
 export function securityHeaders() {
-  return helmet({
-    contentSecurityPolicy: {
-      useDefaults: false,
-      directives: {
-        defaultSrc: ["'self'"],
-        scriptSrc: ["'self'"],
-        styleSrc: ["'self'"],
-        imgSrc: ["'self'", 'data:'],
-        connectSrc: ["'self'"],
-        formAction: ["'self'"],
-        frameAncestors: ["'none'"],
-        baseUri: ["'none'"],
-        objectSrc: ["'none'"],
-      },
-    },
-    crossOriginEmbedderPolicy: false,
-  });
+  const forPages = Object.entries(helmetHeaders());
+  const forApi = Object.entries(apiHeaders());
+  return async function setSecurityHeaders(ctx: Context, next: Next) {
+    const res = ctx.res;
+    for (const [name, value] of isApi(ctx.path) ? forApi : forPages) res.setHeader(name, value);
+    await next();
+  };
 }

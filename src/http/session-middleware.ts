@@ -8,7 +8,7 @@
  */
 import type { Context, Next } from 'koa';
 import type { BackendName, Config } from '../config/config.js';
-import type { BackendFlag } from '../flags/backend-flag.js';
+import type { BackendFlag, Choice } from '../flags/backend-flag.js';
 import type { Metrics, RevocationReason } from '../metrics/metrics.js';
 import { SessionBackends, type Written } from '../sessions/backends.js';
 import { expiryAt, hashSessionId, newHandle, newSessionId, Session, type SessionRecord } from '../sessions/session.js';
@@ -30,12 +30,31 @@ export class SessionControl {
   /** A background check, not user activity: it does not extend the idle expiry. */
   passive = false;
 
+  /** The flag's answer for the current handle, asked once per request (see `destination`). */
+  private choice: { handle: string; choice: Choice } | undefined;
+
   constructor(
     loaded: SessionRecord | undefined,
     private readonly ctx: Context,
     private readonly timeouts: Pick<Config['sessions'], 'idleTimeoutMs' | 'absoluteTimeoutMs'>,
+    private readonly placement: { flag: BackendFlag; backends: SessionBackends },
   ) {
     this.current = loaded ? new Session(loaded) : undefined;
+  }
+
+  /**
+   * Where the current session goes when this request is done: the backend the flag chooses,
+   * or the fallback while that backend's breaker is open (`source: 'fallback'`). A new session
+   * is written, and one the flag now puts elsewhere is moved, after the route has answered,
+   * so routes report this rather than the record's `backend`. Asked of the flag once per request.
+   */
+  destination(): Choice {
+    const session = this.current;
+    if (!session) throw new Error('destination() needs a session');
+    if (this.choice?.handle !== session.handle) this.choice = { handle: session.handle, choice: this.placement.flag.choose(session.handle) };
+    const { choice } = this.choice;
+    const backend = this.placement.backends.placement(choice.backend);
+    return backend === choice.backend ? choice : { backend, source: 'fallback' };
   }
 
   /** Logs `user` in under a brand-new session id and handle; any session this request had ends. */
@@ -56,8 +75,7 @@ export class SessionControl {
       lastActivity: now,
       absoluteExpiresAt,
       expiresAt: Math.min(now + this.timeouts.idleTimeoutMs, absoluteExpiresAt),
-      ip: this.ctx.ip,
-      userAgent: (this.ctx.get('User-Agent') || '').slice(0, 512),
+      ...this.clientInfo(),
       version: 1,
     };
     this.current = new Session(record, true);
@@ -73,9 +91,15 @@ export class SessionControl {
     if (!old) throw new Error('rotate() needs a session');
     if (!old.isNew) this.ending.push({ record: old.record, quiet: true });
     const id = newSessionId();
-    const record = { ...old.record, id, idHash: hashSessionId(id), issuedAt, lastActivity: issuedAt, version: old.record.version + 1 };
+    // The Redis and cookie formats do not carry IP and User-Agent (the directory does): the
+    // new id is this browser's, so it takes this request's.
+    const record = { ...old.record, id, idHash: hashSessionId(id), issuedAt, lastActivity: issuedAt, version: old.record.version + 1, ...this.clientInfo() };
     this.current = new Session({ ...record, expiresAt: expiryAt(record, this.timeouts) }, true);
     return this.current;
+  }
+
+  private clientInfo() {
+    return { ip: this.ctx.ip, userAgent: (this.ctx.get('User-Agent') || '').slice(0, 512) };
   }
 
   /** Logs out: the session ends in its backend and the cookie is cleared. */
@@ -101,6 +125,7 @@ export interface SessionMiddlewareDeps {
 }
 
 export function sessionMiddleware({ config, backends, flag, metrics, audit }: SessionMiddlewareDeps) {
+  const placement = { flag, backends };
   // Written by hand rather than through ctx.cookies: the attributes in their canonical spelling
   // (the `cookies` package lowercases them), and Secure decided by COOKIE_SECURE alone — behind a
   // TLS-terminating proxy Koa may not know the request was https.
@@ -128,10 +153,8 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       if (control.clearCookie) clearCookie(ctx);
       return;
     }
-    const choice = flag.choose(session.handle);
     // While the chosen backend's breaker is open, sessions stay in (or go to) the fallback.
-    const target = backends.placement(choice.backend);
-    const source = target === choice.backend ? choice.source : 'fallback';
+    const { backend: target, source } = control.destination();
     const now = Date.now();
     let written: Written | undefined;
     if (session.isNew) {
@@ -150,7 +173,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       const touched = { ...session.record, lastActivity: now };
       written = await backends.update({ ...touched, expiresAt: expiryAt(touched, config) }, 'touch');
     } else {
-      metrics.backendSelected.inc({ backend: session.record.backend, source });
+      metrics.selected(session.record.backend, source);
       // Served from the database copy while its backend is down: point the cookie at the copy,
       // so changes made meanwhile are not hidden behind a stale copy when that backend returns.
       if (cookieBackend !== session.record.backend && session.record.id) {
@@ -163,7 +186,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       clearCookie(ctx);
       return;
     }
-    metrics.backendSelected.inc({ backend: written.record.backend, source: written.fellBackFrom ? 'fallback' : source });
+    metrics.selected(written.record.backend, written.fellBackFrom ? 'fallback' : source);
     // Database and Redis tokens do not change on save or touch; the sealed cookie does.
     if (session.isNew || written.record.backend !== cookieBackend || written.record.backend === 'cookie') setCookie(ctx, written);
   }
@@ -171,7 +194,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
   return async function sessions(ctx: Context, next: Next) {
     const raw = ctx.cookies.get(config.cookieName);
     const loaded = raw ? await backends.open(raw) : undefined;
-    const control = new SessionControl(loaded, ctx, config);
+    const control = new SessionControl(loaded, ctx, config, placement);
     // A cookie that does not open is left alone rather than cleared: another tab may have
     // just replaced it (a rotation), and clearing would log that tab out too.
     // `?passive=1` marks a background check (the pages' polling): not activity, no touch.

@@ -92,6 +92,22 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** One store operation: its duration and its outcome. */
+  storeOperation(backend: BackendName, operation: StoreOperation, outcome: (typeof OUTCOMES)[number], seconds: number) {
+    this.storeDuration.observe({ backend, operation }, seconds);
+    this.storeOperations.inc({ backend, operation, outcome });
+  }
+
+  /** A request's session was served by `backend`, chosen by `source`. */
+  selected(backend: BackendName, source: SelectionSource) {
+    this.backendSelected.inc({ backend, source });
+  }
+
+  /** One HTTP request; `route` is the route pattern (or 'unmatched'), never the raw path. */
+  httpRequest(method: string, route: string, status: number, seconds: number) {
+    this.httpDuration.observe({ method, route, status: String(status) }, seconds);
+  }
+
   constructor(options: { defaultMetrics?: boolean; disabledBackends?: readonly BackendName[] } = {}) {
     if (options.defaultMetrics !== false) {
       collectDefaultMetrics({ register: this.registry });

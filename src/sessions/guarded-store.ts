@@ -3,25 +3,74 @@
  * counted. While the breaker is open, calls fail at once with `BackendUnavailableError`, so
  * the caller can serve from the fallback without waiting on timeouts; after
  * `halfOpenAfterMs` one call is let through as a probe, and its success closes the breaker.
+ *
+ * The deadline is ours rather than cockatiel's timeout policy: that one builds an
+ * AbortController, an event race and listeners for every call, which cost more than a Redis
+ * round trip (docs/performance.md, finding 2). Here a call costs one timer. And a deadline is
+ * judged only after the event loop has read the I/O that was waiting for it: on a saturated
+ * process an answer can sit in the socket while other requests run, and that is our own
+ * queueing, not the backend being slow — failing over then would move load to a slower backend
+ * exactly when capacity is short (finding 1).
  */
-import {
-  CircuitState,
-  ConsecutiveBreaker,
-  TimeoutStrategy,
-  circuitBreaker,
-  handleWhen,
-  isBrokenCircuitError,
-  TaskCancelledError,
-  timeout,
-  wrap,
-  type IPolicy,
-} from 'cockatiel';
+import { CircuitState, ConsecutiveBreaker, circuitBreaker, handleWhen, isBrokenCircuitError, type CircuitBreakerPolicy } from 'cockatiel';
 import type { StoreOperation } from '../metrics/metrics.js';
 import { SessionConflictError, SessionTooLargeError } from './errors.js';
-
-const isCallerError = (err: unknown) => err instanceof SessionTooLargeError || err instanceof SessionConflictError;
 import type { SessionRecord } from './session.js';
 import { isIndexed, type IndexedSessionStore, type SessionStore } from './store.js';
+
+const isCallerError = (err: unknown) => err instanceof SessionTooLargeError || err instanceof SessionConflictError;
+
+/** A store operation that missed its deadline (the breaker counts it as a failure). */
+export class StoreTimeoutError extends Error {
+  override name = 'StoreTimeoutError';
+  constructor(readonly backend: string, readonly ms: number) {
+    super(`session backend ${backend} did not answer within ${ms} ms`);
+  }
+}
+
+/**
+ * Settles like `work`, or rejects with StoreTimeoutError when `work` has not settled within `ms`.
+ *
+ * Only time the process could have spent reading the answer counts. A timer that fires late
+ * means the event loop was blocked (a saturated server, a GC pause): the command may not even
+ * have been written yet (ioredis pipelines writes to the end of the tick), so the deadline
+ * starts again, once. And a deadline is judged after the loop has read pending I/O (setImmediate
+ * runs after the poll phase), so an answer already sitting in the socket is not a timeout.
+ */
+function withDeadline<T>(work: Promise<T>, ms: number, backend: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    let extended = false;
+    const armedAt = performance.now();
+    const expire = () => {
+      if (!extended && performance.now() - armedAt > ms * 1.5) {
+        extended = true;
+        timer = setTimeout(expire, ms);
+        return;
+      }
+      setImmediate(() => {
+        if (settled) return;
+        settled = true;
+        reject(new StoreTimeoutError(backend, ms));
+      });
+    };
+    let timer = setTimeout(expire, ms);
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        if (settled) return;
+        settled = true;
+        resolve(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        if (settled) return;
+        settled = true;
+        reject(err);
+      },
+    );
+  });
+}
 
 export type FailureReason = 'error' | 'timeout' | 'circuit_open';
 
@@ -49,8 +98,8 @@ export interface GuardOptions {
 }
 
 export class GuardedStore implements IndexedSessionStore {
-  private readonly policy: IPolicy;
-  private readonly breaker;
+  private readonly breaker: CircuitBreakerPolicy;
+  private readonly timeoutMs: number;
 
   constructor(
     readonly inner: SessionStore,
@@ -71,8 +120,7 @@ export class GuardedStore implements IndexedSessionStore {
       // so a probe is scheduled: its success closes the breaker and sessions can move back.
       if (state === CircuitState.Open) this.scheduleProbe(options.halfOpenAfterMs);
     });
-    // abortOnReturn off: our stores take no AbortSignal, and aborting one per call costs more than the call.
-    this.policy = wrap(this.breaker, timeout(options.timeoutMs, { strategy: TimeoutStrategy.Aggressive, abortOnReturn: false }));
+    this.timeoutMs = options.timeoutMs;
   }
 
   get backend() {
@@ -110,7 +158,7 @@ export class GuardedStore implements IndexedSessionStore {
   /** Goes through the breaker, so while it is half-open a ping is the probe that closes it. */
   async ping(): Promise<void> {
     try {
-      await this.policy.execute(() => this.inner.ping());
+      await this.breaker.execute(() => withDeadline(this.inner.ping(), this.timeoutMs, this.backend));
     } catch (err) {
       throw this.unavailable(err);
     }
@@ -131,19 +179,16 @@ export class GuardedStore implements IndexedSessionStore {
     this.probeTimer.unref();
   }
 
-  // instanceof, not cockatiel's isTaskCancelledError: in 3.2.1 that guard tests for the bulkhead
-  // error's marker and never recognises a timeout.
   private async run<T>(operation: StoreOperation, fn: () => Promise<T>): Promise<T> {
-    const started = process.hrtime.bigint();
-    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    const started = performance.now();
     try {
-      const result = await this.policy.execute(fn);
-      this.observer.operation(this.backend, operation, 'success', seconds());
+      const result = await this.breaker.execute(() => withDeadline(fn(), this.timeoutMs, this.backend));
+      this.observer.operation(this.backend, operation, 'success', (performance.now() - started) / 1000);
       return result;
     } catch (err) {
       if (isCallerError(err)) throw err;
       if (!isBrokenCircuitError(err)) {
-        this.observer.operation(this.backend, operation, err instanceof TaskCancelledError ? 'timeout' : 'error', seconds());
+        this.observer.operation(this.backend, operation, err instanceof StoreTimeoutError ? 'timeout' : 'error', (performance.now() - started) / 1000);
       }
       throw this.unavailable(err);
     }
@@ -151,7 +196,7 @@ export class GuardedStore implements IndexedSessionStore {
 
   private unavailable(err: unknown) {
     if (isCallerError(err)) return err;
-    const reason: FailureReason = isBrokenCircuitError(err) ? 'circuit_open' : err instanceof TaskCancelledError ? 'timeout' : 'error';
+    const reason: FailureReason = isBrokenCircuitError(err) ? 'circuit_open' : err instanceof StoreTimeoutError ? 'timeout' : 'error';
     return new BackendUnavailableError(this.backend, reason, { cause: err });
   }
 }

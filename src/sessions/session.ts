@@ -2,7 +2,7 @@
  * What a session is, independent of where it is kept. Stores persist `SessionRecord`s;
  * the HTTP layer works with `Session`, which adds change detection on top of a record.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import type { BackendName } from '../config/config.js';
 
 /** The application data a session carries. Anything JSON-serialisable may be added. */
@@ -51,8 +51,9 @@ export function newHandle(): string {
 }
 
 /** Server-side stores key sessions by this, so a leaked table or keyspace yields no usable cookie. */
+// crypto.hash is the one-shot form: a third of createHash's cost for a short input, on every request.
 export function hashSessionId(id: string): string {
-  return createHash('sha256').update(id).digest('base64url');
+  return hash('sha256', id, 'base64url');
 }
 
 export interface Timeouts {

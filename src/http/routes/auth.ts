@@ -5,7 +5,6 @@ import { UniqueConstraintError } from 'sequelize';
 import { z } from 'zod';
 import { hashPassword, passwordProblem, verifyPassword } from '../../auth/passwords.js';
 import { describeSession } from '../../sessions/session.js';
-import type { BackendName } from '../../config/config.js';
 import type { AppDeps } from '../deps.js';
 import { EmailTakenError, InvalidCredentialsError, InvalidInputError, UnauthenticatedError } from '../errors.js';
 import { requireSameOrigin } from '../origin.js';
@@ -29,20 +28,8 @@ export function requireSession(ctx: Context): Session {
   return session;
 }
 
-/**
- * The backend that holds the session once this request is done. A new session is written, and
- * one the flag now puts elsewhere is moved, after the route has answered (session-middleware),
- * so the record the route sees may still name its old place (or a placeholder for a new one):
- * report where the flag sends it, or the fallback when that backend's circuit is open.
- */
-export function backendAfterRequest({ flag, backends }: Pick<AppDeps, 'flag' | 'backends'>, session: Session): BackendName {
-  const target = flag.choose(session.handle).backend;
-  if (backends.stores[target].available || backends.fallback === 'none') return target;
-  return backends.fallback;
-}
-
-function loggedIn(deps: AppDeps, session: Session) {
-  return { user: session.data.user, session: { ...describeSession(session.record), backend: backendAfterRequest(deps, session) }, csrfToken: session.data.csrfToken };
+function loggedIn(ctx: Context, session: Session) {
+  return { user: session.data.user, session: { ...describeSession(session.record), backend: ctx.state.sessions.destination().backend }, csrfToken: session.data.csrfToken };
 }
 
 export function authRoutes(deps: AppDeps) {
@@ -75,7 +62,7 @@ export function authRoutes(deps: AppDeps) {
     }
     const session = ctx.state.sessions.start(publicUser(user));
     ctx.status = 201;
-    ctx.body = loggedIn(deps, session);
+    ctx.body = loggedIn(ctx, session);
   });
 
   router.post('/api/login', requireSameOrigin, async (ctx) => {
@@ -102,7 +89,7 @@ export function authRoutes(deps: AppDeps) {
     await enforceSessionLimit(ctx, user.id);
     const session = ctx.state.sessions.start(publicUser(user));
     metrics.logins.inc({ outcome: 'success' });
-    ctx.body = loggedIn(deps, session);
+    ctx.body = loggedIn(ctx, session);
   });
 
   router.post('/api/logout', async (ctx) => {
@@ -118,7 +105,7 @@ export function authRoutes(deps: AppDeps) {
       return;
     }
     ctx.set('Cache-Control', 'no-store');
-    ctx.body = { authenticated: true, ...loggedIn(deps, session), platform: session.data.platform ?? null, preferences: session.data.preferences ?? {} };
+    ctx.body = { authenticated: true, ...loggedIn(ctx, session), platform: session.data.platform ?? null, preferences: session.data.preferences ?? {} };
   });
 
   /** Small per-session preferences (theme, layout…): the simplest session write. */

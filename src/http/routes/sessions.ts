@@ -3,7 +3,7 @@ import Router from '@koa/router';
 import type { AppDeps } from '../deps.js';
 import { NotFoundError } from '../errors.js';
 import { sessionListEntry } from '../users.js';
-import { backendAfterRequest, requireSession } from './auth.js';
+import { requireSession } from './auth.js';
 
 export function sessionRoutes(deps: AppDeps) {
   const { backends, metrics, audit } = deps;
@@ -13,7 +13,7 @@ export function sessionRoutes(deps: AppDeps) {
     const session = requireSession(ctx);
     const sessions = await backends.listByUser(session.data.user.id);
     ctx.set('Cache-Control', 'no-store');
-    const current = backendAfterRequest(deps, session);
+    const current = ctx.state.sessions.destination().backend;
     ctx.body = { sessions: sessions.map((r) => (r.handle === session.handle ? { ...sessionListEntry(r, session.handle), backend: current } : sessionListEntry(r, session.handle))) };
   });
 

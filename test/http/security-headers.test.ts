@@ -1,0 +1,44 @@
+/**
+ * Security headers, as a browser receives them: pages get helmet's full set with a strict
+ * Content-Security-Policy; JSON answers get the API set (OWASP REST Security cheat sheet).
+ * Both are precomputed at start (src/http/security-headers.ts), so they are checked here on
+ * real answers, error answers included.
+ */
+import { expect } from 'chai';
+import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+import { GOOD_PASSWORD, uniqueEmail } from './helpers.js';
+
+describe('security headers', function () {
+  this.timeout(60_000);
+  let app: AppProcess;
+  before(async () => {
+    app = await startApp();
+  });
+  after(() => app?.stop());
+
+  it('pages: a CSP that allows only same-origin scripts and styles, no inline', async () => {
+    const page = await new Client(app.url).get('/login');
+    expect(page.status).to.equal(200);
+    const csp = page.headers.get('content-security-policy') ?? '';
+    expect(csp).to.include("script-src 'self'").and.include("style-src 'self'").and.include("frame-ancestors 'none'");
+    expect(csp).to.not.include('unsafe-inline');
+    expect(page.headers.get('x-content-type-options')).to.equal('nosniff');
+    expect(page.headers.get('strict-transport-security')).to.match(/max-age=\d+/);
+    expect(page.headers.get('referrer-policy')).to.equal('no-referrer');
+  });
+
+  it('API answers, success and error alike: nothing may be framed, sniffed or loaded from them', async () => {
+    const browser = new Client(app.url);
+    await browser.post('/api/signup', { email: uniqueEmail('hdr'), password: GOOD_PASSWORD, name: 'Hedda' });
+    const replies = [await browser.get('/api/session'), await new Client(app.url).get('/api/session'), await browser.get('/api/nowhere'), await browser.get('/healthz')];
+    expect(replies.map((r) => r.status)).to.deep.equal([200, 401, 404, 200]);
+    for (const reply of replies) {
+      expect(reply.headers.get('content-security-policy')).to.equal("default-src 'none'; frame-ancestors 'none'");
+      expect(reply.headers.get('x-content-type-options')).to.equal('nosniff');
+      expect(reply.headers.get('x-frame-options')).to.equal('DENY');
+      expect(reply.headers.get('strict-transport-security')).to.match(/max-age=\d+/);
+      expect(reply.headers.get('referrer-policy')).to.equal('no-referrer');
+    }
+  });
+});

@@ -1,0 +1,89 @@
+/**
+ * The guard around a store (src/sessions/guarded-store.ts), on a real Redis of this test's own
+ * (redis-server on a free port, hung with SIGSTOP): a backend that stops answering is timed
+ * out, counted, and cut off by the breaker, which a probe closes again once it answers; and a
+ * process too busy to read an answer that has arrived does not blame the backend for it.
+ */
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { BackendUnavailableError, GuardedStore, type StoreObserver } from '../../src/sessions/guarded-store.js';
+import { RedisStore } from '../../src/sessions/redis-store.js';
+import { startRedis, type RedisProcess } from '../support/redis-server.js';
+import { ABSOLUTE_MS, makeRecord } from './fixtures.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Keeps the event loop busy with synchronous work, as a saturated server does. */
+function busyFor(ms: number) {
+  const until = performance.now() + ms;
+  while (performance.now() < until) {
+    // spin
+  }
+}
+
+describe('GuardedStore on a real Redis', function () {
+  this.timeout(60_000);
+  let redis: RedisProcess;
+  let client: Redis;
+  let outcomes: string[];
+  let availability: boolean[];
+  const observer: StoreObserver = {
+    operation: (_backend, operation, outcome) => outcomes.push(`${operation}:${outcome}`),
+    availability: (_backend, up) => availability.push(up),
+  };
+  const guarded = (timeoutMs: number) =>
+    new GuardedStore(new RedisStore(client, { keyPrefix: 'guard:', absoluteTimeoutMs: ABSOLUTE_MS }), { timeoutMs, breakerThreshold: 3, halfOpenAfterMs: 300 }, observer);
+
+  before(async () => {
+    redis = await startRedis();
+    client = new Redis(redis.url, { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
+  });
+  beforeEach(() => {
+    outcomes = [];
+    availability = [];
+  });
+  after(async () => {
+    client?.disconnect();
+    await redis?.stop();
+  });
+
+  it('does not blame the backend for time the process itself was busy', async () => {
+    const store = guarded(25);
+    const record = makeRecord({}, 'redis');
+    const token = await store.create(record);
+    // Redis answers in well under a millisecond, but the command is written (ioredis pipelines to
+    // the end of the tick) and its answer read only once the loop is free again — long after the
+    // 25 ms deadline. The backend was never slow: this process was.
+    const loading = store.load(token);
+    busyFor(150);
+    const loaded = await loading;
+    expect(loaded?.handle).to.equal(record.handle);
+    expect(outcomes).to.deep.equal(['save:success', 'load:success']);
+    expect(store.available).to.equal(true);
+  });
+
+  it('times out a backend that stops answering, opens the breaker, and a probe closes it when it is back', async () => {
+    const store = guarded(50);
+    const record = makeRecord({}, 'redis');
+    const token = await store.create(record);
+    await redis.pause(1500);
+    const failures: unknown[] = [];
+    for (let i = 0; i < 3; i++) failures.push(await store.load(token).catch((e: unknown) => e));
+    expect(failures.map((e) => (e as BackendUnavailableError).reason)).to.deep.equal(['timeout', 'timeout', 'timeout']);
+    expect(store.available, 'breaker open after 3 consecutive failures').to.equal(false);
+    // While open, calls fail at once, without waiting for a deadline, and are not counted as store operations.
+    const counted = outcomes.length;
+    const refused = await store.load(token).catch((e: unknown) => e);
+    expect(refused).to.be.instanceOf(BackendUnavailableError);
+    expect((refused as BackendUnavailableError).reason).to.equal('circuit_open');
+    expect(outcomes.length).to.equal(counted);
+    expect(availability).to.deep.equal([false]);
+    redis.resume();
+    // The scheduled probe (no traffic needed) closes the breaker once Redis answers.
+    // (`available` is already true while half-open; the up report comes only once closed.)
+    for (let i = 0; i < 100 && availability.at(-1) !== true; i++) await sleep(50);
+    expect(availability.at(-1)).to.equal(true);
+    expect(store.available).to.equal(true);
+    expect((await store.load(token))?.handle).to.equal(record.handle);
+  });
+});
