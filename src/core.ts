@@ -83,7 +83,10 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   if (redis) await waitForRedis(redis, 1000);
 
   const database = new DatabaseStore(models, codec);
-  const redisStore = redis && new RedisStore(redis, { keyPrefix: config.redis.keyPrefix, absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, codec });
+  // No Redis per-user index: the app lists a user's sessions from the database directory (every
+  // Redis session has its row there, see mirrored-store.ts), so the index would only cost a
+  // command per login and 136 B per session.
+  const redisStore = redis && new RedisStore(redis, { keyPrefix: config.redis.keyPrefix, absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, codec, userIndex: false });
   const mirrorError = (err: unknown, operation: string) => logger.warn({ err, operation }, 'database copy of a session could not be written');
   // The short deadline exists to fail over fast; the backend that is itself the last resort
   // (the fallback, or every backend with SESSION_FALLBACK=none) has nothing to fail over to.

@@ -1,10 +1,17 @@
 /**
- * Sessions in a SQL table (Sequelize: SQLite or PostgreSQL), keyed by the hash of the id.
+ * Sessions in a SQL table (SQLite or PostgreSQL), keyed by the hash of the id.
  *
  * The same table is the directory of every session, whatever backend holds it: the redis and
  * cookie backends keep a copy here (see mirrored-store.ts), with `backend` naming the holder.
+ *
+ * The per-request statements (load, create, save, touch, destroy, evict, and the mirror's
+ * write-behind batch) run as prepared statements on the driver itself: through Sequelize each
+ * one cost several times the query (SQL building, validation, a stack captured per query —
+ * docs/performance.md, item 1). Everything off the request path stays on Sequelize.
  */
-import { Op, QueryTypes, type Model } from 'sequelize';
+import type { Client as PgClient, QueryResult } from 'pg';
+import { Op, type Model, type Sequelize } from 'sequelize';
+import type { Database as SqliteDatabase, Statement as SqliteStatement } from 'sqlite3';
 import type { BackendName } from '../config/config.js';
 import type { Models, SessionRow } from '../db/models.js';
 import { jsonCodec, type DataCodec } from './codec.js';
@@ -12,8 +19,39 @@ import { SessionConflictError } from './errors.js';
 import { hashSessionId, type SessionRecord } from './session.js';
 import type { IndexedSessionStore } from './store.js';
 
-const LOAD_SQL =
-  'SELECT id_hash, handle, user_id, backend, data, created_at, issued_at, last_activity, expires_at, absolute_expires_at, ip, user_agent, version FROM sessions WHERE id_hash = ?';
+const COLUMNS = 'id_hash, handle, user_id, backend, data, created_at, issued_at, last_activity, expires_at, absolute_expires_at, ip, user_agent, version';
+const INSERT = `INSERT INTO sessions (${COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)`;
+
+// The Redis and cookie formats do not carry the IP and User-Agent, so their copies arrive with
+// '': the directory keeps the ones it has (from the login) rather than forget them.
+const UPSERT_SET =
+  'handle = excluded.handle, user_id = excluded.user_id, backend = excluded.backend, data = excluded.data, ' +
+  'created_at = excluded.created_at, issued_at = excluded.issued_at, last_activity = excluded.last_activity, ' +
+  'expires_at = excluded.expires_at, absolute_expires_at = excluded.absolute_expires_at, ' +
+  "ip = COALESCE(NULLIF(excluded.ip, ''), sessions.ip), user_agent = COALESCE(NULLIF(excluded.user_agent, ''), sessions.user_agent), " +
+  'version = excluded.version';
+const UPDATE_SET =
+  'handle = ?2, user_id = ?3, backend = ?4, data = ?5, created_at = ?6, issued_at = ?7, last_activity = ?8, expires_at = ?9, ' +
+  "absolute_expires_at = ?10, ip = COALESCE(NULLIF(?11, ''), ip), user_agent = COALESCE(NULLIF(?12, ''), user_agent), version = ?13";
+
+/**
+ * The hot-path statements. Numbered parameters, so that every statement writing a whole row
+ * takes the same values (`rowValues`): ?1 is the id hash, ?1…?13 the columns in COLUMNS order.
+ */
+const SQL = {
+  load: `SELECT ${COLUMNS} FROM sessions WHERE id_hash = ?1`,
+  exists: 'SELECT 1 AS found FROM sessions WHERE id_hash = ?1',
+  create: `${INSERT} ON CONFLICT (id_hash) DO UPDATE SET ${UPSERT_SET}`,
+  // Never over a row another backend has claimed meanwhile (a migration), nor over a newer save.
+  mirror: `${INSERT} ON CONFLICT (id_hash) DO UPDATE SET ${UPSERT_SET} WHERE sessions.backend = excluded.backend AND sessions.version <= excluded.version`,
+  save: `UPDATE sessions SET ${UPDATE_SET} WHERE id_hash = ?1`,
+  saveVersion: `UPDATE sessions SET ${UPDATE_SET} WHERE id_hash = ?1 AND version = ?14`,
+  touch: 'UPDATE sessions SET last_activity = ?2, expires_at = ?3 WHERE id_hash = ?1',
+  destroy: 'DELETE FROM sessions WHERE id_hash = ?1',
+  evict: 'DELETE FROM sessions WHERE id_hash = ?1 AND backend = ?2',
+} as const;
+type StatementName = keyof typeof SQL;
+const STATEMENT_NAMES = Object.keys(SQL) as StatementName[];
 
 interface RawRow {
   id_hash: string;
@@ -31,46 +69,40 @@ interface RawRow {
   version: number;
 }
 
-/** A raw row in the shape of the model (BIGINT comes back as a string from PostgreSQL). */
-function fromRaw(r: RawRow): Omit<SessionRow, keyof Model> {
-  return {
-    idHash: r.id_hash,
-    handle: r.handle,
-    userId: Number(r.user_id),
-    backend: r.backend,
-    data: r.data,
-    createdAt: Number(r.created_at),
-    issuedAt: Number(r.issued_at),
-    lastActivity: Number(r.last_activity),
-    expiresAt: Number(r.expires_at),
-    absoluteExpiresAt: Number(r.absolute_expires_at),
-    ip: r.ip,
-    userAgent: r.user_agent,
-    version: Number(r.version),
-  } as Omit<SessionRow, keyof Model>;
+type Run = (name: StatementName, values: unknown[]) => Promise<number>;
+
+/** The hot-path statements on one driver. */
+interface Statements {
+  /** The first row, if any. */
+  get<T>(name: StatementName, values: unknown[]): Promise<T | undefined>;
+  /** Rows changed. */
+  run: Run;
+  /** Several statements in a row, on one connection where the driver pools them. */
+  batch(work: (run: Run) => Promise<void>): Promise<void>;
+  close(): Promise<void>;
 }
 
 export class DatabaseStore implements IndexedSessionStore {
   readonly backend = 'database' as const;
+  private readonly sql: Statements;
 
   constructor(
     private readonly models: Models,
     private readonly codec: DataCodec = jsonCodec,
-  ) {}
+  ) {
+    this.sql = statementsFor(models.sequelize);
+  }
 
   async load(token: string): Promise<SessionRecord | undefined> {
-    // The hot path: one raw SELECT, no model instance (Sequelize's instances cost more than the query).
-    const [raw] = await this.models.sequelize.query<RawRow>(LOAD_SQL, { replacements: [hashSessionId(token)], type: QueryTypes.SELECT, raw: true });
-    const row = raw && fromRaw(raw);
-    if (!row || row.expiresAt <= Date.now()) return undefined;
+    const row = await this.sql.get<RawRow>('load', [hashSessionId(token)]);
+    if (!row || Number(row.expires_at) <= Date.now()) return undefined;
     // Read through this store, the session is served from the database, even when the row is
     // another backend's copy (a fallback read, or a stale cookie): the caller moves it on.
-    const record = this.toRecord(row, token);
-    return record && { ...record, backend: this.backend };
+    return this.fromRaw(row, token, this.backend);
   }
 
   async create(record: SessionRecord): Promise<string> {
-    await this.models.SessionRow.upsert(this.toRow(record));
+    await this.sql.run('create', this.rowValues(record));
     return record.id;
   }
 
@@ -81,41 +113,41 @@ export class DatabaseStore implements IndexedSessionStore {
    */
   async upsertMany(records: SessionRecord[]): Promise<void> {
     if (records.length === 0) return;
-    const rows = records.map((r) => this.toRow(r));
-    // No transaction: each statement is conditional and idempotent, and on SQLite Sequelize opens
-    // a transaction on a connection of its own, without the busy timeout the main one has.
-    await this.models.SessionRow.bulkCreate(rows, { ignoreDuplicates: true });
-    for (const { idHash, ...changes } of rows) {
-      await this.models.SessionRow.update(changes, { where: { idHash, backend: changes.backend, version: { [Op.lte]: changes.version } } });
-    }
+    // No transaction: each statement is conditional and idempotent, and on SQLite every request's
+    // statements share this one connection, so a BEGIN here would sweep them into the batch.
+    await this.sql.batch(async (run) => {
+      for (const record of records) {
+        try {
+          await run('mirror', this.rowValues(record));
+        } catch (err) {
+          // After ON CONFLICT (id_hash), only the handle can clash: the login has gone on under a
+          // new id (rotation), and this late copy of the old id must not come back.
+          if (!isUniqueViolation(err)) throw err;
+        }
+      }
+    });
   }
 
   async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
-    const { idHash, ...changes } = this.toRow(record);
-    const where = expectedVersion === undefined ? { idHash } : { idHash, version: expectedVersion };
-    const [count] = await this.models.SessionRow.update(changes, { where });
-    if (count > 0) return record.id;
-    if (expectedVersion !== undefined && (await this.models.SessionRow.count({ where: { idHash } })) > 0) {
-      throw new SessionConflictError(expectedVersion);
-    }
+    const values = this.rowValues(record);
+    const changed = expectedVersion === undefined ? await this.sql.run('save', values) : await this.sql.run('saveVersion', [...values, expectedVersion]);
+    if (changed > 0) return record.id;
+    if (expectedVersion !== undefined && (await this.sql.get('exists', [record.idHash]))) throw new SessionConflictError(expectedVersion);
     return undefined;
   }
 
   async touch(record: SessionRecord): Promise<string | undefined> {
-    const [count] = await this.models.SessionRow.update(
-      { lastActivity: record.lastActivity, expiresAt: record.expiresAt },
-      { where: { idHash: record.idHash } },
-    );
-    return count > 0 ? record.id : undefined;
+    const changed = await this.sql.run('touch', [record.idHash, record.lastActivity, record.expiresAt]);
+    return changed > 0 ? record.id : undefined;
   }
 
   async destroy(record: SessionRecord): Promise<void> {
-    await this.models.SessionRow.destroy({ where: { idHash: record.idHash } });
+    await this.sql.run('destroy', [record.idHash]);
   }
 
   /** Removes the row only while it still belongs to this backend: a destination that mirrors here has already claimed it. */
   async evict(record: SessionRecord): Promise<void> {
-    await this.models.SessionRow.destroy({ where: { idHash: record.idHash, backend: this.backend } });
+    await this.sql.run('evict', [record.idHash, this.backend]);
   }
 
   async listByUser(userId: number): Promise<SessionRecord[]> {
@@ -162,25 +194,52 @@ export class DatabaseStore implements IndexedSessionStore {
     await this.models.sequelize.query('SELECT 1');
   }
 
+  /**
+   * Releases what this store holds on the connection (SQLite's prepared statements). The
+   * connection itself belongs to the application, which closes it; a later call prepares again.
+   */
   async close(): Promise<void> {
-    // The connection belongs to the application, which closes it.
+    await this.sql.close();
   }
 
-  private toRow(r: SessionRecord) {
+  /** The parameters ?1…?13 of every statement that writes a whole row. */
+  private rowValues(r: SessionRecord): unknown[] {
+    return [
+      r.idHash,
+      r.handle,
+      r.userId,
+      r.backend,
+      this.codec.encode(r.data),
+      r.createdAt,
+      r.issuedAt,
+      r.lastActivity,
+      r.expiresAt,
+      r.absoluteExpiresAt,
+      r.ip.slice(0, 64),
+      r.userAgent.slice(0, 512),
+      r.version,
+    ];
+  }
+
+  /** BIGINT comes back from PostgreSQL as a string. */
+  private fromRaw(r: RawRow, id: string, backend: BackendName): SessionRecord | undefined {
+    const data = this.codec.decode(r.data);
+    if (!data) return undefined;
     return {
-      idHash: r.idHash,
+      id,
+      idHash: r.id_hash,
       handle: r.handle,
-      userId: r.userId,
-      backend: r.backend,
-      data: this.codec.encode(r.data),
-      createdAt: r.createdAt,
-      issuedAt: r.issuedAt,
-      lastActivity: r.lastActivity,
-      expiresAt: r.expiresAt,
-      absoluteExpiresAt: r.absoluteExpiresAt,
-      ip: r.ip.slice(0, 64),
-      userAgent: r.userAgent.slice(0, 512),
-      version: r.version,
+      userId: Number(r.user_id),
+      backend,
+      data,
+      createdAt: Number(r.created_at),
+      issuedAt: Number(r.issued_at),
+      lastActivity: Number(r.last_activity),
+      expiresAt: Number(r.expires_at),
+      absoluteExpiresAt: Number(r.absolute_expires_at),
+      ip: r.ip,
+      userAgent: r.user_agent,
+      version: Number(r.version),
     };
   }
 
@@ -204,4 +263,191 @@ export class DatabaseStore implements IndexedSessionStore {
       version: row.version,
     };
   }
+}
+
+function statementsFor(sequelize: Sequelize): Statements {
+  const dialect = sequelize.getDialect();
+  if (dialect === 'sqlite') return new SqliteStatements(sequelize);
+  if (dialect === 'postgres') return new PostgresStatements(sequelize);
+  throw new Error(`DatabaseStore runs on SQLite or PostgreSQL, not ${dialect}`);
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  const { code, message } = err as { code?: unknown; message?: unknown };
+  // sqlite3 gives only the primary code; its message names the kind of constraint.
+  return code === '23505' || (code === 'SQLITE_CONSTRAINT' && typeof message === 'string' && message.includes('UNIQUE'));
+}
+
+/**
+ * SQLite: statements prepared once on the connection Sequelize itself uses (one per file), so
+ * they share its settings (WAL, busy timeout, synchronous) and never contend with it for the
+ * writer lock as a second connection would.
+ */
+class SqliteStatements implements Statements {
+  private prepared: PreparedSet | undefined;
+  private preparing: Promise<PreparedSet> | undefined;
+
+  constructor(private readonly sequelize: Sequelize) {}
+
+  async get<T>(name: StatementName, values: unknown[]): Promise<T | undefined> {
+    const statement = (this.prepared?.live ? this.prepared : await this.prepare()).statements[name];
+    // `all`, not `get`: sqlite3's `get` leaves the statement mid-step, holding a read
+    // transaction open on the connection (a stale snapshot, and a WAL that cannot be checkpointed)
+    // until the statement is next used.
+    return new Promise((resolve, reject) => {
+      statement.all<T>(values, (err, rows) => (err ? reject(err) : resolve(rows[0])));
+    });
+  }
+
+  async run(name: StatementName, values: unknown[]): Promise<number> {
+    const statement = (this.prepared?.live ? this.prepared : await this.prepare()).statements[name];
+    return new Promise((resolve, reject) => {
+      statement.run(values, function (err) {
+        if (err) reject(err);
+        else resolve(this.changes);
+      });
+    });
+  }
+
+  batch(work: (run: Run) => Promise<void>): Promise<void> {
+    return work((name, values) => this.run(name, values));
+  }
+
+  async close(): Promise<void> {
+    const preparing = this.preparing;
+    const prepared = this.prepared;
+    this.prepared = undefined;
+    await Promise.all([prepared?.finalize(), preparing?.then((set) => set.finalize(), () => undefined)]);
+  }
+
+  private prepare(): Promise<PreparedSet> {
+    this.preparing ??= (async () => {
+      try {
+        // Without a uuid the sqlite dialect hands out its 'default' connection, the one
+        // openDatabase set up (the type only satisfies Sequelize's declaration).
+        const db = (await this.sequelize.connectionManager.getConnection({ type: 'write' })) as SqliteDatabase;
+        const set = await PreparedSet.prepare(db);
+        this.prepared = set;
+        return set;
+      } finally {
+        this.preparing = undefined;
+      }
+    })();
+    return this.preparing;
+  }
+}
+
+/** One preparation of every statement on one connection; finalized together. */
+class PreparedSet {
+  live = true;
+  private finalizing: Promise<void> | undefined;
+
+  private constructor(
+    private readonly db: SqliteDatabase,
+    readonly statements: Record<StatementName, SqliteStatement>,
+  ) {}
+
+  static async prepare(db: SqliteDatabase): Promise<PreparedSet> {
+    const results = await Promise.allSettled(
+      STATEMENT_NAMES.map(
+        (name) =>
+          new Promise<SqliteStatement>((resolve, reject) => {
+            const statement = db.prepare(SQL[name], (err) => (err ? reject(err) : resolve(statement)));
+          }),
+      ),
+    );
+    const ready = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) {
+      await Promise.all(ready.map(finalize));
+      throw failed.reason;
+    }
+    const set = new PreparedSet(db, Object.fromEntries(STATEMENT_NAMES.map((name, i) => [name, ready[i]])) as Record<StatementName, SqliteStatement>);
+    openSets(db).add(set);
+    return set;
+  }
+
+  /** Waits for the statements' queued runs, then finalizes them. Safe to call twice. */
+  finalize(): Promise<void> {
+    this.live = false;
+    this.finalizing ??= Promise.all(Object.values(this.statements).map(finalize)).then(() => {
+      openSets(this.db).delete(this);
+    });
+    return this.finalizing;
+  }
+}
+
+function finalize(statement: SqliteStatement): Promise<void> {
+  // The only error finalize reports is "already finalized".
+  return new Promise((resolve) => statement.finalize(() => resolve()));
+}
+
+const setsByConnection = new WeakMap<SqliteDatabase, Set<PreparedSet>>();
+
+/**
+ * The sets prepared on a connection, finalized before it closes: the application closes
+ * Sequelize (sequelize.close()), not its stores, and sqlite3 refuses to close a connection that
+ * still has statements (SQLITE_BUSY) — so the connection's own close waits for them.
+ */
+function openSets(db: SqliteDatabase): Set<PreparedSet> {
+  let sets = setsByConnection.get(db);
+  if (!sets) {
+    const open = (sets = new Set());
+    const close = db.close.bind(db);
+    const finalizeAll = async () => {
+      // Again while any remain: a set may have been prepared while the others were finalized.
+      while (open.size > 0) await Promise.allSettled([...open].map((set) => set.finalize()));
+    };
+    db.close = (callback) => {
+      void finalizeAll().then(() => close(callback));
+    };
+    setsByConnection.set(db, sets);
+  }
+  return sets;
+}
+
+/**
+ * PostgreSQL: named prepared statements on a connection borrowed from Sequelize's own pool for
+ * the duration of a call. Not a pg.Pool of our own: that would need closing (the application
+ * closes Sequelize, not its stores), an error listener for connections the server ends, and
+ * would double the connections held. pg prepares a name once per connection and remembers it,
+ * and a connection that fails is dropped from the pool by Sequelize's error handler.
+ */
+class PostgresStatements implements Statements {
+  constructor(private readonly sequelize: Sequelize) {}
+
+  async get<T>(name: StatementName, values: unknown[]): Promise<T | undefined> {
+    const result = await this.withClient((client) => query<T>(client, name, values));
+    return result.rows[0];
+  }
+
+  async run(name: StatementName, values: unknown[]): Promise<number> {
+    const result = await this.withClient((client) => query(client, name, values));
+    return result.rowCount ?? 0;
+  }
+
+  batch(work: (run: Run) => Promise<void>): Promise<void> {
+    return this.withClient((client) => work(async (name, values) => (await query(client, name, values)).rowCount ?? 0));
+  }
+
+  async close(): Promise<void> {
+    // Nothing held between calls; prepared statements end with their connections.
+  }
+
+  private async withClient<T>(work: (client: PgClient) => Promise<T>): Promise<T> {
+    const manager = this.sequelize.connectionManager;
+    // 'write': the primary even if replicas are ever configured; a session just written must read back.
+    const client = (await manager.getConnection({ type: 'write' })) as PgClient;
+    try {
+      return await work(client);
+    } finally {
+      manager.releaseConnection(client);
+    }
+  }
+}
+
+const PG_SQL = Object.fromEntries(STATEMENT_NAMES.map((name) => [name, SQL[name].replace(/\?(\d+)/g, '$$$1')])) as Record<StatementName, string>;
+
+function query<T>(client: PgClient, name: StatementName, values: unknown[]): Promise<QueryResult<T & object>> {
+  return client.query<T & object>({ name: `switchboard_sessions_${name}`, text: PG_SQL[name], values });
 }

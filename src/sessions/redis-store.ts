@@ -2,69 +2,98 @@
  * Sessions in Redis (ioredis; a single node, Sentinel or Cluster). Redis keeps the expiry.
  *
  * Layout — every command touches one key, so nothing crosses a Cluster slot:
- *   <prefix>s:<hash(id)>  hash: m = metadata JSON, d = data, t = last activity, e = expiry (ms)
- *   <prefix>u:<userId>    sorted set of the user's session hashes, scored by expiry, pruned on read
+ *   <prefix>s:<first 22 chars of hash(id)>  string: the binary record of redis-record.ts, with PX.
+ *       132 bits keep collisions out of reach at 21 bytes less per key than the whole hash,
+ *       and the key stays printable for operators. The name cannot collide with the previous
+ *       layout's 43-character keys.
+ *   <prefix>u:<userId>  sorted set of the user's full id hashes scored by absolute expiry
+ *       (option `userIndex`). Written at create, removed from at destroy and evict, pruned
+ *       on read; a save or touch cannot change either, so they leave it alone.
+ *
+ * Per request: a load is one GET; a save one SET (or one script when it must check the
+ * version); a touch one script.
+ *
+ * The previous layout (a hash under `s:<all 43 chars>`) is never read: such a session misses
+ * here, the app's MirroredStore reads it through from its database copy and writes it back in
+ * this format on that request.
  */
 import { Cluster, type Redis, type Result } from 'ioredis';
-import type { BackendName } from '../config/config.js';
 import { jsonCodec, type DataCodec } from './codec.js';
 import { SessionConflictError } from './errors.js';
+import { decodeRecord, encodeRecord, VERSION_OFFSET } from './redis-record.js';
 import { hashSessionId, type SessionRecord } from './session.js';
-import type { IndexedSessionStore } from './store.js';
+import type { SessionIndex, SessionStore } from './store.js';
 
 type RedisClient = Redis | Cluster;
 
-// Write the hash and its expiry in one step; `save`/`touch` only when the session still exists,
-// and a save with an expected version only when the stored one matches (-1: conflict).
-const WRITE = `
-if ARGV[1] == 'update' then
-  local m = redis.call('hget', KEYS[1], 'm')
-  if not m then return 0 end
-  if ARGV[7] ~= '' and cjson.decode(m).v ~= tonumber(ARGV[7]) then return -1 end
-end
-redis.call('hset', KEYS[1], 'm', ARGV[2], 'd', ARGV[3], 't', ARGV[4], 'e', ARGV[5])
-redis.call('pexpire', KEYS[1], ARGV[6])
+// A value that is not a string (pcall: a key of another type) or too short to hold a version
+// is no session, as for a load: 0, not written over. -1: the stored version is not the expected one.
+const SAVE_IF_VERSION = `
+local v = redis.pcall('get', KEYS[1])
+if type(v) ~= 'string' or #v < ${VERSION_OFFSET + 4} then return 0 end
+local a, b, c, d = string.byte(v, ${VERSION_OFFSET + 1}, ${VERSION_OFFSET + 4})
+if ((a * 256 + b) * 256 + c) * 256 + d ~= tonumber(ARGV[3]) then return -1 end
+redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
 return 1`;
+
+// The same version as the record being touched: write its times (the value holds them). A
+// different one: a save landed since the toucher read it, and its data must stay; only the
+// key's life is extended, never shortened below what that save set.
 const TOUCH = `
-if redis.call('exists', KEYS[1]) == 0 then return 0 end
-redis.call('hset', KEYS[1], 't', ARGV[1], 'e', ARGV[2])
-redis.call('pexpire', KEYS[1], ARGV[3])
+local v = redis.pcall('get', KEYS[1])
+if type(v) ~= 'string' or #v < ${VERSION_OFFSET + 4} then return 0 end
+local ttl = tonumber(ARGV[2])
+if string.sub(v, 1, ${VERSION_OFFSET + 4}) == string.sub(ARGV[1], 1, ${VERSION_OFFSET + 4}) then
+  redis.call('set', KEYS[1], ARGV[1], 'px', ttl)
+elseif redis.call('pttl', KEYS[1]) < ttl then
+  redis.call('pexpire', KEYS[1], ttl)
+end
 return 1`;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    sbWrite(key: string, mode: 'create' | 'update', meta: string, data: string, t: number, e: number, ttl: number, expectedVersion: string): Result<number, Context>;
-    sbTouch(key: string, t: number, e: number, ttl: number): Result<number, Context>;
+    sbSaveIfVersion(key: string, value: Buffer, ttl: number, expectedVersion: number): Result<number, Context>;
+    sbTouchRecord(key: string, value: Buffer, ttl: number): Result<number, Context>;
   }
 }
 
-interface Meta {
-  h: string;
-  u: number;
-  b: BackendName;
-  c: number;
-  i: number;
-  x: number;
-  ip: string;
-  ua: string;
-  v: number;
+export interface RedisStoreOptions {
+  keyPrefix: string;
+  /** How long the per-user index lives after its last session was created: no session outlives it. */
+  absoluteTimeoutMs: number;
+  /** How data rests (encryption); the plain JSON codec means the compact encoding. */
+  codec?: DataCodec;
+  /**
+   * Keep the per-user index so that this store alone can list a user's sessions (default
+   * true). Off, the store has no `listByUser` and writes one key per session; the app lists
+   * from the database directory instead (mirrored-store.ts).
+   */
+  userIndex?: boolean;
 }
 
-export class RedisStore implements IndexedSessionStore {
+class RedisSessionStore implements SessionStore {
   readonly backend = 'redis' as const;
+  /** Only with the user index: `isIndexed` must see a store without it as unlistable. */
+  declare readonly listByUser?: (userId: number) => Promise<SessionRecord[]>;
+  private readonly codec: DataCodec | undefined;
+  private readonly indexed: boolean;
 
   constructor(
     private readonly redis: RedisClient,
-    private readonly options: { keyPrefix: string; absoluteTimeoutMs: number; codec?: DataCodec },
+    private readonly options: RedisStoreOptions,
   ) {
-    redis.defineCommand('sbWrite', { numberOfKeys: 1, lua: WRITE });
-    redis.defineCommand('sbTouch', { numberOfKeys: 1, lua: TOUCH });
+    redis.defineCommand('sbSaveIfVersion', { numberOfKeys: 1, lua: SAVE_IF_VERSION });
+    redis.defineCommand('sbTouchRecord', { numberOfKeys: 1, lua: TOUCH });
+    this.codec = options.codec === jsonCodec ? undefined : options.codec;
+    this.indexed = options.userIndex ?? true;
+    if (this.indexed) this.listByUser = (userId) => this.listIndexed(userId);
   }
 
-  private get codec() {
-    return this.options.codec ?? jsonCodec;
-  }
   private sessionKey(idHash: string) {
+    return `${this.options.keyPrefix}s:${idHash.slice(0, 22)}`;
+  }
+  /** Where the previous layout kept the session (see destroy). */
+  private legacyKey(idHash: string) {
     return `${this.options.keyPrefix}s:${idHash}`;
   }
   private userKey(userId: number) {
@@ -75,50 +104,67 @@ export class RedisStore implements IndexedSessionStore {
     return this.loadByHash(hashSessionId(token), token);
   }
 
-  /** For operator tools that only know the hash (from the database directory). */
+  /** For operator tools that only know the (full, 43-character) hash, from the database directory. */
   async loadByHash(idHash: string, id = ''): Promise<SessionRecord | undefined> {
-    const [m, d, t, e] = await this.redis.hmget(this.sessionKey(idHash), 'm', 'd', 't', 'e');
-    return this.toRecord(id, idHash, m, d, t, e);
+    const value = await this.read(this.sessionKey(idHash));
+    return value ? this.decode(value, id, idHash) : undefined;
   }
 
-  async create(record: SessionRecord): Promise<string> {
-    await this.write('create', record);
-    return record.id;
+  async create(r: SessionRecord): Promise<string> {
+    const ttl = r.expiresAt - Date.now();
+    if (ttl <= 0) return r.id;
+    const writes: Array<Promise<unknown>> = [this.redis.set(this.sessionKey(r.idHash), encodeRecord(r, this.codec), 'PX', ttl)];
+    if (this.indexed) {
+      const userKey = this.userKey(r.userId);
+      // Sent together, applied in order on the key's one node; the index outlives any session in it.
+      writes.push(this.redis.zadd(userKey, r.absoluteExpiresAt, r.idHash), this.redis.pexpire(userKey, this.options.absoluteTimeoutMs));
+    }
+    await Promise.all(writes);
+    return r.id;
   }
 
-  async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
-    const written = await this.write('update', record, expectedVersion);
-    if (written === -1) throw new SessionConflictError(expectedVersion ?? 0);
-    return written === 1 ? record.id : undefined;
-  }
-
-  async touch(record: SessionRecord): Promise<string | undefined> {
-    const ttl = record.expiresAt - Date.now();
+  async save(r: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
+    const ttl = r.expiresAt - Date.now();
     if (ttl <= 0) return undefined;
-    const [touched] = await Promise.all([
-      this.redis.sbTouch(this.sessionKey(record.idHash), record.lastActivity, record.expiresAt, ttl),
-      this.redis.zadd(this.userKey(record.userId), 'XX', record.expiresAt, record.idHash),
-    ]);
-    return touched === 1 ? record.id : undefined;
+    const key = this.sessionKey(r.idHash);
+    const value = encodeRecord(r, this.codec);
+    if (expectedVersion === undefined) return (await this.redis.set(key, value, 'PX', ttl, 'XX')) === 'OK' ? r.id : undefined;
+    const written = await this.redis.sbSaveIfVersion(key, value, ttl, expectedVersion);
+    if (written === -1) throw new SessionConflictError(expectedVersion);
+    return written === 1 ? r.id : undefined;
   }
 
-  async destroy(record: SessionRecord): Promise<void> {
-    await Promise.all([this.redis.del(this.sessionKey(record.idHash)), this.redis.zrem(this.userKey(record.userId), record.idHash)]);
+  async touch(r: SessionRecord): Promise<string | undefined> {
+    const ttl = r.expiresAt - Date.now();
+    if (ttl <= 0) return undefined;
+    const touched = await this.redis.sbTouchRecord(this.sessionKey(r.idHash), encodeRecord(r, this.codec), ttl);
+    return touched === 1 ? r.id : undefined;
   }
 
-  async evict(record: SessionRecord): Promise<void> {
-    await this.destroy(record);
+  /**
+   * Also deletes the key the previous layout used: were the old code deployed again, it
+   * would read it, and a logged-out session should not be there for it.
+   */
+  async destroy(r: SessionRecord): Promise<void> {
+    const removals: Array<Promise<unknown>> = [this.redis.del(this.sessionKey(r.idHash))];
+    if (r.idHash.length > 22) removals.push(this.redis.del(this.legacyKey(r.idHash)));
+    if (this.indexed) removals.push(this.redis.zrem(this.userKey(r.userId), r.idHash));
+    await Promise.all(removals);
   }
 
-  async listByUser(userId: number): Promise<SessionRecord[]> {
+  async evict(r: SessionRecord): Promise<void> {
+    await this.destroy(r);
+  }
+
+  /** Members whose session expired or is gone are pruned here, the only place that reads them. */
+  private async listIndexed(userId: number): Promise<SessionRecord[]> {
     const key = this.userKey(userId);
-    await this.redis.zremrangebyscore(key, '-inf', Date.now());
-    const hashes = await this.redis.zrange(key, 0, -1);
-    const rows = await Promise.all(hashes.map((h) => this.redis.hmget(this.sessionKey(h), 'm', 'd', 't', 'e')));
+    const [, hashes] = await Promise.all([this.redis.zremrangebyscore(key, '-inf', Date.now()), this.redis.zrange(key, 0, -1)]);
+    const values = await Promise.all(hashes.map((h) => this.read(this.sessionKey(h))));
     const records: SessionRecord[] = [];
     const gone: string[] = [];
-    rows.forEach(([m, d, t, e], i) => {
-      const record = this.toRecord('', hashes[i]!, m, d, t, e);
+    values.forEach((value, i) => {
+      const record = value && this.decode(value, '', hashes[i]!);
       if (record) records.push(record);
       else gone.push(hashes[i]!);
     });
@@ -149,48 +195,29 @@ export class RedisStore implements IndexedSessionStore {
     // The client belongs to the application, which quits it.
   }
 
-  /** 1 written, 0 missing (not written), -1 version conflict. */
-  private async write(mode: 'create' | 'update', r: SessionRecord, expectedVersion?: number): Promise<number> {
-    const ttl = r.expiresAt - Date.now();
-    if (ttl <= 0) return 0;
-    const meta: Meta = { h: r.handle, u: r.userId, b: r.backend, c: r.createdAt, i: r.issuedAt, x: r.absoluteExpiresAt, ip: r.ip, ua: r.userAgent, v: r.version };
-    const userKey = this.userKey(r.userId);
-    const [written] = await Promise.all([
-      this.redis.sbWrite(this.sessionKey(r.idHash), mode, JSON.stringify(meta), this.codec.encode(r.data), r.lastActivity, r.expiresAt, ttl, expectedVersion === undefined ? '' : String(expectedVersion)),
-      // The index lives as long as the longest session it can hold.
-      this.redis.zadd(userKey, r.expiresAt, r.idHash).then(() => this.redis.pexpire(userKey, this.options.absoluteTimeoutMs)),
-    ]);
-    return written;
+  /** A key of another type is no session (a miss), not a failure of Redis. */
+  private async read(key: string): Promise<Buffer | null> {
+    try {
+      return await this.redis.getBuffer(key);
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith('WRONGTYPE')) return null;
+      throw err;
+    }
   }
 
-  private toRecord(id: string, idHash: string, ...fields: Array<string | null | undefined>): SessionRecord | undefined {
-    const [m, d, t, e] = fields;
-    if (m == null || d == null || t == null || e == null) return undefined;
-    const expiresAt = Number(e);
-    if (expiresAt <= Date.now()) return undefined;
-    const data = this.codec.decode(d);
-    if (!data) return undefined;
-    let meta: Meta;
-    try {
-      meta = JSON.parse(m) as Meta;
-    } catch {
-      return undefined;
-    }
-    return {
-      id,
-      idHash,
-      handle: meta.h,
-      userId: meta.u,
-      backend: meta.b,
-      data,
-      createdAt: meta.c,
-      issuedAt: meta.i,
-      lastActivity: Number(t),
-      expiresAt,
-      absoluteExpiresAt: meta.x,
-      ip: meta.ip,
-      userAgent: meta.ua,
-      version: meta.v,
-    };
+  private decode(value: Buffer, id: string, idHash: string): SessionRecord | undefined {
+    const record = decodeRecord(value, id, idHash, this.codec);
+    return record && record.expiresAt > Date.now() ? record : undefined;
   }
 }
+
+/**
+ * The store's type says whether it can list: with the user index (the default) it is a
+ * SessionIndex, with `userIndex: false` it has no `listByUser` at all. The cast states what
+ * the constructor does, which TypeScript cannot infer for a class.
+ */
+export const RedisStore = RedisSessionStore as {
+  new (redis: RedisClient, options: RedisStoreOptions & { userIndex?: true }): RedisSessionStore & SessionIndex;
+  new (redis: RedisClient, options: RedisStoreOptions): RedisSessionStore;
+};
+export type RedisStore = RedisSessionStore;

@@ -4,6 +4,7 @@
  */
 import { Cluster } from 'ioredis';
 import { randomBytes } from 'node:crypto';
+import { decodeRecord } from '../../src/sessions/redis-record.js';
 import { RedisStore } from '../../src/sessions/redis-store.js';
 import { startRedisCluster, type RedisClusterProcess } from '../support/redis-cluster.js';
 import { describeStoreConformance } from './conformance.js';
@@ -17,22 +18,31 @@ describe('Redis Cluster', function () {
   });
   after(() => cluster?.stop());
 
-  describeStoreConformance('RedisStore on a 3-master cluster', async () => {
-    const client = new Cluster(cluster.nodes, { enableAutoPipelining: true });
-    const prefix = `cluster-${randomBytes(4).toString('hex')}:`;
-    const store = new RedisStore(client, { keyPrefix: prefix, absoluteTimeoutMs: ABSOLUTE_MS });
-    const everyKey = async () => (await Promise.all(client.nodes('master').map((n) => n.keys(`${prefix}*`)))).flat();
-    return {
-      store,
-      async dumpAtRest() {
-        const keys = await everyKey();
-        const values = await Promise.all(keys.map(async (k) => ((await client.type(k)) === 'hash' ? client.hgetall(k) : client.zrange(k, 0, -1))));
-        return JSON.stringify({ keys, values });
-      },
-      async close() {
-        for (const key of await everyKey()) await client.del(key);
-        client.disconnect();
-      },
-    };
-  }, { stableToken: true, listable: true });
+  for (const userIndex of [true, false]) {
+    describeStoreConformance(`RedisStore on a 3-master cluster, ${userIndex ? 'with' : 'without'} the user index`, async () => {
+      const client = new Cluster(cluster.nodes, { enableAutoPipelining: true });
+      const prefix = `cluster-${randomBytes(4).toString('hex')}:`;
+      const store = new RedisStore(client, { keyPrefix: prefix, absoluteTimeoutMs: ABSOLUTE_MS, userIndex });
+      const everyKey = async () => (await Promise.all(client.nodes('master').map((n) => n.keys(`${prefix}*`)))).flat();
+      // A session value is binary: as latin1 text, as base64url, and decoded (a raw handle reads as text only there).
+      const atRest = async (key: string) => {
+        const type = await client.type(key);
+        if (type === 'hash') return client.hgetall(key);
+        if (type !== 'string') return client.zrange(key, 0, -1);
+        const raw = (await client.getBuffer(key))!;
+        return { latin1: raw.toString('latin1'), base64url: raw.toString('base64url'), decoded: decodeRecord(raw, '', '') };
+      };
+      return {
+        store,
+        async dumpAtRest() {
+          const keys = await everyKey();
+          return JSON.stringify({ keys, values: await Promise.all(keys.map(atRest)) });
+        },
+        async close() {
+          for (const key of await everyKey()) await client.del(key);
+          client.disconnect();
+        },
+      };
+    }, { stableToken: true, listable: userIndex, clientInfo: false });
+  }
 });

@@ -3,7 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { CookieStore, MAX_SEALED_LENGTH } from '../../src/sessions/cookie-store.js';
 import { SessionTooLargeError } from '../../src/sessions/errors.js';
 import { RevocationList } from '../../src/sessions/revocations.js';
-import { ABSOLUTE_MS, makeRecord, sqliteDb, type TestDb } from './fixtures.js';
+import { Sealer } from '../../src/sessions/sealer.js';
+import { hashSessionId, type SessionData, type SessionRecord } from '../../src/sessions/session.js';
+import { ABSOLUTE_MS, IDLE_MS, makeRecord, sqliteDb, type TestDb } from './fixtures.js';
 
 const secret = () => randomBytes(32).toString('base64url');
 
@@ -74,4 +76,157 @@ describe('CookieStore', () => {
       otherList.stop();
     }
   });
+
+  describe('the sealed form', () => {
+    const UA = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36';
+
+    it('is compact and leaves IP and User-Agent to the database directory', async () => {
+      const store = new CookieStore([secret()], revocations);
+      const record = makeRecord({ ip: '203.0.113.7', userAgent: UA }, 'cookie');
+      const token = await store.create(record);
+      // As JSON of the whole record this session took 760 characters.
+      expect(token.length).to.be.below(300);
+      const loaded = await store.load(token);
+      expect(loaded).to.deep.equal({ ...record, ip: '', userAgent: '' });
+    });
+
+    it('is format 1 for every new seal, re-sealing included', async () => {
+      const s = secret();
+      const store = new CookieStore([s], revocations);
+      const sealer = new Sealer([s], 'session cookie');
+      const token = await store.create(makeRecord({}, 'cookie'));
+      expect(sealer.openBytes(token)?.[0]).to.equal(1);
+      const legacy = sealer.seal(JSON.stringify(sealedPart(makeRecord({}, 'cookie'))));
+      const resealed = await store.save((await store.load(legacy))!);
+      expect(sealer.openBytes(resealed!)?.[0]).to.equal(1);
+    });
+
+    it('keeps any session exactly, whatever its data and numbers', async () => {
+      const store = new CookieStore([secret()], revocations);
+      const base = makeRecord({}, 'cookie');
+      const user = base.data.user;
+      const unusual: Array<[string, Partial<SessionRecord>]> = [
+        ['no platform', { data: { csrfToken: base.data.csrfToken, user } }],
+        ['a platform id', { data: { ...base.data, platformId: 12345678 } }],
+        ['a platform that is not a number', { data: { ...base.data, platformId: 'gh' as unknown as number } }],
+        ['more keys', { data: { ...base.data, preferences: { theme: 'dark', counter: 3 }, platform: { id: 1, name: 'GitHub', tags: ['a', null, true, 1.5e-7] } } }],
+        ['a user with another field', { data: { ...base.data, user: { ...user, avatar: 'a.png' } as SessionData['user'] } }],
+        ['a user id that is not an integer', { data: { ...base.data, user: { ...user, id: 1.5 } } }],
+        ['a user with a field missing', { data: { ...base.data, user: { id: 1, email: 'e', name: 'n' } as SessionData['user'] } }],
+        ['an empty CSRF token', { data: { ...base.data, csrfToken: '' } }],
+        ['a CSRF token in another spelling', { data: { ...base.data, csrfToken: 'AAAAAAAAAAAAAAAAAAAAAB' } }],
+        ['unicode', { data: { ...base.data, user: { ...user, name: 'Zoë 😀 ß', email: 'ü@例え.jp' }, note: '日本語' } }],
+        ['lone surrogates', { handle: 'h\uD800', data: { ...base.data, user: { ...user, name: 'a\uD800', role: '\uDC00b' }, note: '\uDFFF' } }],
+        ['a key named __proto__', { data: { ...base.data, ...(JSON.parse('{"__proto__":{"polluted":true}}') as object) } }],
+        ['a long field', { data: { ...base.data, user: { ...user, name: 'N'.repeat(300) } } }],
+        ['a handle that is not 16 bytes of base64url', { handle: 'AAAAAAAAAAAAAAAAAAAAAB' }],
+        ['a longer id', { id: 'i'.repeat(60) }],
+        ['negative and large integers', { userId: -7, version: 2 ** 52 - 1, data: { ...base.data, user: { ...user, id: -(2 ** 52 - 1) }, platformId: -1 } }],
+        ['integers beyond 2^52', { userId: 2 ** 53 - 1, version: 2 ** 60 }],
+        ['times that are not whole milliseconds', { createdAt: base.createdAt + 0.25, issuedAt: base.issuedAt - 1e-3, expiresAt: base.expiresAt + 0.5 }],
+        ['times before creation', { issuedAt: base.createdAt - 5000, lastActivity: base.createdAt - 1 }],
+      ];
+      for (const [name, overrides] of unusual) {
+        const record = { ...base, ...overrides };
+        if (overrides.id) record.idHash = hashSessionId(overrides.id);
+        const loaded = await store.load(await store.create(record));
+        expect(loaded, name).to.deep.equal({ ...record, ip: '', userAgent: '' });
+        if (overrides.data && Object.hasOwn(overrides.data, '__proto__')) expect(Object.keys(loaded!.data), name).to.include('__proto__');
+      }
+    });
+
+    it('opens only in its canonical base64url spelling', async () => {
+      const store = new CookieStore([secret()], revocations);
+      const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+      // Three lengths of data, so the body ends with 0, 4 and 2 unused bits.
+      const tails = new Set<number>();
+      for (const name of ['N', 'Na', 'Nam']) {
+        // One with both characters that have an alias (`+` for `-`, `/` for `_`).
+        let token = '';
+        while (!token.includes('-') || !token.includes('_')) {
+          const record = makeRecord({}, 'cookie');
+          token = await store.create({ ...record, data: { ...record.data, user: { ...record.data.user, name } } });
+        }
+        expect(await store.load(token)).to.not.equal(undefined);
+
+        const variants = new Set<string>();
+        for (let i = 0; i < token.length; i++) {
+          const c = token[i]!;
+          const replace = (r: string) => variants.add(token.slice(0, i) + r + token.slice(i + 1));
+          if (c === '-') replace('+');
+          if (c === '_') replace('/');
+          // Node's decoder reads a character above U+00FF as its low byte.
+          if (c !== '.') replace(String.fromCharCode(0x100 | c.charCodeAt(0)));
+          for (const inserted of [' ', '\n', '=', '.', '%', '\u0000', '\u00e9']) variants.add(token.slice(0, i) + inserted + token.slice(i));
+        }
+        for (const padding of ['=', '==', '.', ' ']) variants.add(token + padding);
+        // The unused bits of the last character: its siblings decode to the same bytes.
+        const tail = (token.length - token.lastIndexOf('.') - 1) % 4;
+        tails.add(tail);
+        const unused = [0, 0, 15, 3][tail]!;
+        const last = alphabet.indexOf(token.at(-1)!);
+        for (let v = last & ~unused; v <= (last | unused); v++) variants.add(token.slice(0, -1) + alphabet[v]);
+        variants.delete(token);
+
+        expect(variants.size).to.be.above(1500);
+        for (const variant of variants) expect(await store.load(variant), JSON.stringify(variant)).to.equal(undefined);
+      }
+      expect([...tails].sort()).to.deep.equal([0, 2, 3]);
+    });
+  });
+
+  describe('cookies sealed before format 1 (JSON of the whole record)', () => {
+    // Sealed by the previous release with the secret below; it expires in 2099.
+    const OLD_SECRET = 'a-secret-of-the-deploy-before-format-1';
+    const OLD_COOKIE =
+      'eqTx6A._pGx2-QVNAyUxWnq.2IiKGZVs8-q3wH9gnd5OTAqgcKU16Y5lxZyNHz8gGEu4VZpJGiKY9V08XMnh8RF7rxIWg2fGzemP6196YxLLL_Tp8T2mYC8_dnY9l26XnMzsb9tcs5YkszfypS6QgpDmcd4DUPS8hfB5YQOsvtbSf0YFem-WYgunj8c_BpvTaBj9nuXS4asqeyFKKlfG_S2K9LoCXFvbWuW-D18vnqEQPX2tgW_CkPy9GLgg0ljNiMC7DArToVWSwXFlAu7Qz97IgFlrP8SpWs3aiLEjbDDOmuhCezpqTPsVgMONqBS7AyLjJf-DOAt570wjHRoOeq8CnSPuAudBzhls__KsGxMQ82PzxCKAIXNZD1lbLfdCEh1ozEFe5CbPVSEHrEJ0cRweU0v2sQfyDyjWVazrA2ZZ4lMez1Wea-w6gb7601nJlEpYHVEc-bc7hhYrLwLRZQTUj6LIJCe_Ceq7OnaIGI5L8ZDoegt_MaHEhAcaLm3M2IH1xG-x8e11d4XtDeWGIFXl_1OODxTP0T6CBsduWIjMy2oFz6DIF_3r8uekrn7G9ybZStPvUioo1UJIRacKleSiyT2Kdb9700iAbneoaNVex3o__lYCoxKeMsDWyISnrIgLyDkrYJj0R9tLGBfwcxDM0GLFztf2UozKaIUJUWLFRciIBFmCgdb7VA2M9Q';
+    const createdAt = Date.UTC(2025, 10, 24, 9, 30);
+    const id = 'Yx3vQp0f4W8mJc2kT7nR1sLbZ6uEaHdGiKoNyVwXq5M';
+    const sealedThen: SessionRecord = {
+      id,
+      idHash: hashSessionId(id),
+      handle: 'Hd7pWm2qLx9sKc4tBv1nZA',
+      userId: 42,
+      backend: 'cookie',
+      data: { csrfToken: 'Cs8rFt3oKe5nTg7hJk2lMA', user: { id: 42, email: 'ann@example.com', name: 'Ann', role: 'admin' }, platformId: 7, preferences: { theme: 'dark' } },
+      createdAt,
+      issuedAt: createdAt,
+      lastActivity: createdAt + 60_000,
+      expiresAt: Date.UTC(2099, 0, 1),
+      absoluteExpiresAt: Date.UTC(2099, 0, 1),
+      ip: '203.0.113.7',
+      userAgent: 'Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0',
+      version: 4,
+    };
+
+    it('still open after the deploy, so nobody is logged out by it', async () => {
+      const store = new CookieStore([OLD_SECRET], revocations);
+      expect(await store.load(OLD_COOKIE)).to.deep.equal(sealedThen);
+    });
+
+    it('are re-sealed in format 1 at their next write, and stay revocable', async () => {
+      const store = new CookieStore([OLD_SECRET], revocations);
+      const loaded = (await store.load(OLD_COOKIE))!;
+      const resealed = await store.save({ ...loaded, lastActivity: loaded.lastActivity + 1000, version: 5 });
+      expect(resealed!.length).to.be.below(OLD_COOKIE.length / 2);
+      expect(await store.load(resealed!)).to.deep.equal({ ...sealedThen, lastActivity: loaded.lastActivity + 1000, version: 5, ip: '', userAgent: '' });
+      await store.destroy(loaded);
+      expect(await store.load(OLD_COOKIE)).to.equal(undefined);
+      expect(await store.load(resealed!)).to.equal(undefined);
+    });
+
+    it('open when sealed now the old way', async () => {
+      const s = secret();
+      const record = makeRecord({ userAgent: 'agent', expiresAt: Date.now() + IDLE_MS }, 'cookie');
+      const legacy = new Sealer([s], 'session cookie').seal(JSON.stringify(sealedPart(record)));
+      expect(await new CookieStore([s], revocations).load(legacy)).to.deep.equal(record);
+    });
+  });
 });
+
+/** What the previous release sealed: the record without idHash and backend, as JSON. */
+function sealedPart(record: SessionRecord) {
+  const { idHash: _idHash, backend: _backend, ...rest } = record;
+  return rest;
+}
+

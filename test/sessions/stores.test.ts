@@ -5,13 +5,15 @@
  */
 import { Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
-import { sealedCodec } from '../../src/sessions/codec.js';
+import { sealedCodec, type DataCodec } from '../../src/sessions/codec.js';
 import { CookieStore } from '../../src/sessions/cookie-store.js';
 import { DatabaseStore } from '../../src/sessions/database-store.js';
 import { GuardedStore } from '../../src/sessions/guarded-store.js';
 import { MirroredStore } from '../../src/sessions/mirrored-store.js';
+import { decodeRecord } from '../../src/sessions/redis-record.js';
 import { RedisStore } from '../../src/sessions/redis-store.js';
 import { RevocationList } from '../../src/sessions/revocations.js';
+import type { SessionData } from '../../src/sessions/session.js';
 import type { SessionStore } from '../../src/sessions/store.js';
 import { describeStoreConformance, type StoreUnderTest } from './conformance.js';
 import { ABSOLUTE_MS, postgresDb, sqliteDb, type TestDb } from './fixtures.js';
@@ -24,16 +26,39 @@ async function dumpTable(db: TestDb) {
   return JSON.stringify(rows);
 }
 
-async function redisFixture(encrypted = false) {
+/** Decodes a dumped record without opening sealed data: a dump shows what rests, as it rests. */
+const sealedAsStored: DataCodec = {
+  encode: () => {
+    throw new Error('a dump only reads');
+  },
+  decode: (sealed) => ({ sealed }) as unknown as SessionData,
+};
+
+/**
+ * A session value is binary: its bytes as latin1 text and as base64url (any id or plaintext
+ * stored would show in one of them), and decoded (the raw 16-byte handle shows as text only
+ * there).
+ */
+async function redisValueAtRest(client: Redis, key: string, encrypted: boolean) {
+  const type = await client.type(key);
+  if (type === 'string') {
+    const raw = (await client.getBuffer(key))!;
+    return { latin1: raw.toString('latin1'), base64url: raw.toString('base64url'), decoded: decodeRecord(raw, '', '', encrypted ? sealedAsStored : undefined) };
+  }
+  if (type === 'hash') return client.hgetall(key);
+  return client.zrange(key, 0, -1);
+}
+
+async function redisFixture({ encrypted = false, userIndex = true } = {}) {
   const client = new Redis(REDIS_URL, { enableAutoPipelining: true });
   const prefix = `conformance-${randomBytes(6).toString('hex')}:`;
-  const store = new RedisStore(client, { keyPrefix: prefix, absoluteTimeoutMs: ABSOLUTE_MS, codec: encrypted ? sealedCodec(SECRETS) : undefined });
+  const store = new RedisStore(client, { keyPrefix: prefix, absoluteTimeoutMs: ABSOLUTE_MS, codec: encrypted ? sealedCodec(SECRETS) : undefined, userIndex });
   return {
     client,
     store,
     async dump() {
       const keys = await client.keys(`${prefix}*`);
-      const values = await Promise.all(keys.map(async (k) => ((await client.type(k)) === 'hash' ? client.hgetall(k) : client.zrange(k, 0, -1))));
+      const values = await Promise.all(keys.map((k) => redisValueAtRest(client, k, encrypted)));
       return JSON.stringify({ keys, values });
     },
     async close() {
@@ -66,15 +91,21 @@ describe('session stores', () => {
     return { store: new DatabaseStore(db.models, sealedCodec(SECRETS)), dumpAtRest: () => dumpTable(db), close: db.close };
   }, { stableToken: true, listable: true, encryptedAtRest: true });
 
-  describeStoreConformance('RedisStore', async () => {
+  // IP and User-Agent stay in the database directory (redis-record.ts).
+  describeStoreConformance('RedisStore, with the user index (the default)', async () => {
     const r = await redisFixture();
     return { store: r.store, dumpAtRest: r.dump, close: r.close };
-  }, { stableToken: true, listable: true });
+  }, { stableToken: true, listable: true, clientInfo: false });
+
+  describeStoreConformance('RedisStore without the user index (as the app runs it)', async () => {
+    const r = await redisFixture({ userIndex: false });
+    return { store: r.store, dumpAtRest: r.dump, close: r.close };
+  }, { stableToken: true, listable: false, clientInfo: false });
 
   describeStoreConformance('RedisStore, encrypted at rest', async () => {
-    const r = await redisFixture(true);
+    const r = await redisFixture({ encrypted: true, userIndex: false });
     return { store: r.store, dumpAtRest: r.dump, close: r.close };
-  }, { stableToken: true, listable: true, encryptedAtRest: true });
+  }, { stableToken: true, listable: false, encryptedAtRest: true, clientInfo: false });
 
   describeStoreConformance('CookieStore', async () => {
     const db = await sqliteDb();
@@ -87,11 +118,11 @@ describe('session stores', () => {
         await db.close();
       },
     };
-  }, { stableToken: false, listable: false });
+  }, { stableToken: false, listable: false, clientInfo: false });
 
   describeStoreConformance('Redis mirrored to SQLite, guarded (the app’s redis backend)', async () => {
     const db = await sqliteDb();
-    const r = await redisFixture();
+    const r = await redisFixture({ userIndex: false });
     return {
       store: new MirroredStore(guard(r.store), new DatabaseStore(db.models), noMirrorErrors, { readThrough: true, flushMs: 50 }),
       dumpAtRest: async () => (await r.dump()) + (await dumpTable(db)),
@@ -100,7 +131,7 @@ describe('session stores', () => {
         await db.close();
       },
     };
-  }, { stableToken: true, listable: true });
+  }, { stableToken: true, listable: true, clientInfo: false });
 
   describeStoreConformance('Cookie mirrored to PostgreSQL, guarded (the app’s cookie backend)', async () => {
     const db = await postgresDb();
@@ -114,7 +145,7 @@ describe('session stores', () => {
         await db.close();
       },
     };
-  }, { stableToken: false, listable: true });
+  }, { stableToken: false, listable: true, clientInfo: false });
 
   describeStoreConformance('DatabaseStore on SQLite, guarded (the app’s database backend)', async () => {
     const db = await sqliteDb();

@@ -106,8 +106,10 @@ export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
   router.get('/sessions', signedIn, async (ctx) => {
     const session = ctx.state.sessions.current as Session;
     const records = await backends.listByUser(session.data.user.id);
-    // The directory can lag a migration by a request; show this session as the request sees it.
-    const list = records.map((r) => (r.handle === session.handle ? session.record : r)).map((r) => sessionView(r, session.handle));
+    // The directory can lag a migration by a request; show this session as the request sees it,
+    // with the IP and User-Agent the directory keeps (Redis and cookie sessions do not carry them).
+    const current = (r: SessionRecord): SessionRecord => ({ ...session.record, ip: r.ip, userAgent: r.userAgent });
+    const list = records.map((r) => (r.handle === session.handle ? current(r) : r)).map((r) => sessionView(r, session.handle));
     if (!list.some((s) => s.current)) list.unshift(sessionView(session.record, session.handle));
     list.sort((a, b) => Number(b.current) - Number(a.current) || b.lastActivity - a.lastActivity);
     sendPage(ctx, sessionsPage(assets, { viewer: viewerOf(session), sessions: list }));

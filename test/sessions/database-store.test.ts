@@ -1,0 +1,235 @@
+/**
+ * What the database store does beyond the conformance suite, on SQLite and PostgreSQL: the
+ * directory keeps the IP and User-Agent of the login (the Redis and cookie copies arrive
+ * without them), the write-behind batch's conditions, and the connection's life cycle with the
+ * store's prepared statements on it.
+ */
+import { expect } from 'chai';
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+import sqlite3 from 'sqlite3';
+import { SessionConflictError } from '../../src/sessions/errors.js';
+import { DatabaseStore } from '../../src/sessions/database-store.js';
+import { hashSessionId, newSessionId, type SessionRecord } from '../../src/sessions/session.js';
+import { makeRecord, postgresDb, sqliteDb, type TestDb } from './fixtures.js';
+
+const LOGIN = { ip: '203.0.113.7', userAgent: 'Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0' };
+const WITHOUT_CLIENT = { ip: '', userAgent: '' };
+
+for (const [name, open] of [
+  ['SQLite', sqliteDb],
+  ['PostgreSQL', postgresDb],
+] as const) {
+  describe(`DatabaseStore on ${name}`, function () {
+    this.timeout(30_000);
+    let db: TestDb;
+    let store: DatabaseStore;
+    before(async () => {
+      db = await open();
+      store = new DatabaseStore(db.models);
+    });
+    after(async () => {
+      await store?.close();
+      await db?.close();
+    });
+
+    async function stored(record: SessionRecord) {
+      return db.models.SessionRow.findByPk(record.idHash, { raw: true });
+    }
+    const changedData = (r: SessionRecord, platformId: number) => ({ ...r.data, platformId });
+
+    describe('keeps the IP and User-Agent of the login', () => {
+      it('when a copy without them is created over the row (a migration from Redis or the cookie)', async () => {
+        const record = makeRecord(LOGIN, 'redis');
+        await store.create(record);
+        await store.create({ ...record, ...WITHOUT_CLIENT, backend: 'database', version: 2, data: changedData(record, 3) });
+        const row = await stored(record);
+        expect(row).to.deep.include({ backend: 'database', version: 2, ...LOGIN });
+        expect(JSON.parse(row!.data)).to.deep.include({ platformId: 3 });
+      });
+
+      it('when the write-behind batch updates the row', async () => {
+        const record = makeRecord(LOGIN, 'cookie');
+        await store.create(record);
+        await store.upsertMany([{ ...record, ...WITHOUT_CLIENT, version: 2, data: changedData(record, 4) }]);
+        const row = await stored(record);
+        expect(row).to.deep.include({ version: 2, ...LOGIN });
+        expect(JSON.parse(row!.data)).to.deep.include({ platformId: 4 });
+      });
+
+      it('when a save (with or without an expected version) or a touch carries none', async () => {
+        const record = makeRecord(LOGIN);
+        await store.create(record);
+        expect(await store.save({ ...record, ...WITHOUT_CLIENT, version: 2 })).to.equal(record.id);
+        expect(await store.save({ ...record, ...WITHOUT_CLIENT, version: 3, data: changedData(record, 5) }, 2)).to.equal(record.id);
+        expect(await store.touch({ ...record, ...WITHOUT_CLIENT, lastActivity: record.lastActivity + 1000 })).to.equal(record.id);
+        const loaded = await store.load(record.id);
+        expect(loaded).to.deep.include({ version: 3, lastActivity: record.lastActivity + 1000, ...LOGIN });
+        expect(loaded?.data.platformId).to.equal(5);
+      });
+
+      it('but takes new ones, and writes a new row as it is given', async () => {
+        const record = makeRecord(LOGIN);
+        await store.create(record);
+        const elsewhere = { ip: '198.51.100.2', userAgent: 'curl/8.14' };
+        await store.save({ ...record, ...elsewhere, version: 2 });
+        expect(await stored(record)).to.deep.include(elsewhere);
+
+        const bare = makeRecord(WITHOUT_CLIENT, 'redis');
+        const bareBatched = makeRecord(WITHOUT_CLIENT, 'cookie');
+        await store.create(bare);
+        await store.upsertMany([bareBatched]);
+        expect(await stored(bare)).to.deep.include(WITHOUT_CLIENT);
+        expect(await stored(bareBatched)).to.deep.include(WITHOUT_CLIENT);
+      });
+    });
+
+    describe('the write-behind batch', () => {
+      it('creates missing rows and updates those still held by the same backend at an older or equal version', async () => {
+        const existing = makeRecord({}, 'redis');
+        const missing = makeRecord({}, 'redis');
+        await store.create(existing);
+        await store.upsertMany([
+          { ...existing, version: 1, data: changedData(existing, 1) },
+          { ...missing, data: changedData(missing, 2) },
+        ]);
+        expect((await store.load(existing.id))?.data.platformId).to.equal(1);
+        expect((await store.load(missing.id))?.data.platformId).to.equal(2);
+      });
+
+      it('leaves a row another backend holds now, or one at a newer version', async () => {
+        const moved = makeRecord({}, 'redis');
+        const newer = makeRecord({}, 'redis');
+        await store.create({ ...moved, backend: 'database', version: 2 });
+        await store.create({ ...newer, version: 5, data: changedData(newer, 50) });
+        await store.upsertMany([
+          { ...moved, version: 3, data: changedData(moved, 1) },
+          { ...newer, version: 4, data: changedData(newer, 40) },
+        ]);
+        expect(await stored(moved)).to.deep.include({ backend: 'database', version: 2 });
+        expect(await stored(newer)).to.deep.include({ version: 5 });
+        expect((await store.load(newer.id))?.data.platformId).to.equal(50);
+      });
+
+      it('does not bring back an id whose login went on under a new one, and writes the rest of the batch', async () => {
+        const old = makeRecord({}, 'redis');
+        await store.create(old);
+        await store.destroy(old);
+        const id = newSessionId();
+        const rotated = { ...old, id, idHash: hashSessionId(id), version: 2 };
+        await store.create(rotated);
+        const other = makeRecord({}, 'redis');
+        await store.upsertMany([{ ...old, version: 2 }, other]);
+        expect(await stored(old)).to.equal(null);
+        expect(await stored(rotated)).to.not.equal(null);
+        expect(await stored(other)).to.not.equal(null);
+      });
+    });
+
+    describe('saving with an expected version', () => {
+      it('conflicts while the row is at another version, and finds nothing once it is gone', async () => {
+        const record = makeRecord();
+        await store.create({ ...record, version: 3 });
+        const attempt = { ...record, version: 3 };
+        const conflict = await store.save(attempt, 1).catch((e: unknown) => e);
+        expect(conflict).to.be.instanceOf(SessionConflictError);
+        await store.destroy(record);
+        expect(await store.save(attempt, 3)).to.equal(undefined);
+        expect(await store.touch(attempt)).to.equal(undefined);
+      });
+    });
+
+    it('serves many calls at once', async () => {
+      const records = Array.from({ length: 60 }, () => makeRecord());
+      await Promise.all(records.map((r) => store.create(r)));
+      const [loaded, saved] = await Promise.all([
+        Promise.all(records.map((r) => store.load(r.id))),
+        Promise.all(records.map((r) => store.save({ ...r, version: 2 }, 1))),
+      ]);
+      expect(loaded.every((r) => r !== undefined)).to.equal(true);
+      expect(saved).to.deep.equal(records.map((r) => r.id));
+      await store.upsertMany(records.map((r) => ({ ...r, version: 3 })));
+      await Promise.all(records.map((r) => store.evict(r)));
+      expect(await db.models.SessionRow.count({ where: { idHash: records.map((r) => r.idHash) } })).to.equal(0);
+    });
+
+    if (name === 'PostgreSQL') {
+      it('borrows a pooled connection for each call only, and gives it back when the statement fails', async () => {
+        const pool = (db.sequelize.connectionManager as unknown as { pool: { using: number } }).pool;
+        const record = makeRecord();
+        await store.create(record);
+        const sameHandle = makeRecord({ handle: record.handle });
+        const failure = await store.create(sameHandle).catch((e: unknown) => e);
+        expect(failure).to.be.instanceOf(Error);
+        await Promise.all(Array.from({ length: 30 }, () => store.load(record.id)));
+        expect(pool.using).to.equal(0);
+      });
+    }
+  });
+}
+
+describe('DatabaseStore on SQLite: the connection with the store’s statements on it', function () {
+  this.timeout(30_000);
+
+  /** sqlite3's own close, past the hook the store adds: it refuses while any statement is unfinalized. */
+  function closeConnection(db: TestDb) {
+    return new Promise<void>((resolve, reject) => {
+      void db.sequelize.connectionManager.getConnection({ type: 'write' }).then((raw) => {
+        sqlite3.Database.prototype.close.call(raw as sqlite3.Database, (err) => (err ? reject(err) : resolve()));
+      }, reject);
+    });
+  }
+
+  it('leaves no read transaction open after a load (the WAL can be checkpointed and truncated)', async () => {
+    const db = await sqliteDb();
+    const store = new DatabaseStore(db.models);
+    try {
+      const record = makeRecord();
+      await store.create(record);
+      expect(await store.load(record.id)).to.not.equal(undefined);
+      const file = (db.sequelize as unknown as { options: { storage: string } }).options.storage;
+      const other = await new Promise<sqlite3.Database>((resolve, reject) => {
+        const opened: sqlite3.Database = new sqlite3.Database(file, (err) => (err ? reject(err) : resolve(opened)));
+      });
+      try {
+        const all = (sql: string) => new Promise<Record<string, number>[]>((resolve, reject) => other.all<Record<string, number>>(sql, (err, rows) => (err ? reject(err) : resolve(rows))));
+        // No waiting: a reader still open on the store's connection must show as busy at once.
+        await all('PRAGMA busy_timeout = 0');
+        const [checkpoint] = await all('PRAGMA wal_checkpoint(TRUNCATE)');
+        expect(checkpoint).to.deep.include({ busy: 0 });
+      } finally {
+        await new Promise<void>((resolve) => other.close(() => resolve()));
+      }
+    } finally {
+      await store.close();
+      await db.close();
+    }
+  });
+
+  it('close() finalizes every statement, and the store prepares them again if used after', async () => {
+    const db = await sqliteDb();
+    const store = new DatabaseStore(db.models);
+    const record = makeRecord();
+    await store.create(record);
+    await store.load(record.id);
+    await store.close();
+    expect(await store.load(record.id)).to.not.equal(undefined);
+    const refused = await closeConnection(db).catch((e: unknown) => e);
+    expect(refused).to.have.property('code', 'SQLITE_BUSY');
+    await store.close();
+    await closeConnection(db);
+    // Closed under Sequelize's feet: its own close would only find it closed already.
+    rmSync(path.dirname((db.sequelize as unknown as { options: { storage: string } }).options.storage), { recursive: true, force: true });
+  });
+
+  it("the application's sequelize.close() works without the store being closed, and the store then fails rather than hangs", async () => {
+    const db = await sqliteDb();
+    const store = new DatabaseStore(db.models);
+    const record = makeRecord();
+    await store.create(record);
+    await Promise.all([store.load(record.id), store.touch({ ...record, lastActivity: Date.now() }), store.upsertMany([makeRecord({}, 'redis')])]);
+    await db.close();
+    const after = await store.load(record.id).catch((e: unknown) => e);
+    expect(after).to.be.instanceOf(Error);
+  });
+});
