@@ -29,27 +29,50 @@ export class StoreTimeoutError extends Error {
 }
 
 /**
+ * How long past its deadline an operation may still be waited for while the backend keeps
+ * answering other operations, as a multiple of the deadline (25 ms → 500 ms by default).
+ */
+export const PROGRESS_GRACE_FACTOR = 20;
+
+/** When a backend last answered an operation (a success, or a refusal that is the caller's). */
+interface Liveness {
+  lastAnswerAt: number;
+}
+
+/**
  * Settles like `work`, or rejects with StoreTimeoutError when `work` has not settled within `ms`.
  *
- * Only time the process could have spent reading the answer counts. A timer that fires late
- * means the event loop was blocked (a saturated server, a GC pause): the command may not even
- * have been written yet (ioredis pipelines writes to the end of the tick), so the deadline
- * starts again, once. And a deadline is judged after the loop has read pending I/O (setImmediate
- * runs after the poll phase), so an answer already sitting in the socket is not a timeout.
+ * Only a backend that has stopped answering is timed out, not one that is answering slower
+ * than the process asks:
+ * - A timer that fires late means the event loop was busy (a saturated server, a GC pause): the
+ *   command may not even have been written yet (ioredis pipelines writes to the end of the tick),
+ *   so the deadline starts again.
+ * - When the deadline passes while the backend has answered *other* operations since the last
+ *   check (`lastAnswerAt`), it is alive and the queue is ours — answers arrive in order on one
+ *   connection, so ours is behind them — and the deadline starts again.
+ * Either way, no longer than PROGRESS_GRACE_FACTOR deadlines in all. A hung backend answers
+ * nothing and is timed out after one deadline on an idle process (two at most, when answers to
+ * earlier commands were still arriving), and after the grace at worst on a saturated one.
+ * - A deadline is judged after the loop has read pending I/O (setImmediate runs after the poll
+ *   phase), so an answer already sitting in the socket is not a timeout.
  */
-function withDeadline<T>(work: Promise<T>, ms: number, backend: string): Promise<T> {
+function withDeadline<T>(work: Promise<T>, ms: number, backend: string, liveness: Liveness): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     let settled = false;
-    let extended = false;
     const armedAt = performance.now();
+    let checkedAt = armedAt;
     const expire = () => {
-      if (!extended && performance.now() - armedAt > ms * 1.5) {
-        extended = true;
-        timer = setTimeout(expire, ms);
-        return;
-      }
+      // Fired well after it was due: the loop was busy with other work, which is ours.
+      const firedLate = performance.now() - checkedAt > ms * 1.5;
       setImmediate(() => {
         if (settled) return;
+        const judgedAt = performance.now();
+        const stillWorking = firedLate || liveness.lastAnswerAt > checkedAt;
+        if (stillWorking && judgedAt - armedAt < ms * PROGRESS_GRACE_FACTOR) {
+          checkedAt = judgedAt;
+          timer = setTimeout(expire, ms);
+          return;
+        }
         settled = true;
         reject(new StoreTimeoutError(backend, ms));
       });
@@ -58,12 +81,14 @@ function withDeadline<T>(work: Promise<T>, ms: number, backend: string): Promise
     work.then(
       (value) => {
         clearTimeout(timer);
+        liveness.lastAnswerAt = performance.now();
         if (settled) return;
         settled = true;
         resolve(value);
       },
       (err: unknown) => {
         clearTimeout(timer);
+        if (isCallerError(err)) liveness.lastAnswerAt = performance.now();
         if (settled) return;
         settled = true;
         reject(err);
@@ -158,7 +183,7 @@ export class GuardedStore implements IndexedSessionStore {
   /** Goes through the breaker, so while it is half-open a ping is the probe that closes it. */
   async ping(): Promise<void> {
     try {
-      await this.breaker.execute(() => withDeadline(this.inner.ping(), this.timeoutMs, this.backend));
+      await this.breaker.execute(() => withDeadline(this.inner.ping(), this.timeoutMs, this.backend, this.liveness));
     } catch (err) {
       throw this.unavailable(err);
     }
@@ -169,6 +194,7 @@ export class GuardedStore implements IndexedSessionStore {
     return this.inner.close();
   }
 
+  private readonly liveness: Liveness = { lastAnswerAt: -Infinity };
   private closed = false;
   private probeTimer: NodeJS.Timeout | undefined;
   private scheduleProbe(afterMs: number) {
@@ -182,7 +208,7 @@ export class GuardedStore implements IndexedSessionStore {
   private async run<T>(operation: StoreOperation, fn: () => Promise<T>): Promise<T> {
     const started = performance.now();
     try {
-      const result = await this.breaker.execute(() => withDeadline(fn(), this.timeoutMs, this.backend));
+      const result = await this.breaker.execute(() => withDeadline(fn(), this.timeoutMs, this.backend, this.liveness));
       this.observer.operation(this.backend, operation, 'success', (performance.now() - started) / 1000);
       return result;
     } catch (err) {

@@ -1,14 +1,17 @@
 /**
  * The guard around a store (src/sessions/guarded-store.ts), on a real Redis of this test's own
- * (redis-server on a free port, hung with SIGSTOP): a backend that stops answering is timed
- * out, counted, and cut off by the breaker, which a probe closes again once it answers; and a
- * process too busy to read an answer that has arrived does not blame the backend for it.
+ * (redis-server on a free port, hung with SIGSTOP, or behind a slow link): a backend that stops
+ * answering is timed out, counted, and cut off by the breaker, which a probe closes again once
+ * it answers; a process too busy to read an answer that has arrived does not blame the backend
+ * for it; and a backend slower than the deadline that keeps answering is waited for.
  */
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { BackendUnavailableError, GuardedStore, type StoreObserver } from '../../src/sessions/guarded-store.js';
 import { RedisStore } from '../../src/sessions/redis-store.js';
+import type { SessionRecord } from '../../src/sessions/session.js';
 import { startRedis, type RedisProcess } from '../support/redis-server.js';
+import { startSlowLink } from '../support/slow-link.js';
 import { ABSOLUTE_MS, makeRecord } from './fixtures.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -31,8 +34,8 @@ describe('GuardedStore on a real Redis', function () {
     operation: (_backend, operation, outcome) => outcomes.push(`${operation}:${outcome}`),
     availability: (_backend, up) => availability.push(up),
   };
-  const guarded = (timeoutMs: number) =>
-    new GuardedStore(new RedisStore(client, { keyPrefix: 'guard:', absoluteTimeoutMs: ABSOLUTE_MS }), { timeoutMs, breakerThreshold: 3, halfOpenAfterMs: 300 }, observer);
+  const guarded = (timeoutMs: number, via = client) =>
+    new GuardedStore(new RedisStore(via, { keyPrefix: 'guard:', absoluteTimeoutMs: ABSOLUTE_MS }), { timeoutMs, breakerThreshold: 3, halfOpenAfterMs: 300 }, observer);
 
   before(async () => {
     redis = await startRedis();
@@ -60,6 +63,35 @@ describe('GuardedStore on a real Redis', function () {
     expect(loaded?.handle).to.equal(record.handle);
     expect(outcomes).to.deep.equal(['save:success', 'load:success']);
     expect(store.available).to.equal(true);
+  });
+
+  it('waits for a backend that answers slower than the deadline but keeps answering', async () => {
+    // Redis behind a link that hands every answer back 15 ms late, under steady load. ioredis
+    // keeps one pipeline in flight and queues the next, so a load queued behind it waits up to
+    // two delays (~30 ms) — past the 25 ms deadline, while answers keep coming. That is a slow
+    // backend, not a hung one: failing over would only move the load. (The old deadline timed
+    // out about half of these.)
+    const link = await startSlowLink({ host: '127.0.0.1', port: redis.port }, 15);
+    const slowClient = new Redis(link.port, '127.0.0.1', { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
+    try {
+      await slowClient.ping();
+      const store = guarded(25, slowClient);
+      const record = makeRecord({}, 'redis');
+      const token = await store.create(record);
+      outcomes = [];
+      const loads: Array<Promise<SessionRecord | undefined | Error>> = [];
+      for (let round = 0; round < 200; round++) {
+        for (let i = 0; i < 5; i++) loads.push(store.load(token).catch((e: Error) => e));
+        await sleep(1);
+      }
+      const loaded = await Promise.all(loads);
+      expect(outcomes.filter((o) => o !== 'load:success')).to.deep.equal([]);
+      expect(loaded.every((r) => !(r instanceof Error) && r?.handle === record.handle)).to.equal(true);
+      expect(store.available).to.equal(true);
+    } finally {
+      slowClient.disconnect();
+      await link.close();
+    }
   });
 
   it('times out a backend that stops answering, opens the breaker, and a probe closes it when it is back', async () => {
