@@ -269,7 +269,14 @@ async function main() {
     const env = sum(/^session_backend_selected_total\{.*source="env"/);
     const failed = sum(/^session_store_operations_total\{.*outcome="(error|timeout)"/);
     const fallbacks = sum(/^session_store_fallbacks_total\{/);
-    notes.push(`${t.id}: backend chosen by the Unleash flag ${unleash.toLocaleString('en-US')} times, by SESSION_STORAGE ${env.toLocaleString('en-US')} times; store operations failed or timed out: ${failed}; fallbacks: ${fallbacks}.`);
+    // Which backend and operation failed, when any did: `redis save timeout 3, database save error 1`.
+    const failures = text
+      .split('\n')
+      .filter((line) => /^session_store_operations_total\{.*outcome="(error|timeout)"/.test(line) && Number(line.split(' ').pop()) > 0)
+      .map((line) => `${[...line.matchAll(/(?:backend|operation|outcome)="([^"]*)"/g)].map((m) => m[1]).join(' ')} ${line.split(' ').pop()}`);
+    notes.push(
+      `${t.id}: backend chosen by the Unleash flag ${unleash.toLocaleString('en-US')} times, by SESSION_STORAGE ${env.toLocaleString('en-US')} times; store operations failed or timed out: ${failed}${failures.length ? ` (${failures.join(', ')})` : ''}; fallbacks: ${fallbacks}.`,
+    );
   }
   notes.push(`Before each run every session made one read and kept any cookie set (as a browser would): ${refreshed} cookie(s) were refreshed in all — the sealed-cookie backend's once-a-minute idle-expiry touch.`);
   const errored = samples.filter((s) => s.errorCount > 0);

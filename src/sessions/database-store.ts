@@ -34,6 +34,18 @@ const UPDATE_SET =
   'handle = ?2, user_id = ?3, backend = ?4, data = ?5, created_at = ?6, issued_at = ?7, last_activity = ?8, expires_at = ?9, ' +
   "absolute_expires_at = ?10, ip = COALESCE(NULLIF(?11, ''), ip), user_agent = COALESCE(NULLIF(?12, ''), user_agent), version = ?13";
 
+const MIRROR_CONFLICT = `ON CONFLICT (id_hash) DO UPDATE SET ${UPSERT_SET} WHERE sessions.backend = excluded.backend AND sessions.version <= excluded.version`;
+
+/** Rows per multi-row statement of the mirror's batch, largest first (and 1: `mirror`). */
+const MIRROR_CHUNKS = [64, 16, 4] as const;
+
+/** INSERT of `rows` whole rows: row k takes ?(13k+1)…?(13k+13), as `rowValues` lays them out. */
+function insertRows(rows: number): string {
+  const width = COLUMNS.split(',').length;
+  const tuples = Array.from({ length: rows }, (_, k) => `(${Array.from({ length: width }, (_, c) => `?${k * width + c + 1}`).join(', ')})`);
+  return `INSERT INTO sessions (${COLUMNS}) VALUES ${tuples.join(', ')}`;
+}
+
 /**
  * The hot-path statements. Numbered parameters, so that every statement writing a whole row
  * takes the same values (`rowValues`): ?1 is the id hash, ?1…?13 the columns in COLUMNS order.
@@ -43,7 +55,12 @@ const SQL = {
   exists: 'SELECT 1 AS found FROM sessions WHERE id_hash = ?1',
   create: `${INSERT} ON CONFLICT (id_hash) DO UPDATE SET ${UPSERT_SET}`,
   // Never over a row another backend has claimed meanwhile (a migration), nor over a newer save.
-  mirror: `${INSERT} ON CONFLICT (id_hash) DO UPDATE SET ${UPSERT_SET} WHERE sessions.backend = excluded.backend AND sessions.version <= excluded.version`,
+  mirror: `${INSERT} ${MIRROR_CONFLICT}`,
+  // The batch in one statement per chunk: one commit (one WAL append on SQLite, one round trip on
+  // PostgreSQL) for up to 64 rows instead of one per row.
+  mirror4: `${insertRows(4)} ${MIRROR_CONFLICT}`,
+  mirror16: `${insertRows(16)} ${MIRROR_CONFLICT}`,
+  mirror64: `${insertRows(64)} ${MIRROR_CONFLICT}`,
   save: `UPDATE sessions SET ${UPDATE_SET} WHERE id_hash = ?1`,
   saveVersion: `UPDATE sessions SET ${UPDATE_SET} WHERE id_hash = ?1 AND version = ?14`,
   touch: 'UPDATE sessions SET last_activity = ?2, expires_at = ?3 WHERE id_hash = ?1',
@@ -115,17 +132,33 @@ export class DatabaseStore implements IndexedSessionStore {
     if (records.length === 0) return;
     // No transaction: each statement is conditional and idempotent, and on SQLite every request's
     // statements share this one connection, so a BEGIN here would sweep them into the batch.
+    // A multi-row statement is atomic on its own, and commits once.
     await this.sql.batch(async (run) => {
-      for (const record of records) {
-        try {
-          await run('mirror', this.rowValues(record));
-        } catch (err) {
-          // After ON CONFLICT (id_hash), only the handle can clash: the login has gone on under a
-          // new id (rotation), and this late copy of the old id must not come back.
-          if (!isUniqueViolation(err)) throw err;
+      let next = 0;
+      for (const size of MIRROR_CHUNKS) {
+        for (; records.length - next >= size; next += size) {
+          const chunk = records.slice(next, next + size);
+          try {
+            await run(`mirror${size}`, chunk.flatMap((record) => this.rowValues(record)));
+          } catch (err) {
+            // One row's clash fails the whole statement: the chunk again, row by row.
+            if (!isUniqueViolation(err)) throw err;
+            for (const record of chunk) await this.mirrorOne(run, record);
+          }
         }
       }
+      for (; next < records.length; next++) await this.mirrorOne(run, records[next]!);
     });
+  }
+
+  private async mirrorOne(run: Run, record: SessionRecord): Promise<void> {
+    try {
+      await run('mirror', this.rowValues(record));
+    } catch (err) {
+      // After ON CONFLICT (id_hash), only the handle can clash: the login has gone on under a
+      // new id (rotation), and this late copy of the old id must not come back.
+      if (!isUniqueViolation(err)) throw err;
+    }
   }
 
   async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {

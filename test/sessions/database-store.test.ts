@@ -126,6 +126,34 @@ for (const [name, open] of [
       });
     });
 
+    it('applies the same rules to a large batch, written a chunk of rows per statement', async () => {
+      // 150 rows: chunks of 64, 64, 16 and 4, then two alone. The rows each rule is about sit in
+      // the first chunk, where a clash fails the statement and the chunk is retried row by row.
+      const records = Array.from({ length: 150 }, () => makeRecord({}, 'redis'));
+      const [existing, moved, newer, old] = records as [SessionRecord, SessionRecord, SessionRecord, SessionRecord];
+      await store.create(existing);
+      await store.create({ ...moved, backend: 'database', version: 2 });
+      await store.create({ ...newer, version: 5, data: changedData(newer, 50) });
+      await store.create(old);
+      await store.destroy(old);
+      const id = newSessionId();
+      await store.create({ ...old, id, idHash: hashSessionId(id), version: 2 });
+
+      await store.upsertMany(records.map((r, i) => ({ ...r, version: r === moved ? 3 : r === newer ? 4 : 2, data: changedData(r, i) })));
+
+      expect(await stored(old), 'an id whose login went on under a new one').to.equal(null);
+      expect(await stored(moved)).to.deep.include({ backend: 'database', version: 2 });
+      expect(await stored(newer)).to.deep.include({ version: 5 });
+      const rest = records.filter((r) => r !== moved && r !== newer && r !== old);
+      const rows = await db.models.SessionRow.findAll({ where: { idHash: rest.map((r) => r.idHash) }, raw: true });
+      expect(rows).to.have.length(rest.length);
+      for (const row of rows) {
+        const i = records.findIndex((r) => r.idHash === row.idHash);
+        expect(row.version, `row ${i}`).to.equal(2);
+        expect(JSON.parse(row.data).platformId, `row ${i}`).to.equal(i);
+      }
+    });
+
     describe('saving with an expected version', () => {
       it('conflicts while the row is at another version, and finds nothing once it is gone', async () => {
         const record = makeRecord();
