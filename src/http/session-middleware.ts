@@ -164,14 +164,16 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       written = await backends.migrate(session.record, target, source === 'fallback' ? 'fallback' : 'flag');
     } else if (session.isChanged) {
       // A change is activity too: the idle expiry moves with it.
-      const changed = { ...session.record, lastActivity: now, version: session.record.version + 1 };
-      written = await backends.update({ ...changed, expiresAt: expiryAt(changed, config) }, 'save', {
+      const { record } = session;
+      const changed = { ...record, lastActivity: now, expiresAt: expiryAt({ lastActivity: now, absoluteExpiresAt: record.absoluteExpiresAt }, config), version: record.version + 1 };
+      written = await backends.update(changed, 'save', {
         readVersion: session.record.version,
         changedKeys: session.changes,
       });
     } else if (!control.passive && now - session.record.lastActivity >= config.touchIntervalMs) {
-      const touched = { ...session.record, lastActivity: now };
-      written = await backends.update({ ...touched, expiresAt: expiryAt(touched, config) }, 'touch');
+      const { record } = session;
+      const touched = { ...record, lastActivity: now, expiresAt: expiryAt({ lastActivity: now, absoluteExpiresAt: record.absoluteExpiresAt }, config) };
+      written = await backends.update(touched, 'touch');
     } else {
       metrics.selected(session.record.backend, source);
       // Served from the database copy while its backend is down: point the cookie at the copy,
