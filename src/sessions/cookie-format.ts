@@ -25,6 +25,7 @@
  * Cookies sealed before format 1 hold the record as JSON, so they start with `{`: they still
  * open, and the next write re-seals them in format 1.
  */
+import { RecordReader, RecordWriter } from './binary-record.js';
 import type { SessionData, SessionRecord } from './session.js';
 
 /** What the cookie carries: a record without what is derived from it or implied by it. */
@@ -49,96 +50,29 @@ const TOKEN_BYTES = 16;
 // text, so only these may travel as raw bytes (the unused low bits of the last character are 0).
 const CANONICAL_ID = /^[\w-]{42}[AEIMQUYcgkosw048]$/;
 const CANONICAL_TOKEN = /^[\w-]{21}[AQgw]$/;
-const LONE_SURROGATE = /\p{Cs}/u;
 
 /** Zigzag needs twice the magnitude, and that must stay exact in a double. */
 const MAX_SIGNED = 2 ** 52 - 1;
 const fitsSigned = (n: unknown): n is number => Number.isInteger(n) && Math.abs(n as number) <= MAX_SIGNED;
 
-class Writer {
-  buf: Buffer;
-  pos = 0;
-
-  constructor(size: number) {
-    this.buf = Buffer.allocUnsafe(size);
-  }
-
-  ensure(n: number) {
-    if (this.pos + n <= this.buf.length) return;
-    const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
-    this.buf.copy(bigger, 0, 0, this.pos);
-    this.buf = bigger;
-  }
-
-  byte(b: number) {
-    this.ensure(1);
-    this.buf[this.pos++] = b;
-  }
-
-  unsigned(n: number) {
-    this.ensure(8);
-    const buf = this.buf;
-    let pos = this.pos;
-    while (n > 0x7f) {
-      buf[pos++] = (n & 0x7f) | 0x80;
-      n = Math.floor(n / 128);
-    }
-    buf[pos++] = n;
-    this.pos = pos;
-  }
-
-  signed(n: number) {
-    this.unsigned(n < 0 ? -2 * n - 1 : 2 * n);
-  }
-
-  float(n: number) {
-    this.ensure(8);
-    this.pos = this.buf.writeDoubleLE(n, this.pos);
-  }
-
-  raw(base64url: string, bytes: number) {
-    this.ensure(bytes);
-    this.pos += this.buf.write(base64url, this.pos, bytes, 'base64url');
-  }
-
-  string(s: string) {
-    const json = LONE_SURROGATE.test(s);
-    const text = json ? JSON.stringify(s) : s;
-    // Up to 21 UTF-16 units make at most 63 bytes: the length fits the one byte reserved for it,
-    // which spares measuring the common short strings before writing them.
-    if (text.length <= 21) {
-      this.ensure(1 + 63);
-      const start = this.pos + 1;
-      const n = this.buf.write(text, start);
-      this.buf[this.pos] = n * 2 + (json ? 1 : 0);
-      this.pos = start + n;
-      return;
-    }
-    const n = Buffer.byteLength(text);
-    this.unsigned(n * 2 + (json ? 1 : 0));
-    this.ensure(n);
-    this.pos += this.buf.write(text, this.pos);
-  }
-}
-
 // Encoding is synchronous, and the sealer copies the bytes out before returning, so one buffer
 // serves every seal; a larger session grows it for that one call.
 const SHARED_SIZE = 4096;
-const shared = new Writer(SHARED_SIZE);
+const shared = new RecordWriter(SHARED_SIZE);
 
 /**
  * The record in format 1. The bytes are valid until the next call: seal them at once.
  * Throws, as JSON.stringify does, on data that is not JSON (a BigInt, a cycle).
  */
 export function encodeSession(r: SealedSession): Buffer {
-  shared.pos = 0;
+  shared.reset();
   write(shared, r);
-  const bytes = shared.buf.subarray(0, shared.pos);
-  if (shared.buf.length > SHARED_SIZE) shared.buf = Buffer.allocUnsafe(SHARED_SIZE);
+  const bytes = shared.view();
+  shared.shrink();
   return bytes;
 }
 
-function write(w: Writer, r: SealedSession) {
+function write(w: RecordWriter, r: SealedSession) {
   const idRaw = CANONICAL_ID.test(r.id);
   const handleRaw = CANONICAL_TOKEN.test(r.handle);
   const { createdAt } = r;
@@ -155,42 +89,42 @@ function write(w: Writer, r: SealedSession) {
   w.byte(FORMAT_1);
   w.byte((idRaw ? ID_RAW : 0) | (handleRaw ? HANDLE_RAW : 0) | (integers ? INTEGERS : 0) | (usual ? USUAL_DATA : 0) | (csrfRaw ? CSRF_RAW : 0));
   if (idRaw) w.raw(r.id, ID_BYTES);
-  else w.string(r.id);
+  else w.taggedString(r.id);
   if (handleRaw) w.raw(r.handle, TOKEN_BYTES);
-  else w.string(r.handle);
+  else w.taggedString(r.handle);
   if (integers) {
-    w.signed(r.userId);
-    w.signed(createdAt);
-    w.signed(issued);
-    w.signed(active);
-    w.signed(expires);
-    w.signed(absolute);
-    w.signed(r.version);
+    w.zigzag(r.userId);
+    w.zigzag(createdAt);
+    w.zigzag(issued);
+    w.zigzag(active);
+    w.zigzag(expires);
+    w.zigzag(absolute);
+    w.zigzag(r.version);
   } else {
     for (const n of [r.userId, createdAt, r.issuedAt, r.lastActivity, r.expiresAt, r.absoluteExpiresAt, r.version]) w.float(n);
   }
   if (!usual) {
-    w.string(JSON.stringify(r.data));
+    w.taggedString(JSON.stringify(r.data));
     return;
   }
   if (csrfRaw) w.raw(csrfToken, TOKEN_BYTES);
-  else w.string(csrfToken);
-  w.signed(user.id);
-  w.string(user.email);
-  w.string(user.name);
-  w.string(user.role);
+  else w.taggedString(csrfToken);
+  w.zigzag(user.id);
+  w.taggedString(user.email);
+  w.taggedString(user.name);
+  w.taggedString(user.role);
   if (platformId === undefined) w.byte(PLATFORM_ABSENT);
   else if (platformId === null) w.byte(PLATFORM_NULL);
   else {
     w.byte(PLATFORM_NUMBER);
-    w.signed(platformId);
+    w.zigzag(platformId);
   }
   let more = false;
   for (const _ in rest) {
     more = true;
     break;
   }
-  w.string(more ? JSON.stringify(rest) : '');
+  w.taggedString(more ? JSON.stringify(rest) : '');
 }
 
 /** Exactly `{id, email, name, role}` with an integer id and string fields, as login writes it. */
@@ -203,53 +137,10 @@ function isUsualUser(user: unknown): user is SessionData['user'] {
   return keys === 4;
 }
 
-class Reader {
-  pos = 0;
-  constructor(readonly buf: Buffer) {}
-
-  unsigned(): number {
-    const buf = this.buf;
-    let n = 0;
-    let scale = 1;
-    for (let i = 0; i < 8; i++) {
-      const b = buf[this.pos++]!;
-      n += (b & 0x7f) * scale;
-      if (b < 0x80) return n;
-      scale *= 128;
-    }
-    throw new RangeError('varint too long');
-  }
-
-  signed(): number {
-    const z = this.unsigned();
-    return z % 2 === 0 ? z / 2 : -(z + 1) / 2;
-  }
-
-  float(): number {
-    const n = this.buf.readDoubleLE(this.pos);
-    this.pos += 8;
-    return n;
-  }
-
-  raw(bytes: number): string {
-    const s = this.buf.toString('base64url', this.pos, this.pos + bytes);
-    this.pos += bytes;
-    return s;
-  }
-
-  string(): string {
-    const tagged = this.unsigned();
-    const n = tagged >>> 1;
-    const text = this.buf.toString('utf8', this.pos, this.pos + n);
-    this.pos += n;
-    return tagged & 1 ? (JSON.parse(text) as string) : text;
-  }
-}
-
 /** The session in `plain`, in either format; `undefined` if it is neither. */
 export function decodeSession(plain: Buffer): SealedSession | undefined {
   try {
-    if (plain[0] === FORMAT_1) return read(new Reader(plain));
+    if (plain[0] === FORMAT_1) return read(new RecordReader(plain, 1));
     if (plain[0] === LEGACY_JSON) return readLegacy(plain);
   } catch {
     // Only our own seals open, so this is a format we do not know (sealed by a later version).
@@ -257,20 +148,19 @@ export function decodeSession(plain: Buffer): SealedSession | undefined {
   return undefined;
 }
 
-function read(r: Reader): SealedSession | undefined {
-  r.pos = 1;
-  const flags = r.buf[r.pos++]!;
-  const id = flags & ID_RAW ? r.raw(ID_BYTES) : r.string();
-  const handle = flags & HANDLE_RAW ? r.raw(TOKEN_BYTES) : r.string();
+function read(r: RecordReader): SealedSession | undefined {
+  const flags = r.byte();
+  const id = flags & ID_RAW ? r.raw(ID_BYTES) : r.taggedString();
+  const handle = flags & HANDLE_RAW ? r.raw(TOKEN_BYTES) : r.taggedString();
   let userId, createdAt, issuedAt, lastActivity, expiresAt, absoluteExpiresAt, version;
   if (flags & INTEGERS) {
-    userId = r.signed();
-    createdAt = r.signed();
-    issuedAt = createdAt + r.signed();
-    lastActivity = createdAt + r.signed();
-    expiresAt = createdAt + r.signed();
-    absoluteExpiresAt = createdAt + r.signed();
-    version = r.signed();
+    userId = r.zigzag();
+    createdAt = r.zigzag();
+    issuedAt = createdAt + r.zigzag();
+    lastActivity = createdAt + r.zigzag();
+    expiresAt = createdAt + r.zigzag();
+    absoluteExpiresAt = createdAt + r.zigzag();
+    version = r.zigzag();
   } else {
     userId = r.float();
     createdAt = r.float();
@@ -282,18 +172,18 @@ function read(r: Reader): SealedSession | undefined {
   }
   let data: SessionData;
   if (flags & USUAL_DATA) {
-    const csrfToken = flags & CSRF_RAW ? r.raw(TOKEN_BYTES) : r.string();
-    const user = { id: r.signed(), email: r.string(), name: r.string(), role: r.string() };
-    const platform = r.buf[r.pos++];
+    const csrfToken = flags & CSRF_RAW ? r.raw(TOKEN_BYTES) : r.taggedString();
+    const user = { id: r.zigzag(), email: r.taggedString(), name: r.taggedString(), role: r.taggedString() };
+    const platform = r.byte();
     if (platform !== PLATFORM_ABSENT && platform !== PLATFORM_NULL && platform !== PLATFORM_NUMBER) return undefined;
-    const platformId = platform === PLATFORM_NUMBER ? r.signed() : null;
-    const restJson = r.string();
+    const platformId = platform === PLATFORM_NUMBER ? r.zigzag() : null;
+    const restJson = r.taggedString();
     const rest = restJson === '' ? undefined : (JSON.parse(restJson) as Record<string, unknown>);
     data = platform === PLATFORM_ABSENT ? { csrfToken, user, ...rest } : { csrfToken, user, platformId, ...rest };
   } else {
-    data = JSON.parse(r.string()) as SessionData;
+    data = JSON.parse(r.taggedString()) as SessionData;
   }
-  if (r.pos !== r.buf.length) return undefined;
+  if (!r.atEnd()) return undefined;
   return { id, handle, userId, data, createdAt, issuedAt, lastActivity, expiresAt, absoluteExpiresAt, ip: '', userAgent: '', version };
 }
 

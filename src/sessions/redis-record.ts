@@ -25,6 +25,7 @@
  * serve them, and the database directory every session has keeps them.
  */
 import type { BackendName } from '../config/config.js';
+import { LONE_SURROGATE, RecordReader, RecordWriter } from './binary-record.js';
 import type { DataCodec } from './codec.js';
 import type { SessionData, SessionRecord } from './session.js';
 
@@ -58,11 +59,16 @@ const HAS_REST = 1 << 5;
  * would not come back the same from the raw bytes, and is stored as a string instead.
  */
 const CANONICAL_128 = /^[A-Za-z0-9_-]{21}[AQgw]$/;
-/** With the u flag, \p{Cs} matches only unpaired surrogates, which UTF-8 cannot carry. */
-const LONE_SURROGATE = /\p{Cs}/u;
+const RAW_128_BYTES = 16;
 /** Integers a zigzag varint carries exactly (times beyond it would be past the year 144,000). */
 const ZIGZAG_LIMIT = 2 ** 52;
 const UINT32_LIMIT = 2 ** 32;
+
+/**
+ * Shared by every call (encoding is synchronous); each record is copied out of it, so it is
+ * one allocation per record.
+ */
+const writer = new RecordWriter(4096);
 
 /**
  * `codec` only for data at rest that is not plain JSON (encryption): its text replaces the usual
@@ -81,11 +87,12 @@ export function encodeRecord(r: SessionRecord, codec?: DataCodec): Buffer {
   if (!handleRaw && LONE_SURROGATE.test(r.handle)) throw new RangeError('session handle is not well-formed Unicode');
   const kind = codec ? DataKind.Sealed : isUsualData(r.data, r.userId) ? DataKind.Usual : DataKind.Json;
 
-  const w = new Writer();
+  const w = writer;
+  w.reset();
   w.byte(RECORD_FORMAT);
   w.uint32(r.version);
   w.byte(backend | (handleRaw ? HANDLE_RAW : 0) | (kind << 3));
-  if (handleRaw) w.raw128(r.handle);
+  if (handleRaw) w.raw(r.handle, RAW_128_BYTES);
   else w.string(r.handle);
   w.varint(r.userId);
   w.varint(r.createdAt);
@@ -95,7 +102,7 @@ export function encodeRecord(r: SessionRecord, codec?: DataCodec): Buffer {
   w.zigzag(r.absoluteExpiresAt - r.createdAt);
   if (kind === DataKind.Usual) writeUsualData(w, r.data);
   else w.tail(kind === DataKind.Sealed ? codec!.encode(r.data) : JSON.stringify(r.data));
-  return w.finish();
+  return w.copy();
 }
 
 /**
@@ -106,13 +113,13 @@ export function encodeRecord(r: SessionRecord, codec?: DataCodec): Buffer {
 export function decodeRecord(value: Buffer, id: string, idHash: string, codec?: DataCodec): SessionRecord | undefined {
   if (value.length < VERSION_OFFSET + 5 || value[0] !== RECORD_FORMAT) return undefined; // format, version, flags at least
   try {
-    const r = new Reader(value, VERSION_OFFSET);
+    const r = new RecordReader(value, VERSION_OFFSET);
     const version = r.uint32();
     const flags = r.byte();
     const backend = BACKENDS[flags & 3];
     const kind = (flags >> 3) & 3;
     if (!backend) return undefined;
-    const handle = flags & HANDLE_RAW ? r.raw128() : r.string();
+    const handle = flags & HANDLE_RAW ? r.raw(RAW_128_BYTES) : r.string();
     const userId = r.varint();
     const createdAt = r.varint();
     const issuedAt = createdAt + r.zigzag();
@@ -157,14 +164,14 @@ function isUsualData(data: SessionData, userId: number): boolean {
  * neither 'user' nor 'admin', platformId when an integer (zigzag), and the other keys as one
  * JSON object to the end.
  */
-function writeUsualData(w: Writer, data: SessionData) {
+function writeUsualData(w: RecordWriter, data: SessionData) {
   const { csrfToken, user, platformId, ...rest } = data;
   const csrfRaw = CANONICAL_128.test(csrfToken);
   const role = user.role === 'user' ? Role.User : user.role === 'admin' ? Role.Admin : Role.Other;
   const platform = platformId === undefined ? Platform.Absent : platformId === null ? Platform.Null : Platform.Integer;
   const hasRest = Object.keys(rest).length > 0;
   w.byte((csrfRaw ? CSRF_RAW : 0) | (role << 1) | (platform << 3) | (hasRest ? HAS_REST : 0));
-  if (csrfRaw) w.raw128(csrfToken);
+  if (csrfRaw) w.raw(csrfToken, RAW_128_BYTES);
   else w.string(csrfToken);
   w.string(user.email);
   w.string(user.name);
@@ -173,11 +180,11 @@ function writeUsualData(w: Writer, data: SessionData) {
   if (hasRest) w.tail(JSON.stringify(rest));
 }
 
-function readUsualData(r: Reader, userId: number): SessionData | undefined {
+function readUsualData(r: RecordReader, userId: number): SessionData | undefined {
   const flags = r.byte();
   const role = (flags >> 1) & 3;
   const platform = (flags >> 3) & 3;
-  const csrfToken = flags & CSRF_RAW ? r.raw128() : r.string();
+  const csrfToken = flags & CSRF_RAW ? r.raw(RAW_128_BYTES) : r.string();
   const email = r.string();
   const name = r.string();
   const user = { id: userId, email, name, role: role === Role.User ? 'user' : role === Role.Admin ? 'admin' : r.string() };
@@ -190,118 +197,4 @@ function readUsualData(r: Reader, userId: number): SessionData | undefined {
   if (typeof rest !== 'object' || rest === null || Array.isArray(rest)) return undefined;
   // Spread, not Object.assign: a "__proto__" key in the JSON stays a plain key.
   return { ...data, ...rest };
-}
-
-// ------------------------------------------------------------------ bytes
-
-/**
- * Encodes into one buffer shared by every call (encoding is synchronous) and hands out a copy
- * of exactly the bytes written: one allocation per record.
- */
-let scratch = Buffer.allocUnsafe(4096);
-
-class Writer {
-  private pos = 0;
-
-  private room(n: number) {
-    if (this.pos + n <= scratch.length) return;
-    const bigger = Buffer.allocUnsafe(Math.max(scratch.length * 2, this.pos + n));
-    scratch.copy(bigger, 0, 0, this.pos);
-    scratch = bigger;
-  }
-  byte(b: number) {
-    this.room(1);
-    scratch[this.pos++] = b;
-  }
-  uint32(n: number) {
-    this.room(4);
-    scratch.writeUInt32BE(n, this.pos);
-    this.pos += 4;
-  }
-  /** n: a non-negative integer below 2^53. */
-  varint(n: number) {
-    this.room(8);
-    while (n >= 0x80) {
-      scratch[this.pos++] = (n % 0x80) | 0x80;
-      n = Math.floor(n / 0x80);
-    }
-    scratch[this.pos++] = n;
-  }
-  /** n: an integer within ±2^52. Small negative numbers stay small. */
-  zigzag(n: number) {
-    this.varint(n >= 0 ? n * 2 : -n * 2 - 1);
-  }
-  raw128(canonical: string) {
-    this.room(16);
-    this.pos += scratch.write(canonical, this.pos, 16, 'base64url');
-  }
-  string(s: string) {
-    const n = Buffer.byteLength(s, 'utf8');
-    this.varint(n);
-    this.room(n);
-    this.pos += scratch.write(s, this.pos, n, 'utf8');
-  }
-  tail(s: string) {
-    const n = Buffer.byteLength(s, 'utf8');
-    this.room(n);
-    this.pos += scratch.write(s, this.pos, n, 'utf8');
-  }
-  finish(): Buffer {
-    const out = Buffer.allocUnsafe(this.pos);
-    scratch.copy(out, 0, 0, this.pos);
-    return out;
-  }
-}
-
-/** Throws at the first byte that is not there or not valid: the caller's catch makes it a miss. */
-class Reader {
-  constructor(
-    private readonly buf: Buffer,
-    private pos: number,
-  ) {}
-
-  private take(n: number): number {
-    const at = this.pos;
-    if (at + n > this.buf.length) throw new RangeError('truncated session record');
-    this.pos += n;
-    return at;
-  }
-  byte(): number {
-    return this.buf[this.take(1)]!;
-  }
-  uint32(): number {
-    return this.buf.readUInt32BE(this.take(4));
-  }
-  varint(): number {
-    let n = 0;
-    for (let scale = 1; scale < 2 ** 56; scale *= 0x80) {
-      const b = this.byte();
-      n += (b & 0x7f) * scale;
-      if (b < 0x80) {
-        if (n > Number.MAX_SAFE_INTEGER) break;
-        return n;
-      }
-    }
-    throw new RangeError('bad varint in session record');
-  }
-  zigzag(): number {
-    const z = this.varint();
-    return z % 2 === 0 ? z / 2 : -(z + 1) / 2;
-  }
-  raw128(): string {
-    const at = this.take(16);
-    return this.buf.toString('base64url', at, at + 16);
-  }
-  string(): string {
-    const n = this.varint();
-    const at = this.take(n);
-    return this.buf.toString('utf8', at, at + n);
-  }
-  tail(): string {
-    const at = this.take(this.buf.length - this.pos);
-    return this.buf.toString('utf8', at);
-  }
-  atEnd(): boolean {
-    return this.pos === this.buf.length;
-  }
 }
