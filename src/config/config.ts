@@ -48,7 +48,7 @@ const schema = {
   MIRROR_FLUSH_MS: { type: int(0, 10_000).default(100), accepts: 'milliseconds, 0 to write through' },
   SESSION_ENCRYPT_AT_REST: { type: bool.default(false), accepts: 'true or false' },
 
-  STORE_TIMEOUT_MS: { type: int(1, 10_000).default(25), accepts: 'milliseconds, 1-10000' },
+  STORE_TIMEOUT_MS: { type: int(1, 10_000).default(100), accepts: 'milliseconds, 1-10000' },
   LAST_RESORT_TIMEOUT_MS: { type: int(1, 60_000).default(1000), accepts: 'milliseconds, 1-60000' },
   BREAKER_FAILURE_THRESHOLD: { type: int(1, 1000).default(5), accepts: 'consecutive failures, 1 or more' },
   BREAKER_HALF_OPEN_AFTER_MS: { type: int(10, 600_000).default(2000), accepts: 'milliseconds' },

@@ -30,9 +30,9 @@ export class StoreTimeoutError extends Error {
 
 /**
  * How long past its deadline an operation may still be waited for while the backend keeps
- * answering other operations, as a multiple of the deadline (25 ms → 500 ms by default).
+ * answering other operations, as a multiple of the deadline (100 ms → 1 s by default).
  */
-export const PROGRESS_GRACE_FACTOR = 20;
+export const PROGRESS_GRACE_FACTOR = 10;
 
 /** When a backend last answered an operation (a success, or a refusal that is the caller's). */
 interface Liveness {

@@ -36,8 +36,9 @@ export async function startApp(env: Record<string, string> = {}): Promise<AppPro
     LOG_LEVEL: 'warn',
     NODE_ENV: 'test',
     HOST: '127.0.0.1',
-    // Test machines are shared and noisy: a 25 ms deadline would fail over on a scheduling
-    // hiccup. Tests about deadlines and failover set their own.
+    // Test machines are shared and noisy, and start-up (JIT, first connections) is slow: a
+    // longer deadline than the default keeps a scheduling hiccup from failing over. Tests about
+    // deadlines and failover set their own.
     STORE_TIMEOUT_MS: '250',
     ...env,
     PORT: String(port),
