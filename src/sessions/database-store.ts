@@ -9,6 +9,7 @@
  * one cost several times the query (SQL building, validation, a stack captured per query —
  * docs/performance.md, item 1). Everything off the request path stays on Sequelize.
  */
+import DataLoader from 'dataloader';
 import type { Client as PgClient, QueryResult } from 'pg';
 import { Op, type Model, type Sequelize } from 'sequelize';
 import type { Database as SqliteDatabase, Statement as SqliteStatement } from 'sqlite3';
@@ -39,6 +40,13 @@ const MIRROR_CONFLICT = `ON CONFLICT (id_hash) DO UPDATE SET ${UPSERT_SET} WHERE
 /** Rows per multi-row statement of the mirror's batch, largest first (and 1: `mirror`). */
 const MIRROR_CHUNKS = [64, 16, 4] as const;
 
+/**
+ * Loads waiting at the same moment go to the database as one `IN (…)` statement of the smallest
+ * of these sizes that holds them (the rest of its parameters repeat the first id hash).
+ */
+const LOAD_SIZES = [1, 2, 4, 8, 16, 32, 64] as const;
+const MAX_LOAD_BATCH = 64;
+
 /** INSERT of `rows` whole rows: row k takes ?(13k+1)…?(13k+13), as `rowValues` lays them out. */
 function insertRows(rows: number): string {
   const width = COLUMNS.split(',').length;
@@ -46,12 +54,22 @@ function insertRows(rows: number): string {
   return `INSERT INTO sessions (${COLUMNS}) VALUES ${tuples.join(', ')}`;
 }
 
+function loadRows(ids: number): string {
+  return `SELECT ${COLUMNS} FROM sessions WHERE id_hash IN (${Array.from({ length: ids }, (_, k) => `?${k + 1}`).join(', ')})`;
+}
+
 /**
  * The hot-path statements. Numbered parameters, so that every statement writing a whole row
  * takes the same values (`rowValues`): ?1 is the id hash, ?1…?13 the columns in COLUMNS order.
  */
 const SQL = {
-  load: `SELECT ${COLUMNS} FROM sessions WHERE id_hash = ?1`,
+  load1: `SELECT ${COLUMNS} FROM sessions WHERE id_hash = ?1`,
+  load2: loadRows(2),
+  load4: loadRows(4),
+  load8: loadRows(8),
+  load16: loadRows(16),
+  load32: loadRows(32),
+  load64: loadRows(64),
   exists: 'SELECT 1 AS found FROM sessions WHERE id_hash = ?1',
   create: `${INSERT} ON CONFLICT (id_hash) DO UPDATE SET ${UPSERT_SET}`,
   // Never over a row another backend has claimed meanwhile (a migration), nor over a newer save.
@@ -92,6 +110,7 @@ type Run = (name: StatementName, values: unknown[]) => Promise<number>;
 interface Statements {
   /** The first row, if any. */
   get<T>(name: StatementName, values: unknown[]): Promise<T | undefined>;
+  all<T>(name: StatementName, values: unknown[]): Promise<T[]>;
   /** Rows changed. */
   run: Run;
   /** Several statements in a row, on one connection where the driver pools them. */
@@ -102,6 +121,18 @@ interface Statements {
 export class DatabaseStore implements IndexedSessionStore {
   readonly backend = 'database' as const;
   private readonly sql: Statements;
+  /**
+   * Every request reads its session, each from its own socket callback. Batched until the event
+   * loop has run the callbacks of all the sockets that were ready (setImmediate), the reads of
+   * those requests cost one statement: on SQLite one hop to sqlite3's thread pool and back
+   * instead of one each (a context switch per hop when the process has one core), on PostgreSQL
+   * one round trip. No cache: every load reads the database.
+   */
+  private readonly loader = new DataLoader<string, RawRow | undefined>((hashes) => this.loadRows(hashes), {
+    cache: false,
+    maxBatchSize: MAX_LOAD_BATCH,
+    batchScheduleFn: (callback) => setImmediate(callback),
+  });
 
   constructor(
     private readonly models: Models,
@@ -111,11 +142,20 @@ export class DatabaseStore implements IndexedSessionStore {
   }
 
   async load(token: string): Promise<SessionRecord | undefined> {
-    const row = await this.sql.get<RawRow>('load', [hashSessionId(token)]);
+    const row = await this.loader.load(hashSessionId(token));
     if (!row || Number(row.expires_at) <= Date.now()) return undefined;
     // Read through this store, the session is served from the database, even when the row is
     // another backend's copy (a fallback read, or a stale cookie): the caller moves it on.
     return this.fromRaw(row, token, this.backend);
+  }
+
+  /** The rows of `hashes` (in that order; undefined where there is none), in one statement. */
+  private async loadRows(hashes: readonly string[]): Promise<(RawRow | undefined)[]> {
+    const size = LOAD_SIZES.find((n) => n >= hashes.length) ?? MAX_LOAD_BATCH;
+    const values = Array.from({ length: size }, (_, k) => hashes[k] ?? hashes[0]);
+    const rows = await this.sql.all<RawRow>(`load${size}`, values);
+    const byHash = new Map(rows.map((row) => [row.id_hash, row]));
+    return hashes.map((hash) => byHash.get(hash));
   }
 
   async create(record: SessionRecord): Promise<string> {
@@ -323,12 +363,16 @@ class SqliteStatements implements Statements {
   constructor(private readonly sequelize: Sequelize) {}
 
   async get<T>(name: StatementName, values: unknown[]): Promise<T | undefined> {
-    const statement = (this.prepared?.live ? this.prepared : await this.prepare()).statements[name];
     // `all`, not `get`: sqlite3's `get` leaves the statement mid-step, holding a read
     // transaction open on the connection (a stale snapshot, and a WAL that cannot be checkpointed)
     // until the statement is next used.
+    return (await this.all<T>(name, values))[0];
+  }
+
+  async all<T>(name: StatementName, values: unknown[]): Promise<T[]> {
+    const statement = (this.prepared?.live ? this.prepared : await this.prepare()).statements[name];
     return new Promise((resolve, reject) => {
-      statement.all<T>(values, (err, rows) => (err ? reject(err) : resolve(rows[0])));
+      statement.all<T>(values, (err, rows) => (err ? reject(err) : resolve(rows)));
     });
   }
 
@@ -450,8 +494,12 @@ class PostgresStatements implements Statements {
   constructor(private readonly sequelize: Sequelize) {}
 
   async get<T>(name: StatementName, values: unknown[]): Promise<T | undefined> {
+    return (await this.all<T>(name, values))[0];
+  }
+
+  async all<T>(name: StatementName, values: unknown[]): Promise<T[]> {
     const result = await this.withClient((client) => query<T>(client, name, values));
-    return result.rows[0];
+    return result.rows;
   }
 
   async run(name: StatementName, values: unknown[]): Promise<number> {

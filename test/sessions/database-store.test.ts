@@ -181,6 +181,27 @@ for (const [name, open] of [
       expect(await db.models.SessionRow.count({ where: { idHash: records.map((r) => r.idHash) } })).to.equal(0);
     });
 
+    it('answers each of many loads at once with its own session, the missing and expired ones with nothing', async () => {
+      // 150 loads arrive together and go out as statements of up to 64 ids: every answer must
+      // still be the row of its own id, whatever statement and position it came from.
+      const records = Array.from({ length: 140 }, (_, i) => makeRecord({ data: { ...makeRecord().data, platformId: i } }));
+      await Promise.all(records.map((r) => store.create(r)));
+      const expired = makeRecord({ expiresAt: Date.now() - 1000 });
+      await store.create(expired);
+      const missing = newSessionId();
+      const asked = [...records.map((r) => r.id), missing, expired.id, ...records.slice(0, 8).map((r) => r.id)].sort(() => Math.random() - 0.5);
+
+      const loaded = await Promise.all(asked.map((id) => store.load(id)));
+
+      loaded.forEach((record, k) => {
+        const id = asked[k];
+        if (id === missing || id === expired.id) return expect(record, `load ${k}`).to.equal(undefined);
+        const own = records.find((r) => r.id === id)!;
+        expect(record, `load ${k}`).to.deep.include({ id, idHash: own.idHash, handle: own.handle, userId: own.userId });
+        expect(record!.data.platformId, `load ${k}`).to.equal(own.data.platformId);
+      });
+    });
+
     if (name === 'PostgreSQL') {
       it('borrows a pooled connection for each call only, and gives it back when the statement fails', async () => {
         const pool = (db.sequelize.connectionManager as unknown as { pool: { using: number } }).pool;
@@ -229,6 +250,28 @@ describe('DatabaseStore on SQLite: the connection with the store’s statements 
         await new Promise<void>((resolve) => other.close(() => resolve()));
       }
     } finally {
+      await store.close();
+      await db.close();
+    }
+  });
+
+  it('reads the sessions of requests that arrive together in one statement, not one each', async () => {
+    const db = await sqliteDb();
+    const store = new DatabaseStore(db.models);
+    const connection = (await db.sequelize.connectionManager.getConnection({ type: 'write' })) as sqlite3.Database;
+    const loads: string[] = [];
+    const trace = (sql: string) => {
+      if (sql.startsWith('SELECT') && sql.includes('id_hash IN')) loads.push(sql);
+    };
+    try {
+      const records = Array.from({ length: 100 }, () => makeRecord());
+      await Promise.all(records.map((r) => store.create(r)));
+      connection.on('trace', trace);
+      const loaded = await Promise.all(records.map((r) => store.load(r.id)));
+      expect(loaded.map((r) => r?.id)).to.deep.equal(records.map((r) => r.id));
+      expect(loads, 'load statements for 100 loads at once').to.have.length(2);
+    } finally {
+      connection.removeListener('trace', trace);
       await store.close();
       await db.close();
     }

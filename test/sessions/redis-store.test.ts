@@ -238,6 +238,22 @@ describe('RedisStore on Redis (layout, index, races, the previous layout)', func
     });
   });
 
+  describe('the reads of many requests at once', () => {
+    it('answer each with its own session, a key of another type among them a miss', async () => {
+      const records = Array.from({ length: 60 }, () => fresh());
+      await Promise.all(records.map((r) => plain.create(r)));
+      const wrongType = fresh();
+      await client.zadd(sessionKey(wrongType), 1, 'x');
+      const asked = [...records, wrongType, ...records.slice(0, 5)].sort(() => Math.random() - 0.5);
+      const loaded = await Promise.all(asked.map((r) => plain.load(r.id)));
+      loaded.forEach((record, k) => {
+        const own = asked[k]!;
+        if (own === wrongType) return expect(record, `load ${k}`).to.equal(undefined);
+        expect(record, `load ${k}`).to.deep.include({ id: own.id, handle: own.handle, userId: own.userId });
+      });
+    });
+  });
+
   describe('anything else under a key', () => {
     it('is a miss when the value is garbled, truncated, of another format or of another type', async () => {
       const r = fresh();
