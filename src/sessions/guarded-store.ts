@@ -45,8 +45,8 @@ interface Liveness {
  * Only a backend that has stopped answering is timed out, not one that is answering slower
  * than the process asks:
  * - A timer that fires late means the event loop was busy (a saturated server, a GC pause): the
- *   command may not even have been written yet (ioredis pipelines writes to the end of the tick),
- *   so the deadline starts again.
+ *   command may not even have been written yet (a pipelining client writes at the end of the
+ *   tick), or its answer not yet read, so the deadline starts again.
  * - When the deadline passes while the backend has answered *other* operations since the last
  *   check (`lastAnswerAt`), it is alive and the queue is ours — answers arrive in order on one
  *   connection, so ours is behind them — and the deadline starts again.

@@ -20,7 +20,7 @@ describe('Redis Cluster', function () {
 
   for (const userIndex of [true, false]) {
     describeStoreConformance(`RedisStore on a 3-master cluster, ${userIndex ? 'with' : 'without'} the user index`, async () => {
-      const client = new Cluster(cluster.nodes, { enableAutoPipelining: true });
+      const client = new Cluster(cluster.nodes);
       const prefix = `cluster-${randomBytes(4).toString('hex')}:`;
       const store = new RedisStore(client, { keyPrefix: prefix, absoluteTimeoutMs: ABSOLUTE_MS, userIndex });
       const everyKey = async () => (await Promise.all(client.nodes('master').map((n) => n.keys(`${prefix}*`)))).flat();

@@ -260,8 +260,10 @@ describe('DatabaseStore on SQLite: the connection with the store’s statements 
     const store = new DatabaseStore(db.models);
     const connection = (await db.sequelize.connectionManager.getConnection({ type: 'write' })) as sqlite3.Database;
     const loads: string[] = [];
+    let sentinelSeen: () => void = () => undefined;
     const trace = (sql: string) => {
       if (sql.startsWith('SELECT') && sql.includes('id_hash IN')) loads.push(sql);
+      if (sql.includes('trace_sentinel')) sentinelSeen();
     };
     try {
       const records = Array.from({ length: 100 }, () => makeRecord());
@@ -269,6 +271,11 @@ describe('DatabaseStore on SQLite: the connection with the store’s statements 
       connection.on('trace', trace);
       const loaded = await Promise.all(records.map((r) => store.load(r.id)));
       expect(loaded.map((r) => r?.id)).to.deep.equal(records.map((r) => r.id));
+      // sqlite3 delivers trace events on a queue of their own, in order, but not in step with
+      // results: once a statement run after the loads has been traced, so have the loads.
+      const traced = new Promise<void>((resolve) => (sentinelSeen = resolve));
+      connection.run('SELECT 1 AS trace_sentinel');
+      await traced;
       expect(loads, 'load statements for 100 loads at once').to.have.length(2);
     } finally {
       connection.removeListener('trace', trace);

@@ -146,7 +146,7 @@ describe('the Redis session record (redis-record.ts)', () => {
 
 describe('RedisStore on Redis (layout, index, races, the previous layout)', function () {
   this.timeout(30_000);
-  const client = new Redis('redis://127.0.0.1:6379/0', { enableAutoPipelining: true });
+  const client = new Redis('redis://127.0.0.1:6379/0');
   const prefix = `redis-store-${randomBytes(6).toString('hex')}:`;
   const indexed = new RedisStore(client, { keyPrefix: prefix, absoluteTimeoutMs: ABSOLUTE_MS });
   const plain = new RedisStore(client, { keyPrefix: prefix, absoluteTimeoutMs: ABSOLUTE_MS, userIndex: false });

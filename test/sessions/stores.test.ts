@@ -50,7 +50,7 @@ async function redisValueAtRest(client: Redis, key: string, encrypted: boolean) 
 }
 
 async function redisFixture({ encrypted = false, userIndex = true } = {}) {
-  const client = new Redis(REDIS_URL, { enableAutoPipelining: true });
+  const client = new Redis(REDIS_URL);
   const prefix = `conformance-${randomBytes(6).toString('hex')}:`;
   const store = new RedisStore(client, { keyPrefix: prefix, absoluteTimeoutMs: ABSOLUTE_MS, codec: encrypted ? sealedCodec(SECRETS) : undefined, userIndex });
   return {
