@@ -152,9 +152,14 @@ export class GuardedStore implements IndexedSessionStore {
     return this.inner.backend;
   }
 
-  /** False while the breaker is open: callers skip straight to the fallback. */
+  /**
+   * True only while the breaker is closed. Open, callers skip straight to the fallback; half-open,
+   * the breaker lets its one probe through and refuses every other call, so a session placed here
+   * meanwhile would be refused and land in the fallback anyway — after the response had named
+   * this backend as its destination.
+   */
   get available(): boolean {
-    return this.breaker.state !== CircuitState.Open && this.breaker.state !== CircuitState.Isolated;
+    return this.breaker.state === CircuitState.Closed;
   }
 
   load(token: string) {

@@ -6,6 +6,7 @@
  * for it; and a backend slower than the deadline that keeps answering is waited for.
  */
 import { expect } from 'chai';
+import { CircuitState } from 'cockatiel';
 import { Redis } from 'ioredis';
 import { BackendUnavailableError, GuardedStore, type StoreObserver } from '../../src/sessions/guarded-store.js';
 import { RedisStore } from '../../src/sessions/redis-store.js';
@@ -110,9 +111,17 @@ describe('GuardedStore on a real Redis', function () {
     expect((refused as BackendUnavailableError).reason).to.equal('circuit_open');
     expect(outcomes.length).to.equal(counted);
     expect(availability).to.deep.equal([false]);
+    // Every 300 ms the breaker half-opens for its probe, which Redis (still paused) leaves
+    // unanswered. Meanwhile the store must not look available: a session placed here would be
+    // refused (the breaker lets only the probe through) after the answer had named this backend.
+    const seen = new Set<string>();
+    for (let i = 0; i < 140; i++) {
+      seen.add(`${(store as unknown as { breaker: { state: CircuitState } }).breaker.state}:${store.available}`);
+      await sleep(5);
+    }
+    expect([...seen].sort()).to.deep.equal([`${CircuitState.HalfOpen}:false`, `${CircuitState.Open}:false`].sort());
     redis.resume();
     // The scheduled probe (no traffic needed) closes the breaker once Redis answers.
-    // (`available` is already true while half-open; the up report comes only once closed.)
     for (let i = 0; i < 100 && availability.at(-1) !== true; i++) await sleep(50);
     expect(availability.at(-1)).to.equal(true);
     expect(store.available).to.equal(true);
