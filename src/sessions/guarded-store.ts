@@ -20,13 +20,23 @@ import { isIndexed, type IndexedSessionStore, type SessionStore } from './store.
 
 const isCallerError = (err: unknown) => err instanceof SessionTooLargeError || err instanceof SessionConflictError;
 
-/** A store operation that missed its deadline (the breaker counts it as a failure). */
+/**
+ * A store operation that missed its deadline. The breaker counts it as a failure unless it
+ * waited through the same silence as a timeout already counted (`sameStall`).
+ */
 export class StoreTimeoutError extends Error {
   override name = 'StoreTimeoutError';
-  constructor(readonly backend: string, readonly ms: number) {
+  constructor(
+    readonly backend: string,
+    readonly ms: number,
+    readonly sameStall = false,
+  ) {
     super(`session backend ${backend} did not answer within ${ms} ms`);
   }
 }
+
+/** What the breaker counts: the backend's own failures, each stall once. */
+const isBackendFailure = (err: unknown) => !isCallerError(err) && !(err instanceof StoreTimeoutError && err.sameStall);
 
 /**
  * How long past its deadline an operation may still be waited for while the backend keeps
@@ -34,9 +44,11 @@ export class StoreTimeoutError extends Error {
  */
 export const PROGRESS_GRACE_FACTOR = 10;
 
-/** When a backend last answered an operation (a success, or a refusal that is the caller's). */
 interface Liveness {
+  /** When the backend last answered an operation (a success, or a refusal that is the caller's). */
   lastAnswerAt: number;
+  /** When a timeout was last counted against the backend (see `sameStall`). */
+  countedTimeoutAt: number;
 }
 
 /**
@@ -55,6 +67,13 @@ interface Liveness {
  * earlier commands were still arriving), and after the grace at worst on a saturated one.
  * - A deadline is judged after the loop has read pending I/O (setImmediate runs after the poll
  *   phase), so an answer already sitting in the socket is not a timeout.
+ *
+ * Every operation in flight when a backend falls silent times out together. They are one piece
+ * of evidence, not fifty: a timeout counts against the backend only if no other was counted
+ * since its operation began (otherwise it is `sameStall`). A stall of a few deadlines (a fork,
+ * a scheduler hiccup) then costs the requests that waited on it, not two seconds of open breaker
+ * and every active session moved to the fallback and back; a backend that stays silent under
+ * traffic still adds one failure per deadline and opens the breaker after `breakerThreshold`.
  */
 function withDeadline<T>(work: Promise<T>, ms: number, backend: string, liveness: Liveness): Promise<T> {
   return new Promise<T>((resolve, reject) => {
@@ -74,7 +93,9 @@ function withDeadline<T>(work: Promise<T>, ms: number, backend: string, liveness
           return;
         }
         settled = true;
-        reject(new StoreTimeoutError(backend, ms));
+        const sameStall = liveness.countedTimeoutAt >= armedAt;
+        if (!sameStall) liveness.countedTimeoutAt = judgedAt;
+        reject(new StoreTimeoutError(backend, ms, sameStall));
       });
     };
     let timer = setTimeout(expire, ms);
@@ -132,8 +153,9 @@ export class GuardedStore implements IndexedSessionStore {
     private readonly observer: StoreObserver,
   ) {
     // A session too large for its backend, or saved meanwhile by another request, is the
-    // caller's to handle: the backend itself is fine.
-    const failures = handleWhen((err) => !isCallerError(err));
+    // caller's to handle: the backend itself is fine. (cockatiel neither counts nor resets on an
+    // error its filter declines, while closed.)
+    const failures = handleWhen(isBackendFailure);
     this.breaker = circuitBreaker(failures, {
       halfOpenAfter: options.halfOpenAfterMs,
       breaker: new ConsecutiveBreaker(options.breakerThreshold),
@@ -199,7 +221,7 @@ export class GuardedStore implements IndexedSessionStore {
     return this.inner.close();
   }
 
-  private readonly liveness: Liveness = { lastAnswerAt: -Infinity };
+  private readonly liveness: Liveness = { lastAnswerAt: -Infinity, countedTimeoutAt: -Infinity };
   private closed = false;
   private probeTimer: NodeJS.Timeout | undefined;
   private scheduleProbe(afterMs: number) {

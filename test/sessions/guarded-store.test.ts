@@ -3,7 +3,8 @@
  * (redis-server on a free port, hung with SIGSTOP, or behind a slow link): a backend that stops
  * answering is timed out, counted, and cut off by the breaker, which a probe closes again once
  * it answers; a process too busy to read an answer that has arrived does not blame the backend
- * for it; and a backend slower than the deadline that keeps answering is waited for.
+ * for it; a backend slower than the deadline that keeps answering is waited for; and the
+ * operations that time out together on one silence count once.
  */
 import { expect } from 'chai';
 import { CircuitState } from 'cockatiel';
@@ -126,5 +127,55 @@ describe('GuardedStore on a real Redis', function () {
     expect(availability.at(-1)).to.equal(true);
     expect(store.available).to.equal(true);
     expect((await store.load(token))?.handle).to.equal(record.handle);
+  });
+  it('counts the operations that time out on one silence as one failure', async () => {
+    // Redis stops answering with 20 loads in flight (a fork, a scheduler hiccup). Each of them
+    // times out and its request falls back, but together they are one stall, not 20 consecutive
+    // failures: the breaker (threshold 3) stays closed, so the sessions that were not waiting on
+    // it stay where they are. The old count opened the breaker here.
+    const store = guarded(50);
+    const record = makeRecord({}, 'redis');
+    const token = await store.create(record);
+    outcomes = [];
+    await redis.pause(60_000);
+    try {
+      const results = await Promise.all(Array.from({ length: 20 }, () => store.load(token).catch((e: unknown) => e)));
+      expect(results.map((e) => (e as BackendUnavailableError).reason)).to.deep.equal(Array(20).fill('timeout'));
+      expect(outcomes).to.deep.equal(Array(20).fill('load:timeout'));
+      expect(availability, 'no breaker state change').to.deep.equal([]);
+      expect(store.available).to.equal(true);
+    } finally {
+      redis.resume();
+    }
+    expect((await store.load(token))?.handle).to.equal(record.handle);
+  });
+
+  it('still opens the breaker on a backend that stays silent while requests keep coming', async () => {
+    // Loads keep arriving, overlapping, while Redis answers nothing: each deadline that passes
+    // with a load begun after the last counted timeout adds one failure, so the breaker opens
+    // after three of them, and from then on calls are refused at once.
+    const store = guarded(50);
+    const record = makeRecord({}, 'redis');
+    const token = await store.create(record);
+    outcomes = [];
+    await redis.pause(60_000);
+    const results: Array<Promise<unknown>> = [];
+    try {
+      for (let i = 0; i < 2000 && store.available; i++) {
+        results.push(store.load(token).catch((e: unknown) => e));
+        await sleep(5);
+      }
+      expect(store.available, 'breaker open').to.equal(false);
+      expect(availability).to.deep.equal([false]);
+      expect(((await store.load(token).catch((e: unknown) => e)) as BackendUnavailableError).reason).to.equal('circuit_open');
+      const reasons = (await Promise.all(results)).map((e) => (e as BackendUnavailableError).reason);
+      expect(new Set(reasons)).to.deep.equal(new Set(['timeout']));
+      // More operations timed out than were counted: the ones that waited on the same silence.
+      expect(reasons.length).to.be.greaterThan(3);
+    } finally {
+      redis.resume();
+    }
+    for (let i = 0; i < 100 && !store.available; i++) await sleep(50);
+    expect(store.available).to.equal(true);
   });
 });
