@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { CookieStore, MAX_SEALED_LENGTH } from '../../src/sessions/cookie-store.js';
+import { CookieStore, MAX_SEALED_LENGTH, OPENED_SEALS } from '../../src/sessions/cookie-store.js';
 import { SessionTooLargeError } from '../../src/sessions/errors.js';
 import { RevocationList } from '../../src/sessions/revocations.js';
 import { Sealer } from '../../src/sessions/sealer.js';
@@ -75,6 +75,47 @@ describe('CookieStore', () => {
     } finally {
       otherList.stop();
     }
+  });
+
+  describe('a cookie it has opened before', () => {
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+    it('is refused after logout and after its expiry, like any other', async () => {
+      const store = new CookieStore([secret()], revocations);
+      const loggedOut = makeRecord({}, 'cookie');
+      const token = await store.create(loggedOut);
+      expect(await store.load(token)).to.not.equal(undefined);
+      await store.destroy(loggedOut);
+      expect(await store.load(token)).to.equal(undefined);
+
+      const expiring = makeRecord({ expiresAt: Date.now() + 150 }, 'cookie');
+      const short = await store.create(expiring);
+      expect(await store.load(short)).to.not.equal(undefined);
+      await sleep(200);
+      expect(await store.load(short)).to.equal(undefined);
+    });
+
+    it('gives every read its own session objects', async () => {
+      const store = new CookieStore([secret()], revocations);
+      const token = await store.create(makeRecord({ data: { ...makeRecord().data, preferences: { theme: 'dark' } } }, 'cookie'));
+      const first = (await store.load(token))!;
+      (first.data.user as { name: string }).name = 'changed by one request';
+      (first.data.preferences as Record<string, string>).theme = 'light';
+      const second = (await store.load(token))!;
+      expect(second.data.user.name).to.equal('Ünïcode Üser');
+      expect(second.data.preferences).to.deep.equal({ theme: 'dark' });
+    });
+
+    it('is remembered up to a bound, and opens again once forgotten', async () => {
+      const store = new CookieStore([secret()], revocations);
+      const record = makeRecord({}, 'cookie');
+      const first = await store.create(record);
+      await store.load(first);
+      for (let i = 0; i < OPENED_SEALS + 100; i++) await store.load((await store.save({ ...record, version: i + 2 }))!);
+      expect((store as unknown as { opened: Map<string, Buffer> }).opened.size).to.equal(OPENED_SEALS);
+      expect((store as unknown as { opened: Map<string, Buffer> }).opened.has(first)).to.equal(false);
+      expect((await store.load(first))?.version).to.equal(1);
+    });
   });
 
   describe('the sealed form', () => {
