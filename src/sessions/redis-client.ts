@@ -17,17 +17,47 @@ export function createRedisClient(c: RedisConnection): Redis | Cluster {
   const common = { enableOfflineQueue: false, maxRetriesPerRequest: 1, enableAutoPipelining: false, connectTimeout: 1000 } as const;
   if (c.cluster?.length) {
     const url = new URL(c.url);
-    return new Cluster(c.cluster, {
+    const cluster = new Cluster(c.cluster, {
       ...common,
       clusterRetryStrategy: retryStrategy,
       redisOptions: { password: url.password || undefined, username: url.username || undefined, tls: url.protocol === 'rediss:' ? {} : undefined },
     });
+    // Each node's connection is a Redis client of its own, made as the cluster discovers it.
+    cluster.on('+node', (node: Redis) => coalesceWrites(node));
+    return cluster;
   }
   if (c.sentinels?.length) {
     const url = new URL(c.url);
-    return new Redis({ ...common, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, password: url.password || undefined, db: Number(url.pathname.slice(1) || 0) });
+    return coalesceWrites(new Redis({ ...common, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, password: url.password || undefined, db: Number(url.pathname.slice(1) || 0) }));
   }
-  return new Redis(c.url, { ...common, retryStrategy });
+  return coalesceWrites(new Redis(c.url, { ...common, retryStrategy }));
+}
+
+/**
+ * Commands sent during one turn of the event loop leave in one write: the socket is corked at
+ * the first and uncorked once the turn's I/O callbacks have run (setImmediate), when Node writes
+ * what was buffered with one writev(2). Without this each command is its own write(2), which on
+ * loopback costs more than the rest of the command (fifth round in docs/performance.md: a Redis
+ * read 93 → 76 µs of server CPU, p99 14.6 → 8.1 ms). Unlike ioredis's auto-pipelining, nothing
+ * waits for the answers to earlier commands. ioredis sends every command through
+ * `sendCommand`, and writes it to `client.stream` right there when the connection is ready.
+ */
+export function coalesceWrites(client: Redis): Redis {
+  const send = client.sendCommand.bind(client);
+  let corked: { uncork(): void } | undefined;
+  const uncork = () => {
+    corked?.uncork();
+    corked = undefined;
+  };
+  client.sendCommand = (command, stream) => {
+    if (!corked && !stream && client.status === 'ready' && client.stream) {
+      corked = client.stream;
+      client.stream.cork();
+      setImmediate(uncork);
+    }
+    return send(command, stream);
+  };
+  return client;
 }
 
 /** Waits for the first connection, at most `ms`; start-up goes on either way (Redis may come later). */

@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { jsonCodec, sealedCodec } from '../../src/sessions/codec.js';
 import { DatabaseStore } from '../../src/sessions/database-store.js';
 import { MirroredStore } from '../../src/sessions/mirrored-store.js';
+import { coalesceWrites } from '../../src/sessions/redis-client.js';
 import { decodeRecord, encodeRecord, RECORD_FORMAT } from '../../src/sessions/redis-record.js';
 import { RedisStore } from '../../src/sessions/redis-store.js';
 import { hashSessionId, newHandle, type SessionData, type SessionRecord } from '../../src/sessions/session.js';
@@ -146,7 +147,7 @@ describe('the Redis session record (redis-record.ts)', () => {
 
 describe('RedisStore on Redis (layout, index, races, the previous layout)', function () {
   this.timeout(30_000);
-  const client = new Redis('redis://127.0.0.1:6379/0');
+  const client = coalesceWrites(new Redis('redis://127.0.0.1:6379/0'));
   const prefix = `redis-store-${randomBytes(6).toString('hex')}:`;
   const indexed = new RedisStore(client, { keyPrefix: prefix, absoluteTimeoutMs: ABSOLUTE_MS });
   const plain = new RedisStore(client, { keyPrefix: prefix, absoluteTimeoutMs: ABSOLUTE_MS, userIndex: false });

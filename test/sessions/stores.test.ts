@@ -11,6 +11,7 @@ import { DatabaseStore } from '../../src/sessions/database-store.js';
 import { GuardedStore } from '../../src/sessions/guarded-store.js';
 import { MirroredStore } from '../../src/sessions/mirrored-store.js';
 import { decodeRecord } from '../../src/sessions/redis-record.js';
+import { coalesceWrites } from '../../src/sessions/redis-client.js';
 import { RedisStore } from '../../src/sessions/redis-store.js';
 import { RevocationList } from '../../src/sessions/revocations.js';
 import type { SessionData } from '../../src/sessions/session.js';
@@ -50,7 +51,8 @@ async function redisValueAtRest(client: Redis, key: string, encrypted: boolean) 
 }
 
 async function redisFixture({ encrypted = false, userIndex = true } = {}) {
-  const client = new Redis(REDIS_URL);
+  // Writes coalesced per turn, as the app's client sends them.
+  const client = coalesceWrites(new Redis(REDIS_URL));
   const prefix = `conformance-${randomBytes(6).toString('hex')}:`;
   const store = new RedisStore(client, { keyPrefix: prefix, absoluteTimeoutMs: ABSOLUTE_MS, codec: encrypted ? sealedCodec(SECRETS) : undefined, userIndex });
   return {
