@@ -116,8 +116,23 @@ export function describeSession(r: SessionRecord) {
   return {
     handle: r.handle,
     backend: r.backend,
-    createdAt: new Date(r.createdAt).toISOString(),
-    lastActivity: new Date(r.lastActivity).toISOString(),
-    expiresAt: new Date(r.expiresAt).toISOString(),
+    createdAt: isoTime(r.createdAt),
+    lastActivity: isoTime(r.lastActivity),
+    expiresAt: isoTime(r.expiresAt),
   };
+}
+
+// A session's times stay the same on every request until its next touch, and formatting one
+// (Date#toISOString) costs about a microsecond: three of them were 4 % of a Redis read.
+const isoTexts = new Map<number, string>();
+const ISO_TEXTS = 10_000;
+
+function isoTime(ms: number): string {
+  let text = isoTexts.get(ms);
+  if (text === undefined) {
+    if (isoTexts.size >= ISO_TEXTS) isoTexts.clear();
+    text = new Date(ms).toISOString();
+    isoTexts.set(ms, text);
+  }
+  return text;
 }
