@@ -98,7 +98,7 @@ function withDeadline<T>(work: Promise<T>, ms: number, backend: string, liveness
         reject(new StoreTimeoutError(backend, ms, sameStall));
       });
     };
-    let timer = setTimeout(expire, ms);
+    let timer: NodeJS.Timeout | undefined;
     work.then(
       (value) => {
         clearTimeout(timer);
@@ -115,6 +115,12 @@ function withDeadline<T>(work: Promise<T>, ms: number, backend: string, liveness
         reject(err);
       },
     );
+    // Armed after `work`'s own reaction has had its turn: a store that answers at once (the
+    // sealed cookie) settles first and costs no timer. Creating and clearing a lone 100 ms timer
+    // per operation was about 3 µs of a cookie read.
+    queueMicrotask(() => {
+      if (!settled) timer = setTimeout(expire, ms);
+    });
   });
 }
 
