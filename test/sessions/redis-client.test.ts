@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import type { Redis } from 'ioredis';
 import type { Socket } from 'node:net';
 import { createRedisClient, waitForRedis } from '../../src/sessions/redis-client.js';
-import { startRedis, type RedisProcess } from '../support/redis-server.js';
+import { redisCommand, startRedis, type RedisProcess } from '../support/redis-server.js';
 import { recordWrites } from '../support/socket-writes.js';
 
 describe('the Redis client as the app builds it', function () {
@@ -49,5 +49,34 @@ describe('the Redis client as the app builds it', function () {
     settled.forEach((answer, i) => expect([`value ${i}`, 'failed']).to.include(answer));
     expect(await waitForRedis(client, 10_000)).to.equal(true);
     expect(await client.get('coalesce:3')).to.equal('value 3');
+  });
+});
+
+describe('the Redis client as the app builds it, through Redis Sentinel', function () {
+  this.timeout(30_000);
+  let master: RedisProcess;
+  let sentinel: RedisProcess;
+  before(async () => {
+    master = await startRedis();
+    sentinel = await startRedis({ sentinelOf: { port: master.port, name: 'sessions' } });
+  });
+  after(async () => {
+    await sentinel?.stop();
+    await master?.stop();
+  });
+
+  it('finds the master through REDIS_SENTINELS and sends the commands of one turn in one write', async () => {
+    const client = createRedisClient({ enabled: true, url: 'redis://127.0.0.1/0', sentinels: [{ host: '127.0.0.1', port: sentinel.port }], sentinelName: 'sessions', keyPrefix: '' }) as Redis;
+    try {
+      expect(await waitForRedis(client, 10_000)).to.equal(true);
+      expect((client.stream as Socket).remotePort).to.equal(master.port);
+      const writes = recordWrites(client.stream as Socket);
+      const replies = await Promise.all(Array.from({ length: 30 }, (_, i) => client.set(`sentinel:${i}`, String(i))));
+      expect(replies).to.deep.equal(Array(30).fill('OK'));
+      expect(writes).to.deep.equal([30]);
+      expect(await redisCommand(master.port, ['GET', 'sentinel:29'])).to.equal('29');
+    } finally {
+      client.disconnect();
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,6 +44,8 @@ export interface StartRedisOptions {
   port?: number;
   /** More redis-server arguments, once port and scratch directory are known (the cluster helper uses it). */
   extraArgs?: (server: { port: number; dir: string }) => string[];
+  /** Start a Redis Sentinel (quorum 1) watching the master on this port under this name, instead of a server. */
+  sentinelOf?: { port: number; name: string };
 }
 
 /**
@@ -62,7 +64,9 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisPro
   const attempts = opts.port === undefined ? 3 : 1;
   for (let attempt = 1; ; attempt++) {
     const port = opts.port ?? (await freePort());
-    const server = new RedisServer(port, dir, opts.extraArgs?.({ port, dir }) ?? []);
+    // Sentinel takes its configuration from a file it may rewrite, so that comes first.
+    const leading = opts.sentinelOf ? [sentinelConfig(dir, opts.sentinelOf), '--sentinel'] : [];
+    const server = new RedisServer(port, dir, opts.extraArgs?.({ port, dir }) ?? [], leading);
     try {
       await server.start();
       return server;
@@ -127,6 +131,12 @@ export async function waitUntil(
 
 class PortTakenError extends Error {}
 
+function sentinelConfig(dir: string, master: { port: number; name: string }): string {
+  const file = join(dir, 'sentinel.conf');
+  writeFileSync(file, `sentinel monitor ${master.name} ${HOST} ${master.port} 1\nsentinel down-after-milliseconds ${master.name} 1000\n`);
+  return file;
+}
+
 class RedisServer implements RedisProcess {
   readonly url: string;
   private child: ChildProcess | undefined;
@@ -139,6 +149,7 @@ class RedisServer implements RedisProcess {
     readonly port: number,
     readonly dir: string,
     private readonly extraArgs: readonly string[],
+    private readonly leadingArgs: readonly string[] = [],
   ) {
     this.url = `redis://${HOST}:${port}/0`;
   }
@@ -206,6 +217,7 @@ class RedisServer implements RedisProcess {
 
   private spawnChild(): ChildProcess {
     const args = [
+      ...this.leadingArgs,
       '--port', String(this.port),
       '--bind', HOST,
       '--save', '',
