@@ -14,19 +14,17 @@
  * Both binaries come from Debian's `prometheus` package (2.42). When one is missing, the
  * functions here reject with an error that says so: the tests fail, they do not skip.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import type { Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { execFile } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { makeScratchDir, removeScratchDir, ServerChild } from './child-process.js';
 import { freePort } from './ports.js';
 
 const HOST = '127.0.0.1';
 const POLL_INTERVAL_MS = 100;
 /** Prometheus is ready in about a second here; 300 polls (about 30 s) covers a loaded CI machine. */
 const READY_ATTEMPTS = 300;
-const EXIT_WAIT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 5_000;
 
 /** What a shortened range window becomes. */
@@ -123,9 +121,7 @@ export interface PrometheusProcess {
 
 /** Starts Prometheus and resolves once `/-/ready` answers 200. */
 export async function startPrometheus(options: StartPrometheusOptions): Promise<PrometheusProcess> {
-  installExitHook();
-  const dir = mkdtempSync(join(tmpdir(), 'switchboard-prometheus-'));
-  scratchDirs.add(dir);
+  const dir = makeScratchDir('switchboard-prometheus-');
   try {
     const configFile = writeConfig(dir, options);
     const attempts = options.port === undefined ? 3 : 1;
@@ -141,8 +137,7 @@ export async function startPrometheus(options: StartPrometheusOptions): Promise<
       }
     }
   } catch (err) {
-    scratchDirs.delete(dir);
-    rmSync(dir, { recursive: true, force: true });
+    removeScratchDir(dir);
     throw err;
   }
 }
@@ -173,10 +168,7 @@ class PortTakenError extends Error {}
 
 class PrometheusServer implements PrometheusProcess {
   readonly url: string;
-  private child: ChildProcess | undefined;
-  private alive = false;
-  private exited: Promise<void> = Promise.resolve();
-  private output = '';
+  private proc: ServerChild | undefined;
 
   constructor(
     private readonly port: number,
@@ -188,18 +180,18 @@ class PrometheusServer implements PrometheusProcess {
   }
 
   async start(): Promise<void> {
-    const child = this.spawnChild();
-    for (let attempt = 0; attempt < READY_ATTEMPTS && this.alive; attempt++) {
+    const proc = this.spawnChild();
+    for (let attempt = 0; attempt < READY_ATTEMPTS && proc.running; attempt++) {
       if (await this.isReady()) return;
       await sleep(POLL_INTERVAL_MS);
     }
-    const why = this.alive ? `was not ready after ${READY_ATTEMPTS} polls of /-/ready` : 'exited during start-up';
-    if (this.alive) {
-      child.kill('SIGKILL');
-      await this.waitForExit();
+    const why = proc.running ? `was not ready after ${READY_ATTEMPTS} polls of /-/ready` : 'exited during start-up';
+    if (proc.running) {
+      proc.kill('SIGKILL');
+      await proc.waitForExit();
     }
-    const message = `prometheus on ${HOST}:${this.port} ${why}\n${this.output.trim()}`;
-    throw this.output.includes('address already in use') ? new PortTakenError(message) : new Error(message);
+    const message = `prometheus on ${HOST}:${this.port} ${why}\n${proc.output.trim()}`;
+    throw proc.output.includes('address already in use') ? new PortTakenError(message) : new Error(message);
   }
 
   async query(expr: string): Promise<Sample[]> {
@@ -225,16 +217,8 @@ class PrometheusServer implements PrometheusProcess {
   }
 
   async stop(): Promise<void> {
-    const child = this.child;
-    if (child && this.alive) {
-      child.kill('SIGTERM');
-      if (!(await this.waitForExit())) {
-        child.kill('SIGKILL');
-        if (!(await this.waitForExit())) throw new Error(`prometheus pid ${child.pid} on port ${this.port} did not exit`);
-      }
-    }
-    scratchDirs.delete(this.dir);
-    rmSync(this.dir, { recursive: true, force: true });
+    await this.proc?.stop(`prometheus on port ${this.port}`);
+    removeScratchDir(this.dir);
   }
 
   private async api<T>(pathAndQuery: string): Promise<T> {
@@ -256,68 +240,16 @@ class PrometheusServer implements PrometheusProcess {
     }
   }
 
-  private spawnChild(): ChildProcess {
+  private spawnChild(): ServerChild {
     const args = [
       `--config.file=${this.configFile}`,
       `--storage.tsdb.path=${join(this.dir, 'data')}`,
       `--web.listen-address=${HOST}:${this.port}`,
       '--log.level=warn',
     ];
-    const child = spawn('prometheus', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child = child;
-    this.alive = true;
-    this.output = '';
-    running.add(child);
-    const keepTail = (chunk: Buffer): void => {
-      this.output = (this.output + chunk.toString()).slice(-4000);
-    };
-    child.stdout?.on('data', keepTail);
-    child.stderr?.on('data', keepTail);
-    this.exited = new Promise((resolvePromise) => {
-      const gone = (): void => {
-        running.delete(child);
-        if (this.child === child) this.alive = false;
-        resolvePromise();
-      };
-      child.once('exit', gone);
-      child.once('error', (err) => {
-        this.output += '\n' + ('code' in err && err.code === 'ENOENT' ? `prometheus ${MISSING_BINARY}` : err.message);
-        gone();
-      });
-    });
-    // Neither the child nor its pipes keep the test process alive; the exit hook ends them.
-    child.unref();
-    (child.stdout as Socket | null)?.unref();
-    (child.stderr as Socket | null)?.unref();
-    return child;
+    this.proc = new ServerChild('prometheus', args, MISSING_BINARY);
+    return this.proc;
   }
-
-  /** Waits (bounded) for the child to exit; false if it is still there. */
-  private async waitForExit(): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<false>((resolvePromise) => {
-      timer = setTimeout(() => resolvePromise(false), EXIT_WAIT_MS);
-    });
-    try {
-      return await Promise.race([this.exited.then(() => true as const), timedOut]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-}
-
-/** Children and scratch directories still around when the test process exits. */
-const running = new Set<ChildProcess>();
-const scratchDirs = new Set<string>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const child of running) child.kill('SIGKILL');
-    for (const dir of scratchDirs) rmSync(dir, { recursive: true, force: true });
-  });
 }
 
 // ---------------------------------------------------------------- Grafana dashboards

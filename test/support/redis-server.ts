@@ -1,9 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { makeScratchDir, removeScratchDir, ServerChild } from './child-process.js';
 import { freePort } from './ports.js';
 
 const HOST = '127.0.0.1';
@@ -12,7 +11,6 @@ const MACHINE_REDIS_PORT = 6379;
 const POLL_INTERVAL_MS = 50;
 /** redis-server is up in well under a second; 15 s covers a loaded CI machine. */
 const READY_ATTEMPTS = 300;
-const EXIT_WAIT_MS = 10_000;
 
 /** A redis-server child process of this test process, on its own port and scratch directory. */
 export interface RedisProcess {
@@ -57,9 +55,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisPro
   if (opts.port === MACHINE_REDIS_PORT) {
     throw new Error(`startRedis: port ${MACHINE_REDIS_PORT} belongs to the machine's own Redis; pick another or leave it out`);
   }
-  installExitHook();
-  const dir = mkdtempSync(join(tmpdir(), 'switchboard-redis-'));
-  scratchDirs.add(dir);
+  const dir = makeScratchDir('switchboard-redis-');
   // A port from freePort() can be taken by someone else before redis-server binds it; retry then.
   const attempts = opts.port === undefined ? 3 : 1;
   for (let attempt = 1; ; attempt++) {
@@ -72,8 +68,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisPro
       return server;
     } catch (err) {
       if (attempt < attempts && err instanceof PortTakenError) continue;
-      scratchDirs.delete(dir);
-      rmSync(dir, { recursive: true, force: true });
+      removeScratchDir(dir);
       throw err;
     }
   }
@@ -139,10 +134,8 @@ function sentinelConfig(dir: string, master: { port: number; name: string }): st
 
 class RedisServer implements RedisProcess {
   readonly url: string;
-  private child: ChildProcess | undefined;
-  private alive = false;
-  private exited: Promise<void> = Promise.resolve();
-  private output = '';
+  /** The current redis-server process; a restart starts another. */
+  private proc: ServerChild | undefined;
   private resumeTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -155,42 +148,39 @@ class RedisServer implements RedisProcess {
   }
 
   get pid(): number | undefined {
-    return this.alive ? this.child?.pid : undefined;
+    return this.proc?.running ? this.proc.pid : undefined;
   }
 
   async start(): Promise<void> {
     mkdirSync(this.dir, { recursive: true });
-    const child = this.spawnChild();
+    const proc = this.spawnChild();
     for (let attempt = 0; attempt < READY_ATTEMPTS; attempt++) {
-      if (!this.alive) break;
+      if (!proc.running) break;
       if (await this.answersPing()) return;
       await sleep(POLL_INTERVAL_MS);
     }
-    const why = this.alive ? 'did not answer PING in time' : 'exited during start-up';
-    if (this.alive) {
-      child.kill('SIGKILL');
-      await this.waitForExit();
+    const why = proc.running ? 'did not answer PING in time' : 'exited during start-up';
+    if (proc.running) {
+      proc.kill('SIGKILL');
+      await proc.waitForExit();
     }
-    const message = `redis-server on ${HOST}:${this.port} ${why}\n${this.output.trim()}`;
-    throw this.output.includes('Address already in use') ? new PortTakenError(message) : new Error(message);
+    const message = `redis-server on ${HOST}:${this.port} ${why}\n${proc.output.trim()}`;
+    throw proc.output.includes('Address already in use') ? new PortTakenError(message) : new Error(message);
   }
 
   async stop(): Promise<void> {
-    const child = this.child;
-    if (!child || !this.alive) return;
+    const proc = this.proc;
+    if (!proc?.running) return;
     this.resume(); // a stopped process would not act on SIGTERM
-    child.kill('SIGTERM');
-    if (await this.waitForExit()) return;
-    child.kill('SIGKILL');
-    if (!(await this.waitForExit())) throw new Error(`redis-server pid ${child.pid} on port ${this.port} did not exit`);
+    await proc.stop(`redis-server on port ${this.port}`);
   }
 
   async kill(): Promise<void> {
-    const child = this.child;
-    if (!child || !this.alive) return;
+    const proc = this.proc;
+    if (!proc?.running) return;
     this.clearResumeTimer();
-    child.kill('SIGKILL');
-    if (!(await this.waitForExit())) throw new Error(`redis-server pid ${child.pid} on port ${this.port} survived SIGKILL`);
+    proc.kill('SIGKILL');
+    if (!(await proc.waitForExit())) throw new Error(`redis-server pid ${proc.pid} on port ${this.port} survived SIGKILL`);
   }
 
   async restart(): Promise<void> {
@@ -199,11 +189,11 @@ class RedisServer implements RedisProcess {
   }
 
   async pause(ms: number): Promise<void> {
-    const child = this.child;
-    if (!child || !this.alive) throw new Error(`redis-server on port ${this.port} is not running; cannot pause it`);
+    const proc = this.proc;
+    if (!proc?.running) throw new Error(`redis-server on port ${this.port} is not running; cannot pause it`);
     this.clearResumeTimer();
-    child.kill('SIGSTOP');
-    const pid = child.pid;
+    proc.kill('SIGSTOP');
+    const pid = proc.pid;
     if (pid !== undefined) await waitUntil(`redis-server pid ${pid} to stop`, () => isStopped(pid));
     this.resumeTimer = setTimeout(() => this.resume(), ms);
     // Left alone at exit, the child is SIGKILLed by the exit hook (which works on stopped processes).
@@ -212,10 +202,10 @@ class RedisServer implements RedisProcess {
 
   resume(): void {
     this.clearResumeTimer();
-    if (this.alive) this.child?.kill('SIGCONT');
+    if (this.proc?.running) this.proc.kill('SIGCONT');
   }
 
-  private spawnChild(): ChildProcess {
+  private spawnChild(): ServerChild {
     const args = [
       ...this.leadingArgs,
       '--port', String(this.port),
@@ -227,33 +217,8 @@ class RedisServer implements RedisProcess {
       '--loglevel', 'warning',
       ...this.extraArgs,
     ];
-    const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child = child;
-    this.alive = true;
-    this.output = '';
-    running.add(child);
-    const keepTail = (chunk: Buffer): void => {
-      this.output = (this.output + chunk.toString()).slice(-4000);
-    };
-    child.stdout?.on('data', keepTail);
-    child.stderr?.on('data', keepTail);
-    this.exited = new Promise((resolve) => {
-      const gone = (): void => {
-        running.delete(child);
-        if (this.child === child) this.alive = false;
-        resolve();
-      };
-      child.once('exit', gone);
-      child.once('error', (err) => {
-        this.output += `\n${err.message}${'code' in err && err.code === 'ENOENT' ? ' (is the redis-server package installed?)' : ''}`;
-        gone();
-      });
-    });
-    // Neither the child nor its pipes keep the test process alive; the exit hook ends them.
-    child.unref();
-    (child.stdout as Socket | null)?.unref();
-    (child.stderr as Socket | null)?.unref();
-    return child;
+    this.proc = new ServerChild('redis-server', args, 'is not installed or not on PATH (Debian: apt-get install -y redis-server)');
+    return this.proc;
   }
 
   private async answersPing(): Promise<boolean> {
@@ -264,41 +229,10 @@ class RedisServer implements RedisProcess {
     }
   }
 
-  /** Waits (bounded) for the current child to exit; false if it is still there. */
-  private async waitForExit(): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<false>((resolve) => {
-      timer = setTimeout(() => resolve(false), EXIT_WAIT_MS);
-    });
-    try {
-      return await Promise.race([this.exited.then(() => true as const), timedOut]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
   private clearResumeTimer(): void {
     if (this.resumeTimer) clearTimeout(this.resumeTimer);
     this.resumeTimer = undefined;
   }
-}
-
-const running = new Set<ChildProcess>();
-const scratchDirs = new Set<string>();
-let exitHookInstalled = false;
-
-/**
- * Only the `exit` event: a signal handler here would change how the test process reacts to
- * signals (and fire on a test's own `process.emit('SIGTERM')`). Ctrl-C reaches the children
- * anyway, as they share the terminal's process group.
- */
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const child of running) child.kill('SIGKILL');
-    for (const dir of scratchDirs) rmSync(dir, { recursive: true, force: true });
-  });
 }
 
 /** Linux: the state letter in /proc/PID/stat is `T` once SIGSTOP took effect. Elsewhere assume it did. */
