@@ -195,6 +195,14 @@ function readUsualData(r: RecordReader, userId: number): SessionData | undefined
   if (!(flags & HAS_REST)) return r.atEnd() ? data : undefined; // trailing bytes: not what was written
   const rest: unknown = JSON.parse(r.tail());
   if (typeof rest !== 'object' || rest === null || Array.isArray(rest)) return undefined;
-  // Spread, not Object.assign: a "__proto__" key in the JSON stays a plain key.
-  return { ...data, ...rest };
+  // Key by key onto `data`, not `{ ...data, ...rest }`: once optimised, V8 gives every object
+  // made by a spread and then grown by more keys a hidden class of its own, allocated in the old
+  // generation — at one per read of a session holding anything beyond the usual keys, a full
+  // mark-compact every two or three seconds under load (docs/performance.md, sixth round).
+  // defineProperty keeps a "__proto__" key a plain key, as JSON.parse made it.
+  for (const [key, value] of Object.entries(rest)) {
+    if (key === '__proto__') Object.defineProperty(data, key, { value, writable: true, enumerable: true, configurable: true });
+    else data[key] = value;
+  }
+  return data;
 }
