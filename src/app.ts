@@ -19,7 +19,7 @@ import { csrfProtection } from './http/csrf.js';
 import { requestMetrics } from './http/request-metrics.js';
 import { securityHeaders } from './http/security-headers.js';
 import { sessionMiddleware } from './http/session-middleware.js';
-import { adminRoutes } from './http/routes/admin.js';
+import { adminGate, adminRoutes } from './http/routes/admin.js';
 import { authRoutes } from './http/routes/auth.js';
 import { operationsRoutes } from './http/routes/operations.js';
 import { pageRoutes } from './http/pages/routes.js';
@@ -62,18 +62,19 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
 
   const app = new Koa({ proxy: config.trustProxy });
   app.silent = true; // errors are logged by errorHandler, once, without the request's secrets
-  app.use(requestMetrics(metrics));
-  app.use(errorHandler(logger));
-  app.use(securityHeaders());
-  app.use(bodyParser({ enableTypes: ['json', 'form'], jsonLimit: '16kb', formLimit: '16kb', encoding: 'utf-8', jsonStrict: true }));
-  app.use(sessionMiddleware({ config: config.sessions, backends, flag, metrics, audit: deps.audit }));
-  app.use(csrfProtection());
   // One router holding every route: a request is matched once, against one table, instead of
   // passing through a router (and its allowedMethods) per file.
   const router = new Router();
   for (const part of [operationsRoutes(deps), authRoutes(deps), sessionRoutes(deps), platformRoutes(deps), adminRoutes(deps), pageRoutes(deps)]) {
     router.use(part.routes());
   }
+  app.use(requestMetrics(metrics, router));
+  app.use(errorHandler(logger));
+  app.use(securityHeaders());
+  app.use(bodyParser({ enableTypes: ['json', 'form'], jsonLimit: '16kb', formLimit: '16kb', encoding: 'utf-8', jsonStrict: true }));
+  app.use(sessionMiddleware({ config: config.sessions, backends, flag, metrics, audit: deps.audit }));
+  app.use(csrfProtection());
+  app.use(adminGate(config.adminToken));
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: false }));
   app.use(async (ctx) => {

@@ -45,7 +45,7 @@ function fromLibrary(err: unknown, ctx: Context): HttpError | undefined {
   if (status !== undefined && status >= 400 && status < 500) return new HttpError(status, 'bad_request', 'The request could not be understood');
   // Anything else thrown while the body was being read (a gzip/brotli body that does not
   // decompress, a stream error) is the body's fault, not ours.
-  if (bodyUnread(ctx)) return new InvalidInputError('The request body could not be decoded');
+  if (bodyUnread(ctx)) return new HttpError(400, 'bad_request', 'The request body could not be decoded');
   return undefined;
 }
 

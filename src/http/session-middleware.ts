@@ -11,6 +11,7 @@ import type { BackendName, Config } from '../config/config.js';
 import type { BackendFlag, Choice } from '../flags/backend-flag.js';
 import type { Metrics, RevocationReason } from '../metrics/metrics.js';
 import { SessionBackends, type Written } from '../sessions/backends.js';
+import { SessionTooLargeError } from '../sessions/errors.js';
 import { expiryAt, hashSessionId, newHandle, newSessionId, Session, type SessionRecord } from '../sessions/session.js';
 import type { SessionAudit } from '../sessions/audit.js';
 
@@ -29,6 +30,11 @@ export class SessionControl {
   clearCookie = false;
   /** A background check, not user activity: it does not extend the idle expiry. */
   passive = false;
+  /** Undoes what the route did for a session that could then not be stored (see `start`). */
+  undoStart: (() => Promise<unknown>) | undefined;
+
+  /** Where commit left the current session (undefined until then). */
+  landedIn: BackendName | undefined;
 
   /** The flag's answer for the current handle, asked once per request (see `destination`). */
   private choice: { handle: string; choice: Choice } | undefined;
@@ -57,8 +63,25 @@ export class SessionControl {
     return backend === choice.backend ? choice : { backend, source: 'fallback' };
   }
 
-  /** Logs `user` in under a brand-new session id and handle; any session this request had ends. */
-  start(user: SessionUser): Session {
+  /**
+   * `description` (of the current session, for a JSON body) with its `backend` read late. The
+   * route answers before the session is written, and a write may land elsewhere than the flag
+   * said (its backend failed and the fallback took it), so `backend` becomes a getter: Koa
+   * serialises the body after commit, and by then it names where the session is. (Read before,
+   * it is `destination()`'s answer.)
+   */
+  withBackend<T extends object>(description: T): T & { readonly backend: BackendName } {
+    return Object.defineProperty(description, 'backend', { enumerable: true, get: () => this.landedIn ?? this.destination().backend }) as T & { readonly backend: BackendName };
+  }
+
+  /**
+   * Logs `user` in under a brand-new session id and handle; any session this request had ends.
+   * `undo` runs if the session cannot be stored after the route has answered (no backend can
+   * serve: 503): a signup takes its new account back, so that the client's retry is not refused
+   * as `email_taken`.
+   */
+  start(user: SessionUser, undo?: () => Promise<unknown>): Session {
+    this.undoStart = undo;
     if (this.current && !this.current.isNew) this.ending.push({ record: this.current.record, quiet: true });
     const now = Date.now();
     const id = newSessionId();
@@ -157,11 +180,23 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     const { backend: target, source } = control.destination();
     const now = Date.now();
     let written: Written | undefined;
+    let moved = false;
+    if (!session.isNew && target !== session.record.backend) {
+      try {
+        written = await backends.migrate(session.record, target, source === 'fallback' ? 'fallback' : 'flag');
+        moved = true;
+      } catch (err) {
+        // Too large for the backend the flag chose (a sealed cookie holds ≈ 3.8 KB): nothing was
+        // written, and the session stays where it is, as if the flag had not changed — a flag
+        // flip never logs anybody out. It moves on a later request, once it fits.
+        if (!(err instanceof SessionTooLargeError)) throw err;
+      }
+    }
     if (session.isNew) {
-      written = await backends.create(session.record, target);
+      written = await createNew(control, session.record, target);
       audit.record(ctx, { type: 'created', record: written.record, reason: null });
-    } else if (target !== session.record.backend) {
-      written = await backends.migrate(session.record, target, source === 'fallback' ? 'fallback' : 'flag');
+    } else if (moved) {
+      // Written where it now belongs, changes included.
     } else if (session.isChanged) {
       // A change is activity too: the idle expiry moves with it.
       const { record } = session;
@@ -175,6 +210,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       const touched = { ...record, lastActivity: now, expiresAt: expiryAt({ lastActivity: now, absoluteExpiresAt: record.absoluteExpiresAt }, config) };
       written = await backends.update(touched, 'touch');
     } else {
+      control.landedIn = session.record.backend;
       metrics.selected(session.record.backend, source);
       // Served from the database copy while its backend is down: point the cookie at the copy,
       // so changes made meanwhile are not hidden behind a stale copy when that backend returns.
@@ -183,6 +219,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       }
       return;
     }
+    control.landedIn = written?.record.backend;
     if (!written) {
       // Ended while this request was in flight: it stays ended.
       clearCookie(ctx);
@@ -191,6 +228,25 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     metrics.selected(written.record.backend, written.fellBackFrom ? 'fallback' : source);
     // Database and Redis tokens do not change on save or touch; the sealed cookie does.
     if (session.isNew || written.record.backend !== cookieBackend || written.record.backend === 'cookie') setCookie(ctx, written);
+  }
+
+  /**
+   * A new session (login, rotation) goes to `target`; one too large for it (a rotated session
+   * grown in Redis, while the flag says cookie) to the database. When no backend can take it,
+   * the route's `undo` runs before the 503.
+   */
+  async function createNew(control: SessionControl, record: SessionRecord, target: BackendName): Promise<Written> {
+    try {
+      try {
+        return await backends.create(record, target);
+      } catch (err) {
+        if (!(err instanceof SessionTooLargeError) || target === 'database') throw err;
+        return await backends.create(record, 'database');
+      }
+    } catch (err) {
+      await control.undoStart?.();
+      throw err;
+    }
   }
 
   return async function sessions(ctx: Context, next: Next) {

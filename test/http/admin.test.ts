@@ -92,6 +92,22 @@ describe('the admin API with ADMIN_TOKEN', function () {
       expect(((await adm.get('/api/admin/flags')).json as FlagView).source).to.equal('env');
     });
 
+    it('answers 401 to any admin path or method without the token, so that routes cannot be mapped; with it, 404 and 405 as elsewhere', async () => {
+      for (const [method, path] of [
+        ['GET', '/api/admin/nope'],
+        ['POST', '/api/admin/flags'],
+        ['OPTIONS', '/api/admin/flags'],
+        ['DELETE', '/api/admin/users/1'],
+        ['GET', '/api/admin'],
+      ] as const) {
+        expectError(await new Client(app.url).request(method, path), 401);
+      }
+      expectError(await adm.get('/api/admin/nope'), 404, 'not_found');
+      const wrongMethod = await adm.post('/api/admin/flags');
+      expectError(wrongMethod, 405, 'method_not_allowed');
+      expect(wrongMethod.headers.get('allow')).to.include('GET');
+    });
+
     it('does not accept a logged-in user session instead of the token', async () => {
       const user = new Client(app.url);
       await user.signup();
@@ -156,6 +172,41 @@ describe('the admin API with ADMIN_TOKEN', function () {
         expect((await user.post('/api/platforms', { name: 'Q', type: 't' })).status).to.equal(201);
       });
     }
+
+    it('keeps a session too large for a cookie where it is while the flag says cookie, and moves it once it fits', async () => {
+      const user = new Client(app.url);
+      await user.signup();
+      // 20 preferences of 200 characters: fine in the database, far more than a cookie holds.
+      const big = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, 'v'.repeat(200)]));
+      expect((await user.patch('/api/session', { preferences: big })).status).to.equal(200);
+      await setBackend('cookie');
+
+      // Nobody is logged out by the flip: read, written and listed where it is.
+      const read = await user.get('/api/session');
+      expect(read.status, read.text).to.equal(200);
+      expect((read.json.session as { backend: string }).backend).to.equal('database');
+      expect(read.json.preferences).to.deep.equal(big);
+      const write = await user.patch('/api/session', { preferences: { theme: 'dark', k0: null } });
+      expect(write.status, write.text).to.equal(200);
+      const listed = await user.get('/api/sessions');
+      expect(listed.status, listed.text).to.equal(200);
+      expect((listed.json.sessions as Array<{ backend: string }>).map((s) => s.backend)).to.deep.equal(['database']);
+      // A new session id (password change) with the same data lands in the database too.
+      const changed = await user.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'a much better passphrase 3' });
+      expect(changed.status, changed.text).to.equal(204);
+      const afterRotation = await user.get('/api/session');
+      expect(afterRotation.status, afterRotation.text).to.equal(200);
+      expect((afterRotation.json.session as { backend: string }).backend).to.equal('database');
+      expect(afterRotation.json.preferences).to.have.property('theme', 'dark');
+
+      // Shrunk to what a cookie holds: the request that shrinks it moves it.
+      const shrink = Object.fromEntries(Object.keys(big).map((k) => [k, null]));
+      expect((await user.patch('/api/session', { preferences: shrink })).status).to.equal(200);
+      expect(user.sessionCookie(), 'a sealed cookie').to.match(/^c\./);
+      const moved = await user.get('/api/session');
+      expect((moved.json.session as { backend: string }).backend).to.equal('cookie');
+      expect(moved.json.preferences).to.deep.equal({ theme: 'dark' });
+    });
 
     it('answers 400 invalid_input to a bad backend, and keeps the flag as it was', async () => {
       for (const body of [{ backend: 'memcached' }, { backend: '' }, { backend: 'REDIS' }, { backend: 1 }, { backend: null }, {}, { backend: 'redis', extra: true }, ['redis'], 'redis']) {

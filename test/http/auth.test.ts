@@ -270,6 +270,23 @@ describe('signing up, logging in and out', function () {
       }
     });
   });
+
+  describe('PATCH /api/session (preferences)', () => {
+    it('merges preferences into the session, removes a key sent as null, and keeps at most 20 in all', async () => {
+      const user = new Client(app.url);
+      await user.signup();
+      const twenty = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, i]));
+      expect((await user.patch('/api/session', { preferences: twenty })).status).to.equal(200);
+      const more = await user.patch('/api/session', { preferences: { extra: 'x' } });
+      expectError(more, 400, 'invalid_input');
+      expect((await user.get('/api/session')).json.preferences, 'nothing changed').to.deep.equal(twenty);
+
+      const swapped = await user.patch('/api/session', { preferences: { k0: null, k1: null, theme: 'dark' } });
+      expect(swapped.status, swapped.text).to.equal(200);
+      const { k0: _k0, k1: _k1, ...rest } = twenty;
+      expect((await user.get('/api/session')).json.preferences).to.deep.equal({ ...rest, theme: 'dark' });
+    });
+  });
 });
 
 describe('the session cookie with COOKIE_SECURE=true', function () {

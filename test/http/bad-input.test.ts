@@ -70,7 +70,7 @@ describe('bad input never gets more than a 4xx', function () {
 
     it('answers 400 to a body in an unknown content encoding, or one that does not decode', async () => {
       expectClientError(await req('POST', '/api/login', { ...json, 'Content-Encoding': 'rot13' }, '{}'), 'unknown encoding');
-      expectClientError(await req('POST', '/api/login', { ...json, 'Content-Encoding': 'gzip' }, 'not gzip at all'), 'bad gzip');
+      expectClientError(await req('POST', '/api/login', { ...json, 'Content-Encoding': 'gzip' }, 'not gzip at all'), 'bad gzip', 400, 'bad_request');
     });
 
     it('answers 413 payload_too_large to bodies over 16 kB, JSON or form', async () => {

@@ -190,6 +190,29 @@ describe('operations endpoints', function () {
       expect(notFound?.value, 'the 404 for an unknown handle is counted under the pattern with its status').to.be.at.least(1);
     });
 
+    it('counts a request refused before its route ran (CSRF, bad JSON, admin token, wrong method) under that route, and only unknown paths as unmatched', async () => {
+      const me = new Client(app.url);
+      await me.signup();
+      const count = (samples: Sample[], method: string, route: string, status: string) =>
+        value(samples, 'http_request_duration_seconds_count', { method, route, status }) ?? 0;
+      const before = parse(await scrape()).samples;
+      expect((await me.post('/api/logout', {}, { 'X-CSRF-Token': 'wrong' })).status).to.equal(403);
+      expect((await new Client(app.url).request('POST', '/api/login', '{"email":', { 'Content-Type': 'application/json' })).status).to.equal(400);
+      expect((await new Client(app.url).get('/api/admin/users/1/sessions')).status).to.equal(401);
+      expect((await me.request('PUT', '/api/session', {})).status).to.equal(405);
+      expect((await me.get('/api/no-such-route-plugh')).status).to.equal(404);
+      const after = parse(await scrape()).samples;
+      for (const [method, route, status] of [
+        ['POST', '/api/logout', '403'],
+        ['POST', '/api/login', '400'],
+        ['GET', '/api/admin/users/:id/sessions', '401'],
+        ['PUT', '/api/session', '405'],
+        ['GET', 'unmatched', '404'],
+      ] as const) {
+        expect(count(after, method, route, status) - count(before, method, route, status), `${method} ${route} ${status}`).to.equal(1);
+      }
+    });
+
     it('counts logins, and revocations by reason', async () => {
       const before = parse(await scrape()).samples;
       const me = new Client(app.url);

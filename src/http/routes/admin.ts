@@ -26,18 +26,26 @@ const userPatchInput = z
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
-export function adminRoutes(deps: AppDeps) {
-  const { config, flag, backends, models, metrics, audit, logger } = deps;
-  const router = new Router({ prefix: '/api/admin' });
-  const expected = config.adminToken ? digest(config.adminToken) : undefined;
-
-  router.use(async (ctx: Context, next: Next) => {
+/**
+ * Everything under /api/admin answers 404 while ADMIN_TOKEN is unset and 401 without the token,
+ * before any routing: an unknown admin path or a wrong method tells an anonymous caller nothing
+ * (it would otherwise get 404 or 405 and learn which routes exist).
+ */
+export function adminGate(adminToken: string | undefined) {
+  const expected = adminToken ? digest(adminToken) : undefined;
+  return async function requireAdminToken(ctx: Context, next: Next) {
+    if (ctx.path !== '/api/admin' && !ctx.path.startsWith('/api/admin/')) return next();
     if (!expected) throw new FeatureDisabledError();
     const header = ctx.get('Authorization');
     const token = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
     if (!token || !timingSafeEqual(digest(token), expected)) throw new AdminAuthError();
-    await next();
-  });
+    return next();
+  };
+}
+
+export function adminRoutes(deps: AppDeps) {
+  const { flag, backends, models, metrics, audit, logger } = deps;
+  const router = new Router({ prefix: '/api/admin' });
 
   async function findUser(id: string | undefined) {
     const userId = idParam(id);

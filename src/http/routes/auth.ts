@@ -15,9 +15,12 @@ import { csrfField, email, name, parseBody, password } from '../validation.js';
 const signupInput = z.object({ email, password, name, ...csrfField }).strict();
 const loginInput = z.object({ email, password, ...csrfField }).strict();
 const passwordInput = z.object({ currentPassword: password, newPassword: password, ...csrfField }).strict();
+const MAX_PREFERENCES = 20;
 const preferencesInput = z
   .object({
-    preferences: z.record(z.string().max(40), z.union([z.string().max(200), z.number(), z.boolean(), z.null()])).refine((p) => Object.keys(p).length <= 20, 'At most 20 preferences'),
+    preferences: z
+      .record(z.string().max(40), z.union([z.string().max(200), z.number(), z.boolean(), z.null()]))
+      .refine((p) => Object.keys(p).length <= MAX_PREFERENCES, `At most ${MAX_PREFERENCES} preferences`),
     ...csrfField,
   })
   .strict();
@@ -29,7 +32,7 @@ export function requireSession(ctx: Context): Session {
 }
 
 function loggedIn(ctx: Context, session: Session) {
-  return { user: session.data.user, session: { ...describeSession(session.record), backend: ctx.state.sessions.destination().backend }, csrfToken: session.data.csrfToken };
+  return { user: session.data.user, session: ctx.state.sessions.withBackend(describeSession(session.record)), csrfToken: session.data.csrfToken };
 }
 
 export function authRoutes(deps: AppDeps) {
@@ -53,14 +56,11 @@ export function authRoutes(deps: AppDeps) {
     const problem = passwordProblem(input.password, config.passwordMinLength, [input.email, input.email.split('@')[0] ?? '', input.name]);
     if (problem) throw new InvalidInputError(`password: ${problem}`, { password: problem });
     if (await models.User.findOne({ where: { email: input.email } })) throw new EmailTakenError();
-    let user;
-    try {
-      user = await models.User.create({ email: input.email, name: input.name, passwordHash: await hashPassword(input.password) });
-    } catch (err) {
-      if (err instanceof UniqueConstraintError) throw new EmailTakenError();
-      throw err;
-    }
-    const session = ctx.state.sessions.start(publicUser(user));
+    const user = await models.User.create({ email: input.email, name: input.name, passwordHash: await hashPassword(input.password) }).catch((err: unknown) => {
+      throw err instanceof UniqueConstraintError ? new EmailTakenError() : err;
+    });
+    // No backend could take the session (503): the account goes too, so that a retry can succeed.
+    const session = ctx.state.sessions.start(publicUser(user), () => user.destroy());
     ctx.status = 201;
     ctx.body = loggedIn(ctx, session);
   });
@@ -112,7 +112,16 @@ export function authRoutes(deps: AppDeps) {
   router.patch('/api/session', async (ctx) => {
     const session = requireSession(ctx);
     const { preferences } = parseBody(ctx, preferencesInput);
-    const merged = { ...((session.data.preferences as Record<string, unknown>) ?? {}), ...preferences };
+    // Merged into what is there (JSON merge patch: null removes a key), at most 20 in all.
+    const merged: Record<string, unknown> = { ...((session.data.preferences as Record<string, unknown>) ?? {}) };
+    for (const [key, value] of Object.entries(preferences)) {
+      if (value === null) delete merged[key];
+      else merged[key] = value;
+    }
+    if (Object.keys(merged).length > MAX_PREFERENCES) {
+      const message = `At most ${MAX_PREFERENCES} preferences in all; send null for a key to remove it`;
+      throw new InvalidInputError(`preferences: ${message}`, { preferences: message });
+    }
     session.set('preferences', merged);
     ctx.body = { preferences: merged };
   });

@@ -13,8 +13,7 @@ export function sessionRoutes(deps: AppDeps) {
     const session = requireSession(ctx);
     const sessions = await backends.listByUser(session.data.user.id);
     ctx.set('Cache-Control', 'no-store');
-    const current = ctx.state.sessions.destination().backend;
-    ctx.body = { sessions: sessions.map((r) => (r.handle === session.handle ? { ...sessionListEntry(r, session.handle), backend: current } : sessionListEntry(r, session.handle))) };
+    ctx.body = { sessions: sessions.map((r) => (r.handle === session.handle ? ctx.state.sessions.withBackend(sessionListEntry(r, session.handle)) : sessionListEntry(r, session.handle))) };
   });
 
   router.delete('/api/sessions/:handle', async (ctx) => {

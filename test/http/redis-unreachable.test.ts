@@ -1,0 +1,58 @@
+/**
+ * Signing up while the chosen backend (Redis) cannot be reached, before its breaker opens: the
+ * answer names the backend that really holds the session, and a signup that no backend could
+ * take leaves no account behind, so the client's retry is not refused as `email_taken`.
+ */
+import { expect } from 'chai';
+import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+import { freePort } from '../support/ports.js';
+import { expectError, GOOD_PASSWORD, uniqueEmail } from './helpers.js';
+
+/** Redis on a loopback port nobody listens on; the breaker kept closed, so every write tries it. */
+async function unreachableRedis(extra: Record<string, string>): Promise<Record<string, string>> {
+  return { SESSION_STORAGE: 'redis', REDIS_URL: `redis://127.0.0.1:${await freePort()}/0`, BREAKER_FAILURE_THRESHOLD: '1000', ...extra };
+}
+
+describe('signing up while Redis cannot be reached', function () {
+  this.timeout(60_000);
+
+  describe('with the database as fallback', () => {
+    let app: AppProcess;
+    before(async () => {
+      app = await startApp(await unreachableRedis({ SESSION_FALLBACK: 'database' }));
+    });
+    after(() => app?.stop());
+
+    it('says the session is in the database, where it is, in every answer', async () => {
+      const user = new Client(app.url);
+      const signup = await user.post('/api/signup', { email: uniqueEmail('fallback'), password: GOOD_PASSWORD, name: 'F' });
+      expect(signup.status, signup.text).to.equal(201);
+      expect(user.sessionCookie(), 'a database cookie').to.match(/^d\./);
+      expect((signup.json.session as { backend: string }).backend).to.equal('database');
+      const session = await user.get('/api/session');
+      expect(session.status, session.text).to.equal(200);
+      expect((session.json.session as { backend: string }).backend).to.equal('database');
+      const listed = await user.get('/api/sessions');
+      expect((listed.json.sessions as Array<{ backend: string; current: boolean }>).map((s) => [s.backend, s.current])).to.deep.equal([['database', true]]);
+    });
+  });
+
+  describe('with no fallback', () => {
+    let app: AppProcess;
+    before(async () => {
+      app = await startApp(await unreachableRedis({ SESSION_FALLBACK: 'none' }));
+    });
+    after(() => app?.stop());
+
+    it('answers 503 and creates no account, so a retry gets 503 again rather than 409, and the login knows no such user', async () => {
+      const email = uniqueEmail('nofallback');
+      for (const attempt of [1, 2]) {
+        const res = await new Client(app.url).post('/api/signup', { email, password: GOOD_PASSWORD, name: 'N' });
+        expectError(res, 503, 'service_unavailable');
+        expect(res.headers.get('retry-after'), `attempt ${attempt}`).to.be.a('string');
+      }
+      expectError(await new Client(app.url).login(email, GOOD_PASSWORD), 401, 'invalid_credentials');
+    });
+  });
+});
