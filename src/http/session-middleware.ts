@@ -34,7 +34,8 @@ export class SessionControl {
   undoStart: (() => Promise<unknown>) | undefined;
 
   /** Where commit left the current session (undefined until then). */
-  landedIn: BackendName | undefined;
+  private landedIn: BackendName | undefined;
+  private shown: Array<{ backend: BackendName }> | undefined;
 
   /** The flag's answer for the current handle, asked once per request (see `destination`). */
   private choice: { handle: string; choice: Choice } | undefined;
@@ -64,14 +65,23 @@ export class SessionControl {
   }
 
   /**
-   * `description` (of the current session, for a JSON body) with its `backend` read late. The
-   * route answers before the session is written, and a write may land elsewhere than the flag
-   * said (its backend failed and the fallback took it), so `backend` becomes a getter: Koa
-   * serialises the body after commit, and by then it names where the session is. (Read before,
-   * it is `destination()`'s answer.)
+   * `description` (of the current session, for a JSON body) with `backend` where the session
+   * will be. The route answers before the session is written, and a write may land elsewhere
+   * than the flag said (its backend failed and the fallback took it): commit then corrects the
+   * descriptions handed out here, before Koa serialises the body. (A plain property rather than
+   * a getter: the read route's hot path keeps one object shape.)
    */
-  withBackend<T extends object>(description: T): T & { readonly backend: BackendName } {
-    return Object.defineProperty(description, 'backend', { enumerable: true, get: () => this.landedIn ?? this.destination().backend }) as T & { readonly backend: BackendName };
+  withBackend<T extends { backend: BackendName }>(description: T): T {
+    description.backend = this.landedIn ?? this.destination().backend;
+    (this.shown ??= []).push(description);
+    return description;
+  }
+
+  /** Where commit left the current session; corrects what `withBackend` said. */
+  landed(backend: BackendName | undefined) {
+    this.landedIn = backend;
+    if (backend === undefined || !this.shown) return;
+    for (const description of this.shown) description.backend = backend;
   }
 
   /**
@@ -210,7 +220,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       const touched = { ...record, lastActivity: now, expiresAt: expiryAt({ lastActivity: now, absoluteExpiresAt: record.absoluteExpiresAt }, config) };
       written = await backends.update(touched, 'touch');
     } else {
-      control.landedIn = session.record.backend;
+      control.landed(session.record.backend);
       metrics.selected(session.record.backend, source);
       // Served from the database copy while its backend is down: point the cookie at the copy,
       // so changes made meanwhile are not hidden behind a stale copy when that backend returns.
@@ -219,7 +229,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       }
       return;
     }
-    control.landedIn = written?.record.backend;
+    control.landed(written?.record.backend);
     if (!written) {
       // Ended while this request was in flight: it stays ended.
       clearCookie(ctx);
