@@ -298,6 +298,9 @@ describe('bad input never gets more than a 4xx', function () {
         expectNoLeak(res.text, path);
         expect(res.text, path).not.to.match(/root:x:0:0|"dependencies"/);
       }
+      // A missing asset is an error like any other.
+      const asset = await req('GET', '/assets/no-such-file.js');
+      expectClientError(asset, 'missing asset', 404, 'not_found');
     });
 
     it('answers unicode and encoded route parameters with 404 not_found, never 500', async () => {

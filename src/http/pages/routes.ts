@@ -12,6 +12,7 @@ import type { Context, Next } from 'koa';
 import type { SessionRecord } from '../../sessions/session.js';
 import type { Session } from '../../sessions/session.js';
 import type { AppDeps } from '../deps.js';
+import { NotFoundError } from '../errors.js';
 import { Assets } from './assets.js';
 import type { Viewer } from './layout.js';
 import { accountPage, dashboardPage, loginPage, sessionsPage, signupPage, type SessionView } from './views.js';
@@ -77,11 +78,7 @@ export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
 
   router.get('/assets/:name', (ctx) => {
     const name = ctx.params.name ?? '';
-    if (!assets.serve(ctx, name)) {
-      ctx.status = 404;
-      ctx.type = 'text/plain; charset=utf-8';
-      ctx.body = 'Not found';
-    }
+    if (!assets.serve(ctx, name)) throw new NotFoundError('No such asset');
   });
 
   router.get('/login', anonymous, (ctx) => sendPage(ctx, loginPage(assets)));
