@@ -211,10 +211,18 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       // A change is activity too: the idle expiry moves with it.
       const { record } = session;
       const changed = { ...record, lastActivity: now, expiresAt: expiryAt({ lastActivity: now, absoluteExpiresAt: record.absoluteExpiresAt }, config), version: record.version + 1 };
-      written = await backends.update(changed, 'save', {
-        readVersion: session.record.version,
-        changedKeys: session.changes,
-      });
+      try {
+        written = await backends.update(changed, 'save', {
+          readVersion: session.record.version,
+          changedKeys: session.changes,
+        });
+      } catch (err) {
+        // Grown too large for its sealed cookie: rather than refuse the change, the session
+        // moves to the database (where every session has its entry) and comes back, as above,
+        // once it fits again.
+        if (!(err instanceof SessionTooLargeError) || changed.backend !== 'cookie') throw err;
+        written = await backends.migrate(changed, 'database', 'too_large');
+      }
     } else if (!control.passive && now - session.record.lastActivity >= config.touchIntervalMs) {
       const { record } = session;
       const touched = { ...record, lastActivity: now, expiresAt: expiryAt({ lastActivity: now, absoluteExpiresAt: record.absoluteExpiresAt }, config) };

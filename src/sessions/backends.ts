@@ -22,11 +22,16 @@ const BY_PREFIX: Record<string, BackendName> = { c: 'cookie', d: 'database', r: 
 
 export interface BackendEvents {
   fallback(from: BackendName, to: BackendName, reason: FailureReason): void;
-  /** `cause`: the flag chose `to`, or `to` is the fallback while the chosen backend is down. */
-  migrated(from: BackendName, to: BackendName, cause: 'flag' | 'fallback'): void;
+  /**
+   * `cause`: the flag chose `to`; or `to` is the fallback while the chosen backend is down; or
+   * the session grew too large for its sealed cookie and `to` is the database.
+   */
+  migrated(from: BackendName, to: BackendName, cause: MigrationCause): void;
   /** A secondary write (eviction, cleanup) failed; the request still succeeded. */
   secondaryFailure(err: unknown, what: string): void;
 }
+
+export type MigrationCause = 'flag' | 'fallback' | 'too_large';
 
 /** A backend as served: a store that knows whether its breaker lets calls through. */
 export type ServingStore = IndexedSessionStore & { readonly available: boolean };
@@ -144,7 +149,7 @@ export class SessionBackends {
    * Moves a session to `target`: written there first, then removed from where it was, so a
    * failure in between leaves two copies rather than none.
    */
-  async migrate(record: SessionRecord, target: BackendName, cause: 'flag' | 'fallback' = 'flag'): Promise<Written | undefined> {
+  async migrate(record: SessionRecord, target: BackendName, cause: MigrationCause = 'flag'): Promise<Written | undefined> {
     if (this.revocations.isRevoked(record)) return undefined;
     const from = record.backend;
     const written = await this.create(record, target);

@@ -208,6 +208,29 @@ describe('the admin API with ADMIN_TOKEN', function () {
       expect(moved.json.preferences).to.deep.equal({ theme: 'dark' });
     });
 
+    it('moves a cookie session that grows too large for a cookie to the database instead of refusing the change, and back once it fits', async () => {
+      await setBackend('cookie');
+      const user = new Client(app.url);
+      await user.signup();
+      expect(user.sessionCookie(), 'a sealed cookie').to.match(/^c\./);
+      const big = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, 'v'.repeat(200)]));
+      const grow = await user.patch('/api/session', { preferences: big });
+      expect(grow.status, grow.text).to.equal(200);
+      expect(user.sessionCookie(), 'now a database session').to.match(/^d\./);
+      const read = await user.get('/api/session');
+      expect(read.status, read.text).to.equal(200);
+      expect((read.json.session as { backend: string }).backend).to.equal('database');
+      expect(read.json.preferences).to.deep.equal(big);
+
+      const shrink = Object.fromEntries(Object.keys(big).map((k) => [k, null]));
+      expect((await user.patch('/api/session', { preferences: shrink })).status).to.equal(200);
+      expect(user.sessionCookie(), 'a sealed cookie again').to.match(/^c\./);
+      expect((await user.patch('/api/session', { preferences: { theme: 'light' } })).status).to.equal(200);
+      const back = await user.get('/api/session');
+      expect((back.json.session as { backend: string }).backend).to.equal('cookie');
+      expect(back.json.preferences).to.deep.equal({ theme: 'light' });
+    });
+
     it('answers 400 invalid_input to a bad backend, and keeps the flag as it was', async () => {
       for (const body of [{ backend: 'memcached' }, { backend: '' }, { backend: 'REDIS' }, { backend: 1 }, { backend: null }, {}, { backend: 'redis', extra: true }, ['redis'], 'redis']) {
         const res = await admin.request('PUT', '/api/admin/flags/session-storage', typeof body === 'string' ? JSON.stringify(body) : body, { ...bearer, 'Content-Type': 'application/json' });
