@@ -28,7 +28,6 @@ import {
   type GrafanaDashboard,
   type PrometheusProcess,
   type Sample,
-  type Series,
 } from '../support/prometheus.js';
 import { startRedis, type RedisProcess } from '../support/redis-server.js';
 
@@ -72,11 +71,6 @@ const POLL_ATTEMPTS = 360;
 const CLEAR_POLLS = 16;
 /** Queries that must agree with each other are evaluated this many seconds in the past. */
 const SETTLED_S = 5;
-/**
- * A scrape counts as stored this long after its start plus its duration (the samples are
- * appended once the body is parsed: milliseconds for our few hundred series).
- */
-const STORE_MARGIN_S = 0.25;
 
 /** Polls `check` until it returns a value other than `undefined`; throws with `describe()` if it never does. */
 async function eventually<T>(what: string, check: () => Promise<T | undefined>, describe: () => string = () => ''): Promise<T> {
@@ -98,16 +92,6 @@ const matches = (alert: Alert, name: string, labels: Record<string, string>): bo
 
 const show = (alerts: Alert[]): string =>
   alerts.map((a) => `${a.state} ${JSON.stringify(a.labels)} value=${a.value}`).join('\n') || '(no alerts)';
-
-/**
- * Whether the last scrape stamped at or before `when` (unix seconds) had been stored by then,
- * judged from that target's `scrape_duration_seconds` samples (stamped with each scrape's
- * start). False when no such scrape is in `scrapes`: nothing is known of it.
- */
-function scrapedBefore(scrapes: ReadonlyArray<[number, string]>, when: number): boolean {
-  const last = scrapes.filter(([start]) => start <= when).at(-1);
-  return last !== undefined && last[0] + Number(last[1]) + STORE_MARGIN_S < when;
-}
 
 /** One number out of a one-element (or empty: `undefined`) instant vector. */
 const scalar = (samples: Sample[]): number | undefined => (samples[0] === undefined ? undefined : Number(samples[0].value[1]));
@@ -220,7 +204,6 @@ describe('live: rules and dashboard on a real Prometheus, two instances, Redis k
     return prometheus;
   };
   const query = (expr: string, time?: number): Promise<Sample[]> => running().query(expr, time);
-  const seriesOf = (selector: string, time?: number): Promise<Series[]> => running().series(selector, time);
   const appOutput = (): string => apps.map((a, i) => `--- instance ${i} (${a.url}) output:\n${a.output().slice(-3000)}`).join('\n');
 
   before(async function () {
@@ -410,28 +393,20 @@ describe('live: rules and dashboard on a real Prometheus, two instances, Redis k
       }
     }
 
-    // The recording rule is fleet-wide: each of its evaluations equals the sum of both
+    // The recording rule is fleet-wide: at its latest evaluation it equals the sum of both
     // instances' rates over the (shortened) window, recomputed now at that evaluation's time.
-    // An evaluation can race a scrape, though: a scrape is stamped with its start but stored
-    // only once its body has been read, so an evaluation made in between lacks a sample that
-    // the recomputation has. Only evaluations that every instance's latest scrape before them
-    // had certainly reached are compared: most of them, as a scrape takes milliseconds.
-    const evaluations = await seriesOf(`backend:session_store_operations:rate5m{backend="redis"}[${range}]`, at);
-    expect(evaluations, 'the recording rule has samples').to.have.length(1);
-    const scrapes = await seriesOf(`scrape_duration_seconds{job="${JOB}"}[${range}]`, at);
-    const settled = evaluations[0]!.values.filter(([when]) =>
-      targets.every((target) => scrapedBefore(scrapes.find((s) => s.metric.instance === target)?.values ?? [], when)),
-    );
-    expect(settled.length, `evaluations clear of a scrape (of ${evaluations[0]!.values.length})`).to.be.greaterThan(0);
-    for (const [when, value] of settled) {
-      const recomputed = await query(
-        targets.map((t) => `sum(rate(session_store_operations_total{backend="redis",instance="${t}"}[15s]))`).join(' + '),
-        when,
-      );
-      const recorded = Number(value);
-      expect(recorded, `recorded at ${when}`).to.be.greaterThan(0);
-      expect(scalar(recomputed), `recomputed at ${when}`).to.be.closeTo(recorded, 1e-9 * recorded);
-    }
+    // Only close, not equal: a scrape is stamped with its start but stored once its body has
+    // been read, so an evaluation that falls in between lacks a sample the recomputation has
+    // (one scrape of fifteen in the window: CI saw 161.54 against 160.85). Rule and scrape
+    // offsets are fixed for a run, so every evaluation of an unlucky run races. Each instance
+    // carries about half the traffic, so a rule that missed one would be far off.
+    const recorded = scalar(await query('backend:session_store_operations:rate5m{backend="redis"}', at));
+    const when = scalar(await query('timestamp(backend:session_store_operations:rate5m{backend="redis"})', at));
+    expect(recorded, 'the recording rule has a sample').to.be.greaterThan(0);
+    const perInstanceAt = await Promise.all(targets.map(async (t) => scalar(await query(`sum(rate(session_store_operations_total{backend="redis",instance="${t}"}[15s]))`, when)) ?? 0));
+    const total = perInstanceAt.reduce((a, b) => a + b, 0);
+    for (const [i, rate] of perInstanceAt.entries()) expect(rate, `${targets[i]}'s share of the Redis operations`).to.be.greaterThan(total / 4);
+    expect(total, `recomputed at ${when}`).to.be.closeTo(recorded!, recorded! / 10);
   });
 
   it('logged nobody out: every response of the traffic, before, during and after the outage, was 2xx with the user and data', async () => {

@@ -82,13 +82,6 @@ export interface Sample {
   value: [number, string];
 }
 
-/** One series of a range vector (`selector[30s]`) from `/api/v1/query`: its raw samples. */
-export interface Series {
-  metric: Record<string, string>;
-  /** [unix seconds the sample is stamped with, value], oldest first */
-  values: Array<[number, string]>;
-}
-
 /** One entry of `/api/v1/alerts`. */
 export interface Alert {
   labels: Record<string, string>;
@@ -117,8 +110,6 @@ export interface PrometheusProcess {
    * non-vector result.
    */
   query(expr: string, time?: number): Promise<Sample[]>;
-  /** The raw samples a range-vector selector (`metric{…}[30s]`) holds at `time` or now. */
-  series(selector: string, time?: number): Promise<Series[]>;
   /** Pending and firing alerts. */
   alerts(): Promise<Alert[]>;
   /**
@@ -207,18 +198,10 @@ class PrometheusServer implements PrometheusProcess {
   }
 
   async query(expr: string, time?: number): Promise<Sample[]> {
-    return (await this.instantQuery(expr, time, 'vector')) as Sample[];
-  }
-
-  async series(selector: string, time?: number): Promise<Series[]> {
-    return (await this.instantQuery(selector, time, 'matrix')) as Series[];
-  }
-
-  private async instantQuery(expr: string, time: number | undefined, resultType: 'vector' | 'matrix'): Promise<unknown> {
     const at = time === undefined ? '' : `&time=${time}`;
     const data = await this.api<{ resultType: string; result: unknown }>(`/api/v1/query?query=${encodeURIComponent(expr)}${at}`);
-    if (data.resultType !== resultType) throw new Error(`query ${expr}: expected a ${resultType}, got ${data.resultType}`);
-    return data.result;
+    if (data.resultType !== 'vector') throw new Error(`query ${expr}: expected a vector, got ${data.resultType}`);
+    return data.result as Sample[];
   }
 
   async alerts(): Promise<Alert[]> {
