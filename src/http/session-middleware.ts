@@ -31,7 +31,7 @@ export class SessionControl {
   /** A background check, not user activity: it does not extend the idle expiry. */
   passive = false;
   /** Undoes what the route did for a session that could then not be stored (see `start`). */
-  undoStart: (() => Promise<unknown>) | undefined;
+  private undoStart: (() => Promise<unknown>) | undefined;
 
   /** Where commit left the current session (undefined until then). */
   private landedIn: BackendName | undefined;
@@ -133,6 +133,16 @@ export class SessionControl {
 
   private clientInfo() {
     return { ip: this.ctx.ip, userAgent: (this.ctx.get('User-Agent') || '').slice(0, 512) };
+  }
+
+  /**
+   * The new session could not be stored: runs the undo `start` was given, once. Its own
+   * failure is swallowed: the client is answered with the failure that stopped the session.
+   */
+  async abandonStart(): Promise<void> {
+    const undo = this.undoStart;
+    this.undoStart = undefined;
+    await undo?.().catch(() => undefined);
   }
 
   /** Logs out: the session ends in its backend and the cookie is cleared. */
@@ -262,7 +272,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
         return await backends.create(record, 'database');
       }
     } catch (err) {
-      await control.undoStart?.();
+      await control.abandonStart();
       throw err;
     }
   }
