@@ -71,9 +71,10 @@ const isApi = (path: string) => path.startsWith('/api/') || path === '/healthz' 
 export function securityHeaders() {
   const forPages = Object.entries(helmetHeaders());
   const forApi = Object.entries(apiHeaders());
-  return async function setSecurityHeaders(ctx: Context, next: Next) {
+  // Not async, as csrf.ts: headers set before next(), nothing after.
+  return function setSecurityHeaders(ctx: Context, next: Next) {
     const res = ctx.res;
     for (const [name, value] of isApi(ctx.path) ? forApi : forPages) res.setHeader(name, value);
-    await next();
+    return next();
   };
 }

@@ -2,12 +2,14 @@
  * Every metric Switchboard exports, on its own registry. Names and labels are part of the
  * contract (../shared/API.md): dashboards and alert rules depend on them.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { BACKENDS, type BackendName } from '../config/config.js';
+import { LabelledCounter, LabelledHistogram, type CounterSeries, type HistogramSeries } from './series.js';
 
 export const STORE_OPERATIONS = ['load', 'save', 'destroy', 'touch', 'list'] as const;
 export type StoreOperation = (typeof STORE_OPERATIONS)[number];
 export const OUTCOMES = ['success', 'error', 'timeout'] as const;
+export type Outcome = (typeof OUTCOMES)[number];
 export const SELECTION_SOURCES = ['override', 'unleash', 'env', 'fallback'] as const;
 export type SelectionSource = (typeof SELECTION_SOURCES)[number];
 export const ROLLBACK_TRIGGERS = ['error_rate', 'latency'] as const;
@@ -29,19 +31,16 @@ const REJECTED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_request
 export class Metrics {
   readonly registry = new Registry();
 
-  readonly storeDuration = new Histogram({
-    name: 'session_store_operation_duration_seconds',
-    help: 'Duration of session store operations',
-    labelNames: ['backend', 'operation'] as const,
-    buckets: STORE_BUCKETS,
-    registers: [this.registry],
-  });
-  readonly storeOperations = new Counter({
-    name: 'session_store_operations_total',
-    help: 'Session store operations by outcome',
-    labelNames: ['backend', 'operation', 'outcome'] as const,
-    registers: [this.registry],
-  });
+  // The four metrics updated on every request are series.ts's (label sets resolved once);
+  // the rest are prom-client's own.
+  readonly storeDuration = new LabelledHistogram(
+    'session_store_operation_duration_seconds',
+    'Duration of session store operations',
+    ['backend', 'operation'],
+    this.registry,
+    STORE_BUCKETS,
+  );
+  readonly storeOperations = new LabelledCounter('session_store_operations_total', 'Session store operations by outcome', ['backend', 'operation', 'outcome'], this.registry);
   readonly fallbacks = new Counter({
     name: 'session_store_fallbacks_total',
     help: 'Store operations served by the fallback backend instead of the chosen one',
@@ -54,12 +53,12 @@ export class Metrics {
     labelNames: ['from', 'to'] as const,
     registers: [this.registry],
   });
-  readonly backendSelected = new Counter({
-    name: 'session_backend_selected_total',
-    help: 'Backend chosen for a request, by where the choice came from',
-    labelNames: ['backend', 'source'] as const,
-    registers: [this.registry],
-  });
+  readonly backendSelected = new LabelledCounter(
+    'session_backend_selected_total',
+    'Backend chosen for a request, by where the choice came from',
+    ['backend', 'source'],
+    this.registry,
+  );
   readonly storeUp = new Gauge({
     name: 'session_store_up',
     help: '1 when the backend can serve (circuit closed), 0 when not',
@@ -84,28 +83,42 @@ export class Metrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
-  readonly httpDuration = new Histogram({
-    name: 'http_request_duration_seconds',
-    help: 'HTTP request duration by route pattern',
-    labelNames: ['method', 'route', 'status'] as const,
-    buckets: HTTP_BUCKETS,
-    registers: [this.registry],
-  });
+  readonly httpDuration = new LabelledHistogram(
+    'http_request_duration_seconds',
+    'HTTP request duration by route pattern',
+    ['method', 'route', 'status'],
+    this.registry,
+    HTTP_BUCKETS,
+  );
+
+  // Every store and selection series exists from the start (at 0: a counter that first appears
+  // at 1 is invisible to increase()), resolved here once; the request path only indexes them.
+  private readonly storeSeries = {} as Record<BackendName, Record<StoreOperation, { duration: HistogramSeries; outcomes: Record<Outcome, CounterSeries> }>>;
+  private readonly selectedSeries = {} as Record<BackendName, Record<SelectionSource, CounterSeries>>;
+  /** Keyed by method, status and route: a handful of routes times a handful of statuses. */
+  private readonly httpSeries = new Map<string, HistogramSeries>();
 
   /** One store operation: its duration and its outcome. */
-  storeOperation(backend: BackendName, operation: StoreOperation, outcome: (typeof OUTCOMES)[number], seconds: number) {
-    this.storeDuration.observe({ backend, operation }, seconds);
-    this.storeOperations.inc({ backend, operation, outcome });
+  storeOperation(backend: BackendName, operation: StoreOperation, outcome: Outcome, seconds: number) {
+    const series = this.storeSeries[backend][operation];
+    series.duration.observe(seconds);
+    series.outcomes[outcome].inc();
   }
 
   /** A request's session was served by `backend`, chosen by `source`. */
   selected(backend: BackendName, source: SelectionSource) {
-    this.backendSelected.inc({ backend, source });
+    this.selectedSeries[backend][source].inc();
   }
 
   /** One HTTP request; `route` is the route pattern (or 'unmatched'), never the raw path. */
   httpRequest(method: string, route: string, status: number, seconds: number) {
-    this.httpDuration.observe({ method, route, status: String(status) }, seconds);
+    const key = `${method} ${status} ${route}`;
+    let series = this.httpSeries.get(key);
+    if (!series) {
+      series = this.httpDuration.series({ method, route, status: String(status) });
+      this.httpSeries.set(key, series);
+    }
+    series.observe(seconds);
   }
 
   constructor(options: { defaultMetrics?: boolean; disabledBackends?: readonly BackendName[] } = {}) {
@@ -115,11 +128,14 @@ export class Metrics {
     }
     // A counter that first appears at 1 is invisible to increase(): start every known series at 0.
     for (const backend of BACKENDS) {
+      this.storeSeries[backend] = {} as (typeof this.storeSeries)[BackendName];
       for (const operation of STORE_OPERATIONS) {
-        this.storeDuration.zero({ backend, operation });
-        for (const outcome of OUTCOMES) this.storeOperations.inc({ backend, operation, outcome }, 0);
+        const outcomes = {} as Record<Outcome, CounterSeries>;
+        for (const outcome of OUTCOMES) outcomes[outcome] = this.storeOperations.series({ backend, operation, outcome });
+        this.storeSeries[backend][operation] = { duration: this.storeDuration.series({ backend, operation }), outcomes };
       }
-      for (const source of SELECTION_SOURCES) this.backendSelected.inc({ backend, source }, 0);
+      this.selectedSeries[backend] = {} as Record<SelectionSource, CounterSeries>;
+      for (const source of SELECTION_SOURCES) this.selectedSeries[backend][source] = this.backendSelected.series({ backend, source });
       // A backend switched off has no `up` series: it is not down, and must not page anyone.
       if (!options.disabledBackends?.includes(backend)) this.storeUp.set({ backend }, 1);
       for (const to of BACKENDS) {

@@ -33,7 +33,7 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  */
 export function adminGate(adminToken: string | undefined) {
   const expected = adminToken ? digest(adminToken) : undefined;
-  return async function requireAdminToken(ctx: Context, next: Next) {
+  return function requireAdminToken(ctx: Context, next: Next) {
     if (ctx.path !== '/api/admin' && !ctx.path.startsWith('/api/admin/')) return next();
     if (!expected) throw new FeatureDisabledError();
     const header = ctx.get('Authorization');
