@@ -41,17 +41,38 @@ const MIRROR_CONFLICT = `ON CONFLICT (id_hash) DO UPDATE SET ${UPSERT_SET} WHERE
 const MIRROR_CHUNKS = [64, 16, 4] as const;
 
 /**
- * Loads waiting at the same moment go to the database as one `IN (…)` statement of the smallest
- * of these sizes that holds them (the rest of its parameters repeat the first id hash).
+ * Loads (and, on SQLite, saves) waiting at the same moment go to the database as one statement
+ * of the smallest of these sizes that holds them: an `IN (…)` of that many id hashes, the rest
+ * of its parameters repeating the first; an UPDATE of that many rows (14 parameters a row).
  */
-const LOAD_SIZES = [1, 2, 4, 8, 16, 32, 64] as const;
-const MAX_LOAD_BATCH = 64;
+const BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64] as const;
+const MAX_BATCH = 64;
 
 /** INSERT of `rows` whole rows: row k takes ?(13k+1)…?(13k+13), as `rowValues` lays them out. */
 function insertRows(rows: number): string {
   const width = COLUMNS.split(',').length;
   const tuples = Array.from({ length: rows }, (_, k) => `(${Array.from({ length: width }, (_, c) => `?${k * width + c + 1}`).join(', ')})`);
   return `INSERT INTO sessions (${COLUMNS}) VALUES ${tuples.join(', ')}`;
+}
+
+/**
+ * UPDATE of `rows` whole rows in one statement: row k's columns at ?(14k+1)…?(14k+13), as
+ * `rowValues` lays them out, and at ?(14k+14) the version it must still be at (NULL: any).
+ * RETURNING names the rows written; a row whose version moved on, or that is gone, is not.
+ */
+function saveRows(rows: number): string {
+  const width = COLUMNS.split(',').length + 1;
+  const tuples = Array.from({ length: rows }, (_, k) => `(${Array.from({ length: width }, (_, c) => `?${k * width + c + 1}`).join(', ')})`);
+  const set = COLUMNS.split(', ')
+    .filter((column) => column !== 'id_hash')
+    .map((column) => (column === 'ip' || column === 'user_agent' ? `${column} = COALESCE(NULLIF(saved.${column}, ''), sessions.${column})` : `${column} = saved.${column}`))
+    .join(', ');
+  return (
+    `WITH saved (${COLUMNS}, expected_version) AS (VALUES ${tuples.join(', ')}) ` +
+    `UPDATE sessions SET ${set} FROM saved ` +
+    'WHERE sessions.id_hash = saved.id_hash AND (saved.expected_version IS NULL OR sessions.version = saved.expected_version) ' +
+    'RETURNING sessions.id_hash'
+  );
 }
 
 function loadRows(ids: number): string {
@@ -79,6 +100,15 @@ const SQL = {
   mirror4: `${insertRows(4)} ${MIRROR_CONFLICT}`,
   mirror16: `${insertRows(16)} ${MIRROR_CONFLICT}`,
   mirror64: `${insertRows(64)} ${MIRROR_CONFLICT}`,
+  // SQLite: the saves of requests that arrive together (see DatabaseStore.saver).
+  saveRows1: saveRows(1),
+  saveRows2: saveRows(2),
+  saveRows4: saveRows(4),
+  saveRows8: saveRows(8),
+  saveRows16: saveRows(16),
+  saveRows32: saveRows(32),
+  saveRows64: saveRows(64),
+  // PostgreSQL: one save per statement, each on its own pooled connection.
   save: `UPDATE sessions SET ${UPDATE_SET} WHERE id_hash = ?1`,
   saveVersion: `UPDATE sessions SET ${UPDATE_SET} WHERE id_hash = ?1 AND version = ?14`,
   touch: 'UPDATE sessions SET last_activity = ?2, expires_at = ?3 WHERE id_hash = ?1',
@@ -106,6 +136,12 @@ interface RawRow {
 
 type Run = (name: StatementName, values: unknown[]) => Promise<number>;
 
+/** A save waiting for its batch: the row's values (`rowValues`) and the version it must be at. */
+interface PendingSave {
+  values: unknown[];
+  expectedVersion: number | undefined;
+}
+
 /** The hot-path statements on one driver. */
 interface Statements {
   /** The first row, if any. */
@@ -113,6 +149,8 @@ interface Statements {
   all<T>(name: StatementName, values: unknown[]): Promise<T[]>;
   /** Rows changed. */
   run: Run;
+  /** Whole-row saves of distinct sessions; for each, whether its row was written. */
+  saveRows(saves: readonly PendingSave[]): Promise<boolean[]>;
   /** Several statements in a row, on one connection where the driver pools them. */
   batch(work: (run: Run) => Promise<void>): Promise<void>;
   close(): Promise<void>;
@@ -130,7 +168,19 @@ export class DatabaseStore implements IndexedSessionStore {
    */
   private readonly loader = new DataLoader<string, RawRow | undefined>((hashes) => this.loadRows(hashes), {
     cache: false,
-    maxBatchSize: MAX_LOAD_BATCH,
+    maxBatchSize: MAX_BATCH,
+    batchScheduleFn: (callback) => setImmediate(callback),
+  });
+
+  /**
+   * The saves of requests that arrive together, gathered as the loads are. On SQLite they go
+   * out as one statement: one hop to the thread pool and one commit — one WAL append, with the
+   * index pages the rows share written once — instead of one each (docs/performance.md, ninth
+   * round). Each save still applies only at its expected version, and two saves of one session
+   * never share a statement: they go out one after the other, in the order they came.
+   */
+  private readonly saver = new DataLoader<PendingSave, boolean>((saves) => this.saveInRounds(saves), {
+    cache: false,
     batchScheduleFn: (callback) => setImmediate(callback),
   });
 
@@ -151,7 +201,7 @@ export class DatabaseStore implements IndexedSessionStore {
 
   /** The rows of `hashes` (in that order; undefined where there is none), in one statement. */
   private async loadRows(hashes: readonly string[]): Promise<(RawRow | undefined)[]> {
-    const size = LOAD_SIZES.find((n) => n >= hashes.length) ?? MAX_LOAD_BATCH;
+    const size = BATCH_SIZES.find((n) => n >= hashes.length) ?? MAX_BATCH;
     const values = Array.from({ length: size }, (_, k) => hashes[k] ?? hashes[0]);
     const rows = await this.sql.all<RawRow>(`load${size}`, values);
     const byHash = new Map(rows.map((row) => [row.id_hash, row]));
@@ -202,11 +252,32 @@ export class DatabaseStore implements IndexedSessionStore {
   }
 
   async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
-    const values = this.rowValues(record);
-    const changed = expectedVersion === undefined ? await this.sql.run('save', values) : await this.sql.run('saveVersion', [...values, expectedVersion]);
-    if (changed > 0) return record.id;
+    if (await this.saver.load({ values: this.rowValues(record), expectedVersion })) return record.id;
     if (expectedVersion !== undefined && (await this.sql.get('exists', [record.idHash]))) throw new SessionConflictError(expectedVersion);
     return undefined;
+  }
+
+  /** Rounds of saves of distinct sessions: a session's second save waits for the round after its first. */
+  private async saveInRounds(saves: readonly PendingSave[]): Promise<boolean[]> {
+    const written: boolean[] = [];
+    let pending = saves.map((save, index) => ({ save, index }));
+    while (pending.length > 0) {
+      const hashes = new Set<unknown>();
+      const round: typeof pending = [];
+      const later: typeof pending = [];
+      for (const entry of pending) {
+        const hash = entry.save.values[0];
+        if (hashes.has(hash)) later.push(entry);
+        else {
+          hashes.add(hash);
+          round.push(entry);
+        }
+      }
+      const results = await this.sql.saveRows(round.map((entry) => entry.save));
+      round.forEach((entry, k) => (written[entry.index] = results[k]!));
+      pending = later;
+    }
+    return written;
   }
 
   async touch(record: SessionRecord): Promise<string | undefined> {
@@ -386,6 +457,21 @@ class SqliteStatements implements Statements {
     });
   }
 
+  async saveRows(saves: readonly PendingSave[]): Promise<boolean[]> {
+    const written = new Set<unknown>();
+    const statements: Promise<void>[] = [];
+    for (let next = 0; next < saves.length; next += MAX_BATCH) {
+      const chunk = saves.slice(next, next + MAX_BATCH);
+      // The smallest statement that holds the chunk; its other rows repeat the first one, which
+      // changes nothing: a row is updated once per statement, however many rows name it.
+      const size = BATCH_SIZES.find((n) => n >= chunk.length)!;
+      const values = Array.from({ length: size }, (_, k) => chunk[k] ?? chunk[0]!).flatMap((save) => [...save.values, save.expectedVersion ?? null]);
+      statements.push(this.all<{ id_hash: string }>(`saveRows${size}`, values).then((rows) => rows.forEach((row) => written.add(row.id_hash))));
+    }
+    await Promise.all(statements);
+    return saves.map((save) => written.has(save.values[0]));
+  }
+
   batch(work: (run: Run) => Promise<void>): Promise<void> {
     return work((name, values) => this.run(name, values));
   }
@@ -505,6 +591,12 @@ class PostgresStatements implements Statements {
   async run(name: StatementName, values: unknown[]): Promise<number> {
     const result = await this.withClient((client) => query(client, name, values));
     return result.rowCount ?? 0;
+  }
+
+  saveRows(saves: readonly PendingSave[]): Promise<boolean[]> {
+    return Promise.all(
+      saves.map(async ({ values, expectedVersion }) => (expectedVersion === undefined ? await this.run('save', values) : await this.run('saveVersion', [...values, expectedVersion])) > 0),
+    );
   }
 
   batch(work: (run: Run) => Promise<void>): Promise<void> {

@@ -167,6 +167,50 @@ for (const [name, open] of [
       });
     });
 
+    describe('saves that arrive together (one statement on SQLite)', () => {
+      it('each applies at its own expected version: a stale one conflicts, a gone one finds nothing, the rest are written', async () => {
+        const records = Array.from({ length: 40 }, () => makeRecord());
+        await Promise.all(records.map((r) => store.create(r)));
+        const stale = records[7]!;
+        await store.save({ ...stale, version: 2 }, 1);
+        const gone = records[23]!;
+        await store.destroy(gone);
+
+        const results = await Promise.all(
+          records.map((r, i) => store.save({ ...r, version: 2, data: changedData(r, i) }, 1).catch((e: unknown) => e)),
+        );
+
+        results.forEach((result, i) => {
+          if (records[i] === stale) expect(result, `save ${i}`).to.be.instanceOf(SessionConflictError);
+          else if (records[i] === gone) expect(result, `save ${i}`).to.equal(undefined);
+          else expect(result, `save ${i}`).to.equal(records[i]!.id);
+        });
+        const loaded = await Promise.all(records.map((r) => store.load(r.id)));
+        loaded.forEach((record, i) => {
+          if (records[i] === gone) return expect(record).to.equal(undefined);
+          expect(record!.data.platformId, `session ${i}`).to.equal(records[i] === stale ? records[i]!.data.platformId : i);
+        });
+      });
+
+      it('two saves of one session: the second applies after the first, and two from the same version cannot both win', async () => {
+        const record = makeRecord();
+        await store.create(record);
+        const inTurn = await Promise.all([
+          store.save({ ...record, version: 2, data: changedData(record, 2) }, 1),
+          store.save({ ...record, version: 3, data: changedData(record, 3) }, 2),
+        ]);
+        expect(inTurn).to.deep.equal([record.id, record.id]);
+        expect(await store.load(record.id)).to.deep.include({ version: 3 });
+        expect((await store.load(record.id))!.data.platformId).to.equal(3);
+
+        const rivals = await Promise.all([4, 5].map((platformId) => store.save({ ...record, version: 4, data: changedData(record, platformId) }, 3).catch((e: unknown) => e)));
+        expect(rivals.filter((r) => r === record.id), 'saves that won').to.have.length(1);
+        expect(rivals.filter((r) => r instanceof SessionConflictError), 'saves that conflicted').to.have.length(1);
+        const winner = rivals[0] === record.id ? 4 : 5;
+        expect((await store.load(record.id))!.data.platformId).to.equal(winner);
+      });
+    });
+
     it('serves many calls at once', async () => {
       const records = Array.from({ length: 60 }, () => makeRecord());
       await Promise.all(records.map((r) => store.create(r)));
@@ -255,30 +299,60 @@ describe('DatabaseStore on SQLite: the connection with the store’s statements 
     }
   });
 
+  /** The statements matching `pattern` that sqlite3 ran on the store's connection during `work`. */
+  async function traced(db: TestDb, pattern: RegExp, work: () => Promise<void>): Promise<string[]> {
+    const connection = (await db.sequelize.connectionManager.getConnection({ type: 'write' })) as sqlite3.Database;
+    const seen: string[] = [];
+    let sentinelSeen: () => void = () => undefined;
+    const trace = (sql: string) => {
+      if (pattern.test(sql)) seen.push(sql);
+      if (sql.includes('trace_sentinel')) sentinelSeen();
+    };
+    connection.on('trace', trace);
+    try {
+      await work();
+      // sqlite3 delivers trace events on a queue of their own, in order, but not in step with
+      // results: once a statement run after the work has been traced, so has the work.
+      const sentinel = new Promise<void>((resolve) => (sentinelSeen = resolve));
+      connection.run('SELECT 1 AS trace_sentinel');
+      await sentinel;
+      return seen;
+    } finally {
+      connection.removeListener('trace', trace);
+    }
+  }
+
   it('reads the sessions of requests that arrive together in one statement, not one each', async () => {
     const db = await sqliteDb();
     const store = new DatabaseStore(db.models);
-    const connection = (await db.sequelize.connectionManager.getConnection({ type: 'write' })) as sqlite3.Database;
-    const loads: string[] = [];
-    let sentinelSeen: () => void = () => undefined;
-    const trace = (sql: string) => {
-      if (sql.startsWith('SELECT') && sql.includes('id_hash IN')) loads.push(sql);
-      if (sql.includes('trace_sentinel')) sentinelSeen();
-    };
     try {
       const records = Array.from({ length: 100 }, () => makeRecord());
       await Promise.all(records.map((r) => store.create(r)));
-      connection.on('trace', trace);
-      const loaded = await Promise.all(records.map((r) => store.load(r.id)));
-      expect(loaded.map((r) => r?.id)).to.deep.equal(records.map((r) => r.id));
-      // sqlite3 delivers trace events on a queue of their own, in order, but not in step with
-      // results: once a statement run after the loads has been traced, so have the loads.
-      const traced = new Promise<void>((resolve) => (sentinelSeen = resolve));
-      connection.run('SELECT 1 AS trace_sentinel');
-      await traced;
+      const loads = await traced(db, /^SELECT .* id_hash IN/s, async () => {
+        const loaded = await Promise.all(records.map((r) => store.load(r.id)));
+        expect(loaded.map((r) => r?.id)).to.deep.equal(records.map((r) => r.id));
+      });
       expect(loads, 'load statements for 100 loads at once').to.have.length(2);
     } finally {
-      connection.removeListener('trace', trace);
+      await store.close();
+      await db.close();
+    }
+  });
+
+  it('writes the saves of requests that arrive together in one statement, not one each', async () => {
+    const db = await sqliteDb();
+    const store = new DatabaseStore(db.models);
+    try {
+      const records = Array.from({ length: 100 }, () => makeRecord());
+      await Promise.all(records.map((r) => store.create(r)));
+      const updates = await traced(db, /UPDATE sessions/, async () => {
+        const saved = await Promise.all(records.map((r) => store.save({ ...r, version: 2 }, 1)));
+        expect(saved).to.deep.equal(records.map((r) => r.id));
+      });
+      expect(updates, 'update statements for 100 saves at once').to.have.length(2);
+      const loaded = await Promise.all(records.map((r) => store.load(r.id)));
+      expect(loaded.map((r) => r?.version)).to.deep.equal(records.map(() => 2));
+    } finally {
       await store.close();
       await db.close();
     }
