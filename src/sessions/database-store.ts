@@ -31,10 +31,6 @@ const UPSERT_SET =
   'expires_at = excluded.expires_at, absolute_expires_at = excluded.absolute_expires_at, ' +
   "ip = COALESCE(NULLIF(excluded.ip, ''), sessions.ip), user_agent = COALESCE(NULLIF(excluded.user_agent, ''), sessions.user_agent), " +
   'version = excluded.version';
-const UPDATE_SET =
-  'handle = ?2, user_id = ?3, backend = ?4, data = ?5, created_at = ?6, issued_at = ?7, last_activity = ?8, expires_at = ?9, ' +
-  "absolute_expires_at = ?10, ip = COALESCE(NULLIF(?11, ''), ip), user_agent = COALESCE(NULLIF(?12, ''), user_agent), version = ?13";
-
 const MIRROR_CONFLICT = `ON CONFLICT (id_hash) DO UPDATE SET ${UPSERT_SET} WHERE sessions.backend = excluded.backend AND sessions.version <= excluded.version`;
 
 /** Rows per multi-row statement of the mirror's batch, largest first (and 1: `mirror`). */
@@ -55,14 +51,20 @@ function insertRows(rows: number): string {
   return `INSERT INTO sessions (${COLUMNS}) VALUES ${tuples.join(', ')}`;
 }
 
+/** The SQL type of each parameter of `saveRows`' rows (COLUMNS, then the expected version). */
+const SAVE_TYPES = ['TEXT', 'TEXT', 'INTEGER', 'TEXT', 'TEXT', 'BIGINT', 'BIGINT', 'BIGINT', 'BIGINT', 'BIGINT', 'TEXT', 'TEXT', 'INTEGER', 'INTEGER'];
+
 /**
  * UPDATE of `rows` whole rows in one statement: row k's columns at ?(14k+1)…?(14k+13), as
  * `rowValues` lays them out, and at ?(14k+14) the version it must still be at (NULL: any).
  * RETURNING names the rows written; a row whose version moved on, or that is gone, is not.
+ * The first row's parameters carry their types: PostgreSQL types a VALUES list from it (and
+ * would take bare parameters as text); SQLite's column affinity does the same either way.
  */
 function saveRows(rows: number): string {
-  const width = COLUMNS.split(',').length + 1;
-  const tuples = Array.from({ length: rows }, (_, k) => `(${Array.from({ length: width }, (_, c) => `?${k * width + c + 1}`).join(', ')})`);
+  const width = SAVE_TYPES.length;
+  const parameter = (k: number, c: number) => (k === 0 ? `CAST(?${c + 1} AS ${SAVE_TYPES[c]})` : `?${k * width + c + 1}`);
+  const tuples = Array.from({ length: rows }, (_, k) => `(${Array.from({ length: width }, (_, c) => parameter(k, c)).join(', ')})`);
   const set = COLUMNS.split(', ')
     .filter((column) => column !== 'id_hash')
     .map((column) => (column === 'ip' || column === 'user_agent' ? `${column} = COALESCE(NULLIF(saved.${column}, ''), sessions.${column})` : `${column} = saved.${column}`))
@@ -100,7 +102,7 @@ const SQL = {
   mirror4: `${insertRows(4)} ${MIRROR_CONFLICT}`,
   mirror16: `${insertRows(16)} ${MIRROR_CONFLICT}`,
   mirror64: `${insertRows(64)} ${MIRROR_CONFLICT}`,
-  // SQLite: the saves of requests that arrive together (see DatabaseStore.saver).
+  // The saves of requests that arrive together (see DatabaseStore.saver).
   saveRows1: saveRows(1),
   saveRows2: saveRows(2),
   saveRows4: saveRows(4),
@@ -108,9 +110,6 @@ const SQL = {
   saveRows16: saveRows(16),
   saveRows32: saveRows(32),
   saveRows64: saveRows(64),
-  // PostgreSQL: one save per statement, each on its own pooled connection.
-  save: `UPDATE sessions SET ${UPDATE_SET} WHERE id_hash = ?1`,
-  saveVersion: `UPDATE sessions SET ${UPDATE_SET} WHERE id_hash = ?1 AND version = ?14`,
   touch: 'UPDATE sessions SET last_activity = ?2, expires_at = ?3 WHERE id_hash = ?1',
   destroy: 'DELETE FROM sessions WHERE id_hash = ?1',
   evict: 'DELETE FROM sessions WHERE id_hash = ?1 AND backend = ?2',
@@ -149,8 +148,6 @@ interface Statements {
   all<T>(name: StatementName, values: unknown[]): Promise<T[]>;
   /** Rows changed. */
   run: Run;
-  /** Whole-row saves of distinct sessions; for each, whether its row was written. */
-  saveRows(saves: readonly PendingSave[]): Promise<boolean[]>;
   /** Several statements in a row, on one connection where the driver pools them. */
   batch(work: (run: Run) => Promise<void>): Promise<void>;
   close(): Promise<void>;
@@ -173,11 +170,12 @@ export class DatabaseStore implements IndexedSessionStore {
   });
 
   /**
-   * The saves of requests that arrive together, gathered as the loads are. On SQLite they go
-   * out as one statement: one hop to the thread pool and one commit — one WAL append, with the
-   * index pages the rows share written once — instead of one each (docs/performance.md, ninth
-   * round). Each save still applies only at its expected version, and two saves of one session
-   * never share a statement: they go out one after the other, in the order they came.
+   * The saves of requests that arrive together, gathered as the loads are, go out as one
+   * statement and one commit instead of one each: on SQLite one hop to the thread pool and one
+   * WAL append, with the index pages the rows share written once; on PostgreSQL one round trip
+   * and one WAL flush (docs/performance.md, ninth round). Each save still applies only at its
+   * expected version, and two saves of one session never share a statement: they go out one
+   * after the other, in the order they came.
    */
   private readonly saver = new DataLoader<PendingSave, boolean>((saves) => this.saveInRounds(saves), {
     cache: false,
@@ -273,11 +271,27 @@ export class DatabaseStore implements IndexedSessionStore {
           round.push(entry);
         }
       }
-      const results = await this.sql.saveRows(round.map((entry) => entry.save));
+      const results = await this.saveRows(round.map((entry) => entry.save));
       round.forEach((entry, k) => (written[entry.index] = results[k]!));
       pending = later;
     }
     return written;
+  }
+
+  /** Saves of distinct sessions, up to 64 per statement; for each, whether its row was written. */
+  private async saveRows(saves: readonly PendingSave[]): Promise<boolean[]> {
+    const written = new Set<unknown>();
+    const statements: Promise<void>[] = [];
+    for (let next = 0; next < saves.length; next += MAX_BATCH) {
+      const chunk = saves.slice(next, next + MAX_BATCH);
+      // The smallest statement that holds the chunk; its other rows repeat the first one, which
+      // changes nothing: a row is updated once per statement, however many rows name it.
+      const size = BATCH_SIZES.find((n) => n >= chunk.length)!;
+      const values = Array.from({ length: size }, (_, k) => chunk[k] ?? chunk[0]!).flatMap((save) => [...save.values, save.expectedVersion ?? null]);
+      statements.push(this.sql.all<{ id_hash: string }>(`saveRows${size}`, values).then((rows) => rows.forEach((row) => written.add(row.id_hash))));
+    }
+    await Promise.all(statements);
+    return saves.map((save) => written.has(save.values[0]));
   }
 
   async touch(record: SessionRecord): Promise<string | undefined> {
@@ -457,21 +471,6 @@ class SqliteStatements implements Statements {
     });
   }
 
-  async saveRows(saves: readonly PendingSave[]): Promise<boolean[]> {
-    const written = new Set<unknown>();
-    const statements: Promise<void>[] = [];
-    for (let next = 0; next < saves.length; next += MAX_BATCH) {
-      const chunk = saves.slice(next, next + MAX_BATCH);
-      // The smallest statement that holds the chunk; its other rows repeat the first one, which
-      // changes nothing: a row is updated once per statement, however many rows name it.
-      const size = BATCH_SIZES.find((n) => n >= chunk.length)!;
-      const values = Array.from({ length: size }, (_, k) => chunk[k] ?? chunk[0]!).flatMap((save) => [...save.values, save.expectedVersion ?? null]);
-      statements.push(this.all<{ id_hash: string }>(`saveRows${size}`, values).then((rows) => rows.forEach((row) => written.add(row.id_hash))));
-    }
-    await Promise.all(statements);
-    return saves.map((save) => written.has(save.values[0]));
-  }
-
   batch(work: (run: Run) => Promise<void>): Promise<void> {
     return work((name, values) => this.run(name, values));
   }
@@ -591,12 +590,6 @@ class PostgresStatements implements Statements {
   async run(name: StatementName, values: unknown[]): Promise<number> {
     const result = await this.withClient((client) => query(client, name, values));
     return result.rowCount ?? 0;
-  }
-
-  saveRows(saves: readonly PendingSave[]): Promise<boolean[]> {
-    return Promise.all(
-      saves.map(async ({ values, expectedVersion }) => (expectedVersion === undefined ? await this.run('save', values) : await this.run('saveVersion', [...values, expectedVersion])) > 0),
-    );
   }
 
   batch(work: (run: Run) => Promise<void>): Promise<void> {

@@ -167,7 +167,7 @@ for (const [name, open] of [
       });
     });
 
-    describe('saves that arrive together (one statement on SQLite)', () => {
+    describe('saves that arrive together (one statement)', () => {
       it('each applies at its own expected version: a stale one conflicts, a gone one finds nothing, the rest are written', async () => {
         const records = Array.from({ length: 40 }, () => makeRecord());
         await Promise.all(records.map((r) => store.create(r)));
