@@ -51,31 +51,43 @@ function insertRows(rows: number): string {
   return `INSERT INTO sessions (${COLUMNS}) VALUES ${tuples.join(', ')}`;
 }
 
-/** The SQL type of each parameter of `saveRows`' rows (COLUMNS, then the expected version). */
-const SAVE_TYPES = ['TEXT', 'TEXT', 'INTEGER', 'TEXT', 'TEXT', 'BIGINT', 'BIGINT', 'BIGINT', 'BIGINT', 'BIGINT', 'TEXT', 'TEXT', 'INTEGER', 'INTEGER'];
-
 /**
- * UPDATE of `rows` whole rows in one statement: row k's columns at ?(14k+1)…?(14k+13), as
- * `rowValues` lays them out, and at ?(14k+14) the version it must still be at (NULL: any).
- * RETURNING names the rows written; a row whose version moved on, or that is gone, is not.
- * The first row's parameters carry their types: PostgreSQL types a VALUES list from it (and
- * would take bare parameters as text); SQLite's column affinity does the same either way.
+ * UPDATE of `rows` sessions in one statement, from a VALUES list `given` whose columns are
+ * `columns` (name and SQL type, `id_hash` first): row k's values at ?(wk+1)…?(wk+w). RETURNING
+ * names the rows written; one that `condition` refuses, or that is gone, is not. The first
+ * row's parameters carry their types: PostgreSQL types a VALUES list from its first row (bare
+ * parameters would be text); on SQLite the columns' affinity does the same either way.
  */
-function saveRows(rows: number): string {
-  const width = SAVE_TYPES.length;
-  const parameter = (k: number, c: number) => (k === 0 ? `CAST(?${c + 1} AS ${SAVE_TYPES[c]})` : `?${k * width + c + 1}`);
-  const tuples = Array.from({ length: rows }, (_, k) => `(${Array.from({ length: width }, (_, c) => parameter(k, c)).join(', ')})`);
-  const set = COLUMNS.split(', ')
-    .filter((column) => column !== 'id_hash')
-    .map((column) => (column === 'ip' || column === 'user_agent' ? `${column} = COALESCE(NULLIF(saved.${column}, ''), sessions.${column})` : `${column} = saved.${column}`))
-    .join(', ');
+function updateFromValues(columns: ReadonlyArray<readonly [string, string]>, set: string, condition: string, rows: number): string {
+  const width = columns.length;
+  const parameter = (k: number, c: number) => (k === 0 ? `CAST(?${c + 1} AS ${columns[c]![1]})` : `?${k * width + c + 1}`);
+  const tuples = Array.from({ length: rows }, (_, k) => `(${columns.map((_, c) => parameter(k, c)).join(', ')})`);
   return (
-    `WITH saved (${COLUMNS}, expected_version) AS (VALUES ${tuples.join(', ')}) ` +
-    `UPDATE sessions SET ${set} FROM saved ` +
-    'WHERE sessions.id_hash = saved.id_hash AND (saved.expected_version IS NULL OR sessions.version = saved.expected_version) ' +
+    `WITH given (${columns.map(([name]) => name).join(', ')}) AS (VALUES ${tuples.join(', ')}) ` +
+    `UPDATE sessions SET ${set} FROM given WHERE sessions.id_hash = given.id_hash${condition ? ` AND ${condition}` : ''} ` +
     'RETURNING sessions.id_hash'
   );
 }
+
+const COLUMN_TYPES: Record<string, string> = { user_id: 'INTEGER', version: 'INTEGER', data: 'TEXT', created_at: 'BIGINT', issued_at: 'BIGINT', last_activity: 'BIGINT', expires_at: 'BIGINT', absolute_expires_at: 'BIGINT' };
+const typed = (name: string) => [name, COLUMN_TYPES[name] ?? 'TEXT'] as const;
+
+/** A save: the whole row as `rowValues` lays it out, and the version the row must still be at (NULL: any). */
+const saveRows = (rows: number) =>
+  updateFromValues(
+    [...COLUMNS.split(', ').map(typed), ['expected_version', 'INTEGER']],
+    COLUMNS.split(', ')
+      .filter((column) => column !== 'id_hash')
+      // The Redis and cookie formats carry no IP and User-Agent: as in UPSERT_SET, keep the row's.
+      .map((column) => (column === 'ip' || column === 'user_agent' ? `${column} = COALESCE(NULLIF(given.${column}, ''), sessions.${column})` : `${column} = given.${column}`))
+      .join(', '),
+    '(given.expected_version IS NULL OR sessions.version = given.expected_version)',
+    rows,
+  );
+
+/** A touch: the idle expiry moves, nothing else changes. */
+const touchRows = (rows: number) =>
+  updateFromValues(['id_hash', 'last_activity', 'expires_at'].map(typed), 'last_activity = given.last_activity, expires_at = given.expires_at', '', rows);
 
 function loadRows(ids: number): string {
   return `SELECT ${COLUMNS} FROM sessions WHERE id_hash IN (${Array.from({ length: ids }, (_, k) => `?${k + 1}`).join(', ')})`;
@@ -102,7 +114,7 @@ const SQL = {
   mirror4: `${insertRows(4)} ${MIRROR_CONFLICT}`,
   mirror16: `${insertRows(16)} ${MIRROR_CONFLICT}`,
   mirror64: `${insertRows(64)} ${MIRROR_CONFLICT}`,
-  // The saves of requests that arrive together (see DatabaseStore.saver).
+  // The saves and touches of requests that arrive together (see DatabaseStore.updates).
   saveRows1: saveRows(1),
   saveRows2: saveRows(2),
   saveRows4: saveRows(4),
@@ -110,7 +122,13 @@ const SQL = {
   saveRows16: saveRows(16),
   saveRows32: saveRows(32),
   saveRows64: saveRows(64),
-  touch: 'UPDATE sessions SET last_activity = ?2, expires_at = ?3 WHERE id_hash = ?1',
+  touchRows1: touchRows(1),
+  touchRows2: touchRows(2),
+  touchRows4: touchRows(4),
+  touchRows8: touchRows(8),
+  touchRows16: touchRows(16),
+  touchRows32: touchRows(32),
+  touchRows64: touchRows(64),
   destroy: 'DELETE FROM sessions WHERE id_hash = ?1',
   evict: 'DELETE FROM sessions WHERE id_hash = ?1 AND backend = ?2',
 } as const;
@@ -135,10 +153,10 @@ interface RawRow {
 
 type Run = (name: StatementName, values: unknown[]) => Promise<number>;
 
-/** A save waiting for its batch: the row's values (`rowValues`) and the version it must be at. */
-interface PendingSave {
+/** An update waiting for its batch: which statement, and its row of parameters (id hash first). */
+interface PendingUpdate {
+  kind: 'saveRows' | 'touchRows';
   values: unknown[];
-  expectedVersion: number | undefined;
 }
 
 /** The hot-path statements on one driver. */
@@ -170,14 +188,14 @@ export class DatabaseStore implements IndexedSessionStore {
   });
 
   /**
-   * The saves of requests that arrive together, gathered as the loads are, go out as one
-   * statement and one commit instead of one each: on SQLite one hop to the thread pool and one
-   * WAL append, with the index pages the rows share written once; on PostgreSQL one round trip
-   * and one WAL flush (docs/performance.md, ninth round). Each save still applies only at its
-   * expected version, and two saves of one session never share a statement: they go out one
-   * after the other, in the order they came.
+   * The saves and touches of requests that arrive together, gathered as the loads are, go out
+   * as one statement and one commit instead of one each: on SQLite one hop to the thread pool
+   * and one WAL append, with the index pages the rows share written once; on PostgreSQL one
+   * round trip and one WAL flush (docs/performance.md, ninth round). Each save still applies
+   * only at its expected version, and two updates of one session never share a statement: they
+   * go out one after the other, in the order they came.
    */
-  private readonly saver = new DataLoader<PendingSave, boolean>((saves) => this.saveInRounds(saves), {
+  private readonly updates = new DataLoader<PendingUpdate, boolean>((updates) => this.updateInRounds(updates), {
     cache: false,
     batchScheduleFn: (callback) => setImmediate(callback),
   });
@@ -250,53 +268,57 @@ export class DatabaseStore implements IndexedSessionStore {
   }
 
   async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
-    if (await this.saver.load({ values: this.rowValues(record), expectedVersion })) return record.id;
+    if (await this.updates.load({ kind: 'saveRows', values: [...this.rowValues(record), expectedVersion ?? null] })) return record.id;
     if (expectedVersion !== undefined && (await this.sql.get('exists', [record.idHash]))) throw new SessionConflictError(expectedVersion);
     return undefined;
   }
 
-  /** Rounds of saves of distinct sessions: a session's second save waits for the round after its first. */
-  private async saveInRounds(saves: readonly PendingSave[]): Promise<boolean[]> {
+  /** Rounds of updates of distinct sessions: a session's second update waits for the round after its first. */
+  private async updateInRounds(updates: readonly PendingUpdate[]): Promise<boolean[]> {
     const written: boolean[] = [];
-    let pending = saves.map((save, index) => ({ save, index }));
+    let pending = updates.map((update, index) => ({ update, index }));
     while (pending.length > 0) {
       const hashes = new Set<unknown>();
       const round: typeof pending = [];
       const later: typeof pending = [];
       for (const entry of pending) {
-        const hash = entry.save.values[0];
+        const hash = entry.update.values[0];
         if (hashes.has(hash)) later.push(entry);
         else {
           hashes.add(hash);
           round.push(entry);
         }
       }
-      const results = await this.saveRows(round.map((entry) => entry.save));
-      round.forEach((entry, k) => (written[entry.index] = results[k]!));
+      await Promise.all(
+        (['saveRows', 'touchRows'] as const).map(async (kind) => {
+          const ofKind = round.filter((entry) => entry.update.kind === kind);
+          const rows = await this.updateRows(kind, ofKind.map((entry) => entry.update.values));
+          ofKind.forEach((entry, k) => (written[entry.index] = rows[k]!));
+        }),
+      );
       pending = later;
     }
     return written;
   }
 
-  /** Saves of distinct sessions, up to 64 per statement; for each, whether its row was written. */
-  private async saveRows(saves: readonly PendingSave[]): Promise<boolean[]> {
+  /** Updates of distinct sessions, up to 64 per statement; for each, whether its row was written. */
+  private async updateRows(kind: PendingUpdate['kind'], rows: ReadonlyArray<unknown[]>): Promise<boolean[]> {
     const written = new Set<unknown>();
     const statements: Promise<void>[] = [];
-    for (let next = 0; next < saves.length; next += MAX_BATCH) {
-      const chunk = saves.slice(next, next + MAX_BATCH);
+    for (let next = 0; next < rows.length; next += MAX_BATCH) {
+      const chunk = rows.slice(next, next + MAX_BATCH);
       // The smallest statement that holds the chunk; its other rows repeat the first one, which
       // changes nothing: a row is updated once per statement, however many rows name it.
       const size = BATCH_SIZES.find((n) => n >= chunk.length)!;
-      const values = Array.from({ length: size }, (_, k) => chunk[k] ?? chunk[0]!).flatMap((save) => [...save.values, save.expectedVersion ?? null]);
-      statements.push(this.sql.all<{ id_hash: string }>(`saveRows${size}`, values).then((rows) => rows.forEach((row) => written.add(row.id_hash))));
+      const values = Array.from({ length: size }, (_, k) => chunk[k] ?? chunk[0]!).flat();
+      statements.push(this.sql.all<{ id_hash: string }>(`${kind}${size}`, values).then((found) => found.forEach((row) => written.add(row.id_hash))));
     }
     await Promise.all(statements);
-    return saves.map((save) => written.has(save.values[0]));
+    return rows.map((row) => written.has(row[0]));
   }
 
   async touch(record: SessionRecord): Promise<string | undefined> {
-    const changed = await this.sql.run('touch', [record.idHash, record.lastActivity, record.expiresAt]);
-    return changed > 0 ? record.id : undefined;
+    return (await this.updates.load({ kind: 'touchRows', values: [record.idHash, record.lastActivity, record.expiresAt] })) ? record.id : undefined;
   }
 
   async destroy(record: SessionRecord): Promise<void> {

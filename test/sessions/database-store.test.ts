@@ -209,6 +209,31 @@ for (const [name, open] of [
         const winner = rivals[0] === record.id ? 4 : 5;
         expect((await store.load(record.id))!.data.platformId).to.equal(winner);
       });
+
+      it('touches among them move only the idle expiry, and a save of the same session that came after them applies after', async () => {
+        const records = Array.from({ length: 20 }, () => makeRecord());
+        await Promise.all(records.map((r) => store.create(r)));
+        const gone = records[5]!;
+        await store.destroy(gone);
+        const later = (r: SessionRecord, ms: number) => ({ ...r, lastActivity: r.lastActivity + ms, expiresAt: r.expiresAt + ms });
+        const savedAfter = records[9]!;
+
+        const results = await Promise.all([
+          ...records.map((r) => store.touch(later(r, 60_000))),
+          store.save({ ...later(savedAfter, 120_000), version: 2, data: changedData(savedAfter, 9) }, 1),
+        ]);
+
+        expect(results.pop()).to.equal(savedAfter.id);
+        results.forEach((result, i) => expect(result, `touch ${i}`).to.equal(records[i] === gone ? undefined : records[i]!.id));
+        const loaded = await Promise.all(records.map((r) => store.load(r.id)));
+        loaded.forEach((record, i) => {
+          if (records[i] === gone) return expect(record).to.equal(undefined);
+          const r = records[i]!;
+          const expected = r === savedAfter ? { ...later(r, 120_000), version: 2 } : { ...later(r, 60_000), version: 1 };
+          expect(record, `session ${i}`).to.deep.include({ lastActivity: expected.lastActivity, expiresAt: expected.expiresAt, version: expected.version });
+          expect(record!.data.platformId, `session ${i}`).to.equal(r === savedAfter ? 9 : r.data.platformId);
+        });
+      });
     });
 
     it('serves many calls at once', async () => {
@@ -339,7 +364,7 @@ describe('DatabaseStore on SQLite: the connection with the store’s statements 
     }
   });
 
-  it('writes the saves of requests that arrive together in one statement, not one each', async () => {
+  it('writes the saves, and the touches, of requests that arrive together in one statement, not one each', async () => {
     const db = await sqliteDb();
     const store = new DatabaseStore(db.models);
     try {
@@ -350,6 +375,11 @@ describe('DatabaseStore on SQLite: the connection with the store’s statements 
         expect(saved).to.deep.equal(records.map((r) => r.id));
       });
       expect(updates, 'update statements for 100 saves at once').to.have.length(2);
+      const touches = await traced(db, /UPDATE sessions/, async () => {
+        const touched = await Promise.all(records.map((r) => store.touch({ ...r, lastActivity: r.lastActivity + 1000 })));
+        expect(touched).to.deep.equal(records.map((r) => r.id));
+      });
+      expect(touches, 'update statements for 100 touches at once').to.have.length(2);
       const loaded = await Promise.all(records.map((r) => store.load(r.id)));
       expect(loaded.map((r) => r?.version)).to.deep.equal(records.map(() => 2));
     } finally {
