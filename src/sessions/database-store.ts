@@ -37,9 +37,9 @@ const MIRROR_CONFLICT = `ON CONFLICT (id_hash) DO UPDATE SET ${UPSERT_SET} WHERE
 const MIRROR_CHUNKS = [64, 16, 4] as const;
 
 /**
- * Loads (and, on SQLite, saves) waiting at the same moment go to the database as one statement
- * of the smallest of these sizes that holds them: an `IN (…)` of that many id hashes, the rest
- * of its parameters repeating the first; an UPDATE of that many rows (14 parameters a row).
+ * Loads, saves and touches waiting at the same moment go to the database as one statement of
+ * the smallest of these sizes that holds them: an `IN (…)` of that many id hashes, or an UPDATE
+ * from that many VALUES rows (14 parameters a row for a save), the unused places repeating the first.
  */
 const BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64] as const;
 const MAX_BATCH = 64;
