@@ -21,6 +21,12 @@ export interface Cell {
   p99Min: number;
   p99Max: number;
   cpuUs: number;
+  /**
+   * The least CPU per request of any round. On the shared VMs here the CPU time of the same work
+   * jumps by up to 2× for seconds at a time (docs/performance.md, tenth round); noise only ever
+   * adds, so the best round is the estimate of what a request costs that the swings touch least.
+   */
+  cpuUsBest: number;
   serverCpu: number;
   loadCpu: number;
   serverShare: number;
@@ -44,6 +50,8 @@ export interface Check {
   measured: string;
   /** The same ratio from server CPU time per request (robust to other load on the machine). */
   byCpu?: string;
+  /** The same ratio from each side's best round (see `Cell.cpuUsBest`). */
+  byBestCpu?: string;
   goal: string;
   met: boolean | undefined;
 }
@@ -77,6 +85,7 @@ export function cells(samples: Sample[]): Map<string, Cell> {
       p99Min: Math.min(...p99),
       p99Max: Math.max(...p99),
       cpuUs: median(ss.map((s) => s.cpuUsPerRequest)),
+      cpuUsBest: Math.min(...ss.map((s) => s.cpuUsPerRequest)),
       serverCpu: median(ss.map((s) => s.serverCpuBusy)),
       loadCpu: median(ss.map((s) => s.loadCpuBusy)),
       serverShare: median(ss.map((s) => s.serverShare)),
@@ -94,10 +103,11 @@ const x = (r: number) => (Number.isFinite(r) ? `${r.toFixed(2)}×` : '–');
 export function checks(c: Map<string, Cell>, bytes: RedisBytes[]): Check[] {
   const rps = (t: string, r: Route) => c.get(`${t}/${r}`)?.rps ?? NaN;
   const cpu = (t: string, r: Route) => c.get(`${t}/${r}`)?.cpuUs ?? NaN;
+  const bestCpu = (t: string, r: Route) => c.get(`${t}/${r}`)?.cpuUsBest ?? NaN;
   const out: Check[] = [];
   const atLeast = (what: string, a: string, b: string, route: Route, goal: number) => {
     const r = ratio(rps(a, route), rps(b, route));
-    out.push({ what, measured: x(r), byCpu: x(ratio(cpu(b, route), cpu(a, route))), goal: `≥ ${goal}×`, met: Number.isFinite(r) ? r >= goal : undefined });
+    out.push({ what, measured: x(r), byCpu: x(ratio(cpu(b, route), cpu(a, route))), byBestCpu: x(ratio(bestCpu(b, route), bestCpu(a, route))), goal: `≥ ${goal}×`, met: Number.isFinite(r) ? r >= goal : undefined });
   };
   atLeast('Redis backend read vs koa-session + ioredis', 'sb-redis', 'koa-session-ioredis', 'read', 1.5);
   atLeast('Redis backend write vs koa-session + ioredis', 'sb-redis', 'koa-session-ioredis', 'write', 1.5);
@@ -150,7 +160,7 @@ export function markdown(r: ReportInput): string {
   const bare = (route: Route) => c.get(`bare-koa/${route}`)?.rps ?? NaN;
   for (const route of r.routes) {
     L.push(`## ${route}`, '');
-    head(['target', 'req/s (median)', 'min–max', '× bare Koa', 'p50 ms', 'p99 ms (median)', 'p99 min–max', 'server CPU µs/req', 'server process share of its core', 'others on server core', 'load core busy', 'load avg', 'errors']);
+    head(['target', 'req/s (median)', 'min–max', '× bare Koa', 'p50 ms', 'p99 ms (median)', 'p99 min–max', 'server CPU µs/req', 'best round', 'server process share of its core', 'others on server core', 'load core busy', 'load avg', 'errors']);
     for (const t of r.targets) {
       const k = c.get(`${t.id}/${route}`);
       if (!k) continue;
@@ -163,6 +173,7 @@ export function markdown(r: ReportInput): string {
         fmt(k.p99ms, 2),
         `${fmt(k.p99Min, 2)}–${fmt(k.p99Max, 2)}`,
         fmt(k.cpuUs, 0),
+        fmt(k.cpuUsBest, 0),
         `${fmt(k.serverShare * 100)} %`,
         `${fmt(Math.max(0, k.serverCpu - k.serverShare) * 100)} %`,
         `${fmt(k.loadCpu * 100)} %`,
@@ -210,8 +221,8 @@ export function markdown(r: ReportInput): string {
   const cs = checks(c, r.bytes);
   if (cs.length) {
     L.push('## Targets (issue 6)', '');
-    head(['target', 'measured (req/s ratio)', 'same ratio by server CPU/request', 'goal', 'met'], ['---', '---:', '---:', '---:', ':---:']);
-    for (const k of cs) row([k.what, k.measured, k.byCpu ?? '', k.goal, k.met === undefined ? '–' : k.met ? 'yes' : '**no**']);
+    head(['target', 'measured (req/s ratio)', 'same ratio by server CPU/request', 'by CPU/request, best rounds', 'goal', 'met'], ['---', '---:', '---:', '---:', '---:', ':---:']);
+    for (const k of cs) row([k.what, k.measured, k.byCpu ?? '', k.byBestCpu ?? '', k.goal, k.met === undefined ? '–' : k.met ? 'yes' : '**no**']);
     L.push('');
   }
   if (r.notes.length) L.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
