@@ -44,6 +44,11 @@ if (argv.includes('--help') || argv.includes('-h')) {
   console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]!.replace(/^\/\*\*|^ \* ?/gm, ''));
   process.exit(0);
 }
+/** A bad option: one line, no stack trace. */
+function usage(message: string): never {
+  console.error(`side-by-side: ${message} (--help lists the options)`);
+  process.exit(2);
+}
 const opt = (name: string, fallback: string) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : fallback;
@@ -51,15 +56,15 @@ const opt = (name: string, fallback: string) => {
 const repeated = (name: string) => argv.flatMap((a, i) => (a === `--${name}` && argv[i + 1] !== undefined ? [argv[i + 1]!] : []));
 const positive = (name: string, fallback: number) => {
   const v = Number(opt(name, String(fallback)));
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} must be a positive number`);
+  if (!Number.isFinite(v) || v <= 0) usage(`--${name} must be a positive number`);
   return v;
 };
 
 const idA = opt('a', 'koa-session-ioredis');
 const idB = opt('b', 'sb-redis');
-if (idA === idB) throw new Error('--a and --b must differ (for an A/A run, compare a checkout with itself: --b sb-redis@same --compare same=.)');
+if (idA === idB) usage('--a and --b must differ; for an A/A run compare a checkout with itself: --b sb-redis@same --compare same=.');
 const routes = opt('routes', 'read,write').split(',') as Route[];
-for (const r of routes) if (!(ROUTES as readonly string[]).includes(r)) throw new Error(`unknown route ${r}: use ${ROUTES.join(', ')}`);
+for (const r of routes) if (!(ROUTES as readonly string[]).includes(r)) usage(`unknown route ${r}: use ${ROUTES.join(', ')}`);
 const rounds = positive('rounds', 8);
 const duration = positive('duration', 5);
 const warmup = positive('warmup', 3);
@@ -68,7 +73,7 @@ const connections = positive('connections', 50);
 const outFile = opt('out', '');
 const variants = repeated('compare').map((lv) => {
   const eq = lv.indexOf('=');
-  if (eq < 1) throw new Error('--compare takes LABEL=DIR');
+  if (eq < 1) usage('--compare takes LABEL=DIR');
   return { label: lv.slice(0, eq), root: path.resolve(ROOT, lv.slice(eq + 1)) };
 });
 const sbEnv = Object.fromEntries(repeated('sb-env').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
