@@ -3,6 +3,7 @@
  * apply pending migrations, listen, and shut down cleanly on SIGTERM/SIGINT.
  */
 import 'dotenv/config';
+import http from 'node:http';
 import { createLogger, createSwitchboard } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
 
@@ -17,15 +18,46 @@ try {
   throw err;
 }
 
+/**
+ * A listen failure as one line naming the variable to change. `listen` reports these as an
+ * 'error' event after start-up code has returned, so they would otherwise end the process as
+ * an unhandled event with a stack trace.
+ */
+function listenProblem(err: NodeJS.ErrnoException, { host, port }: Pick<Config, 'host' | 'port'>): string {
+  switch (err.code) {
+    case 'EADDRINUSE':
+      return `PORT: ${host}:${port} is already in use; set PORT to a free port`;
+    case 'EACCES':
+      return `PORT: not allowed to listen on port ${port}; use a port above 1023`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EADDRNOTAVAIL':
+      return `HOST: cannot listen on ${host} (${err.code}); set HOST to an address of this machine`;
+    default:
+      return `cannot listen on ${host}:${port}: ${err.message}`;
+  }
+}
+
 const logger = createLogger(config);
 try {
   const switchboard = await createSwitchboard(config, logger);
-  const server = switchboard.app.listen(config.port, config.host, () => {
-    const address = server.address();
-    const port = typeof address === 'object' && address ? address.port : config.port;
-    logger.info({ host: config.host, port, storage: config.sessions.storage, database: config.databaseUrl.split(':')[0] }, `switchboard listening on http://${config.host}:${port}`);
-  });
+  const server = http.createServer(switchboard.app.callback());
   server.keepAliveTimeout = 65_000;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    await switchboard.close().catch(() => undefined);
+    throw new Error(listenProblem(err as NodeJS.ErrnoException, config));
+  }
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  logger.info({ host: config.host, port, storage: config.sessions.storage, database: config.databaseUrl.split(':')[0] }, `switchboard listening on http://${config.host}:${port}`);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -35,7 +35,14 @@ function fromLibrary(err: unknown, ctx: Context): HttpError | undefined {
   const e = err as { status?: unknown; statusCode?: unknown; type?: string; message?: unknown };
   const status = typeof e.status === 'number' ? e.status : typeof e.statusCode === 'number' ? e.statusCode : undefined;
   if (status === 413 || e.type === 'entity.too.large') return new PayloadTooLargeError();
-  if (status === 415 || e.type === 'encoding.unsupported' || e.type === 'charset.unsupported') return new UnsupportedMediaTypeError();
+  // inflation (under the body parser) gives no type, only this message.
+  if (e.type === 'encoding.unsupported' || (status === 415 && typeof e.message === 'string' && e.message.startsWith('Unsupported Content-Encoding'))) return new UnsupportedMediaTypeError('Send the body without Content-Encoding, or as gzip, deflate or br');
+  if (e.type === 'charset.unsupported') return new UnsupportedMediaTypeError('Send the body as UTF-8');
+  if (status === 415) return new UnsupportedMediaTypeError();
+  // The JSON parser (bourne) refuses prototype-poisoning keys: well-formed JSON, unacceptable input.
+  if (typeof e.message === 'string' && e.message.includes('forbidden prototype property')) {
+    return new InvalidInputError('The body must not contain a __proto__ key');
+  }
   // jsonStrict refuses well-formed JSON that is not an object or array ("a string", 42): that
   // is the wrong input, not broken JSON.
   if (status === 400 && typeof e.message === 'string' && e.message.includes('only supports object and array') && isJson((err as { body?: unknown }).body)) {

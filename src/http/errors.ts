@@ -30,8 +30,8 @@ export class MalformedJsonError extends HttpError {
   }
 }
 export class UnsupportedMediaTypeError extends HttpError {
-  constructor() {
-    super(415, 'unsupported_media_type', 'Send the body as application/json');
+  constructor(message = 'Send the body as application/json') {
+    super(415, 'unsupported_media_type', message);
   }
 }
 export class PayloadTooLargeError extends HttpError {

@@ -31,6 +31,8 @@ const options = {
     },
   },
   crossOriginEmbedderPolicy: false,
+  // The legacy twin of frame-ancestors 'none' above; helmet's default (SAMEORIGIN) would contradict it.
+  xFrameOptions: { action: 'deny' },
 } as const;
 
 /** The headers helmet sets with `options`, captured from one run against a recording response. */

@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../../src/config/config.js';
@@ -57,18 +59,47 @@ describe('configuration', () => {
     expect([...listed].sort()).to.deep.equal([...CONFIG_VARIABLES].sort());
   });
 
-  it('stops `npm start` with one line naming the variable, not a stack trace', function () {
-    this.timeout(30_000);
+  /** `npm start`'s stderr lines and exit status with `env` (and nothing else) as its environment. */
+  function start(env: Record<string, string>) {
     const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
       cwd: path.resolve(import.meta.dirname, '../..'),
-      env: { PATH: process.env.PATH, SESSION_STORAGE: 'floppy', DATA_DIR: dataDir() },
+      env: { PATH: process.env.PATH, DATA_DIR: dataDir(), ...env },
       encoding: 'utf8',
       timeout: 25_000,
     });
-    expect(run.status).to.equal(1);
-    const lines = run.stderr.trim().split('\n');
+    return { status: run.status, lines: run.stderr.trim().split('\n') };
+  }
+
+  it('stops `npm start` with one line naming the variable, not a stack trace', function () {
+    this.timeout(30_000);
+    const { status, lines } = start({ SESSION_STORAGE: 'floppy' });
+    expect(status).to.equal(1);
     expect(lines).to.have.length(1);
     expect(lines[0]).to.match(/SESSION_STORAGE must be cookie, database or redis/);
+  });
+
+  it('stops `npm start` with one line naming PORT, HOST or DATABASE_URL when it cannot listen or store', async function () {
+    this.timeout(90_000);
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = String((taken.address() as AddressInfo).port);
+      const dir = dataDir();
+      const cases: Array<[Record<string, string>, RegExp]> = [
+        [{ PORT: port, DATABASE_URL: `sqlite:${dir}/a.sqlite` }, new RegExp(`^switchboard: could not start: PORT: 127\\.0\\.0\\.1:${port} is already in use`)],
+        [{ HOST: '256.1.1.1', PORT: '0', DATABASE_URL: `sqlite:${dir}/b.sqlite` }, /^switchboard: could not start: HOST: cannot listen on 256\.1\.1\.1/],
+        // Node's recursive mkdir never returns on such a path; start-up must not hang in silence.
+        [{ DATABASE_URL: 'sqlite:/proc/switchboard-nope/x.sqlite' }, /^switchboard: could not start: DATABASE_URL: cannot create the folder/],
+      ];
+      for (const [env, expected] of cases) {
+        const { status, lines } = start(env);
+        expect(status, JSON.stringify(env)).to.equal(1);
+        expect(lines, JSON.stringify(env)).to.have.length(1);
+        expect(lines[0]).to.match(expected);
+      }
+    } finally {
+      taken.close();
+    }
   });
 });
 

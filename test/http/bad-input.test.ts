@@ -51,7 +51,9 @@ describe('bad input never gets more than a 4xx', function () {
     it('refuses prototype-pollution keys with a 400 and no side effects', async () => {
       for (const body of ['{"__proto__":{"admin":true},"email":"a@b.c","password":"x"}', '{"constructor":{"prototype":{"x":1}}}']) {
         const res = await req('POST', '/api/login', json, body);
-        expectClientError(res, body, 400);
+        // Well-formed JSON: refused as input, not called broken.
+        expectClientError(res, body, 400, 'invalid_input');
+        if (body.includes('__proto__')) expect((res.body as { error: { message: string } }).error.message).to.match(/__proto__/);
       }
       expect((await req('GET', '/healthz')).status).to.equal(200);
     });
@@ -69,7 +71,10 @@ describe('bad input never gets more than a 4xx', function () {
     });
 
     it('answers 400 to a body in an unknown content encoding, or one that does not decode', async () => {
-      expectClientError(await req('POST', '/api/login', { ...json, 'Content-Encoding': 'rot13' }, '{}'), 'unknown encoding');
+      const unknown = await req('POST', '/api/login', { ...json, 'Content-Encoding': 'rot13' }, '{}');
+      expectClientError(unknown, 'unknown encoding', 415, 'unsupported_media_type');
+      // The message names what is wrong (the encoding), not the content type, which was right.
+      expect((unknown.body as { error: { message: string } }).error.message).to.match(/Content-Encoding/);
       expectClientError(await req('POST', '/api/login', { ...json, 'Content-Encoding': 'gzip' }, 'not gzip at all'), 'bad gzip', 400, 'bad_request');
     });
 

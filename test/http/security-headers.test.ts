@@ -24,6 +24,8 @@ describe('security headers', function () {
     expect(csp).to.include("script-src 'self'").and.include("style-src 'self'").and.include("frame-ancestors 'none'");
     expect(csp).to.not.include('unsafe-inline');
     expect(page.headers.get('x-content-type-options')).to.equal('nosniff');
+    // Browsers without frame-ancestors read this one: it must say the same (not SAMEORIGIN).
+    expect(page.headers.get('x-frame-options')).to.equal('DENY');
     expect(page.headers.get('strict-transport-security')).to.match(/max-age=\d+/);
     expect(page.headers.get('referrer-policy')).to.equal('no-referrer');
   });
