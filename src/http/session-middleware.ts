@@ -277,14 +277,37 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     }
   }
 
+  /**
+   * A browser sends two cookies of one name when they differ in Path or Domain (one left by an
+   * older deployment, or set for the parent domain by a sibling app), and the first need not be
+   * ours: rather than treat such a user as logged out for good, the next few are tried too.
+   * Only when the first does not open, so the usual request parses the header once.
+   */
+  async function openAnother(header: string, first: string): Promise<[string, SessionRecord | undefined]> {
+    const prefix = `${config.cookieName}=`;
+    const others = header
+      .split(';')
+      .map((part) => part.trim())
+      .filter((part) => part.startsWith(prefix))
+      .map((part) => part.slice(prefix.length))
+      .filter((value) => value !== first)
+      .slice(0, 3);
+    for (const value of others) {
+      const record = await backends.open(value);
+      if (record) return [value, record];
+    }
+    return [first, undefined];
+  }
+
   return async function sessions(ctx: Context, next: Next) {
-    const raw = ctx.cookies.get(config.cookieName);
-    const loaded = raw ? await backends.open(raw) : undefined;
+    let raw = ctx.cookies.get(config.cookieName);
+    let loaded = raw ? await backends.open(raw) : undefined;
+    if (raw && !loaded) [raw, loaded] = await openAnother(ctx.get('Cookie'), raw);
     const control = new SessionControl(loaded, ctx, config, placement);
     // A cookie that does not open is left alone rather than cleared: another tab may have
     // just replaced it (a rotation), and clearing would log that tab out too.
     // `?passive=1` marks a background check (the pages' polling): not activity, no touch.
-    control.passive = ctx.method === 'GET' && ctx.query.passive === '1';
+    control.passive = ctx.method === 'GET' && ctx.querystring !== '' && ctx.query.passive === '1';
     ctx.state.sessions = control;
     await next();
     if (ctx.status >= 500) return;

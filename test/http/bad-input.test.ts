@@ -142,6 +142,16 @@ describe('bad input never gets more than a 4xx', function () {
       });
     }
 
+    it('finds the session when the browser also sends a stale cookie of the same name (another Path or Domain)', async () => {
+      const valid = user.sessionCookie()!;
+      for (const header of [`sid=d.stale-from-an-old-deploy; sid=${valid}`, `sid=${valid}; sid=garbage`, `other=1; sid=c.x; sid=${valid}`]) {
+        const res = await req('GET', '/api/session', { Cookie: header });
+        expect(res.status, header).to.equal(200);
+        // The stale cookie is left alone: it is not ours to clear (it has another Path or Domain).
+        expect(String(res.headers['set-cookie'] ?? ''), header).to.not.match(/Max-Age=0/);
+      }
+    });
+
     it('survives malformed Cookie headers', async () => {
       for (const header of ['sid', '=', ';;;', 'sid=a; sid=b', 'sid==', 'a=b; sid=d.x; sid=c.y', ' sid = d.abc ', 'sid=\t']) {
         const res = await req('GET', '/api/session', { Cookie: header });
