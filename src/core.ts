@@ -21,6 +21,7 @@ import { GuardedStore, type StoreObserver } from './sessions/guarded-store.js';
 import { MirroredStore } from './sessions/mirrored-store.js';
 import { createRedisClient, waitForRedis } from './sessions/redis-client.js';
 import { RedisStore } from './sessions/redis-store.js';
+import { RevocationChannel } from './sessions/revocation-channel.js';
 import { RevocationList } from './sessions/revocations.js';
 import { DisabledStore } from './sessions/disabled-store.js';
 import type { SessionStore } from './sessions/store.js';
@@ -81,6 +82,11 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     lastRedisError = Date.now();
   });
   if (redis) await waitForRedis(redis, 1000);
+  if (redis) {
+    revocations.announceOn(
+      new RevocationChannel(redis, config.redis.keyPrefix, (entry) => revocations.heard(entry), (err) => logger.warn({ err }, 'revocation channel error')),
+    );
+  }
 
   const database = new DatabaseStore(models, codec);
   // No Redis per-user index: the app lists a user's sessions from the database directory (every

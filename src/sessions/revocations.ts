@@ -8,10 +8,12 @@
  *   all    — every session issued before `notBefore` (revoke-all).
  * Issuing one is a single row insert, O(1). Every instance holds the live entries in memory
  * and polls for new rows every SYNC_INTERVAL_MS, so the per-request check is two map lookups
- * and a comparison; another instance honours a new entry within one poll interval.
+ * and a comparison; another instance honours a new entry within one poll interval, or at once
+ * when Redis carries the news (revocation-channel.ts).
  */
 import { Op } from 'sequelize';
 import type { Models } from '../db/models.js';
+import type { RevocationChannel, RevocationEntry } from './revocation-channel.js';
 import type { SessionRecord } from './session.js';
 
 export type Revocable = Pick<SessionRecord, 'idHash' | 'userId' | 'issuedAt'>;
@@ -40,6 +42,18 @@ export class RevocationList {
 
   stop(): void {
     clearInterval(this.timer);
+    this.channel?.close();
+  }
+
+  private channel: RevocationChannel | undefined;
+  /** From now on, entries issued here are also published on `channel` (see `heard` for the other way). */
+  announceOn(channel: RevocationChannel): void {
+    this.channel = channel;
+  }
+
+  /** An entry another instance (or this one) published: applied now, ahead of the poll. */
+  heard(entry: RevocationEntry): void {
+    this.apply(entry);
   }
 
   isRevoked(s: Revocable): boolean {
@@ -56,22 +70,26 @@ export class RevocationList {
 
   /** This one session id stops working, wherever a copy of it remains. */
   async revokeSession(idHash: string, expiresAt: number): Promise<void> {
-    this.apply({ kind: 'session', subject: idHash, notBefore: 0, expiresAt });
-    await this.models.Revocation.create({ kind: 'session', subject: idHash, notBefore: 0, expiresAt });
+    await this.issue({ kind: 'session', subject: idHash, notBefore: 0, expiresAt });
   }
 
   /** Every session of the user issued before `notBefore` stops working. */
   async revokeUser(userId: number, notBefore = Date.now()): Promise<void> {
     const expiresAt = notBefore + this.options.absoluteTimeoutMs;
-    this.apply({ kind: 'user', subject: String(userId), notBefore, expiresAt });
-    await this.models.Revocation.create({ kind: 'user', subject: String(userId), notBefore, expiresAt });
+    await this.issue({ kind: 'user', subject: String(userId), notBefore, expiresAt });
   }
 
   async revokeAll(notBefore = Date.now()): Promise<number> {
     const expiresAt = notBefore + this.options.absoluteTimeoutMs;
-    this.apply({ kind: 'all', subject: '*', notBefore, expiresAt });
-    await this.models.Revocation.create({ kind: 'all', subject: '*', notBefore, expiresAt });
+    await this.issue({ kind: 'all', subject: '*', notBefore, expiresAt });
     return notBefore;
+  }
+
+  /** Honoured here at once, recorded for every instance, announced to those listening. */
+  private async issue(entry: RevocationEntry): Promise<void> {
+    this.apply(entry);
+    await this.models.Revocation.create(entry);
+    await this.channel?.publish(entry);
   }
 
   /** Reads rows newer than the last seen; one sync at a time. */

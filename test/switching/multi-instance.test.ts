@@ -1,8 +1,8 @@
 /**
  * Two server processes behind one PostgreSQL and one Redis, as in production: a session made
  * on one is served by the other in every backend; an admin override or a revocation issued on
- * one is honoured by the other (at once for stored sessions, within SYNC_INTERVAL_MS for the
- * in-memory revocation list that guards sealed cookies).
+ * one is honoured by the other (at once for stored sessions; for the in-memory revocation list
+ * that guards sealed cookies, at once while Redis carries the news, else within SYNC_INTERVAL_MS).
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
@@ -96,6 +96,17 @@ describe('two instances sharing PostgreSQL and Redis', function () {
       });
     });
   }
+
+  it('refuses a sealed cookie on the other instance as soon as the logout has answered (Redis carries the news)', async () => {
+    await setOverride(a, 'cookie');
+    for (let i = 0; i < 3; i++) {
+      const { onA, onB } = await onBoth();
+      expect((await onB.get('/api/session')).status).to.equal(200);
+      expect((await onA.post('/api/logout')).status).to.equal(204);
+      // No waiting: the poll (SYNC_INTERVAL_MS, 1 s here) would leave it working for up to a second.
+      expect((await onB.get('/api/session')).status).to.equal(401);
+    }
+  });
 
   it('revoke-all on one instance ends sessions in every backend on both, and spares later ones', async () => {
     const victims: Client[] = [];
