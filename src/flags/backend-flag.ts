@@ -8,11 +8,13 @@
 import type { BackendName } from '../config/config.js';
 import type { SelectionSource } from '../metrics/metrics.js';
 import type { FlagOverride } from './override.js';
+import type { UnleashRollout } from './unleash-flag.js';
 import type { RollbackGuard } from './rollback.js';
 
 /** What the flag needs from Unleash (see unleash-flag.ts). */
 export interface UnleashSource {
   backendFor(handle: string): BackendName | undefined;
+  rollout(): UnleashRollout | undefined;
   status(): object;
   close(): Promise<void>;
 }
@@ -37,18 +39,27 @@ export class BackendFlag {
     return backend === base.backend ? base : { backend, source: 'override' };
   }
 
-  /** The flag as an operator sees it, for GET /api/admin/flags. */
+  /**
+   * The flag as an operator sees it, for GET /api/admin/flags and /readyz. Unleash answers per
+   * session, so its part is the backend it rolls out (`value`, when its variants name exactly
+   * one) with the rollout in `unleash.flag`; sessions outside the rollout get `env`. `source` is
+   * `unleash` only while Unleash assigns a backend to some sessions (flag on, a variant naming
+   * a backend, a rollout above 0 %): with the flag off, absent, or no state yet, it is `env`.
+   */
   describe() {
     const override = this.override.value;
     const rollback = this.rollback.state;
     const unleash = this.unleash?.status();
-    const value = override?.backend ?? this.envBackend;
+    const flag = this.unleash?.rollout();
+    const unleashAssigns = !!flag && flag.enabled && flag.backends.length > 0 && (flag.strategies.length === 0 || flag.strategies.some((s) => s.rollout === undefined || s.rollout > 0));
+    const fromUnleash = unleashAssigns && flag.backends.length === 1 ? flag.backends[0] : undefined;
+    const value = override?.backend ?? fromUnleash ?? this.envBackend;
     return {
       name: 'session-storage',
       value: rollback ? this.rollback.redirect(value) : value,
-      source: rollback ? 'rollback' : override ? 'override' : this.unleash ? 'unleash' : 'env',
+      source: rollback ? 'rollback' : override ? 'override' : unleashAssigns ? 'unleash' : 'env',
       override: override ? { backend: override.backend, updatedAt: new Date(override.updatedAt).toISOString(), updatedBy: override.updatedBy } : null,
-      unleash: unleash ? { configured: true, ...unleash } : { configured: false },
+      unleash: unleash ? { configured: true, ...unleash, flag: flag ?? null } : { configured: false },
       env: this.envBackend,
       rollback: rollback
         ? { ...rollback, at: new Date(rollback.at).toISOString() }

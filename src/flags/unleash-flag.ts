@@ -56,6 +56,22 @@ function asBackend(value: unknown): BackendName | undefined {
   return (BACKENDS as readonly string[]).includes(name) ? (name as BackendName) : undefined;
 }
 
+/**
+ * The flag as the SDK holds it, for operators: on or off, each strategy's rollout percentage
+ * (`rollout` of flexibleRollout, `percentage` of the older gradual rollouts; absent for a
+ * strategy without one), and the backends its variants name.
+ */
+export interface UnleashRollout {
+  enabled: boolean;
+  strategies: Array<{ name: string; rollout?: number }>;
+  backends: BackendName[];
+}
+
+function percentageOf(parameters: Record<string, unknown> | undefined): number | undefined {
+  const value = Number(parameters?.rollout ?? parameters?.percentage);
+  return Number.isFinite(value) ? value : undefined;
+}
+
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -134,6 +150,29 @@ export class UnleashBackendFlag {
     if (this.answers.size >= UnleashBackendFlag.MAX_ANSWERS) this.answers.clear();
     this.answers.set(handle, backend);
     return backend;
+  }
+
+  /** Undefined while the SDK has no state, or holds no `session-storage` flag. */
+  rollout(): UnleashRollout | undefined {
+    if (!this.ready || this.closed) return undefined;
+    const flag = this.unleash.getFeatureToggleDefinition(UnleashBackendFlag.FLAG);
+    if (!flag) return undefined;
+    const strategies = flag.strategies ?? [];
+    // Variants live on the flag (older servers) or on each strategy (Unleash 5 and later).
+    const variants = [...(flag.variants ?? []), ...strategies.flatMap((s) => s.variants ?? [])];
+    const backends = new Set<BackendName>();
+    for (const v of variants) {
+      const backend = backendOfVariant({ ...v, enabled: true });
+      if (backend) backends.add(backend);
+    }
+    return {
+      enabled: flag.enabled,
+      strategies: strategies.map((s) => {
+        const rollout = percentageOf(s.parameters as Record<string, unknown> | undefined);
+        return rollout === undefined ? { name: s.name } : { name: s.name, rollout };
+      }),
+      backends: [...backends],
+    };
   }
 
   status(): UnleashFlagStatus {

@@ -93,6 +93,7 @@ describe('UnleashBackendFlag', function () {
     it('answers undefined for every session while the flag does not exist', async function () {
       await waitUntil('a first answer from the server', () => flag.status().reachable && flag.status().hasState, A_MINUTE);
       expect(assignments(flag).every((b) => b === undefined)).to.equal(true);
+      expect(flag.rollout(), 'no flag, nothing to describe').to.equal(undefined);
     });
 
     it('assigns no session at rollout 0%', async function () {
@@ -113,6 +114,7 @@ describe('UnleashBackendFlag', function () {
       const first = assignments(flag);
       expect(first.every((b) => b === 'redis' || b === undefined)).to.equal(true);
       inAt50 = new Set(handles.filter((_, i) => first[i] === 'redis'));
+      expect(flag.rollout()).to.deep.equal({ enabled: true, strategies: [{ name: 'flexibleRollout', rollout: 50 }], backends: ['redis'] });
       expect(inAt50.size).to.be.within(700, 1300);
       for (let round = 0; round < 3; round++) expect(assignments(flag)).to.deep.equal(first);
     });
@@ -137,6 +139,7 @@ describe('UnleashBackendFlag', function () {
     it('assigns no session while the flag is disabled', async function () {
       await change('the flag disabled', () => server.disable(), () => flag.backendFor(probe) === undefined);
       expect(assignments(flag).every((b) => b === undefined)).to.equal(true);
+      expect(flag.rollout()?.enabled).to.equal(false);
       await change('the flag enabled', () => server.enable(), () => flag.backendFor(probe) === 'database');
     });
 
@@ -169,6 +172,7 @@ describe('UnleashBackendFlag', function () {
       expect(fresh.backendFor(probe)).to.equal(undefined);
       await waitUntil('the first poll to fail', () => fresh.status().lastError !== undefined, A_MINUTE);
       expect(fresh.status()).to.include({ reachable: false, hasState: false });
+      expect(fresh.rollout(), "no state, nothing to describe").to.equal(undefined);
       expect(fresh.backendFor(probe)).to.equal(undefined);
     });
 

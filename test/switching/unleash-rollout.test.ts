@@ -11,6 +11,14 @@ import { UnleashTestServer } from '../support/unleash-server.js';
 import { sample } from './metrics-text.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const ADMIN_TOKEN = randomBytes(24).toString('hex');
+
+interface FlagReport {
+  value: string;
+  source: string;
+  env: string;
+  unleash: { configured: boolean; flag: { enabled: boolean; strategies: Array<{ name: string; rollout?: number }>; backends: string[] } | null };
+}
 
 describe('a staged rollout through Unleash', function () {
   this.timeout(180_000);
@@ -31,6 +39,7 @@ describe('a staged rollout through Unleash', function () {
       UNLEASH_API_TOKEN: unleash.clientToken,
       UNLEASH_REFRESH_INTERVAL_MS: '500',
       SESSION_TOUCH_INTERVAL: '0',
+      ADMIN_TOKEN,
     });
     for (let i = 0; i < 40; i++) {
       const c = new Client(app.url);
@@ -60,9 +69,20 @@ describe('a staged rollout through Unleash', function () {
     throw new Error(`rollout never reached the expected share: ${seen.filter((b) => b === 'redis').length}/${seen.length} on redis`);
   }
 
-  it('keeps everyone on the database at 0%', async () => {
+  /** What an operator is told: GET /api/admin/flags, and the same in /readyz. */
+  async function reported(): Promise<FlagReport & { readyz: { active: string; source: string } }> {
+    const flags = (await new Client(app.url).get('/api/admin/flags', { Authorization: `Bearer ${ADMIN_TOKEN}` })).json as unknown as FlagReport;
+    const readyz = (await new Client(app.url).get('/readyz')).json as { active: string; source: string };
+    return { ...flags, readyz };
+  }
+
+  it('keeps everyone on the database at 0%, and says the environment decides', async () => {
     const seen = await backends();
     expect(seen.every((b) => b === 'database')).to.equal(true);
+    const flag = await reported();
+    expect(flag).to.include({ value: 'database', source: 'env', env: 'database' });
+    expect(flag.unleash.flag).to.deep.equal({ enabled: true, strategies: [{ name: 'flexibleRollout', rollout: 0 }], backends: ['redis'] });
+    expect(flag.readyz).to.include({ active: 'database', source: 'env' });
   });
 
   it('moves about half the sessions at 50%, each one stably', async () => {
@@ -77,6 +97,11 @@ describe('a staged rollout through Unleash', function () {
     expect(first.length).to.equal(clients.length);
     const metrics = (await new Client(app.url).get('/metrics')).text;
     expect(sample(metrics, 'session_backend_selected_total', { backend: 'redis', source: 'unleash' })).to.be.greaterThan(0);
+    // The operator sees the backend being rolled out, from where, and how far.
+    const flag = await reported();
+    expect(flag).to.include({ value: 'redis', source: 'unleash', env: 'database' });
+    expect(flag.unleash.flag?.strategies).to.deep.equal([{ name: 'flexibleRollout', rollout: 50 }]);
+    expect(flag.readyz).to.include({ active: 'redis', source: 'unleash' });
   });
 
   it('moves everyone at 100%', async () => {
