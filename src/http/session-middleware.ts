@@ -26,12 +26,12 @@ export interface SessionUser {
 export class SessionControl {
   current: Session | undefined;
   /** Sessions to end after the route, with why (the replaced one at login, the old id at rotation). */
-  readonly ending: Array<{ record: SessionRecord; reason?: RevocationReason; quiet?: boolean }> = [];
+  readonly ending: Array<{ record: SessionRecord; reason?: RevocationReason; quiet?: boolean; bySystem?: boolean }> = [];
   clearCookie = false;
   /** A background check, not user activity: it does not extend the idle expiry. */
   passive = false;
-  /** Undoes what the route did for a session that could then not be stored (see `start`). */
-  private undoStart: (() => Promise<unknown>) | undefined;
+  /** What the route asked to happen once the new session is stored, or could not be (see `start`). */
+  private started: StartHooks | undefined;
 
   /** Where commit left the current session (undefined until then). */
   private landedIn: BackendName | undefined;
@@ -86,12 +86,13 @@ export class SessionControl {
 
   /**
    * Logs `user` in under a brand-new session id and handle; any session this request had ends.
-   * `undo` runs if the session cannot be stored after the route has answered (no backend can
-   * serve: 503): a signup takes its new account back, so that the client's retry is not refused
-   * as `email_taken`.
+   * The session is stored after the route has answered; `hooks.stored` runs once it is (a
+   * login counts as a success only then), `hooks.undo` if it cannot be (no backend can serve:
+   * 503): a signup takes its new account back, so that the client's retry is not refused as
+   * `email_taken`.
    */
-  start(user: SessionUser, undo?: () => Promise<unknown>): Session {
-    this.undoStart = undo;
+  start(user: SessionUser, hooks?: StartHooks): Session {
+    this.started = hooks;
     if (this.current && !this.current.isNew) this.ending.push({ record: this.current.record, quiet: true });
     const now = Date.now();
     const id = newSessionId();
@@ -140,9 +141,24 @@ export class SessionControl {
    * failure is swallowed: the client is answered with the failure that stopped the session.
    */
   async abandonStart(): Promise<void> {
-    const undo = this.undoStart;
-    this.undoStart = undefined;
+    const undo = this.started?.undo;
+    this.started = undefined;
     await undo?.().catch(() => undefined);
+  }
+
+  /** The new session is stored: runs what `start` was told to run then, once. */
+  confirmStart(): void {
+    const stored = this.started?.stored;
+    this.started = undefined;
+    stored?.();
+  }
+
+  /**
+   * Another session of the user ends once this request's new session is stored (the oldest,
+   * to keep SESSION_MAX_PER_USER): a login that fails (503) ends nothing.
+   */
+  endOther(record: SessionRecord, reason: RevocationReason) {
+    this.ending.push({ record, reason, bySystem: true });
   }
 
   /** Logs out: the session ends in its backend and the cookie is cleared. */
@@ -151,6 +167,13 @@ export class SessionControl {
     this.current = undefined;
     this.clearCookie = true;
   }
+}
+
+export interface StartHooks {
+  /** Runs once the new session is stored. */
+  stored?: () => void;
+  /** Runs if it cannot be stored (503), to take back what the route did. */
+  undo?: () => Promise<unknown>;
 }
 
 declare module 'koa' {
@@ -184,13 +207,32 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     writeCookie(ctx, '', new Date(0), '; Max-Age=0');
   }
 
-  /** `cookieBackend`: the backend the request's cookie pointed at. */
-  async function commit(ctx: Context, control: SessionControl, cookieBackend: BackendName | undefined) {
-    for (const { record, reason, quiet } of control.ending) {
+  /**
+   * Ends what the route ended. A session of the current one's handle (the old id of a rotation)
+   * ends before the new id is written (the handle is unique in the directory); the others —
+   * the session a login replaces, the oldest beyond the per-user limit — only once the new
+   * session is stored, so that a login that fails ends nothing.
+   */
+  async function end(ctx: Context, control: SessionControl, which: 'same handle' | 'others') {
+    const handle = control.current?.handle;
+    const seen = new Set<string>();
+    for (const { record, reason, quiet, bySystem } of control.ending) {
+      if ((record.handle === handle) !== (which === 'same handle') || seen.has(record.idHash)) continue;
+      seen.add(record.idHash);
       await backends.end(record);
       if (reason) metrics.revocations.inc({ reason });
-      audit.record(ctx, { type: quiet ? 'rotated' : 'destroyed', record, reason: reason ?? null });
+      audit.record(ctx, bySystem ? { type: 'revoked', record, reason: reason ?? null, actor: 'system' } : { type: quiet ? 'rotated' : 'destroyed', record, reason: reason ?? null });
     }
+  }
+
+  /** `cookieBackend`: the backend the request's cookie pointed at. */
+  async function commit(ctx: Context, control: SessionControl, cookieBackend: BackendName | undefined) {
+    await end(ctx, control, 'same handle');
+    await write(ctx, control, cookieBackend);
+    await end(ctx, control, 'others');
+  }
+
+  async function write(ctx: Context, control: SessionControl, cookieBackend: BackendName | undefined) {
     const session = control.current;
     if (!session) {
       if (control.clearCookie) clearCookie(ctx);
@@ -214,6 +256,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     }
     if (session.isNew) {
       written = await createNew(control, session.record, target);
+      control.confirmStart();
       audit.record(ctx, { type: 'created', record: written.record, reason: null });
     } else if (moved) {
       // Written where it now belongs, changes included.

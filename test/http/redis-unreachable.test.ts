@@ -7,6 +7,8 @@ import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
 import { freePort } from '../support/ports.js';
+import { startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
+import { sample } from '../switching/metrics-text.js';
 import { expectError, GOOD_PASSWORD, uniqueEmail } from './helpers.js';
 
 /** Redis on a loopback port nobody listens on; the breaker kept closed, so every write tries it. */
@@ -54,5 +56,44 @@ describe('signing up while Redis cannot be reached', function () {
       }
       expectError(await new Client(app.url).login(email, GOOD_PASSWORD), 401, 'invalid_credentials');
     });
+  });
+});
+
+describe('a login that no backend can store', function () {
+  this.timeout(60_000);
+  let redis: RedisProcess;
+  let app: AppProcess;
+  before(async () => {
+    redis = await startRedis();
+    app = await startApp({ SESSION_STORAGE: 'redis', SESSION_FALLBACK: 'none', REDIS_URL: redis.url, SESSION_MAX_PER_USER: '2' });
+  });
+  after(async () => {
+    await app?.stop();
+    await redis?.stop();
+  });
+
+  const successes = async () => sample((await new Client(app.url).get('/metrics')).text, 'auth_logins_total', { outcome: 'success' });
+
+  it('ends none of the user’s sessions (not even to keep the per-user limit) and is not counted a success', async () => {
+    const first = new Client(app.url);
+    const { email, password } = await first.signup();
+    const second = new Client(app.url);
+    expect((await second.login(email, password)).status).to.equal(200);
+    const before = await successes();
+
+    await redis.stop();
+    // At the limit: a stored third session would end the oldest (`first`). This one cannot be stored.
+    expectError(await new Client(app.url).login(email, password), 503, 'service_unavailable');
+    expect(await successes()).to.equal(before);
+
+    await redis.restart(); // empty: the sessions come back from their database copies
+    for (const [who, client] of [['first', first], ['second', second]] as const) {
+      await waitUntil(`${who} served again`, async () => (await client.get('/api/session')).status === 200, 100);
+    }
+    // And the limit still holds once a login succeeds.
+    expect((await new Client(app.url).login(email, password)).status).to.equal(200);
+    expect(await successes()).to.equal(before + 1);
+    expect((await first.get('/api/session')).status).to.equal(401);
+    expect((await second.get('/api/session')).status).to.equal(200);
   });
 });

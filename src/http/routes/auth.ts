@@ -39,16 +39,15 @@ export function authRoutes(deps: AppDeps) {
   const { models, config, metrics, limiter, backends } = deps;
   const router = new Router();
 
-  /** SESSION_MAX_PER_USER: make room for one more session by ending the oldest. */
+  /**
+   * SESSION_MAX_PER_USER: make room for one more session by ending the oldest — once the new
+   * one is stored (session-middleware.ts), so that a login that fails ends nothing.
+   */
   async function enforceSessionLimit(ctx: Context, userId: number) {
     const max = config.sessions.maxPerUser;
     if (max === 0) return;
     const live = await backends.listByUser(userId);
-    for (const record of live.slice(0, Math.max(0, live.length - max + 1))) {
-      await backends.end(record);
-      metrics.revocations.inc({ reason: 'limit' });
-      deps.audit.record(ctx, { type: 'revoked', record, reason: 'limit', actor: 'system' });
-    }
+    for (const record of live.slice(0, Math.max(0, live.length - max + 1))) ctx.state.sessions.endOther(record, 'limit');
   }
 
   router.post('/api/signup', requireSameOrigin, async (ctx) => {
@@ -60,7 +59,7 @@ export function authRoutes(deps: AppDeps) {
       throw err instanceof UniqueConstraintError ? new EmailTakenError() : err;
     });
     // No backend could take the session (503): the account goes too, so that a retry can succeed.
-    const session = ctx.state.sessions.start(publicUser(user), () => user.destroy());
+    const session = ctx.state.sessions.start(publicUser(user), { undo: () => user.destroy() });
     ctx.status = 201;
     ctx.body = loggedIn(ctx, session);
   });
@@ -87,8 +86,8 @@ export function authRoutes(deps: AppDeps) {
     }
     await limiter.succeeded(input.email, ctx.ip);
     await enforceSessionLimit(ctx, user.id);
-    const session = ctx.state.sessions.start(publicUser(user));
-    metrics.logins.inc({ outcome: 'success' });
+    // A success once the session is stored: a login answered 503 is not one.
+    const session = ctx.state.sessions.start(publicUser(user), { stored: () => metrics.logins.inc({ outcome: 'success' }) });
     ctx.body = loggedIn(ctx, session);
   });
 
