@@ -64,7 +64,9 @@ export class SessionBackends {
 
   /**
    * The live session a cookie names, or undefined. When the backend holding it cannot
-   * serve, its database copy does (the mirror): the user stays logged in.
+   * serve, its database copy does (the mirror): the user stays logged in. Not with
+   * SESSION_FALLBACK=none: the request fails (503) as the operator chose, rather than being
+   * served, and counted, as a fallback.
    */
   async open(cookieValue: string): Promise<SessionRecord | undefined> {
     const dot = cookieValue.indexOf('.');
@@ -75,7 +77,7 @@ export class SessionBackends {
     try {
       record = await this.stores[backend].load(token);
     } catch (err) {
-      if (!(err instanceof BackendUnavailableError) || backend === 'database') throw err;
+      if (!(err instanceof BackendUnavailableError) || backend === 'database' || this.fallback === 'none') throw err;
       record = await this.stores.database.load(token);
       if (record) {
         this.events.fallback(backend, 'database', err.reason);
@@ -84,6 +86,19 @@ export class SessionBackends {
     }
     if (!record || this.revocations.isRevoked(record)) return undefined;
     return record;
+  }
+
+  /**
+   * A session served from its database copy while its backend was down stays there for now
+   * (its cookie is pointed at the copy): the directory is told, so that listings name where it
+   * is. Not fatal: the session is served either way.
+   */
+  async adopt(record: SessionRecord): Promise<void> {
+    try {
+      await this.directory.claim(record);
+    } catch (err) {
+      this.events.secondaryFailure(err, 'claim the database copy');
+    }
   }
 
   /**

@@ -131,6 +131,7 @@ const SQL = {
   touchRows64: touchRows(64),
   destroy: 'DELETE FROM sessions WHERE id_hash = ?1',
   evict: 'DELETE FROM sessions WHERE id_hash = ?1 AND backend = ?2',
+  claim: 'UPDATE sessions SET backend = ?2 WHERE id_hash = ?1 AND backend <> ?2',
 } as const;
 type StatementName = keyof typeof SQL;
 const STATEMENT_NAMES = Object.keys(SQL) as StatementName[];
@@ -328,6 +329,15 @@ export class DatabaseStore implements IndexedSessionStore {
   /** Removes the row only while it still belongs to this backend: a destination that mirrors here has already claimed it. */
   async evict(record: SessionRecord): Promise<void> {
     await this.sql.run('evict', [record.idHash, this.backend]);
+  }
+
+  /**
+   * The row, another backend's copy, now names the database as the session's holder: it was
+   * served from here while that backend was down, and its cookie now points here. A late
+   * write-behind batch of that backend then leaves it alone (it updates only its own rows).
+   */
+  async claim(record: SessionRecord): Promise<void> {
+    await this.sql.run('claim', [record.idHash, this.backend]);
   }
 
   async listByUser(userId: number): Promise<SessionRecord[]> {

@@ -74,7 +74,7 @@ describe('a login that no backend can store', function () {
 
   const successes = async () => sample((await new Client(app.url).get('/metrics')).text, 'auth_logins_total', { outcome: 'success' });
 
-  it('ends none of the user’s sessions (not even to keep the per-user limit) and is not counted a success', async () => {
+  it('ends none of the user’s sessions (not even to keep the per-user limit), is not counted a success, and counts no fallback', async () => {
     const first = new Client(app.url);
     const { email, password } = await first.signup();
     const second = new Client(app.url);
@@ -85,6 +85,10 @@ describe('a login that no backend can store', function () {
     // At the limit: a stored third session would end the oldest (`first`). This one cannot be stored.
     expectError(await new Client(app.url).login(email, password), 503, 'service_unavailable');
     expect(await successes()).to.equal(before);
+    // No fallback configured: a request of a Redis session fails (503, not a logout), and no
+    // fallback is counted, since none happens.
+    expectError(await first.get('/api/session'), 503, 'service_unavailable');
+    expect(sample((await new Client(app.url).get('/metrics')).text, 'session_store_fallbacks_total')).to.equal(0);
 
     await redis.restart(); // empty: the sessions come back from their database copies
     for (const [who, client] of [['first', first], ['second', second]] as const) {

@@ -19,6 +19,9 @@ interface User {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const ADMIN_TOKEN = 'fallback-test-admin-token-0123456789abcdef';
+const adminList = async (app: AppProcess, userId: number) =>
+  ((await new Client(app.url).get(`/api/admin/users/${userId}/sessions`, { Authorization: `Bearer ${ADMIN_TOKEN}` })).json.sessions as Array<{ backend: string }>).map((s) => s.backend);
 
 /** A Redis deployment the test can break and mend. */
 interface RedisUnderTest {
@@ -63,6 +66,8 @@ for (const [name, setup] of [
   let redis: RedisUnderTest;
   let app: AppProcess;
   const users: User[] = [];
+  /** Only reads during the outage: nothing it does writes its session. */
+  let reader: { client: Client; userId: number };
   const failures: string[] = [];
   const lagged = new Set<number>();
 
@@ -78,7 +83,10 @@ for (const [name, setup] of [
       // behind (the default), every change made in the last MIRROR_FLUSH_MS before the kill may be
       // lost, and how many that is depends on how fast this machine runs the traffic.
       MIRROR_FLUSH_MS: '0',
+      ADMIN_TOKEN,
     });
+    const readerClient = new Client(app.url, 'fallback-reader');
+    reader = { client: readerClient, userId: (await readerClient.signup()).user.id };
     for (let i = 0; i < 6; i++) {
       const client = new Client(app.url, `fallback-${i}`);
       const { user } = await client.signup();
@@ -120,7 +128,7 @@ for (const [name, setup] of [
     );
   }
 
-  const backendOf = async (u: User) => ((await u.client.get('/api/session')).json.session as { backend: string }).backend;
+  const backendOf = async (u: Pick<User, 'client'>) => ((await u.client.get('/api/session')).json.session as { backend: string }).backend;
 
   it('serves everyone from Redis to begin with', async () => {
     await traffic(6);
@@ -136,6 +144,12 @@ for (const [name, setup] of [
     await traffic(12);
     expect([...new Set(failures)]).to.deep.equal([]);
     for (const u of users) expect(await backendOf(u)).to.equal('database');
+    // A session that is only read is served from its copy too, and every listing, the admin's
+    // included, names where it now is — not where it was before the outage.
+    expect(await backendOf(reader)).to.equal('database');
+    expect(reader.client.sessionCookie(), 'the cookie points at the copy').to.match(/^d\./);
+    expect(((await reader.client.get('/api/sessions')).json.sessions as Array<{ backend: string }>).map((s) => s.backend)).to.deep.equal(['database']);
+    expect(await adminList(app, reader.userId)).to.deep.equal(['database']);
   });
 
   it('says so on /readyz and /metrics', async () => {
@@ -181,6 +195,9 @@ for (const [name, setup] of [
     }
     expect([...new Set(failures)]).to.deep.equal([]);
     expect(where).to.deep.equal(users.map(() => 'redis'));
+    // The session adopted by the copy moves back too, and the directory follows it.
+    await waitUntil('the reader back in Redis', async () => (await backendOf(reader)) === 'redis', 100);
+    expect(await adminList(app, reader.userId)).to.deep.equal(['redis']);
     const metrics = (await new Client(app.url).get('/metrics')).text;
     expect(sample(metrics, 'session_store_up', { backend: 'redis' })).to.equal(1);
 
