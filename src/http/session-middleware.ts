@@ -226,11 +226,14 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
   }
 
   /** `cookieBackend`: the backend the request's cookie pointed at. */
-  async function commit(ctx: Context, control: SessionControl, cookieBackend: BackendName | undefined) {
-    // Most requests end nothing: they pay no extra turn of the microtask queue for it.
-    if (control.ending.length) await end(ctx, control, 'same handle');
-    await write(ctx, control, cookieBackend);
-    if (control.ending.length) await end(ctx, control, 'others');
+  function commit(ctx: Context, control: SessionControl, cookieBackend: BackendName | undefined): Promise<void> {
+    // Most requests end nothing: they pay no extra async frame for it.
+    if (control.ending.length === 0) return write(ctx, control, cookieBackend);
+    return (async () => {
+      await end(ctx, control, 'same handle');
+      await write(ctx, control, cookieBackend);
+      await end(ctx, control, 'others');
+    })();
   }
 
   async function write(ctx: Context, control: SessionControl, cookieBackend: BackendName | undefined) {
