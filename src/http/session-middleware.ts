@@ -225,6 +225,14 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     }
   }
 
+  /**
+   * Served (and maybe saved or touched) from the database copy of a session whose cookie names
+   * another backend, which is down: the copy now holds it, and the directory should say so.
+   */
+  function heldByCopy(record: SessionRecord, cookieBackend: BackendName | undefined): boolean {
+    return record.backend === 'database' && cookieBackend !== undefined && cookieBackend !== 'database';
+  }
+
   /** `cookieBackend`: the backend the request's cookie pointed at. */
   function commit(ctx: Context, control: SessionControl, cookieBackend: BackendName | undefined): Promise<void> {
     // Most requests end nothing: they pay no extra async frame for it.
@@ -290,7 +298,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       // Served from the database copy while its backend is down: point the cookie at the copy,
       // so changes made meanwhile are not hidden behind a stale copy when that backend returns.
       if (cookieBackend !== session.record.backend && session.record.id) {
-        if (session.record.backend === 'database') await backends.adopt(session.record);
+        if (heldByCopy(session.record, cookieBackend)) await backends.adopt(session.record);
         setCookie(ctx, { cookieValue: SessionBackends.cookieValue(session.record.backend, session.record.id), record: session.record });
       }
       return;
@@ -302,9 +310,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       return;
     }
     metrics.selected(written.record.backend, written.fellBackFrom ? 'fallback' : source);
-    // Saved or touched in the database copy of a session whose cookie names another backend
-    // (that backend is down): it now lives in the copy, and the directory says so.
-    if (!session.isNew && !moved && written.record.backend === 'database' && cookieBackend !== undefined && cookieBackend !== 'database') await backends.adopt(written.record);
+    if (!session.isNew && !moved && heldByCopy(written.record, cookieBackend)) await backends.adopt(written.record);
     // Database and Redis tokens do not change on save or touch; the sealed cookie does.
     if (session.isNew || written.record.backend !== cookieBackend || written.record.backend === 'cookie') setCookie(ctx, written);
   }
