@@ -21,7 +21,7 @@ import { GuardedStore, type StoreObserver } from './sessions/guarded-store.js';
 import { MirroredStore } from './sessions/mirrored-store.js';
 import { createRedisClient, waitForRedis } from './sessions/redis-client.js';
 import { RedisStore } from './sessions/redis-store.js';
-import { RevocationChannel } from './sessions/revocation-channel.js';
+import { InstanceChannel } from './sessions/instance-channel.js';
 import { RevocationList } from './sessions/revocations.js';
 import { DisabledStore } from './sessions/disabled-store.js';
 import type { SessionStore } from './sessions/store.js';
@@ -82,10 +82,10 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     lastRedisError = Date.now();
   });
   if (redis) await waitForRedis(redis, 1000);
-  if (redis) {
-    revocations.announceOn(
-      new RevocationChannel(redis, config.redis.keyPrefix, (entry) => revocations.heard(entry), (err) => logger.warn({ err }, 'revocation channel error')),
-    );
+  const channel = redis && new InstanceChannel(redis, config.redis.keyPrefix, (err) => logger.warn({ err }, 'instance channel error'));
+  if (channel) {
+    revocations.announceOn(channel);
+    override.announceOn(channel);
   }
 
   const database = new DatabaseStore(models, codec);
@@ -136,6 +136,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
       await Promise.all([stores.redis.close(), stores.cookie.close()]);
       revocations.stop();
       override.stop();
+      channel?.close();
       redis?.disconnect();
       await sequelize.close();
     },

@@ -9,14 +9,36 @@
  * Issuing one is a single row insert, O(1). Every instance holds the live entries in memory
  * and polls for new rows every SYNC_INTERVAL_MS, so the per-request check is two map lookups
  * and a comparison; another instance honours a new entry within one poll interval, or at once
- * when Redis carries the news (revocation-channel.ts).
+ * when Redis carries the news (instance-channel.ts).
  */
 import { Op } from 'sequelize';
 import type { Models } from '../db/models.js';
-import type { RevocationChannel, RevocationEntry } from './revocation-channel.js';
+import type { InstanceChannel } from './instance-channel.js';
 import type { SessionRecord } from './session.js';
 
 export type Revocable = Pick<SessionRecord, 'idHash' | 'userId' | 'issuedAt'>;
+
+export interface RevocationEntry {
+  kind: 'session' | 'user' | 'all';
+  subject: string;
+  notBefore: number;
+  expiresAt: number;
+}
+
+/** The channel topic entries are announced on. */
+const TOPIC = 'revocations';
+
+function isEntry(value: unknown): value is RevocationEntry {
+  const e = value as Partial<RevocationEntry> | null;
+  return (
+    typeof e === 'object' &&
+    e !== null &&
+    (e.kind === 'session' || e.kind === 'user' || e.kind === 'all') &&
+    typeof e.subject === 'string' &&
+    Number.isFinite(e.notBefore) &&
+    Number.isFinite(e.expiresAt)
+  );
+}
 
 export class RevocationList {
   private readonly sessions = new Map<string, number>(); // idHash → expiresAt
@@ -42,18 +64,18 @@ export class RevocationList {
 
   stop(): void {
     clearInterval(this.timer);
-    this.channel?.close();
   }
 
-  private channel: RevocationChannel | undefined;
-  /** From now on, entries issued here are also published on `channel` (see `heard` for the other way). */
-  announceOn(channel: RevocationChannel): void {
+  private channel: InstanceChannel | undefined;
+  /**
+   * From now on, entries issued here are also published on `channel`, and entries another
+   * instance publishes there are applied here at once, ahead of the poll.
+   */
+  announceOn(channel: InstanceChannel): void {
     this.channel = channel;
-  }
-
-  /** An entry another instance (or this one) published: applied now, ahead of the poll. */
-  heard(entry: RevocationEntry): void {
-    this.apply(entry);
+    channel.listen(TOPIC, (message) => {
+      if (isEntry(message)) this.apply(message);
+    });
   }
 
   isRevoked(s: Revocable): boolean {
@@ -89,7 +111,7 @@ export class RevocationList {
   private async issue(entry: RevocationEntry): Promise<void> {
     this.apply(entry);
     await this.models.Revocation.create(entry);
-    await this.channel?.publish(entry);
+    await this.channel?.publish(TOPIC, entry);
   }
 
   /** Reads rows newer than the last seen; one sync at a time. */

@@ -333,6 +333,8 @@ describe('the admin API with ADMIN_TOKEN', function () {
       for (const body of [{}, { active: 'false' }, { active: 0 }, { active: null }, { active: false, role: 'root' }, { role: 'superuser' }, { name: 'x' }, []]) {
         expectError(await adm.patch(`/api/admin/users/${user.id}`, body), 400, 'invalid_input');
       }
+      // A malformed request is refused as such whether or not the user exists.
+      expectError(await adm.patch('/api/admin/users/999999', { active: 'no' }), 400, 'invalid_input');
     });
   });
 

@@ -1,10 +1,6 @@
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { RevocationChannel } from '../../src/sessions/revocation-channel.js';
 import { RevocationList } from '../../src/sessions/revocations.js';
-import { startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
-import { ABSOLUTE_MS, makeRecord, newUserId, sqliteDb, type TestDb } from './fixtures.js';
+import { ABSOLUTE_MS, makeRecord, sqliteDb, type TestDb } from './fixtures.js';
 
 describe('the revocation list', () => {
   let db: TestDb;
@@ -55,63 +51,5 @@ describe('the revocation list', () => {
     await db.models.Revocation.create({ kind: 'session', subject: 'expired-entry', notBefore: 0, expiresAt: Date.now() - 1 });
     expect(await here.prune()).to.be.greaterThan(0);
     expect(await db.models.Revocation.count({ where: { subject: 'expired-entry' } })).to.equal(0);
-  });
-});
-
-describe('revocations told over Redis (revocation-channel.ts)', function () {
-  this.timeout(30_000);
-  let db: TestDb;
-  let redis: RedisProcess;
-  const clients: Redis[] = [];
-  const lists: RevocationList[] = [];
-
-  /** An instance: its own list (polling once a minute, so only the channel can be quick) and its own Redis client. */
-  async function instance() {
-    const client = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: () => 50 });
-    clients.push(client);
-    await waitUntil('redis client ready', () => client.status === 'ready');
-    const list = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 60_000 });
-    await list.start();
-    list.announceOn(new RevocationChannel(client, 'rev-test:', (entry) => list.heard(entry), () => undefined));
-    lists.push(list);
-    return list;
-  }
-
-  before(async () => {
-    db = await sqliteDb();
-    redis = await startRedis();
-  });
-  after(async () => {
-    for (const list of lists) list.stop();
-    for (const client of clients) client.disconnect();
-    await redis?.stop();
-    await db?.close();
-  });
-
-  it('another instance refuses a revoked session as soon as the revoking call returns, without its poll', async () => {
-    const here = await instance();
-    const there = await instance();
-    await sleep(100); // both SUBSCRIBEs have been answered
-    const session = makeRecord();
-    const userSession = makeRecord({ userId: newUserId(), issuedAt: Date.now() - 1 });
-    await here.revokeSession(session.idHash, session.absoluteExpiresAt);
-    await here.revokeUser(userSession.userId);
-    // Redis has handed the messages to every subscriber before the calls returned; one turn of
-    // the event loop lets this process read them.
-    await waitUntil('the other instance hears both', () => there.isRevoked(session) && there.isRevoked(userSession), 20);
-    expect(there.isRevoked(makeRecord())).to.equal(false, 'nothing else is refused');
-  });
-
-  it('a revocation issued while Redis is down still stands everywhere, through the poll', async () => {
-    const here = await instance();
-    const there = await instance();
-    await redis.stop();
-    const session = makeRecord();
-    await here.revokeSession(session.idHash, session.absoluteExpiresAt); // does not throw, does not hang
-    expect(here.isRevoked(session)).to.equal(true);
-    expect(there.isRevoked(session)).to.equal(false, 'no message could reach it');
-    await there.sync();
-    expect(there.isRevoked(session)).to.equal(true);
-    await redis.restart();
   });
 });

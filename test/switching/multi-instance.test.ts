@@ -2,7 +2,8 @@
  * Two server processes behind one PostgreSQL and one Redis, as in production: a session made
  * on one is served by the other in every backend; an admin override or a revocation issued on
  * one is honoured by the other (at once for stored sessions; for the in-memory revocation list
- * that guards sealed cookies, at once while Redis carries the news, else within SYNC_INTERVAL_MS).
+ * that guards sealed cookies and for the override, at once while Redis carries the news, else
+ * within SYNC_INTERVAL_MS).
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
@@ -106,6 +107,20 @@ describe('two instances sharing PostgreSQL and Redis', function () {
       // No waiting: the poll (SYNC_INTERVAL_MS, 1 s here) would leave it working for up to a second.
       expect((await onB.get('/api/session')).status).to.equal(401);
     }
+  });
+
+  it('serves an override on the other instance as soon as the setting call has answered (Redis carries the news)', async () => {
+    const flagOn = async (on: AppProcess) => (await new Client(on.url).get('/api/admin/flags', auth)).json;
+    for (const backend of ['redis', 'cookie', 'database'] as const) {
+      expect((await new Client(a.url).put('/api/admin/flags/session-storage', { backend }, auth)).status).to.equal(200);
+      // No waiting: the poll (SYNC_INTERVAL_MS, 1 s here) would leave b on the old backend for up to a second.
+      expect((await flagOn(b)).value).to.equal(backend);
+      const onB = new Client(b.url);
+      await onB.signup();
+      expect(((await onB.get('/api/session')).json.session as { backend: string }).backend).to.equal(backend, 'a new session on b lands where the override says');
+    }
+    expect((await new Client(a.url).delete('/api/admin/flags/session-storage', auth)).status).to.equal(204);
+    expect((await flagOn(b)).override).to.equal(null);
   });
 
   it('revoke-all on one instance ends sessions in every backend on both, and spares later ones', async () => {

@@ -108,8 +108,10 @@ export function adminRoutes(deps: AppDeps) {
   });
 
   router.patch('/users/:id', async (ctx) => {
+    // A malformed request is refused as such (400) whether or not the user exists.
+    const patch = parseBody(ctx, userPatchInput);
     const user = await findUser(ctx.params.id);
-    const { active = user.active, role = user.role } = parseBody(ctx, userPatchInput);
+    const { active = user.active, role = user.role } = patch;
     const activeChanged = user.active !== active;
     const roleChanged = user.role !== role;
     user.active = active;

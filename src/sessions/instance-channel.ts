@@ -1,0 +1,71 @@
+/**
+ * News told to every instance at once, over Redis pub/sub.
+ *
+ * Instances share their state through database tables that each one polls every
+ * SYNC_INTERVAL_MS: the revocation list (revocations.ts) and the flag override
+ * (flags/override.ts). That poll stays the source of truth and the backstop. When Redis is
+ * configured, an instance that changes one of them also publishes the change, and every
+ * instance applies what it hears: a sealed cookie logged out on one instance is refused by the
+ * others at once, and an override set on one instance is served by all, instead of up to one
+ * poll later. Losing a message (Redis down, a reconnect) costs only that delay, never a change.
+ *
+ * Each topic is the channel `<REDIS_KEY_PREFIX><topic>`; one subscribed connection serves all.
+ */
+import { Cluster, type Redis } from 'ioredis';
+
+/** How long a changing request waits for Redis to take the message before it answers anyway. */
+const PUBLISH_WAIT_MS = 100;
+
+export type TopicListener = (message: unknown) => void;
+
+export class InstanceChannel {
+  private readonly subscriber: Redis | Cluster;
+  private readonly listeners = new Map<string, TopicListener>();
+
+  constructor(
+    private readonly publisher: Redis | Cluster,
+    private readonly keyPrefix: string,
+    private readonly onError: (err: unknown) => void,
+  ) {
+    // A connection of its own (a subscribed connection can do nothing else), with an offline
+    // queue: the SUBSCRIBE waits for Redis if it is down at start, and ioredis subscribes again
+    // after every reconnect.
+    this.subscriber = publisher instanceof Cluster ? publisher.duplicate([], { enableOfflineQueue: true }) : publisher.duplicate({ enableOfflineQueue: true });
+    this.subscriber.on('error', () => undefined); // the main client already reports Redis trouble
+    this.subscriber.on('message', (channel: string, message: string) => {
+      const listener = this.listeners.get(channel);
+      if (!listener) return;
+      try {
+        listener(JSON.parse(message));
+      } catch (err) {
+        onError(err);
+      }
+    });
+  }
+
+  /** Messages published on `topic`, by any instance this one included, reach `listener`. */
+  listen(topic: string, listener: TopicListener): void {
+    const channel = this.keyPrefix + topic;
+    this.listeners.set(channel, listener);
+    this.subscriber.subscribe(channel).catch(this.onError);
+  }
+
+  /**
+   * Waited for, briefly: once Redis has taken the message it has handed it to every subscribed
+   * instance, before the changing request answers. Never throws: the poll is the backstop.
+   */
+  async publish(topic: string, message: unknown): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.publisher.publish(this.keyPrefix + topic, JSON.stringify(message)).catch(() => undefined),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, PUBLISH_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
+  close(): void {
+    this.subscriber.disconnect();
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * What instances tell each other over Redis (instance-channel.ts): revocations and the flag
+ * override reach another instance as soon as the changing call returns, not one poll later;
+ * without Redis the poll still brings them.
+ */
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { FlagOverride } from '../../src/flags/override.js';
+import { InstanceChannel } from '../../src/sessions/instance-channel.js';
+import { RevocationList } from '../../src/sessions/revocations.js';
+import { startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
+import { ABSOLUTE_MS, makeRecord, newUserId, sqliteDb, type TestDb } from './fixtures.js';
+
+describe('instances told over Redis (instance-channel.ts)', function () {
+  this.timeout(30_000);
+  let db: TestDb;
+  let redis: RedisProcess;
+  const stops: Array<() => void> = [];
+
+  /**
+   * An instance: its own revocation list and override (polling once a minute, so only the
+   * channel can be quick), its own Redis client and channel. `operatorChanges` counts what
+   * would end an automatic rollback there.
+   */
+  async function instance() {
+    const client = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: () => 50 });
+    await waitUntil('redis client ready', () => client.status === 'ready');
+    const channel = new InstanceChannel(client, 'channel-test:', () => undefined);
+    const revocations = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 60_000 });
+    await revocations.start();
+    revocations.announceOn(channel);
+    const node = { revocations, override: undefined as unknown as FlagOverride, operatorChanges: 0 };
+    node.override = new FlagOverride(db.models, { syncIntervalMs: 60_000, onOperatorChange: () => node.operatorChanges++ });
+    await node.override.start();
+    node.override.announceOn(channel);
+    stops.push(() => {
+      revocations.stop();
+      node.override.stop();
+      channel.close();
+      client.disconnect();
+    });
+    await sleep(100); // the SUBSCRIBEs have been answered
+    return node;
+  }
+
+  before(async () => {
+    db = await sqliteDb();
+    redis = await startRedis();
+  });
+  after(async () => {
+    for (const stop of stops) stop();
+    await redis?.stop();
+    await db?.close();
+  });
+
+  it('another instance refuses a revoked session as soon as the revoking call returns, without its poll', async () => {
+    const here = await instance();
+    const there = await instance();
+    const session = makeRecord();
+    const userSession = makeRecord({ userId: newUserId(), issuedAt: Date.now() - 1 });
+    await here.revocations.revokeSession(session.idHash, session.absoluteExpiresAt);
+    await here.revocations.revokeUser(userSession.userId);
+    // Redis has handed the messages to every subscriber before the calls returned; one turn of
+    // the event loop lets this process read them.
+    await waitUntil('the other instance hears both', () => there.revocations.isRevoked(session) && there.revocations.isRevoked(userSession), 20);
+    expect(there.revocations.isRevoked(makeRecord())).to.equal(false, 'nothing else is refused');
+  });
+
+  it('another instance serves an override, and ends its rollback, as soon as the setting call returns', async () => {
+    const here = await instance();
+    const there = await instance();
+    const before = there.operatorChanges;
+    await here.override.set('redis', 'admin');
+    // The message only nudges the other instance to read the row, so allow it the read.
+    await waitUntil('the other instance serves the override', () => there.override.value?.backend === 'redis', 20);
+    expect(there.operatorChanges).to.equal(before + 1, 'an operator acted: its rollback ends');
+    await here.override.clear();
+    await waitUntil('the other instance drops the override', () => there.override.value === undefined, 20);
+    expect(there.operatorChanges).to.equal(before + 2);
+  });
+
+  it('a revocation or override made while Redis is down still stands everywhere, through the poll', async () => {
+    const here = await instance();
+    const there = await instance();
+    await redis.stop();
+    const session = makeRecord();
+    await here.revocations.revokeSession(session.idHash, session.absoluteExpiresAt); // does not throw, does not hang
+    await here.override.set('cookie', 'admin');
+    expect(here.revocations.isRevoked(session)).to.equal(true);
+    expect(here.override.value?.backend).to.equal('cookie');
+    expect(there.revocations.isRevoked(session)).to.equal(false, 'no message could reach it');
+    expect(there.override.value?.backend).to.not.equal('cookie', 'no message could reach it');
+    await there.revocations.sync();
+    await there.override.sync();
+    expect(there.revocations.isRevoked(session)).to.equal(true);
+    expect(there.override.value?.backend).to.equal('cookie');
+    await redis.restart();
+  });
+});
