@@ -5,16 +5,28 @@
  * `.env.example` lists the same variables; test/config/config.test.ts keeps the two in step.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { makeDirectory } from './make-directory.js';
 
 export const BACKENDS = ['cookie', 'database', 'redis'] as const;
 export type BackendName = (typeof BACKENDS)[number];
 
 const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => ['true', '1', 'yes'].includes(v));
-const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
-const num = (min: number, max: number) => z.coerce.number().min(min).max(max);
+// Plain decimal only: `Number()` would also take 0x50, 1e3 or Infinity, which nobody means here.
+const int = (min: number, max: number) => z.string().regex(/^-?\d+$/).transform(Number).pipe(z.number().int().min(min).max(max));
+const num = (min: number, max: number) => z.string().regex(/^-?(\d+(\.\d*)?|\.\d+)$/).transform(Number).pipe(z.number().min(min).max(max));
+/** A redis:// or rediss:// URL that parses, with a port in range when it names one. */
+const isRedisUrl = (v: string) => {
+  try {
+    const u = new URL(v);
+    return (u.protocol === 'redis:' || u.protocol === 'rediss:') && u.hostname !== '' && (u.port === '' || Number(u.port) <= 65535);
+  } catch {
+    return false;
+  }
+};
+const hostPortList = z.string().regex(/^[^,:\s]+:\d+(,[^,:\s]+:\d+)*$/).refine((v) => v.split(',').every((hp) => { const port = Number(hp.split(':')[1]); return port >= 1 && port <= 65535; }));
 const optionalString = z.string().min(1).optional();
 
 /** Each entry: variable name → schema (with default) and a one-line description for errors and docs. */
@@ -32,45 +44,45 @@ const schema = {
     type: z.string().regex(/^(sqlite:.+|postgres(ql)?:\/\/.+)$/).default('sqlite:./data/switchboard.sqlite'),
     accepts: 'sqlite:PATH or postgres://user@host:port/db',
   },
-  REDIS_URL: { type: z.string().regex(/^(rediss?:\/\/.+|none)$/).default('redis://127.0.0.1:6379/0'), accepts: 'redis://…, rediss://… or none' },
-  REDIS_CLUSTER_NODES: { type: z.string().regex(/^[^,:\s]+:\d+(,[^,:\s]+:\d+)*$/).optional(), accepts: 'comma-separated host:port list' },
-  REDIS_SENTINELS: { type: z.string().regex(/^[^,:\s]+:\d+(,[^,:\s]+:\d+)*$/).optional(), accepts: 'comma-separated host:port list' },
+  REDIS_URL: { type: z.string().refine((v) => v === 'none' || isRedisUrl(v)).default('redis://127.0.0.1:6379/0'), accepts: 'redis://host:port/db, rediss://… or none' },
+  REDIS_CLUSTER_NODES: { type: hostPortList.optional(), accepts: 'comma-separated host:port list, ports 1-65535' },
+  REDIS_SENTINELS: { type: hostPortList.optional(), accepts: 'comma-separated host:port list, ports 1-65535' },
   REDIS_SENTINEL_NAME: { type: z.string().min(1).default('mymaster'), accepts: 'the sentinel master name' },
   REDIS_KEY_PREFIX: { type: z.string().regex(/^[A-Za-z0-9:_-]{0,32}$/).default('sb:'), accepts: 'up to 32 of A-Z a-z 0-9 : _ -' },
 
   SESSION_SECRETS: { type: z.string().optional(), accepts: 'comma-separated secrets of at least 32 characters each' },
-  SESSION_IDLE_TIMEOUT: { type: int(60, 31_536_000).default(7200), accepts: 'seconds, 60 or more' },
-  SESSION_ABSOLUTE_TIMEOUT: { type: int(60, 31_536_000).default(86_400), accepts: 'seconds, 60 or more' },
-  SESSION_TOUCH_INTERVAL: { type: int(0, 86_400).default(60), accepts: 'seconds between idle-expiry refreshes, 0 or more' },
+  SESSION_IDLE_TIMEOUT: { type: int(60, 31_536_000).default(7200), accepts: 'seconds, 60-31536000' },
+  SESSION_ABSOLUTE_TIMEOUT: { type: int(60, 31_536_000).default(86_400), accepts: 'seconds, 60-31536000' },
+  SESSION_TOUCH_INTERVAL: { type: int(0, 86_400).optional(), accepts: 'seconds between idle-expiry refreshes, 0-86400 and less than SESSION_IDLE_TIMEOUT' },
   SESSION_COOKIE_NAME: { type: z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/).default('sid'), accepts: 'a cookie name (RFC 6265 token)' },
   COOKIE_SECURE: { type: bool.optional(), accepts: 'true or false' },
   SESSION_MAX_PER_USER: { type: int(0, 10_000).default(0), accepts: 'a whole number, 0 for no limit' },
-  MIRROR_FLUSH_MS: { type: int(0, 10_000).default(100), accepts: 'milliseconds, 0 to write through' },
+  MIRROR_FLUSH_MS: { type: int(0, 10_000).default(100), accepts: 'milliseconds 0-10000, 0 to write through' },
   SESSION_ENCRYPT_AT_REST: { type: bool.default(false), accepts: 'true or false' },
 
   STORE_TIMEOUT_MS: { type: int(1, 10_000).default(100), accepts: 'milliseconds, 1-10000' },
   LAST_RESORT_TIMEOUT_MS: { type: int(1, 60_000).default(1000), accepts: 'milliseconds, 1-60000' },
-  BREAKER_FAILURE_THRESHOLD: { type: int(1, 1000).default(5), accepts: 'consecutive failures, 1 or more' },
-  BREAKER_HALF_OPEN_AFTER_MS: { type: int(10, 600_000).default(2000), accepts: 'milliseconds' },
+  BREAKER_FAILURE_THRESHOLD: { type: int(1, 1000).default(5), accepts: 'consecutive failures, 1-1000' },
+  BREAKER_HALF_OPEN_AFTER_MS: { type: int(10, 600_000).default(2000), accepts: 'milliseconds 10-600000' },
   SYNC_INTERVAL_MS: { type: int(100, 5000).default(1000), accepts: 'milliseconds 100-5000 (admin override and revocation polling)' },
 
   ROLLBACK_ENABLED: { type: bool.default(true), accepts: 'true or false' },
   ROLLBACK_ERROR_RATE: { type: num(0, 1).default(0.05), accepts: 'a ratio between 0 and 1' },
-  ROLLBACK_LATENCY_FACTOR: { type: num(1, 1000).default(2), accepts: 'a factor, 1 or more' },
-  ROLLBACK_LATENCY_FLOOR_MS: { type: num(0, 60_000).default(10), accepts: 'milliseconds, 0 or more' },
+  ROLLBACK_LATENCY_FACTOR: { type: num(1, 1000).default(2), accepts: 'a factor 1-1000' },
+  ROLLBACK_LATENCY_FLOOR_MS: { type: num(0, 60_000).default(10), accepts: 'milliseconds 0-60000' },
   ROLLBACK_WINDOW_SECONDS: { type: int(1, 3600).default(60), accepts: 'seconds 1-3600' },
-  ROLLBACK_MIN_SAMPLES: { type: int(1, 1_000_000).default(200), accepts: 'a whole number, 1 or more' },
+  ROLLBACK_MIN_SAMPLES: { type: int(1, 1_000_000).default(200), accepts: 'a whole number 1-1000000' },
 
-  UNLEASH_URL: { type: z.string().url().optional(), accepts: 'the Unleash API URL, e.g. http://127.0.0.1:4242/api' },
+  UNLEASH_URL: { type: z.string().url().regex(/^https?:\/\//).optional(), accepts: 'the Unleash API URL, e.g. http://127.0.0.1:4242/api' },
   UNLEASH_API_TOKEN: { type: optionalString, accepts: 'a client/backend API token' },
   UNLEASH_APP_NAME: { type: z.string().min(1).default('switchboard'), accepts: 'an application name' },
-  UNLEASH_REFRESH_INTERVAL_MS: { type: int(500, 600_000).default(2000), accepts: 'milliseconds' },
+  UNLEASH_REFRESH_INTERVAL_MS: { type: int(500, 600_000).default(2000), accepts: 'milliseconds 500-600000' },
 
-  ADMIN_TOKEN: { type: z.string().min(16).optional(), accepts: 'a bearer token of at least 16 characters' },
+  ADMIN_TOKEN: { type: z.string().min(16).regex(/^\S+$/).optional(), accepts: 'a bearer token of at least 16 characters, no spaces' },
 
-  LOGIN_MAX_FAILURES: { type: int(1, 10_000).default(10), accepts: 'failed logins per account and address before 429' },
-  LOGIN_MAX_FAILURES_PER_IP: { type: int(1, 100_000).default(300), accepts: 'failed logins per address before 429' },
-  LOGIN_FAILURE_WINDOW: { type: int(1, 86_400).default(900), accepts: 'seconds' },
+  LOGIN_MAX_FAILURES: { type: int(1, 10_000).default(10), accepts: 'failed logins per account and address before 429, 1-10000' },
+  LOGIN_MAX_FAILURES_PER_IP: { type: int(1, 100_000).default(300), accepts: 'failed logins per address before 429, 1-100000' },
+  LOGIN_FAILURE_WINDOW: { type: int(1, 86_400).default(900), accepts: 'seconds 1-86400' },
   PASSWORD_MIN_LENGTH: { type: int(8, 128).default(8), accepts: 'a length 8-128' },
 } as const;
 
@@ -133,18 +145,30 @@ function hostPorts(list: string | undefined) {
 /** Reads or creates the development secret kept in DATA_DIR, so restarts keep sessions valid. */
 function developmentSecret(dataDir: string): string {
   const file = path.join(dataDir, 'session-secret');
-  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
-  mkdirSync(dataDir, { recursive: true });
-  const secret = randomBytes(32).toString('base64url');
-  writeFileSync(file, secret + '\n', { mode: 0o600 });
-  chmodSync(file, 0o600);
-  return secret;
+  try {
+    makeDirectory(dataDir);
+    if (existsSync(file)) {
+      const secret = readFileSync(file, 'utf8').trim();
+      // A truncated or hand-edited file would seal every cookie with a guessable key.
+      if (secret.length < 32) throw new ConfigError(`DATA_DIR: ${file} holds a secret shorter than 32 characters; delete it to have a new one made, or set SESSION_SECRETS`);
+      return secret;
+    }
+    const secret = randomBytes(32).toString('base64url');
+    writeFileSync(file, secret + '\n', { mode: 0o600 });
+    chmodSync(file, 0o600);
+    return secret;
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw new ConfigError(`DATA_DIR must be a directory Switchboard can write (cannot keep the development secret in ${dataDir}: ${code}), or set SESSION_SECRETS`);
+  }
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const raw = {} as Record<string, unknown>;
   for (const [name, { type, accepts }] of Object.entries(schema)) {
-    const value = env[name] === '' ? undefined : env[name];
+    // Surrounding spaces are a slip of the pen, and a blank value means the default.
+    const value = env[name]?.trim() || undefined;
     const parsed = (type as z.ZodType).safeParse(value);
     if (!parsed.success) {
       const shown = value === undefined ? 'nothing' : JSON.stringify(name.includes('SECRET') || name.includes('TOKEN') ? '…' : value);
@@ -163,7 +187,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     secrets = [developmentSecret(c.DATA_DIR)];
   }
   if (c.SESSION_ABSOLUTE_TIMEOUT < c.SESSION_IDLE_TIMEOUT) {
-    throw new ConfigError('SESSION_ABSOLUTE_TIMEOUT must be at least SESSION_IDLE_TIMEOUT');
+    throw new ConfigError(`SESSION_ABSOLUTE_TIMEOUT must be at least SESSION_IDLE_TIMEOUT (got ${c.SESSION_ABSOLUTE_TIMEOUT} < ${c.SESSION_IDLE_TIMEOUT})`);
+  }
+  // Activity refreshes the idle expiry at most once per touch interval; one as long as the idle
+  // timeout would let an active user's session expire between two refreshes.
+  if (c.SESSION_TOUCH_INTERVAL !== undefined && c.SESSION_TOUCH_INTERVAL >= c.SESSION_IDLE_TIMEOUT) {
+    throw new ConfigError(`SESSION_TOUCH_INTERVAL must be less than SESSION_IDLE_TIMEOUT (got ${c.SESSION_TOUCH_INTERVAL}, idle ${c.SESSION_IDLE_TIMEOUT})`);
+  }
+  const touchInterval = c.SESSION_TOUCH_INTERVAL ?? Math.min(60, Math.floor(c.SESSION_IDLE_TIMEOUT / 2));
+  if (c.SESSION_COOKIE_NAME.startsWith('__Host-') || c.SESSION_COOKIE_NAME.startsWith('__Secure-')) {
+    // Browsers drop such a cookie unless it is Secure: nobody could log in.
+    if (!(c.COOKIE_SECURE ?? c.NODE_ENV === 'production')) throw new ConfigError(`SESSION_COOKIE_NAME ${c.SESSION_COOKIE_NAME} needs COOKIE_SECURE=true (browsers refuse the prefix without Secure)`);
   }
   if (c.REDIS_URL === 'none' && !c.REDIS_CLUSTER_NODES && !c.REDIS_SENTINELS && (c.SESSION_STORAGE === 'redis' || c.SESSION_FALLBACK === 'redis')) {
     throw new ConfigError('REDIS_URL must name a Redis server when SESSION_STORAGE or SESSION_FALLBACK is redis (got "none")');
@@ -194,7 +228,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       secrets,
       idleTimeoutMs: c.SESSION_IDLE_TIMEOUT * 1000,
       absoluteTimeoutMs: c.SESSION_ABSOLUTE_TIMEOUT * 1000,
-      touchIntervalMs: c.SESSION_TOUCH_INTERVAL * 1000,
+      touchIntervalMs: touchInterval * 1000,
       cookieName: c.SESSION_COOKIE_NAME,
       cookieSecure: c.COOKIE_SECURE ?? c.NODE_ENV === 'production',
       maxPerUser: c.SESSION_MAX_PER_USER,

@@ -14,7 +14,7 @@
  *   that then fails emits `'error'` with no listener, which throws inside the SDK's promise
  *   (an unhandled rejection that ends the process). `close()` re-attaches a listener.
  */
-import { mkdirSync } from 'node:fs';
+import { makeDirectory } from '../config/make-directory.js';
 import { EventEmitter } from 'node:events';
 import { Unleash, UnleashEvents } from 'unleash-client';
 import { BACKENDS, type BackendName } from '../config/config.js';
@@ -100,7 +100,7 @@ export class UnleashBackendFlag {
   constructor(opts: UnleashFlagOptions) {
     this.logger = opts.logger;
     try {
-      mkdirSync(opts.backupPath, { recursive: true });
+      makeDirectory(opts.backupPath);
     } catch (err) {
       // Without the directory every successful poll would also report a failed backup write.
       this.logger?.warn({ backupPath: opts.backupPath, err: messageOf(err) }, 'Unleash backup directory not usable');

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -35,12 +35,58 @@ describe('configuration', () => {
     ['COOKIE_SECURE', 'maybe'],
     ['SESSION_MAX_PER_USER', '1.5'],
     ['ADMIN_TOKEN', 'short'],
+    ['ADMIN_TOKEN', 'a token with spaces in it'],
     ['SESSION_SECRETS', 'too-short'],
+    // Plain decimals only: Number() would take these as 80, 1000 and Infinity.
+    ['PORT', '0x50'],
+    ['PORT', '1e3'],
+    ['STORE_TIMEOUT_MS', 'Infinity'],
+    ['ROLLBACK_ERROR_RATE', '0x1'],
+    ['DATABASE_URL', 'sqlite: '],
+    ['REDIS_URL', 'redis://127.0.0.1:abc/0'],
+    ['REDIS_URL', 'redis://127.0.0.1:70000/0'],
+    ['REDIS_CLUSTER_NODES', '127.0.0.1:99999'],
+    ['UNLEASH_URL', 'ftp://unleash.example'],
   ] as const) {
     it(`refuses ${name}=${value} with a message naming the variable`, () => {
       expect(() => loadConfig({ DATA_DIR: dataDir(), [name]: value })).to.throw(ConfigError, new RegExp(`^${name} must be`));
     });
   }
+
+  it('takes a blank or space-padded value as the default, never as 0', () => {
+    const c = loadConfig({ DATA_DIR: dataDir(), PORT: '   ', SESSION_MAX_PER_USER: ' ', ROLLBACK_ERROR_RATE: ' ', SESSION_IDLE_TIMEOUT: '\t', MIRROR_FLUSH_MS: '', STORE_TIMEOUT_MS: ' 250 ' });
+    expect(c.port).to.equal(3000);
+    expect(c.sessions.maxPerUser).to.equal(0);
+    expect(c.rollback.errorRate).to.equal(0.05);
+    expect(c.sessions.idleTimeoutMs).to.equal(7_200_000);
+    expect(c.sessions.mirrorFlushMs).to.equal(100);
+    expect(c.stores.timeoutMs).to.equal(250);
+  });
+
+  it('refuses a touch interval that would let an active session expire, and keeps the default below the idle timeout', () => {
+    expect(() => loadConfig({ DATA_DIR: dataDir(), SESSION_IDLE_TIMEOUT: '60', SESSION_TOUCH_INTERVAL: '120' })).to.throw(ConfigError, /^SESSION_TOUCH_INTERVAL must be less than SESSION_IDLE_TIMEOUT/);
+    expect(() => loadConfig({ DATA_DIR: dataDir(), SESSION_IDLE_TIMEOUT: '60', SESSION_TOUCH_INTERVAL: '60' })).to.throw(ConfigError, /^SESSION_TOUCH_INTERVAL/);
+    expect(loadConfig({ DATA_DIR: dataDir(), SESSION_IDLE_TIMEOUT: '60' }).sessions.touchIntervalMs).to.equal(30_000);
+    expect(loadConfig({ DATA_DIR: dataDir() }).sessions.touchIntervalMs).to.equal(60_000);
+  });
+
+  it('refuses a __Host- or __Secure- cookie name without Secure: browsers would drop the cookie', () => {
+    expect(() => loadConfig({ DATA_DIR: dataDir(), SESSION_COOKIE_NAME: '__Host-sid' })).to.throw(ConfigError, /^SESSION_COOKIE_NAME .*COOKIE_SECURE/);
+    expect(loadConfig({ DATA_DIR: dataDir(), SESSION_COOKIE_NAME: '__Host-sid', COOKIE_SECURE: 'true' }).sessions.cookieName).to.equal('__Host-sid');
+  });
+
+  it('refuses a DATA_DIR it cannot keep the development secret in, or a short secret found there, naming DATA_DIR', () => {
+    const file = path.join(dataDir(), 'a-file');
+    writeFileSync(file, 'x');
+    for (const dir of [file, path.join(file, 'below'), '/proc/switchboard-nope']) {
+      expect(() => loadConfig({ DATA_DIR: dir })).to.throw(ConfigError, /^DATA_DIR must be a directory Switchboard can write/);
+    }
+    for (const content of ['\n', 'x', 'short secret\n']) {
+      const dir = dataDir();
+      writeFileSync(path.join(dir, 'session-secret'), content);
+      expect(() => loadConfig({ DATA_DIR: dir })).to.throw(ConfigError, /^DATA_DIR: .*session-secret holds a secret shorter than 32 characters/);
+    }
+  });
 
   it('requires SESSION_SECRETS in production, and defaults COOKIE_SECURE on there', () => {
     expect(() => loadConfig({ NODE_ENV: 'production' })).to.throw(ConfigError, /^SESSION_SECRETS must be set/);
@@ -90,6 +136,10 @@ describe('configuration', () => {
         [{ HOST: '256.1.1.1', PORT: '0', DATABASE_URL: `sqlite:${dir}/b.sqlite` }, /^switchboard: could not start: HOST: cannot listen on 256\.1\.1\.1/],
         // Node's recursive mkdir never returns on such a path; start-up must not hang in silence.
         [{ DATABASE_URL: 'sqlite:/proc/switchboard-nope/x.sqlite' }, /^switchboard: could not start: DATABASE_URL: cannot create the folder/],
+        [{ DATABASE_URL: `sqlite:${dir}` }, /^switchboard: could not start: DATABASE_URL: cannot open the SQLite file .*SQLITE_CANTOPEN/],
+        // Nothing listens on port 1; the password is never printed.
+        [{ DATABASE_URL: 'postgres://postgres:hunter2-secret@127.0.0.1:1/test' }, /^switchboard: could not start: DATABASE_URL: cannot connect to PostgreSQL at 127\.0\.0\.1:1\/test \((?!.*hunter2)/],
+        [{ DATA_DIR: '/proc/switchboard-nope' }, /^switchboard: configuration error: DATA_DIR must be a directory/],
       ];
       for (const [env, expected] of cases) {
         const { status, lines } = start(env);

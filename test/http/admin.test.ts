@@ -92,6 +92,12 @@ describe('the admin API with ADMIN_TOKEN', function () {
       expect(((await adm.get('/api/admin/flags')).json as FlagView).source).to.equal('env');
     });
 
+    it('takes the scheme in any letter case (RFC 9110)', async () => {
+      for (const scheme of ['bearer', 'BEARER', 'Bearer']) {
+        expect((await new Client(app.url).get('/api/admin/flags', { Authorization: `${scheme} ${ADMIN_TOKEN}` })).status, scheme).to.equal(200);
+      }
+    });
+
     it('answers 401 to any admin path or method without the token, so that routes cannot be mapped; with it, 404 and 405 as elsewhere', async () => {
       for (const [method, path] of [
         ['GET', '/api/admin/nope'],

@@ -22,6 +22,7 @@ describe('signing up, logging in and out', function () {
       const res = await browser.post('/api/signup', { email, password: GOOD_PASSWORD, name: 'Ann' });
       expect(res.status).to.equal(201);
       expect(res.headers.get('content-type')).to.match(/application\/json/);
+      expect(res.headers.get('cache-control'), 'it carries the CSRF token: never cached').to.equal('no-store');
       const user = res.json.user as Record<string, unknown>;
       expect(user).to.include({ email, name: 'Ann' });
       expect(user.id).to.be.a('number');
@@ -113,6 +114,7 @@ describe('signing up, logging in and out', function () {
       expect(res.status).to.equal(200);
       expect((res.json.user as { email: string }).email).to.equal(email);
       expect(res.json.csrfToken).to.be.a('string').with.length.greaterThan(15);
+      expect(res.headers.get('cache-control'), 'the token is never kept by a cache').to.equal('no-store');
       const session = res.json.session as Record<string, unknown>;
       expect(session).to.have.keys(['handle', 'backend', 'createdAt', 'lastActivity', 'expiresAt']);
       expect(session.backend).to.equal('database');

@@ -107,6 +107,34 @@ describe('CSRF protection of state-changing requests', function () {
     expect((await browser.get('/api/session')).status).to.equal(401);
   });
 
+  it('takes the pages\' forms as a browser without JavaScript posts them: every named field, the _csrf one included', async () => {
+    const { browser } = await loggedIn();
+    /** The named inputs of form `id` on `page`, with their values, as the browser would send them. */
+    const formOn = async (page: string, id: string) => {
+      const html = (await browser.get(page, { Accept: 'text/html' })).text;
+      const form = new RegExp(`<form id="${id}"[^>]*action="([^"]+)"[^>]*>([\\s\\S]*?)</form>`).exec(html);
+      expect(form, `${page} has form #${id}`).to.not.equal(null);
+      const fields: Record<string, string> = {};
+      for (const input of form![2]!.matchAll(/<input\b[^>]*>/g)) {
+        const name = /\bname="([^"]*)"/.exec(input[0])?.[1];
+        if (name) fields[name] = /\bvalue="([^"]*)"/.exec(input[0])?.[1] ?? '';
+      }
+      return { action: form![1]!, fields };
+    };
+    const formHeaders = { 'Content-Type': 'application/x-www-form-urlencoded', 'X-CSRF-Token': '' };
+    const post = (action: string, fields: Record<string, string>) => browser.post(action, new URLSearchParams(fields).toString(), formHeaders);
+
+    const platform = await formOn('/', 'add-platform');
+    expect(platform.fields._csrf).to.equal(browser.csrfToken);
+    const created = await post(platform.action, { ...platform.fields, name: 'No script', type: 'gitlab' });
+    expect(created.status, created.text).to.equal(201);
+
+    const password = await formOn('/account', 'password');
+    expect(Object.keys(password.fields).sort()).to.deep.equal(['_csrf', 'currentPassword', 'newPassword']);
+    const changed = await post(password.action, { ...password.fields, currentPassword: GOOD_PASSWORD, newPassword: 'a brand new passphrase 77' });
+    expect(changed.status, changed.text).to.equal(204);
+  });
+
   it('accepts a _csrf field in a JSON body too', async () => {
     const { browser } = await loggedIn();
     const res = await browser.post('/api/platforms', { name: 'Json', type: 'x', _csrf: browser.csrfToken }, { 'X-CSRF-Token': '' });

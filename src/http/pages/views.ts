@@ -113,6 +113,7 @@ export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: Sess
     <h3 class="subhead" id="add-platform-heading">Add a platform</h3>
     ${formError('add-platform')}
     <form id="add-platform" class="form form-inline" method="post" action="/api/platforms" novalidate data-form="add-platform" aria-labelledby="add-platform-heading">
+      <input type="hidden" name="_csrf" value="${viewer.csrfToken}">
       ${field({ form: 'add-platform', name: 'name', label: 'Name', autocomplete: 'off', maxlength: 100 })}
       ${field({ form: 'add-platform', name: 'type', label: 'Type', autocomplete: 'off', maxlength: 40, list: 'platform-types' })}
       <datalist id="platform-types">${PLATFORM_TYPES.map((t) => html`<option value="${t}"></option>`)}</datalist>
@@ -197,7 +198,9 @@ export function accountPage(assets: Assets, d: { viewer: Viewer; minPasswordLeng
     <p class="notice notice-success" id="password-status" role="status" aria-live="polite"></p>
     ${formError('password')}
     <form id="password" class="form" method="post" action="/api/password" novalidate data-form="password" aria-labelledby="password-heading">
-      <input type="email" name="username" autocomplete="username" value="${viewer.user.email}" hidden readonly>
+      <input type="hidden" name="_csrf" value="${viewer.csrfToken}">
+      <!-- For password managers only (autocomplete), so it has no name and is never sent. -->
+      <input type="email" autocomplete="username" value="${viewer.user.email}" hidden readonly>
       ${field({ form: 'password', name: 'currentPassword', label: 'Current password', type: 'password', autocomplete: 'current-password', maxlength: 1024 })}
       ${field({ form: 'password', name: 'newPassword', label: 'New password', type: 'password', autocomplete: 'new-password', hint: `At least ${d.minPasswordLength} characters. Avoid common passwords and your name or email.`, maxlength: 1024 })}
       <div class="checkbox">

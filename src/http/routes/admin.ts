@@ -37,7 +37,8 @@ export function adminGate(adminToken: string | undefined) {
     if (ctx.path !== '/api/admin' && !ctx.path.startsWith('/api/admin/')) return next();
     if (!expected) throw new FeatureDisabledError();
     const header = ctx.get('Authorization');
-    const token = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    const token = /^bearer /i.test(header) ? header.slice(7).trim() : '';
     if (!token || !timingSafeEqual(digest(token), expected)) throw new AdminAuthError();
     return next();
   };

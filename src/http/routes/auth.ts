@@ -31,7 +31,9 @@ export function requireSession(ctx: Context): Session {
   return session;
 }
 
+/** The answer that carries the CSRF token: never kept by a cache. */
 function loggedIn(ctx: Context, session: Session) {
+  ctx.set('Cache-Control', 'no-store');
   return { user: session.data.user, session: ctx.state.sessions.withBackend(describeSession(session.record)), csrfToken: session.data.csrfToken };
 }
 
@@ -103,7 +105,6 @@ export function authRoutes(deps: AppDeps) {
       ctx.body = { authenticated: false, error: { code: 'unauthenticated', message: 'You are not logged in' } };
       return;
     }
-    ctx.set('Cache-Control', 'no-store');
     ctx.body = { authenticated: true, ...loggedIn(ctx, session), platform: session.data.platform ?? null, preferences: session.data.preferences ?? {} };
   });
 
