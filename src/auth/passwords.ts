@@ -31,6 +31,8 @@ export function passwordProblem(password: string, minLength: number, context: st
   const length = [...password].length;
   if (length < minLength) return `Use at least ${minLength} characters`;
   if (length > MAX_PASSWORD_LENGTH) return `Use at most ${MAX_PASSWORD_LENGTH} characters`;
+  // One character over and over (eight spaces, "aaaaaaaa") is as guessable as any common password.
+  if (new Set(password).size === 1) return 'Use more than one repeated character';
   if (commonPasswords.test(password) || commonPasswords.test(password.toLowerCase())) return 'This password is too common; choose another';
   const lower = password.toLowerCase();
   if (context.some((c) => c.length >= 4 && lower === c.toLowerCase())) return 'Do not use your email or name as your password';

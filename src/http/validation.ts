@@ -44,7 +44,12 @@ export const email = z
   .toLowerCase()
   .max(254, 'Email is too long')
   .regex(/^[^\s@]+@[^\s@]+\.[^\s@]+$/, 'Enter a valid email address');
-export const name = z.string({ error: 'Enter a name' }).trim().regex(NO_CONTROL, 'Remove control characters from the name').min(1, 'Enter a name').max(100, 'Name is too long');
+export const name = z
+  .string({ error: 'Enter a name' })
+  .trim()
+  .regex(NO_CONTROL, 'Remove control characters from the name')
+  // A lone surrogate is not text: it cannot be encoded, so it would come back as U+FFFD.
+  .refine((v) => !/\p{Cs}/u.test(v), 'Remove invalid characters from the name').min(1, 'Enter a name').max(100, 'Name is too long');
 /** Shape only; the password policy (length, common passwords) is checked separately. */
 export const password = z.string({ error: 'Enter a password' }).min(1, 'Enter a password').max(1024, 'Password is too long');
 /** The `_csrf` field that HTML forms send is allowed in every body. */

@@ -77,6 +77,9 @@ describe('signing up, logging in and out', function () {
       ['a too-short password', { email: 'x@example.com', password: 'abc', name: 'X' }],
       ['a common password ("password")', { email: 'x@example.com', password: 'password', name: 'X' }],
       ['a common password ("12345678")', { email: 'x@example.com', password: '12345678', name: 'X' }],
+      ['a password of eight spaces', { email: 'x@example.com', password: '        ', name: 'X' }],
+      ['a password of one repeated character', { email: 'x@example.com', password: 'zzzzzzzzzzzz', name: 'X' }],
+      ['a name with a lone surrogate (not text)', { email: 'x@example.com', password: GOOD_PASSWORD, name: 'a\ud800b' }],
       ['a JSON array instead of an object', [1, 2, 3]],
       ['a JSON string instead of an object', 'just a string'],
     ];
