@@ -24,7 +24,10 @@ export function parseInput<T extends z.ZodType>(schema: T, input: unknown): z.ou
 export function parseBody<T extends z.ZodType>(ctx: Context, schema: T): z.output<T> {
   const sent = ctx.request.length > 0 || ctx.get('Transfer-Encoding') !== '';
   if (sent && (ctx.request as { rawBody?: unknown }).rawBody === undefined) throw new UnsupportedMediaTypeError();
-  return parseInput(schema, ctx.request.body);
+  const body: unknown = ctx.request.body;
+  // The same answer for every body that is not an object, whichever layer notices it.
+  if (body !== undefined && (typeof body !== 'object' || body === null || Array.isArray(body))) throw new InvalidInputError('The body must be a JSON object');
+  return parseInput(schema, body);
 }
 
 /** A positive integer route parameter, or undefined (callers answer 404: no such thing). */
