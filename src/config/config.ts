@@ -26,7 +26,10 @@ const isRedisUrl = (v: string) => {
     return false;
   }
 };
-const hostPortList = z.string().regex(/^[^,:\s]+:\d+(,[^,:\s]+:\d+)*$/).refine((v) => v.split(',').every((hp) => { const port = Number(hp.split(':')[1]); return port >= 1 && port <= 65535; }));
+const hostPortList = z
+  .string()
+  .regex(/^[^,:\s]+:\d+(,[^,:\s]+:\d+)*$/)
+  .refine((v) => hostPorts(v)!.every(({ port }) => port >= 1 && port <= 65535));
 const optionalString = z.string().min(1).optional();
 
 /** Each entry: variable name → schema (with default) and a one-line description for errors and docs. */

@@ -14,10 +14,10 @@
  *   that then fails emits `'error'` with no listener, which throws inside the SDK's promise
  *   (an unhandled rejection that ends the process). `close()` re-attaches a listener.
  */
-import { makeDirectory } from '../config/make-directory.js';
 import { EventEmitter } from 'node:events';
 import { Unleash, UnleashEvents } from 'unleash-client';
 import { BACKENDS, type BackendName } from '../config/config.js';
+import { makeDirectory } from '../config/make-directory.js';
 
 export interface UnleashFlagOptions {
   /** The Unleash API URL, e.g. http://127.0.0.1:4242/api. */

@@ -10,7 +10,7 @@ import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import { SessionConflictError, SessionTooLargeError } from '../sessions/errors.js';
 import { BackendUnavailableError } from '../sessions/guarded-store.js';
-import { FeatureDisabledError, HttpError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
+import { FeatureDisabledError, HttpError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotAnObjectError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
 
 // The methods whose bodies the body parser reads (its default parsedMethods).
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
@@ -46,7 +46,7 @@ function fromLibrary(err: unknown, ctx: Context): HttpError | undefined {
   // jsonStrict refuses well-formed JSON that is not an object or array ("a string", 42): that
   // is the wrong input, not broken JSON.
   if (status === 400 && typeof e.message === 'string' && e.message.includes('only supports object and array') && isJson((err as { body?: unknown }).body)) {
-    return new InvalidInputError('The body must be a JSON object');
+    return new NotAnObjectError();
   }
   if (status === 400) return new MalformedJsonError();
   if (status !== undefined && status >= 400 && status < 500) return new HttpError(status, 'bad_request', 'The request could not be understood');

@@ -24,6 +24,12 @@ export class InvalidInputError extends HttpError {
     super(400, 'invalid_input', message, {}, {}, Object.keys(fields).length ? { fields } : {});
   }
 }
+/** Well-formed JSON that is not an object (`[]`, `42`, `"text"`): the wrong input, not broken JSON. */
+export class NotAnObjectError extends InvalidInputError {
+  constructor() {
+    super('The body must be a JSON object');
+  }
+}
 export class MalformedJsonError extends HttpError {
   constructor() {
     super(400, 'invalid_json', 'The request body is not valid JSON');

@@ -1,7 +1,7 @@
 /** Request validation with zod: unknown fields, wrong types and bad values are one 400 `invalid_input`, with a message per field. */
 import type { Context } from 'koa';
 import { z } from 'zod';
-import { InvalidInputError, UnsupportedMediaTypeError } from './errors.js';
+import { InvalidInputError, NotAnObjectError, UnsupportedMediaTypeError } from './errors.js';
 
 export function parseInput<T extends z.ZodType>(schema: T, input: unknown): z.output<T> {
   const result = schema.safeParse(input ?? {});
@@ -25,8 +25,8 @@ export function parseBody<T extends z.ZodType>(ctx: Context, schema: T): z.outpu
   const sent = ctx.request.length > 0 || ctx.get('Transfer-Encoding') !== '';
   if (sent && (ctx.request as { rawBody?: unknown }).rawBody === undefined) throw new UnsupportedMediaTypeError();
   const body: unknown = ctx.request.body;
-  // The same answer for every body that is not an object, whichever layer notices it.
-  if (body !== undefined && (typeof body !== 'object' || body === null || Array.isArray(body))) throw new InvalidInputError('The body must be a JSON object');
+  // The JSON parser refuses bare values (error-handler.ts); an array gets here, and the same answer.
+  if (body !== undefined && (typeof body !== 'object' || body === null || Array.isArray(body))) throw new NotAnObjectError();
   return parseInput(schema, body);
 }
 
@@ -52,7 +52,9 @@ export const name = z
   .trim()
   .regex(NO_CONTROL, 'Remove control characters from the name')
   // A lone surrogate is not text: it cannot be encoded, so it would come back as U+FFFD.
-  .refine((v) => !/\p{Cs}/u.test(v), 'Remove invalid characters from the name').min(1, 'Enter a name').max(100, 'Name is too long');
+  .refine((v) => !/\p{Cs}/u.test(v), 'Remove invalid characters from the name')
+  .min(1, 'Enter a name')
+  .max(100, 'Name is too long');
 /** Shape only; the password policy (length, common passwords) is checked separately. */
 export const password = z.string({ error: 'Enter a password' }).min(1, 'Enter a password').max(1024, 'Password is too long');
 /** The `_csrf` field that HTML forms send is allowed in every body. */
