@@ -21,6 +21,7 @@ export type TopicListener = (message: unknown) => void;
 export class InstanceChannel {
   private readonly subscriber: Redis | Cluster;
   private readonly listeners = new Map<string, TopicListener>();
+  private closed = false;
 
   constructor(
     private readonly publisher: Redis | Cluster,
@@ -47,7 +48,10 @@ export class InstanceChannel {
   listen(topic: string, listener: TopicListener): void {
     const channel = this.keyPrefix + topic;
     this.listeners.set(channel, listener);
-    this.subscriber.subscribe(channel).catch(this.onError);
+    // Closed before Redis answered (an instance stopped right after start): nothing is wrong.
+    this.subscriber.subscribe(channel).catch((err: unknown) => {
+      if (!this.closed) this.onError(err);
+    });
   }
 
   /**
@@ -66,6 +70,7 @@ export class InstanceChannel {
   }
 
   close(): void {
+    this.closed = true;
     this.subscriber.disconnect();
   }
 }

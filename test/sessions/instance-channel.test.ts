@@ -80,6 +80,19 @@ describe('instances told over Redis (instance-channel.ts)', function () {
     expect(there.operatorChanges).to.equal(before + 2);
   });
 
+  it('an instance closed before Redis has answered its subscriptions reports nothing (a stop right after start)', async () => {
+    const client = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: () => 50 });
+    await waitUntil('redis client ready', () => client.status === 'ready');
+    const errors: unknown[] = [];
+    const channel = new InstanceChannel(client, 'channel-test:', (err) => errors.push(err));
+    channel.listen('revocations', () => undefined);
+    channel.listen('flag-override', () => undefined);
+    channel.close();
+    client.disconnect();
+    await sleep(100);
+    expect(errors.map(String)).to.deep.equal([]);
+  });
+
   it('a revocation or override made while Redis is down still stands everywhere, through the poll', async () => {
     const here = await instance();
     const there = await instance();
