@@ -84,8 +84,10 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   if (redis) await waitForRedis(redis, 1000);
   const channel = redis && new InstanceChannel(redis, config.redis.keyPrefix, (err) => logger.warn({ err }, 'instance channel error'));
   if (channel) {
-    revocations.announceOn(channel);
-    override.announceOn(channel);
+    // Not waited for: start-up does not wait on Redis, which may be down; until the channel is
+    // subscribed, the poll brings other instances' changes.
+    void revocations.announceOn(channel);
+    void override.announceOn(channel);
   }
 
   const database = new DatabaseStore(models, codec);

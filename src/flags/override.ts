@@ -57,11 +57,12 @@ export class FlagOverride {
 
   /**
    * From now on, changes made here are announced on `channel`, and changes another instance
-   * announces there are applied here at once, ahead of the poll.
+   * announces there are applied here at once, ahead of the poll. Settles once the channel is
+   * subscribed (InstanceChannel.listen).
    */
-  announceOn(channel: InstanceChannel): void {
+  announceOn(channel: InstanceChannel): Promise<void> {
     this.channel = channel;
-    channel.listen(TOPIC, (message) => {
+    return channel.listen(TOPIC, (message) => {
       if (!isRow(message) || message.updatedAt === this.lastChangeAt) return; // our own, or already polled
       this.generation++;
       this.adopt(message);

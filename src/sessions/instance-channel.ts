@@ -44,14 +44,21 @@ export class InstanceChannel {
     });
   }
 
-  /** Messages published on `topic`, by any instance this one included, reach `listener`. */
-  listen(topic: string, listener: TopicListener): void {
+  /**
+   * Messages published on `topic`, by any instance this one included, reach `listener`. The
+   * promise settles once Redis has confirmed the subscription (or it failed, which is
+   * reported): a caller may wait for it, none has to. It never rejects.
+   */
+  listen(topic: string, listener: TopicListener): Promise<void> {
     const channel = this.keyPrefix + topic;
     this.listeners.set(channel, listener);
-    // Closed before Redis answered (an instance stopped right after start): nothing is wrong.
-    this.subscriber.subscribe(channel).catch((err: unknown) => {
-      if (!this.closed) this.onError(err);
-    });
+    return this.subscriber.subscribe(channel).then(
+      () => undefined,
+      (err: unknown) => {
+        // Closed before Redis answered (an instance stopped right after start): nothing is wrong.
+        if (!this.closed) this.onError(err);
+      },
+    );
   }
 
   /**

@@ -69,11 +69,12 @@ export class RevocationList {
   private channel: InstanceChannel | undefined;
   /**
    * From now on, entries issued here are also published on `channel`, and entries another
-   * instance publishes there are applied here at once, ahead of the poll.
+   * instance publishes there are applied here at once, ahead of the poll. Settles once the
+   * channel is subscribed (InstanceChannel.listen).
    */
-  announceOn(channel: InstanceChannel): void {
+  announceOn(channel: InstanceChannel): Promise<void> {
     this.channel = channel;
-    channel.listen(TOPIC, (message) => {
+    return channel.listen(TOPIC, (message) => {
       if (isEntry(message)) this.apply(message);
     });
   }

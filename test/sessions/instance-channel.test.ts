@@ -5,7 +5,6 @@
  */
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { FlagOverride } from '../../src/flags/override.js';
 import { InstanceChannel } from '../../src/sessions/instance-channel.js';
 import { RevocationList } from '../../src/sessions/revocations.js';
@@ -29,18 +28,17 @@ describe('instances told over Redis (instance-channel.ts)', function () {
     const channel = new InstanceChannel(client, 'channel-test:', () => undefined);
     const revocations = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 60_000 });
     await revocations.start();
-    revocations.announceOn(channel);
     const node = { revocations, override: undefined as unknown as FlagOverride, operatorChanges: 0 };
     node.override = new FlagOverride(db.models, { syncIntervalMs: 60_000, onOperatorChange: () => node.operatorChanges++ });
     await node.override.start();
-    node.override.announceOn(channel);
+    // Once Redis has confirmed both subscriptions, a message published by anyone reaches this one.
+    await Promise.all([revocations.announceOn(channel), node.override.announceOn(channel)]);
     stops.push(() => {
       revocations.stop();
       node.override.stop();
       channel.close();
       client.disconnect();
     });
-    await sleep(100); // the SUBSCRIBEs have been answered
     return node;
   }
 
@@ -85,11 +83,10 @@ describe('instances told over Redis (instance-channel.ts)', function () {
     await waitUntil('redis client ready', () => client.status === 'ready');
     const errors: unknown[] = [];
     const channel = new InstanceChannel(client, 'channel-test:', (err) => errors.push(err));
-    channel.listen('revocations', () => undefined);
-    channel.listen('flag-override', () => undefined);
+    const subscribing = [channel.listen('revocations', () => undefined), channel.listen('flag-override', () => undefined)];
     channel.close();
     client.disconnect();
-    await sleep(100);
+    await Promise.all(subscribing); // settled: refused by the closed connection, never rejected
     expect(errors.map(String)).to.deep.equal([]);
   });
 
