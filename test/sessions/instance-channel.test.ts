@@ -17,14 +17,20 @@ describe('instances told over Redis (instance-channel.ts)', function () {
   let redis: RedisProcess;
   const stops: Array<() => void> = [];
 
+  /** An instance's Redis client, as the app makes it: no offline queue, quick retries. */
+  async function connect() {
+    const client = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: () => 50 });
+    await waitUntil('redis client ready', () => client.status === 'ready');
+    return client;
+  }
+
   /**
    * An instance: its own revocation list and override (polling once a minute, so only the
    * channel can be quick), its own Redis client and channel. `operatorChanges` counts what
    * would end an automatic rollback there.
    */
   async function instance() {
-    const client = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: () => 50 });
-    await waitUntil('redis client ready', () => client.status === 'ready');
+    const client = await connect();
     const channel = new InstanceChannel(client, 'channel-test:', () => undefined);
     const revocations = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 60_000 });
     await revocations.start();
@@ -79,8 +85,7 @@ describe('instances told over Redis (instance-channel.ts)', function () {
   });
 
   it('an instance closed before Redis has answered its subscriptions reports nothing (a stop right after start)', async () => {
-    const client = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: () => 50 });
-    await waitUntil('redis client ready', () => client.status === 'ready');
+    const client = await connect();
     const errors: unknown[] = [];
     const channel = new InstanceChannel(client, 'channel-test:', (err) => errors.push(err));
     const subscribing = [channel.listen('revocations', () => undefined), channel.listen('flag-override', () => undefined)];
