@@ -96,7 +96,9 @@ export class MirroredStore implements IndexedSessionStore {
   }
 
   private async copyLater(record: SessionRecord) {
-    if (!this.options.flushMs) return this.copy('save', () => this.mirror.create(record));
+    // Written through, a copy is still conditional (upsertMany): it may land after a newer save
+    // or after a migration has claimed the row.
+    if (!this.options.flushMs) return this.copy('save', () => this.mirror.upsertMany([record]));
     this.pending.set(record.idHash, record);
     if (!this.flushTimer) {
       this.flushTimer = setTimeout(() => void this.flush(), this.options.flushMs);

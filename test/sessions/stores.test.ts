@@ -17,7 +17,8 @@ import { RevocationList } from '../../src/sessions/revocations.js';
 import type { SessionData } from '../../src/sessions/session.js';
 import type { SessionStore } from '../../src/sessions/store.js';
 import { describeStoreConformance, type StoreUnderTest } from './conformance.js';
-import { ABSOLUTE_MS, postgresDb, sqliteDb, type TestDb } from './fixtures.js';
+import { expect } from 'chai';
+import { ABSOLUTE_MS, makeRecord, postgresDb, sqliteDb, type TestDb } from './fixtures.js';
 
 const SECRETS = [randomBytes(32).toString('base64url')];
 const REDIS_URL = 'redis://127.0.0.1:6379/0';
@@ -153,4 +154,58 @@ describe('session stores', () => {
     const db = await sqliteDb();
     return { store: guard(new DatabaseStore(db.models)), dumpAtRest: () => dumpTable(db), close: db.close };
   }, { stableToken: true, listable: true });
+
+  // The copy of a save is conditional whether written behind (the default) or through
+  // (MIRROR_FLUSH_MS=0): a copy that arrives late never overwrites a session another backend has
+  // claimed meanwhile (a migration to the database), nor a newer save's copy.
+  for (const flushMs of [0, 50]) {
+    describe(`the database copy of a Redis save, ${flushMs ? 'written behind' : 'written through'}`, () => {
+      let db: TestDb;
+      let r: Awaited<ReturnType<typeof redisFixture>>;
+      let database: DatabaseStore;
+      let mirrored: MirroredStore;
+      beforeEach(async () => {
+        db = await sqliteDb();
+        r = await redisFixture({ userIndex: false });
+        database = new DatabaseStore(db.models);
+        mirrored = new MirroredStore(r.store, database, noMirrorErrors, { readThrough: true, flushMs });
+      });
+      afterEach(async () => {
+        await r.close();
+        await db.close();
+      });
+      const rowOf = (idHash: string) => db.models.SessionRow.findByPk(idHash, { raw: true });
+
+      it('does not take back a session the database has claimed', async () => {
+        const record = makeRecord({}, 'redis');
+        await mirrored.create(record);
+        // A migration to the database wrote its row; Redis still holds the key it will evict.
+        await database.create({ ...record, backend: 'database', version: 2 });
+        await mirrored.save({ ...record, version: 2, data: { ...record.data, platformId: 7 } }, 1);
+        await mirrored.flush();
+        expect(await rowOf(record.idHash)).to.deep.include({ backend: 'database', version: 2 });
+      });
+
+      it('does not overwrite a newer save', async () => {
+        const record = makeRecord({}, 'redis');
+        await mirrored.create(record);
+        await database.create({ ...record, version: 5, data: { ...record.data, platformId: 5 } });
+        await mirrored.save({ ...record, version: 3, data: { ...record.data, platformId: 3 } });
+        await mirrored.flush();
+        const row = await rowOf(record.idHash);
+        expect(row).to.deep.include({ backend: 'redis', version: 5 });
+        expect(JSON.parse(row!.data)).to.deep.include({ platformId: 5 });
+      });
+
+      it('copies an ordinary save', async () => {
+        const record = makeRecord({}, 'redis');
+        await mirrored.create(record);
+        await mirrored.save({ ...record, version: 2, data: { ...record.data, platformId: 2 } }, 1);
+        await mirrored.flush();
+        const row = await rowOf(record.idHash);
+        expect(row).to.deep.include({ backend: 'redis', version: 2 });
+        expect(JSON.parse(row!.data)).to.deep.include({ platformId: 2 });
+      });
+    });
+  }
 });
