@@ -63,10 +63,12 @@ export class SessionBackends {
   }
 
   /**
-   * The live session a cookie names, or undefined. When the backend holding it cannot
-   * serve, its database copy does (the mirror): the user stays logged in. Not with
-   * SESSION_FALLBACK=none: the request fails (503) as the operator chose, rather than being
-   * served, and counted, as a fallback.
+   * The live session a cookie names, or undefined. When Redis cannot serve, the session's
+   * database copy does (the mirror): the user stays logged in. Not with SESSION_FALLBACK=none:
+   * the request fails (503) as the operator chose, rather than being served, and counted, as a
+   * fallback. A sealed cookie has no such way round: its copy is keyed by the session id inside
+   * the seal, which a store that cannot open the seal does not have, so that failure is a 503
+   * too (the browser keeps its cookie) rather than a 401 that would send the user to log in.
    */
   async open(cookieValue: string): Promise<SessionRecord | undefined> {
     const dot = cookieValue.indexOf('.');
@@ -77,7 +79,7 @@ export class SessionBackends {
     try {
       record = await this.stores[backend].load(token);
     } catch (err) {
-      if (!(err instanceof BackendUnavailableError) || backend === 'database' || this.fallback === 'none') throw err;
+      if (!(err instanceof BackendUnavailableError) || backend !== 'redis' || this.fallback === 'none') throw err;
       record = await this.stores.database.load(token);
       if (record) {
         this.events.fallback(backend, 'database', err.reason);
@@ -182,6 +184,11 @@ export class SessionBackends {
    * Ends a session: its id goes on the revocation list first (so no copy anywhere — a cookie,
    * a Redis key written while Redis was unreachable — can serve it again), then the stored
    * copies are removed. Never throws for an unreachable backend.
+   *
+   * The directory row is deleted here as well as by a mirrored store's own destroy: Redis may be
+   * switched off (REDIS_URL=none) with sessions still naming it, and its stand-in deletes
+   * nothing. (A cookie session's store records the revocation again: each store stays complete
+   * on its own, and a logout is rare enough for the second row not to matter.)
    */
   async end(record: SessionRecord): Promise<void> {
     await this.revocations.revokeSession(record.idHash, record.absoluteExpiresAt);
@@ -191,15 +198,19 @@ export class SessionBackends {
     for (const r of results) if (r.status === 'rejected') this.events.secondaryFailure(r.reason, `destroy in ${record.backend}`);
   }
 
-  /** Every live session of a user, whatever backend holds it (from the directory). */
+  /**
+   * Every live session of a user, whatever backend holds it: from the sessions table (every
+   * session has its row there), through the database backend's guard, so that a listing has a
+   * deadline and shows in the store metrics as `list`.
+   */
   listByUser(userId: number): Promise<SessionRecord[]> {
     return this.stores.database.listByUser(userId).then((list) => list.filter((r) => !this.revocations.isRevoked(r)));
   }
 
   /** Ends every live session of a user except `exceptHandle`, in every backend; returns those ended. */
   async endUserSessions(userId: number, exceptHandle?: string): Promise<SessionRecord[]> {
-    // Straight from the directory, unfiltered: sessions already revoked by an epoch still have
-    // copies to delete (and must be counted).
+    // From the sessions table (as listByUser), unfiltered: sessions already revoked by an epoch
+    // still have copies to delete (and must be counted).
     const ended = (await this.stores.database.listByUser(userId)).filter((r) => r.handle !== exceptHandle);
     for (const record of ended) await this.end(record);
     return ended;

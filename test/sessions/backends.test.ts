@@ -1,0 +1,62 @@
+/**
+ * SessionBackends.open when the backend a cookie names cannot serve: a Redis session is served
+ * from its database copy; a sealed cookie, whose copy the token cannot find, fails (503) rather
+ * than reading as "no session" (401, which sends the user to log in).
+ */
+import { expect } from 'chai';
+import { DatabaseStore } from '../../src/sessions/database-store.js';
+import { DisabledStore } from '../../src/sessions/disabled-store.js';
+import { GuardedStore, BackendUnavailableError } from '../../src/sessions/guarded-store.js';
+import { SessionBackends } from '../../src/sessions/backends.js';
+import { RevocationList } from '../../src/sessions/revocations.js';
+import { ABSOLUTE_MS, makeRecord, sqliteDb, type TestDb } from './fixtures.js';
+
+describe('SessionBackends.open with the named backend down', () => {
+  let db: TestDb;
+  let revocations: RevocationList;
+  let backends: SessionBackends;
+  const fallbacks: string[] = [];
+
+  before(async () => {
+    db = await sqliteDb();
+    revocations = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 1000 });
+    await revocations.start();
+    const database = new DatabaseStore(db.models);
+    const observer = { operation() {}, availability() {} };
+    backends = new SessionBackends(
+      {
+        database: new GuardedStore(database, { timeoutMs: 2000, breakerThreshold: 5, halfOpenAfterMs: 1000 }, observer),
+        redis: new DisabledStore('redis'),
+        cookie: new DisabledStore('cookie'),
+      },
+      database,
+      revocations,
+      'database',
+      {
+        fallback: (from, to, reason) => fallbacks.push(`${from}→${to} (${reason})`),
+        migrated() {},
+        secondaryFailure(err) {
+          throw err;
+        },
+      },
+    );
+  });
+  after(async () => {
+    revocations.stop();
+    await db.close();
+  });
+
+  it('serves a Redis session from its database copy, and counts the fallback', async () => {
+    const record = makeRecord({}, 'redis');
+    await backends.directory.create(record);
+    const opened = await backends.open(SessionBackends.cookieValue('redis', record.id));
+    expect(opened).to.deep.include({ handle: record.handle, backend: 'database' });
+    expect(fallbacks).to.deep.equal(['redis→database (error)']);
+  });
+
+  it('fails a sealed cookie as unavailable rather than as no session', async () => {
+    let error: unknown;
+    await backends.open(SessionBackends.cookieValue('cookie', 'c2VhbGVkLWJsb2I')).catch((err: unknown) => (error = err));
+    expect(error).to.be.instanceOf(BackendUnavailableError);
+  });
+});
