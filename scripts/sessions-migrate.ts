@@ -8,9 +8,10 @@
  * destination (otherwise traffic moves sessions back).
  */
 import { SingleBar, Presets } from 'cli-progress';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { makeDirectory } from '../src/config/make-directory.js';
 import { openCore } from '../src/core.js';
 import { bulkMigrate, type ServerSideBackend } from '../src/sessions/bulk-migrate.js';
 import { scriptConfig, scriptLogger } from './cli.js';
@@ -71,7 +72,7 @@ try {
     onBatch: ({ moved, skipped, cursor: position }) => {
       bar.update(moved + skipped);
       if (!values['dry-run']) {
-        mkdirSync(config.dataDir, { recursive: true });
+        makeDirectory(config.dataDir);
         writeFileSync(cursorFile, position);
       }
     },

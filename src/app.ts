@@ -9,7 +9,7 @@ import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { LoginLimiter } from './auth/login-limiter.js';
 import { openCore } from './core.js';
-import { BACKENDS, type Config } from './config/config.js';
+import type { Config } from './config/config.js';
 import { BackendFlag } from './flags/backend-flag.js';
 import { UnleashBackendFlag } from './flags/unleash-flag.js';
 import type { AppDeps } from './http/deps.js';
@@ -90,5 +90,3 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
     },
   };
 }
-
-export { BACKENDS };

@@ -103,7 +103,6 @@ export interface RedisConnection {
 }
 
 export interface Config {
-  env: Raw['NODE_ENV'];
   host: string;
   port: number;
   dataDir: string;
@@ -210,7 +209,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
 
   return {
-    env: c.NODE_ENV,
     host: c.HOST,
     port: c.PORT,
     dataDir: c.DATA_DIR,

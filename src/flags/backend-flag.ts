@@ -7,7 +7,7 @@
  */
 import type { BackendName } from '../config/config.js';
 import type { SelectionSource } from '../metrics/metrics.js';
-import type { FlagOverride } from './override.js';
+import { FLAG_NAME, type FlagOverride } from './override.js';
 import type { UnleashRollout } from './unleash-flag.js';
 import type { RollbackGuard } from './rollback.js';
 
@@ -36,6 +36,8 @@ export class BackendFlag {
   choose(handle: string): Choice {
     const base = this.resolve(handle);
     const backend = this.rollback.redirect(base.backend);
+    // An automatic rollback acts as an override (describe() names it `rollback`): the metric
+    // session_backend_selected_total takes only the sources API.md lists.
     return backend === base.backend ? base : { backend, source: 'override' };
   }
 
@@ -55,7 +57,7 @@ export class BackendFlag {
     const fromUnleash = unleashAssigns && flag.backends.length === 1 ? flag.backends[0] : undefined;
     const value = override?.backend ?? fromUnleash ?? this.envBackend;
     return {
-      name: 'session-storage',
+      name: FLAG_NAME,
       value: rollback ? this.rollback.redirect(value) : value,
       source: rollback ? 'rollback' : override ? 'override' : unleashAssigns ? 'unleash' : 'env',
       override: override ? { backend: override.backend, updatedAt: new Date(override.updatedAt).toISOString(), updatedBy: override.updatedBy } : null,

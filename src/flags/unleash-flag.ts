@@ -18,6 +18,7 @@ import { EventEmitter } from 'node:events';
 import { Unleash, UnleashEvents } from 'unleash-client';
 import { BACKENDS, type BackendName } from '../config/config.js';
 import { makeDirectory } from '../config/make-directory.js';
+import { FLAG_NAME } from './override.js';
 
 export interface UnleashFlagOptions {
   /** The Unleash API URL, e.g. http://127.0.0.1:4242/api. */
@@ -77,7 +78,7 @@ function messageOf(err: unknown): string {
 }
 
 export class UnleashBackendFlag {
-  static readonly FLAG = 'session-storage';
+  static readonly FLAG = FLAG_NAME;
 
   private readonly unleash: Unleash;
   private readonly logger?: UnleashFlagOptions['logger'];

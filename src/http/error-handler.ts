@@ -10,7 +10,7 @@ import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import { SessionConflictError, SessionTooLargeError } from '../sessions/errors.js';
 import { BackendUnavailableError } from '../sessions/guarded-store.js';
-import { FeatureDisabledError, HttpError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotAnObjectError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
+import { BadRequestError, FeatureDisabledError, HttpError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotAnObjectError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionConflictHttpError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
 
 // The methods whose bodies the body parser reads (its default parsedMethods).
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
@@ -49,10 +49,10 @@ function fromLibrary(err: unknown, ctx: Context): HttpError | undefined {
     return new NotAnObjectError();
   }
   if (status === 400) return new MalformedJsonError();
-  if (status !== undefined && status >= 400 && status < 500) return new HttpError(status, 'bad_request', 'The request could not be understood');
+  if (status !== undefined && status >= 400 && status < 500) return new BadRequestError();
   // Anything else thrown while the body was being read (a gzip/brotli body that does not
   // decompress, a stream error) is the body's fault, not ours.
-  if (bodyUnread(ctx)) return new HttpError(400, 'bad_request', 'The request body could not be decoded');
+  if (bodyUnread(ctx)) return new BadRequestError('The request body could not be decoded');
   return undefined;
 }
 
@@ -66,7 +66,8 @@ function allowedMethods(ctx: Context): string[] {
   return [...methods];
 }
 
-const FOR_STATUS: Record<number, [string, string]> = {
+/** The code and message of an error status a library set without a body (test/http/errors.test.ts checks README lists them). */
+export const FOR_STATUS: Readonly<Record<number, readonly [string, string]>> = {
   400: ['bad_request', 'The request could not be understood'],
   401: ['unauthenticated', 'You are not logged in'],
   403: ['forbidden', 'Forbidden'],
@@ -100,12 +101,9 @@ export function errorHandler(logger: Logger) {
       else if (err instanceof HttpError) error = err;
       else if (err instanceof SessionTooLargeError) error = new SessionTooLargeHttpError();
       else if (err instanceof SessionConflictError) {
-        // Other requests kept saving the same session while this one tried to: nothing was
-        // saved by this one, and trying again is the remedy.
         logger.warn({ expectedVersion: err.expectedVersion }, 'session save lost to concurrent saves');
-        error = new HttpError(409, 'session_conflict', 'The session was changed by another request at the same time; try again', { 'Retry-After': '1' });
-      }
-      else if (err instanceof BackendUnavailableError) {
+        error = new SessionConflictHttpError();
+      } else if (err instanceof BackendUnavailableError) {
         logger.warn({ backend: err.backend, reason: err.reason }, 'no session backend could serve the request');
         error = new ServiceUnavailableError();
       } else {

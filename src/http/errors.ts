@@ -30,6 +30,12 @@ export class NotAnObjectError extends InvalidInputError {
     super('The body must be a JSON object');
   }
 }
+/** Another malformed request: a body that does not decompress, a status a library set without saying why. */
+export class BadRequestError extends HttpError {
+  constructor(message = 'The request could not be understood') {
+    super(400, 'bad_request', message);
+  }
+}
 export class MalformedJsonError extends HttpError {
   constructor() {
     super(400, 'invalid_json', 'The request body is not valid JSON');
@@ -94,6 +100,15 @@ export class TooManyAttemptsError extends HttpError {
 export class SessionTooLargeHttpError extends HttpError {
   constructor() {
     super(413, 'session_too_large', 'The session holds more data than its backend can keep');
+  }
+}
+/**
+ * Other requests kept saving the same session while this one tried to: nothing was saved by
+ * this one, and trying again is the remedy.
+ */
+export class SessionConflictHttpError extends HttpError {
+  constructor() {
+    super(409, 'session_conflict', 'The session was changed by another request at the same time; try again', { 'Retry-After': '1' });
   }
 }
 export class ServiceUnavailableError extends HttpError {

@@ -87,10 +87,6 @@ export class RevocationList {
     return until !== undefined && until > Date.now();
   }
 
-  get revokedBefore(): number {
-    return this.allNotBefore;
-  }
-
   /** This one session id stops working, wherever a copy of it remains. */
   async revokeSession(idHash: string, expiresAt: number): Promise<void> {
     await this.issue({ kind: 'session', subject: idHash, notBefore: 0, expiresAt });

@@ -65,17 +65,12 @@ export function expiryAt(record: Pick<SessionRecord, 'lastActivity' | 'absoluteE
   return Math.min(record.lastActivity + t.idleTimeoutMs, record.absoluteExpiresAt);
 }
 
-export function isExpired(record: Pick<SessionRecord, 'expiresAt'>, now = Date.now()): boolean {
-  return record.expiresAt <= now;
-}
-
 /**
  * The request's view of a session: the record plus whether the app changed it. Assigning
  * through `set` marks it changed; reading never does, so an unchanged session is not rewritten.
  */
 export class Session {
   private readonly changedKeys = new Set<string>();
-  private dropped = false;
 
   constructor(
     public record: SessionRecord,
@@ -95,19 +90,10 @@ export class Session {
   get changes(): ReadonlySet<string> {
     return this.changedKeys;
   }
-  get isDestroyed() {
-    return this.dropped;
-  }
-
   set<K extends keyof SessionData>(key: K, value: SessionData[K]) {
     if (JSON.stringify(this.record.data[key]) === JSON.stringify(value)) return;
     this.record = { ...this.record, data: { ...this.record.data, [key]: value } };
     this.changedKeys.add(key as string);
-  }
-
-  /** Marks the session for destruction at the end of the request; the cookie is cleared. */
-  destroy() {
-    this.dropped = true;
   }
 }
 

@@ -5,6 +5,7 @@
 import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { FOR_STATUS } from '../../src/http/error-handler.js';
 import * as errors from '../../src/http/errors.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
@@ -17,6 +18,7 @@ function ourCodes(): Set<string> {
     codes.add(new Ctor('x', 1).code);
   }
   codes.add('internal_error'); // the bare 500 of error-handler.ts
+  for (const [code] of Object.values(FOR_STATUS)) codes.add(code);
   return codes;
 }
 
