@@ -213,7 +213,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
    * the session a login replaces, the oldest beyond the per-user limit — only once the new
    * session is stored, so that a login that fails ends nothing.
    */
-  async function end(ctx: Context, control: SessionControl, which: 'same handle' | 'others') {
+  async function applyEndings(ctx: Context, control: SessionControl, which: 'same handle' | 'others') {
     const handle = control.current?.handle;
     const seen = new Set<string>();
     for (const { record, reason, quiet, bySystem } of control.ending) {
@@ -238,9 +238,9 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     // Most requests end nothing: they pay no extra async frame for it.
     if (control.ending.length === 0) return write(ctx, control, cookieBackend);
     return (async () => {
-      await end(ctx, control, 'same handle');
+      await applyEndings(ctx, control, 'same handle');
       await write(ctx, control, cookieBackend);
-      await end(ctx, control, 'others');
+      await applyEndings(ctx, control, 'others');
     })();
   }
 

@@ -1,7 +1,8 @@
 /**
- * The three backends as the application uses them, and the only code that knows how a
- * session moves between them: which store a cookie points at, falling back when a backend
- * cannot serve, migrating a session to the backend the flag chose, and ending sessions.
+ * The three backends as the application uses them, and the only code on the request path that
+ * knows how a session moves between them: which store a cookie points at, falling back when a
+ * backend cannot serve, migrating a session to the backend the flag chose, and ending sessions.
+ * (The operator's bulk move, without traffic, is bulk-migrate.ts.)
  *
  *   cookie   → Mirrored(Guarded(CookieStore), DatabaseStore)
  *   database → Guarded(DatabaseStore)
@@ -205,6 +206,19 @@ export class SessionBackends {
    */
   listByUser(userId: number): Promise<SessionRecord[]> {
     return this.stores.database.listByUser(userId).then((list) => list.filter((r) => !this.revocations.isRevoked(r)));
+  }
+
+  /**
+   * Logs a user out everywhere (but `exceptHandle`, a session that goes on under a new id): every
+   * session issued before `notBefore` is revoked, so that no copy in any backend, nor one being
+   * written meanwhile, can be served; then the stored ones are removed. Returns the live ones
+   * ended, listed before the revocation (once revoked, a session no longer shows in a listing).
+   */
+  async logOutUser(userId: number, { notBefore = Date.now(), exceptHandle }: { notBefore?: number; exceptHandle?: string } = {}): Promise<SessionRecord[]> {
+    const live = (await this.listByUser(userId)).filter((r) => r.handle !== exceptHandle);
+    await this.revocations.revokeUser(userId, notBefore);
+    for (const record of live) await this.end(record);
+    return live;
   }
 
   /** Ends every live session of a user except `exceptHandle`, in every backend; returns those ended. */

@@ -55,18 +55,6 @@ export function adminRoutes(deps: AppDeps) {
     return user;
   }
 
-  /**
-   * Logs a user out everywhere: every session issued until now is revoked (so a copy in any
-   * backend, or one created meanwhile, cannot be served) and the stored ones are removed.
-   * The live ones are listed first: once revoked, a session no longer shows up in a listing.
-   */
-  async function endEverySession(userId: number) {
-    const live = await backends.listByUser(userId);
-    await backends.revocations.revokeUser(userId);
-    for (const record of live) await backends.end(record);
-    return live;
-  }
-
   function describeFlag() {
     const d = flag.describe();
     return { ...d, backend: d.value, flags: { [FLAG_NAME]: { value: d.value, source: d.source } } };
@@ -102,7 +90,7 @@ export function adminRoutes(deps: AppDeps) {
 
   router.delete('/users/:id/sessions', async (ctx) => {
     const user = await findUser(ctx.params.id);
-    const ended = await endEverySession(user.id);
+    const ended = await backends.logOutUser(user.id);
     metrics.revocations.inc({ reason: 'admin' }, ended.length);
     audit.record(ctx, { type: 'revoked', userId: user.id, reason: 'admin', actor: 'admin', count: ended.length });
     ctx.body = { revoked: ended.length };
@@ -122,7 +110,7 @@ export function adminRoutes(deps: AppDeps) {
     // A disabled user's sessions end. So do they when privileges change: a session's role is
     // fixed when it is issued, so the next login brings a new session id with the new role.
     if (!active || roleChanged) {
-      const ended = await endEverySession(user.id);
+      const ended = await backends.logOutUser(user.id);
       revoked = ended.length;
       metrics.revocations.inc({ reason: !active ? 'disabled' : 'admin' }, revoked);
     }

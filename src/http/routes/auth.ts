@@ -142,11 +142,8 @@ export function authRoutes(deps: AppDeps) {
     user.passwordHash = await hashPassword(input.newPassword);
     await user.save();
     // Every session issued before now dies (cookie-held ones included); this one goes on under a new id.
-    // (Listed before the revocation: a revoked session no longer shows up in a listing.)
     const now = Date.now();
-    const others = (await backends.listByUser(user.id)).filter((r) => r.handle !== session.handle);
-    await backends.revocations.revokeUser(user.id, now);
-    for (const record of others) await backends.end(record);
+    const others = await backends.logOutUser(user.id, { notBefore: now, exceptHandle: session.handle });
     metrics.revocations.inc({ reason: 'password_change' }, others.length);
     deps.audit.record(ctx, { type: 'revoked', userId: user.id, reason: 'password_change', count: others.length });
     ctx.state.sessions.rotate(now);
