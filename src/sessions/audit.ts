@@ -2,7 +2,6 @@
  * The audit trail: each session event is a `session_events` row and a structured log line.
  * Neither ever holds a session id, a cookie or a password — only the public handle.
  */
-import type { Context } from 'koa';
 import type { Logger } from 'pino';
 import type { Models } from '../db/models.js';
 import type { SessionRecord } from './session.js';
@@ -19,6 +18,12 @@ export interface AuditEntry {
   count?: number;
 }
 
+/** Who asked, as far as the request tells (a Koa context is one). */
+export interface RequestOrigin {
+  readonly ip: string;
+  get(field: string): string;
+}
+
 export class SessionAudit {
   constructor(
     private readonly models: Models,
@@ -26,7 +31,7 @@ export class SessionAudit {
   ) {}
 
   /** Fire and forget: a failed audit write is logged, never fails the request. */
-  record(ctx: Pick<Context, 'ip' | 'get'> | undefined, entry: AuditEntry): void {
+  record(ctx: RequestOrigin | undefined, entry: AuditEntry): void {
     const userId = entry.record?.userId ?? entry.userId ?? null;
     const row = {
       type: entry.type,
