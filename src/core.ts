@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Cluster, Redis } from 'ioredis';
 import type { BackendName, Config } from './config/config.js';
 import { openDatabase } from './db/database.js';
+import { deploymentId } from './db/deployment.js';
 import { migrateUp } from './db/migrator.js';
 import { defineModels, type Models } from './db/models.js';
 import { FlagOverride } from './flags/override.js';
@@ -82,7 +83,8 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     lastRedisError = Date.now();
   });
   if (redis) await waitForRedis(redis, 1000);
-  const channel = redis && new InstanceChannel(redis, config.redis.keyPrefix, (err) => logger.warn({ err }, 'instance channel error'));
+  // Named for this deployment (the instances sharing this database) alone: see db/deployment.ts.
+  const channel = redis && new InstanceChannel(redis, `${config.redis.keyPrefix}${await deploymentId(models)}:`, (err) => logger.warn({ err }, 'instance channel error'));
   if (channel) {
     // Not waited for: start-up does not wait on Redis, which may be down; until the channel is
     // subscribed, the poll brings other instances' changes.

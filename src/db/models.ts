@@ -70,6 +70,11 @@ export class FlagOverride extends Model<InferAttributes<FlagOverride>, InferCrea
   declare updatedAt: number;
 }
 
+export class Setting extends Model<InferAttributes<Setting>, InferCreationAttributes<Setting>> {
+  declare name: string;
+  declare value: string;
+}
+
 export interface Models {
   sequelize: Sequelize;
   User: typeof User;
@@ -78,6 +83,7 @@ export interface Models {
   SessionEvent: typeof SessionEvent;
   Revocation: typeof Revocation;
   FlagOverride: typeof FlagOverride;
+  Setting: typeof Setting;
 }
 
 /** BIGINT comes back from PostgreSQL as a string; every epoch-ms column goes through this. */
@@ -98,6 +104,7 @@ export function defineModels(sequelize: Sequelize): Models {
   const SessionEventModel = class extends SessionEvent {};
   const RevocationModel = class extends Revocation {};
   const FlagOverrideModel = class extends FlagOverride {};
+  const SettingModel = class extends Setting {};
   UserModel.init(
     {
       id: { type: DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
@@ -175,6 +182,13 @@ export function defineModels(sequelize: Sequelize): Models {
     },
     { ...common, tableName: 'flag_overrides', timestamps: false },
   );
+  SettingModel.init(
+    {
+      name: { type: DataTypes.STRING(64), primaryKey: true },
+      value: { type: DataTypes.STRING(255), allowNull: false },
+    },
+    { ...common, tableName: 'settings', timestamps: false },
+  );
   return {
     sequelize,
     User: UserModel,
@@ -183,5 +197,6 @@ export function defineModels(sequelize: Sequelize): Models {
     SessionEvent: SessionEventModel,
     Revocation: RevocationModel,
     FlagOverride: FlagOverrideModel,
+    Setting: SettingModel,
   };
 }

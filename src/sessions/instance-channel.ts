@@ -9,7 +9,10 @@
  * others at once, and an override set on one instance is served by all, instead of up to one
  * poll later. Losing a message (Redis down, a reconnect) costs only that delay, never a change.
  *
- * Each topic is the channel `<REDIS_KEY_PREFIX><topic>`; one subscribed connection serves all.
+ * Each topic is the channel `<channelPrefix><topic>`; one subscribed connection serves all. The
+ * app's prefix is `<REDIS_KEY_PREFIX><deployment id>:` (db/deployment.ts): channels span every
+ * numbered database of a Redis server, and only the instances sharing a database may hear each
+ * other.
  */
 import { Cluster, type Redis } from 'ioredis';
 
@@ -25,7 +28,7 @@ export class InstanceChannel {
 
   constructor(
     private readonly publisher: Redis | Cluster,
-    private readonly keyPrefix: string,
+    private readonly channelPrefix: string,
     private readonly onError: (err: unknown) => void,
   ) {
     // A connection of its own (a subscribed connection can do nothing else), with an offline
@@ -50,7 +53,7 @@ export class InstanceChannel {
    * reported): a caller may wait for it, none has to. It never rejects.
    */
   listen(topic: string, listener: TopicListener): Promise<void> {
-    const channel = this.keyPrefix + topic;
+    const channel = this.channelPrefix + topic;
     this.listeners.set(channel, listener);
     return this.subscriber.subscribe(channel).then(
       () => undefined,
@@ -68,7 +71,7 @@ export class InstanceChannel {
   async publish(topic: string, message: unknown): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      this.publisher.publish(this.keyPrefix + topic, JSON.stringify(message)).catch(() => undefined),
+      this.publisher.publish(this.channelPrefix + topic, JSON.stringify(message)).catch(() => undefined),
       new Promise((resolve) => {
         timer = setTimeout(resolve, PUBLISH_WAIT_MS);
       }),

@@ -27,11 +27,11 @@ describe('instances told over Redis (instance-channel.ts)', function () {
   /**
    * An instance: its own revocation list and override (polling once a minute, so only the
    * channel can be quick), its own Redis client and channel. `operatorChanges` counts what
-   * would end an automatic rollback there.
+   * would end an automatic rollback there. `channelPrefix`: the app's is `<REDIS_KEY_PREFIX><deployment id>:`.
    */
-  async function instance() {
+  async function instance(channelPrefix = 'channel-test:deployment-1:') {
     const client = await connect();
-    const channel = new InstanceChannel(client, 'channel-test:', () => undefined);
+    const channel = new InstanceChannel(client, channelPrefix, () => undefined);
     const revocations = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 60_000 });
     await revocations.start();
     const node = { revocations, override: undefined as unknown as FlagOverride, operatorChanges: 0 };
@@ -69,6 +69,21 @@ describe('instances told over Redis (instance-channel.ts)', function () {
     // the event loop lets this process read them.
     await waitUntil('the other instance hears both', () => there.revocations.isRevoked(session) && there.revocations.isRevoked(userSession), 20);
     expect(there.revocations.isRevoked(makeRecord())).to.equal(false, 'nothing else is refused');
+  });
+
+  it('an instance of another deployment on the same Redis hears none of it', async () => {
+    const here = await instance();
+    const same = await instance();
+    const elsewhere = await instance('channel-test:deployment-2:');
+    const session = makeRecord();
+    await here.revocations.revokeSession(session.idHash, session.absoluteExpiresAt);
+    await here.override.set('cookie', 'admin');
+    await waitUntil('the same deployment hears both', () => same.revocations.isRevoked(session) && same.override.value?.backend === 'cookie', 20);
+    // Both subscribers' connections got the messages from the same PUBLISH; give the other one's a turn.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(elsewhere.revocations.isRevoked(session)).to.equal(false);
+    expect(elsewhere.override.value?.backend).to.not.equal('cookie');
+    await here.override.clear('admin');
   });
 
   it('another instance serves an override, and ends its rollback, as soon as the setting call returns', async () => {

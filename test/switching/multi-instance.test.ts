@@ -31,6 +31,8 @@ describe('two instances sharing PostgreSQL and Redis', function () {
   let db: TestDatabase;
   let a: AppProcess;
   let b: AppProcess;
+  /** Another deployment: its own database, the same Redis server and key prefix. */
+  let other: AppProcess;
 
   before(async () => {
     db = await createTestDatabase('switchboard_multi');
@@ -44,10 +46,14 @@ describe('two instances sharing PostgreSQL and Redis', function () {
     };
     a = await startApp(shared);
     b = await startApp(shared);
+    // Redis database 1: a pub/sub channel spans every database of the server, keys do not.
+    const { REDIS_KEY_PREFIX, SESSION_SECRETS, SYNC_INTERVAL_MS } = shared;
+    other = await startApp({ REDIS_URL: 'redis://127.0.0.1:6379/1', REDIS_KEY_PREFIX, SESSION_SECRETS, ADMIN_TOKEN, SYNC_INTERVAL_MS, SESSION_STORAGE: 'cookie' });
   });
   after(async () => {
     await a?.stop();
     await b?.stop();
+    await other?.stop();
     await db?.drop();
   });
 
@@ -147,5 +153,21 @@ describe('two instances sharing PostgreSQL and Redis', function () {
     const copy = new Client(b.url);
     for (const [k, v] of survivor.cookies) copy.cookies.set(k, v);
     expect((await copy.get('/api/session')).status).to.equal(200);
+  });
+
+  it('another deployment on the same Redis, with the same key prefix, hears none of it', async () => {
+    // A sealed cookie there: only that instance's in-memory revocation list can refuse it.
+    const bystander = new Client(other.url);
+    await bystander.signup();
+    await sleep(5);
+    const { onB } = await onBoth();
+    expect((await new Client(a.url).post('/api/admin/sessions/revoke-all', {}, auth)).status).to.equal(200);
+    await setOverride(a, 'redis');
+    // This deployment's other instance has heard both (the revocation may also come by its poll).
+    await eventually('b refuses the revoked session', async () => (await onB.get('/api/session')).status === 401);
+    await sleep(300); // what the channel carried reached every subscriber before b could answer
+    expect((await bystander.get('/api/session')).status).to.equal(200, 'the other deployment kept its session');
+    expect((await new Client(other.url).get('/api/admin/flags', auth)).json).to.deep.include({ value: 'cookie', override: null });
+    expect((await new Client(a.url).delete('/api/admin/flags/session-storage', auth)).status).to.equal(204);
   });
 });
