@@ -1,5 +1,6 @@
-/** What the operator scripts share: configuration as the server reads it, and a quiet logger. */
+/** What the operator scripts share: their options, configuration as the server reads it, and a quiet logger. */
 import 'dotenv/config';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { pino } from 'pino';
 import { ConfigError, loadConfig, type Config } from '../src/config/config.js';
 
@@ -12,6 +13,19 @@ export function scriptConfig(): Config {
       process.exit(1);
     }
     throw err;
+  }
+}
+
+/**
+ * The command line's options; an unknown or malformed one stops the script with one line and
+ * how to call it (exit 2), not a stack trace.
+ */
+export function scriptOptions<T extends NonNullable<ParseArgsConfig['options']>>(options: T, usage: string) {
+  try {
+    return parseArgs({ options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    console.error(`${err instanceof Error ? err.message : String(err)}\n\n${usage}`);
+    process.exit(2);
   }
 }
 

@@ -4,13 +4,13 @@
  * each its own short statement, so SQLite's writer lock is never held long and requests go
  * on meanwhile; the cost is proportional to what expired. (Redis expires its own keys.)
  */
-import { parseArgs } from 'node:util';
 import { openCore } from '../src/core.js';
-import { scriptConfig, scriptLogger } from './cli.js';
+import { scriptConfig, scriptLogger, scriptOptions } from './cli.js';
 
-const { values } = parseArgs({ options: { batch: { type: 'string', default: '500' }, help: { type: 'boolean', default: false } } });
+const USAGE = 'Delete expired sessions and stale revocation entries.\n\n  npm run sessions:cleanup [-- --batch N]';
+const values = scriptOptions({ batch: { type: 'string', default: '500' }, help: { type: 'boolean', default: false } }, USAGE);
 if (values.help) {
-  console.log('Delete expired sessions and stale revocation entries.\n\n  npm run sessions:cleanup [-- --batch N]');
+  console.log(USAGE);
   process.exit(0);
 }
 const batch = Number(values.batch);

@@ -10,11 +10,10 @@
 import { SingleBar, Presets } from 'cli-progress';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { makeDirectory } from '../src/config/make-directory.js';
 import { openCore } from '../src/core.js';
 import { bulkMigrate, type ServerSideBackend } from '../src/sessions/bulk-migrate.js';
-import { scriptConfig, scriptLogger } from './cli.js';
+import { scriptConfig, scriptLogger, scriptOptions } from './cli.js';
 
 const HELP = `Move sessions in bulk between server-side backends.
 
@@ -27,8 +26,8 @@ const HELP = `Move sessions in bulk between server-side backends.
 
 Cookie-held sessions live in browsers and move on their next request.`;
 
-const { values } = parseArgs({
-  options: {
+const values = scriptOptions(
+  {
     from: { type: 'string' },
     to: { type: 'string' },
     'dry-run': { type: 'boolean', default: false },
@@ -36,7 +35,8 @@ const { values } = parseArgs({
     restart: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
-});
+  HELP,
+);
 if (values.help) {
   console.log(HELP);
   process.exit(0);

@@ -5,6 +5,7 @@ import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { parse as parseDotenv } from 'dotenv';
 import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../../src/config/config.js';
 
 const dataDir = () => mkdtempSync(path.join(tmpdir(), 'switchboard-config-'));
@@ -103,6 +104,14 @@ describe('configuration', () => {
     const example = readFileSync(path.resolve(import.meta.dirname, '../../.env.example'), 'utf8');
     const listed = [...example.matchAll(/^([A-Z_]+)=/gm)].map((m) => m[1]);
     expect([...listed].sort()).to.deep.equal([...CONFIG_VARIABLES].sort());
+  });
+
+  it('.env.example, copied to .env as it is, means exactly the defaults (a computed one included)', () => {
+    const example = parseDotenv(readFileSync(path.resolve(import.meta.dirname, '../../.env.example'), 'utf8'));
+    for (const extra of [{}, { SESSION_IDLE_TIMEOUT: '60' }]) {
+      const dir = dataDir();
+      expect(loadConfig({ ...example, ...extra, DATA_DIR: dir })).to.deep.equal(loadConfig({ ...extra, DATA_DIR: dir }));
+    }
   });
 
   /** `npm start`'s stderr lines and exit status with `env` (and nothing else) as its environment. */
