@@ -34,6 +34,12 @@ export interface BackendEvents {
 
 export type MigrationCause = 'flag' | 'fallback' | 'too_large';
 
+/** What a save needs to merge with a concurrent one: the version the request read, and what it changed. */
+export interface SaveConcurrency {
+  readVersion: number;
+  changedKeys: ReadonlySet<string>;
+}
+
 /** A backend as served: a store that knows whether its breaker lets calls through. */
 export type ServingStore = IndexedSessionStore & { readonly available: boolean };
 
@@ -123,7 +129,7 @@ export class SessionBackends {
    * ended meanwhile: a save never brings it back. A session whose backend cannot serve moves
    * to the fallback, as in `create`.
    */
-  async update(record: SessionRecord, mode: 'save' | 'touch', concurrency?: { readVersion: number; changedKeys: ReadonlySet<string> }): Promise<Written | undefined> {
+  async update(record: SessionRecord, mode: 'save' | 'touch', concurrency?: SaveConcurrency): Promise<Written | undefined> {
     if (this.revocations.isRevoked(record)) return undefined;
     const store = this.stores[record.backend];
     try {
@@ -140,8 +146,9 @@ export class SessionBackends {
    * another request saved first, re-read and apply only the keys this request changed on top
    * (field-level merge), so a platform switch and a preference change made at the same time
    * both survive. The cookie backend cannot detect it (the browser keeps the last cookie).
+   * `record` is updated in place to what was saved, merge included: the caller answers with it.
    */
-  private async saveMerging(store: ServingStore, record: SessionRecord, concurrency?: { readVersion: number; changedKeys: ReadonlySet<string> }) {
+  private async saveMerging(store: ServingStore, record: SessionRecord, concurrency?: SaveConcurrency) {
     if (!concurrency || !record.id) return store.save(record);
     let attempt = record;
     let expected = concurrency.readVersion;
@@ -158,7 +165,7 @@ export class SessionBackends {
         for (const key of concurrency.changedKeys) merged[key] = record.data[key];
         attempt = { ...record, data: merged as SessionRecord['data'], version: current.version + 1 };
         expected = current.version;
-        Object.assign(record, attempt);
+        Object.assign(record, attempt); // see above: `update` returns this record as written
       }
     }
   }
