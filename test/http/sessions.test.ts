@@ -326,6 +326,17 @@ for (const backend of BACKENDS) {
       expect((await sessionsOf(fourth)).map((s) => s.userAgent).sort()).to.deep.equal(['fourth', 'third']);
     });
 
+    it('does not count the session a login replaces: logging in again on a device keeps the other', async () => {
+      const laptop = new Client(app.url, 'laptop');
+      const { email } = await laptop.signup();
+      const phone = new Client(app.url, 'phone');
+      expect((await phone.login(email, GOOD_PASSWORD)).status).to.equal(200);
+      // The phone logs in again (its old session ends with it): still two sessions, both devices in.
+      expect((await phone.login(email, GOOD_PASSWORD)).status).to.equal(200);
+      expect((await laptop.get('/api/session')).status, 'the laptop stays logged in').to.equal(200);
+      expect((await sessionsOf(phone)).map((s) => s.userAgent).sort()).to.deep.equal(['laptop', 'phone']);
+    });
+
     it("does not count other users' sessions", async () => {
       const a = new Client(app.url);
       await a.signup();

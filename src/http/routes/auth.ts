@@ -48,7 +48,9 @@ export function authRoutes(deps: AppDeps) {
   async function enforceSessionLimit(ctx: Context, userId: number) {
     const max = config.sessions.maxPerUser;
     if (max === 0) return;
-    const live = await backends.listByUser(userId);
+    // The session this browser already has ends with this login anyway: it does not count.
+    const replaced = ctx.state.sessions.current?.handle;
+    const live = (await backends.listByUser(userId)).filter((r) => r.handle !== replaced);
     for (const record of live.slice(0, Math.max(0, live.length - max + 1))) ctx.state.sessions.endOther(record, 'limit');
   }
 
