@@ -81,6 +81,9 @@ export class MirroredStore implements IndexedSessionStore {
 
   async destroy(record: SessionRecord): Promise<void> {
     this.pending.delete(record.idHash);
+    // A batch already on its way may hold this session: let it land first, or its upsert could
+    // put the row back after the delete (and, at a rotation, keep the handle from the new id's row).
+    await this.flushing;
     await Promise.all([this.primary.destroy(record), this.copy('destroy', () => this.mirror.destroy(record))]);
   }
 

@@ -197,6 +197,29 @@ describe('session stores', () => {
         expect(JSON.parse(row!.data)).to.deep.include({ platformId: 5 });
       });
 
+      if (flushMs) {
+        it('a destroy waits for a batch already on its way, so the row does not come back', async () => {
+          let release!: () => void;
+          const gate = new Promise<void>((resolve) => (release = resolve));
+          // The real store, its batch held back a moment: the flush is in flight when the destroy comes.
+          class HeldBack extends DatabaseStore {
+            override async upsertMany(records: Parameters<DatabaseStore['upsertMany']>[0]) {
+              await gate;
+              return super.upsertMany(records);
+            }
+          }
+          const held = new MirroredStore(r.store, new HeldBack(db.models), noMirrorErrors, { readThrough: true, flushMs });
+          const record = makeRecord({}, 'redis');
+          await held.create(record);
+          await held.save({ ...record, version: 2 }, 1);
+          const flushing = held.flush();
+          const destroyed = held.destroy(record);
+          setTimeout(release, 50);
+          await Promise.all([flushing, destroyed]);
+          expect(await rowOf(record.idHash)).to.equal(null);
+        });
+      }
+
       it('copies an ordinary save', async () => {
         const record = makeRecord({}, 'redis');
         await mirrored.create(record);
