@@ -28,6 +28,11 @@ export interface RevocationEntry {
 /** The channel topic entries are announced on. */
 const TOPIC = 'revocations';
 
+/** How long a poll keeps looking for an id it found missing (see `pull`). */
+const GAP_WAIT_MS = 60_000;
+/** At most this many missing ids just below a new one are looked for: never more inserts are in flight at once. */
+const GAP_SPAN = 64;
+
 function isEntry(value: unknown): value is RevocationEntry {
   const e = value as Partial<RevocationEntry> | null;
   return (
@@ -45,6 +50,9 @@ export class RevocationList {
   private readonly users = new Map<number, number>(); // userId → notBefore
   private allNotBefore = 0;
   private lastId = 0;
+  /** Ids below `lastId` not seen yet, by when they were first missed (see `pull`). */
+  private readonly gaps = new Map<number, number>();
+  private loaded = false;
   private timer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
 
@@ -124,20 +132,33 @@ export class RevocationList {
     return this.models.Revocation.destroy({ where: { expiresAt: { [Op.lte]: Date.now() } } });
   }
 
+  /**
+   * Ids are drawn when a row is inserted, not when it commits: on PostgreSQL two revocations
+   * written at once can commit out of order, and a poll between the two commits sees the later
+   * id first. So an id found missing just below a new one is looked for again, from the oldest
+   * such, for GAP_WAIT_MS (a rolled-back insert leaves a gap for good); an entry read twice
+   * changes nothing. The first load records no gaps: older holes are pruned or expired rows.
+   */
   private async pull(): Promise<void> {
     const now = Date.now();
+    for (const [id, since] of this.gaps) if (now - since > GAP_WAIT_MS) this.gaps.delete(id);
+    let after = this.gaps.size > 0 ? Math.min(...this.gaps.keys()) - 1 : this.lastId;
     for (;;) {
       const rows = await this.models.Revocation.findAll({
-        where: { id: { [Op.gt]: this.lastId }, expiresAt: { [Op.gt]: now } },
+        where: { id: { [Op.gt]: after }, expiresAt: { [Op.gt]: now } },
         order: [['id', 'ASC']],
         limit: 1000,
       });
       for (const row of rows) {
         this.apply(row);
+        this.gaps.delete(row.id);
+        if (this.loaded) for (let id = Math.max(this.lastId + 1, row.id - GAP_SPAN); id < row.id; id++) this.gaps.set(id, now);
         this.lastId = Math.max(this.lastId, row.id);
+        after = row.id;
       }
       if (rows.length < 1000) break;
     }
+    this.loaded = true;
     for (const [idHash, until] of this.sessions) if (until <= now) this.sessions.delete(idHash);
   }
 

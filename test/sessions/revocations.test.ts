@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { RevocationList } from '../../src/sessions/revocations.js';
-import { ABSOLUTE_MS, makeRecord, sqliteDb, type TestDb } from './fixtures.js';
+import { ABSOLUTE_MS, makeRecord, postgresDb, sqliteDb, type TestDb } from './fixtures.js';
 
 describe('the revocation list', () => {
   let db: TestDb;
@@ -51,5 +51,32 @@ describe('the revocation list', () => {
     await db.models.Revocation.create({ kind: 'session', subject: 'expired-entry', notBefore: 0, expiresAt: Date.now() - 1 });
     expect(await here.prune()).to.be.greaterThan(0);
     expect(await db.models.Revocation.count({ where: { subject: 'expired-entry' } })).to.equal(0);
+  });
+});
+
+describe('the revocation list on PostgreSQL, written by several instances at once', () => {
+  let db: TestDb;
+  before(async () => {
+    db = await postgresDb();
+  });
+  after(() => db?.close());
+
+  it('finds an entry whose insert committed after a later one was already polled', async () => {
+    const list = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 60_000 });
+    await list.start();
+    const early = makeRecord();
+    const late = makeRecord();
+    const entry = (record: typeof early) => ({ kind: 'session' as const, subject: record.idHash, notBefore: 0, expiresAt: record.absoluteExpiresAt });
+    // One instance's insert draws its id and is slow to commit; another's draws the next id and commits.
+    const slow = await db.sequelize.transaction();
+    await db.models.Revocation.create(entry(early), { transaction: slow });
+    await db.models.Revocation.create(entry(late));
+    await list.sync();
+    expect(list.isRevoked(late)).to.equal(true);
+    expect(list.isRevoked(early)).to.equal(false, 'not committed yet');
+    await slow.commit();
+    await list.sync();
+    expect(list.isRevoked(early)).to.equal(true, 'the poll went back for the missing id');
+    list.stop();
   });
 });
