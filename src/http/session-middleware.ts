@@ -253,11 +253,20 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     // While the chosen backend's breaker is open, sessions stay in (or go to) the fallback.
     const { backend: target, source } = control.destination();
     const now = Date.now();
+    // A change is activity too: the idle expiry moves with it, and the version with each save.
+    const changedRecord = () => {
+      const { record } = session;
+      return { ...record, lastActivity: now, expiresAt: expiryAt({ lastActivity: now, absoluteExpiresAt: record.absoluteExpiresAt }, config), version: record.version + 1 };
+    };
+    const concurrency = { readVersion: session.record.version, changedKeys: session.changes };
     let written: Written | undefined;
     let moved = false;
     if (!session.isNew && target !== session.record.backend) {
       try {
-        written = await backends.migrate(session.record, target, source === 'fallback' ? 'fallback' : 'flag');
+        // A changed session moves as a save would write it (a new version): a request of the same
+        // session moving it at the same time then merges rather than overwrites (backends.migrate).
+        const cause = source === 'fallback' ? 'fallback' : 'flag';
+        written = session.isChanged ? await backends.migrate(changedRecord(), target, cause, concurrency) : await backends.migrate(session.record, target, cause);
         moved = true;
       } catch (err) {
         // Too large for the backend the flag chose (a sealed cookie holds ≈ 3.8 KB): nothing was
@@ -273,14 +282,9 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     } else if (moved) {
       // Written where it now belongs, changes included.
     } else if (session.isChanged) {
-      // A change is activity too: the idle expiry moves with it.
-      const { record } = session;
-      const changed = { ...record, lastActivity: now, expiresAt: expiryAt({ lastActivity: now, absoluteExpiresAt: record.absoluteExpiresAt }, config), version: record.version + 1 };
+      const changed = changedRecord();
       try {
-        written = await backends.update(changed, 'save', {
-          readVersion: session.record.version,
-          changedKeys: session.changes,
-        });
+        written = await backends.update(changed, 'save', concurrency);
       } catch (err) {
         // Grown too large for its sealed cookie: rather than refuse the change, the session
         // moves to the database (where every session has its entry) and comes back, as above,

@@ -19,6 +19,8 @@ import type { RevocationList } from './revocations.js';
 import type { SessionRecord } from './session.js';
 
 const PREFIX: Record<BackendName, string> = { cookie: 'c', database: 'd', redis: 'r' };
+/** How long a move is remembered for requests that read the session before it (see `migrate`). */
+const MOVE_MEMORY_MS = 10_000;
 const BY_PREFIX: Record<string, BackendName> = { c: 'cookie', d: 'database', r: 'redis' };
 
 export interface BackendEvents {
@@ -51,6 +53,9 @@ export interface Written {
 }
 
 export class SessionBackends {
+  /** The latest move of each session on this instance, kept for MOVE_MEMORY_MS (see `migrate`). */
+  private readonly moves = new Map<string, { from: BackendName; readVersion: number; at: number; done: Promise<Written | undefined> }>();
+
   constructor(
     readonly stores: Record<BackendName, ServingStore>,
     /** The sessions table: every session's directory entry, whatever backend holds it. */
@@ -173,8 +178,32 @@ export class SessionBackends {
   /**
    * Moves a session to `target`: written there first, then removed from where it was, so a
    * failure in between leaves two copies rather than none.
+   *
+   * Requests of one session that arrive together after a flag flip all read it where it was,
+   * and all want to move it. The first moves it. Each of the others, having read it no later than
+   * that one (its version), finds the move here, waits for it, and then saves its own changes on
+   * top, where the session now is (`concurrency`: what it read and changed, merged as in
+   * `update`) — or, having changed nothing, writes nothing. So no request's change overwrites
+   * another's. This holds on one instance; README says what instances that disagree can do.
    */
-  async migrate(record: SessionRecord, target: BackendName, cause: MigrationCause = 'flag'): Promise<Written | undefined> {
+  async migrate(record: SessionRecord, target: BackendName, cause: MigrationCause = 'flag', concurrency?: SaveConcurrency): Promise<Written | undefined> {
+    const readVersion = concurrency?.readVersion ?? record.version;
+    const now = Date.now();
+    const earlier = this.moves.get(record.idHash);
+    if (earlier && earlier.from === record.backend && readVersion <= earlier.readVersion && now - earlier.at < MOVE_MEMORY_MS) {
+      const moved = await earlier.done.catch(() => undefined);
+      if (moved && moved.record.backend !== record.backend) {
+        if (!concurrency) return moved;
+        return this.update({ ...record, backend: moved.record.backend }, 'save', concurrency);
+      }
+    }
+    const done = this.move(record, target, cause);
+    this.moves.set(record.idHash, { from: record.backend, readVersion, at: now, done });
+    if (this.moves.size > 1000) for (const [idHash, move] of this.moves) if (now - move.at >= MOVE_MEMORY_MS) this.moves.delete(idHash);
+    return done;
+  }
+
+  private async move(record: SessionRecord, target: BackendName, cause: MigrationCause): Promise<Written | undefined> {
     if (this.revocations.isRevoked(record)) return undefined;
     const from = record.backend;
     const written = await this.create(record, target);

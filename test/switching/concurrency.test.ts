@@ -34,3 +34,36 @@ for (const backend of ['database', 'redis'] as const) {
     });
   });
 }
+
+describe('concurrent writes to one session while a flag flip moves it', function () {
+  this.timeout(120_000);
+  const ADMIN_TOKEN = randomBytes(24).toString('hex');
+  let app: AppProcess;
+  before(async () => {
+    app = await startApp({ SESSION_STORAGE: 'database', ADMIN_TOKEN, REDIS_KEY_PREFIX: `conc-flip-${randomBytes(4).toString('hex')}:` });
+  });
+  after(() => app?.stop());
+
+  it('keeps both changes when both requests find the session in the backend the flag just left', async () => {
+    const admin = new Client(app.url);
+    const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+    const c = new Client(app.url);
+    await c.signup();
+    const ids: number[] = [];
+    for (const name of ['one', 'two']) ids.push(((await c.post('/api/platforms', { name, type: 'web' })).json.platform as { id: number }).id);
+    const lost: string[] = [];
+    for (let i = 1; i <= 12; i++) {
+      const backend = i % 2 ? 'redis' : 'database';
+      expect((await admin.put('/api/admin/flags/session-storage', { backend }, auth)).status).to.equal(200);
+      const platformId = ids[i % 2]!;
+      // Both requests read the session where it was, and both move it.
+      const [a, b] = await Promise.all([c.post(`/api/platforms/${platformId}/activate`), c.patch('/api/session', { preferences: { counter: i } })]);
+      expect([a.status, b.status]).to.deep.equal([200, 200]);
+      const now = (await c.get('/api/session')).json as { platform: { id: number }; preferences: { counter: number }; session: { backend: string } };
+      expect(now.session.backend).to.equal(backend);
+      if (now.platform.id !== platformId) lost.push(`round ${i}: platform switch lost`);
+      if (now.preferences.counter !== i) lost.push(`round ${i}: preference lost`);
+    }
+    expect(lost).to.deep.equal([]);
+  });
+});
