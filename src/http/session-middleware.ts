@@ -10,7 +10,7 @@ import type { Context, Next } from 'koa';
 import type { BackendName, Config } from '../config/config.js';
 import type { BackendFlag, Choice } from '../flags/backend-flag.js';
 import type { Metrics, RevocationReason } from '../metrics/metrics.js';
-import { SessionBackends, type Written } from '../sessions/backends.js';
+import { SessionBackends, type SaveConcurrency, type Written } from '../sessions/backends.js';
 import { SessionTooLargeError } from '../sessions/errors.js';
 import { expiryAt, hashSessionId, newHandle, newSessionId, Session, type SessionRecord } from '../sessions/session.js';
 import type { SessionAudit } from '../sessions/audit.js';
@@ -190,6 +190,17 @@ export interface SessionMiddlewareDeps {
   audit: SessionAudit;
 }
 
+/** A changed session as a save writes it: a change is activity too (the idle expiry moves), and a new version. */
+function asSaved(session: Session, now: number, timeouts: Pick<Config['sessions'], 'idleTimeoutMs' | 'absoluteTimeoutMs'>): SessionRecord {
+  const { record } = session;
+  return { ...record, lastActivity: now, expiresAt: expiryAt({ lastActivity: now, absoluteExpiresAt: record.absoluteExpiresAt }, timeouts), version: record.version + 1 };
+}
+
+/** What a save of `session` merges with a concurrent one (backends.ts). */
+function concurrencyOf(session: Session): SaveConcurrency {
+  return { readVersion: session.record.version, changedKeys: session.changes };
+}
+
 export function sessionMiddleware({ config, backends, flag, metrics, audit }: SessionMiddlewareDeps) {
   const placement = { flag, backends };
   // Written by hand rather than through ctx.cookies: the attributes in their canonical spelling
@@ -253,12 +264,6 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     // While the chosen backend's breaker is open, sessions stay in (or go to) the fallback.
     const { backend: target, source } = control.destination();
     const now = Date.now();
-    // A change is activity too: the idle expiry moves with it, and the version with each save.
-    const changedRecord = () => {
-      const { record } = session;
-      return { ...record, lastActivity: now, expiresAt: expiryAt({ lastActivity: now, absoluteExpiresAt: record.absoluteExpiresAt }, config), version: record.version + 1 };
-    };
-    const concurrency = { readVersion: session.record.version, changedKeys: session.changes };
     let written: Written | undefined;
     let moved = false;
     if (!session.isNew && target !== session.record.backend) {
@@ -266,7 +271,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
         // A changed session moves as a save would write it (a new version): a request of the same
         // session moving it at the same time then merges rather than overwrites (backends.migrate).
         const cause = source === 'fallback' ? 'fallback' : 'flag';
-        written = session.isChanged ? await backends.migrate(changedRecord(), target, cause, concurrency) : await backends.migrate(session.record, target, cause);
+        written = session.isChanged ? await backends.migrate(asSaved(session, now, config), target, cause, concurrencyOf(session)) : await backends.migrate(session.record, target, cause);
         moved = true;
       } catch (err) {
         // Too large for the backend the flag chose (a sealed cookie holds ≈ 3.8 KB): nothing was
@@ -282,9 +287,9 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     } else if (moved) {
       // Written where it now belongs, changes included.
     } else if (session.isChanged) {
-      const changed = changedRecord();
+      const changed = asSaved(session, now, config);
       try {
-        written = await backends.update(changed, 'save', concurrency);
+        written = await backends.update(changed, 'save', concurrencyOf(session));
       } catch (err) {
         // Grown too large for its sealed cookie: rather than refuse the change, the session
         // moves to the database (where every session has its entry) and comes back, as above,
