@@ -198,8 +198,13 @@ export class SessionBackends {
       }
     }
     const done = this.move(record, target, cause);
+    // Deleted first so that the map stays in the order of `at`: forgetting stops at the first young entry.
+    this.moves.delete(record.idHash);
     this.moves.set(record.idHash, { from: record.backend, readVersion, at: now, done });
-    if (this.moves.size > 1000) for (const [idHash, move] of this.moves) if (now - move.at >= MOVE_MEMORY_MS) this.moves.delete(idHash);
+    for (const [idHash, move] of this.moves) {
+      if (now - move.at < MOVE_MEMORY_MS) break;
+      this.moves.delete(idHash);
+    }
     return done;
   }
 
