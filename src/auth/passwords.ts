@@ -3,13 +3,41 @@
  * (NIST SP 800-63B §5.1.1.2: a minimum length, long passphrases welcome, no composition rules,
  * the most common passwords refused — Mozilla's list, shipped in fxa-common-password-list).
  */
+import { availableParallelism } from 'node:os';
 import argon2 from 'argon2';
+import { bulkhead, BulkheadRejectedError } from 'cockatiel';
 import commonPasswords from 'fxa-common-password-list';
 
 export const MAX_PASSWORD_LENGTH = 256;
 
+/**
+ * argon2 works on libuv's thread pool (4 threads unless UV_THREADPOOL_SIZE says otherwise),
+ * which sqlite3, file system calls and DNS lookups share. A burst of a dozen logins once held
+ * every thread for a hash's ~100 ms at a time, and session reads queued behind them past their
+ * deadline: 503s for everybody. So hashes run at most this many at a time, leaving the pool two
+ * threads (nor more than there are cores: more would only share them); the others wait here.
+ */
+export const HASH_CONCURRENCY = Math.max(1, Math.min(availableParallelism(), (Number(process.env.UV_THREADPOOL_SIZE) || 4) - 2));
+/** Hashes waiting beyond this many (a flood of logins): refused at once rather than kept waiting. */
+export const HASH_QUEUE = 64;
+const hashing = bulkhead(HASH_CONCURRENCY, HASH_QUEUE);
+
+/** Too many passwords are being hashed or checked at once: try again shortly (a 503). */
+export class PasswordHashingBusyError extends Error {
+  constructor() {
+    super('Too many password checks at once');
+    this.name = 'PasswordHashingBusyError';
+  }
+}
+
+function inTurn<T>(work: () => Promise<T>): Promise<T> {
+  return hashing.execute(work).catch((err: unknown) => {
+    throw err instanceof BulkheadRejectedError ? new PasswordHashingBusyError() : err;
+  });
+}
+
 export function hashPassword(password: string): Promise<string> {
-  return argon2.hash(password, { type: argon2.argon2id });
+  return inTurn(() => argon2.hash(password, { type: argon2.argon2id }));
 }
 
 // Verified against when the email is unknown, so both answers take the same time.
@@ -18,12 +46,10 @@ let dummyHash: Promise<string> | undefined;
 /** True when `password` matches `hash`; with no hash (unknown user) it spends the same time and says false. */
 export async function verifyPassword(hash: string | undefined, password: string): Promise<boolean> {
   dummyHash ??= hashPassword('switchboard timing equaliser');
-  try {
-    const ok = await argon2.verify(hash ?? (await dummyHash), password);
-    return hash !== undefined && ok;
-  } catch {
-    return false;
-  }
+  const against = hash ?? (await dummyHash);
+  // A stored hash argon2 cannot read is a wrong password; a busy pool is not.
+  const ok = await inTurn(() => argon2.verify(against, password).catch(() => false));
+  return hash !== undefined && ok;
 }
 
 /** Why a new password is refused, or undefined when it is acceptable. */

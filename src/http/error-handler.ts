@@ -8,6 +8,7 @@
  */
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
+import { PasswordHashingBusyError } from '../auth/passwords.js';
 import { SessionConflictError, SessionTooLargeError } from '../sessions/errors.js';
 import { BackendUnavailableError } from '../sessions/guarded-store.js';
 import { BadRequestError, FeatureDisabledError, HttpError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotAnObjectError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionConflictHttpError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
@@ -106,6 +107,9 @@ export function errorHandler(logger: Logger) {
       } else if (err instanceof BackendUnavailableError) {
         logger.warn({ backend: err.backend, reason: err.reason }, 'no session backend could serve the request');
         error = new ServiceUnavailableError();
+      } else if (err instanceof PasswordHashingBusyError) {
+        logger.warn('password checks queue full: a login or signup refused');
+        error = new ServiceUnavailableError('Too many logins at once; try again in a moment');
       } else {
         const known = fromLibrary(err, ctx);
         if (known) error = known;

@@ -146,11 +146,11 @@ export class SessionControl {
     await undo?.().catch(() => undefined);
   }
 
-  /** The new session is stored: runs what `start` was told to run then, once. */
-  confirmStart(): void {
+  /** The new session is stored (as `record`): runs what `start` was told to run then, once. */
+  async confirmStart(record: SessionRecord): Promise<void> {
     const stored = this.started?.stored;
     this.started = undefined;
-    stored?.();
+    await stored?.(record);
   }
 
   /**
@@ -170,8 +170,8 @@ export class SessionControl {
 }
 
 export interface StartHooks {
-  /** Runs once the new session is stored. */
-  stored?: () => void;
+  /** Runs once the new session is stored; may end other sessions (`endOther`). */
+  stored?: (record: SessionRecord) => void | Promise<void>;
   /** Runs if it cannot be stored (503), to take back what the route did. */
   undo?: () => Promise<unknown>;
 }
@@ -246,8 +246,9 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
 
   /** `cookieBackend`: the backend the request's cookie pointed at. */
   function commit(ctx: Context, control: SessionControl, cookieBackend: BackendName | undefined): Promise<void> {
-    // Most requests end nothing: they pay no extra async frame for it.
-    if (control.ending.length === 0) return write(ctx, control, cookieBackend);
+    // Most requests end nothing: they pay no extra async frame for it. (A new session may end
+    // others once it is stored: SESSION_MAX_PER_USER.)
+    if (control.ending.length === 0 && !control.current?.isNew) return write(ctx, control, cookieBackend);
     return (async () => {
       await applyEndings(ctx, control, 'same handle');
       await write(ctx, control, cookieBackend);
@@ -282,7 +283,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     }
     if (session.isNew) {
       written = await createNew(control, session.record, target);
-      control.confirmStart();
+      await control.confirmStart(written.record);
       audit.record(ctx, { type: 'created', record: written.record, reason: null });
     } else if (moved) {
       // Written where it now belongs, changes included.

@@ -337,6 +337,20 @@ for (const backend of BACKENDS) {
       expect((await sessionsOf(phone)).map((s) => s.userAgent).sort()).to.deep.equal(['laptop', 'phone']);
     });
 
+    it('keeps to the limit when logins race: five at once leave two sessions', async () => {
+      const first = new Client(app.url, 'first');
+      const { email } = await first.signup();
+      const racers = Array.from({ length: 12 }, (_, i) => new Client(app.url, `racer-${i}`));
+      const answers = await Promise.all(racers.map((c) => c.login(email, GOOD_PASSWORD)));
+      expect(answers.map((a) => [a.status, a.status === 200 ? null : a.body])).to.deep.equal(racers.map(() => [200, null]));
+      const clients = [first, ...racers];
+      const alive = [];
+      for (const c of clients) if ((await c.get('/api/session')).status === 200) alive.push(c);
+      expect(alive, 'sessions that still open').to.have.length(2);
+      expect(await sessionsOf(alive[0]!)).to.have.length(2);
+      expect((await first.get('/api/session')).status, 'the oldest went first').to.equal(401);
+    });
+
     it("does not count other users' sessions", async () => {
       const a = new Client(app.url);
       await a.signup();

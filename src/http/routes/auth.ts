@@ -8,7 +8,8 @@ import { describeSession } from '../../sessions/session.js';
 import type { AppDeps } from '../deps.js';
 import { EmailTakenError, InvalidCredentialsError, InvalidInputError, UnauthenticatedError } from '../errors.js';
 import { requireSameOrigin } from '../origin.js';
-import type { Session } from '../../sessions/session.js';
+import type { Session, SessionRecord } from '../../sessions/session.js';
+import type { SessionControl } from '../session-middleware.js';
 import { publicUser } from '../users.js';
 import { csrfField, email, name, parseBody, password } from '../validation.js';
 
@@ -38,20 +39,31 @@ function loggedIn(ctx: Context, session: Session) {
 }
 
 export function authRoutes(deps: AppDeps) {
-  const { models, config, metrics, limiter, backends } = deps;
+  const { models, config, metrics, limiter, backends, logger } = deps;
   const router = new Router();
 
   /**
-   * SESSION_MAX_PER_USER: make room for one more session by ending the oldest — once the new
-   * one is stored (session-middleware.ts), so that a login that fails ends nothing.
+   * SESSION_MAX_PER_USER, once the login's new session (`own`) is stored — a login that fails
+   * ends nothing: of the user's live sessions, the newest `max` stay and the others end. Listed
+   * after the store, not before, so that of logins racing each other the later listing sees
+   * them all, and every listing picks the same newest ones (by creation, then handle): each
+   * ends the same others. The session this browser had before (`replaced`) ends with the login
+   * anyway and does not count; nor does the limit ever end `own` — its answer is on its way.
    */
-  async function enforceSessionLimit(ctx: Context, userId: number) {
+  async function enforceSessionLimit(userId: number, own: SessionRecord, replaced: string | undefined, control: SessionControl) {
     const max = config.sessions.maxPerUser;
     if (max === 0) return;
-    // The session this browser already has ends with this login anyway: it does not count.
-    const replaced = ctx.state.sessions.current?.handle;
-    const live = (await backends.listByUser(userId)).filter((r) => r.handle !== replaced);
-    for (const record of live.slice(0, Math.max(0, live.length - max + 1))) ctx.state.sessions.endOther(record, 'limit');
+    let live: SessionRecord[];
+    try {
+      live = (await backends.listByUser(userId)).filter((r) => r.handle !== replaced);
+    } catch (err) {
+      // The session is stored and the user in: a limit that cannot be checked now is checked at the next login.
+      logger.warn({ err, userId }, 'SESSION_MAX_PER_USER not enforced: the sessions could not be listed');
+      return;
+    }
+    if (!live.some((r) => r.handle === own.handle)) live.push(own);
+    live.sort((a, b) => a.createdAt - b.createdAt || (a.handle < b.handle ? -1 : a.handle > b.handle ? 1 : 0));
+    for (const record of live.slice(0, Math.max(0, live.length - max))) if (record.handle !== own.handle) control.endOther(record, 'limit');
   }
 
   router.post('/api/signup', requireSameOrigin, async (ctx) => {
@@ -89,9 +101,15 @@ export function authRoutes(deps: AppDeps) {
       throw new InvalidCredentialsError();
     }
     await limiter.succeeded(input.email, ctx.ip);
-    await enforceSessionLimit(ctx, user.id);
+    const control = ctx.state.sessions;
+    const replaced = control.current?.handle;
     // A success once the session is stored: a login answered 503 is not one.
-    const session = ctx.state.sessions.start(publicUser(user), { stored: () => metrics.logins.inc({ outcome: 'success' }) });
+    const session = control.start(publicUser(user), {
+      stored: (own) => {
+        metrics.logins.inc({ outcome: 'success' });
+        return enforceSessionLimit(user.id, own, replaced, control);
+      },
+    });
     ctx.body = loggedIn(ctx, session);
   });
 
