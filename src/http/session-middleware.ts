@@ -13,7 +13,7 @@ import type { Metrics, RevocationReason } from '../metrics/metrics.js';
 import { SessionBackends, type SaveConcurrency, type Written } from '../sessions/backends.js';
 import { SessionTooLargeError } from '../sessions/errors.js';
 import { expiryAt, hashSessionId, newHandle, newSessionId, Session, type SessionRecord } from '../sessions/session.js';
-import type { SessionAudit } from '../sessions/audit.js';
+import type { AuditEntry, SessionAudit } from '../sessions/audit.js';
 
 export interface SessionUser {
   id: number;
@@ -232,8 +232,17 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       seen.add(record.idHash);
       await backends.end(record);
       if (reason) metrics.revocations.inc({ reason });
-      audit.record(ctx, bySystem ? { type: 'revoked', record, reason: reason ?? null, actor: 'system' } : { type: quiet ? 'rotated' : 'destroyed', record, reason: reason ?? null });
+      audit.record(ctx, bySystem ? { type: 'revoked', record, reason: reason ?? null, actor: 'system' } : endedByUser(record, handle, reason, quiet));
     }
+  }
+
+  /**
+   * What the audit says of a session the user's own request ended: a quiet ending of the current
+   * handle is its old id (a rotation); of another handle, the session a login replaced.
+   */
+  function endedByUser(record: SessionRecord, current: string | undefined, reason: RevocationReason | undefined, quiet: boolean | undefined): AuditEntry {
+    if (!quiet) return { type: 'destroyed', record, reason: reason ?? null };
+    return record.handle === current ? { type: 'rotated', record, reason: null } : { type: 'destroyed', record, reason: 'replaced_by_login' };
   }
 
   /**

@@ -26,6 +26,9 @@ describe('the session audit trail', function () {
     const cookie = ann.sessionCookie()!;
     const other = new Client(app.url);
     await other.login(email, password);
+    // Logging in again in the same browser ends the session it had: not a rotation.
+    const replaced = (await other.get('/api/session')).body as { session: { handle: string } };
+    await other.login(email, password);
     await ann.post('/api/sessions/revoke-others');
     await ann.post('/api/password', { currentPassword: password, newPassword: 'a brand new passphrase' });
     await new Client(app.url).delete(`/api/admin/users/${user.id}/sessions`, admin);
@@ -35,7 +38,7 @@ describe('the session audit trail', function () {
     const db = await openDatabase(`sqlite:${path.join(app.dataDir, 'switchboard.sqlite')}`);
     try {
       let rows: Array<Record<string, unknown>> = [];
-      for (let i = 0; i < 40 && rows.length < 8; i++) {
+      for (let i = 0; i < 40 && rows.length < 10; i++) {
         rows = await db.query('SELECT * FROM session_events ORDER BY id', { type: QueryTypes.SELECT });
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -49,6 +52,7 @@ describe('the session audit trail', function () {
         'disabled/disabled/admin',
         'revoke_all/revoke_all/admin',
       ]);
+      expect(rows.filter((r) => r.handle === replaced.session.handle).map((r) => `${r.type}/${r.reason}`)).to.deep.equal(['created/null', 'destroyed/replaced_by_login']);
       const mine = rows.find((r) => r.type === 'revoked' && r.reason === 'others');
       expect(mine).to.include({ user_id: user.id, ip: '127.0.0.1', user_agent: 'AuditAgent/1.0', count: 1 });
       expect(mine?.created_at).to.be.a('string');
