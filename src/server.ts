@@ -6,6 +6,7 @@ import 'dotenv/config';
 import http from 'node:http';
 import { createLogger, createSwitchboard } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
+import { answerClientErrors } from './http/client-errors.js';
 
 let config: Config;
 try {
@@ -43,6 +44,7 @@ try {
   const switchboard = await createSwitchboard(config, logger);
   const server = http.createServer(switchboard.app.callback());
   server.keepAliveTimeout = 65_000;
+  answerClientErrors(server);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

@@ -44,7 +44,11 @@ const schema = {
   SESSION_STORAGE: { type: z.enum(BACKENDS).default('database'), accepts: 'cookie, database or redis' },
   SESSION_FALLBACK: { type: z.enum([...BACKENDS, 'none']).default('database'), accepts: 'cookie, database, redis or none' },
   DATABASE_URL: {
-    type: z.string().regex(/^(sqlite:.+|postgres(ql)?:\/\/.+)$/).default('sqlite:./data/switchboard.sqlite'),
+    type: z
+      .string()
+      .regex(/^(sqlite:.+|postgres(ql)?:\/\/.+)$/)
+      .refine((v) => v.startsWith('sqlite:') || URL.canParse(v))
+      .default('sqlite:./data/switchboard.sqlite'),
     accepts: 'sqlite:PATH or postgres://user@host:port/db',
   },
   REDIS_URL: { type: z.string().refine((v) => v === 'none' || isRedisUrl(v)).default('redis://127.0.0.1:6379/0'), accepts: 'redis://host:port/db, rediss://… or none' },

@@ -12,7 +12,7 @@ import type { BackendFlag, Choice } from '../flags/backend-flag.js';
 import type { Metrics, RevocationReason } from '../metrics/metrics.js';
 import { SessionBackends, type SaveConcurrency, type Written } from '../sessions/backends.js';
 import { SessionTooLargeError } from '../sessions/errors.js';
-import { expiryAt, hashSessionId, newHandle, newSessionId, Session, type SessionRecord } from '../sessions/session.js';
+import { describeSession, expiryAt, hashSessionId, newHandle, newSessionId, Session, type SessionRecord } from '../sessions/session.js';
 import type { AuditEntry, SessionAudit } from '../sessions/audit.js';
 
 export interface SessionUser {
@@ -35,7 +35,7 @@ export class SessionControl {
 
   /** Where commit left the current session (undefined until then). */
   private landedIn: BackendName | undefined;
-  private shown: Array<{ backend: BackendName }> | undefined;
+  private shown: SessionDescription[] | undefined;
 
   /** The flag's answer for the current handle, asked once per request (see `destination`). */
   private choice: { handle: string; choice: Choice } | undefined;
@@ -68,20 +68,28 @@ export class SessionControl {
    * `description` (of the current session, for a JSON body) with `backend` where the session
    * will be. The route answers before the session is written, and a write may land elsewhere
    * than the flag said (its backend failed and the fallback took it): commit then corrects the
-   * descriptions handed out here, before Koa serialises the body. (A plain property rather than
-   * a getter: the read route's hot path keeps one object shape.)
+   * descriptions handed out here, before Koa serialises the body — and their times, when the
+   * write was a touch or a save that moved the idle expiry. (A plain property rather than a
+   * getter: the read route's hot path keeps one object shape.)
    */
-  withBackend<T extends { backend: BackendName }>(description: T): T {
+  withBackend<T extends SessionDescription>(description: T): T {
     description.backend = this.landedIn ?? this.destination().backend;
     (this.shown ??= []).push(description);
     return description;
   }
 
-  /** Where commit left the current session; corrects what `withBackend` said. */
-  landed(backend: BackendName | undefined) {
+  /** Where commit left the current session (`written`: as it wrote it); corrects what `withBackend` said. */
+  landed(backend: BackendName | undefined, written?: SessionRecord) {
     this.landedIn = backend;
     if (backend === undefined || !this.shown) return;
-    for (const description of this.shown) description.backend = backend;
+    const times = written && describeSession(written);
+    for (const description of this.shown) {
+      description.backend = backend;
+      if (times && description.expiresAt !== undefined) {
+        description.lastActivity = times.lastActivity;
+        description.expiresAt = times.expiresAt;
+      }
+    }
   }
 
   /**
@@ -167,6 +175,13 @@ export class SessionControl {
     this.current = undefined;
     this.clearCookie = true;
   }
+}
+
+/** What a JSON body says of the current session, as far as commit may correct it. */
+interface SessionDescription {
+  backend: BackendName;
+  lastActivity?: string;
+  expiresAt?: string;
 }
 
 export interface StartHooks {
@@ -322,7 +337,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       }
       return;
     }
-    control.landed(written?.record.backend);
+    control.landed(written?.record.backend, written?.record);
     if (!written) {
       // Ended while this request was in flight: it stays ended.
       clearCookie(ctx);

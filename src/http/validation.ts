@@ -6,7 +6,8 @@ import { InvalidInputError, NotAnObjectError, UnsupportedMediaTypeError } from '
 export function parseInput<T extends z.ZodType>(schema: T, input: unknown): z.output<T> {
   const result = schema.safeParse(input ?? {});
   if (result.success) return result.data;
-  const fields: Record<string, string> = {};
+  // No prototype: a field named `toString` or `constructor` is reported like any other.
+  const fields: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const issue of result.error.issues) {
     if (issue.code === 'unrecognized_keys') for (const key of issue.keys) fields[key] ??= 'Unknown field';
     else fields[issue.path.join('.') || '_'] ??= issue.message;
@@ -40,10 +41,15 @@ export function idParam(value: string | undefined): number | undefined {
 /** Control characters (NUL, escapes, newlines) have no place in a name or an address. */
 const NO_CONTROL = /^[^\p{Cc}]*$/u;
 
+// A lone surrogate is not text: it cannot be encoded, so it would come back as U+FFFD.
+const LONE_SURROGATE = /\p{Cs}/u;
 export const email = z
   .string({ error: 'Enter an email address' })
   .trim()
   .regex(NO_CONTROL, 'Enter a valid email address')
+  .refine((v) => !LONE_SURROGATE.test(v), 'Enter a valid email address')
+  // "é" typed as one character or as e + accent is the same address to its owner: one spelling.
+  .normalize('NFC')
   .toLowerCase()
   .max(254, 'Email is too long')
   .regex(/^[^\s@]+@[^\s@]+\.[^\s@]+$/, 'Enter a valid email address');
@@ -51,11 +57,15 @@ export const name = z
   .string({ error: 'Enter a name' })
   .trim()
   .regex(NO_CONTROL, 'Remove control characters from the name')
-  // A lone surrogate is not text: it cannot be encoded, so it would come back as U+FFFD.
-  .refine((v) => !/\p{Cs}/u.test(v), 'Remove invalid characters from the name')
+  .refine((v) => !LONE_SURROGATE.test(v), 'Remove invalid characters from the name')
   .min(1, 'Enter a name')
   .max(100, 'Name is too long');
 /** Shape only; the password policy (length, common passwords) is checked separately. */
-export const password = z.string({ error: 'Enter a password' }).min(1, 'Enter a password').max(1024, 'Password is too long');
+export const password = z
+  .string({ error: 'Enter a password' })
+  .min(1, 'Enter a password')
+  .max(1024, 'Password is too long')
+  // Hashed as UTF-8, every lone surrogate would become U+FFFD: different passwords, one hash.
+  .refine((v) => !LONE_SURROGATE.test(v), 'Remove invalid characters from the password');
 /** The `_csrf` field that HTML forms send is allowed in every body. */
 export const csrfField = { _csrf: z.string().max(200).optional() };

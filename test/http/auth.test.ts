@@ -80,6 +80,9 @@ describe('signing up, logging in and out', function () {
       ['a password of eight spaces', { email: 'x@example.com', password: '        ', name: 'X' }],
       ['a password of one repeated character', { email: 'x@example.com', password: 'zzzzzzzzzzzz', name: 'X' }],
       ['a name with a lone surrogate (not text)', { email: 'x@example.com', password: GOOD_PASSWORD, name: 'a\ud800b' }],
+      // As UTF-8 it would hash like 'abc\ufffddefghijk' and any other lone surrogate there.
+      ['a password with a lone surrogate', { email: 'x@example.com', password: 'abc\ud800defghijk', name: 'X' }],
+      ['an email with a lone surrogate', { email: 'x\udc00@example.com', password: GOOD_PASSWORD, name: 'X' }],
       ['a JSON array instead of an object', [1, 2, 3]],
       ['a JSON string instead of an object', 'just a string'],
     ];
@@ -135,6 +138,16 @@ describe('signing up, logging in and out', function () {
       expect((await new Client(app.url).login(email.toUpperCase(), GOOD_PASSWORD)).status).to.equal(200);
     });
 
+    it('accepts the email however its accents were typed (one character, or letter + combining mark)', async () => {
+      const tag = uniqueEmail('jose').replace('jose', 'jos\u00e9');
+      const decomposed = tag.normalize('NFD');
+      expect(decomposed).not.to.equal(tag);
+      const { status } = await new Client(app.url).post('/api/signup', { email: tag, password: GOOD_PASSWORD, name: 'José' });
+      expect(status).to.equal(201);
+      expect((await new Client(app.url).login(decomposed, GOOD_PASSWORD)).status, 'logs in').to.equal(200);
+      expectError(await new Client(app.url).post('/api/signup', { email: decomposed, password: GOOD_PASSWORD, name: 'José' }), 409, 'email_taken');
+    });
+
     it('issues a brand-new session id every time, and the one it replaced stops working', async () => {
       const browser = new Client(app.url);
       const { email } = await browser.signup();
@@ -172,6 +185,13 @@ describe('signing up, logging in and out', function () {
     it('answers 400 invalid_input for missing, wrong-typed or unknown fields', async () => {
       for (const body of [{}, { email: 'a@example.com' }, { email: 1, password: 'x' }, { email: 'a@example.com', password: null }, { email: 'a@example.com', password: GOOD_PASSWORD, remember: true }]) {
         expectError(await new Client(app.url).post('/api/login', body), 400, 'invalid_input');
+      }
+    });
+
+    it('names every unknown field, even one called like an object method', async () => {
+      for (const field of ['toString', 'constructor', 'hasOwnProperty']) {
+        const { error } = expectError(await new Client(app.url).post('/api/login', { email: 'a@example.com', password: 'x', [field]: 1 }), 400, 'invalid_input');
+        expect(error.message, field).to.include(`${field}: Unknown field`);
       }
     });
 

@@ -4,6 +4,7 @@
  * error shape (API.md: `{error: {code, message}}`, no stack traces, no internal details),
  * never a 5xx. Ends with a bounded, seeded fuzz run over the whole API.
  */
+import { connect } from 'node:net';
 import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
@@ -246,6 +247,44 @@ describe('bad input never gets more than a 4xx', function () {
       for (const prefix of ['d', 'r', 'x']) {
         expectClientError(await req('GET', '/api/session', { Cookie: `sid=${prefix}.${token}` }), `prefix ${prefix}`, 401);
       }
+    });
+  });
+
+  describe('requests the HTTP parser refuses (before any route)', () => {
+    /** Sends `request` as it is, byte for byte, and reads the answer until the server closes. */
+    function rawBytes(request: string): Promise<{ status: number; contentType: string; body: unknown }> {
+      const url = new URL(app.url);
+      return new Promise((resolve, reject) => {
+        const socket = connect(Number(url.port), url.hostname, () => socket.end(request));
+        const chunks: Buffer[] = [];
+        socket.on('data', (c: Buffer) => chunks.push(c));
+        socket.on('error', reject);
+        socket.setTimeout(10_000, () => socket.destroy(new Error('no answer within 10 s')));
+        socket.on('close', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          const [head = '', body = ''] = text.split('\r\n\r\n');
+          resolve({ status: Number(head.split(' ')[1]), contentType: /content-type: ([^\r]*)/i.exec(head)?.[1] ?? '', body: body ? JSON.parse(body) : undefined });
+        });
+      });
+    }
+
+    for (const [what, request, status, code] of [
+      ['an unknown method', 'FOO / HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'bad_request'],
+      ['a header line without a colon', 'GET /api/session HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n', 400, 'bad_request'],
+      ['a 20 KB cookie', `GET /api/session HTTP/1.1\r\nHost: x\r\nCookie: sid=${'a'.repeat(20_000)}\r\n\r\n`, 431, 'headers_too_large'],
+      ['a 20 KB path', `GET /${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'headers_too_large'],
+    ] as const) {
+      it(`answers ${what} with ${status} and the error shape`, async () => {
+        const reply = await rawBytes(request);
+        expect(reply.status).to.equal(status);
+        expect(reply.contentType).to.match(/^application\/json/);
+        expect(reply.body).to.deep.include({ error: { code, message: (reply.body as { error: { message: string } }).error.message } });
+      });
+    }
+
+    it('still serves the next connection', async () => {
+      await rawBytes('FOO / HTTP/1.1\r\n\r\n');
+      expect((await new Client(app.url).get('/healthz')).status).to.equal(200);
     });
   });
 

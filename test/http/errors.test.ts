@@ -5,6 +5,7 @@
 import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { PARSER_REFUSALS } from '../../src/http/client-errors.js';
 import { FOR_STATUS } from '../../src/http/error-handler.js';
 import * as errors from '../../src/http/errors.js';
 
@@ -19,6 +20,7 @@ function ourCodes(): Set<string> {
   }
   codes.add('internal_error'); // the bare 500 of error-handler.ts
   for (const [code] of Object.values(FOR_STATUS)) codes.add(code);
+  for (const [, code] of Object.values(PARSER_REFUSALS)) codes.add(code);
   return codes;
 }
 

@@ -296,6 +296,29 @@ for (const backend of BACKENDS) {
     });
   });
 
+  describe(`the expiry a request shows, with SESSION_STORAGE=${backend} and a touch on every request`, function () {
+    this.timeout(60_000);
+    let app: AppProcess;
+    before(async () => {
+      app = await startApp(backendEnv(backend, { SESSION_IDLE_TIMEOUT: '60', SESSION_TOUCH_INTERVAL: '0' }));
+    });
+    after(() => app?.stop());
+
+    it('is the one that request set: the request that extends the session says so', async () => {
+      const client = new Client(app.url);
+      await client.signup();
+      type Shown = { session: { lastActivity: string; expiresAt: string } };
+      const before = (await client.get('/api/session')).json as Shown;
+      await new Promise((r) => setTimeout(r, 1100));
+      const sent = Date.now();
+      const touched = (await client.get('/api/session')).json as Shown;
+      expect(Date.parse(touched.session.lastActivity), 'lastActivity moved to this request').to.be.greaterThan(Date.parse(before.session.lastActivity)).and.at.least(sent - 5);
+      expect(Date.parse(touched.session.expiresAt)).to.equal(Date.parse(touched.session.lastActivity) + 60_000);
+      const listed = ((await client.get('/api/sessions')).json as { sessions: Array<{ current: boolean; lastActivity: string }> }).sessions.find((e) => e.current)!;
+      expect(Date.parse(listed.lastActivity), 'the listing of the next request').to.be.at.least(Date.parse(touched.session.lastActivity));
+    });
+  });
+
   describe(`SESSION_MAX_PER_USER=2, with SESSION_STORAGE=${backend}`, function () {
     this.timeout(60_000);
     let app: AppProcess;
