@@ -213,7 +213,7 @@ function asSaved(session: Session, now: number, timeouts: Pick<Config['sessions'
 
 /** What a save of `session` merges with a concurrent one (backends.ts). */
 function concurrencyOf(session: Session): SaveConcurrency {
-  return { readVersion: session.record.version, changedKeys: session.changes };
+  return { readVersion: session.record.version, changedKeys: session.changes, patches: session.patches };
 }
 
 export function sessionMiddleware({ config, backends, flag, metrics, audit }: SessionMiddlewareDeps) {

@@ -16,7 +16,7 @@ import { SessionConflictError } from './errors.js';
 import { BackendUnavailableError, type FailureReason } from './guarded-store.js';
 import type { IndexedSessionStore } from './store.js';
 import type { RevocationList } from './revocations.js';
-import type { SessionRecord } from './session.js';
+import { applyMergePatch, type SessionRecord } from './session.js';
 
 const PREFIX: Record<BackendName, string> = { cookie: 'c', database: 'd', redis: 'r' };
 /** How long a move is remembered for requests that read the session before it (see `migrate`). */
@@ -40,6 +40,8 @@ export type MigrationCause = 'flag' | 'fallback' | 'too_large';
 export interface SaveConcurrency {
   readVersion: number;
   changedKeys: ReadonlySet<string>;
+  /** Changed keys whose change was a merge patch (Session#patch): re-applied, not overwritten. */
+  patches?: ReadonlyMap<string, Readonly<Record<string, unknown>>>;
 }
 
 /** A backend as served: a store that knows whether its breaker lets calls through. */
@@ -167,7 +169,10 @@ export class SessionBackends {
         const current = await store.load(record.id);
         if (!current) return undefined;
         const merged = { ...current.data };
-        for (const key of concurrency.changedKeys) merged[key] = record.data[key];
+        for (const key of concurrency.changedKeys) {
+          const patch = concurrency.patches?.get(key);
+          merged[key] = patch ? applyMergePatch(current.data[key], patch) : record.data[key];
+        }
         attempt = { ...record, data: merged as SessionRecord['data'], version: current.version + 1 };
         expected = current.version;
         Object.assign(record, attempt); // see above: `update` returns this record as written

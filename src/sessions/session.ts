@@ -94,7 +94,36 @@ export class Session {
     if (JSON.stringify(this.record.data[key]) === JSON.stringify(value)) return;
     this.record = { ...this.record, data: { ...this.record.data, [key]: value } };
     this.changedKeys.add(key as string);
+    this.patchOf?.delete(key as string);
   }
+
+  /**
+   * Merges `patch` into the object at `key` (a JSON merge patch, one level deep: null removes
+   * an entry). Unlike `set`, what a concurrent save merges onto is the patch, not the whole
+   * object: two tabs that set different preferences at the same time both keep theirs.
+   */
+  patch(key: string, patch: Readonly<Record<string, unknown>>) {
+    const before = this.patchOf?.get(key);
+    this.set(key, applyMergePatch(this.record.data[key], patch));
+    if (this.changedKeys.has(key)) (this.patchOf ??= new Map()).set(key, { ...before, ...patch });
+  }
+
+  /** The keys changed by `patch` (not since replaced by `set`), with the patch each had. */
+  get patches(): ReadonlyMap<string, Readonly<Record<string, unknown>>> | undefined {
+    return this.patchOf;
+  }
+
+  private patchOf: Map<string, Readonly<Record<string, unknown>>> | undefined;
+}
+
+/** `patch` applied to `base` (an object, or nothing yet): JSON merge patch (RFC 7396), one level deep. */
+export function applyMergePatch(base: unknown, patch: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const merged: Record<string, unknown> = { ...(base !== null && typeof base === 'object' ? (base as Record<string, unknown>) : {}) };
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) delete merged[key];
+    else merged[key] = value;
+  }
+  return merged;
 }
 
 /** The public view of a session, as the API shows it. */

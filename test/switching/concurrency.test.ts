@@ -32,6 +32,20 @@ for (const backend of ['database', 'redis'] as const) {
       }
       expect(lost).to.deep.equal([]);
     });
+
+    it('keeps two preferences set by two tabs at the same moment (the patch merges, not the whole object)', async () => {
+      const c = new Client(app.url);
+      await c.signup();
+      const lost: string[] = [];
+      for (let i = 1; i <= 20; i++) {
+        const [a, b] = await Promise.all([c.patch('/api/session', { preferences: { theme: `t${i}` } }), c.patch('/api/session', { preferences: { counter: i } })]);
+        expect([a.status, b.status]).to.deep.equal([200, 200]);
+        const { preferences } = (await c.get('/api/session')).json as { preferences: { theme: string; counter: number } };
+        if (preferences.theme !== `t${i}`) lost.push(`round ${i}: theme lost`);
+        if (preferences.counter !== i) lost.push(`round ${i}: counter lost`);
+      }
+      expect(lost).to.deep.equal([]);
+    });
   });
 }
 

@@ -4,7 +4,7 @@ import type { Context } from 'koa';
 import { UniqueConstraintError } from 'sequelize';
 import { z } from 'zod';
 import { hashPassword, passwordProblem, verifyPassword } from '../../auth/passwords.js';
-import { describeSession } from '../../sessions/session.js';
+import { applyMergePatch, describeSession } from '../../sessions/session.js';
 import type { AppDeps } from '../deps.js';
 import { EmailTakenError, InvalidCredentialsError, InvalidInputError, UnauthenticatedError } from '../errors.js';
 import { requireSameOrigin } from '../origin.js';
@@ -133,17 +133,13 @@ export function authRoutes(deps: AppDeps) {
     const session = requireSession(ctx);
     const { preferences } = parseBody(ctx, preferencesInput);
     // Merged into what is there (JSON merge patch: null removes a key), at most 20 in all.
-    const merged: Record<string, unknown> = { ...((session.data.preferences as Record<string, unknown>) ?? {}) };
-    for (const [key, value] of Object.entries(preferences)) {
-      if (value === null) delete merged[key];
-      else merged[key] = value;
-    }
-    if (Object.keys(merged).length > MAX_PREFERENCES) {
+    if (Object.keys(applyMergePatch(session.data.preferences, preferences)).length > MAX_PREFERENCES) {
       const message = `At most ${MAX_PREFERENCES} preferences in all; send null for a key to remove it`;
       throw new InvalidInputError(`preferences: ${message}`, { preferences: message });
     }
-    session.set('preferences', merged);
-    ctx.body = { preferences: merged };
+    // As a patch, so that another tab's preference saved meanwhile stays (Session#patch).
+    session.patch('preferences', preferences);
+    ctx.body = { preferences: session.data.preferences };
   });
 
   router.post('/api/password', async (ctx) => {
