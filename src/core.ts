@@ -113,6 +113,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   const backends = new SessionBackends(stores, database, revocations, config.sessions.fallback, {
     fallback(from, to, reason) {
       metrics.fallbacks.inc({ from, to, reason });
+      rollback.noteFallback(from);
     },
     migrated(from, to, cause) {
       metrics.migrations.inc({ from, to });

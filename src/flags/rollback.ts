@@ -12,6 +12,8 @@
 import type { BackendName } from '../config/config.js';
 import type { RollbackTrigger } from '../metrics/metrics.js';
 
+/** How long after an outage moves into the backend count as its sessions returning (`noteMigration`). */
+export const RETURN_GRACE_MS = 10 * 60_000;
 const BINS = 160;
 const BASE_SECONDS = 1e-5;
 const GROWTH = 1.1;
@@ -96,6 +98,8 @@ export class RollbackGuard {
   private readonly baselines = new Map<BackendName, number>();
   private move: { from: BackendName; to: BackendName } | undefined;
   private engaged: RollbackState | undefined;
+  /** When each backend last failed over to the fallback, or came back from an outage (see `noteMigration`). */
+  private readonly outages = new Map<BackendName, number>();
 
   constructor(
     private readonly options: RollbackOptions,
@@ -111,9 +115,22 @@ export class RollbackGuard {
     return this.engaged && this.engaged.from === backend ? this.engaged.to : backend;
   }
 
-  /** Sessions are moving from → to: `to` is now the backend on probation. */
-  noteMigration(from: BackendName, to: BackendName) {
+  /**
+   * Sessions are moving from → to: `to` is now the backend on probation — unless `to` failed
+   * over or came back from an outage on this instance within RETURN_GRACE_MS. Then these are
+   * its own sessions going home from the fallback, lazily on their next requests, not a
+   * rollout: held to the fallback's latency, a backend still warming up (or failing again)
+   * would be rolled back for good, until an operator stepped in.
+   */
+  noteMigration(from: BackendName, to: BackendName, now = Date.now()) {
+    const outage = this.outages.get(to);
+    if (outage !== undefined && now - outage < RETURN_GRACE_MS) return;
     if (this.move?.from !== from || this.move.to !== to) this.move = { from, to };
+  }
+
+  /** A request failed over from `backend` to the fallback (its breaker, a deadline, an error). */
+  noteFallback(backend: BackendName, now = Date.now()) {
+    this.outages.set(backend, now);
   }
 
   record(backend: BackendName, ok: boolean, seconds: number, now = Date.now()) {
@@ -149,14 +166,16 @@ export class RollbackGuard {
    * the fallback's business, so its errors must not count against the backend's probation
    * when sessions move back to it.
    */
-  forget(backend: BackendName) {
+  forget(backend: BackendName, now = Date.now()) {
     this.windows.delete(backend);
+    this.outages.set(backend, now);
   }
 
-  /** An operator cleared it: watch afresh. */
+  /** An operator cleared it: watch afresh (a flag change after an outage is a rollout again). */
   clear() {
     this.engaged = undefined;
     this.move = undefined;
     this.windows.clear();
+    this.outages.clear();
   }
 }

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { RollbackGuard, type RollbackState } from '../../src/flags/rollback.js';
+import { RETURN_GRACE_MS, RollbackGuard, type RollbackState } from '../../src/flags/rollback.js';
 
 const options = { enabled: true, errorRate: 0.05, latencyFactor: 2, latencyFloorMs: 5, windowMs: 60_000, minSamples: 100 };
 
@@ -22,6 +22,26 @@ describe('automatic rollback', () => {
     expect(fired).to.have.length(1);
     expect(g.redirect('redis')).to.equal('database');
     expect(g.redirect('cookie')).to.equal('cookie');
+  });
+
+  it('does not put a backend on probation when its own sessions return to it after an outage', () => {
+    const { g, fired } = guard();
+    for (let i = 0; i < 200; i++) g.record('database', true, 0.0005, t0);
+    g.evaluate(t0);
+    g.noteFallback('redis', t0); // Redis failed; its sessions went to the database
+    g.noteMigration('database', 'redis', t0 + 5000); // back home
+    for (let i = 0; i < 100; i++) g.record('redis', false, 0.1, t0 + 6000); // and failing again
+    expect(g.evaluate(t0 + 6000)).to.equal(undefined);
+    expect(fired).to.have.length(0);
+    // Long after the outage, a move to it is a rollout again; so it is at once after an operator's change.
+    g.noteMigration('database', 'redis', t0 + RETURN_GRACE_MS + 1);
+    expect(g.evaluate(t0 + 6000)).to.deep.include({ from: 'redis', trigger: 'error_rate' });
+    const other = guard().g;
+    other.noteFallback('redis', t0);
+    other.clear();
+    other.noteMigration('database', 'redis', t0 + 1);
+    for (let i = 0; i < 100; i++) other.record('redis', false, 0.1, t0 + 1000);
+    expect(other.evaluate(t0 + 1000)).to.deep.include({ from: 'redis', trigger: 'error_rate' });
   });
 
   it('rolls back when the new backend’s p99 passes twice the old one’s', () => {

@@ -89,3 +89,63 @@ describe('automatic rollback on a failing new backend', function () {
     expect(flags.value).to.equal('database');
   });
 });
+
+describe('no automatic rollback when Redis, the configured backend, fails and comes back', function () {
+  this.timeout(120_000);
+  let redis: RedisProcess;
+  let app: AppProcess;
+  const clients: Client[] = [];
+  const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+
+  before(async () => {
+    redis = await startRedis();
+    app = await startApp({
+      ADMIN_TOKEN,
+      SESSION_STORAGE: 'redis',
+      REDIS_URL: redis.url,
+      ROLLBACK_MIN_SAMPLES: '20',
+      BREAKER_HALF_OPEN_AFTER_MS: '200',
+      SESSION_TOUCH_INTERVAL: '0',
+    });
+    for (let i = 0; i < 4; i++) {
+      const c = new Client(app.url);
+      await c.signup();
+      clients.push(c);
+    }
+  });
+  after(async () => {
+    await app?.stop();
+    await redis?.stop();
+  });
+
+  const backendsNow = async () => Promise.all(clients.map(async (c) => ((await c.get('/api/session')).json.session as { backend: string }).backend));
+  /** Requests until every session is back in Redis (they return lazily, on their next request). */
+  const untilHome = async () => {
+    let where: string[] = [];
+    for (let i = 0; i < 100; i++) {
+      where = await backendsNow();
+      if (where.every((b) => b === 'redis')) break;
+      await sleep(100);
+    }
+    return where;
+  };
+
+  it('sends the sessions home after each outage, and stays on Redis', async () => {
+    for (let outage = 1; outage <= 2; outage++) {
+      await redis.kill();
+      // Long enough for the guard to evaluate (once a second) with the outage's errors in its window.
+      for (let i = 0; i < 30; i++) {
+        for (const c of clients) expect((await c.get('/api/session')).status, `outage ${outage}: nobody is logged out`).to.equal(200);
+        await sleep(50);
+      }
+      await redis.restart();
+      expect(await untilHome(), `after outage ${outage}`).to.deep.equal(['redis', 'redis', 'redis', 'redis']);
+      // Enough calls on Redis for the guard to judge it (ROLLBACK_MIN_SAMPLES), before it fails again.
+      for (let i = 0; i < 10; i++) for (const c of clients) expect((await c.get('/api/session')).status).to.equal(200);
+    }
+    const flags = (await new Client(app.url).get('/api/admin/flags', auth)).json;
+    expect(flags.rollback, 'an outage is not a failed rollout').to.equal(null);
+    const metrics = (await new Client(app.url).get('/metrics')).text;
+    expect(sample(metrics, 'session_rollbacks_total', { from: 'redis', to: 'database', trigger: 'error_rate' })).to.equal(0);
+  });
+});
