@@ -151,7 +151,10 @@ export class RollbackGuard {
     if (!move) return undefined;
     const s = this.windows.get(move.to)?.summary(now);
     if (!s || s.total < this.options.minSamples) return undefined;
-    const baseline = this.baselines.get(move.from);
+    // A sealed cookie opens in microseconds of CPU, with no round trip: it is no baseline for a
+    // store's latency (a rollout from it to the database was rolled back on every busy instance).
+    // Leaving the cookie backend, the error rate alone decides.
+    const baseline = move.from === 'cookie' ? undefined : this.baselines.get(move.from);
     let trigger: RollbackTrigger | undefined;
     if (s.errorRatio > this.options.errorRate) trigger = 'error_rate';
     else if (baseline !== undefined && baseline > 0 && s.p99 > baseline * this.options.latencyFactor && s.p99 * 1000 > this.options.latencyFloorMs) trigger = 'latency';

@@ -12,6 +12,7 @@ import type { BackendFlag, Choice } from '../flags/backend-flag.js';
 import type { Metrics, RevocationReason } from '../metrics/metrics.js';
 import { SessionBackends, type SaveConcurrency, type Written } from '../sessions/backends.js';
 import { SessionTooLargeError } from '../sessions/errors.js';
+import { SessionConflictHttpError } from './errors.js';
 import { describeSession, expiryAt, hashSessionId, newHandle, newSessionId, Session, type SessionRecord } from '../sessions/session.js';
 import type { AuditEntry, SessionAudit } from '../sessions/audit.js';
 
@@ -339,8 +340,12 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     }
     control.landed(written?.record.backend, written?.record);
     if (!written) {
-      // Ended while this request was in flight: it stays ended.
-      clearCookie(ctx);
+      // Ended while this request was in flight: it stays ended. The cookie is left alone: the
+      // browser may already hold the session's next id (a password change or a new login in
+      // another tab answered first), and clearing it would log that out too. A change this
+      // request made was not saved: 409, so that the client retries — in the new session, or
+      // to find itself logged out.
+      if (session.isChanged) throw new SessionConflictHttpError();
       return;
     }
     metrics.selected(written.record.backend, written.fellBackFrom ? 'fallback' : source);

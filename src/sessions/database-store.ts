@@ -36,6 +36,11 @@ const MIRROR_CONFLICT = `ON CONFLICT (id_hash) DO UPDATE SET ${UPSERT_SET} WHERE
 /** Rows per multi-row statement of the mirror's batch, largest first (and 1: `mirror`). */
 const MIRROR_CHUNKS = [64, 16, 4] as const;
 
+function compareKeys(a: unknown, b: unknown): number {
+  return String(a) < String(b) ? -1 : String(a) > String(b) ? 1 : 0;
+}
+const byIdHash = (a: SessionRecord, b: SessionRecord) => compareKeys(a.idHash, b.idHash);
+
 /**
  * Loads, saves and touches waiting at the same moment go to the database as one statement of
  * the smallest of these sizes that holds them: an `IN (…)` of that many id hashes, or an UPDATE
@@ -235,8 +240,11 @@ export class DatabaseStore implements IndexedSessionStore {
    * one is updated only while it still belongs to the record's backend and is not newer — so a
    * late batch never overwrites a session that has meanwhile moved here, or a newer save.
    */
-  async upsertMany(records: SessionRecord[]): Promise<void> {
-    if (records.length === 0) return;
+  async upsertMany(unordered: SessionRecord[]): Promise<void> {
+    if (unordered.length === 0) return;
+    // A statement locks its rows in the order it meets them: two instances' batches over the same
+    // sessions in opposite orders deadlocked on PostgreSQL. In one order (by key), one waits instead.
+    const records = [...unordered].sort(byIdHash);
     // No transaction: each statement is conditional and idempotent, and on SQLite every request's
     // statements share this one connection, so a BEGIN here would sweep them into the batch.
     // A multi-row statement is atomic on its own, and commits once.
@@ -306,8 +314,10 @@ export class DatabaseStore implements IndexedSessionStore {
   private async updateRows(kind: PendingUpdate['kind'], rows: ReadonlyArray<unknown[]>): Promise<boolean[]> {
     const written = new Set<unknown>();
     const statements: Promise<void>[] = [];
-    for (let next = 0; next < rows.length; next += MAX_BATCH) {
-      const chunk = rows.slice(next, next + MAX_BATCH);
+    // In key order, as upsertMany's rows, so that statements over the same sessions lock them alike.
+    const ordered = rows.length > 1 ? [...rows].sort((a, b) => compareKeys(a[0], b[0])) : rows;
+    for (let next = 0; next < ordered.length; next += MAX_BATCH) {
+      const chunk = ordered.slice(next, next + MAX_BATCH);
       // The smallest statement that holds the chunk; its other rows repeat the first one, which
       // changes nothing: a row is updated once per statement, however many rows name it.
       const size = BATCH_SIZES.find((n) => n >= chunk.length)!;

@@ -53,6 +53,17 @@ describe('automatic rollback', () => {
     expect(g.evaluate(t0 + 1000)).to.deep.include({ trigger: 'latency', from: 'redis', to: 'database' });
   });
 
+  it('judges a rollout from the cookie backend by its error rate alone (a cookie has no round trip to compare with)', () => {
+    const { g } = guard();
+    for (let i = 0; i < 200; i++) g.record('cookie', true, 0.00005, t0);
+    g.evaluate(t0);
+    g.noteMigration('cookie', 'database', t0);
+    for (let i = 0; i < 200; i++) g.record('database', true, 0.07, t0 + 1000);
+    expect(g.evaluate(t0 + 1000), 'a busy database, 1400× slower than opening a cookie').to.equal(undefined);
+    for (let i = 0; i < 100; i++) g.record('database', false, 0.07, t0 + 1000);
+    expect(g.evaluate(t0 + 1000)).to.deep.include({ from: 'database', to: 'cookie', trigger: 'error_rate' });
+  });
+
   it('ignores a slower p99 that is still below the latency floor', () => {
     const { g } = guard();
     for (let i = 0; i < 200; i++) g.record('database', true, 0.0001, t0);

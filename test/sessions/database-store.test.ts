@@ -126,6 +126,24 @@ for (const [name, open] of [
       });
     });
 
+    it('writes batches of two instances over the same sessions at once without a deadlock', async () => {
+      // Each instance batches its own copies in its own order: a statement locks rows as it goes,
+      // so two that meet the same rows in opposite orders wait on each other (PostgreSQL: 40P01).
+      const other = new DatabaseStore(db.models);
+      try {
+        const records = Array.from({ length: 128 }, () => makeRecord({}, 'redis'));
+        for (const r of records) await store.create(r);
+        for (let round = 2; round < 202; round++) {
+          const batch = records.map((r) => ({ ...r, version: round, data: changedData(r, round) }));
+          await Promise.all([store.upsertMany(batch), other.upsertMany([...batch].reverse())]);
+        }
+        const rows = await db.models.SessionRow.findAll({ where: { idHash: records.map((r) => r.idHash) }, raw: true });
+        expect(rows.map((r) => r.version)).to.deep.equal(records.map(() => 201));
+      } finally {
+        await other.close();
+      }
+    });
+
     it('applies the same rules to a large batch, written a chunk of rows per statement', async () => {
       // 150 rows: chunks of 64, 64, 16 and 4, then two alone. The rows each rule is about sit in
       // the first chunk, where a clash fails the statement and the chunk is retried row by row.

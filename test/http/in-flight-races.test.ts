@@ -1,0 +1,137 @@
+/**
+ * Races between requests of one user that a slow store makes certain rather than lucky: each
+ * test runs the app in this process, with the real stores (SQLite), and slows one step of
+ * `SessionBackends` (a busy database) so that the other request lands inside its window.
+ */
+import { mkdtempSync } from 'node:fs';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { expect } from 'chai';
+import { createSwitchboard, type Switchboard } from '../../src/app.js';
+import { loadConfig } from '../../src/config/config.js';
+import type { SessionBackends } from '../../src/sessions/backends.js';
+import { Client } from '../support/http-client.js';
+import { expectError, GOOD_PASSWORD } from './helpers.js';
+
+interface InProcessApp {
+  url: string;
+  backends: SessionBackends;
+  stop(): Promise<void>;
+}
+
+async function startInProcess(env: Record<string, string>): Promise<InProcessApp> {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'switchboard-race-'));
+  const config = loadConfig({ DATA_DIR: dataDir, DATABASE_URL: `sqlite:${path.join(dataDir, 'db.sqlite')}`, REDIS_URL: 'none', LOG_LEVEL: 'silent', NODE_ENV: 'test', ...env });
+  const switchboard: Switchboard = await createSwitchboard(config);
+  const server: Server = switchboard.app.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    backends: switchboard.deps.backends,
+    async stop() {
+      await new Promise((resolve) => server.close(resolve));
+      await switchboard.close();
+    },
+  };
+}
+
+describe('SESSION_MAX_PER_USER=2 with logins racing a slow listing', function () {
+  this.timeout(60_000);
+  let app: InProcessApp;
+  before(async () => {
+    app = await startInProcess({ SESSION_MAX_PER_USER: '2' });
+    const { backends } = app;
+    const listByUser = backends.listByUser.bind(backends);
+    backends.listByUser = async (userId) => {
+      const listed = await listByUser(userId);
+      await delay(300);
+      return listed;
+    };
+  });
+  after(() => app?.stop());
+
+  it('leaves two sessions, not one per login, and the oldest ends', async () => {
+    const first = new Client(app.url, 'first');
+    const { email } = await first.signup();
+    const racers = Array.from({ length: 4 }, (_, i) => new Client(app.url, `racer-${i}`));
+    const answers = await Promise.all(racers.map((c) => c.login(email, GOOD_PASSWORD)));
+    expect(answers.map((a) => a.status)).to.deep.equal([200, 200, 200, 200]);
+    const alive: Client[] = [];
+    for (const c of [first, ...racers]) if ((await c.get('/api/session')).status === 200) alive.push(c);
+    expect(alive, 'sessions that still open').to.have.length(2);
+    expect(await alive[0]!.get('/api/sessions').then((r) => (r.body as { sessions: unknown[] }).sessions)).to.have.length(2);
+    expect((await first.get('/api/session')).status, 'the oldest went first').to.equal(401);
+  });
+});
+
+describe('a save in flight while another tab changes the password or logs in again', function () {
+  this.timeout(60_000);
+  let app: InProcessApp;
+  /** While set, saves (not touches) wait for it before they reach the store. */
+  let gate: Promise<unknown> | undefined;
+  before(async () => {
+    app = await startInProcess({});
+    const { backends } = app;
+    const update = backends.update.bind(backends);
+    backends.update = async (record, mode, concurrency) => {
+      if (mode === 'save') await gate;
+      return update(record, mode, concurrency);
+    };
+  });
+  /** Starts `save`, holds it at the store until `other` has answered, then lets it go. */
+  async function saveAround<T>(save: () => Promise<T>, other: () => Promise<{ status: number }>) {
+    let open!: () => void;
+    gate = new Promise<void>((resolve) => (open = resolve));
+    const saving = save();
+    await delay(100); // the save has read the session and waits at the store
+    const answer = await other();
+    gate = undefined;
+    open();
+    return { late: await saving, answer };
+  }
+  after(() => app?.stop());
+
+  for (const [what, act] of [
+    ['changes the password', (c: Client, password: string) => c.post('/api/password', { currentPassword: password, newPassword: 'another long passphrase' })],
+    ['logs in again', (c: Client, password: string, email: string) => c.login(email, password)],
+  ] as const) {
+    it(`keeps the browser's new cookie when a tab ${what}: the late save answers 409 and leaves the cookie alone`, async () => {
+      const browser = new Client(app.url);
+      const { email, password } = await browser.signup();
+      let newCookie: string | undefined;
+      const { late, answer } = await saveAround(
+        () => browser.patch('/api/session', { preferences: { theme: 'dark' } }),
+        async () => {
+          const changed = await act(browser, password, email);
+          newCookie = browser.sessionCookie();
+          return changed;
+        },
+      );
+      expect(answer.status).to.be.oneOf([200, 204]);
+      expectError(late, 409, 'session_conflict');
+      expect(late.headers.getSetCookie(), 'the late answer sets no cookie').to.deep.equal([]);
+      expect(browser.sessionCookie()).to.equal(newCookie);
+      expect((await browser.get('/api/session')).status, 'still logged in, under the new id').to.equal(200);
+      // The retry the 409 asks for lands in the new session.
+      expect((await browser.patch('/api/session', { preferences: { theme: 'dark' } })).status).to.equal(200);
+    });
+  }
+
+  it('answers a late save of a session logged out meanwhile with 409, and the retry with 401', async () => {
+    const browser = new Client(app.url);
+    await browser.signup();
+    const other = new Client(app.url);
+    for (const [name, value] of browser.cookies) other.cookies.set(name, value);
+    other.csrfToken = browser.csrfToken;
+    const { late, answer } = await saveAround(
+      () => browser.patch('/api/session', { preferences: { theme: 'dark' } }),
+      () => other.post('/api/logout'),
+    );
+    expect(answer.status).to.equal(204);
+    expectError(late, 409, 'session_conflict');
+    expectError(await browser.patch('/api/session', { preferences: { theme: 'dark' } }), 401);
+  });
+});
