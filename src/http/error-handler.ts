@@ -81,6 +81,8 @@ export const FOR_STATUS: Readonly<Record<number, readonly [string, string]>> = {
 };
 
 export function errorHandler(logger: Logger) {
+  let unavailableLoggedAt = 0;
+  let unavailableSince = 0;
   return async function handleErrors(ctx: Context, next: Next) {
     try {
       await next();
@@ -105,7 +107,13 @@ export function errorHandler(logger: Logger) {
         logger.warn({ expectedVersion: err.expectedVersion }, 'session save lost to concurrent saves');
         error = new SessionConflictHttpError();
       } else if (err instanceof BackendUnavailableError) {
-        logger.warn({ backend: err.backend, reason: err.reason }, 'no session backend could serve the request');
+        // One line a second, with how many it stands for: during an outage every request gets here.
+        const now = Date.now();
+        if (now - unavailableLoggedAt >= 1000) {
+          logger.warn({ backend: err.backend, reason: err.reason, requests: unavailableSince + 1 }, 'no session backend could serve the request');
+          unavailableLoggedAt = now;
+          unavailableSince = 0;
+        } else unavailableSince++;
         error = new ServiceUnavailableError();
       } else if (err instanceof PasswordHashingBusyError) {
         logger.warn('password checks queue full: a login or signup refused');

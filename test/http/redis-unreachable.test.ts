@@ -56,6 +56,14 @@ describe('signing up while Redis cannot be reached', function () {
       }
       expectError(await new Client(app.url).login(email, GOOD_PASSWORD), 401, 'invalid_credentials');
     });
+
+    it('logs the 503s of an outage a line a second, not a line a request', async () => {
+      const lines = () => app.output().split('\n').filter((l) => l.includes('no session backend could serve')).length;
+      const before = lines();
+      const answers = await Promise.all(Array.from({ length: 30 }, () => new Client(app.url).signup().catch((err: Error) => err.message)));
+      expect(answers.every((a) => typeof a === 'string' && a.startsWith('signup failed: 503'))).to.equal(true);
+      expect(lines() - before).to.be.within(1, 29);
+    });
   });
 });
 
