@@ -57,6 +57,8 @@ export interface Written {
 export class SessionBackends {
   /** The latest move of each session on this instance, kept for MOVE_MEMORY_MS (see `migrate`). */
   private readonly moves = new Map<string, { from: BackendName; readVersion: number; at: number; done: Promise<Written | undefined> }>();
+  /** Saves failing over to the database now, by session: the next waits for the last (`saveOnFallback`). */
+  private readonly fallbackSaves = new Map<string, Promise<Written | undefined>>();
 
   constructor(
     readonly stores: Record<BackendName, ServingStore>,
@@ -144,8 +146,41 @@ export class SessionBackends {
       return token === undefined ? undefined : { cookieValue: SessionBackends.cookieValue(record.backend, token), record };
     } catch (err) {
       if (!(err instanceof BackendUnavailableError)) throw err;
+      if (mode === 'save' && concurrency && this.fallback === 'database' && record.backend !== 'database') return this.saveOnFallback(record, concurrency, err);
       return this.writeWithFallback(record, record.backend, (s, r) => s.create(r), err);
     }
+  }
+
+  /**
+   * A save whose backend failed, to the database fallback, which holds the session's copy.
+   * Requests of one session that fail over together (in flight when Redis stops answering)
+   * each wrote their own whole record there, the last overwriting the others' changes. So here
+   * they go one at a time (per session, on this instance): a copy older than what the request
+   * read (the copy is written behind) is replaced by the request's record, which is newer; a
+   * copy at or past it was written by a request racing this one, and the save merges onto it
+   * as `update` does.
+   */
+  private saveOnFallback(record: SessionRecord, concurrency: SaveConcurrency, failure: BackendUnavailableError): Promise<Written | undefined> {
+    const store = this.stores.database;
+    if (!store.available) return this.writeWithFallback(record, record.backend, (s, r) => s.create(r), failure);
+    const earlier = this.fallbackSaves.get(record.idHash);
+    const save = (async () => {
+      await earlier?.catch(() => undefined);
+      if (this.revocations.isRevoked(record)) return undefined;
+      const r = { ...record, backend: 'database' as const };
+      const copy = await store.load(record.id);
+      const token = copy && copy.version >= concurrency.readVersion ? await this.saveMerging(store, r, concurrency) : await store.create(r);
+      if (token === undefined) return undefined;
+      this.events.fallback(record.backend, 'database', failure.reason);
+      return { cookieValue: SessionBackends.cookieValue('database', token), record: r, fellBackFrom: record.backend };
+    })();
+    this.fallbackSaves.set(record.idHash, save);
+    void save
+      .catch(() => undefined)
+      .then(() => {
+        if (this.fallbackSaves.get(record.idHash) === save) this.fallbackSaves.delete(record.idHash);
+      });
+    return save;
   }
 
   /**

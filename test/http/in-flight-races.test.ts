@@ -14,6 +14,7 @@ import { createSwitchboard, type Switchboard } from '../../src/app.js';
 import { loadConfig } from '../../src/config/config.js';
 import type { SessionBackends } from '../../src/sessions/backends.js';
 import { Client } from '../support/http-client.js';
+import { startRedis, type RedisProcess } from '../support/redis-server.js';
 import { expectError, GOOD_PASSWORD } from './helpers.js';
 
 interface InProcessApp {
@@ -133,5 +134,57 @@ describe('a save in flight while another tab changes the password or logs in aga
     expect(answer.status).to.equal(204);
     expectError(late, 409, 'session_conflict');
     expectError(await browser.patch('/api/session', { preferences: { theme: 'dark' } }), 401);
+  });
+});
+
+describe('saves of one session in flight when Redis stops answering', function () {
+  this.timeout(60_000);
+  let redis: RedisProcess;
+  let app: InProcessApp;
+  let gate: Promise<unknown> | undefined;
+  let held = 0;
+  before(async () => {
+    redis = await startRedis();
+    app = await startInProcess({ SESSION_STORAGE: 'redis', REDIS_URL: redis.url, STORE_TIMEOUT_MS: '200', BREAKER_HALF_OPEN_AFTER_MS: '200' });
+    const { backends } = app;
+    const update = backends.update.bind(backends);
+    backends.update = async (record, mode, concurrency) => {
+      if (mode === 'save' && gate) {
+        held++;
+        await gate;
+      }
+      return update(record, mode, concurrency);
+    };
+  });
+  after(async () => {
+    await app?.stop();
+    await redis?.stop();
+  });
+
+  it('keeps the changes of both: they fail over one after the other and merge', async () => {
+    const lost: string[] = [];
+    for (let round = 1; round <= 3; round++) {
+      const tab = new Client(app.url);
+      await tab.signup();
+      const id = ((await tab.post('/api/platforms', { name: `p${round}`, type: 'web' })).json.platform as { id: number }).id;
+      await delay(300); // the database copy (written behind) has the session as it is now
+      let open!: () => void;
+      gate = new Promise<void>((resolve) => (open = resolve));
+      held = 0;
+      // Both read the session from Redis, then wait at the store while Redis hangs.
+      const answers = Promise.all([tab.post(`/api/platforms/${id}/activate`), tab.patch('/api/session', { preferences: { counter: round } })]);
+      while (held < 2) await delay(10);
+      await redis.pause(3000);
+      gate = undefined;
+      open();
+      const statuses = (await answers).map((a) => a.status);
+      expect(statuses, `round ${round}`).to.deep.equal([200, 200]);
+      const now = (await tab.get('/api/session')).json as { session: { backend: string }; platform: { id: number } | null; preferences: { counter?: number } };
+      if (now.platform?.id !== id) lost.push(`round ${round}: platform switch lost`);
+      if (now.preferences.counter !== round) lost.push(`round ${round}: preference lost`);
+      redis.resume();
+      await delay(500);
+    }
+    expect(lost).to.deep.equal([]);
   });
 });
