@@ -135,6 +135,7 @@ const SQL = {
   touchRows32: touchRows(32),
   touchRows64: touchRows(64),
   destroy: 'DELETE FROM sessions WHERE id_hash = ?1',
+  releaseHandle: 'DELETE FROM sessions WHERE handle = ?1 AND id_hash <> ?2',
   evict: 'DELETE FROM sessions WHERE id_hash = ?1 AND backend = ?2',
   claim: 'UPDATE sessions SET backend = ?2 WHERE id_hash = ?1 AND backend <> ?2',
 } as const;
@@ -231,7 +232,16 @@ export class DatabaseStore implements IndexedSessionStore {
   }
 
   async create(record: SessionRecord): Promise<string> {
-    await this.sql.run('create', this.rowValues(record));
+    try {
+      await this.sql.run('create', this.rowValues(record));
+    } catch (err) {
+      // After ON CONFLICT (id_hash), only the handle can clash: a row of this login's previous
+      // id (a rotation), removed by the rotation but written back by another instance's late
+      // copy batch. The handle is this id's now; without its row, a Redis outage would log it out.
+      if (!isUniqueViolation(err)) throw err;
+      await this.sql.run('releaseHandle', [record.handle, record.idHash]);
+      await this.sql.run('create', this.rowValues(record));
+    }
     return record.id;
   }
 

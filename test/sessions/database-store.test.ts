@@ -126,6 +126,17 @@ for (const [name, open] of [
       });
     });
 
+    it("gives the handle to a rotated id, over a late copy of the login's previous id", async () => {
+      const old = makeRecord(LOGIN, 'redis');
+      await store.create(old);
+      // The rotation removed `old`; another instance's late batch wrote it back (as here): the new id still gets its row.
+      const id = newSessionId();
+      const rotated = { ...old, id, idHash: hashSessionId(id), version: 2 };
+      expect(await store.create(rotated)).to.equal(id);
+      expect(await stored(old)).to.equal(null);
+      expect(await stored(rotated)).to.deep.include({ handle: old.handle, version: 2 });
+    });
+
     it('writes batches of two instances over the same sessions at once without a deadlock', async () => {
       // Each instance batches its own copies in its own order: a statement locks rows as it goes,
       // so two that meet the same rows in opposite orders wait on each other (PostgreSQL: 40P01).
@@ -294,8 +305,8 @@ for (const [name, open] of [
         const pool = (db.sequelize.connectionManager as unknown as { pool: { using: number } }).pool;
         const record = makeRecord();
         await store.create(record);
-        const sameHandle = makeRecord({ handle: record.handle });
-        const failure = await store.create(sameHandle).catch((e: unknown) => e);
+        const broken = makeRecord({ userId: 'not a number' as unknown as number });
+        const failure = await store.create(broken).catch((e: unknown) => e);
         expect(failure).to.be.instanceOf(Error);
         await Promise.all(Array.from({ length: 30 }, () => store.load(record.id)));
         expect(pool.using).to.equal(0);
