@@ -52,7 +52,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
 
   const revocations = new RevocationList(models, { absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, syncIntervalMs: config.syncIntervalMs, onSyncError: syncError('revocation') });
   await revocations.start();
-  const rollback = new RollbackGuard(config.rollback, (state) => {
+  const rollback = new RollbackGuard({ ...config.rollback, fallback: config.sessions.fallback }, (state) => {
     metrics.rollbacks.inc({ from: state.from, to: state.to, trigger: state.trigger });
     logger.error({ event: 'rollback', ...state }, `automatic rollback: sessions go back from ${state.from} to ${state.to} (${state.trigger})`);
   });

@@ -74,6 +74,8 @@ class Window {
 }
 
 export interface RollbackOptions {
+  /** SESSION_FALLBACK: the backend sessions retreat to; a move to it is never undone for its latency. */
+  fallback?: BackendName | 'none';
   enabled: boolean;
   errorRate: number;
   latencyFactor: number;
@@ -125,7 +127,11 @@ export class RollbackGuard {
   noteMigration(from: BackendName, to: BackendName, now = Date.now()) {
     const outage = this.outages.get(to);
     if (outage !== undefined && now - outage < RETURN_GRACE_MS) return;
-    if (this.move?.from !== from || this.move.to !== to) this.move = { from, to };
+    if (this.move?.from === from && this.move.to === to) return;
+    this.move = { from, to };
+    // Judged on what it does from now on: its samples from before (when it last served, or the
+    // few calls a rollout's start makes) are no verdict on this move.
+    this.windows.delete(to);
   }
 
   /** A request failed over from `backend` to the fallback (its breaker, a deadline, an error). */
@@ -154,7 +160,10 @@ export class RollbackGuard {
     // A sealed cookie opens in microseconds of CPU, with no round trip: it is no baseline for a
     // store's latency (a rollout from it to the database was rolled back on every busy instance).
     // Leaving the cookie backend, the error rate alone decides.
-    const baseline = move.from === 'cookie' ? undefined : this.baselines.get(move.from);
+    // Nor is a retreat to the fallback undone for being slower than what it left: the fallback
+    // is where sessions go when the others fail (an Unleash rollout taken back to 0 % was
+    // rolled back to Redis by every busy instance). Its errors still count.
+    const baseline = move.from === 'cookie' || move.to === this.options.fallback ? undefined : this.baselines.get(move.from);
     let trigger: RollbackTrigger | undefined;
     if (s.errorRatio > this.options.errorRate) trigger = 'error_rate';
     else if (baseline !== undefined && baseline > 0 && s.p99 > baseline * this.options.latencyFactor && s.p99 * 1000 > this.options.latencyFloorMs) trigger = 'latency';

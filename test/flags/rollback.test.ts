@@ -35,7 +35,8 @@ describe('automatic rollback', () => {
     expect(fired).to.have.length(0);
     // Long after the outage, a move to it is a rollout again; so it is at once after an operator's change.
     g.noteMigration('database', 'redis', t0 + RETURN_GRACE_MS + 1);
-    expect(g.evaluate(t0 + 6000)).to.deep.include({ from: 'redis', trigger: 'error_rate' });
+    for (let i = 0; i < 100; i++) g.record('redis', false, 0.1, t0 + 7000);
+    expect(g.evaluate(t0 + 7000)).to.deep.include({ from: 'redis', trigger: 'error_rate' });
     const other = guard().g;
     other.noteFallback('redis', t0);
     other.clear();
@@ -62,6 +63,29 @@ describe('automatic rollback', () => {
     expect(g.evaluate(t0 + 1000), 'a busy database, 1400× slower than opening a cookie').to.equal(undefined);
     for (let i = 0; i < 100; i++) g.record('database', false, 0.07, t0 + 1000);
     expect(g.evaluate(t0 + 1000)).to.deep.include({ from: 'database', to: 'cookie', trigger: 'error_rate' });
+  });
+
+  it('does not undo a retreat to the fallback for its latency, only for its errors', () => {
+    const g = new RollbackGuard({ ...options, fallback: 'database' }, () => undefined);
+    for (let i = 0; i < 200; i++) g.record('redis', true, 0.02, t0);
+    g.evaluate(t0);
+    g.noteMigration('redis', 'database', t0);
+    for (let i = 0; i < 200; i++) g.record('database', true, 0.09, t0 + 1000);
+    expect(g.evaluate(t0 + 1000)).to.equal(undefined);
+    for (let i = 0; i < 100; i++) g.record('database', false, 0.09, t0 + 1000);
+    expect(g.evaluate(t0 + 1000)).to.deep.include({ from: 'database', to: 'redis', trigger: 'error_rate' });
+  });
+
+  it('judges a move on the samples since it began, not on what the backend did before', () => {
+    const { g } = guard();
+    for (let i = 0; i < 200; i++) g.record('database', true, 0.0005, t0);
+    for (let i = 0; i < 200; i++) g.record('redis', false, 0.0005, t0); // errors from an earlier episode
+    g.evaluate(t0);
+    g.noteMigration('database', 'redis', t0 + 1000);
+    for (let i = 0; i < 50; i++) g.record('redis', true, 0.0005, t0 + 1000);
+    expect(g.evaluate(t0 + 1000), 'too few samples since the move').to.equal(undefined);
+    for (let i = 0; i < 100; i++) g.record('redis', true, 0.0005, t0 + 1000);
+    expect(g.evaluate(t0 + 1000), 'healthy since the move').to.equal(undefined);
   });
 
   it('ignores a slower p99 that is still below the latency floor', () => {
