@@ -62,6 +62,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   const rollbackTimer = setInterval(() => rollback.evaluate(), 1000);
   rollbackTimer.unref();
 
+  const availability = new Map<string, boolean>();
   const observer: StoreObserver = {
     operation(backend, operation, outcome, seconds) {
       metrics.storeOperation(backend as BackendName, operation, outcome, seconds);
@@ -70,6 +71,10 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     availability(backend, up) {
       metrics.storeUp.set({ backend }, up ? 1 : 0);
       if (up) rollback.forget(backend as BackendName);
+      // Logged when it changes: while a backend stays down, each failed probe opens the breaker
+      // again (every BREAKER_HALF_OPEN_AFTER_MS), which is no news.
+      if (availability.get(backend) === up) return;
+      availability.set(backend, up);
       logger[up ? 'info' : 'warn']({ event: 'backend_availability', backend, up }, `session backend ${backend} ${up ? 'recovered' : 'unavailable: circuit open'}`);
     },
   };
