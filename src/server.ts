@@ -39,10 +39,20 @@ function listenProblem(err: NodeJS.ErrnoException, { host, port }: Pick<Config, 
   }
 }
 
+/** How long SIGTERM waits for requests in flight before it closes their connections. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
 const logger = createLogger(config);
 try {
   const switchboard = await createSwitchboard(config, logger);
-  const server = http.createServer(switchboard.app.callback());
+  const handle = switchboard.app.callback();
+  let draining = false;
+  const server = http.createServer((req, res) => {
+    // Draining (SIGTERM): each answer closes its connection, so keep-alive clients go elsewhere
+    // instead of keeping this instance busy until it is killed mid-request.
+    if (draining) res.setHeader('Connection', 'close');
+    void handle(req, res);
+  });
   server.keepAliveTimeout = 65_000;
   answerClientErrors(server);
   try {
@@ -60,19 +70,27 @@ try {
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   logger.info({ host: config.host, port, storage: config.sessions.storage, database: config.databaseUrl.split(':')[0] }, `switchboard listening on http://${config.host}:${port}`);
-  let stopping = false;
+  let finishing: Promise<void> | undefined;
+  // Closing flushes what is written behind (the database copies of the last MIRROR_FLUSH_MS).
+  const finish = () =>
+    (finishing ??= switchboard.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    ));
   const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
+    if (draining) return;
+    draining = true;
     logger.info({ signal }, 'shutting down');
-    server.close(() => {
-      switchboard.close().then(
-        () => process.exit(0),
-        () => process.exit(1),
-      );
-    });
+    // No new connections; idle ones close now, busy ones after their answer (Connection: close,
+    // or, for an answer begun before SIGTERM, once it has left them idle).
+    server.close(() => void finish());
     server.closeIdleConnections();
-    setTimeout(() => process.exit(0), 5000).unref();
+    setInterval(() => server.closeIdleConnections(), 50).unref();
+    // A client that never finishes its request is not waited for past this.
+    setTimeout(() => {
+      server.closeAllConnections();
+      void finish();
+    }, SHUTDOWN_GRACE_MS).unref();
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -16,6 +16,8 @@ export interface AppProcess {
   /** Everything the process printed so far. */
   output(): string;
   stop(): Promise<void>;
+  /** How the last process ended (after `stop`): SIGKILL means it did not stop by itself within 5 s of SIGTERM. */
+  lastExit(): { code: number | null; signal: NodeJS.Signals | null } | undefined;
   /** Stops and starts again with the same data directory and port (and optionally changed env). */
   restart(env?: Record<string, string>): Promise<void>;
 }
@@ -72,11 +74,15 @@ export async function startApp(env: Record<string, string> = {}): Promise<AppPro
     child.removeAllListeners('exit');
   }
 
+  let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   async function stop() {
     const c = child;
-    if (!c || c.exitCode !== null) return;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
     await new Promise<void>((resolve) => {
-      c.once('exit', () => resolve());
+      c.once('exit', (code, signal) => {
+        exit = { code, signal };
+        resolve();
+      });
       c.kill('SIGTERM');
       setTimeout(() => c.kill('SIGKILL'), 5000).unref();
     });
@@ -92,6 +98,7 @@ export async function startApp(env: Record<string, string> = {}): Promise<AppPro
       return fullEnv;
     },
     output: () => out,
+    lastExit: () => exit,
     async stop() {
       await stop();
       if (!env.DATA_DIR) rmSync(dataDir, { recursive: true, force: true });
