@@ -71,6 +71,8 @@ export function expiryAt(record: Pick<SessionRecord, 'lastActivity' | 'absoluteE
  */
 export class Session {
   private readonly changedKeys = new Set<string>();
+  /** The merge patch of each key changed by `patch` (and not since replaced by `set`). */
+  private patchOf: Map<string, Readonly<Record<string, unknown>>> | undefined;
 
   constructor(
     public record: SessionRecord,
@@ -112,8 +114,6 @@ export class Session {
   get patches(): ReadonlyMap<string, Readonly<Record<string, unknown>>> | undefined {
     return this.patchOf;
   }
-
-  private patchOf: Map<string, Readonly<Record<string, unknown>>> | undefined;
 }
 
 /** `patch` applied to `base` (an object, or nothing yet): JSON merge patch (RFC 7396), one level deep. */

@@ -12,30 +12,37 @@ import { sample } from './metrics-text.js';
 const ADMIN_TOKEN = randomBytes(24).toString('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A private Redis, an instance watching its rollouts closely (20 samples), and four logged-in users. */
+async function startWatched(storage: 'database' | 'redis'): Promise<{ redis: RedisProcess; app: AppProcess; clients: Client[] }> {
+  const redis = await startRedis();
+  const app = await startApp({
+    ADMIN_TOKEN,
+    SESSION_STORAGE: storage,
+    REDIS_URL: redis.url,
+    ROLLBACK_MIN_SAMPLES: '20',
+    ROLLBACK_WINDOW_SECONDS: '60',
+    BREAKER_HALF_OPEN_AFTER_MS: '200',
+    SESSION_TOUCH_INTERVAL: '0',
+  });
+  const clients: Client[] = [];
+  for (let i = 0; i < 4; i++) {
+    const c = new Client(app.url);
+    await c.signup();
+    clients.push(c);
+  }
+  return { redis, app, clients };
+}
+
 describe('automatic rollback on a failing new backend', function () {
   this.timeout(120_000);
   let redis: RedisProcess;
   let app: AppProcess;
-  const clients: Client[] = [];
+  let clients: Client[] = [];
   const admin = () => new Client(app.url);
   const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
 
   before(async () => {
-    redis = await startRedis();
-    app = await startApp({
-      ADMIN_TOKEN,
-      SESSION_STORAGE: 'database',
-      REDIS_URL: redis.url,
-      ROLLBACK_MIN_SAMPLES: '20',
-      ROLLBACK_WINDOW_SECONDS: '60',
-      BREAKER_HALF_OPEN_AFTER_MS: '200',
-      SESSION_TOUCH_INTERVAL: '0',
-    });
-    for (let i = 0; i < 4; i++) {
-      const c = new Client(app.url);
-      await c.signup();
-      clients.push(c);
-    }
+    ({ redis, app, clients } = await startWatched('database'));
   });
   after(async () => {
     await app?.stop();
@@ -94,24 +101,11 @@ describe('no automatic rollback when Redis, the configured backend, fails and co
   this.timeout(120_000);
   let redis: RedisProcess;
   let app: AppProcess;
-  const clients: Client[] = [];
+  let clients: Client[] = [];
   const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
 
   before(async () => {
-    redis = await startRedis();
-    app = await startApp({
-      ADMIN_TOKEN,
-      SESSION_STORAGE: 'redis',
-      REDIS_URL: redis.url,
-      ROLLBACK_MIN_SAMPLES: '20',
-      BREAKER_HALF_OPEN_AFTER_MS: '200',
-      SESSION_TOUCH_INTERVAL: '0',
-    });
-    for (let i = 0; i < 4; i++) {
-      const c = new Client(app.url);
-      await c.signup();
-      clients.push(c);
-    }
+    ({ redis, app, clients } = await startWatched('redis'));
   });
   after(async () => {
     await app?.stop();
