@@ -71,7 +71,12 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
   app.use(requestMetrics(metrics, router));
   app.use(errorHandler(logger));
   app.use(securityHeaders());
-  app.use(bodyParser({ enableTypes: ['json', 'form'], jsonLimit: '16kb', formLimit: '16kb', encoding: 'utf-8', jsonStrict: true }));
+  // A body that cannot be read is the error of a route that reads it (validation.ts's
+  // parseBody), not of every route: logout and the other actions without input ignore their body.
+  const keepBodyError = (err: Error, ctx: Koa.Context) => {
+    ctx.state.bodyError = err;
+  };
+  app.use(bodyParser({ enableTypes: ['json', 'form'], jsonLimit: '16kb', formLimit: '16kb', encoding: 'utf-8', jsonStrict: true, onError: keepBodyError }));
   app.use(sessionMiddleware({ config: config.sessions, backends, flag, metrics, audit: deps.audit }));
   app.use(csrfProtection());
   app.use(adminGate(config.adminToken));

@@ -23,9 +23,13 @@ import { MirroredStore } from './sessions/mirrored-store.js';
 import { createRedisClient, waitForRedis } from './sessions/redis-client.js';
 import { RedisStore } from './sessions/redis-store.js';
 import { InstanceChannel } from './sessions/instance-channel.js';
+import { RevocationSpool } from './sessions/revocation-spool.js';
 import { RevocationList } from './sessions/revocations.js';
 import { DisabledStore } from './sessions/disabled-store.js';
 import type { SessionStore } from './sessions/store.js';
+
+/** How often every backend is pinged for `session_store_up` (and, while a breaker is open, probed). */
+const HEALTH_PROBE_MS = 5000;
 
 export interface Core {
   sequelize: Sequelize;
@@ -89,12 +93,17 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   });
   if (redis) await waitForRedis(redis, 1000);
   // Named for this deployment (the instances sharing this database) alone: see db/deployment.ts.
-  const channel = redis && new InstanceChannel(redis, `${config.redis.keyPrefix}${await deploymentId(models)}:`, (err) => logger.warn({ err }, 'instance channel error'));
-  if (channel) {
+  const shared = redis ? `${config.redis.keyPrefix}${await deploymentId(models)}:` : '';
+  const channel = redis && new InstanceChannel(redis, shared, (err) => logger.warn({ err }, 'instance channel error'));
+  if (redis && channel) {
     // Not waited for: start-up does not wait on Redis, which may be down; until the channel is
     // subscribed, the poll brings other instances' changes.
     void revocations.announceOn(channel);
     void override.announceOn(channel);
+    // Revocations made while the database was down wait in Redis (revocation-spool.ts); they
+    // hold from the first request on.
+    revocations.holdIn(new RevocationSpool(redis, `${shared}revocations:held`));
+    await revocations.sync().catch(syncError('revocation'));
   }
 
   const database = new DatabaseStore(models, codec);
@@ -130,6 +139,13 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     },
   });
 
+  // session_store_up also between requests and without /readyz: the database under the redis or
+  // cookie backend takes only write-behind copies, whose failures no request sees.
+  const healthTimer = setInterval(() => {
+    void backends.health().then((health) => metrics.storeHealth(health));
+  }, HEALTH_PROBE_MS);
+  healthTimer.unref();
+
   return {
     sequelize,
     models,
@@ -142,10 +158,10 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     redis,
     async close() {
       clearInterval(rollbackTimer);
+      clearInterval(healthTimer);
       // Pending database copies are written before the connection closes.
       await Promise.all([stores.redis.close(), stores.cookie.close()]);
-      revocations.stop();
-      override.stop();
+      await Promise.all([revocations.stop(), override.stop()]);
       channel?.close();
       redis?.disconnect();
       await sequelize.close();

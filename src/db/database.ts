@@ -2,7 +2,7 @@
  * The Sequelize connection: SQLite (WAL, the embedded default) or PostgreSQL, from DATABASE_URL.
  */
 import path from 'node:path';
-import { Sequelize } from 'sequelize';
+import { ConnectionError, DatabaseError, Sequelize, TimeoutError } from 'sequelize';
 import { makeDirectory } from '../config/make-directory.js';
 
 export async function openDatabase(url: string): Promise<Sequelize> {
@@ -24,7 +24,7 @@ export async function openDatabase(url: string): Promise<Sequelize> {
     } catch (err) {
       // Not awaited: closing a SQLite handle that never opened does not settle.
       void sequelize.close().catch(() => undefined);
-      throw new Error(`DATABASE_URL: cannot open the SQLite file ${file} (${reason(err)})`);
+      throw new Error(`DATABASE_URL: cannot open the SQLite file ${file} (${describeDatabaseError(err)})`);
     }
     return sequelize;
   }
@@ -37,13 +37,13 @@ export async function openDatabase(url: string): Promise<Sequelize> {
     await sequelize.authenticate();
   } catch (err) {
     await sequelize.close().catch(() => undefined);
-    throw new Error(`DATABASE_URL: cannot connect to PostgreSQL at ${withoutCredentials(url)} (${reason(err)})`);
+    throw new Error(`DATABASE_URL: cannot connect to PostgreSQL at ${withoutCredentials(url)} (${describeDatabaseError(err)})`);
   }
   return sequelize;
 }
 
-/** The driver's code (ECONNREFUSED, SQLITE_CANTOPEN, 28P01…) or first line: what to fix, no stack. */
-function reason(err: unknown): string {
+/** The driver's code (ECONNREFUSED, SQLITE_CANTOPEN, 28P01…) or first line: what to fix, no stack, no query. */
+export function describeDatabaseError(err: unknown): string {
   const e = err as { original?: { code?: string }; parent?: { code?: string }; message?: string };
   const code = e.original?.code ?? e.parent?.code;
   const message = String(e.message ?? err).split('\n')[0] ?? '';
@@ -58,4 +58,21 @@ function withoutCredentials(url: string): string {
   } catch {
     return 'the configured address';
   }
+}
+
+/**
+ * Driver codes that say the database cannot take work right now (down, restarting, locked,
+ * out of disk or connections), as opposed to a query it refused: SQLite's, PostgreSQL's
+ * SQLSTATE classes 08 (connection), 53 (resources) and 57P (shut down), and the socket's.
+ */
+const UNAVAILABLE = /^(SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|PROTOCOL)|08\d\d\d|08P01|53\d\d\d|57P0[1-3]|E(CONNRESET|CONNREFUSED|PIPE|TIMEDOUT|HOSTUNREACH|NETUNREACH))/;
+
+/** Whether `err` means "the database cannot be used at the moment": the request gets 503, not 500. */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  if (err instanceof ConnectionError || err instanceof TimeoutError) return true;
+  if (!(err instanceof DatabaseError)) return false;
+  const parent = err.parent as { code?: unknown; message?: unknown } | undefined;
+  if (typeof parent?.code === 'string' && UNAVAILABLE.test(parent.code)) return true;
+  // node-postgres reports a connection lost mid-query without a code.
+  return typeof parent?.message === 'string' && /^Connection terminated/.test(parent.message);
 }

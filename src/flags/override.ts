@@ -45,14 +45,20 @@ export class FlagOverride {
     private readonly options: { syncIntervalMs: number; onSyncError?: (err: unknown) => void; onOperatorChange?: () => void },
   ) {}
 
+  private polling: Promise<void> | undefined;
+
   async start(): Promise<void> {
     await this.sync();
-    this.timer = setInterval(() => this.sync().catch((err: unknown) => this.options.onSyncError?.(err)), this.options.syncIntervalMs);
+    this.timer = setInterval(() => {
+      this.polling = this.sync().catch((err: unknown) => this.options.onSyncError?.(err));
+    }, this.options.syncIntervalMs);
     this.timer.unref();
   }
 
-  stop(): void {
+  /** Stops polling; settles once a poll in flight has finished (before its database closes). */
+  async stop(): Promise<void> {
     clearInterval(this.timer);
+    await this.polling;
   }
 
   /**

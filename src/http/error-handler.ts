@@ -10,6 +10,7 @@ import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import { PasswordHashingBusyError } from '../auth/passwords.js';
 import { SessionConflictError, SessionTooLargeError } from '../sessions/errors.js';
+import { describeDatabaseError, isDatabaseUnavailable } from '../db/database.js';
 import { BackendUnavailableError } from '../sessions/guarded-store.js';
 import { BadRequestError, FeatureDisabledError, HttpError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotAnObjectError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionConflictHttpError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
 
@@ -80,9 +81,28 @@ export const FOR_STATUS: Readonly<Record<number, readonly [string, string]>> = {
   415: ['unsupported_media_type', 'Send the body as application/json'],
 };
 
+/**
+ * A log of one kind of outage: during one, every request fails the same way, so the first is
+ * logged and then one line a second, with how many requests it stands for.
+ */
+function outageLog(): (log: (requests: number) => void) => void {
+  let loggedAt = 0;
+  let unlogged = 0;
+  return (log) => {
+    const now = Date.now();
+    if (now - loggedAt < 1000) {
+      unlogged++;
+      return;
+    }
+    log(unlogged + 1);
+    loggedAt = now;
+    unlogged = 0;
+  };
+}
+
 export function errorHandler(logger: Logger) {
-  let unavailableLoggedAt = 0;
-  let unavailableSince = 0;
+  const backendOutage = outageLog();
+  const databaseOutage = outageLog();
   return async function handleErrors(ctx: Context, next: Next) {
     try {
       await next();
@@ -107,13 +127,13 @@ export function errorHandler(logger: Logger) {
         logger.warn({ expectedVersion: err.expectedVersion }, 'session save lost to concurrent saves');
         error = new SessionConflictHttpError();
       } else if (err instanceof BackendUnavailableError) {
-        // One line a second, with how many it stands for: during an outage every request gets here.
-        const now = Date.now();
-        if (now - unavailableLoggedAt >= 1000) {
-          logger.warn({ backend: err.backend, reason: err.reason, requests: unavailableSince + 1 }, 'no session backend could serve the request');
-          unavailableLoggedAt = now;
-          unavailableSince = 0;
-        } else unavailableSince++;
+        const { backend, reason } = err;
+        backendOutage((requests) => logger.warn({ backend, reason, requests }, 'no session backend could serve the request'));
+        error = new ServiceUnavailableError();
+      } else if (isDatabaseUnavailable(err)) {
+        // Users, platforms, the session directory and revocations live in the database: while
+        // it is down, what needs them cannot be served, which is not a bug of ours.
+        databaseOutage((requests) => logger.warn({ reason: describeDatabaseError(err), requests }, 'the database could not serve the request'));
         error = new ServiceUnavailableError();
       } else if (err instanceof PasswordHashingBusyError) {
         logger.warn('password checks queue full: a login or signup refused');

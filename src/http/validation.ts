@@ -3,6 +3,13 @@ import type { Context } from 'koa';
 import { z } from 'zod';
 import { InvalidInputError, NotAnObjectError, UnsupportedMediaTypeError } from './errors.js';
 
+declare module 'koa' {
+  interface DefaultState {
+    /** Why the body parser could not read the body (app.ts): thrown by the route that reads it. */
+    bodyError?: Error;
+  }
+}
+
 export function parseInput<T extends z.ZodType>(schema: T, input: unknown): z.output<T> {
   const result = schema.safeParse(input ?? {});
   if (result.success) return result.data;
@@ -23,6 +30,7 @@ export function parseInput<T extends z.ZodType>(schema: T, input: unknown): z.ou
  * without a Content-Type) is 415 rather than an empty object that fails for missing fields.
  */
 export function parseBody<T extends z.ZodType>(ctx: Context, schema: T): z.output<T> {
+  if (ctx.state.bodyError) throw ctx.state.bodyError;
   const sent = ctx.request.length > 0 || ctx.get('Transfer-Encoding') !== '';
   if (sent && (ctx.request as { rawBody?: unknown }).rawBody === undefined) throw new UnsupportedMediaTypeError();
   const body: unknown = ctx.request.body;

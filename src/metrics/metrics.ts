@@ -148,4 +148,9 @@ export class Metrics {
     for (const outcome of LOGIN_OUTCOMES) this.logins.inc({ outcome }, 0);
     for (const reason of REVOCATION_REASONS) this.revocations.inc({ reason }, 0);
   }
+
+  /** `session_store_up` as a probe found the backends (a disabled one has no series). */
+  storeHealth(health: Readonly<Record<BackendName, 'up' | 'down' | 'disabled'>>): void {
+    for (const backend of BACKENDS) if (health[backend] !== 'disabled') this.storeUp.set({ backend }, health[backend] === 'up' ? 1 : 0);
+  }
 }

@@ -10,8 +10,9 @@
  *
  * The cookie names the backend that holds the session: `<c|d|r>.<token>`.
  */
-import type { BackendName } from '../config/config.js';
+import { BACKENDS, type BackendName } from '../config/config.js';
 import type { DatabaseStore } from './database-store.js';
+import { isDisabled } from './disabled-store.js';
 import { SessionConflictError } from './errors.js';
 import { BackendUnavailableError, type FailureReason } from './guarded-store.js';
 import type { IndexedSessionStore } from './store.js';
@@ -35,6 +36,9 @@ export interface BackendEvents {
 }
 
 export type MigrationCause = 'flag' | 'fallback' | 'too_large';
+
+/** What a probe of a backend found; `disabled`: switched off by configuration (REDIS_URL=none). */
+export type BackendHealth = 'up' | 'down' | 'disabled';
 
 /** What a save needs to merge with a concurrent one: the version the request read, and what it changed. */
 export interface SaveConcurrency {
@@ -68,6 +72,22 @@ export class SessionBackends {
     readonly fallback: BackendName | 'none',
     private readonly events: BackendEvents,
   ) {}
+
+  /** Each backend pinged (through its breaker: a ping is the probe that closes an open one). */
+  async health(): Promise<Record<BackendName, BackendHealth>> {
+    const entries = await Promise.all(
+      BACKENDS.map(async (b): Promise<[BackendName, BackendHealth]> => {
+        if (isDisabled(this.stores[b])) return [b, 'disabled'];
+        try {
+          await this.stores[b].ping();
+          return [b, 'up'];
+        } catch {
+          return [b, 'down'];
+        }
+      }),
+    );
+    return Object.fromEntries(entries) as Record<BackendName, BackendHealth>;
+  }
 
   static cookieValue(backend: BackendName, token: string): string {
     return `${PREFIX[backend]}.${token}`;

@@ -14,6 +14,7 @@
 import { Op } from 'sequelize';
 import type { Models } from '../db/models.js';
 import type { InstanceChannel } from './instance-channel.js';
+import type { RevocationSpool } from './revocation-spool.js';
 import type { SessionRecord } from './session.js';
 
 export type Revocable = Pick<SessionRecord, 'idHash' | 'userId' | 'issuedAt'>;
@@ -33,7 +34,7 @@ const GAP_WAIT_MS = 60_000;
 /** At most this many missing ids just below a new one are looked for: never more inserts are in flight at once. */
 const GAP_SPAN = 64;
 
-function isEntry(value: unknown): value is RevocationEntry {
+export function isRevocationEntry(value: unknown): value is RevocationEntry {
   const e = value as Partial<RevocationEntry> | null;
   return (
     typeof e === 'object' &&
@@ -70,10 +71,6 @@ export class RevocationList {
     this.timer.unref();
   }
 
-  stop(): void {
-    clearInterval(this.timer);
-  }
-
   private channel: InstanceChannel | undefined;
   /**
    * From now on, entries issued here are also published on `channel`, and entries another
@@ -83,8 +80,17 @@ export class RevocationList {
   announceOn(channel: InstanceChannel): Promise<void> {
     this.channel = channel;
     return channel.listen(TOPIC, (message) => {
-      if (isEntry(message)) this.apply(message);
+      if (isRevocationEntry(message)) this.apply(message);
     });
+  }
+
+  private spool: RevocationSpool | undefined;
+  /**
+   * From now on, an entry the database cannot take is held in `spool` (Redis) instead, and every
+   * poll applies what the spool holds and moves it into the database once it can.
+   */
+  holdIn(spool: RevocationSpool): void {
+    this.spool = spool;
   }
 
   isRevoked(s: Revocable): boolean {
@@ -115,16 +121,55 @@ export class RevocationList {
   /** Honoured here at once, recorded for every instance, announced to those listening. */
   private async issue(entry: RevocationEntry): Promise<void> {
     this.apply(entry);
-    await this.models.Revocation.create(entry);
+    try {
+      await this.models.Revocation.create(entry);
+    } catch (err) {
+      // The database is down: held in Redis until it is back, or, if Redis cannot take it
+      // either, the database's error goes to the caller (a 503: the logout did not hold).
+      if (!this.spool) throw err;
+      await this.spool.hold(entry).catch(() => {
+        throw err;
+      });
+    }
     await this.channel?.publish(TOPIC, entry);
   }
 
-  /** Reads rows newer than the last seen; one sync at a time. */
+  /** Reads what the spool holds, then rows newer than the last seen; one sync at a time. */
   sync(): Promise<void> {
-    this.syncing ??= this.pull().finally(() => {
-      this.syncing = undefined;
-    });
+    this.syncing ??= this.unspool()
+      .then(() => this.pull())
+      .finally(() => {
+        this.syncing = undefined;
+      });
     return this.syncing;
+  }
+
+  /** Stops polling; settles once a poll in flight has finished (before its database closes). */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.syncing?.catch(() => undefined);
+  }
+
+  /**
+   * Applies the entries held in the spool, and moves each into the database, where the
+   * instances that start later look. Neither Redis nor the database being down is an error here:
+   * the entries wait for the next poll.
+   */
+  private async unspool(): Promise<void> {
+    if (!this.spool) return;
+    const held = await this.spool.held().catch(() => []);
+    const now = Date.now();
+    for (const entry of held) {
+      if (entry.expiresAt > now) {
+        this.apply(entry);
+        try {
+          await this.models.Revocation.create(entry);
+        } catch {
+          return;
+        }
+      }
+      await this.spool.release(entry).catch(() => undefined);
+    }
   }
 
   /** Deletes entries that can no longer match a live session. */

@@ -9,6 +9,7 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import type { Browser, Page } from 'playwright-core';
 import { startApp, type AppProcess } from '../support/app-server.js';
+import { startRedis, type RedisProcess } from '../support/redis-server.js';
 import {
   addPlatform,
   BACKEND_LABELS,
@@ -218,6 +219,43 @@ describe('browser (headless Chromium)', function () {
       });
     });
   }
+
+  describe('a logout the server cannot carry out', function () {
+    let redis: RedisProcess;
+    before(async () => {
+      redis = await startRedis();
+      // No fallback: while this Redis is down, the logout answers 503.
+      await withApp({ SESSION_STORAGE: 'redis', SESSION_FALLBACK: 'none', REDIS_URL: redis.url });
+    });
+    after(async () => {
+      await stopApp();
+      await redis?.stop();
+    });
+
+    it('says so and keeps every tab where it is; once the server can, the logout goes through', async () => {
+      const gus = person('Gus Example', 'gus-outage');
+      const context = await session.context();
+      const first = await session.page(context);
+      await signup(first, gus);
+      const second = await session.page(context);
+      await second.goto('/sessions');
+
+      await redis.stop();
+      await first.getByRole('button', { name: 'Log out', exact: true }).first().click();
+      await first.locator('#logout-error', { hasText: /^Could not log out: / }).waitFor({ timeout: UI_MS });
+      // The other tab was not told to leave: its next checks fail (503) without sending it away.
+      await second.waitForTimeout(CROSS_TAB_MS);
+      expect(new URL(first.url()).pathname, 'this tab stays').to.equal('/');
+      expect(new URL(second.url()).pathname, 'the other tab stays').to.equal('/sessions');
+
+      await redis.restart();
+      // The restarted Redis is empty; the session is read through from its database copy, and
+      // the retry logs it out.
+      await logout(first);
+      await second.waitForURL(onPath('/login'), { timeout: CROSS_TAB_MS });
+      session.takeProblems(); // the 503s of the outage are expected console errors here
+    });
+  });
 
   describe('the backend flag flipped under a logged-in page', function () {
     const env = { SESSION_STORAGE: 'database', ADMIN_TOKEN, REDIS_URL, REDIS_KEY_PREFIX: redisPrefix() };

@@ -42,6 +42,14 @@ describe('the admin API without ADMIN_TOKEN', function () {
       }
     }
   });
+
+  it('does not exist under any other spelling of the path either (letter case, percent-escapes)', async () => {
+    for (const path of ['/API/ADMIN/FLAGS', '/Api/admin/flags', '/api/%61dmin/flags', '/api/admin%2Fflags']) {
+      expectError(await new Client(app.url).get(path), 404, 'not_found');
+      expectError(await new Client(app.url).put(path.replace(/flags$/i, 'flags/session-storage'), { backend: 'cookie' }), 404, 'not_found');
+      expectError(await new Client(app.url).post(path.replace(/flags$/i, 'sessions/revoke-all')), 404, 'not_found');
+    }
+  });
 });
 
 describe('the admin API with ADMIN_TOKEN', function () {
@@ -112,6 +120,27 @@ describe('the admin API with ADMIN_TOKEN', function () {
       const wrongMethod = await adm.post('/api/admin/flags');
       expectError(wrongMethod, 405, 'method_not_allowed');
       expect(wrongMethod.headers.get('allow')).to.include('GET');
+    });
+
+    it('answers 401 to every other spelling of an admin path (letter case, percent-escapes), and changes nothing', async () => {
+      const victim = new Client(app.url);
+      await victim.signup();
+      for (const path of ['/API/ADMIN/FLAGS', '/Api/Admin/flags', '/api/%61dmin/flags', '/api/admin%2Fflags']) {
+        expectError(await new Client(app.url).get(path), 401);
+        expectError(await new Client(app.url).put(path.replace(/flags$/i, 'flags/session-storage'), { backend: 'cookie' }), 401);
+      }
+      for (const path of ['/API/ADMIN/sessions/revoke-all', '/Api/Admin/Sessions/Revoke-All', '/api/%61dmin/sessions/revoke-all']) {
+        expectError(await new Client(app.url).post(path), 401);
+      }
+      expect(((await adm.get('/api/admin/flags')).json as FlagView).source).to.equal('env');
+      expect((await victim.get('/api/session')).status, 'nobody was logged out').to.equal(200);
+    });
+
+    it('answers 401 before reading the body: a malformed or oversized body without the token is not judged', async () => {
+      const json = { 'Content-Type': 'application/json' };
+      expectError(await new Client(app.url).request('PUT', '/api/admin/flags/session-storage', '{bad', json), 401);
+      expectError(await new Client(app.url).request('PUT', '/api/admin/nope', '{bad', json), 401);
+      expectError(await new Client(app.url).request('PUT', '/api/admin/flags/session-storage', `{"backend":"${'x'.repeat(20_000)}"}`, json), 401);
     });
 
     it('does not accept a logged-in user session instead of the token', async () => {

@@ -259,6 +259,24 @@ describe('signing up, logging in and out', function () {
       expectError(await replay.get('/api/session'), 401);
       expectError(await replay.get('/api/sessions'), 401);
     });
+
+    it('ignores whatever body comes with it: a malformed, oversized or unreadable one still logs out', async () => {
+      for (const [type, body] of [
+        ['application/json', '{garbage'],
+        ['application/json', `{"x":"${'y'.repeat(20_000)}"}`],
+        ['text/plain', 'bye'],
+        ['application/x-www-form-urlencoded', '%E0%A4%A'],
+      ]) {
+        const browser = new Client(app.url);
+        await browser.signup();
+        const stolen = browser.sessionCookie()!;
+        const res = await browser.request('POST', '/api/logout', body, { 'Content-Type': type! });
+        expect(res.status, `${type} ${body!.slice(0, 20)}: ${res.text}`).to.equal(204);
+        const replay = new Client(app.url);
+        replay.cookies.set('sid', stolen);
+        expectError(await replay.get('/api/session'), 401);
+      }
+    });
   });
 
   describe('GET /api/session', () => {

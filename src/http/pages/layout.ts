@@ -60,6 +60,7 @@ function topBar(page: PageName, viewer: Viewer) {
         <input type="hidden" name="_csrf" value="${viewer.csrfToken}">
         <button class="btn btn-ghost btn-sm" type="submit">Log out</button>
       </form>
+      <div class="form-error logout-error" id="logout-error" role="alert" aria-live="assertive"></div>
     </div>
   </div>
 </header>`;

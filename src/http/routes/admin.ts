@@ -27,26 +27,49 @@ const userPatchInput = z
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
 /**
+ * Whether `path` is under /api/admin as the router would match it: the router ignores letter
+ * case and decodes percent-escapes, so `/API/Admin/flags` and `/api/%61dmin/flags` reach admin
+ * routes too.
+ */
+function isAdminPath(path: string): boolean {
+  let decoded = path;
+  try {
+    decoded = decodeURIComponent(path);
+  } catch {
+    // A malformed escape: the router matches nothing with it either.
+  }
+  const p = decoded.toLowerCase();
+  return p === '/api/admin' || p.startsWith('/api/admin/');
+}
+
+/**
  * Everything under /api/admin answers 404 while ADMIN_TOKEN is unset and 401 without the token,
  * before any routing: an unknown admin path or a wrong method tells an anonymous caller nothing
- * (it would otherwise get 404 or 405 and learn which routes exist).
+ * (it would otherwise get 404 or 405 and learn which routes exist). The admin router runs the
+ * same check again on every route it serves, whatever spelling of the path reached it.
  */
 export function adminGate(adminToken: string | undefined) {
   const expected = adminToken ? digest(adminToken) : undefined;
   return function requireAdminToken(ctx: Context, next: Next) {
-    if (ctx.path !== '/api/admin' && !ctx.path.startsWith('/api/admin/')) return next();
-    if (!expected) throw new FeatureDisabledError();
-    const header = ctx.get('Authorization');
-    // The scheme is case-insensitive (RFC 9110 §11.1).
-    const token = /^bearer /i.test(header) ? header.slice(7).trim() : '';
-    if (!token || !timingSafeEqual(digest(token), expected)) throw new AdminAuthError();
-    return next();
+    if (!isAdminPath(ctx.path)) return next();
+    return checkAdminToken(ctx, next, expected);
   };
+}
+
+function checkAdminToken(ctx: Context, next: Next, expected: Buffer | undefined) {
+  if (!expected) throw new FeatureDisabledError();
+  const header = ctx.get('Authorization');
+  // The scheme is case-insensitive (RFC 9110 §11.1).
+  const token = /^bearer /i.test(header) ? header.slice(7).trim() : '';
+  if (!token || !timingSafeEqual(digest(token), expected)) throw new AdminAuthError();
+  return next();
 }
 
 export function adminRoutes(deps: AppDeps) {
   const { flag, backends, models, metrics, audit, logger } = deps;
   const router = new Router({ prefix: '/api/admin' });
+  const expected = deps.config.adminToken ? digest(deps.config.adminToken) : undefined;
+  router.use((ctx, next) => checkAdminToken(ctx, next, expected));
 
   async function findUser(id: string | undefined) {
     const userId = idParam(id);

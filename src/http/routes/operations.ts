@@ -1,10 +1,6 @@
 /** Liveness, readiness and metrics. */
 import Router from '@koa/router';
-import { BACKENDS, type BackendName } from '../../config/config.js';
-import { isDisabled } from '../../sessions/disabled-store.js';
 import type { AppDeps } from '../deps.js';
-
-type BackendStatus = 'up' | 'down' | 'disabled';
 
 export function operationsRoutes({ backends, flag, metrics, config }: AppDeps) {
   const router = new Router();
@@ -14,27 +10,19 @@ export function operationsRoutes({ backends, flag, metrics, config }: AppDeps) {
   });
 
   router.get('/readyz', async (ctx) => {
-    const entries = await Promise.all(
-      BACKENDS.map(async (b): Promise<[BackendName, BackendStatus]> => {
-        if (isDisabled(backends.stores[b])) return [b, 'disabled'];
-        try {
-          await backends.stores[b].ping();
-          return [b, 'up'];
-        } catch {
-          return [b, 'down'];
-        }
-      }),
-    );
-    const status = Object.fromEntries(entries) as Record<BackendName, BackendStatus>;
-    for (const [b, s] of entries) if (s !== 'disabled') metrics.storeUp.set({ backend: b }, s === 'up' ? 1 : 0);
+    const status = await backends.health();
+    metrics.storeHealth(status);
     const described = flag.describe();
     const active = described.value;
     const fallback = config.sessions.fallback;
     const serving = status[active] === 'up' || (fallback !== 'none' && status[fallback] === 'up');
+    // Degraded: serving, but without what keeps an outage from logging anyone out (the active
+    // backend, or the fallback that holds the copies).
+    const whole = status[active] === 'up' && (fallback === 'none' || status[fallback] !== 'down');
     ctx.status = serving ? 200 : 503;
     ctx.set('Cache-Control', 'no-store');
     ctx.body = {
-      status: !serving ? 'unavailable' : status[active] === 'up' ? 'ok' : 'degraded',
+      status: !serving ? 'unavailable' : whole ? 'ok' : 'degraded',
       active,
       source: described.source,
       fallback,

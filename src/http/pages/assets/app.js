@@ -678,6 +678,14 @@ async function logout() {
     document.querySelector('form.logout-form')?.submit();
     return;
   }
+  const failure = document.getElementById('logout-error');
+  // 401: the session had already ended; this browser is logged out either way. Anything else
+  // (503 while a backend is down): the session goes on, and the user must not think otherwise.
+  if (!res.ok && res.status !== 401) {
+    if (failure) failure.textContent = `Could not log out: ${messageFor(res)}`;
+    return;
+  }
+  if (failure) failure.textContent = '';
   channel?.postMessage({ type: 'logout' });
   signedOut('logout');
 }

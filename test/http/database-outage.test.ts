@@ -1,0 +1,97 @@
+/**
+ * The database going away under the redis and cookie backends, which serve sessions without
+ * it: a logout and an operator's "log out everybody" made meanwhile still hold — on this
+ * instance at once, after a restart, and once the database is back — what needs the database
+ * answers 503 rather than 500, and the metrics and /readyz say the database is down.
+ * PostgreSQL is reached through a TCP link the test cuts and restores.
+ */
+import { expect } from 'chai';
+import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+import { createTestDatabase, ensureServices, type TestDatabase } from '../support/postgres.js';
+import { redisCommand, waitUntil } from '../support/redis-server.js';
+import { startSlowLink, type SlowLink } from '../support/slow-link.js';
+import { sample } from '../switching/metrics-text.js';
+import { ADMIN_TOKEN, expectError, GOOD_PASSWORD, redisEnv, uniqueEmail } from './helpers.js';
+
+const bearer = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+
+for (const backend of ['redis', 'cookie'] as const) {
+  describe(`the database down under the ${backend} backend`, function () {
+    this.timeout(120_000);
+    let db: TestDatabase;
+    let link: SlowLink;
+    let app: AppProcess;
+    let env: Record<string, string>;
+
+    before(async () => {
+      await ensureServices();
+      db = await createTestDatabase('outage');
+      link = await startSlowLink({ host: '127.0.0.1', port: 5432 });
+      env = { SESSION_STORAGE: backend, ...redisEnv(), ADMIN_TOKEN, DATABASE_URL: db.url.replace(':5432/', `:${link.port}/`), SYNC_INTERVAL_MS: '200' };
+      app = await startApp(env);
+    });
+    after(async () => {
+      await app?.stop();
+      await link?.close();
+      await db?.drop();
+    });
+
+    const stillIn = async (cookie: string) => {
+      const c = new Client(app.url);
+      c.cookies.set('sid', cookie);
+      return (await c.get('/api/session')).status;
+    };
+    /** How many revocation spools (Redis hashes of entries the database has not taken yet) exist. */
+    const spools = async () => Number(await redisCommand(6379, ['EVAL', "return #redis.call('KEYS', ARGV[1])", '0', `${env.REDIS_KEY_PREFIX}*revocations:held`]));
+
+    it('keeps a logout and a revoke-all made meanwhile, across a restart and after it is back; 503 for what needs it', async () => {
+      const leaving = new Client(app.url);
+      await leaving.signup();
+      const stolen = leaving.sessionCookie()!;
+      const staying = new Client(app.url);
+      const { email } = await staying.signup();
+      const other = staying.sessionCookie()!;
+
+      await link.cut();
+      // Sessions go on: they are served from where they live.
+      expect((await staying.get('/api/session')).status).to.equal(200);
+
+      const logout = await leaving.post('/api/logout');
+      expect(logout.status, logout.text).to.equal(204);
+      expect(await stillIn(stolen), 'the logged-out cookie, at once').to.equal(401);
+
+      // What needs the database is unavailable, not broken.
+      expectError(await new Client(app.url).login(email, GOOD_PASSWORD), 503, 'service_unavailable');
+      expectError(await new Client(app.url).post('/api/signup', { email: uniqueEmail('outage'), password: GOOD_PASSWORD, name: 'O' }), 503, 'service_unavailable');
+
+      // The gauge follows without anyone calling /readyz; then /readyz says degraded.
+      await waitUntil('session_store_up{backend="database"} 0', async () => sample(await (await fetch(`${app.url}/metrics`)).text(), 'session_store_up', { backend: 'database' }) === 0, 300);
+      const ready = await new Client(app.url).get('/readyz');
+      expect(ready.status).to.equal(200);
+      expect(ready.json).to.include({ status: 'degraded' });
+      expect((ready.json.backends as Record<string, string>).database).to.equal('down');
+
+      const revokeAll = await new Client(app.url).post('/api/admin/sessions/revoke-all', {}, bearer);
+      expect(revokeAll.status, revokeAll.text).to.equal(200);
+      expect(await stillIn(other), 'revoked by revoke-all, at once').to.equal(401);
+      expect(await spools(), 'held in Redis meanwhile').to.equal(1);
+
+      // A restart while the database is still down: the entries held in Redis are applied at start.
+      await link.restore();
+      await app.restart();
+      await link.cut();
+      expect(await stillIn(stolen), 'the logged-out cookie, after a restart').to.equal(401);
+      expect(await stillIn(other), 'the revoked cookie, after a restart').to.equal(401);
+
+      // Back: the entries move into the database, Redis lets them go, and they hold from there.
+      await link.restore();
+      await waitUntil('the held revocations moved into the database', async () => (await spools()) === 0, 300);
+      await app.restart();
+      expect(await stillIn(stolen), 'the logged-out cookie, from the database').to.equal(401);
+      expect(await stillIn(other), 'the revoked cookie, from the database').to.equal(401);
+      await waitUntil('session_store_up{backend="database"} 1', async () => sample(await (await fetch(`${app.url}/metrics`)).text(), 'session_store_up', { backend: 'database' }) === 1, 300);
+      expect((await new Client(app.url).login(email, GOOD_PASSWORD)).status).to.equal(200);
+    });
+  });
+}
