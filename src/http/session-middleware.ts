@@ -13,7 +13,7 @@ import type { Metrics, RevocationReason } from '../metrics/metrics.js';
 import { SessionBackends, type SaveConcurrency, type Written } from '../sessions/backends.js';
 import { SessionTooLargeError } from '../sessions/errors.js';
 import { SessionConflictHttpError } from './errors.js';
-import { describeSession, expiryAt, hashSessionId, newHandle, newSessionId, Session, type SessionRecord } from '../sessions/session.js';
+import { describeSession, expiryAt, hashSessionId, newHandle, newSessionId, Session, type SessionData, type SessionRecord, type Timeouts } from '../sessions/session.js';
 import type { AuditEntry, SessionAudit } from '../sessions/audit.js';
 
 export interface SessionUser {
@@ -31,8 +31,13 @@ export class SessionControl {
   clearCookie = false;
   /** A background check, not user activity: it does not extend the idle expiry. */
   passive = false;
+  /** When the session was read (just before this was made): a move of it judges by this (backends.migrate). */
+  readonly readAt = Date.now();
   /** What the route asked to happen once the new session is stored, or could not be (see `start`). */
   private started: StartHooks | undefined;
+
+  /** The stored session a rotation replaced (see `rotate`): commit catches up with saves made to it meanwhile. */
+  rotatedFrom: Session | undefined;
 
   /** Where commit left the current session (undefined until then). */
   private landedIn: BackendName | undefined;
@@ -132,7 +137,10 @@ export class SessionControl {
   rotate(issuedAt = Date.now()): Session {
     const old = this.current;
     if (!old) throw new Error('rotate() needs a session');
-    if (!old.isNew) this.ending.push({ record: old.record, quiet: true });
+    if (!old.isNew) {
+      this.ending.push({ record: old.record, quiet: true });
+      this.rotatedFrom = old;
+    }
     const id = newSessionId();
     // The Redis and cookie formats do not carry IP and User-Agent (the directory does): the
     // new id is this browser's, so it takes this request's.
@@ -206,10 +214,14 @@ export interface SessionMiddlewareDeps {
   audit: SessionAudit;
 }
 
-/** A changed session as a save writes it: a change is activity too (the idle expiry moves), and a new version. */
-function asSaved(session: Session, now: number, timeouts: Pick<Config['sessions'], 'idleTimeoutMs' | 'absoluteTimeoutMs'>): SessionRecord {
-  const { record } = session;
-  return { ...record, lastActivity: now, expiresAt: expiryAt({ lastActivity: now, absoluteExpiresAt: record.absoluteExpiresAt }, timeouts), version: record.version + 1 };
+/** `record` with this request counted as activity: the idle expiry moves (a touch). */
+function asTouched(record: SessionRecord, now: number, timeouts: Timeouts): SessionRecord {
+  return { ...record, lastActivity: now, expiresAt: expiryAt({ lastActivity: now, absoluteExpiresAt: record.absoluteExpiresAt }, timeouts) };
+}
+
+/** A changed session as a save writes it: a change is activity too, and a new version. */
+function asSaved(session: Session, now: number, timeouts: Timeouts): SessionRecord {
+  return { ...asTouched(session.record, now, timeouts), version: session.record.version + 1 };
 }
 
 /** What a save of `session` merges with a concurrent one (backends.ts). */
@@ -269,12 +281,30 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     return record.backend === 'database' && cookieBackend !== undefined && cookieBackend !== 'database';
   }
 
+  /**
+   * A rotation (password change) copies the session as this request read it; another request
+   * may have saved the old id since (a platform switch in another tab, during the seconds a
+   * password check takes). The new id starts from that save, with this request's own changes
+   * on top, rather than silently dropping it. A save that lands later still finds the old id
+   * ended, and answers 409.
+   */
+  async function catchUpRotation(control: SessionControl) {
+    const { rotatedFrom: old, current } = control;
+    if (!old || !current?.isNew || !old.record.id) return;
+    const latest = await backends.latest(old.record).catch(() => undefined);
+    if (!latest || latest.version <= old.record.version) return;
+    const data: Record<string, unknown> = { ...latest.data };
+    for (const key of [...old.changes, ...current.changes]) data[key] = current.data[key];
+    current.record = { ...current.record, data: data as SessionData, version: latest.version + 1 };
+  }
+
   /** `cookieBackend`: the backend the request's cookie pointed at. */
   function commit(ctx: Context, control: SessionControl, cookieBackend: BackendName | undefined): Promise<void> {
     // Most requests end nothing: they pay no extra async frame for it. (A new session may end
     // others once it is stored: SESSION_MAX_PER_USER.)
     if (control.ending.length === 0 && !control.current?.isNew) return write(ctx, control, cookieBackend);
     return (async () => {
+      await catchUpRotation(control);
       await applyEndings(ctx, control, 'same handle');
       await write(ctx, control, cookieBackend);
       await applyEndings(ctx, control, 'others');
@@ -290,14 +320,19 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     // While the chosen backend's breaker is open, sessions stay in (or go to) the fallback.
     const { backend: target, source } = control.destination();
     const now = Date.now();
+    const touchDue = !control.passive && now - session.record.lastActivity >= config.touchIntervalMs;
     let written: Written | undefined;
     let moved = false;
     if (!session.isNew && target !== session.record.backend) {
       try {
         // A changed session moves as a save would write it (a new version): a request of the same
         // session moving it at the same time then merges rather than overwrites (backends.migrate).
+        // An unchanged one moves touched when a touch is due: instances that disagree about the
+        // flag move it on every request, and each is the user's activity.
         const cause = source === 'fallback' ? 'fallback' : 'flag';
-        written = session.isChanged ? await backends.migrate(asSaved(session, now, config), target, cause, concurrencyOf(session)) : await backends.migrate(session.record, target, cause);
+        written = session.isChanged
+          ? await backends.migrate(asSaved(session, now, config), target, cause, concurrencyOf(session), control.readAt)
+          : await backends.migrate(touchDue ? asTouched(session.record, now, config) : session.record, target, cause, undefined, control.readAt);
         moved = true;
       } catch (err) {
         // Too large for the backend the flag chose (a sealed cookie holds ≈ 3.8 KB): nothing was
@@ -323,10 +358,8 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
         if (!(err instanceof SessionTooLargeError) || changed.backend !== 'cookie') throw err;
         written = await backends.migrate(changed, 'database', 'too_large');
       }
-    } else if (!control.passive && now - session.record.lastActivity >= config.touchIntervalMs) {
-      const { record } = session;
-      const touched = { ...record, lastActivity: now, expiresAt: expiryAt({ lastActivity: now, absoluteExpiresAt: record.absoluteExpiresAt }, config) };
-      written = await backends.update(touched, 'touch');
+    } else if (touchDue) {
+      written = await backends.update(asTouched(session.record, now, config), 'touch');
     } else {
       control.landed(session.record.backend);
       metrics.selected(session.record.backend, source);

@@ -58,9 +58,18 @@ export interface Written {
   fellBackFrom?: BackendName;
 }
 
+/** A move of one session, remembered for the requests that read it before the move was done (`migrate`). */
+interface MoveMemory {
+  from: BackendName;
+  readVersion: number;
+  at: number;
+  done: Promise<Written | undefined>;
+  settledAt?: number;
+}
+
 export class SessionBackends {
   /** The latest move of each session on this instance, kept for MOVE_MEMORY_MS (see `migrate`). */
-  private readonly moves = new Map<string, { from: BackendName; readVersion: number; at: number; done: Promise<Written | undefined> }>();
+  private readonly moves = new Map<string, MoveMemory>();
   /** Saves failing over to the database now, by session: the next waits for the last (`saveOnFallback`). */
   private readonly fallbackSaves = new Map<string, Promise<Written | undefined>>();
 
@@ -245,12 +254,15 @@ export class SessionBackends {
    * top, where the session now is (`concurrency`: what it read and changed, merged as in
    * `update`) — or, having changed nothing, writes nothing. So no request's change overwrites
    * another's. This holds on one instance; README says what instances that disagree can do.
+   * A request that read the session after that move had finished (`readAt`) did not arrive
+   * together with it: another instance has moved the session back since, and it moves again.
    */
-  async migrate(record: SessionRecord, target: BackendName, cause: MigrationCause = 'flag', concurrency?: SaveConcurrency): Promise<Written | undefined> {
+  async migrate(record: SessionRecord, target: BackendName, cause: MigrationCause = 'flag', concurrency?: SaveConcurrency, readAt = Date.now()): Promise<Written | undefined> {
     const readVersion = concurrency?.readVersion ?? record.version;
     const now = Date.now();
     const earlier = this.moves.get(record.idHash);
-    if (earlier && earlier.from === record.backend && readVersion <= earlier.readVersion && now - earlier.at < MOVE_MEMORY_MS) {
+    const together = earlier && (earlier.settledAt === undefined || readAt <= earlier.settledAt);
+    if (earlier && together && earlier.from === record.backend && readVersion <= earlier.readVersion && now - earlier.at < MOVE_MEMORY_MS) {
       const moved = await earlier.done.catch(() => undefined);
       if (moved && moved.record.backend !== record.backend) {
         if (!concurrency) return moved;
@@ -258,9 +270,11 @@ export class SessionBackends {
       }
     }
     const done = this.move(record, target, cause);
+    const entry: MoveMemory = { from: record.backend, readVersion, at: now, done };
+    void done.finally(() => (entry.settledAt = Date.now())).catch(() => undefined);
     // Deleted first so that the map stays in the order of `at`: forgetting stops at the first young entry.
     this.moves.delete(record.idHash);
-    this.moves.set(record.idHash, { from: record.backend, readVersion, at: now, done });
+    this.moves.set(record.idHash, entry);
     for (const [idHash, move] of this.moves) {
       if (now - move.at < MOVE_MEMORY_MS) break;
       this.moves.delete(idHash);
@@ -298,6 +312,15 @@ export class SessionBackends {
     if (record.backend !== 'database') removals.push(this.directory.destroy(record));
     const results = await Promise.allSettled(removals);
     for (const r of results) if (r.status === 'rejected') this.events.secondaryFailure(r.reason, `destroy in ${record.backend}`);
+  }
+
+  /**
+   * The freshest stored copy of a session, revoked or not (a rotation reads the id it has just
+   * ended): where it lives, or for a sealed cookie its database copy — the browser holds the
+   * cookie a concurrent save set, the server only that copy.
+   */
+  latest(record: SessionRecord): Promise<SessionRecord | undefined> {
+    return (record.backend === 'cookie' ? this.directory : this.stores[record.backend]).load(record.id);
   }
 
   /**

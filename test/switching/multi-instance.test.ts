@@ -171,3 +171,47 @@ describe('two instances sharing PostgreSQL and Redis', function () {
     expect((await new Client(a.url).delete('/api/admin/flags/session-storage', auth)).status).to.equal(204);
   });
 });
+
+/**
+ * Instances that disagree about the flag for a while (a rolling restart with a new
+ * SESSION_STORAGE, an automatic rollback on one of them) move a session back and forth, one
+ * move per request. Each move is the user's activity too: it must push the idle expiry out, or
+ * an active user behind a round-robin balancer is logged out at the idle timeout.
+ */
+describe('two instances that disagree about the flag', function () {
+  this.timeout(120_000);
+  let db: TestDatabase;
+  const apps: AppProcess[] = [];
+
+  before(async () => {
+    db = await createTestDatabase('switchboard_disagree');
+    const shared = { DATABASE_URL: db.url, REDIS_URL: 'redis://127.0.0.1:6379/0', REDIS_KEY_PREFIX: `disagree-${randomBytes(4).toString('hex')}:`, SESSION_SECRETS: randomBytes(32).toString('base64url'), SESSION_TOUCH_INTERVAL: '1' };
+    for (const storage of ['cookie', 'database', 'redis']) apps.push(await startApp({ ...shared, SESSION_STORAGE: storage }));
+  });
+  after(async () => {
+    for (const app of apps) await app.stop();
+    await db?.drop();
+  });
+
+  for (const [from, to] of [
+    [0, 1],
+    [2, 1],
+  ] as const) {
+    it(`count every move as activity (${['cookie', 'database', 'redis'][from]} ⇄ database): the idle expiry moves on`, async () => {
+      const user = new Client(apps[from]!.url);
+      await user.signup();
+      let expiresAt = Date.parse(((await user.get('/api/session')).json.session as { expiresAt: string }).expiresAt);
+      for (const app of [apps[to]!, apps[from]!, apps[to]!]) {
+        await sleep(1100); // past SESSION_TOUCH_INTERVAL
+        const moving = new Client(app.url);
+        for (const [k, v] of user.cookies) moving.cookies.set(k, v);
+        const res = await moving.get('/api/session');
+        expect(res.status, res.text).to.equal(200);
+        for (const [k, v] of moving.cookies) user.cookies.set(k, v);
+        const now = Date.parse((res.json.session as { expiresAt: string }).expiresAt);
+        expect(now, `the move to ${(res.json.session as { backend: string }).backend} pushed the idle expiry out`).to.be.greaterThan(expiresAt);
+        expiresAt = now;
+      }
+    });
+  }
+});
