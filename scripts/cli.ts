@@ -29,4 +29,17 @@ export function scriptOptions<T extends NonNullable<ParseArgsConfig['options']>>
   }
 }
 
+/**
+ * From here on, an error the script cannot go on from (a database or Redis it cannot reach)
+ * stops it with one line naming what failed and exit 1, not a stack trace.
+ */
+export function stopOnFailure(script: string): void {
+  const fail = (err: unknown) => {
+    console.error(`${script}: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`);
+    process.exit(1);
+  };
+  process.on('uncaughtException', fail);
+  process.on('unhandledRejection', fail);
+}
+
 export const scriptLogger = (config: Config) => pino({ level: config.logLevel === 'info' ? 'warn' : config.logLevel });

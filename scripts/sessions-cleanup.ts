@@ -5,7 +5,7 @@
  * on meanwhile; the cost is proportional to what expired. (Redis expires its own keys.)
  */
 import { openCore } from '../src/core.js';
-import { scriptConfig, scriptLogger, scriptOptions } from './cli.js';
+import { scriptConfig, scriptLogger, scriptOptions, stopOnFailure } from './cli.js';
 
 const USAGE = 'Delete expired sessions and stale revocation entries.\n\n  npm run sessions:cleanup [-- --batch N]';
 const values = scriptOptions({ batch: { type: 'string', default: '500' }, help: { type: 'boolean', default: false } }, USAGE);
@@ -18,6 +18,7 @@ if (!Number.isInteger(batch) || batch < 1) {
   console.error('--batch must be a positive whole number');
   process.exit(2);
 }
+stopOnFailure('sessions:cleanup');
 const config = scriptConfig();
 const core = await openCore(config, scriptLogger(config));
 try {

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { makeDirectory } from '../src/config/make-directory.js';
 import { openCore } from '../src/core.js';
 import { bulkMigrate, type ServerSideBackend } from '../src/sessions/bulk-migrate.js';
-import { scriptConfig, scriptLogger, scriptOptions } from './cli.js';
+import { scriptConfig, scriptLogger, scriptOptions, stopOnFailure } from './cli.js';
 
 const HELP = `Move sessions in bulk between server-side backends.
 
@@ -43,10 +43,17 @@ if (values.help) {
 }
 const serverSide = (v: string | undefined): v is ServerSideBackend => v === 'database' || v === 'redis';
 const batchSize = Number(values.batch);
-if (!serverSide(values.from) || !serverSide(values.to) || values.from === values.to || !Number.isInteger(batchSize) || batchSize < 1) {
-  console.error(HELP);
+const backendProblem = (option: string, v: string | undefined) =>
+  v === undefined ? `${option} is required` : v === 'cookie' ? `${option} cookie: cookie sessions live in browsers and move on their next request` : !serverSide(v) ? `${option} must be database or redis (got ${JSON.stringify(v)})` : undefined;
+const problem =
+  backendProblem('--from', values.from) ??
+  backendProblem('--to', values.to) ??
+  (values.from === values.to ? '--from and --to must differ' : !Number.isInteger(batchSize) || batchSize < 1 ? '--batch must be a positive whole number' : undefined);
+if (problem || !serverSide(values.from) || !serverSide(values.to)) {
+  console.error(`${problem}\n\n${HELP}`);
   process.exit(2);
 }
+stopOnFailure('sessions:migrate');
 
 const config = scriptConfig();
 const core = await openCore(config, scriptLogger(config));

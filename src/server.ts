@@ -6,7 +6,7 @@ import 'dotenv/config';
 import http from 'node:http';
 import { createLogger, createSwitchboard } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
-import { answerClientErrors } from './http/client-errors.js';
+import { answerClientErrors, refusesWithoutHost } from './http/client-errors.js';
 
 let config: Config;
 try {
@@ -47,7 +47,8 @@ try {
   const switchboard = await createSwitchboard(config, logger);
   const handle = switchboard.app.callback();
   let draining = false;
-  const server = http.createServer((req, res) => {
+  const server = http.createServer({ requireHostHeader: false }, (req, res) => {
+    if (refusesWithoutHost(req, res)) return;
     // Draining (SIGTERM): each answer closes its connection, so keep-alive clients go elsewhere
     // instead of keeping this instance busy until it is killed mid-request.
     if (draining) res.setHeader('Connection', 'close');

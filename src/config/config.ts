@@ -89,6 +89,7 @@ const schema = {
 
   LOGIN_MAX_FAILURES: { type: int(1, 10_000).default(10), accepts: 'failed logins per account and address before 429, 1-10000' },
   LOGIN_MAX_FAILURES_PER_IP: { type: int(1, 100_000).default(300), accepts: 'failed logins per address before 429, 1-100000' },
+  LOGIN_MAX_FAILURES_PER_ACCOUNT: { type: int(1, 100_000).default(100), accepts: 'failed logins per account from all addresses before 429, 1-100000' },
   LOGIN_FAILURE_WINDOW: { type: int(1, 86_400).default(900), accepts: 'seconds 1-86400' },
   PASSWORD_MIN_LENGTH: { type: int(8, 128).default(8), accepts: 'a length 8-128' },
 } as const;
@@ -132,7 +133,7 @@ export interface Config {
   rollback: { enabled: boolean; errorRate: number; latencyFactor: number; latencyFloorMs: number; windowMs: number; minSamples: number };
   unleash?: { url: string; token?: string; appName: string; refreshIntervalMs: number };
   adminToken?: string;
-  login: { maxFailures: number; maxFailuresPerIp: number; windowSeconds: number };
+  login: { maxFailures: number; maxFailuresPerIp: number; maxFailuresPerAccount: number; windowSeconds: number };
   passwordMinLength: number;
 }
 
@@ -170,6 +171,11 @@ function developmentSecret(dataDir: string): string {
   }
 }
 
+/** `value` with the password of any `scheme://user:password@` in it masked, for an error message. */
+function withoutPassword(value: string): string {
+  return value.replace(/(\/\/[^/:@]*):[^@/]*@/g, '$1:…@');
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const raw = {} as Record<string, unknown>;
   for (const [name, { type, accepts }] of Object.entries(schema)) {
@@ -177,7 +183,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const value = env[name]?.trim() || undefined;
     const parsed = (type as z.ZodType).safeParse(value);
     if (!parsed.success) {
-      const shown = value === undefined ? 'nothing' : JSON.stringify(name.includes('SECRET') || name.includes('TOKEN') ? '…' : value);
+      const shown = value === undefined ? 'nothing' : JSON.stringify(name.includes('SECRET') || name.includes('TOKEN') ? '…' : withoutPassword(value));
       throw new ConfigError(`${name} must be ${accepts} (got ${shown})`);
     }
     raw[name] = parsed.data;
@@ -254,7 +260,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ? { url: c.UNLEASH_URL, token: c.UNLEASH_API_TOKEN, appName: c.UNLEASH_APP_NAME, refreshIntervalMs: c.UNLEASH_REFRESH_INTERVAL_MS }
       : undefined,
     adminToken: c.ADMIN_TOKEN,
-    login: { maxFailures: c.LOGIN_MAX_FAILURES, maxFailuresPerIp: c.LOGIN_MAX_FAILURES_PER_IP, windowSeconds: c.LOGIN_FAILURE_WINDOW },
+    login: { maxFailures: c.LOGIN_MAX_FAILURES, maxFailuresPerIp: c.LOGIN_MAX_FAILURES_PER_IP, maxFailuresPerAccount: c.LOGIN_MAX_FAILURES_PER_ACCOUNT, windowSeconds: c.LOGIN_FAILURE_WINDOW },
     passwordMinLength: c.PASSWORD_MIN_LENGTH,
   };
 }

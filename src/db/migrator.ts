@@ -12,8 +12,20 @@ export function migrator(sequelize: Sequelize) {
   });
 }
 
-/** Applies pending migrations; returns their names. */
+/**
+ * Applies pending migrations; returns their names. Instances started together on a new database
+ * race to apply them: the loser's statements fail on what the winner created. So a failed run
+ * is retried once the winner has had a moment; what the winner applied is then not pending, and
+ * a real failure fails again.
+ */
 export async function migrateUp(sequelize: Sequelize): Promise<string[]> {
-  const done = await migrator(sequelize).up();
-  return done.map((m) => m.name);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const done = await migrator(sequelize).up();
+      return done.map((m) => m.name);
+    } catch (err) {
+      if (attempt >= 3) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+    }
+  }
 }

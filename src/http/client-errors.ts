@@ -4,10 +4,13 @@
  * get the API's error shape too, instead of Node's bare status line. As Node's own handler
  * does, the answer is written only while no response of this connection has begun (a
  * keep-alive connection may have one in flight), and the connection is then closed: after a
- * parse error, nothing more on it can be trusted.
+ * parse error, nothing more on it can be trusted. The same goes for a CONNECT request (Node
+ * would drop the connection without a word) and an HTTP/1.1 request without Host (Node's own
+ * answer is a bare 400). Each carries the API's security headers, as every answer does.
  */
-import { STATUS_CODES, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { apiHeaders } from './security-headers.js';
 
 /** Node's parser error code → the answer (test/http/errors.test.ts checks README lists them). */
 export const PARSER_REFUSALS: Readonly<Record<string, readonly [number, string, string]>> = {
@@ -16,15 +19,33 @@ export const PARSER_REFUSALS: Readonly<Record<string, readonly [number, string, 
   other: [400, 'bad_request', 'The request could not be understood'],
 };
 
+const SECURITY_HEADERS = Object.entries(apiHeaders())
+  .map(([name, value]) => `${name}: ${value}\r\n`)
+  .join('');
+
 function answer(status: number, code: string, message: string): string {
   const body = JSON.stringify({ error: { code, message } });
-  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${SECURITY_HEADERS}Connection: close\r\n\r\n${body}`;
 }
 
+/** `server` must be created with `requireHostHeader: false`: the Host check is `refusesWithoutHost`'s. */
 export function answerClientErrors(server: Server): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: ServerResponse | null }) => {
     const inFlight = socket._httpMessage;
     if (err.code !== 'ECONNRESET' && socket.writable && (!inFlight || !inFlight.headersSent)) socket.write(answer(...(PARSER_REFUSALS[err.code ?? ''] ?? PARSER_REFUSALS.other!)));
     socket.destroy();
   });
+  server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+    if (socket.writable) socket.write(answer(405, 'method_not_allowed', 'CONNECT is not supported'));
+    socket.destroy();
+  });
+}
+
+/** Answers (400) an HTTP/1.1 request without Host, as RFC 9112 §3.2 says to; true when it did. */
+export function refusesWithoutHost(req: IncomingMessage, res: ServerResponse): boolean {
+  if (req.headers.host !== undefined || req.httpVersion !== '1.1') return false;
+  const body = JSON.stringify({ error: { code: 'bad_request', message: 'An HTTP/1.1 request needs a Host header' } });
+  res.writeHead(400, { ...apiHeaders(), 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+  res.end(body);
+  return true;
 }

@@ -6,7 +6,7 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import type { Context, Next } from 'koa';
-import { CsrfError } from './errors.js';
+import { CsrfError, UnsupportedMediaTypeError } from './errors.js';
 
 const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
 const EXEMPT = ['/api/login', '/api/signup'];
@@ -25,6 +25,7 @@ export function csrfProtection() {
     if (session && !SAFE.has(ctx.method) && !EXEMPT.includes(ctx.path) && !ctx.path.startsWith('/api/admin/')) {
       const body = ctx.request.body as { _csrf?: unknown } | undefined;
       const given = ctx.get('X-CSRF-Token') || (typeof body?._csrf === 'string' ? body._csrf : '');
+      if (!given && ctx.request.is('multipart')) throw new UnsupportedMediaTypeError('Send forms as application/x-www-form-urlencoded (or JSON): multipart bodies are not read');
       if (!given || !matches(given, session.data.csrfToken)) throw new CsrfError();
     }
     return next();

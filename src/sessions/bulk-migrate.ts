@@ -39,8 +39,13 @@ export async function bulkMigrate(
     if (page.length === 0) break;
     for (const listed of page) {
       cursor = listed.idHash;
+      // Read again just before the move, as a request would: the page was listed a while ago,
+      // and users may have changed their session since (a move of the page's copy would
+      // overwrite that), or traffic may have moved it already (then it is not ours to move).
+      const current = await raw.database.loadByHash(listed.idHash);
+      if (!current || current.backend !== options.from) continue;
       // Redis holds the freshest copy of its sessions; the directory row may lag by a touch.
-      const record: SessionRecord | undefined = options.from === 'redis' ? ((await raw.redis.loadByHash(listed.idHash)) ?? listed) : listed;
+      const record: SessionRecord = options.from === 'redis' ? ((await raw.redis.loadByHash(listed.idHash)) ?? current) : current;
       if (backends.revocations.isRevoked(record)) {
         skipped++;
         continue;

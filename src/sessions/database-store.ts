@@ -381,6 +381,12 @@ export class DatabaseStore implements IndexedSessionStore {
     return rows.flatMap((row) => this.toRecord(row, '') ?? []);
   }
 
+  /** The live row of `idHash`, as the directory has it (its backend, no id): for operator tools. */
+  async loadByHash(idHash: string): Promise<SessionRecord | undefined> {
+    const row = await this.models.SessionRow.findOne({ where: { idHash, expiresAt: { [Op.gt]: Date.now() } } });
+    return row ? this.toRecord(row, '') : undefined;
+  }
+
   async countHeldBy(backend: BackendName): Promise<number> {
     return this.models.SessionRow.count({ where: { backend, expiresAt: { [Op.gt]: Date.now() } } });
   }

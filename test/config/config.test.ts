@@ -57,6 +57,24 @@ describe('configuration', () => {
     });
   }
 
+  it('never shows the password of a URL it refuses', () => {
+    for (const [name, value] of [
+      ['DATABASE_URL', 'postgres://app:SuperSecretPw9@127.0.0.1:99999/db'],
+      ['DATABASE_URL', 'mysql://u:SuperSecretPw9@h/x'],
+      ['REDIS_URL', 'http://:SuperSecretPw9@127.0.0.1:6379/0'],
+    ] as const) {
+      let message = '';
+      try {
+        loadConfig({ DATA_DIR: dataDir(), [name]: value });
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      expect(message, value).to.match(new RegExp(`^${name} must be`));
+      expect(message).to.not.include('SuperSecretPw9');
+      expect(message).to.include('…@');
+    }
+  });
+
   it('takes a blank or space-padded value as the default, never as 0', () => {
     const c = loadConfig({ DATA_DIR: dataDir(), PORT: '   ', SESSION_MAX_PER_USER: ' ', ROLLBACK_ERROR_RATE: ' ', SESSION_IDLE_TIMEOUT: '\t', MIRROR_FLUSH_MS: '', STORE_TIMEOUT_MS: ' 250 ' });
     expect(c.port).to.equal(3000);

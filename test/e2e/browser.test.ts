@@ -148,6 +148,28 @@ describe('browser (headless Chromium)', function () {
         expectCleanConsole();
       });
 
+      it('the sessions page shows a login on another device, and a revoke made in another tab, without a reload', async () => {
+        const eve = person('Eve Example', `eve-${backend}`);
+        const context = await session.context();
+        const watching = await session.page(context);
+        await signup(watching, eve);
+        await watching.goto('/sessions');
+        await expectCount(watching.locator('#session-list > li.session'), 1);
+
+        const device = await session.page(await session.context({ userAgent: UA.firefoxWindows }));
+        await login(device, eve);
+        await expectCount(watching.locator('#session-list > li.session'), 2);
+        await waitForText(watching, '#session-count', '2 active sessions', UI_MS);
+        expect(await watching.getByRole('button', { name: 'Log out all other sessions' }).isDisabled()).to.equal(false);
+
+        const revoking = await session.page(context);
+        await revoking.goto('/sessions');
+        await revoking.locator('li.session:not([data-current])').getByRole('button', { name: /^Revoke/ }).click();
+        await waitForText(revoking, '#sessions-status', 'Session revoked. That device is logged out.', UI_MS);
+        await expectCount(watching.locator('#session-list > li.session'), 1);
+        expectCleanConsole();
+      });
+
       it('a session revoked on /sessions from another browser sends that browser to /login', async () => {
         const di = person('Di Example', `di-${backend}`);
         const victim = await session.page();
@@ -514,7 +536,8 @@ async function expectPageBasics(page: Page, headers: Record<string, string>, pat
 }
 
 async function expectCount(locator: ReturnType<Page['locator']>, n: number) {
-  // Bounded: the list is rendered by the server, or updated by the page after a request.
+  // Bounded: the list is rendered by the server, or updated by the page after a request (up or down).
   await locator.nth(n - 1).waitFor({ timeout: UI_MS });
+  await locator.nth(n).waitFor({ state: 'detached', timeout: UI_MS });
   expect(await locator.count()).to.equal(n);
 }

@@ -216,6 +216,15 @@ describe('signing up, logging in and out', function () {
       expectError(await new Client(app.url).login(email, GOOD_PASSWORD), 429, 'too_many_attempts');
     });
 
+    it('accepts Origin: null from a form post the browser marks Sec-Fetch-Site: same-origin (the pages send no referrer)', async () => {
+      const { email } = await new Client(app.url).signup();
+      const res = await new Client(app.url).post('/api/login', { email, password: GOOD_PASSWORD }, { Origin: 'null', 'Sec-Fetch-Site': 'same-origin' });
+      expect(res.status, res.text).to.equal(200);
+      for (const site of ['cross-site', 'same-site', 'none']) {
+        expectError(await new Client(app.url).post('/api/login', { email, password: GOOD_PASSWORD }, { Origin: 'null', 'Sec-Fetch-Site': site }), 403, 'csrf_failed');
+      }
+    });
+
     it('refuses a cross-site Origin with 403 and sets no cookie', async () => {
       const { email } = await new Client(app.url).signup();
       for (const origin of ['https://evil.example', 'null', `http://127.0.0.1.evil.example:${app.port}`, 'not a url']) {
@@ -364,5 +373,27 @@ describe('the session cookie with COOKIE_SECURE=true', function () {
     const attrs = cookieAttributes(setCookieFor(res)!);
     expect(attrs.get('secure')).to.equal(true);
     expect(attrs.get('path')).to.equal('/');
+  });
+});
+
+describe('login rate limiting across addresses', function () {
+  this.timeout(60_000);
+  let app: AppProcess;
+  before(async () => {
+    app = await startApp({ TRUST_PROXY: 'true', LOGIN_MAX_FAILURES: '2', LOGIN_MAX_FAILURES_PER_ACCOUNT: '5' });
+  });
+  after(() => app?.stop());
+
+  it('stops guessing at one account spread over many addresses, with the account cap', async () => {
+    const { email } = await new Client(app.url).signup();
+    const from = (n: number) => ({ 'X-Forwarded-For': `198.51.100.${n}` });
+    // Two addresses, two failures each: each address is at its own limit, the account at 4 of 5.
+    for (const n of [1, 2]) for (let i = 0; i < 2; i++) expectError(await new Client(app.url).post('/api/login', { email, password: `guess ${n}.${i}` }, from(n)), 401, 'invalid_credentials');
+    expectError(await new Client(app.url).post('/api/login', { email, password: 'guess 3.0' }, from(3)), 401, 'invalid_credentials');
+    // The fifth failure spent the account's cap: a new address gets 429, even with the password.
+    expectError(await new Client(app.url).post('/api/login', { email, password: GOOD_PASSWORD }, from(4)), 429, 'too_many_attempts');
+    // Another account is not affected.
+    const other = await new Client(app.url).signup();
+    expect((await new Client(app.url).post('/api/login', { email: other.email, password: GOOD_PASSWORD }, from(4))).status).to.equal(200);
   });
 });

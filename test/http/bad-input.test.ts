@@ -252,7 +252,7 @@ describe('bad input never gets more than a 4xx', function () {
 
   describe('requests the HTTP parser refuses (before any route)', () => {
     /** Sends `request` as it is, byte for byte, and reads the answer until the server closes. */
-    function rawBytes(request: string): Promise<{ status: number; contentType: string; body: unknown }> {
+    function rawBytes(request: string): Promise<{ status: number; contentType: string; head: string; body: unknown }> {
       const url = new URL(app.url);
       return new Promise((resolve, reject) => {
         const socket = connect(Number(url.port), url.hostname, () => socket.end(request));
@@ -263,7 +263,7 @@ describe('bad input never gets more than a 4xx', function () {
         socket.on('close', () => {
           const text = Buffer.concat(chunks).toString('utf8');
           const [head = '', body = ''] = text.split('\r\n\r\n');
-          resolve({ status: Number(head.split(' ')[1]), contentType: /content-type: ([^\r]*)/i.exec(head)?.[1] ?? '', body: body ? JSON.parse(body) : undefined });
+          resolve({ status: Number(head.split(' ')[1]), contentType: /content-type: ([^\r]*)/i.exec(head)?.[1] ?? '', head, body: body ? JSON.parse(body) : undefined });
         });
       });
     }
@@ -273,14 +273,22 @@ describe('bad input never gets more than a 4xx', function () {
       ['a header line without a colon', 'GET /api/session HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n', 400, 'bad_request'],
       ['a 20 KB cookie', `GET /api/session HTTP/1.1\r\nHost: x\r\nCookie: sid=${'a'.repeat(20_000)}\r\n\r\n`, 431, 'headers_too_large'],
       ['a 20 KB path', `GET /${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'headers_too_large'],
+      ['an HTTP/1.1 request without Host', 'GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n', 400, 'bad_request'],
+      ['CONNECT', 'CONNECT /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n', 405, 'method_not_allowed'],
     ] as const) {
-      it(`answers ${what} with ${status} and the error shape`, async () => {
+      it(`answers ${what} with ${status}, the error shape and the security headers`, async () => {
         const reply = await rawBytes(request);
         expect(reply.status).to.equal(status);
         expect(reply.contentType).to.match(/^application\/json/);
         expect(reply.body).to.deep.include({ error: { code, message: (reply.body as { error: { message: string } }).error.message } });
+        for (const header of ['content-security-policy', 'x-content-type-options', 'x-frame-options', 'strict-transport-security']) expect(reply.head.toLowerCase()).to.include(`\r\n${header}: `);
       });
     }
+
+    it('serves an HTTP/1.0 request without Host, which needs none', async () => {
+      const reply = await rawBytes('GET /healthz HTTP/1.0\r\n\r\n');
+      expect(reply.status).to.equal(200);
+    });
 
     it('still serves the next connection', async () => {
       await rawBytes('FOO / HTTP/1.1\r\n\r\n');

@@ -107,6 +107,19 @@ describe('CSRF protection of state-changing requests', function () {
     expect((await browser.get('/api/session')).status).to.equal(401);
   });
 
+  it('answers a multipart form 415 (its fields are not read), not that its token is wrong', async () => {
+    const { browser } = await loggedIn();
+    const form = new FormData();
+    form.set('name', 'Multi');
+    form.set('type', 'vcs');
+    form.set('_csrf', browser.csrfToken!);
+    const res = await fetch(`${browser.baseUrl}/api/platforms`, { method: 'POST', body: form, headers: { Cookie: [...browser.cookies].map(([k, v]) => `${k}=${v}`).join('; ') } });
+    expect(res.status).to.equal(415);
+    expect(((await res.json()) as { error: { code: string } }).error.code).to.equal('unsupported_media_type');
+    const names = ((await browser.get('/api/platforms')).json.platforms as Array<{ name: string }>).map((p) => p.name);
+    expect(names).to.not.include('Multi');
+  });
+
   it('takes the pages\' forms as a browser without JavaScript posts them: every named field, the _csrf one included', async () => {
     const { browser } = await loggedIn();
     /** The named inputs of form `id` on `page`, with their values, as the browser would send them. */

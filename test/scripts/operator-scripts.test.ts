@@ -10,11 +10,11 @@ import path from 'node:path';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 
-function run(script: string, args: string[]) {
+function run(script: string, args: string[], env: Record<string, string> = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'switchboard-scripts-'));
   const result = spawnSync(process.execPath, ['--import', 'tsx', `scripts/${script}.ts`, ...args], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH, DATA_DIR: dir, DATABASE_URL: `sqlite:${path.join(dir, 'db.sqlite')}`, REDIS_URL: 'none' },
+    env: { PATH: process.env.PATH, DATA_DIR: dir, DATABASE_URL: `sqlite:${path.join(dir, 'db.sqlite')}`, REDIS_URL: 'none', ...env },
     encoding: 'utf8',
     timeout: 60_000,
   });
@@ -28,6 +28,12 @@ describe('the operator scripts on the command line', function () {
     ['sessions-cleanup', ['--frob'], /^Unknown option '--frob'/],
     ['sessions-cleanup', ['100'], /^Unexpected argument '100'/],
     ['sessions-migrate', ['--from', 'redis', '--frob'], /^Unknown option '--frob'/],
+    ['sessions-migrate', [], /^--from is required/],
+    ['sessions-migrate', ['--from', 'redis'], /^--to is required/],
+    ['sessions-migrate', ['--from', 'floppy', '--to', 'database'], /^--from must be database or redis \(got "floppy"\)/],
+    ['sessions-migrate', ['--from', 'cookie', '--to', 'database'], /^--from cookie: cookie sessions live in browsers/],
+    ['sessions-migrate', ['--from', 'redis', '--to', 'redis'], /^--from and --to must differ/],
+    ['sessions-migrate', ['--from', 'redis', '--to', 'database', '--batch', '0'], /^--batch must be a positive whole number/],
   ] as const) {
     it(`${script} ${args.join(' ')}: one line, then how to call it (exit 2)`, () => {
       const { status, stderr } = run(script, [...args]);
@@ -44,4 +50,16 @@ describe('the operator scripts on the command line', function () {
     expect(status).to.equal(0);
     expect(stdout).to.match(/^deleted 0 expired sessions and 0 stale revocation entries/);
   });
+
+  for (const script of ['sessions-cleanup', 'sessions-migrate']) {
+    it(`${script}: a database it cannot reach stops it with one line naming DATABASE_URL and no password (exit 1)`, () => {
+      const args = script === 'sessions-migrate' ? ['--from', 'redis', '--to', 'database'] : [];
+      const { status, stderr } = run(script, args, { DATABASE_URL: 'postgres://app:SuperSecretPw9@127.0.0.1:1/nope' });
+      expect(status).to.equal(1);
+      const lines = stderr.trim().split('\n');
+      expect(lines, stderr).to.have.length(1);
+      expect(lines[0]).to.match(/DATABASE_URL: cannot connect to PostgreSQL/);
+      expect(stderr).to.not.include('SuperSecretPw9');
+    });
+  }
 });

@@ -81,4 +81,37 @@ describe('moving sessions in bulk (scripts/sessions-migrate)', function () {
     expect((await raw.redis.load(keep!))?.handle).to.be.a('string');
     expect(await raw.redis.load(drop!)).to.equal(undefined);
   });
+
+  for (const [from, to] of [
+    ['database', 'redis'],
+    ['redis', 'database'],
+  ] as const) {
+    it(`keeps a change a user saved after the page was listed, and leaves a session traffic moved meanwhile (${from} → ${to})`, async () => {
+      const [changed, movedAway] = await seed(2);
+      if (from === 'database') await bulkMigrate(core.backends, raw, { from: 'redis', to: 'database', batchSize: 100, dryRun: false, cursor: '' });
+      const store = core.backends.stores[from];
+      const scan = raw.database.scan.bind(raw.database);
+      // Between the listing of the page and the moves: a user saves one session, and a request
+      // (on an instance whose flag says `to`) moves the other.
+      raw.database.scan = async (...args) => {
+        const page = await scan(...args);
+        raw.database.scan = scan;
+        const current = (await store.load(changed!))!;
+        await store.save({ ...current, data: { ...current.data, platformId: 42 }, version: current.version + 1 }, current.version);
+        const moving = (await store.load(movedAway!))!;
+        const moved = await core.backends.migrate(moving, to);
+        await core.backends.update({ ...moved!.record, data: { ...moved!.record.data, platformId: 7 }, version: moved!.record.version + 1 }, 'save', { readVersion: moved!.record.version, changedKeys: new Set(['platformId']) });
+        return page;
+      };
+      try {
+        await bulkMigrate(core.backends, raw, { from, to, batchSize: 100, dryRun: false, cursor: '' });
+      } finally {
+        raw.database.scan = scan;
+      }
+      const changedNow = await core.backends.stores[to].load(changed!);
+      expect(changedNow?.data.platformId, 'the change saved after the listing').to.equal(42);
+      const movedNow = await core.backends.stores[to].load(movedAway!);
+      expect(movedNow?.data.platformId, 'the change saved where traffic moved it').to.equal(7);
+    });
+  }
 });

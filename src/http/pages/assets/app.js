@@ -10,9 +10,11 @@
  *   revocation from another device, a password change elsewhere or an expiry is noticed.
  * - Before the session's expiresAt an idle warning offers "Stay signed in".
  */
-/* global sessionStorage, Headers, HTMLInputElement, AbortSignal */
+/* global sessionStorage, Headers, HTMLInputElement, AbortSignal, DOMParser */
 
 const POLL_MS = 1000;
+/** How often /sessions looks for sessions started or ended elsewhere. */
+const SESSION_LIST_MS = 3000;
 /** A call that has not answered by then counts as a network failure (and frees the queue). */
 const REQUEST_TIMEOUT_MS = 15_000;
 const SIGNED_OUT_KEY = 'switchboard:signed-out';
@@ -597,6 +599,7 @@ async function revokeSession(button) {
   const next = row?.nextElementSibling?.querySelector('button') ?? row?.previousElementSibling?.querySelector('button');
   row?.remove();
   updateSessionCount();
+  channel?.postMessage({ type: 'sessions' });
   sessionStatus(res.status === 404 ? 'That session had already ended.' : 'Session revoked. That device is logged out.');
   (next ?? document.querySelector('h1'))?.focus?.();
 }
@@ -616,8 +619,31 @@ async function revokeOthers(button) {
   }
   for (const row of document.querySelectorAll('#session-list > li.session:not([data-current])')) row.remove();
   updateSessionCount();
+  channel?.postMessage({ type: 'sessions' });
   const n = Number(res.data?.revoked ?? 0);
   sessionStatus(n === 1 ? 'Logged out 1 other session.' : `Logged out ${n} other sessions.`);
+}
+
+/**
+ * The list as the server renders it now: a login on another device, or a revoke from another
+ * tab, shows here without a reload. A background check (`passive=1`: not activity); skipped
+ * while the user is working in the list, so that focus and a pending revoke are left alone.
+ */
+async function refreshSessionList() {
+  const list = document.getElementById('session-list');
+  if (!list || document.visibilityState !== 'visible' || list.contains(document.activeElement) || list.querySelector('[aria-disabled="true"]')) return;
+  let res;
+  try {
+    res = await fetch('/sessions?passive=1', { headers: { Accept: 'text/html' }, credentials: 'same-origin', cache: 'no-store', redirect: 'manual' });
+  } catch {
+    return;
+  }
+  if (res.status !== 200) return; // signed out, or a redirect to /login: the session poll handles it
+  const fresh = new DOMParser().parseFromString(await res.text(), 'text/html').getElementById('session-list');
+  if (!fresh || list.contains(document.activeElement)) return;
+  list.replaceChildren(...[...fresh.children].map((child) => document.importNode(child, true)));
+  renderTimes();
+  updateSessionCount();
 }
 
 function initSessions() {
@@ -627,6 +653,8 @@ function initSessions() {
   });
   const others = document.querySelector('button[data-action="revoke-others"]');
   others?.addEventListener('click', () => void revokeOthers(others));
+  setInterval(() => void refreshSessionList(), SESSION_LIST_MS);
+  document.addEventListener('visibilitychange', () => void refreshSessionList());
 }
 
 // ---------------------------------------------------------------- account page
@@ -750,6 +778,9 @@ channel?.addEventListener('message', (event) => {
       break;
     case 'platforms':
       if (page === 'dashboard') void refreshPlatforms();
+      break;
+    case 'sessions':
+      if (page === 'sessions') void refreshSessionList();
       break;
     default:
       break;
