@@ -42,4 +42,5 @@ export function stopOnFailure(script: string): void {
   process.on('unhandledRejection', fail);
 }
 
-export const scriptLogger = (config: Config) => pino({ level: config.logLevel === 'info' ? 'warn' : config.logLevel });
+// Errors only (the scripts report their own failures in one line), unless LOG_LEVEL asks for more detail.
+export const scriptLogger = (config: Config) => pino({ level: ['debug', 'trace'].includes(config.logLevel) ? config.logLevel : 'error' });

@@ -13,7 +13,7 @@ if (values.help) {
   console.log(USAGE);
   process.exit(0);
 }
-const batch = Number(values.batch);
+const batch = /^[1-9][0-9]*$/.test(values.batch) ? Number(values.batch) : NaN;
 if (!Number.isInteger(batch) || batch < 1) {
   console.error('--batch must be a positive whole number');
   process.exit(2);

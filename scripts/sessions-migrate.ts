@@ -42,7 +42,7 @@ if (values.help) {
   process.exit(0);
 }
 const serverSide = (v: string | undefined): v is ServerSideBackend => v === 'database' || v === 'redis';
-const batchSize = Number(values.batch);
+const batchSize = /^[1-9][0-9]*$/.test(values.batch) ? Number(values.batch) : NaN;
 const backendProblem = (option: string, v: string | undefined) =>
   v === undefined ? `${option} is required` : v === 'cookie' ? `${option} cookie: cookie sessions live in browsers and move on their next request` : !serverSide(v) ? `${option} must be database or redis (got ${JSON.stringify(v)})` : undefined;
 const problem =
@@ -63,6 +63,10 @@ if (!redisStore) {
   await core.close();
   process.exit(2);
 }
+// Both ends are needed: an unreachable Redis is named as such, before anything is counted.
+await core.redis?.ping().catch((err: unknown) => {
+  throw new Error(`REDIS_URL: cannot reach Redis (${err instanceof Error ? err.message : String(err)})`);
+});
 const cursorFile = path.join(config.dataDir, `sessions-migrate-${values.from}-to-${values.to}.cursor`);
 const cursor = !values.restart && existsSync(cursorFile) ? readFileSync(cursorFile, 'utf8').trim() : '';
 try {
@@ -86,7 +90,7 @@ try {
   });
   bar.stop();
   if (!values['dry-run']) rmSync(cursorFile, { force: true });
-  console.log(`${values['dry-run'] ? 'would move' : 'moved'} ${result.moved} sessions from ${values.from} to ${values.to}; ${result.skipped} revoked ones skipped`);
+  console.log(`${values['dry-run'] ? 'would move' : 'moved'} ${result.moved} sessions from ${values.from} to ${values.to}; ${result.skipped} revoked ones ${values['dry-run'] ? 'would be removed' : 'removed'}`);
 } finally {
   await core.close();
 }

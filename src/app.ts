@@ -60,7 +60,9 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
     limiter: new LoginLimiter(config.login),
   };
 
-  const app = new Koa({ proxy: config.trustProxy });
+  // Behind one proxy, which appends the address it saw: the last X-Forwarded-For entry is the
+  // client's; earlier ones are whatever the client sent (it could dodge the login limits).
+  const app = new Koa({ proxy: config.trustProxy, maxIpsCount: 1 });
   app.silent = true; // errors are logged by errorHandler, once, without the request's secrets
   // One router holding every route: a request is matched once, against one table, instead of
   // passing through a router (and its allowedMethods) per file.
@@ -76,7 +78,9 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
   const keepBodyError = (err: Error, ctx: Koa.Context) => {
     ctx.state.bodyError = err;
   };
-  app.use(bodyParser({ enableTypes: ['json', 'form'], jsonLimit: '16kb', formLimit: '16kb', encoding: 'utf-8', jsonStrict: true, onError: keepBodyError }));
+  // Any JSON media type (`+json`: application/merge-patch+json for PATCH /api/session, …). The
+  // list is merged into the parser's own by index (lodash.merge): application/json stays first.
+  app.use(bodyParser({ enableTypes: ['json', 'form'], extendTypes: { json: ['application/json', '+json'] }, jsonLimit: '16kb', formLimit: '16kb', encoding: 'utf-8', jsonStrict: true, onError: keepBodyError }));
   app.use(sessionMiddleware({ config: config.sessions, backends, flag, metrics, audit: deps.audit }));
   app.use(csrfProtection());
   app.use(adminGate(config.adminToken));

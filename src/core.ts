@@ -111,7 +111,12 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   // Redis session has its row there, see mirrored-store.ts), so the index would only cost a
   // command per login and 136 B per session.
   const redisStore = redis && new RedisStore(redis, { keyPrefix: config.redis.keyPrefix, absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, codec, userIndex: false });
-  const mirrorError = (err: unknown, operation: string) => logger.warn({ err, operation }, 'database copy of a session could not be written');
+  // Counted as the database's failures too: no request sees a write-behind copy fail, and an
+  // operator must (SessionStoreErrorRatioHigh, session_store_operations_total).
+  const mirrorError = (err: unknown, operation: string) => {
+    metrics.storeOperation('database', operation === 'read-through' ? 'load' : operation === 'destroy' ? 'destroy' : 'save', 'error', 0);
+    logger.warn({ err, operation }, 'database copy of a session could not be written');
+  };
   // The short deadline exists to fail over fast; the backend that is itself the last resort
   // (the fallback, or every backend with SESSION_FALLBACK=none) has nothing to fail over to.
   const fallback = config.sessions.fallback;

@@ -44,6 +44,7 @@ const SHUTDOWN_GRACE_MS = 10_000;
 
 const logger = createLogger(config);
 try {
+  for (const warning of config.warnings) logger.warn({ event: 'weak_setting' }, warning);
   const switchboard = await createSwitchboard(config, logger);
   const handle = switchboard.app.callback();
   let draining = false;
@@ -70,7 +71,7 @@ try {
   }
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
-  logger.info({ host: config.host, port, storage: config.sessions.storage, database: config.databaseUrl.split(':')[0] }, `switchboard listening on http://${config.host}:${port}`);
+  logger.info({ host: config.host, port, storage: config.sessions.storage, database: config.databaseUrl.split(':')[0] }, `switchboard listening on http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`);
   let finishing: Promise<void> | undefined;
   // Closing flushes what is written behind (the database copies of the last MIRROR_FLUSH_MS).
   const finish = () =>

@@ -150,7 +150,9 @@ export class SessionControl {
   }
 
   private clientInfo() {
-    return { ip: this.ctx.ip, userAgent: (this.ctx.get('User-Agent') || '').slice(0, 512) };
+    // On a dual-stack socket (HOST=::) an IPv4 client shows as ::ffff:a.b.c.d: shown as a.b.c.d.
+    const ip = this.ctx.ip.startsWith('::ffff:') && this.ctx.ip.includes('.') ? this.ctx.ip.slice(7) : this.ctx.ip;
+    return { ip, userAgent: (this.ctx.get('User-Agent') || '').slice(0, 512) };
   }
 
   /**

@@ -47,6 +47,8 @@ export async function bulkMigrate(
       // Redis holds the freshest copy of its sessions; the directory row may lag by a touch.
       const record: SessionRecord = options.from === 'redis' ? ((await raw.redis.loadByHash(listed.idHash)) ?? current) : current;
       if (backends.revocations.isRevoked(record)) {
+        // Never served again: not moved, and removed, so that the source ends up empty.
+        if (!options.dryRun) await backends.stores[options.from].destroy({ ...record, backend: options.from });
         skipped++;
         continue;
       }

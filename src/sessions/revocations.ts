@@ -120,16 +120,20 @@ export class RevocationList {
 
   /** Honoured here at once, recorded for every instance, announced to those listening. */
   private async issue(entry: RevocationEntry): Promise<void> {
-    this.apply(entry);
+    const undo = this.apply(entry);
     try {
       await this.models.Revocation.create(entry);
     } catch (err) {
       // The database is down: held in Redis until it is back, or, if Redis cannot take it
-      // either, the database's error goes to the caller (a 503: the logout did not hold).
-      if (!this.spool) throw err;
-      await this.spool.hold(entry).catch(() => {
+      // either, taken back here too and the database's error goes to the caller (a 503: the
+      // logout did not happen, anywhere — not half, on this instance only).
+      try {
+        if (!this.spool) throw err;
+        await this.spool.hold(entry);
+      } catch {
+        undo();
         throw err;
-      });
+      }
     }
     await this.channel?.publish(TOPIC, entry);
   }
@@ -207,14 +211,37 @@ export class RevocationList {
     for (const [idHash, until] of this.sessions) if (until <= now) this.sessions.delete(idHash);
   }
 
-  private apply(entry: { kind: string; subject: string; notBefore: number; expiresAt: number }) {
+  /** Honours `entry` here; returns what puts back the state before it (unless changed since). */
+  private apply(entry: { kind: string; subject: string; notBefore: number; expiresAt: number }): () => void {
     if (entry.kind === 'session') {
-      this.sessions.set(entry.subject, Math.max(entry.expiresAt, this.sessions.get(entry.subject) ?? 0));
-    } else if (entry.kind === 'user') {
-      const userId = Number(entry.subject);
-      this.users.set(userId, Math.max(entry.notBefore, this.users.get(userId) ?? 0));
-    } else if (entry.kind === 'all') {
-      this.allNotBefore = Math.max(this.allNotBefore, entry.notBefore);
+      const before = this.sessions.get(entry.subject);
+      const now = Math.max(entry.expiresAt, before ?? 0);
+      this.sessions.set(entry.subject, now);
+      return () => {
+        if (this.sessions.get(entry.subject) !== now) return;
+        if (before === undefined) this.sessions.delete(entry.subject);
+        else this.sessions.set(entry.subject, before);
+      };
     }
+    if (entry.kind === 'user') {
+      const userId = Number(entry.subject);
+      const before = this.users.get(userId);
+      const now = Math.max(entry.notBefore, before ?? 0);
+      this.users.set(userId, now);
+      return () => {
+        if (this.users.get(userId) !== now) return;
+        if (before === undefined) this.users.delete(userId);
+        else this.users.set(userId, before);
+      };
+    }
+    if (entry.kind === 'all') {
+      const before = this.allNotBefore;
+      this.allNotBefore = Math.max(before, entry.notBefore);
+      const now = this.allNotBefore;
+      return () => {
+        if (this.allNotBefore === now) this.allNotBefore = before;
+      };
+    }
+    return () => undefined;
   }
 }

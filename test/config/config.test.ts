@@ -35,9 +35,9 @@ describe('configuration', () => {
     ['SESSION_IDLE_TIMEOUT', '-5'],
     ['COOKIE_SECURE', 'maybe'],
     ['SESSION_MAX_PER_USER', '1.5'],
-    ['ADMIN_TOKEN', 'short'],
     ['ADMIN_TOKEN', 'a token with spaces in it'],
-    ['SESSION_SECRETS', 'too-short'],
+    ['SESSION_SECRETS', ' , '],
+    ['SESSION_IDLE_TIMEOUT', '0'],
     // Plain decimals only: Number() would take these as 80, 1000 and Infinity.
     ['PORT', '0x50'],
     ['PORT', '1e3'],
@@ -56,6 +56,17 @@ describe('configuration', () => {
       expect(() => loadConfig({ DATA_DIR: dataDir(), [name]: value })).to.throw(ConfigError, new RegExp(`^${name} must be`));
     });
   }
+
+  it('starts with weak but workable settings (a test harness\'s), and says what is weak', () => {
+    const c = loadConfig({ DATA_DIR: dataDir(), ADMIN_TOKEN: 'admin', SESSION_SECRETS: 'old,new', SESSION_IDLE_TIMEOUT: '2', SESSION_ABSOLUTE_TIMEOUT: '1' });
+    expect(c.adminToken).to.equal('admin');
+    expect(c.sessions.secrets).to.deep.equal(['old', 'new']);
+    expect(c.sessions.idleTimeoutMs).to.equal(2000);
+    expect(c.sessions.absoluteTimeoutMs).to.equal(1000, 'a hard cap below the idle timeout is a plain cap');
+    expect(c.sessions.touchIntervalMs).to.equal(1000);
+    expect(c.warnings.join('\n')).to.match(/^SESSION_SECRETS: /m).and.match(/^ADMIN_TOKEN: /m);
+    expect(loadConfig({ DATA_DIR: dataDir(), ADMIN_TOKEN: 'a-long-enough-admin-token', SESSION_SECRETS: 'x'.repeat(32) }).warnings).to.deep.equal([]);
+  });
 
   it('never shows the password of a URL it refuses', () => {
     for (const [name, value] of [
@@ -118,7 +129,8 @@ describe('configuration', () => {
   });
 
   it('never echoes a secret in the error', () => {
-    expect(() => loadConfig({ DATA_DIR: dataDir(), ADMIN_TOKEN: 'hunter2' })).to.throw(ConfigError).that.satisfies((e: Error) => !e.message.includes('hunter2'));
+    expect(() => loadConfig({ DATA_DIR: dataDir(), ADMIN_TOKEN: 'hunter2 hunter2' })).to.throw(ConfigError).that.satisfies((e: Error) => !e.message.includes('hunter2'));
+    expect(loadConfig({ DATA_DIR: dataDir(), ADMIN_TOKEN: 'hunter2' }).warnings.join(' ')).to.not.include('hunter2');
   });
 
   it('lists every variable in .env.example, and nothing else', () => {

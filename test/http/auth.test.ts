@@ -396,4 +396,11 @@ describe('login rate limiting across addresses', function () {
     const other = await new Client(app.url).signup();
     expect((await new Client(app.url).post('/api/login', { email: other.email, password: GOOD_PASSWORD }, from(4))).status).to.equal(200);
   });
+
+  it('takes the address the proxy appended, not what the client put before it', async () => {
+    const { email } = await new Client(app.url).signup();
+    const spoofed = (n: number) => ({ 'X-Forwarded-For': `9.9.9.${n}, 203.0.113.7` });
+    for (let n = 0; n < 2; n++) expectError(await new Client(app.url).post('/api/login', { email, password: `guess ${n}` }, spoofed(n)), 401, 'invalid_credentials');
+    expectError(await new Client(app.url).post('/api/login', { email, password: 'guess 2' }, spoofed(2)), 429, 'too_many_attempts');
+  });
 });

@@ -386,3 +386,36 @@ for (const backend of BACKENDS) {
     });
   });
 }
+
+/** Short timeouts, as a test harness (or a strict deployment) sets them: the server starts and keeps to them. */
+describe('sessions with timeouts of a few seconds', function () {
+  this.timeout(60_000);
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  for (const backend of BACKENDS) {
+    it(`expire when idle, and at the hard cap however active (${backend})`, async () => {
+      const idle = await startApp(backendEnv(backend, { SESSION_IDLE_TIMEOUT: '2', SESSION_ABSOLUTE_TIMEOUT: '60' }));
+      const capped = await startApp(backendEnv(backend, { SESSION_IDLE_TIMEOUT: '60', SESSION_ABSOLUTE_TIMEOUT: '3' }));
+      try {
+        const quiet = new Client(idle.url);
+        await quiet.signup();
+        expect((await quiet.get('/api/session')).status).to.equal(200);
+        await sleep(2500);
+        expectError(await quiet.get('/api/session'), 401);
+
+        const busy = new Client(capped.url);
+        await busy.signup();
+        const expiresAt = Date.parse(((await busy.get('/api/session')).json.session as { expiresAt: string }).expiresAt);
+        for (let i = 0; i < 2; i++) {
+          await sleep(1000);
+          expect((await busy.get('/api/session')).status).to.equal(200);
+        }
+        await sleep(Math.max(0, expiresAt - Date.now()) + 500);
+        expectError(await busy.get('/api/session'), 401);
+      } finally {
+        await idle.stop();
+        await capped.stop();
+      }
+    });
+  }
+});

@@ -51,6 +51,16 @@ describe('the operator scripts on the command line', function () {
     expect(stdout).to.match(/^deleted 0 expired sessions and 0 stale revocation entries/);
   });
 
+  it('sessions-migrate: a Redis it cannot reach stops it with one line naming REDIS_URL and no password (exit 1)', () => {
+    const { status, stdout, stderr } = run('sessions-migrate', ['--from', 'redis', '--to', 'database'], { REDIS_URL: 'redis://:SuperSecretPw9@127.0.0.1:1/0' });
+    expect(status).to.equal(1);
+    expect(stdout, 'nothing counted, nothing logged').to.equal('');
+    const lines = stderr.trim().split('\n');
+    expect(lines, stderr).to.have.length(1);
+    expect(lines[0]).to.match(/^sessions:migrate: REDIS_URL: cannot reach Redis/);
+    expect(stderr).to.not.include('SuperSecretPw9');
+  });
+
   for (const script of ['sessions-cleanup', 'sessions-migrate']) {
     it(`${script}: a database it cannot reach stops it with one line naming DATABASE_URL and no password (exit 1)`, () => {
       const args = script === 'sessions-migrate' ? ['--from', 'redis', '--to', 'database'] : [];

@@ -80,6 +80,8 @@ describe('moving sessions in bulk (scripts/sessions-migrate)', function () {
     expect(result.skipped).to.be.greaterThan(0);
     expect((await raw.redis.load(keep!))?.handle).to.be.a('string');
     expect(await raw.redis.load(drop!)).to.equal(undefined);
+    expect((await raw.database.loadByHash(dropped!.idHash)), 'the revoked one is removed, not left behind').to.equal(undefined);
+    expect(await raw.database.countHeldBy('database')).to.equal(0, 'the source is empty');
   });
 
   for (const [from, to] of [

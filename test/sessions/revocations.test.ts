@@ -79,4 +79,25 @@ describe('the revocation list on PostgreSQL, written by several instances at onc
     expect(list.isRevoked(early)).to.equal(true, 'the poll went back for the missing id');
     list.stop();
   });
+
+  it('takes an entry back when neither the database nor Redis could record it: nothing half-done on this instance', async () => {
+    const dbDown = await sqliteDb();
+    const list = new RevocationList(dbDown.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 60_000 });
+    await list.start();
+    await dbDown.close(); // the database is gone
+    const unreachable = { hold: () => Promise.reject(new Error('redis down')), held: () => Promise.resolve([]), release: () => Promise.resolve() };
+    list.holdIn(unreachable as unknown as Parameters<RevocationList['holdIn']>[0]);
+    const session = makeRecord({ userId: 9 });
+    const earlier = makeRecord({ userId: 9, issuedAt: Date.now() - 1000 });
+    await list.revokeSession(session.idHash, session.absoluteExpiresAt).then(
+      () => expect.fail('the logout cannot have held'),
+      () => undefined,
+    );
+    await list.revokeUser(9).catch(() => undefined);
+    await list.revokeAll().catch(() => undefined);
+    expect(list.isRevoked(session), 'the session goes on, here as everywhere').to.equal(false);
+    expect(list.isRevoked(earlier)).to.equal(false);
+    await list.stop();
+  });
 });
+
