@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import type { Browser, Page } from 'playwright-core';
 import { startApp, type AppProcess } from '../support/app-server.js';
-import { startRedis, type RedisProcess } from '../support/redis-server.js';
+import { startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
 import {
   addPlatform,
   BACKEND_LABELS,
@@ -253,6 +253,8 @@ describe('browser (headless Chromium)', function () {
       await stopApp();
       await redis?.stop();
     });
+    // The 503s of the outage are expected console errors here; no later test may see them.
+    afterEach(() => session.takeProblems());
 
     it('says so and keeps every tab where it is; once the server can, the logout goes through', async () => {
       const gus = person('Gus Example', 'gus-outage');
@@ -271,11 +273,14 @@ describe('browser (headless Chromium)', function () {
       expect(new URL(second.url()).pathname, 'the other tab stays').to.equal('/sessions');
 
       await redis.restart();
-      // The restarted Redis is empty; the session is read through from its database copy, and
-      // the retry logs it out.
+      // Once the app has its Redis back (reconnected, breaker closed), the session is read
+      // through from its database copy (the restarted Redis is empty), and the retry logs it out.
+      await waitUntil('the app serves from Redis again', async () => {
+        const ready = await fetch(`${app!.url}/readyz`);
+        return ready.ok && ((await ready.json()) as { backends: { redis: string } }).backends.redis === 'up';
+      }, 400);
       await logout(first);
       await second.waitForURL(onPath('/login'), { timeout: CROSS_TAB_MS });
-      session.takeProblems(); // the 503s of the outage are expected console errors here
     });
   });
 
