@@ -1,5 +1,8 @@
 import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { RevocationSpool } from '../../src/sessions/revocation-spool.js';
 import { RevocationList } from '../../src/sessions/revocations.js';
+import { freePort } from '../support/ports.js';
 import { ABSOLUTE_MS, makeRecord, postgresDb, sqliteDb, type TestDb } from './fixtures.js';
 
 describe('the revocation list', () => {
@@ -85,8 +88,10 @@ describe('the revocation list on PostgreSQL, written by several instances at onc
     const list = new RevocationList(dbDown.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 60_000 });
     await list.start();
     await dbDown.close(); // the database is gone
-    const unreachable = { hold: () => Promise.reject(new Error('redis down')), held: () => Promise.resolve([]), release: () => Promise.resolve() };
-    list.holdIn(unreachable as unknown as Parameters<RevocationList['holdIn']>[0]);
+    // A real client of a Redis that is not there: every command fails at once.
+    const redis = new Redis(await freePort(), '127.0.0.1', { enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true });
+    redis.on('error', () => undefined);
+    list.holdIn(new RevocationSpool(redis, 'nowhere:revocations:held'));
     const session = makeRecord({ userId: 9 });
     const earlier = makeRecord({ userId: 9, issuedAt: Date.now() - 1000 });
     await list.revokeSession(session.idHash, session.absoluteExpiresAt).then(
@@ -98,6 +103,7 @@ describe('the revocation list on PostgreSQL, written by several instances at onc
     expect(list.isRevoked(session), 'the session goes on, here as everywhere').to.equal(false);
     expect(list.isRevoked(earlier)).to.equal(false);
     await list.stop();
+    redis.disconnect();
   });
 });
 

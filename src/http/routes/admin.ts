@@ -50,27 +50,29 @@ function isAdminPath(path: string): boolean {
  * same check again on every route it serves, whatever spelling of the path reached it.
  */
 export function adminGate(adminToken: string | undefined) {
-  const expected = adminToken ? digest(adminToken) : undefined;
+  const requireToken = adminTokenCheck(adminToken);
   return function requireAdminToken(ctx: Context, next: Next) {
-    if (!isAdminPath(ctx.path)) return next();
-    return checkAdminToken(ctx, next, expected);
+    return isAdminPath(ctx.path) ? requireToken(ctx, next) : next();
   };
 }
 
-function checkAdminToken(ctx: Context, next: Next, expected: Buffer | undefined) {
-  if (!expected) throw new FeatureDisabledError();
-  const header = ctx.get('Authorization');
-  // The scheme is case-insensitive (RFC 9110 §11.1).
-  const token = /^bearer /i.test(header) ? header.slice(7).trim() : '';
-  if (!token || !timingSafeEqual(digest(token), expected)) throw new AdminAuthError();
-  return next();
+/** 404 while ADMIN_TOKEN is unset, 401 without the right bearer token; otherwise on to `next`. */
+function adminTokenCheck(adminToken: string | undefined) {
+  const expected = adminToken ? digest(adminToken) : undefined;
+  return function requireToken(ctx: Context, next: Next) {
+    if (!expected) throw new FeatureDisabledError();
+    const header = ctx.get('Authorization');
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    const token = /^bearer /i.test(header) ? header.slice(7).trim() : '';
+    if (!token || !timingSafeEqual(digest(token), expected)) throw new AdminAuthError();
+    return next();
+  };
 }
 
 export function adminRoutes(deps: AppDeps) {
   const { flag, backends, models, metrics, audit, logger } = deps;
   const router = new Router({ prefix: '/api/admin' });
-  const expected = deps.config.adminToken ? digest(deps.config.adminToken) : undefined;
-  router.use((ctx, next) => checkAdminToken(ctx, next, expected));
+  router.use(adminTokenCheck(deps.config.adminToken));
 
   async function findUser(id: string | undefined) {
     const userId = idParam(id);
