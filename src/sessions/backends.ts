@@ -232,12 +232,7 @@ export class SessionBackends {
         if (tries > 1) await new Promise((r) => setTimeout(r, Math.random() * 2 * tries));
         const current = await store.load(record.id);
         if (!current) return undefined;
-        const merged = { ...current.data };
-        for (const key of concurrency.changedKeys) {
-          const patch = concurrency.patches?.get(key);
-          merged[key] = patch ? applyMergePatch(current.data[key], patch) : record.data[key];
-        }
-        attempt = { ...record, data: merged as SessionRecord['data'], version: current.version + 1 };
+        attempt = { ...record, data: mergeChanges(current, record, concurrency), version: current.version + 1 };
         expected = current.version;
         Object.assign(record, attempt); // see above: `update` returns this record as written
       }
@@ -269,7 +264,7 @@ export class SessionBackends {
         return this.update({ ...record, backend: moved.record.backend }, 'save', concurrency);
       }
     }
-    const done = this.move(record, target, cause);
+    const done = this.move(record, target, cause, concurrency);
     const entry: MoveMemory = { from: record.backend, readVersion, at: now, done };
     void done.finally(() => (entry.settledAt = Date.now())).catch(() => undefined);
     // Deleted first so that the map stays in the order of `at`: forgetting stops at the first young entry.
@@ -282,18 +277,58 @@ export class SessionBackends {
     return done;
   }
 
-  private async move(record: SessionRecord, target: BackendName, cause: MigrationCause): Promise<Written | undefined> {
-    if (this.revocations.isRevoked(record)) return undefined;
-    const from = record.backend;
-    const written = await this.create(record, target);
-    if (written.record.backend === from) return written;
-    this.events.migrated(from, written.record.backend, written.fellBackFrom ? 'fallback' : cause);
-    try {
-      await this.stores[from].evict(record);
-    } catch (err) {
-      this.events.secondaryFailure(err, `evict from ${from}`);
+  /**
+   * Written to `target` first, then removed from where it was (only the copy that was read: one
+   * saved there since stays), so a failure in between leaves two copies rather than none.
+   *
+   * Instances that disagree about the flag can move one session in opposite directions at once.
+   * Each move writes the next version and is ordered by the session's directory entry
+   * (`moveIn`): a move that finds the session changed since it was read writes nothing. It
+   * reads the session as it now is, puts its own changes on top (as `update` merges them), and
+   * tries again, a few times; then it gives up as a save that found the session ended does.
+   */
+  private async move(record: SessionRecord, target: BackendName, cause: MigrationCause, concurrency?: SaveConcurrency): Promise<Written | undefined> {
+    let source = record;
+    let readVersion = concurrency?.readVersion ?? record.version;
+    for (let tries = 0; tries < 3; tries++) {
+      if (this.revocations.isRevoked(source)) return undefined;
+      const from = source.backend;
+      const written = await this.writeWithFallback({ ...source, version: readVersion + 1 }, target, (store, r) => store.moveIn(r, readVersion));
+      if (written) {
+        if (written.record.backend === from) return written;
+        this.events.migrated(from, written.record.backend, written.fellBackFrom ? 'fallback' : cause);
+        try {
+          await this.stores[from].evict({ ...source, version: readVersion });
+        } catch (err) {
+          this.events.secondaryFailure(err, `evict from ${from}`);
+        }
+        return written;
+      }
+      const current = await this.current(record);
+      if (!current) return undefined;
+      const mine = { ...record, backend: current.backend, data: concurrency ? mergeChanges(current, record, concurrency) : current.data, version: current.version };
+      // Moved where this request would have moved it: written there as `update` would (a touch
+      // with nothing changed, which also seals a cookie session's copy anew for this response).
+      if (current.backend === target) return this.update(mine, concurrency ? 'save' : 'touch', concurrency);
+      source = mine;
+      readVersion = current.version;
     }
-    return written;
+    return undefined;
+  }
+
+  /**
+   * A session as it now is, after a move found it changed: where its directory entry says it is
+   * held, or that entry itself — the server's copy of a sealed cookie, or of a Redis key not yet
+   * written (a move in flight) or unreachable.
+   */
+  private async current(record: SessionRecord): Promise<SessionRecord | undefined> {
+    const entry = await this.directory.loadByHash(record.idHash);
+    if (!entry || this.revocations.isRevoked(entry)) return undefined;
+    if (entry.backend === 'redis') {
+      const held = await this.stores.redis.load(record.id).catch(() => undefined);
+      if (held && held.version >= entry.version) return held;
+    }
+    return { ...entry, id: record.id };
   }
 
   /**
@@ -354,17 +389,21 @@ export class SessionBackends {
     return ended;
   }
 
+  /** Writes `record` to `target`, or to the fallback when `target` cannot serve; undefined when the write refuses (`moveIn`). */
+  private writeWithFallback(record: SessionRecord, target: BackendName, write: (store: ServingStore, r: SessionRecord) => Promise<string>, earlier?: BackendUnavailableError): Promise<Written>;
+  private writeWithFallback(record: SessionRecord, target: BackendName, write: (store: ServingStore, r: SessionRecord) => Promise<string | undefined>): Promise<Written | undefined>;
   private async writeWithFallback(
     record: SessionRecord,
     target: BackendName,
-    write: (store: ServingStore, r: SessionRecord) => Promise<string>,
+    write: (store: ServingStore, r: SessionRecord) => Promise<string | undefined>,
     earlier?: BackendUnavailableError,
-  ): Promise<Written> {
+  ): Promise<Written | undefined> {
     let failure = earlier;
     if (!failure) {
       const r = { ...record, backend: target };
       try {
-        return { cookieValue: SessionBackends.cookieValue(target, await write(this.stores[target], r)), record: r };
+        const token = await write(this.stores[target], r);
+        return token === undefined ? undefined : { cookieValue: SessionBackends.cookieValue(target, token), record: r };
       } catch (err) {
         if (!(err instanceof BackendUnavailableError)) throw err;
         failure = err;
@@ -373,8 +412,19 @@ export class SessionBackends {
     const fallback = this.fallback;
     if (fallback === 'none' || fallback === target) throw failure;
     const r = { ...record, backend: fallback };
-    const token = await this.stores[fallback].create(r);
+    const token = await write(this.stores[fallback], r);
+    if (token === undefined) return undefined;
     this.events.fallback(target, fallback, failure.reason);
     return { cookieValue: SessionBackends.cookieValue(fallback, token), record: r, fellBackFrom: target };
   }
+}
+
+/** `current`'s data with the keys `record`'s request changed put on top (merge patches re-applied). */
+function mergeChanges(current: SessionRecord, record: SessionRecord, concurrency: SaveConcurrency): SessionRecord['data'] {
+  const merged: Record<string, unknown> = { ...current.data };
+  for (const key of concurrency.changedKeys) {
+    const patch = concurrency.patches?.get(key);
+    merged[key] = patch ? applyMergePatch(current.data[key], patch) : record.data[key];
+  }
+  return merged as SessionRecord['data'];
 }

@@ -53,7 +53,9 @@ export async function bulkMigrate(
         continue;
       }
       if (!options.dryRun) {
-        await backends.stores[options.to].create({ ...record, backend: options.to });
+        // As on the request path (SessionBackends.move): the next version, written only if the
+        // session is still as read, and the source's copy removed only if it is still that one.
+        if ((await backends.stores[options.to].moveIn({ ...record, backend: options.to, version: record.version + 1 }, record.version)) === undefined) continue;
         await backends.stores[options.from].evict({ ...record, backend: options.from });
       }
       moved++;

@@ -112,6 +112,8 @@ const SQL = {
   load64: loadRows(64),
   exists: 'SELECT 1 AS found FROM sessions WHERE id_hash = ?1',
   create: `${INSERT} ON CONFLICT (id_hash) DO UPDATE SET ${UPSERT_SET}`,
+  // A move's write (moveIn): the whole row, unless it has changed since the move read the session (?14).
+  moveIn: `${INSERT} ON CONFLICT (id_hash) DO UPDATE SET ${UPSERT_SET} WHERE sessions.version <= ?14`,
   // Never over a row another backend has claimed meanwhile (a migration), nor over a newer save.
   mirror: `${INSERT} ${MIRROR_CONFLICT}`,
   // The batch in one statement per chunk: one commit (one WAL append on SQLite, one round trip on
@@ -136,7 +138,7 @@ const SQL = {
   touchRows64: touchRows(64),
   destroy: 'DELETE FROM sessions WHERE id_hash = ?1',
   releaseHandle: 'DELETE FROM sessions WHERE handle = ?1 AND id_hash <> ?2',
-  evict: 'DELETE FROM sessions WHERE id_hash = ?1 AND backend = ?2',
+  evict: 'DELETE FROM sessions WHERE id_hash = ?1 AND backend = ?2 AND version = ?3',
   claim: 'UPDATE sessions SET backend = ?2 WHERE id_hash = ?1 AND backend <> ?2',
 } as const;
 type StatementName = keyof typeof SQL;
@@ -232,17 +234,31 @@ export class DatabaseStore implements IndexedSessionStore {
   }
 
   async create(record: SessionRecord): Promise<string> {
+    await this.write('create', this.rowValues(record), record);
+    return record.id;
+  }
+
+  /**
+   * The row is also every session's directory entry, whatever backend holds it, and so the one
+   * place where instances that disagree about the flag meet: of two moves of a session read at
+   * the same version, only the first finds the row unchanged.
+   */
+  async moveIn(record: SessionRecord, readVersion: number): Promise<string | undefined> {
+    return (await this.write('moveIn', [...this.rowValues(record), readVersion], record)) > 0 ? record.id : undefined;
+  }
+
+  /** Rows written by an upsert of `record`'s row. */
+  private async write(statement: 'create' | 'moveIn', values: unknown[], record: SessionRecord): Promise<number> {
     try {
-      await this.sql.run('create', this.rowValues(record));
+      return await this.sql.run(statement, values);
     } catch (err) {
       // After ON CONFLICT (id_hash), only the handle can clash: a row of this login's previous
       // id (a rotation), removed by the rotation but written back by another instance's late
       // copy batch. The handle is this id's now; without its row, a Redis outage would log it out.
       if (!isUniqueViolation(err)) throw err;
       await this.sql.run('releaseHandle', [record.handle, record.idHash]);
-      await this.sql.run('create', this.rowValues(record));
+      return this.sql.run(statement, values);
     }
-    return record.id;
   }
 
   /**
@@ -346,9 +362,12 @@ export class DatabaseStore implements IndexedSessionStore {
     await this.sql.run('destroy', [record.idHash]);
   }
 
-  /** Removes the row only while it still belongs to this backend: a destination that mirrors here has already claimed it. */
+  /**
+   * Removes the row only while it still belongs to this backend (a destination that mirrors here
+   * has already taken it over) and is still the version that was moved.
+   */
   async evict(record: SessionRecord): Promise<void> {
-    await this.sql.run('evict', [record.idHash, this.backend]);
+    await this.sql.run('evict', [record.idHash, this.backend, record.version]);
   }
 
   /**

@@ -20,6 +20,9 @@ export class DisabledStore {
   async create(_record: SessionRecord): Promise<string> {
     return this.refuse();
   }
+  async moveIn(_record: SessionRecord, _readVersion: number): Promise<string | undefined> {
+    return this.refuse();
+  }
   async save(_record: SessionRecord): Promise<string | undefined> {
     return this.refuse();
   }

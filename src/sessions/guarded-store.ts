@@ -196,6 +196,9 @@ export class GuardedStore implements IndexedSessionStore {
   create(record: SessionRecord) {
     return this.run('save', () => this.inner.create(record));
   }
+  moveIn(record: SessionRecord, readVersion: number) {
+    return this.run('save', () => this.inner.moveIn(record, readVersion));
+  }
   save(record: SessionRecord, expectedVersion?: number) {
     return this.run('save', () => this.inner.save(record, expectedVersion));
   }

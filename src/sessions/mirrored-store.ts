@@ -66,6 +66,17 @@ export class MirroredStore implements IndexedSessionStore {
     return token;
   }
 
+  /**
+   * The copy first: it is the session's directory entry, which orders moves between instances
+   * (DatabaseStore.moveIn). If it cannot be written (the database is down), the move goes on
+   * unordered, as before the directory could say: a move never waits for the copy.
+   */
+  async moveIn(record: SessionRecord, readVersion: number): Promise<string | undefined> {
+    let taken: string | undefined = record.id;
+    await this.copy('create', async () => (taken = await this.mirror.moveIn(record, readVersion)));
+    return taken === undefined ? undefined : this.primary.moveIn(record, readVersion);
+  }
+
   async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
     const token = await this.primary.save(record, expectedVersion);
     // An upsert of the whole record: the copy may be missing if an earlier copy write failed.

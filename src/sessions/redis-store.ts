@@ -50,10 +50,20 @@ elseif redis.call('pttl', KEYS[1]) < ttl then
 end
 return 1`;
 
+// The key deleted only while it holds the version that was moved (ARGV[1]): 1 if deleted.
+const DELETE_IF_VERSION = `
+local v = redis.pcall('get', KEYS[1])
+if type(v) ~= 'string' or #v < ${VERSION_OFFSET + 4} then return 0 end
+local a, b, c, d = string.byte(v, ${VERSION_OFFSET + 1}, ${VERSION_OFFSET + 4})
+if ((a * 256 + b) * 256 + c) * 256 + d ~= tonumber(ARGV[1]) then return 0 end
+redis.call('del', KEYS[1])
+return 1`;
+
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     sbSaveIfVersion(key: string, value: Buffer, ttl: number, expectedVersion: number): Result<number, Context>;
     sbTouchRecord(key: string, value: Buffer, ttl: number): Result<number, Context>;
+    sbDeleteIfVersion(key: string, version: number): Result<number, Context>;
   }
 }
 
@@ -84,6 +94,7 @@ class RedisSessionStore implements SessionStore {
   ) {
     redis.defineCommand('sbSaveIfVersion', { numberOfKeys: 1, lua: SAVE_IF_VERSION });
     redis.defineCommand('sbTouchRecord', { numberOfKeys: 1, lua: TOUCH });
+    redis.defineCommand('sbDeleteIfVersion', { numberOfKeys: 1, lua: DELETE_IF_VERSION });
     this.codec = options.codec === jsonCodec ? undefined : options.codec;
     this.indexed = options.userIndex ?? true;
     if (this.indexed) this.listByUser = (userId) => this.listIndexed(userId);
@@ -124,6 +135,11 @@ class RedisSessionStore implements SessionStore {
     return r.id;
   }
 
+  /** Moves are ordered by the database directory (DatabaseStore.moveIn): here a move is a create. */
+  moveIn(r: SessionRecord, _readVersion: number): Promise<string | undefined> {
+    return this.create(r);
+  }
+
   async save(r: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
     const ttl = r.expiresAt - Date.now();
     if (ttl <= 0) return undefined;
@@ -153,8 +169,9 @@ class RedisSessionStore implements SessionStore {
     await Promise.all(removals);
   }
 
+  /** Only the copy that was moved (its version): one saved or moved back here since stays. */
   async evict(r: SessionRecord): Promise<void> {
-    await this.destroy(r);
+    if ((await this.redis.sbDeleteIfVersion(this.sessionKey(r.idHash), r.version)) === 1 && this.indexed) await this.redis.zrem(this.userKey(r.userId), r.idHash);
   }
 
   /** Members whose session expired or is gone are pruned here, the only place that reads them. */

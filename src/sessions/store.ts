@@ -23,6 +23,14 @@ export interface SessionStore {
   create(record: SessionRecord): Promise<string>;
 
   /**
+   * Stores a session moving in from another backend, where it was read at `readVersion`; the
+   * record carries the next version. Returns undefined, writing nothing, when the session has
+   * changed since it was read (saved or moved by another request): the mover reads it again.
+   * Where a store has nothing to compare against, a move is a create.
+   */
+  moveIn(record: SessionRecord, readVersion: number): Promise<string | undefined>;
+
+  /**
    * Overwrites an existing session and returns its token, or `undefined` when the session no
    * longer exists here (logged out or revoked meanwhile): a save never brings a session back.
    * With `expectedVersion`, throws `SessionConflictError` if the stored version differs
@@ -40,8 +48,9 @@ export interface SessionStore {
   destroy(record: SessionRecord): Promise<void>;
 
   /**
-   * Drops this backend's copy after the session moved elsewhere. Unlike `destroy`, it leaves
-   * any copy that now belongs to the destination (see DatabaseStore).
+   * Drops this backend's copy after the session moved elsewhere: only the copy at
+   * `record.version`, the one that was moved. Unlike `destroy`, it leaves a copy saved or moved
+   * back here since, and one that now belongs to the destination (see DatabaseStore).
    */
   evict(record: SessionRecord): Promise<void>;
 

@@ -14,6 +14,8 @@ export interface StoreUnderTest {
   /** Every byte the store keeps server-side, as text — to check that no secret id or (when encrypted) no data is in it. */
   dumpAtRest?: () => Promise<string>;
   close(): Promise<void>;
+  /** Writes what the store writes behind (a mirrored store's database copy). */
+  settle?: () => Promise<void>;
 }
 
 export interface Capabilities {
@@ -29,6 +31,14 @@ export interface Capabilities {
    * for listing, not for serving, and would double the bytes per session.
    */
   clientInfo?: boolean;
+  /**
+   * A move finds out that the session changed since it was read (the database: the session's
+   * directory entry, also behind the mirrored compositions). A bare Redis or cookie store has
+   * nothing to compare against, and the app never moves into one bare.
+   */
+  ordersMoves?: boolean;
+  /** Keeps a database copy that an eviction leaves for the destination to take over. */
+  mirrored?: boolean;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -136,6 +146,36 @@ export function describeStoreConformance(name: string, setup: () => Promise<Stor
         await store.destroy(record);
         await store.destroy(record);
         expect(await store.load(token)).to.equal(undefined);
+      });
+    });
+
+    describe('moving in and out', () => {
+      it('takes a session moving in at its next version', async () => {
+        const record = fresh({ version: 4 });
+        const token = await store.moveIn(record, 3);
+        expect(token).to.be.a('string');
+        expect(await store.load(token!)).to.deep.include({ version: 4, userId: record.userId });
+      });
+
+      it('refuses a move of a session that changed here since the mover read it', async function () {
+        if (!can.ordersMoves) this.skip();
+        const record = fresh({ version: 1 });
+        await store.create(record);
+        const saved = await store.save({ ...record, version: 2, data: { ...record.data, platformId: 5 } }, 1);
+        await t.settle?.();
+        expect(await store.moveIn({ ...record, version: 2, data: { ...record.data, platformId: 6 } }, 1), 'read at version 1, moved in over 2').to.equal(undefined);
+        expect((await store.load(saved!))?.data.platformId, 'the save stays').to.equal(5);
+      });
+
+      it('evicts only the copy that was moved: one saved since stays', async function () {
+        if (!can.stableToken) this.skip(); // a sealed cookie is in the browser: nothing to evict
+        const record = fresh({ version: 1 });
+        const token = await store.create(record);
+        await store.save({ ...record, version: 2 }, 1);
+        await store.evict(record);
+        expect(await store.load(token), 'saved after it was read').to.deep.include({ version: 2 });
+        await store.evict({ ...record, version: 2 });
+        if (!can.mirrored) expect(await store.load(token)).to.equal(undefined);
       });
     });
 

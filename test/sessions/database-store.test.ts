@@ -276,6 +276,8 @@ for (const [name, open] of [
       expect(saved).to.deep.equal(records.map((r) => r.id));
       await store.upsertMany(records.map((r) => ({ ...r, version: 3 })));
       await Promise.all(records.map((r) => store.evict(r)));
+      expect(await db.models.SessionRow.count({ where: { idHash: records.map((r) => r.idHash) } }), 'an eviction of an older version removes nothing').to.equal(60);
+      await Promise.all(records.map((r) => store.evict({ ...r, version: 3 })));
       expect(await db.models.SessionRow.count({ where: { idHash: records.map((r) => r.idHash) } })).to.equal(0);
     });
 

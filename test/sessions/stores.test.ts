@@ -82,17 +82,17 @@ describe('session stores', () => {
   describeStoreConformance('DatabaseStore on SQLite', async (): Promise<StoreUnderTest> => {
     const db = await sqliteDb();
     return { store: new DatabaseStore(db.models), dumpAtRest: () => dumpTable(db), close: db.close };
-  }, { stableToken: true, listable: true });
+  }, { stableToken: true, listable: true, ordersMoves: true });
 
   describeStoreConformance('DatabaseStore on PostgreSQL', async () => {
     const db = await postgresDb();
     return { store: new DatabaseStore(db.models), dumpAtRest: () => dumpTable(db), close: db.close };
-  }, { stableToken: true, listable: true });
+  }, { stableToken: true, listable: true, ordersMoves: true });
 
   describeStoreConformance('DatabaseStore on PostgreSQL, encrypted at rest', async () => {
     const db = await postgresDb();
     return { store: new DatabaseStore(db.models, sealedCodec(SECRETS)), dumpAtRest: () => dumpTable(db), close: db.close };
-  }, { stableToken: true, listable: true, encryptedAtRest: true });
+  }, { stableToken: true, listable: true, encryptedAtRest: true, ordersMoves: true });
 
   // IP and User-Agent stay in the database directory (redis-record.ts).
   describeStoreConformance('RedisStore, with the user index (the default)', async () => {
@@ -126,34 +126,38 @@ describe('session stores', () => {
   describeStoreConformance('Redis mirrored to SQLite, guarded (the app’s redis backend)', async () => {
     const db = await sqliteDb();
     const r = await redisFixture({ userIndex: false });
+    const store = new MirroredStore(guard(r.store), new DatabaseStore(db.models), noMirrorErrors, { readThrough: true, flushMs: 50 });
     return {
-      store: new MirroredStore(guard(r.store), new DatabaseStore(db.models), noMirrorErrors, { readThrough: true, flushMs: 50 }),
+      store,
+      settle: () => store.flush(),
       dumpAtRest: async () => (await r.dump()) + (await dumpTable(db)),
       close: async () => {
         await r.close();
         await db.close();
       },
     };
-  }, { stableToken: true, listable: true, clientInfo: false });
+  }, { stableToken: true, listable: true, clientInfo: false, ordersMoves: true, mirrored: true });
 
   describeStoreConformance('Cookie mirrored to PostgreSQL, guarded (the app’s cookie backend)', async () => {
     const db = await postgresDb();
     const revocations = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 1000 });
     await revocations.start();
+    const store = new MirroredStore(guard(new CookieStore(SECRETS, revocations)), new DatabaseStore(db.models), noMirrorErrors, { flushMs: 50 });
     return {
-      store: new MirroredStore(guard(new CookieStore(SECRETS, revocations)), new DatabaseStore(db.models), noMirrorErrors, { flushMs: 50 }),
+      store,
+      settle: () => store.flush(),
       dumpAtRest: () => dumpTable(db),
       close: async () => {
         revocations.stop();
         await db.close();
       },
     };
-  }, { stableToken: false, listable: true, clientInfo: false });
+  }, { stableToken: false, listable: true, clientInfo: false, ordersMoves: true, mirrored: true });
 
   describeStoreConformance('DatabaseStore on SQLite, guarded (the app’s database backend)', async () => {
     const db = await sqliteDb();
     return { store: guard(new DatabaseStore(db.models)), dumpAtRest: () => dumpTable(db), close: db.close };
-  }, { stableToken: true, listable: true });
+  }, { stableToken: true, listable: true, ordersMoves: true });
 
   // The copy of a save is conditional whether written behind (the default) or through
   // (MIRROR_FLUSH_MS=0): a copy that arrives late never overwrites a session another backend has

@@ -1,0 +1,94 @@
+/**
+ * Two instances that disagree about the flag (a rolling restart with a new SESSION_STORAGE, an
+ * automatic rollback on one of them) can move one session in opposite directions at the same
+ * moment: one request, with the cookie naming Redis, moves it into the database, while another,
+ * with a cookie naming the database (a tab that had not yet seen the newer cookie), moves it into
+ * Redis. Each move then removed the copy the other had just written, and the user was logged
+ * out. The moves are ordered by the session's directory entry now: the session survives, with
+ * both requests' changes, whichever cookie the browser ends up holding.
+ *
+ * Two instances here are two cores (the app's whole session layer) on one PostgreSQL database
+ * and one Redis, driven below HTTP so that the two moves start together every time.
+ */
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { loadConfig } from '../../src/config/config.js';
+import { openCore, type Core } from '../../src/core.js';
+import { SessionBackends, type Written } from '../../src/sessions/backends.js';
+import type { SessionRecord } from '../../src/sessions/session.js';
+import { makeRecord } from '../sessions/fixtures.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+
+describe('two instances moving one session in opposite directions at once', function () {
+  this.timeout(120_000);
+  let db: TestDatabase;
+  let dir: string;
+  let toDatabase: Core;
+  let toRedis: Core;
+  const prefix = `opposite-${randomBytes(4).toString('hex')}:`;
+
+  before(async () => {
+    db = await createTestDatabase('switchboard_opposite');
+    dir = mkdtempSync(path.join(tmpdir(), 'switchboard-opposite-'));
+    const env = { DATA_DIR: dir, DATABASE_URL: db.url, REDIS_KEY_PREFIX: prefix, SESSION_SECRETS: randomBytes(32).toString('base64url') };
+    toDatabase = await openCore(loadConfig({ ...env, SESSION_STORAGE: 'database' }), pino({ level: 'silent' }));
+    toRedis = await openCore(loadConfig({ ...env, SESSION_STORAGE: 'redis' }), pino({ level: 'silent' }));
+  });
+  after(async () => {
+    const redis = toRedis?.redis;
+    const keys = redis ? await redis.keys(`${prefix}*`) : [];
+    if (keys.length) await redis!.del(...keys);
+    await toDatabase?.close();
+    await toRedis?.close();
+    await db?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A request on `core`: opens the cookie, sets `key` to `value`, and moves the session to `target`, as the session middleware does. */
+  async function request(core: Core, cookieValue: string, target: 'database' | 'redis', key: string, value: number): Promise<Written | undefined | 'logged out'> {
+    const read = await core.backends.open(cookieValue);
+    if (!read) return 'logged out';
+    const changed: SessionRecord = { ...read, data: { ...read.data, [key]: value }, version: read.version + 1, lastActivity: Date.now() };
+    return core.backends.migrate(changed, target, 'flag', { readVersion: read.version, changedKeys: new Set([key]) });
+  }
+
+  it('keeps the session and both changes, whichever response the browser takes last', async () => {
+    const sessions = await Promise.all(Array.from({ length: 30 }, () => toRedis.backends.create(makeRecord({}, 'redis'), 'redis')));
+    const problems: string[] = [];
+    let retries = 0;
+    for (let round = 1; round <= 6; round++) {
+      await Promise.all(
+        sessions.map(async (session, i) => {
+          const id = session.record.id;
+          // The session is in Redis; the cookie of a tab that has not seen that names the database.
+          const [a, b] = await Promise.all([
+            request(toDatabase, SessionBackends.cookieValue('redis', id), 'database', 'fromA', round),
+            request(toRedis, SessionBackends.cookieValue('database', id), 'redis', 'fromB', round),
+          ]);
+          for (const [name, outcome] of [['A', a], ['B', b]] as const) {
+            if (outcome === 'logged out') return problems.push(`session ${i}, round ${round}: logged out before request ${name}`);
+            // Undefined: the request was told to retry (409), nothing written; its change may be missing.
+            if (!outcome) {
+              retries++;
+              continue;
+            }
+            const opened = await toRedis.backends.open(outcome.cookieValue);
+            if (!opened) problems.push(`session ${i}, round ${round}: the cookie of request ${name} (${outcome.record.backend}) opens nothing`);
+            else if (opened.data.fromA !== round && a !== undefined) problems.push(`session ${i}, round ${round}: request A's change is lost (cookie of ${name})`);
+            else if (opened.data.fromB !== round && b !== undefined) problems.push(`session ${i}, round ${round}: request B's change is lost (cookie of ${name})`);
+          }
+          // The next round starts from Redis again, as a session on a redis instance would be.
+          const now = await toRedis.backends.open(SessionBackends.cookieValue('redis', id)).then((r) => r ?? toRedis.backends.open(SessionBackends.cookieValue('database', id)));
+          if (now && now.backend !== 'redis') await toRedis.backends.migrate(now, 'redis');
+        }),
+      );
+    }
+    expect(problems).to.deep.equal([]);
+    // Two movers: the one that finds the session changed reads it again and its second try wins.
+    expect(retries, 'requests told to retry').to.equal(0);
+  });
+});
