@@ -36,8 +36,16 @@ function inTurn<T>(work: () => Promise<T>): Promise<T> {
   });
 }
 
+/**
+ * A password is hashed in one Unicode spelling (NFKC, as NIST SP 800-63B §5.1.1.2 advises): "ä"
+ * typed as one character on one keyboard and as a + accent on another is the same password.
+ */
+function normalized(password: string): string {
+  return password.normalize('NFKC');
+}
+
 export function hashPassword(password: string): Promise<string> {
-  return inTurn(() => argon2.hash(password, { type: argon2.argon2id }));
+  return inTurn(() => argon2.hash(normalized(password), { type: argon2.argon2id }));
 }
 
 // Verified against when the email is unknown, so both answers take the same time.
@@ -48,7 +56,9 @@ export async function verifyPassword(hash: string | undefined, password: string)
   dummyHash ??= hashPassword('switchboard timing equaliser');
   const against = hash ?? (await dummyHash);
   // A stored hash argon2 cannot read is a wrong password; a busy pool is not.
-  const ok = await inTurn(() => argon2.verify(against, password).catch(() => false));
+  const check = (candidate: string) => inTurn(() => argon2.verify(against, candidate).catch(() => false));
+  // Hashes made before passwords were normalised hold the spelling typed then.
+  const ok = (await check(normalized(password))) || (hash !== undefined && normalized(password) !== password && (await check(password)));
   return hash !== undefined && ok;
 }
 

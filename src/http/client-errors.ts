@@ -5,8 +5,8 @@
  * does, the answer is written only while no response of this connection has begun (a
  * keep-alive connection may have one in flight), and the connection is then closed: after a
  * parse error, nothing more on it can be trusted. The same goes for a CONNECT request (Node
- * would drop the connection without a word) and an HTTP/1.1 request without Host (Node's own
- * answer is a bare 400). Each carries the API's security headers, as every answer does.
+ * would drop the connection without a word), an HTTP/1.1 request without Host (Node's own
+ * answer is a bare 400) and one with an Expect Node does not know (a bare 417). Each carries the API's security headers, as every answer does.
  */
 import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -39,13 +39,19 @@ export function answerClientErrors(server: Server): void {
     if (socket.writable) socket.write(answer(405, 'method_not_allowed', 'CONNECT is not supported'));
     socket.destroy();
   });
+  // An Expect other than 100-continue, which Node would answer with a bare 417 (RFC 9110 §10.1.1).
+  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => refuse(res, 417, 'expectation_failed', 'Only "Expect: 100-continue" is supported'));
 }
 
 /** Answers (400) an HTTP/1.1 request without Host, as RFC 9112 §3.2 says to; true when it did. */
 export function refusesWithoutHost(req: IncomingMessage, res: ServerResponse): boolean {
   if (req.headers.host !== undefined || req.httpVersion !== '1.1') return false;
-  const body = JSON.stringify({ error: { code: 'bad_request', message: 'An HTTP/1.1 request needs a Host header' } });
-  res.writeHead(400, { ...apiHeaders(), 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
-  res.end(body);
+  refuse(res, 400, 'bad_request', 'An HTTP/1.1 request needs a Host header');
   return true;
+}
+
+function refuse(res: ServerResponse, status: number, code: string, message: string): void {
+  const body = JSON.stringify({ error: { code, message } });
+  res.writeHead(status, { ...apiHeaders(), 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+  res.end(body);
 }

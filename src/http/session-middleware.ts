@@ -293,7 +293,16 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
   async function catchUpRotation(control: SessionControl) {
     const { rotatedFrom: old, current } = control;
     if (!old || !current?.isNew || !old.record.id) return;
-    const latest = await backends.latest(old.record).catch(() => undefined);
+    const latest = await backends.latest(old.record).catch(() => null);
+    if (latest === undefined) {
+      // Logged out or revoked after the route checked (backends.isLive): the new id would bring
+      // the session back. It is not stored, and the browser's cookie is cleared.
+      control.current = undefined;
+      control.clearCookie = true;
+      const ending = control.ending.findIndex((e) => e.record === old.record);
+      if (ending >= 0) control.ending.splice(ending, 1); // ended already, by whoever logged it out
+      return;
+    }
     if (!latest || latest.version <= old.record.version) return;
     const data: Record<string, unknown> = { ...latest.data };
     for (const key of [...old.changes, ...current.changes]) data[key] = current.data[key];
@@ -308,8 +317,11 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     return (async () => {
       await catchUpRotation(control);
       await applyEndings(ctx, control, 'same handle');
+      // A logout clears the cookie only once the session has ended: one that fails (503) leaves
+      // the browser its cookie, so the page can say so and the user can try again.
+      if (!control.current) await applyEndings(ctx, control, 'others');
       await write(ctx, control, cookieBackend);
-      await applyEndings(ctx, control, 'others');
+      if (control.current) await applyEndings(ctx, control, 'others');
     })();
   }
 

@@ -10,13 +10,20 @@ declare module 'koa' {
   }
 }
 
+/**
+ * An unknown field is named back only when its name looks like one. JSON sent with a form's
+ * Content-Type arrives as one field whose name is the whole body, password included.
+ */
+const FIELD_NAME = /^[A-Za-z_$][\w$.-]{0,63}$/;
+const UNNAMED_FIELD = 'A field this request does not take (JSON sent as a form? Send Content-Type: application/json)';
+
 export function parseInput<T extends z.ZodType>(schema: T, input: unknown): z.output<T> {
   const result = schema.safeParse(input ?? {});
   if (result.success) return result.data;
   // No prototype: a field named `toString` or `constructor` is reported like any other.
   const fields: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const issue of result.error.issues) {
-    if (issue.code === 'unrecognized_keys') for (const key of issue.keys) fields[key] ??= 'Unknown field';
+    if (issue.code === 'unrecognized_keys') for (const key of issue.keys) fields[FIELD_NAME.test(key) ? key : '_'] ??= FIELD_NAME.test(key) ? 'Unknown field' : UNNAMED_FIELD;
     else fields[issue.path.join('.') || '_'] ??= issue.message;
   }
   const summary = Object.entries(fields)
@@ -48,6 +55,10 @@ export function idParam(value: string | undefined): number | undefined {
 
 /** Control characters (NUL, escapes, newlines) have no place in a name or an address. */
 const NO_CONTROL = /^[^\p{Cc}]*$/u;
+/** Nor invisible formatting (zero-width spaces and joiners, soft hyphens, direction overrides) in an address: two that look the same must be the same. */
+const NO_FORMAT = /^[^\p{Cf}]*$/u;
+/** Direction overrides and isolates would make a name shown in a list of sessions read as something else. */
+const NO_BIDI_CONTROL = /^[^\u202A-\u202E\u2066-\u2069]*$/u;
 
 // A lone surrogate is not text: it cannot be encoded, so it would come back as U+FFFD.
 const LONE_SURROGATE = /\p{Cs}/u;
@@ -55,16 +66,19 @@ export const email = z
   .string({ error: 'Enter an email address' })
   .trim()
   .regex(NO_CONTROL, 'Enter a valid email address')
+  .regex(NO_FORMAT, 'Remove invisible characters from the email address')
   .refine((v) => !LONE_SURROGATE.test(v), 'Enter a valid email address')
   // "é" typed as one character or as e + accent is the same address to its owner: one spelling.
   .normalize('NFC')
   .toLowerCase()
   .max(254, 'Email is too long')
-  .regex(/^[^\s@]+@[^\s@]+\.[^\s@]+$/, 'Enter a valid email address');
+  // The domain ends in a label, not a dot: "a@example.com." would be a second account for the same address.
+  .regex(/^[^\s@]+@[^\s@]+\.[^\s@.]+$/, 'Enter a valid email address');
 export const name = z
   .string({ error: 'Enter a name' })
   .trim()
   .regex(NO_CONTROL, 'Remove control characters from the name')
+  .regex(NO_BIDI_CONTROL, 'Remove text-direction characters from the name')
   .refine((v) => !LONE_SURROGATE.test(v), 'Remove invalid characters from the name')
   .min(1, 'Enter a name')
   .max(100, 'Name is too long');

@@ -350,6 +350,16 @@ export class SessionBackends {
   }
 
   /**
+   * Whether a session read earlier in a request is still live: not revoked, and still stored
+   * (a logout elsewhere removes it). A store that cannot answer does not make it dead.
+   */
+  async isLive(record: SessionRecord): Promise<boolean> {
+    if (this.revocations.isRevoked(record)) return false;
+    if (!record.id) return true;
+    return this.latest(record).then((r) => r !== undefined, () => true);
+  }
+
+  /**
    * The freshest stored copy of a session, revoked or not (a rotation reads the id it has just
    * ended): where it lives, or for a sealed cookie its database copy — the browser holds the
    * cookie a concurrent save set, the server only that copy.

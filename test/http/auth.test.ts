@@ -148,6 +148,29 @@ describe('signing up, logging in and out', function () {
       expectError(await new Client(app.url).post('/api/signup', { email: decomposed, password: GOOD_PASSWORD, name: 'José' }), 409, 'email_taken');
     });
 
+    it('accepts the password however its accents were typed, and refuses look-alike addresses', async () => {
+      const email = uniqueEmail('pw');
+      const password = 'P\u00e4ssw\u00f6rd of the long kind';
+      expect((await new Client(app.url).post('/api/signup', { email, password, name: 'P' })).status).to.equal(201);
+      expect((await new Client(app.url).login(email, password.normalize('NFD'))).status, 'typed decomposed').to.equal(200);
+      expect((await new Client(app.url).login(email, password)).status, 'typed composed').to.equal(200);
+      const [local, domain] = email.split('@');
+      for (const lookalike of [`${local}\u200b@${domain}`, `\u202e${email}`, `${local}\u00ad@${domain}`, `${email}.`]) {
+        const { error } = expectError(await new Client(app.url).post('/api/signup', { email: lookalike, password: GOOD_PASSWORD, name: 'L' }), 400, 'invalid_input');
+        expect(error.message, JSON.stringify(lookalike)).to.match(/^email: /);
+      }
+      expectError(await new Client(app.url).post('/api/signup', { email: uniqueEmail('bidi'), password: GOOD_PASSWORD, name: 'evil\u202eexe.txt' }), 400, 'invalid_input');
+    });
+
+    it('never repeats a password back: JSON sent as a form is one unknown field, not named', async () => {
+      const secret = 'MySecretPass123-do-not-echo';
+      const res = await fetch(`${app.url}/api/login`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: JSON.stringify({ password: secret, email: 'ann@example.com' }) });
+      const text = await res.text();
+      expect(res.status).to.equal(400);
+      expect(text).not.to.include(secret);
+      expect((JSON.parse(text) as { error: { code: string; message: string } }).error).to.include({ code: 'invalid_input' });
+    });
+
     it('issues a brand-new session id every time, and the one it replaced stops working', async () => {
       const browser = new Client(app.url);
       const { email } = await browser.signup();

@@ -275,6 +275,7 @@ describe('bad input never gets more than a 4xx', function () {
       ['a 20 KB path', `GET /${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'headers_too_large'],
       ['an HTTP/1.1 request without Host', 'GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n', 400, 'bad_request'],
       ['CONNECT', 'CONNECT /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n', 405, 'method_not_allowed'],
+      ['an Expect it does not know', 'GET /api/session HTTP/1.1\r\nHost: x\r\nExpect: foo\r\nConnection: close\r\n\r\n', 417, 'expectation_failed'],
     ] as const) {
       it(`answers ${what} with ${status}, the error shape and the security headers`, async () => {
         const reply = await rawBytes(request);

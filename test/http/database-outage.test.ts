@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
 import { createTestDatabase, ensureServices, type TestDatabase } from '../support/postgres.js';
-import { redisCommand, waitUntil } from '../support/redis-server.js';
+import { redisCommand, startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
 import { startSlowLink, type SlowLink } from '../support/slow-link.js';
 import { sample } from '../switching/metrics-text.js';
 import { ADMIN_TOKEN, expectError, GOOD_PASSWORD, redisEnv, uniqueEmail } from './helpers.js';
@@ -95,3 +95,56 @@ for (const backend of ['redis', 'cookie'] as const) {
     });
   });
 }
+
+/**
+ * A logout that nothing can record — the database down, and Redis, which would hold the
+ * revocation until the database is back, down too — did not happen: 503. The browser must keep
+ * its cookie then, or the page could neither say so usefully nor try again, while the session
+ * went on working for whoever else holds the cookie.
+ */
+describe('a logout that neither the database nor Redis can record (cookie backend)', function () {
+  this.timeout(120_000);
+  let db: TestDatabase;
+  let link: SlowLink;
+  let redis: RedisProcess;
+  let app: AppProcess;
+
+  before(async () => {
+    await ensureServices();
+    db = await createTestDatabase('outage_logout');
+    link = await startSlowLink({ host: '127.0.0.1', port: 5432 });
+    redis = await startRedis();
+    app = await startApp({ SESSION_STORAGE: 'cookie', REDIS_URL: redis.url, DATABASE_URL: db.url.replace(':5432/', `:${link.port}/`), SYNC_INTERVAL_MS: '200' });
+  });
+  after(async () => {
+    await app?.stop();
+    await redis?.stop();
+    await link?.close();
+    await db?.drop();
+  });
+
+  it('answers 503 and leaves the cookie; the retry, once they are back, logs out', async () => {
+    const user = new Client(app.url);
+    await user.signup();
+    const cookie = user.sessionCookie()!;
+    await link.cut();
+    await redis.stop();
+    const failed = await user.post('/api/logout');
+    expectError(failed, 503, 'service_unavailable');
+    expect(failed.headers.getSetCookie().filter((line) => line.startsWith('sid=')), 'no cookie cleared').to.deep.equal([]);
+    expect(user.sessionCookie()).to.equal(cookie);
+
+    await link.restore();
+    await redis.restart();
+    await waitUntil('the app has its database and Redis back', async () => {
+      const ready = await new Client(app.url).get('/readyz');
+      const backends = ready.json.backends as Record<string, string> | undefined;
+      return backends?.database === 'up' && backends.redis === 'up';
+    }, 300);
+    expect((await user.get('/api/session')).status, 'the logout did not happen').to.equal(200);
+    expect((await user.post('/api/logout')).status).to.equal(204);
+    const thief = new Client(app.url);
+    thief.cookies.set('sid', cookie);
+    expect((await thief.get('/api/session')).status).to.equal(401);
+  });
+});

@@ -12,14 +12,16 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { expect } from 'chai';
 import { createSwitchboard, type Switchboard } from '../../src/app.js';
 import { loadConfig } from '../../src/config/config.js';
+import type { LoginLimiter } from '../../src/auth/login-limiter.js';
 import type { SessionBackends } from '../../src/sessions/backends.js';
 import { Client } from '../support/http-client.js';
 import { startRedis, type RedisProcess } from '../support/redis-server.js';
-import { expectError, GOOD_PASSWORD } from './helpers.js';
+import { ADMIN_TOKEN, expectError, GOOD_PASSWORD } from './helpers.js';
 
 interface InProcessApp {
   url: string;
   backends: SessionBackends;
+  limiter: LoginLimiter;
   stop(): Promise<void>;
 }
 
@@ -32,6 +34,7 @@ async function startInProcess(env: Record<string, string>): Promise<InProcessApp
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     backends: switchboard.deps.backends,
+    limiter: switchboard.deps.limiter,
     async stop() {
       await new Promise((resolve) => server.close(resolve));
       await switchboard.close();
@@ -136,6 +139,92 @@ describe('a save in flight while another tab changes the password or logs in aga
     expectError(await browser.patch('/api/session', { preferences: { theme: 'dark' } }), 401);
   });
 });
+
+/**
+ * A password change checks the current password and hashes the new one: seconds on a busy
+ * machine. A logout, a revocation, or an operator disabling the account or logging everybody
+ * out may land meanwhile; the change must not then hand out a new id that brings the session
+ * back. Likewise a login whose account is disabled during its password check. Each test holds
+ * the request just after its password check (LoginLimiter#succeeded) while the other acts.
+ */
+for (const backend of ['database', 'cookie'] as const) {
+  describe(`a password change or login in flight while its session or account is ended (${backend})`, function () {
+    this.timeout(60_000);
+    let app: InProcessApp;
+    let hold: { reached: () => void; released: Promise<void> } | undefined;
+    const admin = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+    before(async () => {
+      app = await startInProcess({ SESSION_STORAGE: backend, ADMIN_TOKEN });
+      const succeeded = app.limiter.succeeded.bind(app.limiter);
+      app.limiter.succeeded = async (...args) => {
+        const held = hold;
+        hold = undefined;
+        if (held) {
+          held.reached();
+          await held.released;
+        }
+        return succeeded(...args);
+      };
+    });
+    after(() => app?.stop());
+
+    /** Runs `slow` until it has checked the password, then `other` to its answer, then lets `slow` go on. */
+    async function around<T>(slow: () => Promise<T>, other: () => Promise<{ status: number }>) {
+      let reached!: () => void;
+      let release!: () => void;
+      const arrived = new Promise<void>((resolve) => (reached = resolve));
+      hold = { reached, released: new Promise<void>((resolve) => (release = resolve)) };
+      const slowAnswer = slow();
+      await arrived;
+      const answer = await other();
+      release();
+      return { slow: await slowAnswer, answer };
+    }
+
+    const ends: Array<[string, (tab: Client, userId: number, handle: string, email: string) => Promise<{ status: number }>]> = [
+      ['another tab logs out', (tab) => tab.post('/api/logout')],
+      ['another session revokes it', async (_tab, _userId, handle, email) => {
+        const other = new Client(app.url);
+        return other.login(email, GOOD_PASSWORD).then(() => other.delete(`/api/sessions/${handle}`));
+      }],
+      ['an operator logs the user out', (_tab, userId) => new Client(app.url).delete(`/api/admin/users/${userId}/sessions`, admin)],
+      ['an operator disables the user', (_tab, userId) => new Client(app.url).patch(`/api/admin/users/${userId}`, { active: false }, admin)],
+      ['an operator logs everybody out', () => new Client(app.url).post('/api/admin/sessions/revoke-all', {}, admin)],
+    ];
+
+    for (const [what, end] of ends) {
+      it(`changes nothing and issues no session when ${what} meanwhile`, async () => {
+        const browser = new Client(app.url);
+        const { email, user } = await browser.signup({ password: GOOD_PASSWORD });
+        const handle = ((await browser.get('/api/session')).json.session as { handle: string }).handle;
+        const tab = new Client(app.url);
+        for (const [k, v] of browser.cookies) tab.cookies.set(k, v);
+        tab.csrfToken = browser.csrfToken;
+        const { slow, answer } = await around(
+          () => browser.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'another long passphrase' }),
+          () => end(tab, user.id, handle, email),
+        );
+        expect(answer.status, what).to.be.oneOf([200, 204]);
+        expectError(slow, 401, 'unauthenticated');
+        expect((await browser.get('/api/session')).status, 'the session stays ended').to.equal(401);
+        if (what !== 'an operator disables the user') expect((await new Client(app.url).login(email, GOOD_PASSWORD)).status, 'the password is unchanged').to.equal(200);
+      });
+    }
+
+    it('refuses a login whose account is disabled during its password check', async () => {
+      const first = new Client(app.url);
+      const { email, user } = await first.signup({ password: GOOD_PASSWORD });
+      const browser = new Client(app.url);
+      const { slow, answer } = await around(
+        () => browser.login(email, GOOD_PASSWORD),
+        () => new Client(app.url).patch(`/api/admin/users/${user.id}`, { active: false }, admin),
+      );
+      expect(answer.status).to.equal(200);
+      expectError(slow, 401, 'invalid_credentials');
+      expect((await browser.get('/api/session')).status).to.equal(401);
+    });
+  });
+}
 
 describe('saves of one session in flight when Redis stops answering', function () {
   this.timeout(60_000);

@@ -95,12 +95,14 @@ export function authRoutes(deps: AppDeps) {
       metrics.logins.inc({ outcome: 'failure' });
       throw new InvalidCredentialsError();
     }
-    // A disabled account gets the same answer as a wrong password: the password proves nothing more.
-    if (!user.active) {
+    await limiter.succeeded(input.email, ctx.ip);
+    // A disabled account gets the same answer as a wrong password: the password proves nothing
+    // more. Read again after the password check, which takes a while: an account disabled
+    // meanwhile must not get a session that its disabling could no longer end.
+    if (!(await stillActive(user))) {
       metrics.logins.inc({ outcome: 'disabled' });
       throw new InvalidCredentialsError();
     }
-    await limiter.succeeded(input.email, ctx.ip);
     const control = ctx.state.sessions;
     const replaced = control.current?.handle;
     // A success once the session is stored: a login answered 503 is not one.
@@ -155,7 +157,11 @@ export function authRoutes(deps: AppDeps) {
     const problem = passwordProblem(input.newPassword, config.passwordMinLength, [user.email, user.email.split('@')[0] ?? '', user.name]);
     if (problem) throw new InvalidInputError(`newPassword: ${problem}`, { newPassword: problem });
     await limiter.succeeded(user.email, ctx.ip);
-    user.passwordHash = await hashPassword(input.newPassword);
+    const passwordHash = await hashPassword(input.newPassword);
+    // The checks above take seconds: the session may have been logged out or revoked, or the
+    // account disabled, meanwhile. Then nothing changes, and no new id brings the session back.
+    if (!(await stillActive(user)) || !(await backends.isLive(session.record))) throw new UnauthenticatedError();
+    user.passwordHash = passwordHash;
     await user.save();
     // Every session issued before now dies (cookie-held ones included); this one goes on under a new id.
     const now = Date.now();
@@ -167,4 +173,8 @@ export function authRoutes(deps: AppDeps) {
   });
 
   return router;
+
+  async function stillActive(user: { id: number }): Promise<boolean> {
+    return (await models.User.count({ where: { id: user.id, active: true } })) === 1;
+  }
 }
