@@ -514,6 +514,17 @@ function isUniqueViolation(err: unknown): boolean {
 }
 
 /**
+ * A statement that failed (SQLITE_BUSY: another process held the database longer than the busy
+ * timeout) is reset before the failure is reported. sqlite3 leaves it active otherwise, and
+ * while any statement is active the connection's transaction stays open: every later write of
+ * the process — Sequelize's too, on this one connection — went into it, unseen by other
+ * processes and lost at restart.
+ */
+function failed(statement: SqliteStatement, err: Error, reject: (err: Error) => void): void {
+  statement.reset(() => reject(err));
+}
+
+/**
  * SQLite: statements prepared once on the connection Sequelize itself uses (one per file), so
  * they share its settings (WAL, busy timeout, synchronous) and never contend with it for the
  * writer lock as a second connection would.
@@ -534,7 +545,7 @@ class SqliteStatements implements Statements {
   async all<T>(name: StatementName, values: unknown[]): Promise<T[]> {
     const statement = (this.prepared?.live ? this.prepared : await this.prepare()).statements[name];
     return new Promise((resolve, reject) => {
-      statement.all<T>(values, (err, rows) => (err ? reject(err) : resolve(rows)));
+      statement.all<T>(values, (err, rows) => (err ? failed(statement, err, reject) : resolve(rows)));
     });
   }
 
@@ -542,7 +553,7 @@ class SqliteStatements implements Statements {
     const statement = (this.prepared?.live ? this.prepared : await this.prepare()).statements[name];
     return new Promise((resolve, reject) => {
       statement.run(values, function (err) {
-        if (err) reject(err);
+        if (err) failed(statement, err, reject);
         else resolve(this.changes);
       });
     });

@@ -5,9 +5,14 @@
  * store's prepared statements on it.
  */
 import { expect } from 'chai';
-import { rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { Sequelize } from 'sequelize';
 import sqlite3 from 'sqlite3';
+import { openDatabase } from '../../src/db/database.js';
+import { migrateUp } from '../../src/db/migrator.js';
+import { defineModels } from '../../src/db/models.js';
 import { SessionConflictError } from '../../src/sessions/errors.js';
 import { DatabaseStore } from '../../src/sessions/database-store.js';
 import { hashSessionId, newSessionId, type SessionRecord } from '../../src/sessions/session.js';
@@ -444,5 +449,42 @@ describe('DatabaseStore on SQLite: the connection with the store’s statements 
     await db.close();
     const after = await store.load(record.id).catch((e: unknown) => e);
     expect(after).to.be.instanceOf(Error);
+  });
+});
+
+/**
+ * Another process holding the SQLite file (an operator's sqlite3 shell, a backup) past the busy
+ * timeout makes a statement fail with SQLITE_BUSY. That failure must stay one failure: a
+ * statement left active kept the connection's transaction open, and every later write of the
+ * app went into it — unseen by other processes, and lost at restart (a logout that came back).
+ */
+describe('DatabaseStore on SQLite after another process held the database', function () {
+  this.timeout(30_000);
+  let dir: string | undefined;
+  let sequelize: Sequelize | undefined;
+  after(async () => {
+    await sequelize?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('commits the writes that follow a statement refused as busy', async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'switchboard-busy-'));
+    const file = path.join(dir, 'db.sqlite');
+    sequelize = await openDatabase(`sqlite:${file}`);
+    await migrateUp(sequelize);
+    const store = new DatabaseStore(defineModels(sequelize));
+    const first = makeRecord();
+    await store.create(first);
+    const other = new sqlite3.Database(file);
+    const exec = (db: sqlite3.Database, sql: string) => new Promise<void>((resolve, reject) => db.exec(sql, (err) => (err ? reject(err) : resolve())));
+    await exec(other, "BEGIN EXCLUSIVE; INSERT INTO settings (name, value) VALUES ('held', '1')");
+    const refused = await store.destroy(first).catch((err: unknown) => err);
+    expect(String(refused)).to.include('SQLITE_BUSY');
+    await exec(other, 'ROLLBACK');
+    const later = makeRecord();
+    await store.create(later);
+    const seen = await new Promise<unknown[]>((resolve, reject) => other.all('SELECT id_hash FROM sessions', (err, rows) => (err ? reject(err) : resolve(rows))));
+    other.close();
+    expect(seen.map((row) => (row as { id_hash: string }).id_hash)).to.have.members([first.idHash, later.idHash]);
   });
 });
