@@ -5,6 +5,24 @@ import path from 'node:path';
 import { ConnectionError, DatabaseError, Sequelize, TimeoutError } from 'sequelize';
 import { makeDirectory } from '../config/make-directory.js';
 
+/** PostgreSQL: the longest a query may wait for its answer (README, "Database outage"). */
+export const QUERY_TIMEOUT_MS = 30_000;
+
+/** The database did not answer in time: treated as down (a 503), like a refused connection. */
+export class DatabaseStalledError extends Error {
+  override name = 'DatabaseStalledError';
+  constructor(what: string, ms: number) {
+    super(`the database did not answer ${what} within ${ms} ms`);
+  }
+}
+
+/** `work`, or DatabaseStalledError after `ms` (the work itself goes on, and may still land). */
+export function withinDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new DatabaseStalledError(what, ms)), ms)));
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
+
 export async function openDatabase(url: string): Promise<Sequelize> {
   if (url.startsWith('sqlite:')) {
     const file = url.slice('sqlite:'.length);
@@ -32,6 +50,9 @@ export async function openDatabase(url: string): Promise<Sequelize> {
     dialect: 'postgres',
     logging: false,
     pool: { max: 10, min: 0, idle: 10_000, acquire: 5_000 },
+    // A database that stops answering without closing its connections (a failover, a network
+    // partition) fails a query after this long instead of holding its request forever.
+    dialectOptions: { query_timeout: QUERY_TIMEOUT_MS },
   });
   try {
     await sequelize.authenticate();
@@ -69,10 +90,10 @@ const UNAVAILABLE = /^(SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|PROTOCOL)|08\d\d\
 
 /** Whether `err` means "the database cannot be used at the moment": the request gets 503, not 500. */
 export function isDatabaseUnavailable(err: unknown): boolean {
-  if (err instanceof ConnectionError || err instanceof TimeoutError) return true;
+  if (err instanceof ConnectionError || err instanceof TimeoutError || err instanceof DatabaseStalledError) return true;
   if (!(err instanceof DatabaseError)) return false;
   const parent = err.parent as { code?: unknown; message?: unknown } | undefined;
   if (typeof parent?.code === 'string' && UNAVAILABLE.test(parent.code)) return true;
   // node-postgres reports a connection lost mid-query without a code.
-  return typeof parent?.message === 'string' && /^Connection terminated/.test(parent.message);
+  return typeof parent?.message === 'string' && /^(Connection terminated|Query read timeout)/.test(parent.message);
 }

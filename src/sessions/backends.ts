@@ -11,6 +11,7 @@
  * The cookie names the backend that holds the session: `<c|d|r>.<token>`.
  */
 import { BACKENDS, type BackendName } from '../config/config.js';
+import { withinDeadline } from '../db/database.js';
 import type { DatabaseStore } from './database-store.js';
 import { isDisabled } from './disabled-store.js';
 import { SessionConflictError } from './errors.js';
@@ -22,6 +23,8 @@ import { applyMergePatch, type SessionRecord } from './session.js';
 const PREFIX: Record<BackendName, string> = { cookie: 'c', database: 'd', redis: 'r' };
 /** How long a move is remembered for requests that read the session before it (see `migrate`). */
 const MOVE_MEMORY_MS = 10_000;
+/** How long ending a session waits for its stored copies to be removed (see `end`). */
+const REMOVAL_WAIT_MS = 2_000;
 const BY_PREFIX: Record<string, BackendName> = { c: 'cookie', d: 'database', r: 'redis' };
 
 export interface BackendEvents {
@@ -345,7 +348,8 @@ export class SessionBackends {
     await this.revocations.revokeSession(record.idHash, record.absoluteExpiresAt);
     const removals = [this.stores[record.backend].destroy(record)];
     if (record.backend !== 'database') removals.push(this.directory.destroy(record));
-    const results = await Promise.allSettled(removals);
+    // Revoked, the session is over: a store that does not answer (a stalled database) is not waited for.
+    const results = await withinDeadline(Promise.allSettled(removals), REMOVAL_WAIT_MS, 'the removal of an ended session').catch((err: unknown) => [{ status: 'rejected' as const, reason: err }]);
     for (const r of results) if (r.status === 'rejected') this.events.secondaryFailure(r.reason, `destroy in ${record.backend}`);
   }
 

@@ -12,6 +12,7 @@
  * when Redis carries the news (instance-channel.ts).
  */
 import { Op } from 'sequelize';
+import { withinDeadline } from '../db/database.js';
 import type { Models } from '../db/models.js';
 import type { InstanceChannel } from './instance-channel.js';
 import type { RevocationSpool } from './revocation-spool.js';
@@ -28,6 +29,8 @@ export interface RevocationEntry {
 
 /** The channel topic entries are announced on. */
 const TOPIC = 'revocations';
+/** How long a revocation waits for the database before it is held in Redis instead (see `issue`). */
+const REVOCATION_WRITE_MS = 2_000;
 
 /** How long a poll keeps looking for an id it found missing (see `pull`). */
 const GAP_WAIT_MS = 60_000;
@@ -122,7 +125,8 @@ export class RevocationList {
   private async issue(entry: RevocationEntry): Promise<void> {
     const undo = this.apply(entry);
     try {
-      await this.models.Revocation.create(entry);
+      // A database that does not answer is down too: a logout does not wait for it.
+      await withinDeadline(this.models.Revocation.create(entry), REVOCATION_WRITE_MS, 'a revocation');
     } catch (err) {
       // The database is down: held in Redis until it is back, or, if Redis cannot take it
       // either, taken back here too and the database's error goes to the caller (a 503: the

@@ -93,6 +93,27 @@ for (const backend of ['redis', 'cookie'] as const) {
       await waitUntil('session_store_up{backend="database"} 1', async () => sample(await (await fetch(`${app.url}/metrics`)).text(), 'session_store_up', { backend: 'database' }) === 1, 300);
       expect((await new Client(app.url).login(email, GOOD_PASSWORD)).status).to.equal(200);
     });
+
+    it('does not wait on a database that stops answering: a logout and a revoke-all are held in Redis, and hold', async () => {
+      const leaving = new Client(app.url);
+      await leaving.signup();
+      const stolen = leaving.sessionCookie()!;
+      // Connections stay open, nothing comes back (a failover, a partition): no error to react to.
+      link.stall();
+      try {
+        const logout = await leaving.post('/api/logout');
+        expect(logout.status, logout.text).to.equal(204);
+        expect(await stillIn(stolen), 'the logged-out cookie, at once').to.equal(401);
+        const revokeAll = await new Client(app.url).post('/api/admin/sessions/revoke-all', {}, bearer);
+        expect(revokeAll.status, revokeAll.text).to.equal(200);
+        expect(await spools(), 'held in Redis meanwhile').to.equal(1);
+      } finally {
+        await link.restore();
+      }
+      await waitUntil('the held revocations moved into the database', async () => (await spools()) === 0, 300);
+      await app.restart();
+      expect(await stillIn(stolen), 'the logged-out cookie, from the database').to.equal(401);
+    });
   });
 }
 
