@@ -52,7 +52,11 @@ export interface SaveConcurrency {
 }
 
 /** A backend as served: a store that knows whether its breaker lets calls through. */
-export type ServingStore = IndexedSessionStore & { readonly available: boolean };
+export type ServingStore = IndexedSessionStore & {
+  readonly available: boolean;
+  /** Writes what the store writes behind (a mirrored store's database copy). */
+  flush?(): Promise<void>;
+};
 
 export interface Written {
   cookieValue: string;
@@ -368,8 +372,11 @@ export class SessionBackends {
    * ended): where it lives, or for a sealed cookie its database copy — the browser holds the
    * cookie a concurrent save set, the server only that copy.
    */
-  latest(record: SessionRecord): Promise<SessionRecord | undefined> {
-    return (record.backend === 'cookie' ? this.directory : this.stores[record.backend]).load(record.id);
+  async latest(record: SessionRecord): Promise<SessionRecord | undefined> {
+    if (record.backend !== 'cookie') return this.stores[record.backend].load(record.id);
+    // The copy is written behind: this instance's pending saves go first.
+    await this.stores.cookie.flush?.();
+    return this.directory.load(record.id);
   }
 
   /**

@@ -226,6 +226,36 @@ for (const backend of ['database', 'cookie'] as const) {
   });
 }
 
+/**
+ * A password change carries to the new id what other tabs saved to the old one meanwhile,
+ * reading the old id's latest copy. For a sealed cookie that copy is the database's, written
+ * behind (MIRROR_FLUSH_MS): a platform switch answered 200 just before the password change was
+ * not in it yet, and was lost. Here the copies wait 5 s, so the switch is surely still pending.
+ */
+describe('a platform switch answered just before a password change (cookie backend, copies written behind)', function () {
+  this.timeout(60_000);
+  let app: InProcessApp;
+  before(async () => {
+    app = await startInProcess({ SESSION_STORAGE: 'cookie', MIRROR_FLUSH_MS: '5000' });
+  });
+  after(() => app?.stop());
+
+  it('is carried to the new id', async () => {
+    const browser = new Client(app.url);
+    await browser.signup({ password: GOOD_PASSWORD });
+    const platform = ((await browser.post('/api/platforms', { name: 'work', type: 'web' })).json.platform as { id: number }).id;
+    // Another tab: the same cookie, not the one the switch answers with.
+    const tab = new Client(app.url);
+    for (const [k, v] of browser.cookies) tab.cookies.set(k, v);
+    tab.csrfToken = browser.csrfToken;
+    expect((await tab.post(`/api/platforms/${platform}/activate`)).status).to.equal(200);
+    const changed = await browser.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'another long passphrase' });
+    expect(changed.status, changed.text).to.equal(204);
+    const now = (await browser.get('/api/session')).json as { platform: { id: number } | null };
+    expect(now.platform?.id, 'the switch is in the new session').to.equal(platform);
+  });
+});
+
 describe('saves of one session in flight when Redis stops answering', function () {
   this.timeout(60_000);
   let redis: RedisProcess;
