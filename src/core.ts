@@ -93,7 +93,8 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   });
   if (redis) await waitForRedis(redis, 1000);
   // Named for this deployment (the instances sharing this database) alone: see db/deployment.ts.
-  const shared = redis ? `${config.redis.keyPrefix}${await deploymentId(models)}:` : '';
+  const deployment = await deploymentId(models);
+  const shared = redis ? `${config.redis.keyPrefix}${deployment}:` : '';
   const channel = redis && new InstanceChannel(redis, shared, (err) => logger.warn({ err }, 'instance channel error'));
   if (redis && channel) {
     // Not waited for: start-up does not wait on Redis, which may be down; until the channel is
@@ -127,7 +128,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   const stores: Record<BackendName, ServingStore> = {
     database: guard(database),
     redis: redisStore ? new MirroredStore(guard(redisStore), database, mirrorError, { readThrough: true, flushMs: config.sessions.mirrorFlushMs }) : new DisabledStore('redis'),
-    cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations)), database, mirrorError, { flushMs: config.sessions.mirrorFlushMs }),
+    cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations, deployment)), database, mirrorError, { flushMs: config.sessions.mirrorFlushMs }),
   };
   const backends = new SessionBackends(stores, database, revocations, config.sessions.fallback, {
     fallback(from, to, reason) {

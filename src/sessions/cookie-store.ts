@@ -32,11 +32,18 @@ export class CookieStore implements SessionStore {
    */
   private readonly opened = new Map<string, Buffer>();
 
+  /**
+   * `deployment` (db/deployment.ts) goes into the key: another deployment given the same
+   * SESSION_SECRETS (a staging copy of production's .env) cannot open this one's cookies, whose
+   * user ids name other people there. Cookies sealed before keys were bound to the deployment
+   * still open until they expire, and are sealed again, bound, at their next write.
+   */
   constructor(
     secrets: readonly string[],
     private readonly revocations: RevocationList,
+    deployment?: string,
   ) {
-    this.sealer = new Sealer(secrets, 'session cookie');
+    this.sealer = deployment === undefined ? new Sealer(secrets, 'session cookie') : new Sealer(secrets, `session cookie for deployment ${deployment}`, 'session cookie');
   }
 
   async load(token: string): Promise<SessionRecord | undefined> {

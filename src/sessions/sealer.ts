@@ -46,14 +46,17 @@ export class Sealer {
   private readonly keys: Key[];
   private readonly byId: Map<string, Key>;
 
-  constructor(secrets: readonly string[], purpose: string) {
+  /** `openingToo`: a purpose whose seals still open (never sealed with), e.g. the one a purpose replaced. */
+  constructor(secrets: readonly string[], purpose: string, openingToo?: string) {
     if (secrets.length === 0) throw new Error('Sealer needs at least one secret');
-    this.keys = secrets.map((secret) => {
-      const key = Buffer.from(hkdfSync('sha256', secret, 'switchboard', purpose, 32));
-      const id = createHash('sha256').update(key).digest('base64url').slice(0, 6);
-      return { id, key };
-    });
-    this.byId = new Map(this.keys.map((k) => [k.id, k]));
+    const keysFor = (info: string) =>
+      secrets.map((secret) => {
+        const key = Buffer.from(hkdfSync('sha256', secret, 'switchboard', info, 32));
+        const id = createHash('sha256').update(key).digest('base64url').slice(0, 6);
+        return { id, key };
+      });
+    this.keys = keysFor(purpose);
+    this.byId = new Map([...(openingToo === undefined ? [] : keysFor(openingToo)), ...this.keys].map((k) => [k.id, k]));
   }
 
   seal(plaintext: string): string {

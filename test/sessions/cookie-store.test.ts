@@ -59,6 +59,28 @@ describe('CookieStore', () => {
     });
   });
 
+  describe('in two deployments given the same secrets (a staging copy of production\'s .env)', () => {
+    it('does not open the other deployment\'s cookies, whose user ids are other people here', async () => {
+      const shared = [secret()];
+      const production = new CookieStore(shared, revocations, 'production-id');
+      const staging = new CookieStore(shared, revocations, 'staging-id');
+      const record = makeRecord({}, 'cookie');
+      expect(await production.load(await staging.create(record))).to.equal(undefined);
+      expect((await production.load(await production.create(record)))?.handle).to.equal(record.handle);
+    });
+
+    it('still opens a cookie sealed before keys were bound to the deployment, and binds it at its next write', async () => {
+      const shared = [secret()];
+      const before = new CookieStore(shared, revocations);
+      const record = makeRecord({}, 'cookie');
+      const unbound = await before.create(record);
+      const now = new CookieStore(shared, revocations, 'production-id');
+      expect((await now.load(unbound))?.handle, 'nobody is logged out by the upgrade').to.equal(record.handle);
+      const rebound = await now.save({ ...record, version: 2 });
+      expect(await new CookieStore(shared, revocations, 'staging-id').load(rebound!)).to.equal(undefined);
+    });
+  });
+
   it('refuses a logged-out cookie on another instance once it has synced', async () => {
     const s = secret();
     const here = new CookieStore([s], revocations);
