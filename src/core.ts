@@ -112,12 +112,16 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   // Redis session has its row there, see mirrored-store.ts), so the index would only cost a
   // command per login and 136 B per session.
   const redisStore = redis && new RedisStore(redis, { keyPrefix: config.redis.keyPrefix, absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, codec, userIndex: false });
-  // Counted as the database's failures too: no request sees a write-behind copy fail, and an
-  // operator must (SessionStoreErrorRatioHigh, session_store_operations_total).
+  // Counted as the database's operations too, failures and successes alike (so that its error
+  // ratio has them on both sides): no request sees a write-behind copy fail, and an operator
+  // must (SessionStoreErrorRatioHigh, session_store_operations_total). Not timed: a batch of
+  // copies is no request's wait, and would only blur the database's latency.
+  const copyOperation = (operation: string) => (operation === 'read-through' ? 'load' : operation === 'destroy' ? 'destroy' : 'save');
   const mirrorError = (err: unknown, operation: string) => {
-    metrics.storeOperation('database', operation === 'read-through' ? 'load' : operation === 'destroy' ? 'destroy' : 'save', 'error', 0);
+    metrics.storeOutcome('database', copyOperation(operation), 'error');
     logger.warn({ err, operation }, 'database copy of a session could not be written');
   };
+  const onCopied = (operation: string) => metrics.storeOutcome('database', copyOperation(operation), 'success');
   // The short deadline exists to fail over fast; the backend that is itself the last resort
   // (the fallback, or every backend with SESSION_FALLBACK=none) has nothing to fail over to.
   const fallback = config.sessions.fallback;
@@ -127,8 +131,8 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   };
   const stores: Record<BackendName, ServingStore> = {
     database: guard(database),
-    redis: redisStore ? new MirroredStore(guard(redisStore), database, mirrorError, { readThrough: true, flushMs: config.sessions.mirrorFlushMs }) : new DisabledStore('redis'),
-    cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations, deployment)), database, mirrorError, { flushMs: config.sessions.mirrorFlushMs }),
+    redis: redisStore ? new MirroredStore(guard(redisStore), database, mirrorError, { readThrough: true, flushMs: config.sessions.mirrorFlushMs, onCopied }) : new DisabledStore('redis'),
+    cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations, deployment)), database, mirrorError, { flushMs: config.sessions.mirrorFlushMs, onCopied }),
   };
   const backends = new SessionBackends(stores, database, revocations, config.sessions.fallback, {
     fallback(from, to, reason) {

@@ -79,7 +79,7 @@ export class Metrics {
   });
   readonly revocations = new Counter({
     name: 'session_revocations_total',
-    help: 'Sessions ended before their expiry, by reason',
+    help: 'Sessions ended before their expiry, by reason (revoke_all: one per call, which ends every session at once, uncounted)',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
@@ -103,6 +103,11 @@ export class Metrics {
     const series = this.storeSeries[backend][operation];
     series.duration.observe(seconds);
     series.outcomes[outcome].inc();
+  }
+
+  /** An operation counted but not timed (a database copy written behind: core.ts). */
+  storeOutcome(backend: BackendName, operation: StoreOperation, outcome: Outcome) {
+    this.storeSeries[backend][operation].outcomes[outcome].inc();
   }
 
   /** A request's session was served by `backend`, chosen by `source`. */

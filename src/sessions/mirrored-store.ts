@@ -26,6 +26,8 @@ export interface MirrorOptions {
   readThrough?: boolean;
   /** Write-behind delay for saves and touches; 0 writes them through. */
   flushMs?: number;
+  /** A copy written (failures go to `onMirrorError`): so that they can be counted against all. */
+  onCopied?: (operation: string) => void;
 }
 
 export class MirroredStore implements IndexedSessionStore {
@@ -146,6 +148,8 @@ export class MirroredStore implements IndexedSessionStore {
       await write();
     } catch (err) {
       this.onMirrorError(err, operation);
+      return;
     }
+    this.options.onCopied?.(operation);
   }
 }

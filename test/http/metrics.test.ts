@@ -269,3 +269,36 @@ describe('operations endpoints', function () {
     });
   });
 });
+
+/**
+ * Under the redis backend the database is written behind (each session's copy). Those writes
+ * are the database's operations for its error ratio — failures and successes both, or a
+ * handful of failed copies would read as a failing database — and are not timed (no request
+ * waits for them).
+ */
+describe('the database copies of Redis sessions in the store metrics', function () {
+  this.timeout(60_000);
+  let app: AppProcess;
+  before(async () => {
+    app = await startApp(backendEnv('redis'));
+  });
+  after(() => app?.stop());
+
+  it('counts the copies written, without timing them', async () => {
+    const scrapeNow = async () => parse(await (await fetch(`${app.url}/metrics`)).text()).samples;
+    const before = await scrapeNow();
+    const c = new Client(app.url);
+    await c.signup();
+    await c.patch('/api/session', { preferences: { theme: 'dark' } });
+    const labels = { backend: 'database', operation: 'save' };
+    let after = await scrapeNow();
+    for (let i = 0; i < 50 && (value(after, 'session_store_operations_total', { ...labels, outcome: 'success' }) ?? 0) - (value(before, 'session_store_operations_total', { ...labels, outcome: 'success' }) ?? 0) < 2; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100)); // the copy of the save is written behind
+      after = await scrapeNow();
+    }
+    const counted = (value(after, 'session_store_operations_total', { ...labels, outcome: 'success' }) ?? 0) - (value(before, 'session_store_operations_total', { ...labels, outcome: 'success' }) ?? 0);
+    const timed = (value(after, 'session_store_operation_duration_seconds_count', labels) ?? 0) - (value(before, 'session_store_operation_duration_seconds_count', labels) ?? 0);
+    expect(counted, 'the copy at login and the copy of the save').to.be.at.least(2);
+    expect(timed).to.equal(0);
+  });
+});
