@@ -80,9 +80,15 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
   };
   // Any JSON media type (`+json`: application/merge-patch+json for PATCH /api/session, …). The
   // list is merged into the parser's own by index (lodash.merge): application/json stays first.
+  // Content codings are case-insensitive (RFC 9110 §8.4.1); the body parser knows them lower-cased.
+  app.use((ctx, next) => {
+    const coding = ctx.req.headers['content-encoding'];
+    if (coding) ctx.req.headers['content-encoding'] = coding.toLowerCase();
+    return next();
+  });
   app.use(bodyParser({ enableTypes: ['json', 'form'], extendTypes: { json: ['application/json', '+json'] }, jsonLimit: '16kb', formLimit: '16kb', encoding: 'utf-8', jsonStrict: true, onError: keepBodyError }));
   app.use(sessionMiddleware({ config: config.sessions, backends, flag, metrics, audit: deps.audit }));
-  app.use(csrfProtection());
+  app.use(csrfProtection(router));
   app.use(adminGate(config.adminToken));
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: false }));

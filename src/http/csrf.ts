@@ -17,12 +17,16 @@ function matches(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-export function csrfProtection() {
+/**
+ * `routes`: which requests a route takes. One that none does changes nothing: it gets the
+ * router's 404 or 405, not a CSRF refusal that would send a client looking for the wrong fault.
+ */
+export function csrfProtection(routes: { match(path: string, method: string): { route: boolean } }) {
   // Not async: a check before next() needs no frame of its own (koa-compose turns a throw here
   // into a rejection, as it would in an async function), and every request passes through.
   return function csrf(ctx: Context, next: Next) {
     const session = ctx.state.sessions.current;
-    if (session && !SAFE.has(ctx.method) && !EXEMPT.includes(ctx.path) && !ctx.path.startsWith('/api/admin/')) {
+    if (session && !SAFE.has(ctx.method) && !EXEMPT.includes(ctx.path) && !ctx.path.startsWith('/api/admin/') && routes.match(ctx.path, ctx.method).route) {
       const body = ctx.request.body as { _csrf?: unknown } | undefined;
       const given = ctx.get('X-CSRF-Token') || (typeof body?._csrf === 'string' ? body._csrf : '');
       if (!given && ctx.request.is('multipart')) throw new UnsupportedMediaTypeError('Send forms as application/x-www-form-urlencoded (or JSON): multipart bodies are not read');

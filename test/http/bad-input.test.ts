@@ -5,6 +5,7 @@
  * never a 5xx. Ends with a bounded, seeded fuzz run over the whole API.
  */
 import { connect } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
@@ -79,6 +80,11 @@ describe('bad input never gets more than a 4xx', function () {
       // The message names what is wrong (the encoding), not the content type, which was right.
       expect((unknown.body as { error: { message: string } }).error.message).to.match(/Content-Encoding/);
       expectClientError(await req('POST', '/api/login', { ...json, 'Content-Encoding': 'gzip' }, 'not gzip at all'), 'bad gzip', 400, 'bad_request');
+    });
+
+    it('reads a content coding in any letter case (GZIP is gzip)', async () => {
+      const body = gzipSync(JSON.stringify({ email: 'nobody-here@example.com', password: 'whatever it is' }));
+      for (const coding of ['gzip', 'GZIP', 'Gzip']) expectClientError(await req('POST', '/api/login', { ...json, 'Content-Encoding': coding }, body), coding, 401, 'invalid_credentials');
     });
 
     it('answers 413 payload_too_large to bodies over 16 kB, JSON or form', async () => {

@@ -154,6 +154,15 @@ describe('CSRF protection of state-changing requests', function () {
     expect(res.status, res.text).to.equal(201);
   });
 
+  it('answers a request no route takes as the router does (404, 405 with Allow), not as a CSRF failure', async () => {
+    const { browser } = await loggedIn();
+    const noToken = { 'X-CSRF-Token': '' };
+    expectError(await browser.post('/api/no-such-thing', {}, noToken), 404, 'not_found');
+    const wrongMethod = await browser.request('DELETE', '/api/platforms', undefined, noToken);
+    expectError(wrongMethod, 405, 'method_not_allowed');
+    expect(wrongMethod.headers.get('allow')).to.include('GET');
+  });
+
   it('does not ask for a token on reads', async () => {
     const { browser } = await loggedIn();
     for (const path of ['/api/session', '/api/sessions', '/api/platforms']) {
