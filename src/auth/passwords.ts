@@ -63,7 +63,9 @@ export async function verifyPassword(hash: string | undefined, password: string)
 }
 
 /** Why a new password is refused, or undefined when it is acceptable. */
-export function passwordProblem(password: string, minLength: number, context: string[] = []): string | undefined {
+export function passwordProblem(typed: string, minLength: number, context: string[] = []): string | undefined {
+  // Judged as it is hashed: "１２３４５６７８" (full-width) is "12345678", and logs in as it.
+  const password = normalized(typed);
   const length = [...password].length;
   if (length < minLength) return `Use at least ${minLength} characters`;
   if (length > MAX_PASSWORD_LENGTH) return `Use at most ${MAX_PASSWORD_LENGTH} characters`;

@@ -15,15 +15,16 @@ declare module 'koa' {
  * Content-Type arrives as one field whose name is the whole body, password included.
  */
 const FIELD_NAME = /^[A-Za-z_$][\w$.-]{0,63}$/;
-const UNNAMED_FIELD = 'A field this request does not take (JSON sent as a form? Send Content-Type: application/json)';
+const UNNAMED_FIELD = 'A field this request does not take (not named here: in a form it may be part of a value; JSON sent as a form? Send Content-Type: application/json)';
 
-export function parseInput<T extends z.ZodType>(schema: T, input: unknown): z.output<T> {
+/** `nameUnknown`: name unknown fields back (not for a form, whose field names are any text, split at `&`). */
+export function parseInput<T extends z.ZodType>(schema: T, input: unknown, nameUnknown = true): z.output<T> {
   const result = schema.safeParse(input ?? {});
   if (result.success) return result.data;
   // No prototype: a field named `toString` or `constructor` is reported like any other.
   const fields: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const issue of result.error.issues) {
-    if (issue.code === 'unrecognized_keys') for (const key of issue.keys) fields[FIELD_NAME.test(key) ? key : '_'] ??= FIELD_NAME.test(key) ? 'Unknown field' : UNNAMED_FIELD;
+    if (issue.code === 'unrecognized_keys') for (const key of issue.keys) fields[nameUnknown && FIELD_NAME.test(key) ? key : '_'] ??= nameUnknown && FIELD_NAME.test(key) ? 'Unknown field' : UNNAMED_FIELD;
     else fields[issue.path.join('.') || '_'] ??= issue.message;
   }
   const summary = Object.entries(fields)
@@ -43,7 +44,7 @@ export function parseBody<T extends z.ZodType>(ctx: Context, schema: T): z.outpu
   const body: unknown = ctx.request.body;
   // The JSON parser refuses bare values (error-handler.ts); an array gets here, and the same answer.
   if (body !== undefined && (typeof body !== 'object' || body === null || Array.isArray(body))) throw new NotAnObjectError();
-  return parseInput(schema, body);
+  return parseInput(schema, body, !ctx.request.is('urlencoded'));
 }
 
 /** A positive integer route parameter, or undefined (callers answer 404: no such thing). */
@@ -58,7 +59,9 @@ const NO_CONTROL = /^[^\p{Cc}]*$/u;
 /** Nor invisible formatting (zero-width spaces and joiners, soft hyphens, direction overrides) in an address: two that look the same must be the same. */
 const NO_FORMAT = /^[^\p{Cf}]*$/u;
 /** Direction overrides and isolates would make a name shown in a list of sessions read as something else. */
-const NO_BIDI_CONTROL = /^[^\u202A-\u202E\u2066-\u2069]*$/u;
+const NO_BIDI_CONTROL = /^[^\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]*$/u;
+/** Full-width and half-width forms (ｅｘａｍｐｌｅ), and the ideographic full stop: another spelling of an ASCII address. */
+const NO_WIDTH_FORMS = /^[^\uFF00-\uFFEF\u3002]*$/u;
 
 // A lone surrogate is not text: it cannot be encoded, so it would come back as U+FFFD.
 const LONE_SURROGATE = /\p{Cs}/u;
@@ -67,6 +70,7 @@ export const email = z
   .trim()
   .regex(NO_CONTROL, 'Enter a valid email address')
   .regex(NO_FORMAT, 'Remove invisible characters from the email address')
+  .regex(NO_WIDTH_FORMS, 'Type the email address in ordinary (not full-width) characters')
   .refine((v) => !LONE_SURROGATE.test(v), 'Enter a valid email address')
   // "é" typed as one character or as e + accent is the same address to its owner: one spelling.
   .normalize('NFC')

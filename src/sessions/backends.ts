@@ -331,9 +331,15 @@ export class SessionBackends {
   private async current(record: SessionRecord): Promise<SessionRecord | undefined> {
     const entry = await this.directory.loadByHash(record.idHash);
     if (!entry || this.revocations.isRevoked(entry)) return undefined;
-    if (entry.backend === 'redis') {
+    if (entry.backend === 'redis' || entry.backend === 'database') {
       const held = await this.stores.redis.load(record.id).catch(() => undefined);
-      if (held && held.version >= entry.version) return held;
+      if (held && held.version >= entry.version && (entry.backend === 'redis' || held.version > entry.version)) {
+        // A Redis copy newer than an entry that says the database holds the session: a save
+        // landed in Redis after a move out read it, and the copy outlived its eviction. It is the
+        // session; the entry is pointed back at it, so that its copies reach the entry again.
+        if (entry.backend !== 'redis') await this.directory.moveIn(held, entry.version).catch((err: unknown) => this.events.secondaryFailure(err, 'point the directory at Redis'));
+        return held;
+      }
     }
     return { ...entry, id: record.id };
   }

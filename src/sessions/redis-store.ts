@@ -50,6 +50,17 @@ elseif redis.call('pttl', KEYS[1]) < ttl then
 end
 return 1`;
 
+// A move in: written unless the key holds a version newer than the one the mover read (a save
+// that landed after the session moved out, and so survived its eviction): 0, nothing written.
+const MOVE_IN = `
+local v = redis.pcall('get', KEYS[1])
+if type(v) == 'string' and #v >= ${VERSION_OFFSET + 4} then
+  local a, b, c, d = string.byte(v, ${VERSION_OFFSET + 1}, ${VERSION_OFFSET + 4})
+  if ((a * 256 + b) * 256 + c) * 256 + d > tonumber(ARGV[3]) then return 0 end
+end
+redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
+return 1`;
+
 // The key deleted only while it holds the version that was moved (ARGV[1]): 1 if deleted.
 const DELETE_IF_VERSION = `
 local v = redis.pcall('get', KEYS[1])
@@ -64,6 +75,7 @@ declare module 'ioredis' {
     sbSaveIfVersion(key: string, value: Buffer, ttl: number, expectedVersion: number): Result<number, Context>;
     sbTouchRecord(key: string, value: Buffer, ttl: number): Result<number, Context>;
     sbDeleteIfVersion(key: string, version: number): Result<number, Context>;
+    sbMoveIn(key: string, value: Buffer, ttl: number, readVersion: number): Result<number, Context>;
   }
 }
 
@@ -95,6 +107,7 @@ class RedisSessionStore implements SessionStore {
     redis.defineCommand('sbSaveIfVersion', { numberOfKeys: 1, lua: SAVE_IF_VERSION });
     redis.defineCommand('sbTouchRecord', { numberOfKeys: 1, lua: TOUCH });
     redis.defineCommand('sbDeleteIfVersion', { numberOfKeys: 1, lua: DELETE_IF_VERSION });
+    redis.defineCommand('sbMoveIn', { numberOfKeys: 1, lua: MOVE_IN });
     this.codec = options.codec === jsonCodec ? undefined : options.codec;
     this.indexed = options.userIndex ?? true;
     if (this.indexed) this.listByUser = (userId) => this.listIndexed(userId);
@@ -135,9 +148,20 @@ class RedisSessionStore implements SessionStore {
     return r.id;
   }
 
-  /** Moves are ordered by the database directory (DatabaseStore.moveIn): here a move is a create. */
-  moveIn(r: SessionRecord, _readVersion: number): Promise<string | undefined> {
-    return this.create(r);
+  /**
+   * Moves are ordered by the database directory (DatabaseStore.moveIn); here a move also never
+   * writes over a copy newer than what the mover read: one that outlived its eviction because a
+   * save landed after the move out read it. That copy holds changes the mover has not seen.
+   */
+  async moveIn(r: SessionRecord, readVersion: number): Promise<string | undefined> {
+    const ttl = r.expiresAt - Date.now();
+    if (ttl <= 0) return r.id;
+    if ((await this.redis.sbMoveIn(this.sessionKey(r.idHash), encodeRecord(r, this.codec), ttl, readVersion)) !== 1) return undefined;
+    if (this.indexed) {
+      const userKey = this.userKey(r.userId);
+      await Promise.all([this.redis.zadd(userKey, r.absoluteExpiresAt, r.idHash), this.redis.pexpire(userKey, this.options.absoluteTimeoutMs)]);
+    }
+    return r.id;
   }
 
   async save(r: SessionRecord, expectedVersion?: number): Promise<string | undefined> {

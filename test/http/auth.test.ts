@@ -159,7 +159,16 @@ describe('signing up, logging in and out', function () {
         const { error } = expectError(await new Client(app.url).post('/api/signup', { email: lookalike, password: GOOD_PASSWORD, name: 'L' }), 400, 'invalid_input');
         expect(error.message, JSON.stringify(lookalike)).to.match(/^email: /);
       }
-      expectError(await new Client(app.url).post('/api/signup', { email: uniqueEmail('bidi'), password: GOOD_PASSWORD, name: 'evil\u202eexe.txt' }), 400, 'invalid_input');
+      for (const name of ['evil\u202eexe.txt', 'mark\u200fed', 'arabic\u061cmark']) expectError(await new Client(app.url).post('/api/signup', { email: uniqueEmail('bidi'), password: GOOD_PASSWORD, name }), 400, 'invalid_input');
+      for (const wide of [`${email}\u3002`, `${email}\uff0e`, email.replace('example', '\uff45xample')]) {
+        expectError(await new Client(app.url).post('/api/signup', { email: wide, password: GOOD_PASSWORD, name: 'W' }), 400, 'invalid_input');
+      }
+    });
+
+    it('judges a password as it is hashed: a full-width spelling of a common one is refused too', async () => {
+      for (const password of ['\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18', '\uff41a\uff41a\uff41a\uff41a']) {
+        expectError(await new Client(app.url).post('/api/signup', { email: uniqueEmail('wide'), password, name: 'W' }), 400, 'invalid_input');
+      }
     });
 
     it('never repeats a password back: JSON sent as a form is one unknown field, not named', async () => {
@@ -169,6 +178,11 @@ describe('signing up, logging in and out', function () {
       expect(res.status).to.equal(400);
       expect(text).not.to.include(secret);
       expect((JSON.parse(text) as { error: { code: string; message: string } }).error).to.include({ code: 'invalid_input' });
+      // A password holding `&`: the form splits it, and the part after is a well-formed field name.
+      const split = await fetch(`${app.url}/api/login`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: JSON.stringify({ email: 'ann@example.com', password: 'hunter2&secretPart=rest' }) });
+      const splitText = await split.text();
+      expect(split.status).to.equal(400);
+      expect(splitText).not.to.include('secretPart');
     });
 
     it('issues a brand-new session id every time, and the one it replaced stops working', async () => {

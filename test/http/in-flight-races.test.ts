@@ -13,6 +13,7 @@ import { expect } from 'chai';
 import { createSwitchboard, type Switchboard } from '../../src/app.js';
 import { loadConfig } from '../../src/config/config.js';
 import type { LoginLimiter } from '../../src/auth/login-limiter.js';
+import type { Models } from '../../src/db/models.js';
 import type { SessionBackends } from '../../src/sessions/backends.js';
 import { Client } from '../support/http-client.js';
 import { startRedis, type RedisProcess } from '../support/redis-server.js';
@@ -22,6 +23,7 @@ interface InProcessApp {
   url: string;
   backends: SessionBackends;
   limiter: LoginLimiter;
+  models: Models;
   stop(): Promise<void>;
 }
 
@@ -35,6 +37,7 @@ async function startInProcess(env: Record<string, string>): Promise<InProcessApp
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     backends: switchboard.deps.backends,
     limiter: switchboard.deps.limiter,
+    models: switchboard.deps.models,
     async stop() {
       await new Promise((resolve) => server.close(resolve));
       await switchboard.close();
@@ -145,35 +148,45 @@ describe('a save in flight while another tab changes the password or logs in aga
  * machine. A logout, a revocation, or an operator disabling the account or logging everybody
  * out may land meanwhile; the change must not then hand out a new id that brings the session
  * back. Likewise a login whose account is disabled during its password check. Each test holds
- * the request just after its password check (LoginLimiter#succeeded) while the other acts.
+ * the request just after its password check (a password change at LoginLimiter#succeeded, a
+ * login at its second look at the account) while the other acts.
  */
 for (const backend of ['database', 'cookie'] as const) {
   describe(`a password change or login in flight while its session or account is ended (${backend})`, function () {
     this.timeout(60_000);
     let app: InProcessApp;
-    let hold: { reached: () => void; released: Promise<void> } | undefined;
+    let hold: { at: 'password' | 'login'; reached: () => void; released: Promise<void> } | undefined;
     const admin = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+    async function waitIfHeld(at: 'password' | 'login') {
+      const held = hold;
+      if (held?.at !== at) return;
+      hold = undefined;
+      held.reached();
+      await held.released;
+    }
     before(async () => {
       app = await startInProcess({ SESSION_STORAGE: backend, ADMIN_TOKEN });
       const succeeded = app.limiter.succeeded.bind(app.limiter);
       app.limiter.succeeded = async (...args) => {
-        const held = hold;
-        hold = undefined;
-        if (held) {
-          held.reached();
-          await held.released;
-        }
+        await waitIfHeld('password');
         return succeeded(...args);
+      };
+      // The login reads the account again (User.count) once the password is checked.
+      const users = app.models.User as unknown as { count: (...args: unknown[]) => Promise<number> };
+      const count = users.count.bind(users);
+      users.count = async (...args) => {
+        await waitIfHeld('login');
+        return count(...args);
       };
     });
     after(() => app?.stop());
 
     /** Runs `slow` until it has checked the password, then `other` to its answer, then lets `slow` go on. */
-    async function around<T>(slow: () => Promise<T>, other: () => Promise<{ status: number }>) {
+    async function around<T>(at: 'password' | 'login', slow: () => Promise<T>, other: () => Promise<{ status: number }>) {
       let reached!: () => void;
       let release!: () => void;
       const arrived = new Promise<void>((resolve) => (reached = resolve));
-      hold = { reached, released: new Promise<void>((resolve) => (release = resolve)) };
+      hold = { at, reached, released: new Promise<void>((resolve) => (release = resolve)) };
       const slowAnswer = slow();
       await arrived;
       const answer = await other();
@@ -201,6 +214,7 @@ for (const backend of ['database', 'cookie'] as const) {
         for (const [k, v] of browser.cookies) tab.cookies.set(k, v);
         tab.csrfToken = browser.csrfToken;
         const { slow, answer } = await around(
+          'password',
           () => browser.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'another long passphrase' }),
           () => end(tab, user.id, handle, email),
         );
@@ -216,6 +230,7 @@ for (const backend of ['database', 'cookie'] as const) {
       const { email, user } = await first.signup({ password: GOOD_PASSWORD });
       const browser = new Client(app.url);
       const { slow, answer } = await around(
+        'login',
         () => browser.login(email, GOOD_PASSWORD),
         () => new Client(app.url).patch(`/api/admin/users/${user.id}`, { active: false }, admin),
       );

@@ -116,4 +116,20 @@ describe('moving sessions in bulk (scripts/sessions-migrate)', function () {
       expect(movedNow?.data.platformId, 'the change saved where traffic moved it').to.equal(7);
     });
   }
+
+  it('never writes over a Redis copy newer than the database row it moves (database → redis)', async () => {
+    // A session moved out of Redis into the database (its row at version 2), while a save that
+    // had read it in Redis landed there after the move: that copy outlived the eviction (it was
+    // not the version moved), and went on taking saves, up to version 8.
+    const record = makeRecord({}, 'redis');
+    await core.backends.create(record, 'redis');
+    await core.backends.stores.database.moveIn({ ...record, backend: 'database', version: 2 }, 1);
+    await raw.redis.save({ ...record, version: 2, data: { ...record.data, platformId: 2 } }, 1);
+    await core.backends.stores.redis.evict({ ...record, backend: 'redis', version: 1 });
+    for (let v = 3; v <= 8; v++) await raw.redis.save({ ...record, version: v, data: { ...record.data, platformId: v } }, v - 1);
+    await bulkMigrate(core.backends, raw, { from: 'database', to: 'redis', batchSize: 100, dryRun: false, cursor: '' });
+    const now = await raw.redis.load(record.id);
+    expect(now, 'the Redis copy').to.deep.include({ version: 8 });
+    expect(now!.data.platformId, 'the saves made in Redis').to.equal(8);
+  });
 });

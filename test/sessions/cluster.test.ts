@@ -69,6 +69,6 @@ describe('Redis Cluster', function () {
           client.disconnect();
         },
       };
-    }, { stableToken: true, listable: userIndex, clientInfo: false });
+    }, { stableToken: true, listable: userIndex, clientInfo: false, ordersMoves: true });
   }
 });

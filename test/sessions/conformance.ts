@@ -33,8 +33,8 @@ export interface Capabilities {
   clientInfo?: boolean;
   /**
    * A move finds out that the session changed since it was read (the database: the session's
-   * directory entry, also behind the mirrored compositions). A bare Redis or cookie store has
-   * nothing to compare against, and the app never moves into one bare.
+   * directory entry, also behind the mirrored compositions; Redis: a copy newer than the mover
+   * read). A sealed cookie has nothing to compare against.
    */
   ordersMoves?: boolean;
   /** Keeps a database copy that an eviction leaves for the destination to take over. */

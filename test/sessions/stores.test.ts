@@ -98,17 +98,17 @@ describe('session stores', () => {
   describeStoreConformance('RedisStore, with the user index (the default)', async () => {
     const r = await redisFixture();
     return { store: r.store, dumpAtRest: r.dump, close: r.close };
-  }, { stableToken: true, listable: true, clientInfo: false });
+  }, { stableToken: true, listable: true, clientInfo: false, ordersMoves: true });
 
   describeStoreConformance('RedisStore without the user index (as the app runs it)', async () => {
     const r = await redisFixture({ userIndex: false });
     return { store: r.store, dumpAtRest: r.dump, close: r.close };
-  }, { stableToken: true, listable: false, clientInfo: false });
+  }, { stableToken: true, listable: false, clientInfo: false, ordersMoves: true });
 
   describeStoreConformance('RedisStore, encrypted at rest', async () => {
     const r = await redisFixture({ encrypted: true, userIndex: false });
     return { store: r.store, dumpAtRest: r.dump, close: r.close };
-  }, { stableToken: true, listable: false, encryptedAtRest: true, clientInfo: false });
+  }, { stableToken: true, listable: false, encryptedAtRest: true, clientInfo: false, ordersMoves: true });
 
   describeStoreConformance('CookieStore', async () => {
     const db = await sqliteDb();

@@ -95,14 +95,16 @@ export function authRoutes(deps: AppDeps) {
       metrics.logins.inc({ outcome: 'failure' });
       throw new InvalidCredentialsError();
     }
-    await limiter.succeeded(input.email, ctx.ip);
-    // A disabled account gets the same answer as a wrong password: the password proves nothing
-    // more. Read again after the password check, which takes a while: an account disabled
-    // meanwhile must not get a session that its disabling could no longer end.
+    // A disabled account gets the same answer as a wrong password, and counts as one for the
+    // limits (a reset counter would tell which guess was right). Read again after the password
+    // check, which takes a while: an account disabled meanwhile must not get a session that its
+    // disabling could no longer end.
     if (!(await stillActive(user))) {
+      await limiter.failed(input.email, ctx.ip);
       metrics.logins.inc({ outcome: 'disabled' });
       throw new InvalidCredentialsError();
     }
+    await limiter.succeeded(input.email, ctx.ip);
     const control = ctx.state.sessions;
     const replaced = control.current?.handle;
     // A success once the session is stored: a login answered 503 is not one.
