@@ -138,6 +138,13 @@ export class SessionBackends {
         record = { ...record, backend: 'database' };
       }
     }
+    if (record?.heldBy === 'redis' && backend === 'database' && this.stores.redis.available) {
+      // A cookie naming the database while Redis holds the session (a tab that missed the move):
+      // served from Redis, where the session's changes go. Served from the database's entry,
+      // its changes would go there and split the session in two copies that each take changes.
+      const held = await this.stores.redis.load(token).catch(() => undefined);
+      if (held?.backend === 'redis' && held.version >= record.version) record = held;
+    }
     if (!record || this.revocations.isRevoked(record)) return undefined;
     return record;
   }
@@ -297,19 +304,28 @@ export class SessionBackends {
   private async move(record: SessionRecord, target: BackendName, cause: MigrationCause, concurrency?: SaveConcurrency): Promise<Written | undefined> {
     let source = record;
     let readVersion = concurrency?.readVersion ?? record.version;
+    let moved: Written | undefined;
     for (let tries = 0; tries < 3; tries++) {
       if (this.revocations.isRevoked(source)) return undefined;
       const from = source.backend;
       const written = await this.writeWithFallback({ ...source, version: readVersion + 1 }, target, (store, r) => store.moveIn(r, readVersion));
       if (written) {
         if (written.record.backend === from) return written;
+        moved = written;
         this.events.migrated(from, written.record.backend, written.fellBackFrom ? 'fallback' : cause);
         try {
           await this.stores[from].evict({ ...source, version: readVersion });
         } catch (err) {
           this.events.secondaryFailure(err, `evict from ${from}`);
         }
-        return written;
+        // A save reached the Redis copy after this move read it, so the eviction kept it: left
+        // there, it would go on taking changes apart from the moved copy. It moves too, with
+        // this request's changes on top.
+        const left = from === 'redis' ? await this.stores.redis.load(record.id).catch(() => undefined) : undefined;
+        if (left?.backend !== 'redis' || left.version <= readVersion) return written;
+        source = { ...record, backend: 'redis', data: concurrency ? mergeChanges(left, record, concurrency) : left.data, version: left.version };
+        readVersion = left.version;
+        continue;
       }
       const current = await this.current(record);
       if (!current) return undefined;
@@ -320,7 +336,7 @@ export class SessionBackends {
       source = mine;
       readVersion = current.version;
     }
-    return undefined;
+    return moved;
   }
 
   /**

@@ -220,8 +220,11 @@ export class DatabaseStore implements IndexedSessionStore {
     const row = await this.loader.load(hashSessionId(token));
     if (!row || Number(row.expires_at) <= Date.now()) return undefined;
     // Read through this store, the session is served from the database, even when the row is
-    // another backend's copy (a fallback read, or a stale cookie): the caller moves it on.
-    return this.fromRaw(row, token, this.backend);
+    // another backend's copy (a fallback read, or a stale cookie): the caller moves it on, or
+    // serves it from its holder (`heldBy`; set only then, so that the usual record keeps one shape).
+    const record = this.fromRaw(row, token, this.backend);
+    if (record && row.backend !== this.backend) record.heldBy = row.backend as BackendName;
+    return record;
   }
 
   /** The rows of `hashes` (in that order; undefined where there is none), in one statement. */

@@ -38,6 +38,11 @@ export interface SessionRecord {
   userAgent: string;
   /** Bumped on every data write; lets stores refuse a stale overwrite. */
   version: number;
+  /**
+   * Set on a session read from the database directory while another backend holds it (a cookie
+   * that missed a move, a fallback read): that backend's copy is the session (backends.open).
+   */
+  heldBy?: BackendName;
 }
 
 /** 256 bits from the CSPRNG, base64url. */

@@ -91,4 +91,40 @@ describe('two instances moving one session in opposite directions at once', func
     // Two movers: the one that finds the session changed reads it again and its second try wins.
     expect(retries, 'requests told to retry').to.equal(0);
   });
+
+  /** A request as the session middleware writes it: saved where it is, or moved to `target` with its change. */
+  async function write(core: Core, cookieValue: string, target: 'database' | 'redis', key: string, value: number): Promise<Written | undefined> {
+    const read = (await core.backends.open(cookieValue))!;
+    const changed: SessionRecord = { ...read, data: { ...read.data, [key]: value }, version: read.version + 1, lastActivity: Date.now() };
+    const concurrency = { readVersion: read.version, changedKeys: new Set([key]) };
+    return read.backend === target ? core.backends.update(changed, 'save', concurrency) : core.backends.migrate(changed, target, 'flag', concurrency);
+  }
+
+  it('serves a cookie that names the database from Redis once the session has moved there, so the session stays one', async () => {
+    const created = await toDatabase.backends.create(makeRecord({}, 'database'), 'database');
+    const id = created.record.id;
+    const stale = SessionBackends.cookieValue('database', id);
+    // The redis instance moves it to Redis; a tab that missed that still sends the database cookie.
+    const moved = await toRedis.backends.migrate((await toRedis.backends.open(stale))!, 'redis');
+    expect(moved?.record.backend).to.equal('redis');
+    await write(toDatabase, stale, 'database', 'fromStaleTab', 1);
+    await write(toRedis, SessionBackends.cookieValue('redis', id), 'redis', 'fromRedisTab', 2);
+    for (const cookie of [stale, SessionBackends.cookieValue('redis', id)]) {
+      const seen = (await toRedis.backends.open(cookie))?.data;
+      expect(seen, cookie.slice(0, 2)).to.deep.include({ fromStaleTab: 1, fromRedisTab: 2 });
+    }
+  });
+
+  it('moves a Redis copy that a save reached after the move read it, instead of leaving it to take changes apart', async () => {
+    const created = await toRedis.backends.create(makeRecord({}, 'redis'), 'redis');
+    const read = (await toDatabase.backends.open(created.cookieValue))!;
+    // Another request saves in Redis after this one read the session, before it moves it.
+    const redisStore = toRedis.raw.redis!;
+    await redisStore.save({ ...read, data: { ...read.data, savedMeanwhile: true }, version: read.version + 1 }, read.version);
+    const changed: SessionRecord = { ...read, data: { ...read.data, moving: true }, version: read.version + 1 };
+    const written = await toDatabase.backends.migrate(changed, 'database', 'flag', { readVersion: read.version, changedKeys: new Set(['moving']) });
+    expect(written?.record.backend).to.equal('database');
+    expect(await redisStore.load(created.record.id), 'no Redis copy left to take changes').to.equal(undefined);
+    expect((await toDatabase.backends.open(written!.cookieValue))?.data).to.deep.include({ savedMeanwhile: true, moving: true });
+  });
 });
