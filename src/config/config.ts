@@ -197,7 +197,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const warnings: string[] = [];
   let secrets = c.SESSION_SECRETS?.split(',').map((s) => s.trim()).filter(Boolean) ?? [];
   if (c.SESSION_SECRETS !== undefined && secrets.length === 0) throw new ConfigError('SESSION_SECRETS must be comma-separated secrets (got only commas and spaces)');
-  if (secrets.some((s) => s.length < 32)) warnings.push('SESSION_SECRETS: a secret shorter than 32 characters can be guessed; use 32 or more random characters');
+  const short = secrets.flatMap((s, i) => (s.length < 32 ? [i + 1] : []));
+  // Named by position (1 = the one that seals), never by value.
+  if (short.length > 0) warnings.push(`SESSION_SECRETS: secret ${short.map((n) => `#${n}`).join(', ')} of ${secrets.length} is shorter than 32 characters and can be guessed; use 32 or more random characters`);
   if (secrets.length === 0) {
     if (c.NODE_ENV === 'production') throw new ConfigError('SESSION_SECRETS must be set when NODE_ENV=production');
     secrets = [developmentSecret(c.DATA_DIR)];

@@ -66,6 +66,9 @@ describe('configuration', () => {
     expect(c.sessions.touchIntervalMs).to.equal(1000);
     expect(c.warnings.join('\n')).to.match(/^SESSION_SECRETS: /m).and.match(/^ADMIN_TOKEN: /m);
     expect(loadConfig({ DATA_DIR: dataDir(), ADMIN_TOKEN: 'a-long-enough-admin-token', SESSION_SECRETS: 'x'.repeat(32) }).warnings).to.deep.equal([]);
+    // Which one, by position (never by value): the operator rotating secrets must know which to replace.
+    const second = loadConfig({ DATA_DIR: dataDir(), SESSION_SECRETS: `${'x'.repeat(32)},short-one` }).warnings.join('\n');
+    expect(second).to.include('secret #2 of 2').and.not.include('short-one');
   });
 
   it('never shows the password of a URL it refuses', () => {
