@@ -103,6 +103,7 @@ function outageLog(): (log: (requests: number) => void) => void {
 export function errorHandler(logger: Logger) {
   const backendOutage = outageLog();
   const databaseOutage = outageLog();
+  const hashingFull = outageLog();
   return async function handleErrors(ctx: Context, next: Next) {
     try {
       await next();
@@ -136,7 +137,7 @@ export function errorHandler(logger: Logger) {
         databaseOutage((requests) => logger.warn({ reason: describeDatabaseError(err), requests }, 'the database could not serve the request'));
         error = new ServiceUnavailableError();
       } else if (err instanceof PasswordHashingBusyError) {
-        logger.warn('password checks queue full: a login or signup refused');
+        hashingFull((requests) => logger.warn({ requests }, 'password checks queue full: logins or signups refused'));
         error = new ServiceUnavailableError('Too many logins at once; try again in a moment');
       } else {
         const known = fromLibrary(err, ctx);
