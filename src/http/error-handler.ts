@@ -85,7 +85,7 @@ export const FOR_STATUS: Readonly<Record<number, readonly [string, string]>> = {
  * A log of one kind of outage: during one, every request fails the same way, so the first is
  * logged and then one line a second, with how many requests it stands for.
  */
-function outageLog(): (log: (requests: number) => void) => void {
+export function outageLog(): (log: (requests: number) => void) => void {
   let loggedAt = 0;
   let unlogged = 0;
   return (log) => {
