@@ -142,8 +142,8 @@ export class SessionBackends {
       // A cookie naming the database while Redis holds the session (a tab that missed the move):
       // served from Redis, where the session's changes go. Served from the database's entry,
       // its changes would go there and split the session in two copies that each take changes.
-      const held = await this.stores.redis.load(token).catch(() => undefined);
-      if (held?.backend === 'redis' && held.version >= record.version) record = held;
+      const held = await this.redisCopy(token);
+      if (held && held.version >= record.version) record = held;
     }
     if (!record || this.revocations.isRevoked(record)) return undefined;
     return record;
@@ -321,8 +321,8 @@ export class SessionBackends {
         // A save reached the Redis copy after this move read it, so the eviction kept it: left
         // there, it would go on taking changes apart from the moved copy. It moves too, with
         // this request's changes on top.
-        const left = from === 'redis' ? await this.stores.redis.load(record.id).catch(() => undefined) : undefined;
-        if (left?.backend !== 'redis' || left.version <= readVersion) return written;
+        const left = from === 'redis' ? await this.redisCopy(record.id) : undefined;
+        if (!left || left.version <= readVersion) return written;
         source = { ...record, backend: 'redis', data: concurrency ? mergeChanges(left, record, concurrency) : left.data, version: left.version };
         readVersion = left.version;
         continue;
@@ -337,6 +337,15 @@ export class SessionBackends {
       readVersion = current.version;
     }
     return moved;
+  }
+
+  /**
+   * The session's copy in Redis itself, if Redis has one and answers: not the database copy that
+   * a miss reads through to (the mirrored store labels that one `database`).
+   */
+  private async redisCopy(id: string): Promise<SessionRecord | undefined> {
+    const held = await this.stores.redis.load(id).catch(() => undefined);
+    return held?.backend === 'redis' ? held : undefined;
   }
 
   /**
