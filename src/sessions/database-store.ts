@@ -63,22 +63,26 @@ function insertRows(rows: number): string {
  * row's parameters carry their types: PostgreSQL types a VALUES list from its first row (bare
  * parameters would be text); on SQLite the columns' affinity does the same either way.
  */
-function updateFromValues(columns: ReadonlyArray<readonly [string, string]>, set: string, condition: string, rows: number): string {
+function updateFromValues(columns: ReadonlyArray<readonly [string, string]>, set: string, condition: string, rows: number, lockInKeyOrder: boolean): string {
   const width = columns.length;
   const parameter = (k: number, c: number) => (k === 0 ? `CAST(?${c + 1} AS ${columns[c]![1]})` : `?${k * width + c + 1}`);
   const tuples = Array.from({ length: rows }, (_, k) => `(${columns.map((_, c) => parameter(k, c)).join(', ')})`);
-  return (
-    `WITH given (${columns.map(([name]) => name).join(', ')}) AS (VALUES ${tuples.join(', ')}) ` +
-    `UPDATE sessions SET ${set} FROM given WHERE sessions.id_hash = given.id_hash${condition ? ` AND ${condition}` : ''} ` +
-    'RETURNING sessions.id_hash'
-  );
+  const given = `given (${columns.map(([name]) => name).join(', ')}) AS (VALUES ${tuples.join(', ')})`;
+  const where = `sessions.id_hash = given.id_hash${condition ? ` AND ${condition}` : ''}`;
+  if (!lockInKeyOrder) return `WITH ${given} UPDATE sessions SET ${set} FROM given WHERE ${where} RETURNING sessions.id_hash`;
+  // PostgreSQL: an UPDATE … FROM locks rows in the order its plan meets them — table order, for
+  // a scan of a small table — while the write-behind batch (an INSERT) locks them in key order:
+  // two instances' statements over the same sessions deadlocked. Locked first, in key order
+  // (byte order, as the batch sorts), the later of two statements waits instead.
+  const locked = 'locked AS MATERIALIZED (SELECT id_hash FROM sessions WHERE id_hash IN (SELECT id_hash FROM given) ORDER BY id_hash COLLATE "C" FOR UPDATE)';
+  return `WITH ${given}, ${locked} UPDATE sessions SET ${set} FROM given WHERE ${where} AND sessions.id_hash IN (SELECT id_hash FROM locked) RETURNING sessions.id_hash`;
 }
 
 const COLUMN_TYPES: Record<string, string> = { user_id: 'INTEGER', version: 'INTEGER', data: 'TEXT', created_at: 'BIGINT', issued_at: 'BIGINT', last_activity: 'BIGINT', expires_at: 'BIGINT', absolute_expires_at: 'BIGINT' };
 const typed = (name: string) => [name, COLUMN_TYPES[name] ?? 'TEXT'] as const;
 
 /** A save: the whole row as `rowValues` lays it out, and the version the row must still be at (NULL: any). */
-const saveRows = (rows: number) =>
+const saveRows = (rows: number, lockInKeyOrder = false) =>
   updateFromValues(
     [...COLUMNS.split(', ').map(typed), ['expected_version', 'INTEGER']],
     COLUMNS.split(', ')
@@ -88,11 +92,12 @@ const saveRows = (rows: number) =>
       .join(', '),
     '(given.expected_version IS NULL OR sessions.version = given.expected_version)',
     rows,
+    lockInKeyOrder,
   );
 
 /** A touch: the idle expiry moves, nothing else changes. */
-const touchRows = (rows: number) =>
-  updateFromValues(['id_hash', 'last_activity', 'expires_at'].map(typed), 'last_activity = given.last_activity, expires_at = given.expires_at', '', rows);
+const touchRows = (rows: number, lockInKeyOrder = false) =>
+  updateFromValues(['id_hash', 'last_activity', 'expires_at'].map(typed), 'last_activity = given.last_activity, expires_at = given.expires_at', '', rows, lockInKeyOrder);
 
 function loadRows(ids: number): string {
   return `SELECT ${COLUMNS} FROM sessions WHERE id_hash IN (${Array.from({ length: ids }, (_, k) => `?${k + 1}`).join(', ')})`;
@@ -703,7 +708,14 @@ class PostgresStatements implements Statements {
   }
 }
 
-const PG_SQL = Object.fromEntries(STATEMENT_NAMES.map((name) => [name, SQL[name].replace(/\?(\d+)/g, '$$$1')])) as Record<StatementName, string>;
+/** The batched updates, locking their rows in key order (see updateFromValues). */
+const PG_ONLY: Partial<Record<StatementName, string>> = Object.fromEntries(
+  BATCH_SIZES.flatMap((size) => [
+    [`saveRows${size}`, saveRows(size, true)],
+    [`touchRows${size}`, touchRows(size, true)],
+  ]),
+);
+const PG_SQL = Object.fromEntries(STATEMENT_NAMES.map((name) => [name, (PG_ONLY[name] ?? SQL[name]).replace(/\?(\d+)/g, '$$$1')])) as Record<StatementName, string>;
 
 function query<T>(client: PgClient, name: StatementName, values: unknown[]): Promise<QueryResult<T & object>> {
   return client.query<T & object>({ name: `switchboard_sessions_${name}`, text: PG_SQL[name], values });

@@ -226,6 +226,37 @@ for (const [name, open] of [
         });
       });
 
+      if (name === 'PostgreSQL') {
+        it('lock their rows in key order, as the write-behind batch does, so that the two never deadlock', async () => {
+          // Rows laid out against key order: a plan that met them in table order (a scan of a
+          // small table) locked the larger key first, while a batch of copies of the same sessions
+          // (in key order) held the smaller and waited for it — PostgreSQL's "deadlock detected",
+          // a failed save, and the database backend's breaker opened under two instances' traffic.
+          const [small, large] = [makeRecord(), makeRecord()].sort((a, b) => (a.idHash < b.idHash ? -1 : 1)) as [SessionRecord, SessionRecord];
+          await store.create(large);
+          await store.create(small);
+          const holder = await db.sequelize.transaction();
+          try {
+            await db.sequelize.query('SELECT 1 FROM sessions WHERE id_hash = ? FOR UPDATE', { replacements: [large.idHash], transaction: holder });
+            const saves = Promise.all([small, large].map((r) => store.save({ ...r, version: 2 }, 1)));
+            // The batch waits for the larger key; in key order it holds the smaller one meanwhile.
+            let smallerHeld = false;
+            for (let tries = 0; tries < 50 && !smallerHeld; tries++) {
+              await new Promise((r) => setTimeout(r, 20));
+              smallerHeld = await db.sequelize.query('SELECT 1 FROM sessions WHERE id_hash = ? FOR UPDATE NOWAIT', { replacements: [small.idHash] }).then(
+                () => false,
+                (err: { parent?: { code?: string } }) => err.parent?.code === '55P03',
+              );
+            }
+            await holder.rollback();
+            expect(await saves).to.deep.equal([small.id, large.id]);
+            expect(smallerHeld, 'the smaller key locked while the larger is waited for').to.equal(true);
+          } finally {
+            await holder.rollback().catch(() => undefined);
+          }
+        });
+      }
+
       it('two saves of one session: the second applies after the first, and two from the same version cannot both win', async () => {
         const record = makeRecord();
         await store.create(record);
