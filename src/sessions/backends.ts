@@ -185,7 +185,7 @@ export class SessionBackends {
     if (this.revocations.isRevoked(record)) return undefined;
     const store = this.stores[record.backend];
     try {
-      const token = mode === 'save' ? await this.saveMerging(store, record, concurrency) : await store.touch(record);
+      const token = mode === 'save' ? await this.saveMerging(store, record, concurrency, true) : await store.touch(record);
       return token === undefined ? undefined : { cookieValue: SessionBackends.cookieValue(record.backend, token), record };
     } catch (err) {
       if (!(err instanceof BackendUnavailableError)) throw err;
@@ -233,10 +233,11 @@ export class SessionBackends {
    * both survive. The cookie backend cannot detect it (the browser keeps the last cookie).
    * `record` is updated in place to what was saved, merge included: the caller answers with it.
    */
-  private async saveMerging(store: ServingStore, record: SessionRecord, concurrency?: SaveConcurrency) {
+  private async saveMerging(store: ServingStore, record: SessionRecord, concurrency?: SaveConcurrency, followMove = false) {
     if (!concurrency || !record.id) return store.save(record);
     let attempt = record;
     let expected = concurrency.readVersion;
+    let followed = !followMove;
     for (let tries = 0; ; tries++) {
       try {
         return await store.save(attempt, expected);
@@ -246,9 +247,18 @@ export class SessionBackends {
         if (tries > 1) await new Promise((r) => setTimeout(r, Math.random() * 2 * tries));
         const current = await store.load(record.id);
         if (!current) return undefined;
-        attempt = { ...record, data: mergeChanges(current, record, concurrency), version: current.version + 1 };
+        // What changed it was a move (an instance that disagrees about the flag): the session is
+        // held elsewhere now, and a save (not one failing over: `saveOnFallback`) follows it there, once. Written here, where nothing
+        // reads it any more, the change would be answered 200 and never seen again.
+        const holder = current.heldBy ?? current.backend;
+        const follow = holder !== store.backend && !followed && this.stores[holder].available;
+        attempt = { ...record, backend: follow ? holder : attempt.backend, data: mergeChanges(current, record, concurrency), version: current.version + 1 };
         expected = current.version;
-        Object.assign(record, attempt); // see above: `update` returns this record as written
+        if (follow) {
+          followed = true;
+          store = this.stores[holder];
+        }
+        Object.assign(record, attempt); // see above: `update` returns this record as written, where it was written
       }
     }
   }

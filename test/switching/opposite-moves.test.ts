@@ -127,4 +127,20 @@ describe('two instances moving one session in opposite directions at once', func
     expect(await redisStore.load(created.record.id), 'no Redis copy left to take changes').to.equal(undefined);
     expect((await toDatabase.backends.open(written!.cookieValue))?.data).to.deep.include({ savedMeanwhile: true, moving: true });
   });
+
+  it('a save that finds the session moved since it read it follows the session, rather than writing where nothing reads it', async () => {
+    const created = await toDatabase.backends.create(makeRecord({}, 'database'), 'database');
+    const cookie = created.cookieValue;
+    // A request on the database instance reads the session…
+    const read = (await toDatabase.backends.open(cookie))!;
+    // …while a tab's request through the redis instance moves it into Redis.
+    const moved = await write(toRedis, cookie, 'redis', 'fromRedisTab', 1);
+    expect(moved?.record.backend).to.equal('redis');
+    // Then the first request saves its change.
+    const changed: SessionRecord = { ...read, data: { ...read.data, fromDatabaseTab: 2 }, version: read.version + 1, lastActivity: Date.now() };
+    const saved = await toDatabase.backends.update(changed, 'save', { readVersion: read.version, changedKeys: new Set(['fromDatabaseTab']) });
+    expect(saved?.record.backend, 'saved where the session is').to.equal('redis');
+    expect(saved?.cookieValue, 'and the browser is pointed there').to.equal(moved!.cookieValue);
+    expect((await toRedis.backends.open(moved!.cookieValue))?.data).to.deep.include({ fromRedisTab: 1, fromDatabaseTab: 2 });
+  });
 });
