@@ -397,8 +397,12 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     }
     metrics.selected(written.record.backend, written.fellBackFrom ? 'fallback' : source);
     if (!session.isNew && !moved && heldByCopy(written.record, cookieBackend)) await backends.adopt(written.record);
-    // Database and Redis tokens do not change on save or touch; the sealed cookie does.
-    if (session.isNew || written.record.backend !== cookieBackend || written.record.backend === 'cookie') setCookie(ctx, written);
+    // Database and Redis tokens do not change on save or touch; the sealed cookie does. A session
+    // read from a directory entry another backend held (a cookie naming the database after an
+    // instance that disagrees about the flag moved the session into a sealed cookie) has just
+    // been written back here: the browser may hold that other backend's cookie by now, and is
+    // given this one again, or the change would stay where its cookie no longer points.
+    if (session.isNew || written.record.backend !== cookieBackend || written.record.backend === 'cookie' || session.record.heldBy !== undefined) setCookie(ctx, written);
   }
 
   /**

@@ -214,4 +214,32 @@ describe('two instances that disagree about the flag', function () {
       }
     });
   }
+
+  /** One request of a tab: sent with `cookieValue` (what the browser held when the tab sent it) through `app`. */
+  async function tabRequest(app: AppProcess, cookieValue: string, csrfToken: string, method: 'GET' | 'PATCH', body?: unknown) {
+    const tab = new Client(app.url);
+    tab.cookies.set('sid', cookieValue);
+    tab.csrfToken = csrfToken;
+    const res = await tab.request(method, '/api/session', body);
+    expect(res.status, res.text).to.equal(200);
+    const setCookie = res.headers.getSetCookie().find((line) => line.startsWith('sid='));
+    return { res, setCookie: setCookie?.slice(4).split(';')[0], cookie: tab.sessionCookie()! };
+  }
+
+  it('a change sent with the database cookie after the session moved into a sealed cookie is written back to the database, and the browser told so', async () => {
+    const [cookieApp, databaseApp] = apps as [AppProcess, AppProcess];
+    const user = new Client(databaseApp.url);
+    await user.signup();
+    const inDatabase = user.sessionCookie()!;
+    expect(inDatabase.startsWith('d.')).to.equal(true);
+    // Tab 1 through the cookie instance: the session moves into a sealed cookie, which the browser now holds.
+    const sealed = (await tabRequest(cookieApp, inDatabase, user.csrfToken!, 'PATCH', { preferences: { fromTab1: 1 } })).cookie;
+    expect(sealed.startsWith('c.')).to.equal(true);
+    // Tab 2's request had left with the database cookie, through the database instance.
+    const stale = await tabRequest(databaseApp, inDatabase, user.csrfToken!, 'PATCH', { preferences: { fromTab2: 2 } });
+    expect(stale.res.json.preferences).to.deep.equal({ fromTab1: 1, fromTab2: 2 });
+    expect(stale.setCookie, 'the browser, holding the sealed cookie, is given the database one again').to.equal(inDatabase);
+    const after = await tabRequest(databaseApp, stale.cookie, user.csrfToken!, 'GET');
+    expect(after.res.json.preferences).to.deep.equal({ fromTab1: 1, fromTab2: 2 });
+  });
 });
