@@ -22,6 +22,7 @@ import { sessionMiddleware } from './http/session-middleware.js';
 import { adminGate, adminRoutes } from './http/routes/admin.js';
 import { authRoutes } from './http/routes/auth.js';
 import { operationsRoutes } from './http/routes/operations.js';
+import { formNavigation } from './http/pages/form-navigation.js';
 import { pageRoutes } from './http/pages/routes.js';
 import { platformRoutes } from './http/routes/platforms.js';
 import { sessionRoutes } from './http/routes/sessions.js';
@@ -71,6 +72,7 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
     router.use(part.routes());
   }
   app.use(requestMetrics(metrics, router));
+  app.use(formNavigation());
   app.use(errorHandler(logger));
   app.use(securityHeaders());
   // A body that cannot be read is the error of a route that reads it (validation.ts's

@@ -441,6 +441,49 @@ describe('browser (headless Chromium)', function () {
       expectCleanConsole();
     });
 
+    it('works without JavaScript: each form answers with a page, its errors said on the form’s page', async () => {
+      const noScript = await session.page(await session.context({ javaScriptEnabled: false }));
+      const jo = person('Jo Noscript', 'jo-noscript');
+      const submit = async (button: string, path: string) => {
+        await noScript.getByRole('button', { name: button }).click();
+        await noScript.waitForURL(onPath(path), { timeout: UI_MS });
+      };
+      await noScript.goto('/signup');
+      await noScript.getByLabel('Name').fill(jo.name);
+      await noScript.getByLabel('Email').fill(jo.email);
+      await noScript.getByLabel('Password', { exact: true }).fill(jo.password);
+      await submit('Create account', '/');
+      expect(await noScript.locator('h1').textContent()).to.equal('Hello, Jo');
+
+      await noScript.getByLabel('Name').fill('Scriptless');
+      await noScript.getByLabel('Type').fill('GitHub');
+      await submit('Add platform', '/');
+      expect(await noScript.locator('#platform-list').textContent()).to.contain('Scriptless');
+
+      await noScript.goto('/account');
+      await noScript.getByLabel('Current password').fill('not my password');
+      await noScript.getByLabel('New password').fill('a new passphrase for jo 42');
+      await submit('Change password', '/account');
+      expect(await noScript.locator('#password-error').textContent()).to.equal('Your current password is incorrect.');
+      await noScript.getByLabel('Current password').fill(jo.password);
+      await noScript.getByLabel('New password').fill('a new passphrase for jo 42');
+      await submit('Change password', '/account');
+      expect(await noScript.locator('#password-status').textContent()).to.contain('Password changed');
+
+      await submit('Log out', '/login');
+      await noScript.getByLabel('Email').fill(jo.email);
+      await noScript.getByLabel('Password').fill(jo.password);
+      await submit('Log in', '/login');
+      expect(await noScript.locator('#login-error').textContent(), 'the old password no longer works').to.equal('Email or password is incorrect.');
+      await noScript.getByLabel('Email').fill(jo.email);
+      await noScript.getByLabel('Password').fill('a new passphrase for jo 42');
+      await submit('Log in', '/');
+      expect(await noScript.locator('h1').textContent()).to.equal('Hello, Jo');
+      // An error code made up in the address is not shown as it is.
+      await noScript.goto('/account?error=%3Cb%3Eyou%20have%20been%20hacked%3C%2Fb%3E');
+      expect(await noScript.locator('#password-error').textContent()).to.equal('That did not work. Try again.');
+    });
+
     it('writes screenshots of every page to docs/screenshots', async () => {
       const ada = person('Ada Lovelace', 'ada');
       const anon = await session.page();

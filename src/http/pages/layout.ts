@@ -144,8 +144,8 @@ export function field(o: FieldOptions) {
 }
 
 /** The form-wide error (wrong credentials, rate limit, network): announced at once. */
-export function formError(form: string) {
-  return html`<div class="form-error" id="${form}-error" role="alert" aria-live="assertive"></div>`;
+export function formError(form: string, message = '') {
+  return html`<div class="form-error" id="${form}-error" role="alert" aria-live="assertive">${message}</div>`;
 }
 
 const UTC_FORMAT = new Intl.DateTimeFormat('en-GB', { dateStyle: 'medium', timeStyle: 'short', timeZone: 'UTC' });

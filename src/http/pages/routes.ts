@@ -2,7 +2,8 @@
  * Server-rendered pages for people in a browser, and their static assets.
  *
  * Pages read the session the session middleware opened (`ctx.state.sessions.current`); all
- * changes go through the JSON API, called by assets/app.js with the session's CSRF token.
+ * changes go through the JSON API, called by assets/app.js with the session's CSRF token, or
+ * posted by the browser itself when JavaScript is off (form-navigation.ts answers those with a page).
  * Anonymous requests for the signed-in pages are redirected to /login; a signed-in visitor
  * of /login or /signup goes to the dashboard. Pages are never cached (`no-store`): they carry
  * the CSRF token and personal data, and the back button must not show a logged-out page.
@@ -25,6 +26,12 @@ function sendPage(ctx: Context, body: string) {
   noStore(ctx);
   ctx.type = 'text/html; charset=utf-8';
   ctx.body = body;
+}
+
+/** The `?error=` a form posted without JavaScript came back with (form-navigation.ts), if any. */
+function formErrorOf(ctx: Context): string | undefined {
+  const error = ctx.querystring === '' ? undefined : ctx.query.error;
+  return typeof error === 'string' ? error : undefined;
 }
 
 function viewerOf(session: Session): Viewer {
@@ -81,8 +88,8 @@ export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
     if (!assets.serve(ctx, name)) throw new NotFoundError('No such asset');
   });
 
-  router.get('/login', anonymous, (ctx) => sendPage(ctx, loginPage(assets)));
-  router.get('/signup', anonymous, (ctx) => sendPage(ctx, signupPage(assets, config.passwordMinLength)));
+  router.get('/login', anonymous, (ctx) => sendPage(ctx, loginPage(assets, formErrorOf(ctx))));
+  router.get('/signup', anonymous, (ctx) => sendPage(ctx, signupPage(assets, config.passwordMinLength, formErrorOf(ctx))));
 
   router.get('/', signedIn, async (ctx) => {
     const session = ctx.state.sessions.current as Session;
@@ -96,6 +103,7 @@ export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
         session: sessionView(session.record, session.handle),
         platform,
         platforms: rows.map((p) => ({ id: p.id, name: p.name, type: p.type, active: p.id === activeId })),
+        error: formErrorOf(ctx),
       }),
     );
   });
@@ -114,7 +122,7 @@ export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
 
   router.get('/account', signedIn, (ctx) => {
     const session = ctx.state.sessions.current as Session;
-    sendPage(ctx, accountPage(assets, { viewer: viewerOf(session), minPasswordLength: config.passwordMinLength }));
+    sendPage(ctx, accountPage(assets, { viewer: viewerOf(session), minPasswordLength: config.passwordMinLength, error: formErrorOf(ctx), changed: ctx.query.changed === '1' }));
   });
 
   /** The logout button's form target when JavaScript is off (app.js uses POST /api/logout). */

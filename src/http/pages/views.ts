@@ -30,7 +30,27 @@ const DEVICE_ICONS = {
 
 const PLATFORM_TYPES = ['Slack', 'GitHub', 'Jira', 'Linear', 'Discord', 'Teams', 'Zendesk'];
 
-export function loginPage(assets: Assets): string {
+/**
+ * What a form posted without JavaScript failed with (form-navigation.ts brings back only the
+ * error's code, in `?error=`): a sentence for the codes the forms' routes answer, a general one
+ * for any other value. Nothing from the address is shown as it is.
+ */
+const FORM_ERRORS: Readonly<Record<string, string>> = {
+  invalid_credentials: 'Email or password is incorrect.',
+  too_many_attempts: 'Too many failed attempts. Wait a few minutes, then try again.',
+  email_taken: 'An account with this email already exists.',
+  invalid_input: 'Some of the fields are not valid. Check them and try again.',
+  csrf_failed: 'This page had expired. Try again.',
+  unauthenticated: 'You were logged out. Log in and try again.',
+  service_unavailable: 'The service is unavailable for a moment. Try again shortly.',
+};
+
+export function formErrorMessage(code: string | undefined): string {
+  if (code === undefined) return '';
+  return Object.hasOwn(FORM_ERRORS, code) ? FORM_ERRORS[code]! : 'That did not work. Try again.';
+}
+
+export function loginPage(assets: Assets, error?: string): string {
   return layout({
     page: 'login',
     title: 'Log in',
@@ -38,7 +58,7 @@ export function loginPage(assets: Assets): string {
     body: html`<h1>Log in</h1>
 <p class="lede">Welcome back. Enter your details to continue.</p>
 <p class="notice" id="signed-out-notice" role="status" aria-live="polite"></p>
-${formError('login')}
+${formError('login', formErrorMessage(error))}
 <form id="login" class="form" method="post" action="/api/login" novalidate data-form="login">
   ${field({ form: 'login', name: 'email', label: 'Email', type: 'email', autocomplete: 'username', inputmode: 'email', maxlength: 254 })}
   ${field({ form: 'login', name: 'password', label: 'Password', type: 'password', autocomplete: 'current-password', maxlength: 1024 })}
@@ -48,14 +68,14 @@ ${formError('login')}
   });
 }
 
-export function signupPage(assets: Assets, minPasswordLength: number): string {
+export function signupPage(assets: Assets, minPasswordLength: number, error?: string): string {
   return layout({
     page: 'signup',
     title: 'Create an account',
     assets,
     body: html`<h1>Create your account</h1>
 <p class="lede">One login for every platform you connect.</p>
-${formError('signup')}
+${formError('signup', formErrorMessage(error))}
 <form id="signup" class="form" method="post" action="/api/signup" novalidate data-form="signup">
   ${field({ form: 'signup', name: 'name', label: 'Name', autocomplete: 'name', maxlength: 100 })}
   ${field({ form: 'signup', name: 'email', label: 'Email', type: 'email', autocomplete: 'email', inputmode: 'email', maxlength: 254 })}
@@ -76,7 +96,7 @@ export function platformRow(p: PlatformView | undefined) {
 </li>`;
 }
 
-export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: SessionView; platform: { id: number; name: string; type: string } | null; platforms: PlatformView[] }): string {
+export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: SessionView; platform: { id: number; name: string; type: string } | null; platforms: PlatformView[]; error?: string }): string {
   const { viewer, session, platform, platforms } = d;
   const firstName = viewer.user.name.split(/\s+/)[0] || viewer.user.name;
   return layout({
@@ -111,7 +131,7 @@ export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: Sess
     <template id="platform-row-template">${platformRow(undefined)}</template>
 
     <h3 class="subhead" id="add-platform-heading">Add a platform</h3>
-    ${formError('add-platform')}
+    ${formError('add-platform', formErrorMessage(d.error))}
     <form id="add-platform" class="form form-inline" method="post" action="/api/platforms" novalidate data-form="add-platform" aria-labelledby="add-platform-heading">
       <input type="hidden" name="_csrf" value="${viewer.csrfToken}">
       ${field({ form: 'add-platform', name: 'name', label: 'Name', autocomplete: 'off', maxlength: 100 })}
@@ -173,7 +193,7 @@ export function sessionsPage(assets: Assets, d: { viewer: Viewer; sessions: Sess
   });
 }
 
-export function accountPage(assets: Assets, d: { viewer: Viewer; minPasswordLength: number }): string {
+export function accountPage(assets: Assets, d: { viewer: Viewer; minPasswordLength: number; error?: string; changed?: boolean }): string {
   const { viewer } = d;
   return layout({
     page: 'account',
@@ -195,8 +215,8 @@ export function accountPage(assets: Assets, d: { viewer: Viewer; minPasswordLeng
   <section class="card" aria-labelledby="password-heading">
     <h2 id="password-heading">Change password</h2>
     <p class="muted">You stay logged in here. Every other device is logged out.</p>
-    <p class="notice notice-success" id="password-status" role="status" aria-live="polite"></p>
-    ${formError('password')}
+    <p class="notice notice-success" id="password-status" role="status" aria-live="polite">${d.changed ? 'Password changed. Every other device has been logged out.' : ''}</p>
+    ${formError('password', d.error === 'invalid_credentials' ? 'Your current password is incorrect.' : formErrorMessage(d.error))}
     <form id="password" class="form" method="post" action="/api/password" novalidate data-form="password" aria-labelledby="password-heading">
       <input type="hidden" name="_csrf" value="${viewer.csrfToken}">
       <!-- For password managers only (autocomplete), so it has no name and is never sent. -->
