@@ -71,8 +71,9 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
   for (const part of [operationsRoutes(deps), authRoutes(deps), sessionRoutes(deps), platformRoutes(deps), adminRoutes(deps), pageRoutes(deps)]) {
     router.use(part.routes());
   }
-  app.use(requestMetrics(metrics, router));
+  // Outermost: the request metrics count the API's answer (a 401, a 503), not the page it becomes.
   app.use(formNavigation());
+  app.use(requestMetrics(metrics, router));
   app.use(errorHandler(logger));
   app.use(securityHeaders());
   // A body that cannot be read is the error of a route that reads it (validation.ts's

@@ -337,6 +337,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     const touchDue = !control.passive && now - session.record.lastActivity >= config.touchIntervalMs;
     let written: Written | undefined;
     let moved = false;
+    let tooLarge = false;
     if (!session.isNew && target !== session.record.backend) {
       try {
         // A changed session moves as a save would write it (a new version): a request of the same
@@ -368,9 +369,11 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       } catch (err) {
         // Grown too large for its sealed cookie: rather than refuse the change, the session
         // moves to the database (where every session has its entry) and comes back, as above,
-        // once it fits again.
+        // once it fits again. (`changed` names the cookie also when the save followed the
+        // session into one, moved there by another instance: the browser may hold that cookie.)
         if (!(err instanceof SessionTooLargeError) || changed.backend !== 'cookie') throw err;
         written = await backends.migrate(changed, 'database', 'too_large');
+        tooLarge = true;
       }
     } else if (touchDue) {
       written = await backends.update(asTouched(session.record, now, config), 'touch');
@@ -397,12 +400,13 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     }
     metrics.selected(written.record.backend, written.fellBackFrom ? 'fallback' : source);
     if (!session.isNew && !moved && heldByCopy(written.record, cookieBackend)) await backends.adopt(written.record);
-    // Database and Redis tokens do not change on save or touch; the sealed cookie does. A session
-    // read from a directory entry another backend held (a cookie naming the database after an
-    // instance that disagrees about the flag moved the session into a sealed cookie) has just
-    // been written back here: the browser may hold that other backend's cookie by now, and is
-    // given this one again, or the change would stay where its cookie no longer points.
-    if (session.isNew || written.record.backend !== cookieBackend || written.record.backend === 'cookie' || session.record.heldBy !== undefined) setCookie(ctx, written);
+    // Database and Redis tokens do not change on save or touch; the sealed cookie does. A change
+    // to a session read from a directory entry another backend held (a cookie naming the
+    // database after an instance that disagrees about the flag moved the session into a sealed
+    // cookie) has just been written back here: the browser may hold that other backend's cookie
+    // by now, and is given this one again, or the change would stay where its cookie no longer points.
+    const heldElsewhere = session.isChanged && session.record.heldBy !== undefined;
+    if (session.isNew || tooLarge || heldElsewhere || written.record.backend !== cookieBackend || written.record.backend === 'cookie') setCookie(ctx, written);
   }
 
   /**

@@ -708,9 +708,9 @@ class PostgresStatements implements Statements {
   }
 }
 
-/** The batched updates, locking their rows in key order (see updateFromValues). */
+/** The batched updates, locking their rows in key order (see updateFromValues); one row needs no order. */
 const PG_ONLY: Partial<Record<StatementName, string>> = Object.fromEntries(
-  BATCH_SIZES.flatMap((size) => [
+  BATCH_SIZES.filter((size) => size > 1).flatMap((size) => [
     [`saveRows${size}`, saveRows(size, true)],
     [`touchRows${size}`, touchRows(size, true)],
   ]),

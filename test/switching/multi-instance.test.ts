@@ -235,6 +235,10 @@ describe('two instances that disagree about the flag', function () {
     // Tab 1 through the cookie instance: the session moves into a sealed cookie, which the browser now holds.
     const sealed = (await tabRequest(cookieApp, inDatabase, user.csrfToken!, 'PATCH', { preferences: { fromTab1: 1 } })).cookie;
     expect(sealed.startsWith('c.')).to.equal(true);
+    // A read with the database cookie, a touch due, changes nothing: the browser's sealed cookie stays.
+    await sleep(1100); // past SESSION_TOUCH_INTERVAL
+    const read = await tabRequest(databaseApp, inDatabase, user.csrfToken!, 'GET');
+    expect(read.setCookie, 'a read does not switch the browser back to the database cookie').to.equal(undefined);
     // Tab 2's request had left with the database cookie, through the database instance.
     const stale = await tabRequest(databaseApp, inDatabase, user.csrfToken!, 'PATCH', { preferences: { fromTab2: 2 } });
     expect(stale.res.json.preferences).to.deep.equal({ fromTab1: 1, fromTab2: 2 });

@@ -28,16 +28,26 @@ function errorCode(body: unknown): string {
   return typeof code === 'string' && /^[a-z_]{1,40}$/.test(code) ? code : 'failed';
 }
 
-/** Outside the error handler, so that it sees the API's final answer, errors included. */
+/**
+ * Outside the error handler, so that it sees the API's final answer, errors included. Every
+ * request passes through here: any other hands on `next()`'s promise without an async frame.
+ */
 export function formNavigation() {
-  return async function formNavigation(ctx: Context, next: Next) {
+  return function formNavigation(ctx: Context, next: Next): Promise<void> {
     const target = ctx.method === 'POST' ? FORMS[ctx.path] : undefined;
-    if (!target || ctx.get('Sec-Fetch-Dest') !== 'document') return next();
-    await next();
-    const location = ctx.status < 400 ? target.done : `${target.form}?error=${errorCode(ctx.body)}`;
-    // The API's Set-Cookie (a login, a rotated id) goes with the redirect; the body does not.
-    ctx.set('Cache-Control', 'no-store');
-    ctx.status = 303;
-    ctx.redirect(location);
+    // A form's body: a JSON request is never one the browser posted by itself.
+    if (!target || ctx.get('Sec-Fetch-Dest') !== 'document' || !ctx.is('urlencoded', 'multipart', 'text/plain')) return next();
+    return answerWithPage(ctx, next, target);
   };
+}
+
+async function answerWithPage(ctx: Context, next: Next, target: FormTarget): Promise<void> {
+  await next();
+  const code = ctx.status < 400 ? undefined : errorCode(ctx.body);
+  // Logged out meanwhile: the form's page would only send the person on to /login, without the reason.
+  const location = code === undefined ? target.done : `${code === 'unauthenticated' ? '/login' : target.form}?error=${code}`;
+  // The API's Set-Cookie (a login, a rotated id) goes with the redirect; the body does not.
+  ctx.set('Cache-Control', 'no-store');
+  ctx.status = 303;
+  ctx.redirect(location);
 }
