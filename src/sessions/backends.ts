@@ -248,8 +248,9 @@ export class SessionBackends {
         const current = await store.load(record.id);
         if (!current) return undefined;
         // What changed it was a move (an instance that disagrees about the flag): the session is
-        // held elsewhere now, and a save (not one failing over: `saveOnFallback`) follows it there, once. Written here, where nothing
-        // reads it any more, the change would be answered 200 and never seen again.
+        // held elsewhere now, and a save (not one failing over: `saveOnFallback`) follows it
+        // there, once. Written here, where nothing reads it any more, the change would be
+        // answered 200 and never seen again.
         const holder = current.heldBy ?? current.backend;
         const follow = holder !== store.backend && !followed && this.stores[holder].available;
         attempt = { ...record, backend: follow ? holder : attempt.backend, data: mergeChanges(current, record, concurrency), version: current.version + 1 };

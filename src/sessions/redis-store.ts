@@ -139,13 +139,15 @@ class RedisSessionStore implements SessionStore {
     const ttl = r.expiresAt - Date.now();
     if (ttl <= 0) return r.id;
     const writes: Array<Promise<unknown>> = [this.redis.set(this.sessionKey(r.idHash), encodeRecord(r, this.codec), 'PX', ttl)];
-    if (this.indexed) {
-      const userKey = this.userKey(r.userId);
-      // Sent together, applied in order on the key's one node; the index outlives any session in it.
-      writes.push(this.redis.zadd(userKey, r.absoluteExpiresAt, r.idHash), this.redis.pexpire(userKey, this.options.absoluteTimeoutMs));
-    }
+    if (this.indexed) writes.push(...this.addToUserIndex(r));
     await Promise.all(writes);
     return r.id;
+  }
+
+  /** Sent together, applied in order on the key's one node; the index outlives any session in it. */
+  private addToUserIndex(r: SessionRecord): Array<Promise<unknown>> {
+    const userKey = this.userKey(r.userId);
+    return [this.redis.zadd(userKey, r.absoluteExpiresAt, r.idHash), this.redis.pexpire(userKey, this.options.absoluteTimeoutMs)];
   }
 
   /**
@@ -157,10 +159,7 @@ class RedisSessionStore implements SessionStore {
     const ttl = r.expiresAt - Date.now();
     if (ttl <= 0) return r.id;
     if ((await this.redis.sbMoveIn(this.sessionKey(r.idHash), encodeRecord(r, this.codec), ttl, readVersion)) !== 1) return undefined;
-    if (this.indexed) {
-      const userKey = this.userKey(r.userId);
-      await Promise.all([this.redis.zadd(userKey, r.absoluteExpiresAt, r.idHash), this.redis.pexpire(userKey, this.options.absoluteTimeoutMs)]);
-    }
+    if (this.indexed) await Promise.all(this.addToUserIndex(r));
     return r.id;
   }
 

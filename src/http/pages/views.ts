@@ -45,7 +45,7 @@ const FORM_ERRORS: Readonly<Record<string, string>> = {
   service_unavailable: 'The service is unavailable for a moment. Try again shortly.',
 };
 
-export function formErrorMessage(code: string | undefined): string {
+function formErrorMessage(code: string | undefined): string {
   if (code === undefined) return '';
   return Object.hasOwn(FORM_ERRORS, code) ? FORM_ERRORS[code]! : 'That did not work. Try again.';
 }
