@@ -479,6 +479,22 @@ describe('browser (headless Chromium)', function () {
       await noScript.getByLabel('Password').fill('a new passphrase for jo 42');
       await submit('Log in', '/');
       expect(await noScript.locator('h1').textContent()).to.equal('Hello, Jo');
+
+      await submit('Switch to Scriptless', '/');
+      expect(await noScript.locator('[data-bind="platform"]').first().textContent()).to.equal('Scriptless');
+      // Two more devices, then revoke one and every other from the sessions page.
+      const newPassword = 'a new passphrase for jo 42';
+      for (const userAgent of [UA.firefoxWindows, UA.safariIphone]) await login(await session.page(await session.context({ userAgent })), jo, newPassword);
+      await noScript.goto('/sessions');
+      await expectCount(noScript.locator('#session-list > li.session'), 3);
+      await noScript.getByRole('button', { name: /^Revoke Firefox/ }).click();
+      await noScript.waitForURL((url) => url.pathname === '/sessions' && url.search === '?revoked=one', { timeout: UI_MS });
+      expect(await noScript.locator('#sessions-status').textContent()).to.equal('Session revoked. That device is logged out.');
+      await expectCount(noScript.locator('#session-list > li.session'), 2);
+      await noScript.getByRole('button', { name: 'Log out all other sessions' }).click();
+      await noScript.waitForURL((url) => url.search === '?revoked=others', { timeout: UI_MS });
+      expect(await noScript.locator('#sessions-status').textContent()).to.equal('Logged out every other session.');
+      await expectCount(noScript.locator('#session-list > li.session'), 1);
       // An error code made up in the address is not shown as it is.
       await noScript.goto('/account?error=%3Cb%3Eyou%20have%20been%20hacked%3C%2Fb%3E');
       expect(await noScript.locator('#password-error').textContent()).to.equal('That did not work. Try again.');

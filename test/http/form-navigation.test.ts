@@ -67,3 +67,79 @@ describe('forms posted without JavaScript', function () {
     expect(page.text).to.contain('You were logged out. Log in and try again.');
   });
 });
+
+describe('the dashboard’s and sessions page’s buttons without JavaScript', function () {
+  this.timeout(60_000);
+  let app: AppProcess;
+  before(async () => {
+    app = await startApp();
+  });
+  after(() => app?.stop());
+
+  const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
+  /** As a browser posts the form: the token in the `_csrf` field only, no header. */
+  const FORM_POST = { ...NAVIGATION, 'X-CSRF-Token': '' };
+  const page = async (client: Client, path: string) => (await client.get(path, { Accept: 'text/html' })).text;
+
+  it('switches platform: back to the dashboard with the platform active, or told that it no longer exists', async () => {
+    const browser = new Client(app.url);
+    await browser.signup();
+    const { platform } = (await browser.post('/api/platforms', { name: 'Formless', type: 'GitHub' })).body as { platform: { id: number } };
+    expect(await page(browser, '/'), 'the button posts the form to its platform').to.contain(`formaction="/api/platforms/${platform.id}/activate"`);
+    const done = await browser.post(`/api/platforms/${platform.id}/activate`, form({ _csrf: browser.csrfToken! }), FORM_POST);
+    expect(done.status).to.equal(303);
+    expect(done.headers.get('location')).to.equal('/');
+    expect(((await browser.get('/api/session')).body as { platform: { id: number } | null }).platform?.id).to.equal(platform.id);
+
+    const gone = await browser.post('/api/platforms/999999/activate', form({ _csrf: browser.csrfToken! }), FORM_POST);
+    expect(gone.headers.get('location')).to.equal('/?switch_error=not_found');
+    const dashboard = await page(browser, '/?switch_error=not_found');
+    expect(dashboard).to.contain('That platform no longer exists.');
+    expect(dashboard, 'the add-platform form shows no error of the switch').to.match(/id="add-platform-error"[^>]*><\/div>/);
+  });
+
+  it('revokes one session or every other, and says so on the sessions page', async () => {
+    const browser = new Client(app.url);
+    const { email, password } = await browser.signup();
+    const laptop = new Client(app.url);
+    await laptop.login(email, password);
+    const phone = new Client(app.url);
+    await phone.login(email, password);
+    const { sessions } = (await browser.get('/api/sessions')).body as { sessions: { handle: string; current: boolean }[] };
+    const laptopHandle = ((await laptop.get('/api/session')).body as { session: { handle: string } }).session.handle;
+    expect(sessions.map((s) => s.handle)).to.include(laptopHandle);
+    expect(await page(browser, '/sessions')).to.contain(`formaction="/api/sessions/${encodeURIComponent(laptopHandle)}/revoke"`);
+
+    const one = await browser.post(`/api/sessions/${encodeURIComponent(laptopHandle)}/revoke`, form({ _csrf: browser.csrfToken! }), FORM_POST);
+    expect(one.status).to.equal(303);
+    expect(one.headers.get('location')).to.equal('/sessions?revoked=one');
+    expect((await laptop.get('/api/session')).status, 'the revoked device is logged out').to.equal(401);
+    expect((await phone.get('/api/session')).status).to.equal(200);
+    expect(await page(browser, '/sessions?revoked=one')).to.contain('Session revoked. That device is logged out.');
+
+    const again = await browser.post(`/api/sessions/${encodeURIComponent(laptopHandle)}/revoke`, form({ _csrf: browser.csrfToken! }), FORM_POST);
+    expect(again.headers.get('location')).to.equal('/sessions?error=not_found');
+    expect(await page(browser, '/sessions?error=not_found')).to.contain('That session had already ended.');
+
+    const noToken = await browser.post('/api/sessions/revoke-others', form({}), FORM_POST);
+    expect(noToken.headers.get('location')).to.equal('/sessions?error=csrf_failed');
+    expect((await phone.get('/api/session')).status, 'a post without the token revokes nothing').to.equal(200);
+
+    const others = await browser.post('/api/sessions/revoke-others', form({ _csrf: browser.csrfToken! }), FORM_POST);
+    expect(others.headers.get('location')).to.equal('/sessions?revoked=others');
+    expect((await phone.get('/api/session')).status).to.equal(401);
+    expect((await browser.get('/api/session')).status, 'this session goes on').to.equal(200);
+    expect(await page(browser, '/sessions?revoked=others')).to.contain('Logged out every other session.');
+  });
+
+  it('gives API clients the revoke route as well: POST /api/sessions/:handle/revoke answers as DELETE does', async () => {
+    const browser = new Client(app.url);
+    const { email, password } = await browser.signup();
+    const other = new Client(app.url);
+    await other.login(email, password);
+    const handle = ((await other.get('/api/session')).body as { session: { handle: string } }).session.handle;
+    expect((await browser.post(`/api/sessions/${handle}/revoke`)).status).to.equal(204);
+    expect((await other.get('/api/session')).status).to.equal(401);
+    expectError(await browser.post(`/api/sessions/${handle}/revoke`), 404, 'not_found');
+  });
+});

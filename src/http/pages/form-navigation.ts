@@ -13,14 +13,25 @@ interface FormTarget {
   done: string;
   /** The page the form is on, shown again with the error. */
   form: string;
+  /** The query parameter that brings the error's code back (`error`): a page with two forms tells them apart. */
+  errorParam?: string;
 }
 
-const FORMS: Readonly<Record<string, FormTarget>> = {
-  '/api/login': { done: '/', form: '/login' },
-  '/api/signup': { done: '/', form: '/signup' },
-  '/api/platforms': { done: '/', form: '/' },
-  '/api/password': { done: '/account?changed=1', form: '/account' },
-};
+/** The API routes the pages' forms post to, by path; `:param` segments are any one segment. */
+const FORMS: ReadonlyArray<readonly [RegExp, FormTarget]> = [
+  [/^\/api\/login$/, { done: '/', form: '/login' }],
+  [/^\/api\/signup$/, { done: '/', form: '/signup' }],
+  [/^\/api\/platforms$/, { done: '/', form: '/' }],
+  [/^\/api\/platforms\/[^/]+\/activate$/, { done: '/', form: '/', errorParam: 'switch_error' }],
+  [/^\/api\/password$/, { done: '/account?changed=1', form: '/account' }],
+  [/^\/api\/sessions\/revoke-others$/, { done: '/sessions?revoked=others', form: '/sessions' }],
+  [/^\/api\/sessions\/[^/]+\/revoke$/, { done: '/sessions?revoked=one', form: '/sessions' }],
+];
+
+function formTarget(path: string): FormTarget | undefined {
+  for (const [pattern, target] of FORMS) if (pattern.test(path)) return target;
+  return undefined;
+}
 
 /** The stable code of the API's error answer (`{error: {code}}`), if it is one. */
 function errorCode(body: unknown): string {
@@ -34,10 +45,10 @@ function errorCode(body: unknown): string {
  */
 export function formNavigation() {
   return function formNavigation(ctx: Context, next: Next): Promise<void> {
-    const target = ctx.method === 'POST' ? FORMS[ctx.path] : undefined;
     // A form's body: a JSON request is never one the browser posted by itself.
-    if (!target || ctx.get('Sec-Fetch-Dest') !== 'document' || !ctx.is('urlencoded', 'multipart', 'text/plain')) return next();
-    return answerWithPage(ctx, next, target);
+    if (ctx.method !== 'POST' || ctx.get('Sec-Fetch-Dest') !== 'document' || !ctx.is('urlencoded', 'multipart', 'text/plain')) return next();
+    const target = formTarget(ctx.path);
+    return target ? answerWithPage(ctx, next, target) : next();
   };
 }
 
@@ -45,7 +56,7 @@ async function answerWithPage(ctx: Context, next: Next, target: FormTarget): Pro
   await next();
   const code = ctx.status < 400 ? undefined : errorCode(ctx.body);
   // Logged out meanwhile: the form's page would only send the person on to /login, without the reason.
-  const location = code === undefined ? target.done : `${code === 'unauthenticated' ? '/login' : target.form}?error=${code}`;
+  const location = code === undefined ? target.done : code === 'unauthenticated' ? `/login?error=${code}` : `${target.form}?${target.errorParam ?? 'error'}=${code}`;
   // The API's Set-Cookie (a login, a rotated id) goes with the redirect; the body does not.
   ctx.set('Cache-Control', 'no-store');
   ctx.status = 303;

@@ -28,10 +28,13 @@ function sendPage(ctx: Context, body: string) {
   ctx.body = body;
 }
 
-/** The `?error=` a form posted without JavaScript came back with (form-navigation.ts), if any. */
-function formErrorOf(ctx: Context): string | undefined {
-  const error = ctx.querystring === '' ? undefined : ctx.query.error;
-  return typeof error === 'string' ? error : undefined;
+/**
+ * A value in the query a form posted without JavaScript came back with (form-navigation.ts):
+ * `?error=` by default. Only ever looked up in a fixed table of sentences, never shown as it is.
+ */
+function formAnswerOf(ctx: Context, param = 'error'): string | undefined {
+  const value = ctx.querystring === '' ? undefined : ctx.query[param];
+  return typeof value === 'string' ? value : undefined;
 }
 
 function viewerOf(session: Session): Viewer {
@@ -88,8 +91,8 @@ export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
     if (!assets.serve(ctx, name)) throw new NotFoundError('No such asset');
   });
 
-  router.get('/login', anonymous, (ctx) => sendPage(ctx, loginPage(assets, formErrorOf(ctx))));
-  router.get('/signup', anonymous, (ctx) => sendPage(ctx, signupPage(assets, config.passwordMinLength, formErrorOf(ctx))));
+  router.get('/login', anonymous, (ctx) => sendPage(ctx, loginPage(assets, formAnswerOf(ctx))));
+  router.get('/signup', anonymous, (ctx) => sendPage(ctx, signupPage(assets, config.passwordMinLength, formAnswerOf(ctx))));
 
   router.get('/', signedIn, async (ctx) => {
     const session = ctx.state.sessions.current as Session;
@@ -103,7 +106,8 @@ export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
         session: sessionView(session.record, session.handle),
         platform,
         platforms: rows.map((p) => ({ id: p.id, name: p.name, type: p.type, active: p.id === activeId })),
-        error: formErrorOf(ctx),
+        error: formAnswerOf(ctx),
+        switchError: formAnswerOf(ctx, 'switch_error'),
       }),
     );
   });
@@ -117,12 +121,12 @@ export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
     const list = records.map((r) => (r.handle === session.handle ? current(r) : r)).map((r) => sessionView(r, session.handle));
     if (!list.some((s) => s.current)) list.unshift(sessionView(session.record, session.handle));
     list.sort((a, b) => Number(b.current) - Number(a.current) || b.lastActivity - a.lastActivity);
-    sendPage(ctx, sessionsPage(assets, { viewer: viewerOf(session), sessions: list }));
+    sendPage(ctx, sessionsPage(assets, { viewer: viewerOf(session), sessions: list, revoked: formAnswerOf(ctx, 'revoked'), error: formAnswerOf(ctx) }));
   });
 
   router.get('/account', signedIn, (ctx) => {
     const session = ctx.state.sessions.current as Session;
-    sendPage(ctx, accountPage(assets, { viewer: viewerOf(session), minPasswordLength: config.passwordMinLength, error: formErrorOf(ctx), changed: ctx.query.changed === '1' }));
+    sendPage(ctx, accountPage(assets, { viewer: viewerOf(session), minPasswordLength: config.passwordMinLength, error: formAnswerOf(ctx), changed: ctx.query.changed === '1' }));
   });
 
   /** The logout button's form target when JavaScript is off (app.js uses POST /api/logout). */

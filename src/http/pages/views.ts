@@ -86,17 +86,20 @@ ${formError('signup', formErrorMessage(error))}
   });
 }
 
+/** Where a platform's Switch button posts its form when JavaScript is off (app.js sends the same). */
+const activatePath = (id: number) => `/api/platforms/${id}/activate`;
+
 /** One platform row; also rendered empty into a <template> that app.js clones for new rows. */
 export function platformRow(p: PlatformView | undefined) {
   return html`<li class="platform" tabindex="-1" data-platform-id="${p?.id ?? ''}"${p?.active ? html` data-active` : ''}>
   <span class="platform-icon" aria-hidden="true">${(p?.name ?? '').slice(0, 1).toUpperCase()}</span>
   <span class="platform-text"><span class="platform-name">${p?.name ?? ''}</span><span class="platform-type">${p?.type ?? ''}</span></span>
   <span class="badge badge-active platform-active">Active</span>
-  <button class="btn btn-secondary btn-sm platform-switch" type="button" data-action="activate" data-id="${p?.id ?? ''}" aria-label="${p ? `Switch to ${p.name}` : ''}">Switch</button>
+  <button class="btn btn-secondary btn-sm platform-switch" type="submit" formaction="${p ? activatePath(p.id) : ''}" data-action="activate" data-id="${p?.id ?? ''}" aria-label="${p ? `Switch to ${p.name}` : ''}">Switch</button>
 </li>`;
 }
 
-export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: SessionView; platform: { id: number; name: string; type: string } | null; platforms: PlatformView[]; error?: string }): string {
+export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: SessionView; platform: { id: number; name: string; type: string } | null; platforms: PlatformView[]; error?: string; switchError?: string }): string {
   const { viewer, session, platform, platforms } = d;
   const firstName = viewer.user.name.split(/\s+/)[0] || viewer.user.name;
   return layout({
@@ -124,9 +127,14 @@ export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: Sess
   <section class="card" aria-labelledby="platforms-heading">
     <h2 id="platforms-heading">Platforms</h2>
     <p class="active-platform">Active platform: <strong data-bind="platform">${platform ? platform.name : 'None'}</strong></p>
-    <ul class="platform-list" id="platform-list" aria-labelledby="platforms-heading">
-      ${platforms.map((p) => platformRow(p))}
-    </ul>
+    ${formError('switch-platform', d.switchError === 'not_found' ? 'That platform no longer exists.' : formErrorMessage(d.switchError))}
+    <!-- Without JavaScript, each Switch button posts this form to its platform (formaction). -->
+    <form id="switch-platform" method="post">
+      <input type="hidden" name="_csrf" value="${viewer.csrfToken}">
+      <ul class="platform-list" id="platform-list" aria-labelledby="platforms-heading">
+        ${platforms.map((p) => platformRow(p))}
+      </ul>
+    </form>
     <p class="empty" id="platform-empty"${platforms.length ? html` hidden` : ''}>No platforms yet. Add your first one below.</p>
     <template id="platform-row-template">${platformRow(undefined)}</template>
 
@@ -162,14 +170,22 @@ function sessionItem(s: SessionView) {
   </dl>
   <div class="session-actions">
     ${s.current
-      ? html`<button class="btn btn-secondary btn-sm" type="button" data-action="logout" aria-label="Log out of this device">Log out</button>`
-      : html`<button class="btn btn-danger-outline btn-sm" type="button" data-action="revoke" data-handle="${s.handle}" aria-label="${`Revoke ${device}, ${s.ip || 'unknown address'}`}">Revoke</button>`}
+      ? html`<button class="btn btn-secondary btn-sm" type="submit" form="session-actions" formaction="/logout" data-action="logout" aria-label="Log out of this device">Log out</button>`
+      : html`<button class="btn btn-danger-outline btn-sm" type="submit" form="session-actions" formaction="/api/sessions/${encodeURIComponent(s.handle)}/revoke" data-action="revoke" data-handle="${s.handle}" aria-label="${`Revoke ${device}, ${s.ip || 'unknown address'}`}">Revoke</button>`}
   </div>
 </li>`;
 }
 
-export function sessionsPage(assets: Assets, d: { viewer: Viewer; sessions: SessionView[] }): string {
+/** What the sessions page says after a revoke posted without JavaScript (form-navigation.ts). */
+const REVOKED: Readonly<Record<string, string>> = {
+  one: 'Session revoked. That device is logged out.',
+  others: 'Logged out every other session.',
+};
+
+export function sessionsPage(assets: Assets, d: { viewer: Viewer; sessions: SessionView[]; revoked?: string; error?: string }): string {
   const others = d.sessions.filter((s) => !s.current).length;
+  const status =
+    d.error === 'not_found' ? 'That session had already ended.' : d.error !== undefined ? formErrorMessage(d.error) : d.revoked !== undefined && Object.hasOwn(REVOKED, d.revoked) ? REVOKED[d.revoked]! : '';
   return layout({
     page: 'sessions',
     title: 'Sessions',
@@ -180,9 +196,13 @@ export function sessionsPage(assets: Assets, d: { viewer: Viewer; sessions: Sess
     <h1>Sessions</h1>
     <p class="lede">Everywhere you are logged in. Revoke any session you do not recognise.</p>
   </div>
-  <button class="btn btn-danger-outline" type="button" data-action="revoke-others"${others ? '' : html` disabled`}>Log out all other sessions</button>
+  <button class="btn btn-danger-outline" type="submit" form="session-actions" formaction="/api/sessions/revoke-others" data-action="revoke-others"${others ? '' : html` disabled`}>Log out all other sessions</button>
 </div>
-<p class="notice" id="sessions-status" role="status" aria-live="polite"></p>
+<p class="notice" id="sessions-status" role="status" aria-live="polite">${status}</p>
+<!-- Without JavaScript, each button posts this form to its action (formaction). -->
+<form id="session-actions" method="post">
+  <input type="hidden" name="_csrf" value="${d.viewer.csrfToken}">
+</form>
 <section class="card card-flush" aria-labelledby="sessions-heading">
   <h2 class="visually-hidden" id="sessions-heading">Active sessions</h2>
   <p class="card-caption" id="session-count">${d.sessions.length} active ${d.sessions.length === 1 ? 'session' : 'sessions'}</p>

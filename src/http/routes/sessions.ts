@@ -1,5 +1,5 @@
 /** A user's own sessions: list, revoke one, revoke all others. */
-import Router from '@koa/router';
+import Router, { type RouterContext } from '@koa/router';
 import type { AppDeps } from '../deps.js';
 import { NotFoundError } from '../errors.js';
 import { sessionListEntry } from '../users.js';
@@ -16,7 +16,7 @@ export function sessionRoutes(deps: AppDeps) {
     ctx.body = { sessions: sessions.map((r) => (r.handle === session.handle ? ctx.state.sessions.withBackend(sessionListEntry(r, session.handle)) : sessionListEntry(r, session.handle))) };
   });
 
-  router.delete('/api/sessions/:handle', async (ctx) => {
+  const revokeOne = async (ctx: RouterContext) => {
     const session = requireSession(ctx);
     if (ctx.params.handle === session.handle) {
       ctx.state.sessions.end('user');
@@ -29,7 +29,10 @@ export function sessionRoutes(deps: AppDeps) {
     metrics.revocations.inc({ reason: 'user' });
     audit.record(ctx, { type: 'revoked', record: target, reason: 'user' });
     ctx.status = 204;
-  });
+  };
+  router.delete('/api/sessions/:handle', revokeOne);
+  // The same, for the sessions page's forms without JavaScript: an HTML form cannot send DELETE.
+  router.post('/api/sessions/:handle/revoke', revokeOne);
 
   router.post('/api/sessions/revoke-others', async (ctx) => {
     const session = requireSession(ctx);

@@ -484,6 +484,7 @@ function fillPlatformRow(row, p) {
   row.querySelector('.platform-type').textContent = p.type;
   const button = row.querySelector('button[data-action="activate"]');
   button.dataset.id = String(p.id);
+  button.setAttribute('formaction', `/api/platforms/${p.id}/activate`);
   button.setAttribute('aria-label', `Switch to ${p.name}`);
 }
 
@@ -550,7 +551,10 @@ async function activatePlatform(button) {
 function initDashboard() {
   platformList?.addEventListener('click', (event) => {
     const button = event.target.closest('button[data-action="activate"]');
-    if (button) void activatePlatform(button);
+    if (!button) return;
+    // The button also submits a form, for browsers without JavaScript: here, fetch does it.
+    event.preventDefault();
+    void activatePlatform(button);
   });
   const form = document.getElementById('add-platform');
   handleForm(form, {
@@ -649,10 +653,15 @@ async function refreshSessionList() {
 function initSessions() {
   document.getElementById('session-list')?.addEventListener('click', (event) => {
     const button = event.target.closest('button[data-action="revoke"]');
-    if (button) void revokeSession(button);
+    if (!button) return;
+    event.preventDefault();
+    void revokeSession(button);
   });
   const others = document.querySelector('button[data-action="revoke-others"]');
-  others?.addEventListener('click', () => void revokeOthers(others));
+  others?.addEventListener('click', (event) => {
+    event.preventDefault();
+    void revokeOthers(others);
+  });
   setInterval(() => void refreshSessionList(), SESSION_LIST_MS);
   document.addEventListener('visibilitychange', () => void refreshSessionList());
 }
@@ -727,7 +736,10 @@ function initSignedIn() {
   document.addEventListener('click', (event) => {
     const stay = event.target.closest?.('button[data-action="stay-signed-in"]');
     if (stay) void staySignedIn(stay);
-    if (event.target.closest?.('button[data-action="logout"]')) void logout();
+    if (event.target.closest?.('button[data-action="logout"]')) {
+      event.preventDefault();
+      void logout();
+    }
   });
 
   setInterval(() => {
