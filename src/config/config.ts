@@ -21,7 +21,8 @@ const num = (min: number, max: number) => z.string().regex(/^-?(\d+(\.\d*)?|\.\d
 const isRedisUrl = (v: string) => {
   try {
     const u = new URL(v);
-    return (u.protocol === 'redis:' || u.protocol === 'rediss:') && u.hostname !== '' && (u.port === '' || Number(u.port) <= 65535);
+    // The path is the database index, a number ioredis sends as SELECT: anything else fails later, as a Redis error.
+    return (u.protocol === 'redis:' || u.protocol === 'rediss:') && u.hostname !== '' && (u.port === '' || Number(u.port) <= 65535) && /^(\/(\d{1,5})?)?$/.test(u.pathname);
   } catch {
     return false;
   }
@@ -51,7 +52,7 @@ const schema = {
       .default('sqlite:./data/switchboard.sqlite'),
     accepts: 'sqlite:PATH or postgres://user@host:port/db',
   },
-  REDIS_URL: { type: z.string().refine((v) => v === 'none' || isRedisUrl(v)).default('redis://127.0.0.1:6379/0'), accepts: 'redis://host:port/db, rediss://… or none' },
+  REDIS_URL: { type: z.string().refine((v) => v === 'none' || isRedisUrl(v)).default('redis://127.0.0.1:6379/0'), accepts: 'redis://host:port/db (db a number), rediss://… or none' },
   REDIS_CLUSTER_NODES: { type: hostPortList.optional(), accepts: 'comma-separated host:port list, ports 1-65535' },
   REDIS_SENTINELS: { type: hostPortList.optional(), accepts: 'comma-separated host:port list, ports 1-65535' },
   REDIS_SENTINEL_NAME: { type: z.string().min(1).default('mymaster'), accepts: 'the sentinel master name' },

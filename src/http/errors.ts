@@ -36,9 +36,19 @@ export class BadRequestError extends HttpError {
     super(400, 'bad_request', message);
   }
 }
-export class MalformedJsonError extends HttpError {
+/**
+ * Broken JSON is invalid input too: API.md names `invalid_input` as every route's 400, so a
+ * client handling that code handles this one; the message says what is wrong.
+ */
+export class MalformedJsonError extends InvalidInputError {
   constructor() {
-    super(400, 'invalid_json', 'The request body is not valid JSON');
+    super('The request body is not valid JSON');
+  }
+}
+/** Bytes that are not UTF-8: decoded, they would be stored as U+FFFD in an email or a name. */
+export class NotUtf8Error extends InvalidInputError {
+  constructor() {
+    super('The request body is not valid UTF-8 text');
   }
 }
 export class UnsupportedMediaTypeError extends HttpError {

@@ -1,7 +1,7 @@
 /** Request validation with zod: unknown fields, wrong types and bad values are one 400 `invalid_input`, with a message per field. */
 import type { Context } from 'koa';
 import { z } from 'zod';
-import { InvalidInputError, NotAnObjectError, UnsupportedMediaTypeError } from './errors.js';
+import { InvalidInputError, NotAnObjectError, NotUtf8Error, UnsupportedMediaTypeError } from './errors.js';
 
 declare module 'koa' {
   interface DefaultState {
@@ -40,7 +40,11 @@ export function parseInput<T extends z.ZodType>(schema: T, input: unknown, nameU
 export function parseBody<T extends z.ZodType>(ctx: Context, schema: T): z.output<T> {
   if (ctx.state.bodyError) throw ctx.state.bodyError;
   const sent = ctx.request.length > 0 || ctx.get('Transfer-Encoding') !== '';
-  if (sent && (ctx.request as { rawBody?: unknown }).rawBody === undefined) throw new UnsupportedMediaTypeError();
+  const raw = (ctx.request as { rawBody?: unknown }).rawBody;
+  if (sent && raw === undefined) throw new UnsupportedMediaTypeError();
+  // The parser decodes as iconv-lite does, each invalid byte becoming U+FFFD, and cannot be made
+  // strict. A literal U+FFFD in the text is refused with them: it only ever stands for lost text.
+  if (typeof raw === 'string' && raw.includes('\uFFFD')) throw new NotUtf8Error();
   const body: unknown = ctx.request.body;
   // The JSON parser refuses bare values (error-handler.ts); an array gets here, and the same answer.
   if (body !== undefined && (typeof body !== 'object' || body === null || Array.isArray(body))) throw new NotAnObjectError();

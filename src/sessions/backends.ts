@@ -446,10 +446,11 @@ export class SessionBackends {
   /** Ends every live session of a user except `exceptHandle`, in every backend; returns those ended. */
   async endUserSessions(userId: number, exceptHandle?: string): Promise<SessionRecord[]> {
     // From the sessions table (as listByUser), unfiltered: sessions already revoked by an epoch
-    // still have copies to delete (and must be counted).
-    const ended = (await this.stores.database.listByUser(userId)).filter((r) => r.handle !== exceptHandle);
-    for (const record of ended) await this.end(record);
-    return ended;
+    // (revoke-all) still have copies to delete. Only the live ones are counted as ended by this.
+    const stored = (await this.stores.database.listByUser(userId)).filter((r) => r.handle !== exceptHandle);
+    const live = stored.filter((r) => !this.revocations.isRevoked(r));
+    for (const record of stored) await this.end(record);
+    return live;
   }
 
   /** Writes `record` to `target`, or to the fallback when `target` cannot serve; undefined when the write refuses (`moveIn`). */

@@ -49,6 +49,10 @@ describe('configuration', () => {
     ['DATABASE_URL', 'postgresql://u@h:99999/db'],
     ['REDIS_URL', 'redis://127.0.0.1:abc/0'],
     ['REDIS_URL', 'redis://127.0.0.1:70000/0'],
+    // The path is the database number: ioredis would send SELECT NaN, or SELECT -1, and fail at start.
+    ['REDIS_URL', 'redis://127.0.0.1:6379/abc'],
+    ['REDIS_URL', 'redis://127.0.0.1:6379/-1'],
+    ['REDIS_URL', 'redis://127.0.0.1:6379/0/extra'],
     ['REDIS_CLUSTER_NODES', '127.0.0.1:99999'],
     ['UNLEASH_URL', 'ftp://unleash.example'],
   ] as const) {

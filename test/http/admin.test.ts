@@ -5,6 +5,7 @@
 import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
+import { sample } from '../switching/metrics-text.js';
 import { ADMIN_TOKEN, backendEnv, expectError, expectNoSecrets, GOOD_PASSWORD, raw } from './helpers.js';
 
 const bearer = { Authorization: `Bearer ${ADMIN_TOKEN}` };
@@ -410,6 +411,22 @@ describe('the admin API with ADMIN_TOKEN', function () {
       }
       // The users whose sessions ended can log in again.
       await admin.delete('/api/admin/flags/session-storage', bearer);
+    });
+
+    it('leaves nothing for a later revoke-others to count: {revoked: N} and the metric count only live sessions', async () => {
+      const first = new Client(app.url);
+      const { email } = await first.signup();
+      for (let i = 0; i < 3; i++) await new Client(app.url).login(email, GOOD_PASSWORD);
+      expect((await adm.post('/api/admin/sessions/revoke-all')).status).to.equal(200);
+      const [me, other] = [new Client(app.url), new Client(app.url)];
+      for (const c of [me, other]) expect((await c.login(email, GOOD_PASSWORD)).status).to.equal(200);
+      const othersRevoked = async () => sample((await new Client(app.url).get('/metrics')).text, 'session_revocations_total', { reason: 'others' });
+      const before = await othersRevoked();
+      const res = await me.post('/api/sessions/revoke-others');
+      expect(res.json, 'the one other live session, not the four revoke-all ended').to.deep.equal({ revoked: 1 });
+      expect(await othersRevoked()).to.equal(before + 1);
+      expectError(await other.get('/api/session'), 401);
+      expect((await me.get('/api/session')).status).to.equal(200);
     });
   });
 });

@@ -38,11 +38,27 @@ describe('bad input never gets more than a 4xx', function () {
   describe('request bodies', () => {
     const malformed = ['{', '{"email":', '{"email": "a@b.c",}', "{'email': 'x'}", '{"a":1}}', 'nul', '\u0000', '{"email":"\\ud800"', '[1,2', '{"a":NaN}'];
     for (const body of malformed) {
-      it(`answers 400 invalid_json to malformed JSON ${JSON.stringify(body)}`, async () => {
-        expectClientError(await req('POST', '/api/signup', json, body), 'malformed JSON', 400, 'invalid_json');
-        expectClientError(await req('POST', '/api/login', json, body), 'malformed JSON', 400, 'invalid_json');
+      it(`answers 400 invalid_input, saying it is not JSON, to malformed JSON ${JSON.stringify(body)}`, async () => {
+        for (const path of ['/api/signup', '/api/login']) {
+          const res = await req('POST', path, json, body);
+          expectClientError(res, 'malformed JSON', 400, 'invalid_input');
+          expect((res.body as { error: { message: string } }).error.message).to.equal('The request body is not valid JSON');
+        }
       });
     }
+
+    it('answers 400 invalid_input to a body that is not UTF-8, and creates no account from it', async () => {
+      const email = `bytes-${Date.now()}@example.com`;
+      for (const bytes of [Buffer.from([0xff, 0xfe]), Buffer.from([0xc0, 0xaf]), Buffer.from([0xc3])]) {
+        const body = Buffer.concat([Buffer.from(`{"email":"${email}","password":"correct horse battery staple","name":"x`), bytes, Buffer.from('"}')]);
+        const res = await req('POST', '/api/signup', json, body);
+        expectClientError(res, `bytes ${bytes.toString('hex')}`, 400, 'invalid_input');
+        expect((res.body as { error: { message: string } }).error.message).to.equal('The request body is not valid UTF-8 text');
+      }
+      const valid = await req('POST', '/api/signup', json, JSON.stringify({ email, password: 'correct horse battery staple', name: 'Zoë 名前' }));
+      expect(valid.status, 'the same account in valid UTF-8').to.equal(201);
+      expect((valid.body as { user: { name: string } }).user.name).to.equal('Zoë 名前');
+    });
 
     it('answers 400 invalid_input to JSON that is not an object', async () => {
       for (const body of ['"a string"', '42', 'true', 'null', '[]', '[{"email":"a@b.c"}]']) {
