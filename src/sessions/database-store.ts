@@ -78,6 +78,18 @@ function updateFromValues(columns: ReadonlyArray<readonly [string, string]>, set
   return `WITH ${given}, ${locked} UPDATE sessions SET ${set} FROM given WHERE ${where} AND sessions.id_hash IN (SELECT id_hash FROM locked) RETURNING sessions.id_hash`;
 }
 
+/**
+ * Up to ?2 rows expired at ?1, oldest first (so that PostgreSQL walks the expires_at index; without
+ * the order its planner may scan the whole table for every batch: docs/scale.md, finding 1), and
+ * still expired when deleted: a session touched meanwhile stays.
+ */
+const expiredBatch = (lock: string) => {
+  const batch = `SELECT id_hash FROM sessions WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2${lock}`;
+  // PostgreSQL: as an array, so that the DELETE finds the rows by key. As `IN (SELECT …)` its
+  // planner took the expiry condition to the index instead, reading every expired row per batch.
+  return `DELETE FROM sessions WHERE ${lock ? `id_hash = ANY (ARRAY(${batch}))` : `id_hash IN (${batch})`} AND expires_at <= ?1`;
+};
+
 const COLUMN_TYPES: Record<string, string> = { user_id: 'INTEGER', version: 'INTEGER', data: 'TEXT', created_at: 'BIGINT', issued_at: 'BIGINT', last_activity: 'BIGINT', expires_at: 'BIGINT', absolute_expires_at: 'BIGINT' };
 const typed = (name: string) => [name, COLUMN_TYPES[name] ?? 'TEXT'] as const;
 
@@ -145,6 +157,7 @@ const SQL = {
   releaseHandle: 'DELETE FROM sessions WHERE handle = ?1 AND id_hash <> ?2',
   evict: 'DELETE FROM sessions WHERE id_hash = ?1 AND backend = ?2 AND version = ?3',
   claim: 'UPDATE sessions SET backend = ?2 WHERE id_hash = ?1 AND backend <> ?2',
+  deleteExpired: expiredBatch(''),
 } as const;
 type StatementName = keyof typeof SQL;
 const STATEMENT_NAMES = Object.keys(SQL) as StatementName[];
@@ -419,18 +432,8 @@ export class DatabaseStore implements IndexedSessionStore {
   }
 
   /** Deletes up to `limit` expired rows; returns how many. Small batches keep SQLite's writer lock short. */
-  async deleteExpired(limit = 500): Promise<number> {
-    const rows = await this.models.SessionRow.findAll({
-      attributes: ['idHash'],
-      where: { expiresAt: { [Op.lte]: Date.now() } },
-      // Ordered so PostgreSQL walks the expires_at index (docs/scale.md, finding 1): without it the
-      // planner may scan the whole table for every batch.
-      order: [['expiresAt', 'ASC']],
-      limit,
-    });
-    if (rows.length === 0) return 0;
-    // Still expired at delete time: a session touched since the SELECT stays.
-    return this.models.SessionRow.destroy({ where: { idHash: rows.map((r) => r.idHash), expiresAt: { [Op.lte]: Date.now() } } });
+  deleteExpired(limit = 500): Promise<number> {
+    return this.sql.run('deleteExpired', [Date.now(), limit]);
   }
 
   async ping(): Promise<void> {
@@ -709,12 +712,17 @@ class PostgresStatements implements Statements {
 }
 
 /** The batched updates, locking their rows in key order (see updateFromValues); one row needs no order. */
-const PG_ONLY: Partial<Record<StatementName, string>> = Object.fromEntries(
-  BATCH_SIZES.filter((size) => size > 1).flatMap((size) => [
-    [`saveRows${size}`, saveRows(size, true)],
-    [`touchRows${size}`, touchRows(size, true)],
-  ]),
-);
+const PG_ONLY: Partial<Record<StatementName, string>> = {
+  ...Object.fromEntries(
+    BATCH_SIZES.filter((size) => size > 1).flatMap((size) => [
+      [`saveRows${size}`, saveRows(size, true)],
+      [`touchRows${size}`, touchRows(size, true)],
+    ]),
+  ),
+  // The cleanup never waits for a row a request holds (nor, waiting, holds others in another
+  // order than the requests' key order: a deadlock): a row being written now is left for later.
+  deleteExpired: expiredBatch(' FOR UPDATE SKIP LOCKED'),
+};
 const PG_SQL = Object.fromEntries(STATEMENT_NAMES.map((name) => [name, (PG_ONLY[name] ?? SQL[name]).replace(/\?(\d+)/g, '$$$1')])) as Record<StatementName, string>;
 
 function query<T>(client: PgClient, name: StatementName, values: unknown[]): Promise<QueryResult<T & object>> {

@@ -26,5 +26,25 @@ for (const [name, open] of [
       expect(await db.models.SessionRow.count()).to.equal(2);
       for (const r of live) expect(await store.load(r.id)).to.not.equal(undefined);
     });
+
+    if (name === 'PostgreSQL') {
+      it('never waits for a row a request holds: that one is left for a later batch', async () => {
+        const store = new DatabaseStore(db.models);
+        const now = Date.now();
+        const expired = [0, 1, 2].map(() => makeRecord({ lastActivity: now - 10_000, expiresAt: now - 1000 }));
+        for (const r of expired) await store.create(r);
+        // A request's write in progress holds one of them (as a batched save locks its rows).
+        const holder = await db.sequelize.transaction();
+        try {
+          await db.sequelize.query('SELECT 1 FROM sessions WHERE id_hash = ? FOR UPDATE', { replacements: [expired[1]!.idHash], transaction: holder });
+          // Waiting for the lock, this would never return while the holder is open: the test would time out.
+          expect(await store.deleteExpired(10)).to.equal(2);
+        } finally {
+          await holder.rollback();
+        }
+        expect(await store.deleteExpired(10), 'the row left, once released').to.equal(1);
+        expect(await db.models.SessionRow.count({ where: { idHash: expired.map((r) => r.idHash) } })).to.equal(0);
+      });
+    }
   });
 }
