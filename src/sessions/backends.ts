@@ -18,7 +18,7 @@ import { SessionConflictError } from './errors.js';
 import { BackendUnavailableError, type FailureReason } from './guarded-store.js';
 import type { IndexedSessionStore } from './store.js';
 import type { RevocationList } from './revocations.js';
-import { applyMergePatch, type SessionRecord } from './session.js';
+import { applyMergePatch, hashSessionId, type SessionRecord } from './session.js';
 
 const PREFIX: Record<BackendName, string> = { cookie: 'c', database: 'd', redis: 'r' };
 /** How long a move is remembered for requests that read the session before it (see `migrate`). */
@@ -131,7 +131,14 @@ export class SessionBackends {
     try {
       record = await this.stores[backend].load(token);
     } catch (err) {
-      if (!(err instanceof BackendUnavailableError) || backend !== 'redis' || this.fallback === 'none') throw err;
+      if (!(err instanceof BackendUnavailableError) || backend !== 'redis') throw err;
+      // Not in Redis, and its database copy could not be asked: unknown (503), unless this
+      // session was ended, which is known here without its record.
+      if (err.backend === 'database') {
+        if (this.revocations.isSessionIdRevoked(hashSessionId(token))) return undefined;
+        throw err;
+      }
+      if (this.fallback === 'none') throw err;
       record = await this.stores.database.load(token);
       if (record) {
         this.events.fallback(backend, 'database', err.reason);

@@ -13,7 +13,7 @@
  * guarded one (deadline, breaker): a slow copy never trips the primary's breaker.
  */
 import type { DatabaseStore } from './database-store.js';
-import type { GuardedStore } from './guarded-store.js';
+import { BackendUnavailableError, type GuardedStore } from './guarded-store.js';
 import type { SessionRecord } from './session.js';
 import type { IndexedSessionStore, SessionStore } from './store.js';
 
@@ -58,7 +58,9 @@ export class MirroredStore implements IndexedSessionStore {
       return await this.mirror.load(token);
     } catch (err) {
       this.onMirrorError(err, 'read-through');
-      return undefined;
+      // Not known, rather than no session: the copy may be all that is left of it (Redis back
+      // empty). Answered 503, the browser keeps its cookie; a 401 would log the user out.
+      throw new BackendUnavailableError('database', 'error', { cause: err });
     }
   }
 

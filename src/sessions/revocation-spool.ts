@@ -5,11 +5,12 @@
  * and polls it. A logout or a "log out everybody" made while the database is down would
  * otherwise be honoured only in the memory of the instances that heard it, and undone by their
  * next restart. So the entry is held in Redis, in one hash that every instance reads with its
- * poll, until one of them has written it to the database. An entry written twice (two instances
- * moving it at once) changes nothing.
+ * poll, until one of them has written it to the database (the instance that issued it also
+ * keeps it in memory and writes it itself: see RevocationList.unwritten). An entry written
+ * twice (two instances moving it at once) changes nothing.
  */
 import type { Cluster, Redis } from 'ioredis';
-import { isRevocationEntry, type RevocationEntry } from './revocations.js';
+import { isRevocationEntry, revocationKey, type RevocationEntry } from './revocations.js';
 
 /**
  * Redis commands here fail rather than wait longer: a request waits on a hold, and every poll
@@ -25,7 +26,7 @@ export class RevocationSpool {
   ) {}
 
   async hold(entry: RevocationEntry): Promise<void> {
-    await within(this.redis.hset(this.key, fieldOf(entry), JSON.stringify(entry)));
+    await within(this.redis.hset(this.key, revocationKey(entry), JSON.stringify(entry)));
   }
 
   /** The entries waiting, expired ones included (the caller releases those). */
@@ -44,12 +45,8 @@ export class RevocationSpool {
   }
 
   async release(entry: RevocationEntry): Promise<void> {
-    await within(this.redis.hdel(this.key, fieldOf(entry)));
+    await within(this.redis.hdel(this.key, revocationKey(entry)));
   }
-}
-
-function fieldOf(entry: RevocationEntry): string {
-  return `${entry.kind}:${entry.subject}:${entry.notBefore}`;
 }
 
 async function within<T>(command: Promise<T>): Promise<T> {

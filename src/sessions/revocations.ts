@@ -37,6 +37,11 @@ const GAP_WAIT_MS = 60_000;
 /** At most this many missing ids just below a new one are looked for: never more inserts are in flight at once. */
 const GAP_SPAN = 64;
 
+/** What tells entries apart: the same kind, subject and instant is the same revocation. */
+export function revocationKey(entry: RevocationEntry): string {
+  return `${entry.kind}:${entry.subject}:${entry.notBefore}`;
+}
+
 export function isRevocationEntry(value: unknown): value is RevocationEntry {
   const e = value as Partial<RevocationEntry> | null;
   return (
@@ -57,6 +62,13 @@ export class RevocationList {
   /** Ids below `lastId` not seen yet, by when they were first missed (see `pull`). */
   private readonly gaps = new Map<number, number>();
   private loaded = false;
+  /**
+   * Entries issued here that the database could not take, by revocationKey: written by this
+   * instance at its next syncs, whether or not the spool still holds them (Redis keeps nothing
+   * across its restart on these machines; the entry would then live only in the memory of the
+   * instances that heard it, and be undone by their restart).
+   */
+  private readonly unwritten = new Map<string, RevocationEntry>();
   private timer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
 
@@ -100,7 +112,12 @@ export class RevocationList {
     if (s.issuedAt < this.allNotBefore) return true;
     const userNotBefore = this.users.get(s.userId);
     if (userNotBefore !== undefined && s.issuedAt < userNotBefore) return true;
-    const until = this.sessions.get(s.idHash);
+    return this.isSessionIdRevoked(s.idHash);
+  }
+
+  /** Whether this session id itself was ended (logout, revoke, rotation): known without its record. */
+  isSessionIdRevoked(idHash: string): boolean {
+    const until = this.sessions.get(idHash);
     return until !== undefined && until > Date.now();
   }
 
@@ -138,6 +155,7 @@ export class RevocationList {
         undo();
         throw err;
       }
+      this.unwritten.set(revocationKey(entry), entry);
     }
     await this.channel?.publish(TOPIC, entry);
   }
@@ -145,6 +163,7 @@ export class RevocationList {
   /** Reads what the spool holds, then rows newer than the last seen; one sync at a time. */
   sync(): Promise<void> {
     this.syncing ??= this.unspool()
+      .then(() => this.writeUnwritten())
       .then(() => this.pull())
       .finally(() => {
         this.syncing = undefined;
@@ -176,7 +195,24 @@ export class RevocationList {
           return;
         }
       }
+      this.unwritten.delete(revocationKey(entry));
       await this.spool.release(entry).catch(() => undefined);
+    }
+  }
+
+  /** Writes the entries issued here that the database could not take (see `unwritten`). */
+  private async writeUnwritten(): Promise<void> {
+    const now = Date.now();
+    for (const [key, entry] of this.unwritten) {
+      if (entry.expiresAt > now) {
+        try {
+          await withinDeadline(this.models.Revocation.create(entry), REVOCATION_WRITE_MS, 'a revocation');
+        } catch {
+          return;
+        }
+      }
+      this.unwritten.delete(key);
+      await this.spool?.release(entry).catch(() => undefined);
     }
   }
 

@@ -8,7 +8,7 @@
 import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
-import { createTestDatabase, ensureServices, type TestDatabase } from '../support/postgres.js';
+import { connectPostgres, createTestDatabase, ensureServices, type TestDatabase } from '../support/postgres.js';
 import { redisCommand, startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
 import { startSlowLink, type SlowLink } from '../support/slow-link.js';
 import { sample } from '../switching/metrics-text.js';
@@ -93,6 +93,48 @@ for (const backend of ['redis', 'cookie'] as const) {
       await waitUntil('session_store_up{backend="database"} 1', async () => sample(await (await fetch(`${app.url}/metrics`)).text(), 'session_store_up', { backend: 'database' }) === 1, 300);
       expect((await new Client(app.url).login(email, GOOD_PASSWORD)).status).to.equal(200);
     });
+
+    it('keeps a logout made meanwhile when Redis then loses what it held: the instance that heard it writes it once the database is back', async () => {
+      const pg = await connectPostgres(db.url);
+      pg.on('error', () => undefined);
+      const logouts = async () => Number((await pg.query("SELECT count(*) AS n FROM revocations WHERE kind = 'session'")).rows[0]!.n);
+      try {
+        const leaving = new Client(app.url);
+        await leaving.signup();
+        const stolen = leaving.sessionCookie()!;
+        const before = await logouts();
+        await link.cut();
+        expect((await leaving.post('/api/logout')).status).to.equal(204);
+        expect(await spools(), 'held in Redis meanwhile').to.equal(1);
+        // Redis restarted empty (no persistence, as this machine's Redis runs): the held entry is gone.
+        await redisCommand(6379, ['EVAL', "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0", '0', `${env.REDIS_KEY_PREFIX}*revocations:held`]);
+        expect(await stillIn(stolen), 'still refused here, from memory').to.equal(401);
+
+        await link.restore();
+        await waitUntil('the logout written to the database', async () => (await logouts()) > before, 300);
+        await app.restart();
+        expect(await stillIn(stolen), 'the logged-out cookie, after a restart').to.equal(401);
+      } finally {
+        await pg.end();
+      }
+    });
+
+    if (backend === 'redis') {
+      it('answers 503, not 401, for a session Redis lost while the database cannot be asked: nobody is logged out', async () => {
+        const user = new Client(app.url);
+        await user.signup();
+        await link.cut();
+        try {
+          // Redis restarted empty: only the session's database copy is left, and it cannot be read now.
+          await redisCommand(6379, ['EVAL', "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0", '0', `${env.REDIS_KEY_PREFIX}*`]);
+          expectError(await user.get('/api/session'), 503, 'service_unavailable');
+          expect(user.sessionCookie(), 'the browser keeps its cookie').to.be.a('string');
+        } finally {
+          await link.restore();
+        }
+        await waitUntil('the session served from its database copy', async () => (await user.get('/api/session')).status === 200, 300);
+      });
+    }
 
     it('does not wait on a database that stops answering: a logout and a revoke-all are held in Redis, and hold', async () => {
       const leaving = new Client(app.url);
