@@ -11,6 +11,7 @@ import type { BackendName, Config } from '../config/config.js';
 import type { BackendFlag, Choice } from '../flags/backend-flag.js';
 import type { Metrics, RevocationReason } from '../metrics/metrics.js';
 import { SessionBackends, type SaveConcurrency, type Written } from '../sessions/backends.js';
+import { BackendUnavailableError } from '../sessions/guarded-store.js';
 import { SessionTooLargeError } from '../sessions/errors.js';
 import { SessionConflictHttpError } from './errors.js';
 import { describeSession, expiryAt, hashSessionId, newHandle, newSessionId, Session, type SessionData, type SessionRecord, type Timeouts } from '../sessions/session.js';
@@ -26,6 +27,13 @@ export interface SessionUser {
 /** What routes may do with the request's session; applied when the route has answered. */
 export class SessionControl {
   current: Session | undefined;
+  /**
+   * Why the session the cookie names could not be read (its backend, or the database copy that
+   * was all Redis had left, is down): neither known nor known to be gone. The request goes on
+   * without a session — a login page, an asset, /healthz are served — but whatever would answer
+   * "not logged in" answers this 503 instead (`mustKnow`): a 401 would log the user out.
+   */
+  unknown: Error | undefined;
   /** Sessions to end after the route, with why (the replaced one at login, the old id at rotation). */
   readonly ending: Array<{ record: SessionRecord; reason?: RevocationReason; quiet?: boolean; bySystem?: boolean }> = [];
   clearCookie = false;
@@ -181,7 +189,14 @@ export class SessionControl {
   }
 
   /** Logs out: the session ends in its backend and the cookie is cleared. */
+  /** Throws `unknown`, if the session the cookie names could not be read. */
+  mustKnow(): void {
+    if (this.unknown) throw this.unknown;
+  }
+
   end(reason: RevocationReason = 'logout') {
+    // A logout of a session that cannot be read now could not be recorded: it did not happen (503).
+    if (!this.current) this.mustKnow();
     if (this.current && !this.current.isNew) this.ending.push({ record: this.current.record, reason });
     this.current = undefined;
     this.clearCookie = true;
@@ -434,7 +449,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
    * ours: rather than treat such a user as logged out for good, the next few are tried too.
    * Only when the first does not open, so the usual request parses the header once.
    */
-  async function openAnother(header: string, first: string): Promise<[string, SessionRecord | undefined]> {
+  async function openAnother(header: string, first: string, unknown: Error | undefined): Promise<[string, SessionRecord | undefined, Error | undefined]> {
     const prefix = `${config.cookieName}=`;
     const others = header
       .split(';')
@@ -444,17 +459,31 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       .filter((value) => value !== first)
       .slice(0, 3);
     for (const value of others) {
-      const record = await backends.open(value);
-      if (record) return [value, record];
+      const opened = await open(value);
+      if (opened instanceof Error) unknown ??= opened;
+      else if (opened) return [value, opened, undefined];
     }
-    return [first, undefined];
+    return [first, undefined, unknown];
+  }
+
+  /** The session a cookie names; undefined if none, or the error of a backend that cannot say now. */
+  async function open(value: string): Promise<SessionRecord | BackendUnavailableError | undefined> {
+    try {
+      return await backends.open(value);
+    } catch (err) {
+      if (err instanceof BackendUnavailableError) return err;
+      throw err;
+    }
   }
 
   return async function sessions(ctx: Context, next: Next) {
     let raw = ctx.cookies.get(config.cookieName);
-    let loaded = raw ? await backends.open(raw) : undefined;
-    if (raw && !loaded) [raw, loaded] = await openAnother(ctx.get('Cookie'), raw);
+    const opened = raw ? await open(raw) : undefined;
+    let loaded = opened instanceof Error ? undefined : opened;
+    let unknown: Error | undefined = opened instanceof Error ? opened : undefined;
+    if (raw && !loaded) [raw, loaded, unknown] = await openAnother(ctx.get('Cookie'), raw, unknown);
     const control = new SessionControl(loaded, ctx, config, placement);
+    control.unknown = unknown;
     // A cookie that does not open is left alone rather than cleared: another tab may have
     // just replaced it (a rotation), and clearing would log that tab out too.
     // `?passive=1` marks a background check (the pages' polling): not activity, no touch.

@@ -117,10 +117,12 @@ export class SessionBackends {
   /**
    * The live session a cookie names, or undefined. When Redis cannot serve, the session's
    * database copy does (the mirror): the user stays logged in. Not with SESSION_FALLBACK=none:
-   * the request fails (503) as the operator chose, rather than being served, and counted, as a
-   * fallback. A sealed cookie has no such way round: its copy is keyed by the session id inside
-   * the seal, which a store that cannot open the seal does not have, so that failure is a 503
-   * too (the browser keeps its cookie) rather than a 401 that would send the user to log in.
+   * the session is unknown (BackendUnavailableError), as the operator chose, rather than served,
+   * and counted, as a fallback. A sealed cookie has no such way round: its copy is keyed by the
+   * session id inside the seal, which a store that cannot open the seal does not have, so that
+   * failure leaves it unknown too. Unknown is not logged out: what needs the session answers 503
+   * (the browser keeps its cookie), not a 401 that would send the user to log in
+   * (SessionControl.unknown).
    */
   async open(cookieValue: string): Promise<SessionRecord | undefined> {
     const dot = cookieValue.indexOf('.');
@@ -195,7 +197,9 @@ export class SessionBackends {
       const token = mode === 'save' ? await this.saveMerging(store, record, concurrency, true) : await store.touch(record);
       return token === undefined ? undefined : { cookieValue: SessionBackends.cookieValue(record.backend, token), record };
     } catch (err) {
-      if (!(err instanceof BackendUnavailableError)) throw err;
+      // The session's own backend failed; not the database copy a Redis miss fell back to
+      // reading (MirroredStore.load), which is no reason to move the session.
+      if (!(err instanceof BackendUnavailableError) || err.backend !== record.backend) throw err;
       if (mode === 'save' && concurrency && this.fallback === 'database' && record.backend !== 'database') return this.saveOnFallback(record, concurrency, err);
       return this.writeWithFallback(record, record.backend, (s, r) => s.create(r), err);
     }

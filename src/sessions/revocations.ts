@@ -203,13 +203,13 @@ export class RevocationList {
   /** Writes the entries issued here that the database could not take (see `unwritten`). */
   private async writeUnwritten(): Promise<void> {
     const now = Date.now();
+    // Expired ones first, all of them: a database that stays down must not keep them in memory.
+    for (const [key, entry] of this.unwritten) if (entry.expiresAt <= now) this.unwritten.delete(key);
     for (const [key, entry] of this.unwritten) {
-      if (entry.expiresAt > now) {
-        try {
-          await withinDeadline(this.models.Revocation.create(entry), REVOCATION_WRITE_MS, 'a revocation');
-        } catch {
-          return;
-        }
+      try {
+        await withinDeadline(this.models.Revocation.create(entry), REVOCATION_WRITE_MS, 'a revocation');
+      } catch {
+        return;
       }
       this.unwritten.delete(key);
       await this.spool?.release(entry).catch(() => undefined);

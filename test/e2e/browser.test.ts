@@ -35,6 +35,16 @@ const REDIS_URL = process.env.E2E_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
 const ADMIN_TOKEN = `e2e-admin-${randomBytes(12).toString('hex')}`;
 const redisPrefix = () => `e2e-${randomBytes(6).toString('hex')}:`;
 
+
+/** The forms `page` posts as navigations from now on (a script's fetch is not one). */
+function postedForms(page: Page): string[] {
+  const posted: string[] = [];
+  page.on('request', (request) => {
+    if (request.isNavigationRequest() && request.method() === 'POST') posted.push(new URL(request.url()).pathname);
+  });
+  return posted;
+}
+
 describe('browser (headless Chromium)', function () {
   this.timeout(60_000);
   let browser: Browser;
@@ -113,7 +123,9 @@ describe('browser (headless Chromium)', function () {
         await addPlatform(first, 'Support desk', 'Zendesk');
         expect(await first.locator('#add-platform-name').getAttribute('aria-invalid')).to.equal(null);
         await addPlatform(first, 'Engineering', 'GitHub');
+        const formPosts = postedForms(first);
         await switchPlatform(first, 'Engineering');
+        expect(formPosts, 'the script switched; the button did not also post its form').to.deep.equal([]);
         expect(await platformRow(first, 'Engineering').getAttribute('data-active')).to.equal('');
 
         const second = await session.page(context);
@@ -164,8 +176,11 @@ describe('browser (headless Chromium)', function () {
 
         const revoking = await session.page(context);
         await revoking.goto('/sessions');
+        const formPosts = postedForms(revoking);
         await revoking.locator('li.session:not([data-current])').getByRole('button', { name: /^Revoke/ }).click();
         await waitForText(revoking, '#sessions-status', 'Session revoked. That device is logged out.', UI_MS);
+        expect(formPosts, 'the script revoked; the button did not also post its form').to.deep.equal([]);
+        expect(new URL(revoking.url()).search).to.equal('');
         await expectCount(watching.locator('#session-list > li.session'), 1);
         expectCleanConsole();
       });

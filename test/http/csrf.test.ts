@@ -32,6 +32,7 @@ describe('CSRF protection of state-changing requests', function () {
     ['POST /api/platforms/:id/activate', (c, h) => c.post(`/api/platforms/${ctx.platformId}/activate`, {}, h)],
     ['PATCH /api/session', (c, h) => c.patch('/api/session', { preferences: { theme: 'dark' } }, h)],
     ['DELETE /api/sessions/:handle', (c, h) => c.request('DELETE', `/api/sessions/${ctx.otherHandle}`, undefined, h)],
+    ['POST /api/sessions/:handle/revoke', (c, h) => c.post(`/api/sessions/${ctx.otherHandle}/revoke`, {}, h)],
     ['POST /api/sessions/revoke-others', (c, h) => c.post('/api/sessions/revoke-others', {}, h)],
     ['POST /api/password', (c, h) => c.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'a brand new passphrase 42' }, h)],
     ['POST /api/logout', (c, h) => c.post('/api/logout', {}, h)],
@@ -77,6 +78,8 @@ describe('CSRF protection of state-changing requests', function () {
       'PATCH /api/session': 200,
       'POST /api/password': 204,
       'DELETE /api/sessions/:handle': 204,
+      // Past the check to the route, which finds the session the DELETE just ended.
+      'POST /api/sessions/:handle/revoke': 404,
       'POST /api/sessions/revoke-others': 200,
       'POST /api/logout': 204,
     };

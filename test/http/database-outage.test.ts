@@ -128,7 +128,17 @@ for (const backend of ['redis', 'cookie'] as const) {
           // Redis restarted empty: only the session's database copy is left, and it cannot be read now.
           await redisCommand(6379, ['EVAL', "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0", '0', `${env.REDIS_KEY_PREFIX}*`]);
           expectError(await user.get('/api/session'), 503, 'service_unavailable');
+          expectError(await user.patch('/api/session', { preferences: { theme: 'dark' } }), 503, 'service_unavailable');
+          expectError(await user.post('/api/logout'), 503, 'service_unavailable');
           expect(user.sessionCookie(), 'the browser keeps its cookie').to.be.a('string');
+          expect((await user.get('/', { Accept: 'text/html' })).status, 'the dashboard: not a trip to /login').to.equal(503);
+          // What needs no session is served as to anybody.
+          expect((await user.get('/healthz')).status).to.equal(200);
+          expect((await user.get('/login', { Accept: 'text/html' })).status).to.equal(200);
+          // A stale cookie of a session that ended earlier is unknown too; one logged out meanwhile is not (above).
+          const stale = new Client(app.url);
+          stale.cookies.set('sid', 'r.not-a-session-of-anybody-0000000000000000');
+          expectError(await stale.get('/api/session'), 503, 'service_unavailable');
         } finally {
           await link.restore();
         }

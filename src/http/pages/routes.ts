@@ -65,6 +65,8 @@ function platformOf(session: Session): PlatformContext | null {
 /** Pages for signed-in users: anonymous visitors are sent to /login. */
 async function signedIn(ctx: Context, next: Next) {
   if (!ctx.state.sessions.current) {
+    // A session that cannot be read now is not an ended one: 503, rather than a trip to /login.
+    ctx.state.sessions.mustKnow();
     noStore(ctx);
     ctx.redirect('/login');
     return;
@@ -131,7 +133,7 @@ export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
 
   /** The logout button's form target when JavaScript is off (app.js uses POST /api/logout). */
   router.post('/logout', (ctx) => {
-    if (ctx.state.sessions.current) ctx.state.sessions.end('logout');
+    if (ctx.state.sessions.current || ctx.state.sessions.unknown) ctx.state.sessions.end('logout');
     noStore(ctx);
     ctx.status = 303;
     ctx.redirect('/login');

@@ -28,8 +28,9 @@ const preferencesInput = z
 
 export function requireSession(ctx: Context): Session {
   const session = ctx.state.sessions.current;
-  if (!session) throw new UnauthenticatedError();
-  return session;
+  if (session) return session;
+  ctx.state.sessions.mustKnow();
+  throw new UnauthenticatedError();
 }
 
 /** The answer that carries the CSRF token: never kept by a cache. */
@@ -125,6 +126,7 @@ export function authRoutes(deps: AppDeps) {
   router.get('/api/session', async (ctx) => {
     const session = ctx.state.sessions.current;
     if (!session) {
+      ctx.state.sessions.mustKnow();
       ctx.status = 401;
       ctx.body = { authenticated: false, error: { code: 'unauthenticated', message: 'You are not logged in' } };
       return;
