@@ -66,18 +66,9 @@ describe('forms posted without JavaScript', function () {
     const page = await new Client(app.url).get('/login?error=unauthenticated', { Accept: 'text/html' });
     expect(page.text).to.contain('You were logged out. Log in and try again.');
   });
-});
 
-describe('the dashboard’s and sessions page’s buttons without JavaScript', function () {
-  this.timeout(60_000);
-  let app: AppProcess;
-  before(async () => {
-    app = await startApp();
-  });
-  after(() => app?.stop());
-
-  const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
-  /** As a browser posts the form: the token in the `_csrf` field only, no header. */
+  // The dashboard's and the sessions page's buttons, posted as a browser posts their forms: the
+  // token in the `_csrf` field only, no header.
   const FORM_POST = { ...NAVIGATION, 'X-CSRF-Token': '' };
   const page = async (client: Client, path: string) => (await client.get(path, { Accept: 'text/html' })).text;
 
