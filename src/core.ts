@@ -6,7 +6,7 @@
 import type { Sequelize } from 'sequelize';
 import type { Logger } from 'pino';
 import type { Cluster, Redis } from 'ioredis';
-import type { BackendName, Config } from './config/config.js';
+import { ConfigError, type BackendName, type Config } from './config/config.js';
 import { openDatabase } from './db/database.js';
 import { deploymentId } from './db/deployment.js';
 import { migrateUp } from './db/migrator.js';
@@ -20,7 +20,7 @@ import { CookieStore } from './sessions/cookie-store.js';
 import { DatabaseStore } from './sessions/database-store.js';
 import { GuardedStore, type StoreObserver } from './sessions/guarded-store.js';
 import { MirroredStore } from './sessions/mirrored-store.js';
-import { createRedisClient, waitForRedis } from './sessions/redis-client.js';
+import { createRedisClient, missingDatabase, waitForRedis } from './sessions/redis-client.js';
 import { RedisStore } from './sessions/redis-store.js';
 import { InstanceChannel } from './sessions/instance-channel.js';
 import { RevocationSpool } from './sessions/revocation-spool.js';
@@ -86,12 +86,28 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   const codec = config.sessions.encryptAtRest ? sealedCodec(config.sessions.secrets) : jsonCodec;
   const redis = config.redis.enabled ? createRedisClient(config.redis) : undefined;
   let lastRedisError = 0;
+  let reportedMissing = false;
   redis?.on('error', (err: Error) => {
+    const missing = missingDatabase(redis);
+    if (missing) {
+      // A configuration problem, not an outage: said once, whatever else was said this minute.
+      if (!reportedMissing) logger.error({ event: 'redis_database_missing', err: err.message }, `REDIS_URL: ${missing.message}; the redis backend stays down`);
+      reportedMissing = true;
+      return;
+    }
     // ioredis reports every failed reconnect; one line a minute is enough.
     if (Date.now() - lastRedisError > 60_000) logger.warn({ err: err.message }, 'redis connection error');
     lastRedisError = Date.now();
   });
-  if (redis) await waitForRedis(redis, 1000);
+  if (redis) {
+    await waitForRedis(redis, 1000);
+    // A Redis that is down may come later; one that answers and has no such database will not.
+    const missing = missingDatabase(redis);
+    if (missing) {
+      redis.disconnect();
+      throw new ConfigError(`REDIS_URL: ${missing.message}; name a database this Redis has (0–15 by default)`);
+    }
+  }
   // Named for this deployment (the instances sharing this database) alone: see db/deployment.ts.
   const deployment = await deploymentId(models);
   const shared = redis ? `${config.redis.keyPrefix}${deployment}:` : '';

@@ -98,6 +98,7 @@ try {
   process.on('SIGINT', () => stop('SIGINT'));
 } catch (err) {
   const message = err instanceof Error ? err.message : String(err);
-  console.error(`switchboard: could not start: ${message}`);
+  // Some settings can only be judged once their server answers (REDIS_URL's database).
+  console.error(err instanceof ConfigError ? `switchboard: configuration error: ${message}` : `switchboard: could not start: ${message}`);
   process.exit(1);
 }

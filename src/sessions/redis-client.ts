@@ -28,9 +28,45 @@ export function createRedisClient(c: RedisConnection): Redis | Cluster {
   }
   if (c.sentinels?.length) {
     const url = new URL(c.url);
-    return coalesceWrites(new Redis({ ...common, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, password: url.password || undefined, db: Number(url.pathname.slice(1) || 0) }));
+    return refuseWithoutDatabase(coalesceWrites(new Redis({ ...common, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, password: url.password || undefined, db: Number(url.pathname.slice(1) || 0) })));
   }
-  return coalesceWrites(new Redis(c.url, { ...common, retryStrategy }));
+  return refuseWithoutDatabase(coalesceWrites(new Redis(c.url, { ...common, retryStrategy })));
+}
+
+/** Redis's answer to SELECT of a database number it does not have (its `databases` setting). */
+const NO_SUCH_DATABASE = /DB index is out of range/i;
+const missingDatabases = new WeakMap<Redis, Error>();
+
+/**
+ * The database REDIS_URL names, when Redis refused to select it on the current connection.
+ * ioredis reports a failed SELECT as an 'error' event and then goes ready anyway, on database
+ * 0, where this deployment's sessions would mix with whatever else uses it.
+ */
+export function missingDatabase(client: Redis | Cluster): Error | undefined {
+  return client instanceof Redis ? missingDatabases.get(client) : undefined;
+}
+
+/**
+ * Refuses every command while Redis has refused the database: the breaker then sees the redis
+ * backend as down and the fallback serves, as in any other outage, instead of sessions going to
+ * database 0. Each connection selects again (a restarted Redis may have more databases).
+ */
+function refuseWithoutDatabase(client: Redis): Redis {
+  // 'connect' is emitted on the tick after ioredis has sent SELECT, and SELECT's answer comes
+  // before the connection is ready (its ready check is sent after it), so no command of ours
+  // goes out between the answer and this flag.
+  client.on('connect', () => missingDatabases.delete(client));
+  client.on('error', (err: Error) => {
+    if (NO_SUCH_DATABASE.test(err.message)) missingDatabases.set(client, new Error(`Redis has no database ${client.options.db} (${err.message})`));
+  });
+  const send = client.sendCommand.bind(client);
+  client.sendCommand = (command, stream) => {
+    const refusal = client.status === 'ready' ? missingDatabases.get(client) : undefined;
+    if (!refusal) return send(command, stream);
+    command.reject(refusal);
+    return command.promise;
+  };
+  return client;
 }
 
 /**

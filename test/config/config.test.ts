@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../../src/config/config.js';
+import { startRedis, type RedisProcess } from '../support/redis-server.js';
 
 const dataDir = () => mkdtempSync(path.join(tmpdir(), 'switchboard-config-'));
 
@@ -199,6 +200,28 @@ describe('configuration', () => {
     } finally {
       taken.close();
     }
+  });
+});
+
+describe('a REDIS_URL naming a database that Redis does not have', function () {
+  this.timeout(60_000);
+  let redis: RedisProcess;
+  before(async () => {
+    redis = await startRedis({ extraArgs: () => ['--databases', '4'] });
+  });
+  after(() => redis?.stop());
+
+  it('stops `npm start` with one line naming REDIS_URL, since ioredis would go on in database 0', () => {
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+      cwd: path.resolve(import.meta.dirname, '../..'),
+      env: { PATH: process.env.PATH, DATA_DIR: dataDir(), PORT: '0', REDIS_URL: `redis://127.0.0.1:${redis.port}/4` },
+      encoding: 'utf8',
+      timeout: 25_000,
+    });
+    expect(run.status, run.stderr).to.equal(1);
+    expect(run.stderr.trim().split('\n')).to.deep.equal([
+      'switchboard: configuration error: REDIS_URL: Redis has no database 4 (ERR DB index is out of range); name a database this Redis has (0–15 by default)',
+    ]);
   });
 });
 

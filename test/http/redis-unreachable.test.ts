@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
 import { freePort } from '../support/ports.js';
-import { startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
+import { redisCommand, startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
 import { sample } from '../switching/metrics-text.js';
 import { expectError, GOOD_PASSWORD, uniqueEmail } from './helpers.js';
 
@@ -109,5 +109,33 @@ describe('a login that no backend can store', function () {
     expect(await successes()).to.equal(before + 1);
     expect((await first.get('/api/session')).status).to.equal(401);
     expect((await second.get('/api/session')).status).to.equal(200);
+  });
+});
+
+describe('a Redis that comes up without the database REDIS_URL names', function () {
+  this.timeout(60_000);
+  let redis: RedisProcess | undefined;
+  let app: AppProcess;
+  let port: number;
+  before(async () => {
+    port = await freePort();
+    // Down at start-up, so start-up cannot judge the database and goes on.
+    app = await startApp({ SESSION_STORAGE: 'redis', SESSION_FALLBACK: 'database', REDIS_URL: `redis://127.0.0.1:${port}/3` });
+  });
+  after(async () => {
+    await app?.stop();
+    await redis?.stop();
+  });
+
+  it('says so once, as an error naming REDIS_URL, and keeps sessions out of database 0: the fallback holds them', async () => {
+    redis = await startRedis({ port, extraArgs: () => ['--databases', '2'] });
+    const told = () => app.output().split('\n').filter((l) => l.includes('REDIS_URL: Redis has no database 3'));
+    await waitUntil('the refused SELECT reported', async () => told().length > 0, 100);
+    const user = new Client(app.url);
+    await user.signup();
+    expect(user.sessionCookie(), 'a database cookie').to.match(/^d\./);
+    expect((await user.get('/api/session')).status).to.equal(200);
+    expect(await redisCommand(port, ['DBSIZE'])).to.equal('0');
+    expect(told()).to.have.length(1);
   });
 });
