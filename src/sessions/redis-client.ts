@@ -55,14 +55,19 @@ function refuseWithoutDatabase(client: Redis): Redis {
   // 'connect' is emitted on the tick after ioredis has sent SELECT, and SELECT's answer comes
   // before the connection is ready (its ready check is sent after it), so no command of ours
   // goes out between the answer and this flag.
-  client.on('connect', () => missingDatabases.delete(client));
+  let refusal: Error | undefined;
+  client.on('connect', () => {
+    refusal = undefined;
+    missingDatabases.delete(client);
+  });
   client.on('error', (err: Error) => {
-    if (NO_SUCH_DATABASE.test(err.message)) missingDatabases.set(client, new Error(`Redis has no database ${client.options.db} (${err.message})`));
+    if (!NO_SUCH_DATABASE.test(err.message)) return;
+    refusal = new Error(`Redis has no database ${client.options.db} (${err.message})`);
+    missingDatabases.set(client, refusal);
   });
   const send = client.sendCommand.bind(client);
   client.sendCommand = (command, stream) => {
-    const refusal = client.status === 'ready' ? missingDatabases.get(client) : undefined;
-    if (!refusal) return send(command, stream);
+    if (!refusal || client.status !== 'ready') return send(command, stream);
     command.reject(refusal);
     return command.promise;
   };
