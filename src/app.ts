@@ -22,6 +22,7 @@ import { sessionMiddleware } from './http/session-middleware.js';
 import { adminGate, adminRoutes } from './http/routes/admin.js';
 import { authRoutes } from './http/routes/auth.js';
 import { operationsRoutes } from './http/routes/operations.js';
+import { FormFlashes } from './http/pages/form-flash.js';
 import { formNavigation } from './http/pages/form-navigation.js';
 import { pageRoutes } from './http/pages/routes.js';
 import { platformRoutes } from './http/routes/platforms.js';
@@ -68,11 +69,12 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
   // One router holding every route: a request is matched once, against one table, instead of
   // passing through a router (and its allowedMethods) per file.
   const router = new Router();
-  for (const part of [operationsRoutes(deps), authRoutes(deps), sessionRoutes(deps), platformRoutes(deps), adminRoutes(deps), pageRoutes(deps)]) {
+  const flashes = new FormFlashes({ secrets: config.sessions.secrets, sessionCookieName: config.sessions.cookieName, secure: config.sessions.cookieSecure });
+  for (const part of [operationsRoutes(deps), authRoutes(deps), sessionRoutes(deps), platformRoutes(deps), adminRoutes(deps), pageRoutes(deps, flashes)]) {
     router.use(part.routes());
   }
   // Outermost: the request metrics count the API's answer (a 401, a 503), not the page it becomes.
-  app.use(formNavigation());
+  app.use(formNavigation(flashes));
   app.use(requestMetrics(metrics, router));
   app.use(errorHandler(logger));
   app.use(securityHeaders());

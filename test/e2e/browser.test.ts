@@ -466,6 +466,17 @@ describe('browser (headless Chromium)', function () {
       await noScript.goto('/signup');
       await noScript.getByLabel('Name').fill(jo.name);
       await noScript.getByLabel('Email').fill(jo.email);
+      await noScript.getByLabel('Password', { exact: true }).fill('short');
+      await submit('Create account', '/signup');
+      // Refused: the field's own sentence, what was typed (never the password), and the focus there.
+      expect(await noScript.locator('#signup-password-error').textContent()).to.match(/at least \d+ characters/i);
+      expect(await noScript.getByLabel('Password', { exact: true }).getAttribute('aria-invalid')).to.equal('true');
+      expect(await noScript.evaluate(() => document.activeElement?.id)).to.equal('signup-password');
+      expect([await noScript.getByLabel('Name').inputValue(), await noScript.getByLabel('Email').inputValue(), await noScript.getByLabel('Password', { exact: true }).inputValue()]).to.deep.equal([jo.name, jo.email, '']);
+      await noScript.reload();
+      expect(await noScript.locator('#signup-password-error').textContent(), 'shown once: a reload shows a clean form').to.equal('');
+      await noScript.getByLabel('Name').fill(jo.name);
+      await noScript.getByLabel('Email').fill(jo.email);
       await noScript.getByLabel('Password', { exact: true }).fill(jo.password);
       await submit('Create account', '/');
       expect(await noScript.locator('h1').textContent()).to.equal('Hello, Jo');
@@ -486,11 +497,13 @@ describe('browser (headless Chromium)', function () {
       expect(await noScript.locator('#password-status').textContent()).to.contain('Password changed');
 
       await submit('Log out', '/login');
+      expect(await noScript.locator('#signed-out-notice').textContent()).to.equal('You have been logged out.');
       await noScript.getByLabel('Email').fill(jo.email);
       await noScript.getByLabel('Password').fill(jo.password);
       await submit('Log in', '/login');
       expect(await noScript.locator('#login-error').textContent(), 'the old password no longer works').to.equal('Email or password is incorrect.');
-      await noScript.getByLabel('Email').fill(jo.email);
+      expect(await noScript.locator('#signed-out-notice').textContent()).to.equal('');
+      expect(await noScript.getByLabel('Email').inputValue(), 'the email is kept').to.equal(jo.email);
       await noScript.getByLabel('Password').fill('a new passphrase for jo 42');
       await submit('Log in', '/');
       expect(await noScript.locator('h1').textContent()).to.equal('Hello, Jo');

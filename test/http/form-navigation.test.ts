@@ -44,6 +44,54 @@ describe('forms posted without JavaScript', function () {
     expect(requests('303'), 'no answer counted as the redirect it became').to.equal(0);
   });
 
+  it('brings a refused form back with each field’s sentence and what was typed, never the password, once', async () => {
+    const taken = await new Client(app.url).signup();
+    const browser = new Client(app.url);
+    const refused = await browser.post('/api/signup', form({ name: 'Kim <b>', email: 'not-an-email', password: 'short' }), NAVIGATION);
+    expect(refused.status).to.equal(303);
+    expect(refused.headers.get('location')).to.equal('/signup?error=invalid_input');
+    const flash = browser.cookies.get('sid_form');
+    expect(flash, 'carried in a cookie, not in the address').to.be.a('string');
+    expect(flash).not.to.contain('Kim');
+    expect(refused.headers.getSetCookie().find((c) => c.startsWith('sid_form='))).to.match(/; Max-Age=60; Path=\/; HttpOnly; SameSite=Lax$/);
+
+    const page = (await browser.get('/signup?error=invalid_input', { Accept: 'text/html' })).text;
+    expect(page).to.match(/<input id="signup-email"[^>]* value="not-an-email"[^>]* aria-invalid="true" autofocus/);
+    expect(page).to.match(/<input id="signup-name"[^>]* value="Kim &lt;b&gt;"/);
+    expect(page).not.to.match(/<input id="signup-password"[^>]* value=/);
+    expect(page).to.contain('<p class="field-error" id="signup-email-error" aria-live="polite">Enter a valid email address</p>');
+    expect(page).to.contain('<p class="field-error" id="signup-password-error" aria-live="polite"></p>');
+    expect(browser.cookies.has('sid_form'), 'read once').to.equal(false);
+    const again = (await browser.get('/signup?error=invalid_input', { Accept: 'text/html' })).text;
+    expect(again).not.to.contain('value="not-an-email"');
+
+    // A login refused keeps the email; a flash is only for its own form.
+    await browser.post('/api/login', form({ email: taken.email, password: 'not the password' }), NAVIGATION);
+    expect((await browser.get('/signup', { Accept: 'text/html' })).text).not.to.contain(taken.email);
+    await browser.post('/api/login', form({ email: taken.email, password: 'not the password' }), NAVIGATION);
+    const login = (await browser.get('/login?error=invalid_credentials', { Accept: 'text/html' })).text;
+    expect(login).to.contain(`value="${taken.email}"`);
+    expect(login).to.contain('Email or password is incorrect.');
+
+    // Anything but our own seal is ignored.
+    const forger = new Client(app.url);
+    forger.cookies.set('sid_form', 'abcdef.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA');
+    const forged = await forger.get('/signup', { Accept: 'text/html' });
+    expect(forged.status).to.equal(200);
+    expect(forged.text).not.to.contain('aria-invalid');
+  });
+
+  it('says "You have been logged out." on /login after the logout button posted without JavaScript', async () => {
+    const browser = new Client(app.url);
+    await browser.signup();
+    const out = await browser.post('/logout', form({ _csrf: browser.csrfToken! }), { ...NAVIGATION, 'X-CSRF-Token': '' });
+    expect(out.status).to.equal(303);
+    expect(out.headers.get('location')).to.equal('/login?signed_out=logout');
+    expect((await browser.get('/api/session')).status).to.equal(401);
+    expect((await browser.get('/login?signed_out=logout', { Accept: 'text/html' })).text).to.contain('role="status" aria-live="polite">You have been logged out.</p>');
+    expect((await browser.get('/login?signed_out=%3Cb%3Ehacked', { Accept: 'text/html' })).text).not.to.contain('hacked');
+  });
+
   it('leaves API clients alone: a JSON body, or no Sec-Fetch-Dest, gets the API answer', async () => {
     const { email } = await new Client(app.url).signup();
     const json = await new Client(app.url).post('/api/login', { email, password: 'not the password' }, { 'Sec-Fetch-Dest': 'document' });

@@ -122,4 +122,24 @@ describe('flipping the session-storage flag under concurrent traffic', function 
       expect((await replay.get('/api/session')).status, `replayed after flip to ${backend}`).to.equal(401);
     }
   });
+
+  it('the first page after a flip shows the backend the session moves to on that request', async () => {
+    const client = new Client(app.url);
+    await client.signup();
+    await flip('database');
+    await client.get('/api/session');
+    const badge = (page: string) => /data-bind="backend">(\w+)</.exec(page)?.[1];
+    const currentRow = (page: string) => /class="session session-current"[\s\S]*?data-backend="(\w+)"/.exec(page)?.[1];
+    for (const [backend, label] of [['cookie', 'Cookie'], ['redis', 'Redis'], ['database', 'Database']] as const) {
+      await flip(backend);
+      const dashboard = await client.get('/', { Accept: 'text/html' });
+      expect(client.sessionCookie()?.[0], `moved to ${backend} by this request`).to.equal(backend[0]);
+      expect(badge(dashboard.text), `dashboard after the flip to ${backend}`).to.equal(label);
+    }
+    await flip('cookie');
+    const sessions = await client.get('/sessions', { Accept: 'text/html' });
+    expect(client.sessionCookie()?.[0]).to.equal('c');
+    expect(currentRow(sessions.text), 'this device on the sessions page').to.equal('cookie');
+    await flip('database');
+  });
 });

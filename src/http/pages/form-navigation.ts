@@ -4,9 +4,11 @@
  * apart by `Sec-Fetch-Dest: document` (set by the browser; no page script can set it, and
  * app.js's fetch() sends `empty`), and answered with a page to go to (303 See Other): the next
  * page when the API succeeded, or the form's page again with the error's code, which the page
- * turns into a sentence (views.ts). Every other client gets the API's answers unchanged.
+ * turns into a sentence (views.ts), and what the person typed and the API's sentence for each
+ * field it refused (form-flash.ts). Every other client gets the API's answers unchanged.
  */
 import type { Context, Next } from 'koa';
+import type { FormFlashes } from './form-flash.js';
 
 interface FormTarget {
   /** Where a person goes once the form has done its work. */
@@ -15,15 +17,17 @@ interface FormTarget {
   form: string;
   /** The query parameter that brings the error's code back (`error`): a page with two forms tells them apart. */
   errorParam?: string;
+  /** A form with fields: its id in the page, and the fields typed back into it after an error (never a password). */
+  fields?: { id: string; keep: readonly string[] };
 }
 
 /** The API routes the pages' forms post to, by path; `:param` segments are any one segment. */
 const FORMS: ReadonlyArray<readonly [RegExp, FormTarget]> = [
-  [/^\/api\/login$/, { done: '/', form: '/login' }],
-  [/^\/api\/signup$/, { done: '/', form: '/signup' }],
-  [/^\/api\/platforms$/, { done: '/', form: '/' }],
+  [/^\/api\/login$/, { done: '/', form: '/login', fields: { id: 'login', keep: ['email'] } }],
+  [/^\/api\/signup$/, { done: '/', form: '/signup', fields: { id: 'signup', keep: ['name', 'email'] } }],
+  [/^\/api\/platforms$/, { done: '/', form: '/', fields: { id: 'add-platform', keep: ['name', 'type'] } }],
   [/^\/api\/platforms\/[^/]+\/activate$/, { done: '/', form: '/', errorParam: 'switch_error' }],
-  [/^\/api\/password$/, { done: '/account?changed=1', form: '/account' }],
+  [/^\/api\/password$/, { done: '/account?changed=1', form: '/account', fields: { id: 'password', keep: [] } }],
   [/^\/api\/sessions\/revoke-others$/, { done: '/sessions?revoked=others', form: '/sessions' }],
   [/^\/api\/sessions\/[^/]+\/revoke$/, { done: '/sessions?revoked=one', form: '/sessions' }],
 ];
@@ -39,24 +43,40 @@ function errorCode(body: unknown): string {
   return typeof code === 'string' && /^[a-z_]{1,40}$/.test(code) ? code : 'failed';
 }
 
+/** The API's sentence for each field it refused (`{error: {fields}}`), as field name → text. */
+function fieldErrors(body: unknown): Record<string, string> {
+  const fields = (body as { error?: { fields?: unknown } } | null)?.error?.fields;
+  return typeof fields === 'object' && fields !== null ? Object.fromEntries(Object.entries(fields).filter((e): e is [string, string] => typeof e[1] === 'string')) : {};
+}
+
+function typedValues(body: unknown, keep: readonly string[]): Record<string, string> {
+  const posted = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};
+  return Object.fromEntries(keep.flatMap((name) => (typeof posted[name] === 'string' ? [[name, posted[name]]] : [])));
+}
+
 /**
  * Outside the error handler, so that it sees the API's final answer, errors included. Every
  * request passes through here: any other hands on `next()`'s promise without an async frame.
  */
-export function formNavigation() {
+export function formNavigation(flashes: FormFlashes) {
   return function formNavigation(ctx: Context, next: Next): Promise<void> {
     // A form's body: a JSON request is never one the browser posted by itself.
     if (ctx.method !== 'POST' || ctx.get('Sec-Fetch-Dest') !== 'document' || !ctx.is('urlencoded', 'multipart', 'text/plain')) return next();
     const target = formTarget(ctx.path);
-    return target ? answerWithPage(ctx, next, target) : next();
+    return target ? answerWithPage(ctx, next, target, flashes) : next();
   };
 }
 
-async function answerWithPage(ctx: Context, next: Next, target: FormTarget): Promise<void> {
+async function answerWithPage(ctx: Context, next: Next, target: FormTarget, flashes: FormFlashes): Promise<void> {
   await next();
   const code = ctx.status < 400 ? undefined : errorCode(ctx.body);
   // Logged out meanwhile: the form's page would only send the person on to /login, without the reason.
   const location = code === undefined ? target.done : code === 'unauthenticated' ? `/login?error=${code}` : `${target.form}?${target.errorParam ?? 'error'}=${code}`;
+  if (code !== undefined && code !== 'unauthenticated' && target.fields) {
+    const fields = fieldErrors(ctx.body);
+    const values = typedValues(ctx.request.body, target.fields.keep);
+    if (Object.keys(fields).length + Object.keys(values).length > 0) flashes.keep(ctx, { form: target.fields.id, fields, values });
+  }
   // The API's Set-Cookie (a login, a rotated id) goes with the redirect; the body does not.
   ctx.set('Cache-Control', 'no-store');
   ctx.status = 303;

@@ -126,11 +126,16 @@ export interface FieldOptions {
   maxlength?: number;
   required?: boolean;
   list?: string;
+  /** The API's sentence for this field, when a form posted without JavaScript was refused (form-flash.ts). */
+  error?: string;
+  /** The first refused field of such a form takes the focus. */
+  autofocus?: boolean;
 }
 
 /**
  * A labelled input with a hint and an error slot. The error slot is filled by app.js from the
- * API's `error.fields[name]`; the input points at both with aria-describedby.
+ * API's `error.fields[name]` (or by the server, after a form posted without JavaScript); the
+ * input points at both with aria-describedby.
  */
 export function field(o: FieldOptions) {
   const id = `${o.form}-${o.name}`;
@@ -138,8 +143,8 @@ export function field(o: FieldOptions) {
   return html`<div class="field">
   <label for="${id}">${o.label}</label>
   ${o.hint ? html`<p class="hint" id="${id}-hint">${o.hint}</p>` : ''}
-  <input id="${id}" name="${o.name}" type="${o.type ?? 'text'}"${o.autocomplete ? html` autocomplete="${o.autocomplete}"` : ''}${o.inputmode ? html` inputmode="${o.inputmode}"` : ''}${o.maxlength ? html` maxlength="${o.maxlength}"` : ''}${o.list ? html` list="${o.list}"` : ''}${o.value !== undefined ? html` value="${o.value}"` : ''}${o.required === false ? '' : html` required aria-required="true"`} aria-describedby="${described}">
-  <p class="field-error" id="${id}-error" aria-live="polite"></p>
+  <input id="${id}" name="${o.name}" type="${o.type ?? 'text'}"${o.autocomplete ? html` autocomplete="${o.autocomplete}"` : ''}${o.inputmode ? html` inputmode="${o.inputmode}"` : ''}${o.maxlength ? html` maxlength="${o.maxlength}"` : ''}${o.list ? html` list="${o.list}"` : ''}${o.value !== undefined ? html` value="${o.value}"` : ''}${o.required === false ? '' : html` required aria-required="true"`}${o.error ? html` aria-invalid="true"` : ''}${o.autofocus ? html` autofocus` : ''} aria-describedby="${described}">
+  <p class="field-error" id="${id}-error" aria-live="polite">${o.error ?? ''}</p>
 </div>`;
 }
 

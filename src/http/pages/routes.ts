@@ -15,6 +15,7 @@ import type { Session } from '../../sessions/session.js';
 import type { AppDeps } from '../deps.js';
 import { NotFoundError } from '../errors.js';
 import { Assets } from './assets.js';
+import type { FormFlashes } from './form-flash.js';
 import type { Viewer } from './layout.js';
 import { accountPage, dashboardPage, loginPage, sessionsPage, signupPage, type SessionView } from './views.js';
 
@@ -62,6 +63,15 @@ function platformOf(session: Session): PlatformContext | null {
   return p && typeof p.id === 'number' && typeof p.name === 'string' ? { id: p.id, name: p.name, type: String(p.type ?? '') } : null;
 }
 
+/**
+ * This request's session as the page shows it: in the backend it is about to be written to. A
+ * request after a flag change moves the session when it commits, after the page is rendered;
+ * the JSON answers say the same (SessionControl.withBackend).
+ */
+function shownRecord(ctx: Context, session: Session): SessionRecord {
+  return { ...session.record, backend: ctx.state.sessions.withBackend({ backend: session.record.backend }).backend };
+}
+
 /** Pages for signed-in users: anonymous visitors are sent to /login. */
 async function signedIn(ctx: Context, next: Next) {
   if (!ctx.state.sessions.current) {
@@ -84,7 +94,7 @@ async function anonymous(ctx: Context, next: Next) {
   await next();
 }
 
-export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
+export function pageRoutes(deps: AppDeps, flashes: FormFlashes, assets: Assets = new Assets()) {
   const { models, backends, config } = deps;
   const router = new Router();
 
@@ -93,8 +103,8 @@ export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
     if (!assets.serve(ctx, name)) throw new NotFoundError('No such asset');
   });
 
-  router.get('/login', anonymous, (ctx) => sendPage(ctx, loginPage(assets, formAnswerOf(ctx))));
-  router.get('/signup', anonymous, (ctx) => sendPage(ctx, signupPage(assets, config.passwordMinLength, formAnswerOf(ctx))));
+  router.get('/login', anonymous, (ctx) => sendPage(ctx, loginPage(assets, formAnswerOf(ctx), flashes.take(ctx, 'login'), formAnswerOf(ctx, 'signed_out'))));
+  router.get('/signup', anonymous, (ctx) => sendPage(ctx, signupPage(assets, config.passwordMinLength, formAnswerOf(ctx), flashes.take(ctx, 'signup'))));
 
   router.get('/', signedIn, async (ctx) => {
     const session = ctx.state.sessions.current as Session;
@@ -105,11 +115,12 @@ export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
       ctx,
       dashboardPage(assets, {
         viewer: viewerOf(session),
-        session: sessionView(session.record, session.handle),
+        session: sessionView(shownRecord(ctx, session), session.handle),
         platform,
         platforms: rows.map((p) => ({ id: p.id, name: p.name, type: p.type, active: p.id === activeId })),
         error: formAnswerOf(ctx),
         switchError: formAnswerOf(ctx, 'switch_error'),
+        flash: flashes.take(ctx, 'add-platform'),
       }),
     );
   });
@@ -119,16 +130,17 @@ export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
     const records = await backends.listByUser(session.data.user.id);
     // The directory can lag a migration by a request; show this session as the request sees it,
     // with the IP and User-Agent the directory keeps (Redis and cookie sessions do not carry them).
-    const current = (r: SessionRecord): SessionRecord => ({ ...session.record, ip: r.ip, userAgent: r.userAgent });
+    const shown = shownRecord(ctx, session);
+    const current = (r: SessionRecord): SessionRecord => ({ ...shown, ip: r.ip, userAgent: r.userAgent });
     const list = records.map((r) => (r.handle === session.handle ? current(r) : r)).map((r) => sessionView(r, session.handle));
-    if (!list.some((s) => s.current)) list.unshift(sessionView(session.record, session.handle));
+    if (!list.some((s) => s.current)) list.unshift(sessionView(shown, session.handle));
     list.sort((a, b) => Number(b.current) - Number(a.current) || b.lastActivity - a.lastActivity);
     sendPage(ctx, sessionsPage(assets, { viewer: viewerOf(session), sessions: list, revoked: formAnswerOf(ctx, 'revoked'), error: formAnswerOf(ctx) }));
   });
 
   router.get('/account', signedIn, (ctx) => {
     const session = ctx.state.sessions.current as Session;
-    sendPage(ctx, accountPage(assets, { viewer: viewerOf(session), minPasswordLength: config.passwordMinLength, error: formAnswerOf(ctx), changed: ctx.query.changed === '1' }));
+    sendPage(ctx, accountPage(assets, { viewer: viewerOf(session), minPasswordLength: config.passwordMinLength, error: formAnswerOf(ctx), changed: ctx.query.changed === '1', flash: flashes.take(ctx, 'password') }));
   });
 
   /** The logout button's form target when JavaScript is off (app.js uses POST /api/logout). */
@@ -136,7 +148,7 @@ export function pageRoutes(deps: AppDeps, assets: Assets = new Assets()) {
     if (ctx.state.sessions.current || ctx.state.sessions.unknown) ctx.state.sessions.end('logout');
     noStore(ctx);
     ctx.status = 303;
-    ctx.redirect('/login');
+    ctx.redirect('/login?signed_out=logout');
   });
 
   return router;

@@ -2,8 +2,9 @@
 import type { BackendName } from '../../config/config.js';
 import type { Assets } from './assets.js';
 import { describeDevice, isMobile } from './device.js';
+import type { FormFlash } from './form-flash.js';
 import { html, raw } from './html.js';
-import { backendBadge, field, formError, layout, time, type Viewer } from './layout.js';
+import { backendBadge, field, formError, layout, time, type FieldOptions, type Viewer } from './layout.js';
 
 export interface PlatformView {
   id: number;
@@ -50,25 +51,41 @@ function formErrorMessage(code: string | undefined): string {
   return Object.hasOwn(FORM_ERRORS, code) ? FORM_ERRORS[code]! : 'That did not work. Try again.';
 }
 
-export function loginPage(assets: Assets, error?: string): string {
+/**
+ * A form's fields, with what a refused post without JavaScript brought back (`flash`): each
+ * field's sentence, what was typed, and the focus on the first refused field.
+ */
+function fields(flash: FormFlash | undefined, list: FieldOptions[]) {
+  const firstRefused = list.find((o) => flash?.fields[o.name] !== undefined)?.name;
+  return list.map((o) => field({ ...o, value: flash?.values[o.name] ?? o.value, error: flash?.fields[o.name], autofocus: o.name === firstRefused }));
+}
+
+/** What /login says when a person arrives from logging out without JavaScript (app.js says the same, and more, with it). */
+const SIGNED_OUT: Readonly<Record<string, string>> = {
+  logout: 'You have been logged out.',
+};
+
+export function loginPage(assets: Assets, error?: string, flash?: FormFlash, signedOut?: string): string {
   return layout({
     page: 'login',
     title: 'Log in',
     assets,
     body: html`<h1>Log in</h1>
 <p class="lede">Welcome back. Enter your details to continue.</p>
-<p class="notice" id="signed-out-notice" role="status" aria-live="polite"></p>
+<p class="notice" id="signed-out-notice" role="status" aria-live="polite">${signedOut !== undefined && Object.hasOwn(SIGNED_OUT, signedOut) ? SIGNED_OUT[signedOut] : ''}</p>
 ${formError('login', formErrorMessage(error))}
 <form id="login" class="form" method="post" action="/api/login" novalidate data-form="login">
-  ${field({ form: 'login', name: 'email', label: 'Email', type: 'email', autocomplete: 'username', inputmode: 'email', maxlength: 254 })}
-  ${field({ form: 'login', name: 'password', label: 'Password', type: 'password', autocomplete: 'current-password', maxlength: 1024 })}
+  ${fields(flash, [
+    { form: 'login', name: 'email', label: 'Email', type: 'email', autocomplete: 'username', inputmode: 'email', maxlength: 254 },
+    { form: 'login', name: 'password', label: 'Password', type: 'password', autocomplete: 'current-password', maxlength: 1024 },
+  ])}
   <button class="btn btn-primary btn-block" type="submit" data-busy-label="Logging in…">Log in</button>
 </form>
 <p class="auth-switch">New to Switchboard? <a href="/signup">Create an account</a></p>`,
   });
 }
 
-export function signupPage(assets: Assets, minPasswordLength: number, error?: string): string {
+export function signupPage(assets: Assets, minPasswordLength: number, error?: string, flash?: FormFlash): string {
   return layout({
     page: 'signup',
     title: 'Create an account',
@@ -77,9 +94,11 @@ export function signupPage(assets: Assets, minPasswordLength: number, error?: st
 <p class="lede">One login for every platform you connect.</p>
 ${formError('signup', formErrorMessage(error))}
 <form id="signup" class="form" method="post" action="/api/signup" novalidate data-form="signup">
-  ${field({ form: 'signup', name: 'name', label: 'Name', autocomplete: 'name', maxlength: 100 })}
-  ${field({ form: 'signup', name: 'email', label: 'Email', type: 'email', autocomplete: 'email', inputmode: 'email', maxlength: 254 })}
-  ${field({ form: 'signup', name: 'password', label: 'Password', type: 'password', autocomplete: 'new-password', hint: `At least ${minPasswordLength} characters. A long passphrase is best.`, maxlength: 1024 })}
+  ${fields(flash, [
+    { form: 'signup', name: 'name', label: 'Name', autocomplete: 'name', maxlength: 100 },
+    { form: 'signup', name: 'email', label: 'Email', type: 'email', autocomplete: 'email', inputmode: 'email', maxlength: 254 },
+    { form: 'signup', name: 'password', label: 'Password', type: 'password', autocomplete: 'new-password', hint: `At least ${minPasswordLength} characters. A long passphrase is best.`, maxlength: 1024 },
+  ])}
   <button class="btn btn-primary btn-block" type="submit" data-busy-label="Creating account…">Create account</button>
 </form>
 <p class="auth-switch">Already have an account? <a href="/login">Log in</a></p>`,
@@ -99,7 +118,7 @@ export function platformRow(p: PlatformView | undefined) {
 </li>`;
 }
 
-export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: SessionView; platform: { id: number; name: string; type: string } | null; platforms: PlatformView[]; error?: string; switchError?: string }): string {
+export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: SessionView; platform: { id: number; name: string; type: string } | null; platforms: PlatformView[]; error?: string; switchError?: string; flash?: FormFlash }): string {
   const { viewer, session, platform, platforms } = d;
   const firstName = viewer.user.name.split(/\s+/)[0] || viewer.user.name;
   return layout({
@@ -142,8 +161,10 @@ export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: Sess
     ${formError('add-platform', formErrorMessage(d.error))}
     <form id="add-platform" class="form form-inline" method="post" action="/api/platforms" novalidate data-form="add-platform" aria-labelledby="add-platform-heading">
       <input type="hidden" name="_csrf" value="${viewer.csrfToken}">
-      ${field({ form: 'add-platform', name: 'name', label: 'Name', autocomplete: 'off', maxlength: 100 })}
-      ${field({ form: 'add-platform', name: 'type', label: 'Type', autocomplete: 'off', maxlength: 40, list: 'platform-types' })}
+      ${fields(d.flash, [
+        { form: 'add-platform', name: 'name', label: 'Name', autocomplete: 'off', maxlength: 100 },
+        { form: 'add-platform', name: 'type', label: 'Type', autocomplete: 'off', maxlength: 40, list: 'platform-types' },
+      ])}
       <datalist id="platform-types">${PLATFORM_TYPES.map((t) => html`<option value="${t}"></option>`)}</datalist>
       <button class="btn btn-primary" type="submit" data-busy-label="Adding…">Add platform</button>
     </form>
@@ -213,7 +234,7 @@ export function sessionsPage(assets: Assets, d: { viewer: Viewer; sessions: Sess
   });
 }
 
-export function accountPage(assets: Assets, d: { viewer: Viewer; minPasswordLength: number; error?: string; changed?: boolean }): string {
+export function accountPage(assets: Assets, d: { viewer: Viewer; minPasswordLength: number; error?: string; changed?: boolean; flash?: FormFlash }): string {
   const { viewer } = d;
   return layout({
     page: 'account',
@@ -241,8 +262,10 @@ export function accountPage(assets: Assets, d: { viewer: Viewer; minPasswordLeng
       <input type="hidden" name="_csrf" value="${viewer.csrfToken}">
       <!-- For password managers only (autocomplete), so it has no name and is never sent. -->
       <input type="email" autocomplete="username" value="${viewer.user.email}" hidden readonly>
-      ${field({ form: 'password', name: 'currentPassword', label: 'Current password', type: 'password', autocomplete: 'current-password', maxlength: 1024 })}
-      ${field({ form: 'password', name: 'newPassword', label: 'New password', type: 'password', autocomplete: 'new-password', hint: `At least ${d.minPasswordLength} characters. Avoid common passwords and your name or email.`, maxlength: 1024 })}
+      ${fields(d.flash, [
+        { form: 'password', name: 'currentPassword', label: 'Current password', type: 'password', autocomplete: 'current-password', maxlength: 1024 },
+        { form: 'password', name: 'newPassword', label: 'New password', type: 'password', autocomplete: 'new-password', hint: `At least ${d.minPasswordLength} characters. Avoid common passwords and your name or email.`, maxlength: 1024 },
+      ])}
       <div class="checkbox">
         <input type="checkbox" id="password-show" data-action="show-passwords">
         <label for="password-show">Show passwords</label>
