@@ -65,13 +65,18 @@ if (!redisStore) {
 }
 // Both ends are needed: an unreachable Redis is named as such, before anything is counted.
 await core.redis?.ping().catch((err: unknown) => {
-  throw new Error(`REDIS_URL: cannot reach Redis (${err instanceof Error ? err.message : String(err)})`);
+  // ioredis's own words for a connection that never came up ("Stream isn't writeable…") say
+  // nothing about where; the address does (never the password).
+  const url = new URL(config.redis.url);
+  const why = core.redis?.status === 'ready' ? (err instanceof Error ? err.message : String(err)) : 'no connection';
+  throw new Error(`REDIS_URL: cannot reach Redis at ${url.host} (${why})`);
 });
 const cursorFile = path.join(config.dataDir, `sessions-migrate-${values.from}-to-${values.to}.cursor`);
 const cursor = !values.restart && existsSync(cursorFile) ? readFileSync(cursorFile, 'utf8').trim() : '';
 try {
   const total = await core.raw.database.countHeldBy(values.from);
-  console.log(`${values['dry-run'] ? '[dry run] ' : ''}${total} live sessions held by ${values.from}${cursor ? ' (resuming)' : ''}`);
+  // Unexpired, as the directory knows them: revoked ones among them are removed, not moved.
+  console.log(`${values['dry-run'] ? '[dry run] ' : ''}${total} unexpired sessions held by ${values.from}${cursor ? ' (resuming)' : ''}`);
   const bar = new SingleBar({ format: ' {bar} {value}/{total} sessions | {eta_formatted} left', hideCursor: true }, Presets.shades_classic);
   bar.start(total, 0);
   const result = await bulkMigrate(core.backends, { database: core.raw.database, redis: redisStore }, {

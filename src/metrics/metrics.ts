@@ -79,7 +79,7 @@ export class Metrics {
   });
   readonly revocations = new Counter({
     name: 'session_revocations_total',
-    help: 'Sessions ended before their expiry, by reason (revoke_all: one per call, which ends every session at once, uncounted)',
+    help: 'Sessions ended before their expiry, by reason (revoke_all: the live sessions the sessions table counted when it ended them all at once)',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });

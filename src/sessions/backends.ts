@@ -454,6 +454,20 @@ export class SessionBackends {
     return live;
   }
 
+  /**
+   * Every session issued before now stops working, in every backend (an epoch on the revocation
+   * list: nothing is listed or deleted). Returns the instant, and how many live sessions that
+   * ended as the directory counts them (those issued since the last revoke-all; a session a
+   * per-user revocation had already ended is counted too until cleanup removes its row), or
+   * undefined when the directory could not be read.
+   */
+  async revokeAll(): Promise<{ before: number; ended: number | undefined }> {
+    const previous = this.revocations.allRevokedBefore;
+    const before = await this.revocations.revokeAll();
+    const ended = await this.directory.countIssuedBetween(previous, before).catch(() => undefined);
+    return { before, ended };
+  }
+
   /** Ends every live session of a user except `exceptHandle`, in every backend; returns those ended. */
   async endUserSessions(userId: number, exceptHandle?: string): Promise<SessionRecord[]> {
     // From the sessions table (as listByUser), unfiltered: sessions already revoked by an epoch

@@ -427,6 +427,11 @@ export class DatabaseStore implements IndexedSessionStore {
     return row ? this.toRecord(row, '') : undefined;
   }
 
+  /** Unexpired sessions of any backend issued in [from, to): what a revoke-all at `to` ends, after one at `from`. */
+  async countIssuedBetween(from: number, to: number): Promise<number> {
+    return this.models.SessionRow.count({ where: { expiresAt: { [Op.gt]: Date.now() }, issuedAt: { [Op.gte]: from, [Op.lt]: to } } });
+  }
+
   async countHeldBy(backend: BackendName): Promise<number> {
     return this.models.SessionRow.count({ where: { backend, expiresAt: { [Op.gt]: Date.now() } } });
   }

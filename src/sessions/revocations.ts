@@ -108,6 +108,11 @@ export class RevocationList {
     this.spool = spool;
   }
 
+  /** The latest revoke-all's instant (0: none yet): sessions issued before it no longer work. */
+  get allRevokedBefore(): number {
+    return this.allNotBefore;
+  }
+
   isRevoked(s: Revocable): boolean {
     if (s.issuedAt < this.allNotBefore) return true;
     const userNotBefore = this.users.get(s.userId);
