@@ -24,6 +24,8 @@ import { authRoutes } from './http/routes/auth.js';
 import { operationsRoutes } from './http/routes/operations.js';
 import { FormFlashes } from './http/pages/form-flash.js';
 import { formNavigation } from './http/pages/form-navigation.js';
+import { navigationErrors } from './http/pages/navigation-errors.js';
+import { Assets } from './http/pages/assets.js';
 import { pageRoutes } from './http/pages/routes.js';
 import { platformRoutes } from './http/routes/platforms.js';
 import { sessionRoutes } from './http/routes/sessions.js';
@@ -70,11 +72,13 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
   // passing through a router (and its allowedMethods) per file.
   const router = new Router();
   const flashes = new FormFlashes({ secrets: config.sessions.secrets, sessionCookieName: config.sessions.cookieName, secure: config.sessions.cookieSecure });
-  for (const part of [operationsRoutes(deps), authRoutes(deps), sessionRoutes(deps), platformRoutes(deps), adminRoutes(deps), pageRoutes(deps, flashes)]) {
+  const assets = new Assets();
+  for (const part of [operationsRoutes(deps), authRoutes(deps), sessionRoutes(deps), platformRoutes(deps), adminRoutes(deps), pageRoutes(deps, flashes, assets)]) {
     router.use(part.routes());
   }
   // Outermost: the request metrics count the API's answer (a 401, a 503), not the page it becomes.
   app.use(formNavigation(flashes));
+  app.use(navigationErrors(assets));
   app.use(requestMetrics(metrics, router));
   app.use(errorHandler(logger));
   app.use(securityHeaders());

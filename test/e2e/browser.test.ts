@@ -404,6 +404,18 @@ describe('browser (headless Chromium)', function () {
       expectCleanConsole();
     });
 
+    it('shows a page, not JSON, for an address no page has; the API keeps its JSON', async () => {
+      const page = await session.page();
+      const res = await page.goto('/no-such-page');
+      expect(res?.status()).to.equal(404);
+      await expectPageBasics(page, res?.headers() ?? {}, '/no-such-page');
+      expect(await page.locator('h1').textContent()).to.equal('Page not found');
+      await page.getByRole('link', { name: 'Go to your dashboard' }).click();
+      await page.waitForURL(onPath('/login'), { timeout: UI_MS });
+      const api = await page.goto('/api/no-such-route');
+      expect([api?.status(), api?.headers()['content-type']]).to.deep.equal([404, 'application/json; charset=utf-8']);
+    });
+
     it('shows API field errors next to their fields on /signup and /login, and works from the keyboard', async () => {
       const hu = person('Hu Example', 'hu-forms');
       const page = await session.page();

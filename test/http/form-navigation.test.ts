@@ -92,6 +92,18 @@ describe('forms posted without JavaScript', function () {
     expect((await browser.get('/login?signed_out=%3Cb%3Ehacked', { Accept: 'text/html' })).text).not.to.contain('hacked');
   });
 
+  it('answers a browser opening an unknown address with a page, and every program with the JSON 404', async () => {
+    const OPENED = { Accept: 'text/html', 'Sec-Fetch-Dest': 'document', 'Sec-Fetch-Mode': 'navigate' };
+    const opened = await new Client(app.url).get('/favicon.ico', OPENED);
+    expect([opened.status, opened.headers.get('content-type'), opened.headers.get('cache-control')]).to.deep.equal([404, 'text/html; charset=utf-8', 'no-store']);
+    expect(opened.text).to.contain('<title>Page not found · Switchboard</title>');
+    expectError(await new Client(app.url).get('/favicon.ico', { Accept: 'text/html' }), 404, 'not_found');
+    expectError(await new Client(app.url).get('/api/nope', OPENED), 404, 'not_found');
+    // A known page, and a method the path does not take, are answered as before.
+    expect((await new Client(app.url).get('/login', OPENED)).status).to.equal(200);
+    expectError(await new Client(app.url).get('/logout', OPENED), 405, 'method_not_allowed');
+  });
+
   it('leaves API clients alone: a JSON body, or no Sec-Fetch-Dest, gets the API answer', async () => {
     const { email } = await new Client(app.url).signup();
     const json = await new Client(app.url).post('/api/login', { email, password: 'not the password' }, { 'Sec-Fetch-Dest': 'document' });

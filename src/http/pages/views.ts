@@ -276,3 +276,15 @@ export function accountPage(assets: Assets, d: { viewer: Viewer; minPasswordLeng
 </div>`,
   });
 }
+
+/** What a browser shows for an address no page has (navigation-errors.ts); the API's JSON is for programs. */
+export function notFoundPage(assets: Assets): string {
+  return layout({
+    page: 'not-found',
+    title: 'Page not found',
+    assets,
+    body: html`<h1>Page not found</h1>
+<p class="lede">There is no page at this address. It may have moved, or the link may be mistyped.</p>
+<p class="auth-switch"><a href="/">Go to your dashboard</a></p>`,
+  });
+}

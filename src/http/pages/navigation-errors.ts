@@ -1,0 +1,26 @@
+/**
+ * A person who opens an address no route has (a mistyped link, `/favicon.ico` typed by hand)
+ * gets a page, not the API's JSON. Told apart by `Sec-Fetch-Dest: document`, which browsers send
+ * on a top-level navigation and no page script can (fetch() sends `empty`), as form-navigation.ts
+ * does; programs, curl and API clients get the JSON `404` as before.
+ * Only unknown paths outside `/api/` are answered so: an API route opened in a tab keeps its
+ * JSON, which is what a developer opening it wants to read.
+ */
+import type { Context, Next } from 'koa';
+import type { Assets } from './assets.js';
+import { notFoundPage } from './views.js';
+
+export function navigationErrors(assets: Assets) {
+  let page: string | undefined;
+  return function navigationErrors(ctx: Context, next: Next): Promise<void> {
+    if (ctx.method !== 'GET' || ctx.get('Sec-Fetch-Dest') !== 'document' || ctx.path.startsWith('/api/')) return next();
+    return next().then(() => {
+      const code = (ctx.body as { error?: { code?: unknown } } | null)?.error?.code;
+      if (ctx.status !== 404 || code !== 'not_found') return;
+      ctx.set('Cache-Control', 'no-store');
+      ctx.type = 'text/html; charset=utf-8';
+      ctx.body = page ??= notFoundPage(assets);
+      ctx.status = 404;
+    });
+  };
+}
