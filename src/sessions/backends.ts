@@ -459,12 +459,14 @@ export class SessionBackends {
    * list: nothing is listed or deleted). Returns the instant, and how many live sessions that
    * ended as the directory counts them (those issued since the last revoke-all; a session a
    * per-user revocation had already ended is counted too until cleanup removes its row), or
-   * undefined when the directory could not be read.
+   * undefined when the directory could not be read. The count is a promise of its own: the
+   * revocation holds without the database (revocation-spool.ts), and nothing should wait for a
+   * database that has stopped answering just to count.
    */
-  async revokeAll(): Promise<{ before: number; ended: number | undefined }> {
+  async revokeAll(): Promise<{ before: number; ended: Promise<number | undefined> }> {
     const previous = this.revocations.allRevokedBefore;
     const before = await this.revocations.revokeAll();
-    const ended = await this.directory.countIssuedBetween(previous, before).catch(() => undefined);
+    const ended = this.directory.countIssuedBetween(previous, before).catch(() => undefined);
     return { before, ended };
   }
 

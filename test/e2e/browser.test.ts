@@ -414,6 +414,9 @@ describe('browser (headless Chromium)', function () {
       await page.waitForURL(onPath('/login'), { timeout: UI_MS });
       const api = await page.goto('/api/no-such-route');
       expect([api?.status(), api?.headers()['content-type']]).to.deep.equal([404, 'application/json; charset=utf-8']);
+      // Chromium logs the 404 of the page itself; nothing else (no CSP violation on that page).
+      const unexpected = session.takeProblems().filter((p) => !/\/no-such-page: Failed to load resource: the server responded with a status of 404/.test(p));
+      expect(unexpected, 'console errors or CSP violations').to.deep.equal([]);
     });
 
     it('shows API field errors next to their fields on /signup and /login, and works from the keyboard', async () => {
