@@ -27,7 +27,8 @@ const MAX_AGE_MS = 60_000;
 const MAX_ENTRIES = 8;
 const MAX_TEXT = 500;
 
-function textRecord(value: unknown): Record<string, string> | undefined {
+/** The string entries of an object (at most a few, each cut short); undefined for anything but an object. */
+export function textRecord(value: unknown): Record<string, string> | undefined {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
   const entries = Object.entries(value).filter((e): e is [string, string] => typeof e[1] === 'string');
   return Object.fromEntries(entries.slice(0, MAX_ENTRIES).map(([k, v]) => [k.slice(0, 40), v.slice(0, MAX_TEXT)]));

@@ -8,7 +8,7 @@
  * field it refused (form-flash.ts). Every other client gets the API's answers unchanged.
  */
 import type { Context, Next } from 'koa';
-import type { FormFlashes } from './form-flash.js';
+import { textRecord, type FormFlashes } from './form-flash.js';
 
 interface FormTarget {
   /** Where a person goes once the form has done its work. */
@@ -45,8 +45,7 @@ function errorCode(body: unknown): string {
 
 /** The API's sentence for each field it refused (`{error: {fields}}`), as field name → text. */
 function fieldErrors(body: unknown): Record<string, string> {
-  const fields = (body as { error?: { fields?: unknown } } | null)?.error?.fields;
-  return typeof fields === 'object' && fields !== null ? Object.fromEntries(Object.entries(fields).filter((e): e is [string, string] => typeof e[1] === 'string')) : {};
+  return textRecord((body as { error?: { fields?: unknown } } | null)?.error?.fields) ?? {};
 }
 
 function typedValues(body: unknown, keep: readonly string[]): Record<string, string> {
