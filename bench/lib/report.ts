@@ -132,6 +132,14 @@ export function checks(c: Map<string, Cell>, bytes: RedisBytes[]): Check[] {
   return out;
 }
 
+/** Per route: the CPU per request the 1.5× Redis target allows, beside the bare-handler reference and Switchboard. */
+export function redisTargetRoom(c: Map<string, Cell>) {
+  const cpu = (t: string, r: Route) => c.get(`${t}/${r}`)?.cpuUs ?? NaN;
+  return (['read', 'write'] as const)
+    .map((route) => ({ route, peer: cpu('koa-session-ioredis', route), allowed: cpu('koa-session-ioredis', route) / 1.5, bare: cpu('koa-raw-ioredis', route), switchboard: cpu('sb-redis', route) }))
+    .filter((x) => Number.isFinite(x.peer) && Number.isFinite(x.switchboard));
+}
+
 export interface ReportInput {
   title: string;
   command: string;
@@ -223,6 +231,15 @@ export function markdown(r: ReportInput): string {
     L.push('## Targets (issue 6)', '');
     head(['target', 'measured (req/s ratio)', 'same ratio by server CPU/request', 'by CPU/request, best rounds', 'goal', 'met'], ['---', '---:', '---:', '---:', '---:', ':---:']);
     for (const k of cs) row([k.what, k.measured, k.byCpu ?? '', k.byBestCpu ?? '', k.goal, k.met === undefined ? '–' : k.met ? 'yes' : '**no**']);
+    L.push('');
+  }
+  const room = redisTargetRoom(c);
+  if (room.length) {
+    // What moves most between machines is the cost of a Redis round trip, for every target alike;
+    // this shows how much the 1.5× target leaves above a handler that does nothing but the GET.
+    L.push('### The Redis targets in server CPU per request (for scale)', '');
+    head(['route', 'koa-session + ioredis', '1.5× target allows', 'Koa + raw ioredis (no session library)', 'Switchboard, redis backend'], ['---', '---:', '---:', '---:', '---:']);
+    for (const x of room) row([x.route, `${fmt(x.peer)} µs`, `${fmt(x.allowed)} µs`, `${fmt(x.bare)} µs`, `${fmt(x.switchboard)} µs`]);
     L.push('');
   }
   if (r.notes.length) L.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
