@@ -37,12 +37,26 @@ export interface Switchboard {
   close(): Promise<void>;
 }
 
-export function createLogger(config: Pick<Config, 'logLevel'>): Logger {
-  return pino({
+export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pino.DestinationStream): Logger {
+  const options: pino.LoggerOptions = {
     level: config.logLevel,
     // Belt and braces: nothing logs these on purpose, and if something ever did they stay out.
     redact: { paths: ['password', '*.password', 'newPassword', 'currentPassword', 'token', 'cookie', '*.cookie', 'authorization', '*.authorization', 'sid'], censor: '[redacted]' },
-  });
+    serializers: { err: loggedError },
+  };
+  return destination ? pino(options, destination) : pino(options);
+}
+
+/**
+ * An error as pino logs it, less the statement a database error carries: Sequelize puts the SQL
+ * and its bound values on the error (and on the driver's error inside it) — a session's data with
+ * its CSRF token, addresses, User-Agents — so a failed write would log them. What is kept says
+ * what went wrong: the type, the message, the driver's code, the stack.
+ */
+function loggedError(err: unknown): unknown {
+  if (!(err instanceof Error) || !err.name.startsWith('Sequelize')) return pino.stdSerializers.err(err as Error);
+  const driver = (err as { parent?: { code?: unknown } }).parent;
+  return { type: err.constructor.name, name: err.name, message: err.message, code: driver?.code, stack: err.stack };
 }
 
 export async function createSwitchboard(config: Config, logger: Logger = createLogger(config)): Promise<Switchboard> {

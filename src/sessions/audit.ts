@@ -41,7 +41,8 @@ export class SessionAudit {
       actor: entry.actor ?? (userId !== null ? `user:${userId}` : 'system'),
       reason: entry.reason,
       count: entry.count ?? 1,
-      ip: ctx?.ip ?? null,
+      // As the sessions table keeps it: behind TRUST_PROXY, X-Forwarded-For can hold any text.
+      ip: ctx ? ctx.ip.slice(0, 64) : null,
       userAgent: ctx ? (ctx.get('User-Agent') || '').slice(0, 512) : null,
     };
     this.logger.info({ event: 'session', ...row }, `session ${entry.type}`);

@@ -8,6 +8,7 @@ import { QueryTypes } from 'sequelize';
 import { openDatabase } from '../../src/db/database.js';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
+import { connectPostgres, createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
 const TOKEN = 'audit-test-admin-token-123';
 
@@ -62,5 +63,41 @@ describe('the session audit trail', function () {
     } finally {
       await db.close();
     }
+  });
+});
+
+describe('the session audit trail on PostgreSQL, behind a proxy', function () {
+  this.timeout(60_000);
+  let db: TestDatabase;
+  let app: AppProcess;
+  before(async () => {
+    db = await createTestDatabase('switchboard_audit');
+    app = await startApp({ DATABASE_URL: db.url, TRUST_PROXY: 'true' });
+  });
+  after(async () => {
+    await app?.stop();
+    await db?.drop();
+  });
+
+  it('keeps the row of a signup from an address longer than its column, cut as the sessions table cuts it', async () => {
+    // Behind TRUST_PROXY the address is what X-Forwarded-For says; PostgreSQL refused a row
+    // with more than 64 characters there, and the signup went unaudited.
+    const forwarded = 'x'.repeat(100);
+    const email = `audit-${Date.now()}@example.com`;
+    const res = await new Client(app.url).post('/api/signup', { email, password: 'correct horse battery staple', name: 'Far Away' }, { 'X-Forwarded-For': forwarded });
+    expect(res.status, res.text).to.equal(201);
+    const userId = (res.json.user as { id: number }).id;
+    const pg = await connectPostgres(db.url);
+    try {
+      let rows: Array<{ ip: string }> = [];
+      for (let i = 0; i < 60 && rows.length === 0; i++) {
+        rows = (await pg.query("SELECT ip FROM session_events WHERE user_id = $1 AND type = 'created'", [userId])).rows as Array<{ ip: string }>;
+        if (rows.length === 0) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(rows.map((r) => r.ip)).to.deep.equal([forwarded.slice(0, 64)]);
+    } finally {
+      await pg.end();
+    }
+    expect(app.output()).to.not.include('could not write session event');
   });
 });

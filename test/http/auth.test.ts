@@ -247,6 +247,24 @@ describe('signing up, logging in and out', function () {
       expect(setCookieFor(right)).to.equal(undefined);
     });
 
+    it('counts wrong passwords sent at once: no more are checked than the limit allows', async () => {
+      const { email } = await new Client(app.url).signup();
+      // Counted only once checked, 20 guesses sent together all got their check (the limit is 3).
+      const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => new Client(app.url).login(email, `wrong password ${i}`)));
+      const statuses = answers.map((r) => r.status).sort();
+      expect(statuses.filter((s) => s === 401), 'guesses checked').to.have.length(3);
+      expect(statuses.filter((s) => s === 429), 'guesses refused').to.have.length(17);
+      for (const r of answers.filter((a) => a.status === 429)) expect(r.headers.get('retry-after')).to.match(/^\d+$/);
+      expectError(await new Client(app.url).login(email, GOOD_PASSWORD), 429, 'too_many_attempts');
+    });
+
+    it('lets in every login with the right password sent at once, even more than the limit', async () => {
+      const { email } = await new Client(app.url).signup();
+      const answers = await Promise.all(Array.from({ length: 8 }, () => new Client(app.url).login(email, GOOD_PASSWORD)));
+      expect(answers.map((r) => r.status)).to.deep.equal(answers.map(() => 200));
+      expect(new Set(answers.map((r) => setCookieFor(r))).size, 'a session each').to.equal(8);
+    });
+
     it('counts failures for unknown emails too', async () => {
       const email = uniqueEmail('ghost');
       for (let i = 0; i < 3; i++) expectError(await new Client(app.url).login(email, GOOD_PASSWORD), 401, 'invalid_credentials');

@@ -148,7 +148,7 @@ describe('a save in flight while another tab changes the password or logs in aga
  * machine. A logout, a revocation, or an operator disabling the account or logging everybody
  * out may land meanwhile; the change must not then hand out a new id that brings the session
  * back. Likewise a login whose account is disabled during its password check. Each test holds
- * the request just after its password check (a password change at LoginLimiter#succeeded, a
+ * the request just after its password check (a password change at LoginLimiter#clearFailures, a
  * login at its second look at the account) while the other acts.
  */
 for (const backend of ['database', 'cookie'] as const) {
@@ -166,10 +166,10 @@ for (const backend of ['database', 'cookie'] as const) {
     }
     before(async () => {
       app = await startInProcess({ SESSION_STORAGE: backend, ADMIN_TOKEN });
-      const succeeded = app.limiter.succeeded.bind(app.limiter);
-      app.limiter.succeeded = async (...args) => {
+      const clearFailures = app.limiter.clearFailures.bind(app.limiter);
+      app.limiter.clearFailures = async (...args) => {
         await waitIfHeld('password');
-        return succeeded(...args);
+        return clearFailures(...args);
       };
       // The login reads the account again (User.count) once the password is checked.
       const users = app.models.User as unknown as { count: (...args: unknown[]) => Promise<number> };

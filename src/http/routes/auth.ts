@@ -81,31 +81,43 @@ export function authRoutes(deps: AppDeps) {
     ctx.body = loggedIn(ctx, session);
   });
 
-  router.post('/api/login', requireSameOrigin, async (ctx) => {
-    const input = parseBody(ctx, loginInput);
-    try {
-      await limiter.check(input.email, ctx.ip);
-    } catch (err) {
+  /**
+   * The account that `input` logs in to, or InvalidCredentialsError. The attempt holds its point
+   * of the limiter while the password is checked (LoginLimiter); a check that could not be made
+   * (a busy hash pool, the database) counts for nothing.
+   */
+  async function logInAs(ctx: Context, input: { email: string; password: string }) {
+    const attempt = await limiter.attempt(input.email, ctx.ip).catch((err: unknown) => {
       metrics.logins.inc({ outcome: 'rate_limited' });
       throw err;
+    });
+    try {
+      const user = await models.User.findOne({ where: { email: input.email } });
+      const ok = await verifyPassword(user?.passwordHash, input.password);
+      if (!ok || !user) {
+        await attempt.failed();
+        metrics.logins.inc({ outcome: 'failure' });
+        throw new InvalidCredentialsError();
+      }
+      // A disabled account gets the same answer as a wrong password, and counts as one for the
+      // limits (a reset counter would tell which guess was right). Read again after the password
+      // check, which takes a while: an account disabled meanwhile must not get a session that its
+      // disabling could no longer end.
+      if (!(await stillActive(user))) {
+        await attempt.failed();
+        metrics.logins.inc({ outcome: 'disabled' });
+        throw new InvalidCredentialsError();
+      }
+      await attempt.succeeded();
+      return user;
+    } finally {
+      attempt.release();
     }
-    const user = await models.User.findOne({ where: { email: input.email } });
-    const ok = await verifyPassword(user?.passwordHash, input.password);
-    if (!ok || !user) {
-      await limiter.failed(input.email, ctx.ip);
-      metrics.logins.inc({ outcome: 'failure' });
-      throw new InvalidCredentialsError();
-    }
-    // A disabled account gets the same answer as a wrong password, and counts as one for the
-    // limits (a reset counter would tell which guess was right). Read again after the password
-    // check, which takes a while: an account disabled meanwhile must not get a session that its
-    // disabling could no longer end.
-    if (!(await stillActive(user))) {
-      await limiter.failed(input.email, ctx.ip);
-      metrics.logins.inc({ outcome: 'disabled' });
-      throw new InvalidCredentialsError();
-    }
-    await limiter.succeeded(input.email, ctx.ip);
+  }
+
+  router.post('/api/login', requireSameOrigin, async (ctx) => {
+    const input = parseBody(ctx, loginInput);
+    const user = await logInAs(ctx, input);
     const control = ctx.state.sessions;
     const replaced = control.current?.handle;
     // A success once the session is stored: a login answered 503 is not one.
@@ -153,14 +165,18 @@ export function authRoutes(deps: AppDeps) {
     const input = parseBody(ctx, passwordInput);
     const user = await models.User.findByPk(session.data.user.id);
     if (!user || !user.active) throw new UnauthenticatedError();
-    await limiter.check(user.email, ctx.ip);
-    if (!(await verifyPassword(user.passwordHash, input.currentPassword))) {
-      await limiter.failed(user.email, ctx.ip);
-      throw new InvalidCredentialsError();
+    const attempt = await limiter.attempt(user.email, ctx.ip);
+    try {
+      if (!(await verifyPassword(user.passwordHash, input.currentPassword))) {
+        await attempt.failed();
+        throw new InvalidCredentialsError();
+      }
+      await attempt.succeeded();
+    } finally {
+      attempt.release();
     }
     const problem = passwordProblem(input.newPassword, config.passwordMinLength, [user.email, user.email.split('@')[0] ?? '', user.name]);
     if (problem) throw new InvalidInputError(`newPassword: ${problem}`, { newPassword: problem });
-    await limiter.succeeded(user.email, ctx.ip);
     const passwordHash = await hashPassword(input.newPassword);
     // The checks above take seconds: the session may have been logged out or revoked, or the
     // account disabled, meanwhile. Then nothing changes, and no new id brings the session back.
