@@ -85,7 +85,7 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
   // One router holding every route: a request is matched once, against one table, instead of
   // passing through a router (and its allowedMethods) per file.
   const router = new Router();
-  const flashes = new FormFlashes({ secrets: config.sessions.secrets, sessionCookieName: config.sessions.cookieName, secure: config.sessions.cookieSecure });
+  const flashes = new FormFlashes({ secrets: config.sessions.secrets, deployment: core.deployment, sessionCookieName: config.sessions.cookieName, secure: config.sessions.cookieSecure });
   const assets = new Assets();
   for (const part of [operationsRoutes(deps), authRoutes(deps), sessionRoutes(deps), platformRoutes(deps), adminRoutes(deps), pageRoutes(deps, flashes, assets)]) {
     router.use(part.routes());

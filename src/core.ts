@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Cluster, Redis } from 'ioredis';
 import { ConfigError, type BackendName, type Config } from './config/config.js';
 import { openDatabase } from './db/database.js';
-import { deploymentId } from './db/deployment.js';
+import { deploymentId, unboundCookiesBefore } from './db/deployment.js';
 import { migrateUp } from './db/migrator.js';
 import { defineModels, type Models } from './db/models.js';
 import { FlagOverride } from './flags/override.js';
@@ -43,6 +43,8 @@ export interface Core {
   /** `redis` is undefined when the redis backend is switched off (REDIS_URL=none). */
   raw: { database: DatabaseStore; redis?: RedisStore };
   redis?: Redis | Cluster;
+  /** The instances sharing this database (db/deployment.ts): what else is sealed is bound to it too. */
+  deployment: string;
   close(): Promise<void>;
 }
 
@@ -148,7 +150,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   const stores: Record<BackendName, ServingStore> = {
     database: guard(database),
     redis: redisStore ? new MirroredStore(guard(redisStore), database, mirrorError, { readThrough: true, flushMs: config.sessions.mirrorFlushMs, onCopied }) : new DisabledStore('redis'),
-    cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations, deployment)), database, mirrorError, { flushMs: config.sessions.mirrorFlushMs, onCopied }),
+    cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations, deployment, await unboundCookiesBefore(models))), database, mirrorError, { flushMs: config.sessions.mirrorFlushMs, onCopied }),
   };
   const backends = new SessionBackends(stores, database, revocations, config.sessions.fallback, {
     fallback(from, to, reason) {
@@ -182,6 +184,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     backends,
     raw: { database, redis: redisStore },
     redis,
+    deployment,
     async close() {
       clearInterval(rollbackTimer);
       clearInterval(healthTimer);

@@ -13,11 +13,36 @@ import { randomBytes } from 'node:crypto';
 import type { Models } from './models.js';
 
 const DEPLOYMENT_ID = 'deployment_id';
+const UNBOUND_COOKIES_BEFORE = 'unbound_cookies_before';
+
+/** How long after a deployment first runs a release that binds cookies its older instances may still seal unbound ones. */
+export const ROLLING_UPGRADE_MS = 60 * 60 * 1000;
 
 export async function deploymentId(models: Pick<Models, 'Setting'>): Promise<string> {
   const known = await models.Setting.findByPk(DEPLOYMENT_ID);
   if (known) return known.value;
   // Two instances starting at once may both get here: the first insert wins, and both read it.
-  await models.Setting.bulkCreate([{ name: DEPLOYMENT_ID, value: randomBytes(9).toString('base64url') }], { ignoreDuplicates: true });
+  // A deployment drawn now never had cookies sealed before keys were bound to it.
+  await models.Setting.bulkCreate(
+    [
+      { name: DEPLOYMENT_ID, value: randomBytes(9).toString('base64url') },
+      { name: UNBOUND_COOKIES_BEFORE, value: '0' },
+    ],
+    { ignoreDuplicates: true },
+  );
   return (await models.Setting.findByPk(DEPLOYMENT_ID, { rejectOnEmpty: true })).value;
+}
+
+/**
+ * Session cookies sealed before keys were bound to the deployment (sessions/cookie-store.ts)
+ * open only if issued before this instant (ms): an hour after the deployment first ran a release
+ * that binds them (a rolling upgrade's older instances still seal unbound cookies meanwhile), or
+ * 0 for a deployment that never had any. Without it, a staging copy on an older release, given
+ * production's secrets, could still issue cookies that production opens as its own users'.
+ */
+export async function unboundCookiesBefore(models: Pick<Models, 'Setting'>, now = Date.now()): Promise<number> {
+  const known = await models.Setting.findByPk(UNBOUND_COOKIES_BEFORE);
+  if (known) return Number(known.value);
+  await models.Setting.bulkCreate([{ name: UNBOUND_COOKIES_BEFORE, value: String(now + ROLLING_UPGRADE_MS) }], { ignoreDuplicates: true });
+  return Number((await models.Setting.findByPk(UNBOUND_COOKIES_BEFORE, { rejectOnEmpty: true })).value);
 }

@@ -36,12 +36,15 @@ export class CookieStore implements SessionStore {
    * `deployment` (db/deployment.ts) goes into the key: another deployment given the same
    * SESSION_SECRETS (a staging copy of production's .env) cannot open this one's cookies, whose
    * user ids name other people there. Cookies sealed before keys were bound to the deployment
-   * still open until they expire, and are sealed again, bound, at their next write.
+   * still open until they expire, and are sealed again, bound, at their next write — if they were
+   * issued before `unboundBefore` (db/deployment.ts: unboundCookiesBefore); later ones are
+   * another deployment's, on an older release.
    */
   constructor(
     secrets: readonly string[],
     private readonly revocations: RevocationList,
     deployment?: string,
+    private readonly unboundBefore = Number.POSITIVE_INFINITY,
   ) {
     this.sealer = deployment === undefined ? new Sealer(secrets, 'session cookie') : new Sealer(secrets, `session cookie for deployment ${deployment}`, 'session cookie');
   }
@@ -50,6 +53,7 @@ export class CookieStore implements SessionStore {
     const plain = token.length <= MAX_SEALED_LENGTH ? this.open(token) : undefined;
     const sealed = plain && decodeSession(plain);
     if (!sealed || sealed.expiresAt <= Date.now()) return undefined;
+    if (sealed.issuedAt >= this.unboundBefore && this.sealer.sealedForOldPurpose(token)) return undefined;
     // Spelled out: `{ ...sealed, idHash, backend }` costs several microseconds in V8 (new
     // properties after a spread take a slow path), more than decoding the whole cookie.
     const record: SessionRecord = {

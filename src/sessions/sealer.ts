@@ -45,6 +45,7 @@ function nextIv(): Buffer {
 export class Sealer {
   private readonly keys: Key[];
   private readonly byId: Map<string, Key>;
+  private readonly oldPurposeIds: ReadonlySet<string>;
 
   /** `openingToo`: a purpose whose seals still open (never sealed with), e.g. the one a purpose replaced. */
   constructor(secrets: readonly string[], purpose: string, openingToo?: string) {
@@ -56,7 +57,14 @@ export class Sealer {
         return { id, key };
       });
     this.keys = keysFor(purpose);
-    this.byId = new Map([...(openingToo === undefined ? [] : keysFor(openingToo)), ...this.keys].map((k) => [k.id, k]));
+    const old = openingToo === undefined ? [] : keysFor(openingToo);
+    this.oldPurposeIds = new Set(old.map((k) => k.id));
+    this.byId = new Map([...old, ...this.keys].map((k) => [k.id, k]));
+  }
+
+  /** Whether `sealed` names a key of the `openingToo` purpose: a seal of the kind that purpose replaced. */
+  sealedForOldPurpose(sealed: string): boolean {
+    return this.oldPurposeIds.size > 0 && this.oldPurposeIds.has(sealed.slice(0, KEY_ID_CHARS));
   }
 
   seal(plaintext: string): string {

@@ -3,7 +3,7 @@
  * sharing it, even when they start at the same moment.
  */
 import { expect } from 'chai';
-import { deploymentId } from '../../src/db/deployment.js';
+import { deploymentId, ROLLING_UPGRADE_MS, unboundCookiesBefore } from '../../src/db/deployment.js';
 import { postgresDb, sqliteDb, type TestDb } from '../sessions/fixtures.js';
 
 for (const [kind, open] of [['SQLite', sqliteDb], ['PostgreSQL', postgresDb]] as const) {
@@ -20,6 +20,24 @@ for (const [kind, open] of [['SQLite', sqliteDb], ['PostgreSQL', postgresDb]] as
       expect(new Set(ids).size).to.equal(1);
       expect(ids[0]).to.match(/^[\w-]{12}$/);
       expect(await deploymentId(db.models)).to.equal(ids[0], 'and kept');
+    });
+
+    it('opens no unbound cookies in a deployment drawn by a release that binds them', async () => {
+      const db = await open();
+      dbs.push(db);
+      await deploymentId(db.models);
+      expect(await unboundCookiesBefore(db.models)).to.equal(0);
+    });
+
+    it('opens unbound cookies issued until an hour after an older deployment first ran this release, and keeps that instant', async () => {
+      const db = await open();
+      dbs.push(db);
+      // A deployment id drawn by an earlier release, which had no such setting.
+      await db.models.Setting.create({ name: 'deployment_id', value: 'drawn-before' });
+      const upgradedAt = Date.now();
+      expect(await unboundCookiesBefore(db.models, upgradedAt)).to.equal(upgradedAt + ROLLING_UPGRADE_MS);
+      expect(await unboundCookiesBefore(db.models, upgradedAt + 5_000), 'a later instance reads the same').to.equal(upgradedAt + ROLLING_UPGRADE_MS);
+      expect(await deploymentId(db.models)).to.equal('drawn-before');
     });
 
     it('differs between databases', async () => {

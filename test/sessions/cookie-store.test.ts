@@ -74,10 +74,23 @@ describe('CookieStore', () => {
       const before = new CookieStore(shared, revocations);
       const record = makeRecord({}, 'cookie');
       const unbound = await before.create(record);
-      const now = new CookieStore(shared, revocations, 'production-id');
+      const now = new CookieStore(shared, revocations, 'production-id', Date.now() + 60_000);
       expect((await now.load(unbound))?.handle, 'nobody is logged out by the upgrade').to.equal(record.handle);
       const rebound = await now.save({ ...record, version: 2 });
       expect(await new CookieStore(shared, revocations, 'staging-id').load(rebound!)).to.equal(undefined);
+    });
+
+    it('refuses a cookie sealed unbound after the upgrade: a staging copy on an older release, given the same secrets', async () => {
+      const shared = [secret()];
+      const olderRelease = new CookieStore(shared, revocations);
+      const production = new CookieStore(shared, revocations, 'production-id', Date.now() - 60_000);
+      const issuedNow = makeRecord({}, 'cookie');
+      expect(await production.load(await olderRelease.create(issuedNow))).to.equal(undefined);
+      // One issued before the upgrade (and not yet expired) still opens: its user was logged in here.
+      const issuedBefore = { ...makeRecord({}, 'cookie'), issuedAt: Date.now() - 120_000 };
+      expect((await production.load(await olderRelease.create(issuedBefore)))?.handle).to.equal(issuedBefore.handle);
+      // A bound cookie is not judged by when it was issued.
+      expect((await production.load(await production.create(issuedNow)))?.handle).to.equal(issuedNow.handle);
     });
   });
 

@@ -39,8 +39,9 @@ export class FormFlashes {
   private readonly name: string;
   private readonly attributes: string;
 
-  constructor(options: { secrets: readonly string[]; sessionCookieName: string; secure: boolean }) {
-    this.sealer = new Sealer(options.secrets, 'form flash');
+  /** `deployment`: as the session cookie's key, so that a staging copy given the same secrets cannot open these. */
+  constructor(options: { secrets: readonly string[]; deployment?: string; sessionCookieName: string; secure: boolean }) {
+    this.sealer = new Sealer(options.secrets, options.deployment === undefined ? 'form flash' : `form flash for deployment ${options.deployment}`);
     this.name = `${options.sessionCookieName}_form`;
     this.attributes = `; Path=/${options.secure ? '; Secure' : ''}; HttpOnly; SameSite=Lax`;
   }
