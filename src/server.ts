@@ -48,7 +48,15 @@ try {
   const switchboard = await createSwitchboard(config, logger);
   const handle = switchboard.app.callback();
   let draining = false;
-  const server = http.createServer({ requireHostHeader: false }, (req, res) => {
+  // Node waits 5 minutes for a request's body (60 s for its headers), checking every 30 s: a
+  // client that declares more than it sends held a socket that long. Bodies here are 16 kB at
+  // most, so REQUEST_TIMEOUT_MS (30 s) is plenty for the slowest honest client.
+  const timeouts = {
+    requestTimeout: config.requestTimeoutMs,
+    headersTimeout: config.requestTimeoutMs,
+    connectionsCheckingInterval: Math.min(30_000, Math.max(100, config.requestTimeoutMs / 10)),
+  };
+  const server = http.createServer({ requireHostHeader: false, ...timeouts }, (req, res) => {
     if (refusesWithoutHost(req, res)) return;
     // Draining (SIGTERM): each answer closes its connection, so keep-alive clients go elsewhere
     // instead of keeping this instance busy until it is killed mid-request.

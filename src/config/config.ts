@@ -41,6 +41,7 @@ const schema = {
   DATA_DIR: { type: z.string().min(1).default('./data'), accepts: 'a directory path' },
   LOG_LEVEL: { type: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'), accepts: 'fatal, error, warn, info, debug, trace or silent' },
   TRUST_PROXY: { type: bool.default(false), accepts: 'true or false' },
+  REQUEST_TIMEOUT_MS: { type: int(1000, 600_000).default(30_000), accepts: 'milliseconds 1000-600000' },
 
   SESSION_STORAGE: { type: z.enum(BACKENDS).default('database'), accepts: 'cookie, database or redis' },
   SESSION_FALLBACK: { type: z.enum([...BACKENDS, 'none']).default('database'), accepts: 'cookie, database, redis or none' },
@@ -114,6 +115,8 @@ export interface Config {
   dataDir: string;
   logLevel: Raw['LOG_LEVEL'];
   trustProxy: boolean;
+  /** A request's headers and body must have arrived within this (408 after). */
+  requestTimeoutMs: number;
   databaseUrl: string;
   redis: RedisConnection;
   sessions: {
@@ -230,6 +233,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: c.DATA_DIR,
     logLevel: c.LOG_LEVEL,
     trustProxy: c.TRUST_PROXY,
+    requestTimeoutMs: c.REQUEST_TIMEOUT_MS,
     databaseUrl: c.DATABASE_URL,
     redis: {
       enabled: c.REDIS_URL !== 'none' || Boolean(c.REDIS_CLUSTER_NODES || c.REDIS_SENTINELS),
