@@ -82,6 +82,23 @@ export const email = z
   .max(254, 'Email is too long')
   // The domain ends in a label, not a dot: "a@example.com." would be a second account for the same address.
   .regex(/^[^\s@]+@[^\s@]+\.[^\s@.]+$/, 'Enter a valid email address');
+/**
+ * A mailbox as mail servers take it (RFC 5321/5322, quoted local parts aside): a local part of
+ * at most 64 characters, none of the specials (`<>()[]\\,;:"`), no empty dot-separated part
+ * (`a..b`, `.a`, `a.`), and a domain of non-empty labels that do not start or end with `-`.
+ * Asked of new accounts only: an address signed up under looser rules still logs in.
+ */
+function isMailbox(address: string): boolean {
+  const at = address.lastIndexOf('@');
+  const local = address.slice(0, at);
+  if ([...local].length > 64 || /[<>()[\]\\,;:"]/.test(local) || local.split('.').includes('')) return false;
+  return address
+    .slice(at + 1)
+    .split('.')
+    .every((label) => label !== '' && !label.startsWith('-') && !label.endsWith('-'));
+}
+export const newEmail = email.refine(isMailbox, 'Enter a valid email address');
+
 export const name = z
   .string({ error: 'Enter a name' })
   .trim()

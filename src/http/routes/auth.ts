@@ -11,9 +11,9 @@ import { requireSameOrigin } from '../origin.js';
 import type { Session, SessionRecord } from '../../sessions/session.js';
 import type { SessionControl } from '../session-middleware.js';
 import { publicUser } from '../users.js';
-import { csrfField, email, name, parseBody, password } from '../validation.js';
+import { csrfField, email, name, newEmail, parseBody, password } from '../validation.js';
 
-const signupInput = z.object({ email, password, name, ...csrfField }).strict();
+const signupInput = z.object({ email: newEmail, password, name, ...csrfField }).strict();
 const loginInput = z.object({ email, password, ...csrfField }).strict();
 const passwordInput = z.object({ currentPassword: password, newPassword: password, ...csrfField }).strict();
 const MAX_PREFERENCES = 20;
