@@ -408,6 +408,22 @@ describe('signing up, logging in and out', function () {
       const { k0: _k0, k1: _k1, ...rest } = twenty;
       expect((await user.get('/api/session')).json.preferences).to.deep.equal({ ...rest, theme: 'dark' });
     });
+
+    it('says in words what is wrong with a refused change, field by field', async () => {
+      const user = new Client(app.url);
+      await user.signup();
+      for (const [body, field, message] of [
+        [{}, 'preferences', 'Send an object of preference names and values'],
+        [{ preferences: 'dark' }, 'preferences', 'Send an object of preference names and values'],
+        [{ preferences: { theme: ['dark'] } }, 'preferences.theme', 'A preference is a string, a number, true, false, or null to remove it'],
+        [{ preferences: { theme: 'd'.repeat(201) } }, 'preferences.theme', 'A preference value has at most 200 characters'],
+        [{ preferences: { ['t'.repeat(41)]: 1 } }, 'preferences', 'A preference name has at most 40 characters'],
+      ] as const) {
+        const res = await user.patch('/api/session', body);
+        const { error } = expectError(res, 400, 'invalid_input');
+        expect(error.message, JSON.stringify(body)).to.equal(`${field}: ${message}`);
+      }
+    });
   });
 });
 

@@ -85,6 +85,20 @@ describe('bad input never gets more than a 4xx', function () {
       }
     });
 
+    it('answers 415 naming the charset to a body in another one than UTF-8, and takes utf-8 however spelled', async () => {
+      for (const charset of ['latin1', 'ISO-8859-1', 'utf-16', 'windows-1252']) {
+        for (const type of ['application/json', 'application/x-www-form-urlencoded']) {
+          const res = await req('POST', '/api/login', { 'Content-Type': `${type}; charset=${charset}` }, type === 'application/json' ? '{"email":"a@example.com","password":"whatever it is"}' : 'email=a%40example.com&password=whatever');
+          expectClientError(res, `${type}; charset=${charset}`, 415, 'unsupported_media_type');
+          expect((res.body as { error: { message: string } }).error.message).to.include(`charset=${charset}`);
+        }
+      }
+      for (const charset of ['utf-8', 'UTF-8', 'utf8']) {
+        const res = await req('POST', '/api/login', { 'Content-Type': `application/json; charset=${charset}` }, '{"email":"nobody-here@example.com","password":"whatever it is"}');
+        expect(res.status, charset).to.equal(401);
+      }
+    });
+
     it('treats a JSON body without a content type as unsupported, not as an empty login', async () => {
       const res = await req('POST', '/api/login', {}, '{"email":"a@example.com","password":"whatever it is"}');
       expectClientError(res, 'no content type', 415, 'unsupported_media_type');

@@ -20,7 +20,14 @@ const MAX_PREFERENCES = 20;
 const preferencesInput = z
   .object({
     preferences: z
-      .record(z.string().max(40), z.union([z.string().max(200), z.number(), z.boolean(), z.null()]))
+      .record(
+        z.string(),
+        z.union([z.string().max(200, 'A preference value has at most 200 characters'), z.number(), z.boolean(), z.null()], {
+          error: (issue) => (issue.code === 'invalid_union' ? 'A preference is a string, a number, true, false, or null to remove it' : undefined),
+        }),
+        { error: (issue) => (issue.code === 'invalid_type' ? 'Send an object of preference names and values' : undefined) },
+      )
+      .refine((p) => Object.keys(p).every((name) => name.length <= 40), 'A preference name has at most 40 characters')
       .refine((p) => Object.keys(p).length <= MAX_PREFERENCES, `At most ${MAX_PREFERENCES} preferences`),
     ...csrfField,
   })
