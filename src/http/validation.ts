@@ -41,7 +41,7 @@ export function parseBody<T extends z.ZodType>(ctx: Context, schema: T): z.outpu
   const sent = ctx.request.length > 0 || ctx.get('Transfer-Encoding') !== '';
   // Bodies are read as UTF-8 whatever the charset says: another one is refused by name rather
   // than misread (a Latin-1 "é" would come back as "not valid UTF-8", UTF-16 as "not valid JSON").
-  const charset = sent ? ctx.request.charset : '';
+  const charset = sent && ctx.get('Content-Type').includes(';') ? ctx.request.charset : '';
   if (charset && !/^utf-?8$/i.test(charset)) throw new UnsupportedMediaTypeError(`Send the body in UTF-8 (not charset=${charset.slice(0, 40)})`);
   if (ctx.state.bodyError) throw ctx.state.bodyError;
   const raw = (ctx.request as { rawBody?: unknown }).rawBody;
