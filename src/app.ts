@@ -31,6 +31,9 @@ import { platformRoutes } from './http/routes/platforms.js';
 import { sessionRoutes } from './http/routes/sessions.js';
 import { SessionAudit } from './sessions/audit.js';
 
+/** The largest request body read (JSON or form): 413 payload_too_large above it. */
+export const MAX_BODY_BYTES = 16 * 1024;
+
 export interface Switchboard {
   app: Koa;
   deps: AppDeps;
@@ -109,7 +112,7 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
     if (coding) ctx.req.headers['content-encoding'] = coding.toLowerCase();
     return next();
   });
-  app.use(bodyParser({ enableTypes: ['json', 'form'], extendTypes: { json: ['application/json', '+json'] }, jsonLimit: '16kb', formLimit: '16kb', encoding: 'utf-8', jsonStrict: true, onError: keepBodyError }));
+  app.use(bodyParser({ enableTypes: ['json', 'form'], extendTypes: { json: ['application/json', '+json'] }, jsonLimit: MAX_BODY_BYTES, formLimit: MAX_BODY_BYTES, encoding: 'utf-8', jsonStrict: true, onError: keepBodyError }));
   app.use(sessionMiddleware({ config: config.sessions, backends, flag, metrics, audit: deps.audit }));
   app.use(csrfProtection(router));
   app.use(adminGate(config.adminToken));

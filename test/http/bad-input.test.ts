@@ -594,6 +594,31 @@ describe('a request that never finishes arriving', function () {
     });
   }
 
+  /** The status line of the first answer to `head`, sent with no body after it. */
+  function firstStatusLine(head: string): Promise<string> {
+    const url = new URL(app.url);
+    return new Promise((resolve, reject) => {
+      const socket = connect(Number(url.port), url.hostname, () => socket.write(head));
+      let text = '';
+      socket.on('data', (c: Buffer) => {
+        text += c.toString('latin1');
+        const end = text.indexOf('\r\n');
+        if (end >= 0) {
+          resolve(text.slice(0, end));
+          socket.destroy();
+        }
+      });
+      socket.on('error', reject);
+    });
+  }
+
+  it('answers Expect: 100-continue with 413 at once for a body declared too large, and with 100 Continue for one that fits', async () => {
+    const head = (length: number) => `POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\nExpect: 100-continue\r\n\r\n`;
+    // Node answered 100 Continue to both, and the client uploaded 2 MB to hear 413.
+    expect(await firstStatusLine(head(2_000_000))).to.match(/^HTTP\/1\.1 413 /);
+    expect(await firstStatusLine(head(100))).to.match(/^HTTP\/1\.1 100 /);
+  });
+
   // Node's own limits held these for 5 minutes (a body) and 60 s (headers), in the test's place
   // until mocha's timeout: the answer at all is what is asserted, not when.
   for (const [what, request] of [
