@@ -287,22 +287,7 @@ describe('bad input never gets more than a 4xx', function () {
   });
 
   describe('requests the HTTP parser refuses (before any route)', () => {
-    /** Sends `request` as it is, byte for byte, and reads the answer until the server closes. */
-    function rawBytes(request: string): Promise<{ status: number; contentType: string; head: string; body: unknown }> {
-      const url = new URL(app.url);
-      return new Promise((resolve, reject) => {
-        const socket = connect(Number(url.port), url.hostname, () => socket.end(request));
-        const chunks: Buffer[] = [];
-        socket.on('data', (c: Buffer) => chunks.push(c));
-        socket.on('error', reject);
-        socket.setTimeout(10_000, () => socket.destroy(new Error('no answer within 10 s')));
-        socket.on('close', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          const [head = '', body = ''] = text.split('\r\n\r\n');
-          resolve({ status: Number(head.split(' ')[1]), contentType: /content-type: ([^\r]*)/i.exec(head)?.[1] ?? '', head, body: body ? JSON.parse(body) : undefined });
-        });
-      });
-    }
+    const rawBytes = (request: string) => rawAnswer(app.url, request);
 
     for (const [what, request, status, code] of [
       ['an unknown method', 'FOO / HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'bad_request'],
@@ -579,21 +564,6 @@ describe('a request that never finishes arriving', function () {
   });
   after(() => app?.stop());
 
-  /** Sends `request` and keeps the connection open, as a client that promised more would. */
-  function stalled(request: string): Promise<{ status: number; body: unknown }> {
-    const url = new URL(app.url);
-    return new Promise((resolve, reject) => {
-      const socket = connect(Number(url.port), url.hostname, () => socket.write(request));
-      const chunks: Buffer[] = [];
-      socket.on('data', (c: Buffer) => chunks.push(c));
-      socket.on('error', reject);
-      socket.on('close', () => {
-        const [head = '', body = ''] = Buffer.concat(chunks).toString('utf8').split('\r\n\r\n');
-        resolve({ status: Number(head.split(' ')[1]), body: body ? JSON.parse(body) : undefined });
-      });
-    });
-  }
-
   /** The status line of the first answer to `head`, sent with no body after it. */
   function firstStatusLine(head: string): Promise<string> {
     const url = new URL(app.url);
@@ -626,10 +596,31 @@ describe('a request that never finishes arriving', function () {
     ['headers that never end', 'GET /api/session HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n'],
   ] as const) {
     it(`answers ${what} with 408 request_timeout within REQUEST_TIMEOUT_MS, and closes the connection`, async () => {
-      const reply = await stalled(request);
+      // The connection stays open, as a client that promised more would keep it.
+      const reply = await rawAnswer(app.url, request, { keepOpen: true });
       expect(reply.status).to.equal(408);
       expect(reply.body).to.deep.equal({ error: { code: 'request_timeout', message: 'The request took too long' } });
       expect((await new Client(app.url).get('/healthz')).status, 'and goes on serving').to.equal(200);
     });
   }
 });
+
+/**
+ * Sends `request` as it is, byte for byte, and reads the answer until the server closes the
+ * connection; `keepOpen` leaves the client's side open (a client still to send more).
+ */
+function rawAnswer(base: string, request: string, { keepOpen = false } = {}): Promise<{ status: number; contentType: string; head: string; body: unknown }> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(url.port), url.hostname, () => (keepOpen ? socket.write(request) : socket.end(request)));
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', reject);
+    socket.setTimeout(10_000, () => socket.destroy(new Error('no answer within 10 s')));
+    socket.on('close', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      const [head = '', body = ''] = text.split('\r\n\r\n');
+      resolve({ status: Number(head.split(' ')[1]), contentType: /content-type: ([^\r]*)/i.exec(head)?.[1] ?? '', head, body: body ? JSON.parse(body) : undefined });
+    });
+  });
+}
