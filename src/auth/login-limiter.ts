@@ -62,7 +62,7 @@ export class LoginLimiter {
    */
   async attempt(account: string, ip: string): Promise<LoginAttempt> {
     const keys: Array<[Counter, string]> = [
-      [this.perAccount, `${account.toLowerCase()}|${ip}`],
+      [this.perAccount, accountAt(account, ip)],
       [this.perAddress, ip],
       [this.perAccountEverywhere, account.toLowerCase()],
     ];
@@ -96,8 +96,11 @@ export class LoginLimiter {
           if (!ended) await Promise.all(keys.map(([c, key]) => c.limiter.penalty(key, 1)));
           end();
         }),
+      // Cleared before the point is given back, so a waiting attempt reads the cleared counter.
       succeeded: async () => {
-        if (end()) await this.clearFailures(account, ip);
+        if (ended) return;
+        await this.clearFailures(account, ip);
+        end();
       },
       release: () => void end(),
     };
@@ -105,7 +108,7 @@ export class LoginLimiter {
 
   /** A right password: the failures counted against this account from this address are forgotten. */
   async clearFailures(account: string, ip: string): Promise<void> {
-    await this.perAccount.limiter.delete(`${account.toLowerCase()}|${ip}`);
+    await this.perAccount.limiter.delete(accountAt(account, ip));
   }
 
   /** True when the points were taken; false when attempts in flight hold what is left. */
@@ -135,4 +138,9 @@ export class LoginLimiter {
     if (now > 0) this.held.set(id, now);
     else this.held.delete(id);
   }
+}
+
+/** The key of the account+address counter: an email in any letter case is one account. */
+function accountAt(account: string, ip: string): string {
+  return `${account.toLowerCase()}|${ip}`;
 }
