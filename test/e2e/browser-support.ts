@@ -27,7 +27,7 @@ export const UA = {
   safariIphone: 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1',
 };
 
-export async function launchChromium(): Promise<Browser> {
+async function launchChromium(): Promise<Browser> {
   if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM_PATH`);
   // playwright-core gives every launch a fresh temporary --user-data-dir.
   return chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
@@ -44,20 +44,43 @@ export function person(name: string, tag: string): Person {
 }
 
 /**
- * Opens contexts and pages on one browser, records every console error and CSP violation
- * they report, and closes them all in `closeAll` (an afterEach hook).
+ * How long closing a test's contexts may take. Now and then, on a loaded machine, Chromium
+ * never answers the request to dispose of a context (CDP `Target.disposeBrowserContext`),
+ * and the close waits for ever; past this bound the browser is replaced instead.
+ */
+const CLOSE_MS = 15_000;
+
+/** Resolves true once `work` settles, or false after `ms` if it has not. */
+async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([work.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Owns one Chromium, opens contexts and pages on it, records every console error and CSP
+ * violation they report, and closes them all in `closeAll` (an afterEach hook).
  */
 export class BrowserSession {
+  private browser: Browser | undefined;
   private readonly contexts: BrowserContext[] = [];
   private problems: string[] = [];
 
-  constructor(
-    private readonly browser: () => Browser,
-    private readonly baseURL: () => string,
-  ) {}
+  constructor(private readonly baseURL: () => string) {}
+
+  async launch(): Promise<void> {
+    this.browser = await launchChromium();
+  }
 
   async context(options: BrowserContextOptions = {}): Promise<BrowserContext> {
-    const context = await this.browser().newContext({ baseURL: this.baseURL(), viewport: { width: 1280, height: 820 }, locale: 'en-US', timezoneId: 'UTC', ...options });
+    if (!this.browser) throw new Error('BrowserSession.launch() first');
+    const context = await this.browser.newContext({ baseURL: this.baseURL(), viewport: { width: 1280, height: 820 }, locale: 'en-US', timezoneId: 'UTC', ...options });
     this.contexts.push(context);
     // Runs before the page's own scripts and outside its CSP: reports every violation as a console error.
     await context.addInitScript(() => {
@@ -86,10 +109,28 @@ export class BrowserSession {
     return problems;
   }
 
+  /**
+   * Closes every context this test opened. A browser that does not close them within
+   * CLOSE_MS is left to playwright (which kills it when the test process exits), and the
+   * next test gets a fresh one, so one stuck Chromium fails no test.
+   */
   async closeAll(): Promise<void> {
     const contexts = this.contexts.splice(0);
-    await Promise.all(contexts.map((c) => c.close().catch(() => undefined)));
+    if (await settlesWithin(Promise.all(contexts.map((c) => c.close())), CLOSE_MS)) return;
+    console.warn(`      (Chromium did not close ${contexts.length} context(s) within ${CLOSE_MS} ms; starting a fresh browser)`);
+    const stuck = this.browser;
+    this.browser = undefined;
+    void stuck?.close().catch(() => undefined);
+    await this.launch();
   }
+
+  /** Closes the contexts, then the browser, each bounded. */
+  async close(): Promise<void> {
+    await this.closeAll();
+    await settlesWithin(this.browser?.close() ?? Promise.resolve(), CLOSE_MS);
+    this.browser = undefined;
+  }
+
 }
 
 export const onPath = (pathname: string) => (url: URL) => url.pathname === pathname;

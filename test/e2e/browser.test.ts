@@ -7,7 +7,7 @@
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import type { Browser, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
 import {
@@ -16,7 +16,6 @@ import {
   BrowserSession,
   clearRedisPrefix,
   CROSS_TAB_MS,
-  launchChromium,
   login,
   logout,
   onPath,
@@ -47,21 +46,12 @@ function postedForms(page: Page): string[] {
 
 describe('browser (headless Chromium)', function () {
   this.timeout(60_000);
-  let browser: Browser;
   let app: AppProcess | undefined;
-  const session = new BrowserSession(
-    () => browser,
-    () => app?.url ?? '',
-  );
+  const session = new BrowserSession(() => app?.url ?? '');
 
-  before(async () => {
-    browser = await launchChromium();
-  });
+  before(() => session.launch());
   afterEach(() => session.closeAll());
-  after(async () => {
-    await session.closeAll();
-    await browser?.close();
-  });
+  after(() => session.close());
 
   /** Console errors (CSP violations included) seen in this test's pages. */
   function expectCleanConsole() {
