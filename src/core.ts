@@ -13,6 +13,7 @@ import { migrateUp } from './db/migrator.js';
 import { defineModels, type Models } from './db/models.js';
 import { FlagOverride } from './flags/override.js';
 import { RollbackGuard } from './flags/rollback.js';
+import { RepeatedWarning } from './logging/repeated-warning.js';
 import { Metrics } from './metrics/metrics.js';
 import { SessionBackends, type ServingStore } from './sessions/backends.js';
 import { jsonCodec, sealedCodec } from './sessions/codec.js';
@@ -135,9 +136,10 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   // must (SessionStoreErrorRatioHigh, session_store_operations_total). Not timed: a batch of
   // copies is no request's wait, and would only blur the database's latency.
   const copyOperation = (operation: string) => (operation === 'read-through' ? 'load' : operation === 'destroy' ? 'destroy' : 'save');
+  const copyFailed = new RepeatedWarning(logger, 'database copy of a session could not be written');
   const mirrorError = (err: unknown, operation: string) => {
     metrics.storeOutcome('database', copyOperation(operation), 'error');
-    logger.warn({ err, operation }, 'database copy of a session could not be written');
+    copyFailed.warn({ err, operation });
   };
   const onCopied = (operation: string) => metrics.storeOutcome('database', copyOperation(operation), 'success');
   // The short deadline exists to fail over fast; the backend that is itself the last resort

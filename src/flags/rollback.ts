@@ -176,11 +176,14 @@ export class RollbackGuard {
   /**
    * A backend came back from an outage (its breaker closed): the outage was the breaker's and
    * the fallback's business, so its errors must not count against the backend's probation
-   * when sessions move back to it.
+   * when sessions move back to it. A rollout to it that the outage interrupted ends here too:
+   * the sessions now moving back are going home (`noteMigration`), and its first calls after a
+   * restart, slower while it warms up, rolled back instances it had just come back to.
    */
   forget(backend: BackendName, now = Date.now()) {
     this.windows.delete(backend);
     this.outages.set(backend, now);
+    if (this.move?.to === backend) this.move = undefined;
   }
 
   /** An operator cleared it: watch afresh (a flag change after an outage is a rollout again). */

@@ -66,6 +66,22 @@ export interface UnleashRollout {
   enabled: boolean;
   strategies: Array<{ name: string; rollout?: number }>;
   backends: BackendName[];
+  /** Variants that name no backend (a typo, `memcached`): the sessions they get stay where the environment says. Absent when none. */
+  ignoredVariants?: string[];
+}
+
+type FlagDefinition = NonNullable<ReturnType<Unleash['getFeatureToggleDefinition']>>;
+
+/** Variants live on the flag (older servers) or on each strategy (Unleash 5 and later). */
+function variantsOf(flag: FlagDefinition) {
+  return [...(flag.variants ?? []), ...(flag.strategies ?? []).flatMap((s) => s.variants ?? [])];
+}
+
+function ignoredVariantsOf(flag: FlagDefinition): string[] {
+  const names = variantsOf(flag)
+    .filter((v) => backendOfVariant({ ...v, enabled: true }) === undefined)
+    .map((v) => String(v.name));
+  return [...new Set(names)];
 }
 
 function percentageOf(parameters: Record<string, unknown> | undefined): number | undefined {
@@ -82,6 +98,8 @@ export class UnleashBackendFlag {
 
   private readonly unleash: Unleash;
   private readonly logger?: UnleashFlagOptions['logger'];
+  /** The ignored variants last warned of (see `warnOfIgnoredVariants`). */
+  private ignoredVariantsSaid = '';
   private ready = false;
   private reachable = false;
   private lastSyncAt?: Date;
@@ -120,9 +138,13 @@ export class UnleashBackendFlag {
     this.unleash.on(UnleashEvents.Ready, () => {
       this.ready = true;
       this.answers.clear();
+      this.warnOfIgnoredVariants();
     });
     this.unleash.on(UnleashEvents.Synchronized, () => this.answers.clear());
-    this.unleash.on(UnleashEvents.Changed, () => this.answered());
+    this.unleash.on(UnleashEvents.Changed, () => {
+      this.answered();
+      this.warnOfIgnoredVariants();
+    });
     this.unleash.on(UnleashEvents.Unchanged, () => this.answered());
     this.unleash.on(UnleashEvents.Error, (err: unknown) => this.failed(err));
     this.unleash.on(UnleashEvents.Warn, (msg: unknown) => {
@@ -159,13 +181,12 @@ export class UnleashBackendFlag {
     const flag = this.unleash.getFeatureToggleDefinition(UnleashBackendFlag.FLAG);
     if (!flag) return undefined;
     const strategies = flag.strategies ?? [];
-    // Variants live on the flag (older servers) or on each strategy (Unleash 5 and later).
-    const variants = [...(flag.variants ?? []), ...strategies.flatMap((s) => s.variants ?? [])];
     const backends = new Set<BackendName>();
-    for (const v of variants) {
+    for (const v of variantsOf(flag)) {
       const backend = backendOfVariant({ ...v, enabled: true });
       if (backend) backends.add(backend);
     }
+    const ignoredVariants = ignoredVariantsOf(flag);
     return {
       enabled: flag.enabled,
       strategies: strategies.map((s) => {
@@ -173,7 +194,23 @@ export class UnleashBackendFlag {
         return rollout === undefined ? { name: s.name } : { name: s.name, rollout };
       }),
       backends: [...backends],
+      ...(ignoredVariants.length > 0 ? { ignoredVariants } : {}),
     };
+  }
+
+  /**
+   * An operator's typo in a variant would otherwise pass unseen: its sessions simply stay
+   * where they are. Said once per change of the flag, not per request.
+   */
+  private warnOfIgnoredVariants(): void {
+    const flag = this.unleash.getFeatureToggleDefinition(UnleashBackendFlag.FLAG);
+    const ignored = flag ? ignoredVariantsOf(flag) : [];
+    const key = ignored.join('\n');
+    if (key === this.ignoredVariantsSaid) return;
+    this.ignoredVariantsSaid = key;
+    if (ignored.length > 0) {
+      this.logger?.warn({ flag: UnleashBackendFlag.FLAG, variants: ignored }, 'Unleash variants name no session backend (cookie, database or redis): the sessions they get stay on the backend the environment names');
+    }
   }
 
   status(): UnleashFlagStatus {

@@ -133,14 +133,12 @@ export class SessionBackends {
     try {
       record = await this.stores[backend].load(token);
     } catch (err) {
-      if (!(err instanceof BackendUnavailableError) || backend !== 'redis') throw err;
-      // Not in Redis, and its database copy could not be asked: unknown (503), unless this
-      // session was ended, which is known here without its record.
-      if (err.backend === 'database') {
-        if (this.revocations.isSessionIdRevoked(hashSessionId(token))) return undefined;
-        throw err;
-      }
-      if (this.fallback === 'none') throw err;
+      if (!(err instanceof BackendUnavailableError)) throw err;
+      // Its store (or, for Redis, the database copy) could not be asked: unknown (503), unless
+      // this session was ended, which is known here without its record. (A sealed cookie's
+      // token is not its session id, so it never matches here: its failure stays unknown.)
+      if (this.revocations.isSessionIdRevoked(hashSessionId(token))) return undefined;
+      if (backend !== 'redis' || err.backend === 'database' || this.fallback === 'none') throw err;
       record = await this.stores.database.load(token);
       if (record) {
         this.events.fallback(backend, 'database', err.reason);

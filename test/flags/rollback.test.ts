@@ -45,6 +45,26 @@ describe('automatic rollback', () => {
     expect(other.evaluate(t0 + 1000)).to.deep.include({ from: 'redis', trigger: 'error_rate' });
   });
 
+  it('ends the probation of a rollout that an outage interrupted, once the backend is back', () => {
+    const { g, fired } = guard();
+    for (let i = 0; i < 200; i++) g.record('database', true, 0.001, t0);
+    g.evaluate(t0);
+    g.noteMigration('database', 'redis', t0); // an operator's rollout to Redis
+    for (let i = 0; i < 100; i++) g.record('redis', true, 0.0005, t0 + 1000);
+    expect(g.evaluate(t0 + 1000)).to.equal(undefined);
+    g.noteFallback('redis', t0 + 2000); // Redis went down; its breaker opened
+    g.forget('redis', t0 + 30_000); // and closed again
+    g.noteMigration('database', 'redis', t0 + 30_100); // its sessions go home
+    // Its first calls after the restart are slow (a cold Redis, reconnecting clients).
+    for (let i = 0; i < 100; i++) g.record('redis', true, i < 10 ? 0.05 : 0.0005, t0 + 31_000);
+    expect(g.evaluate(t0 + 31_000)).to.equal(undefined);
+    expect(fired).to.have.length(0);
+    // A move after the grace is a rollout again, judged on its own calls.
+    g.noteMigration('database', 'redis', t0 + 30_000 + RETURN_GRACE_MS + 1);
+    for (let i = 0; i < 100; i++) g.record('redis', false, 0.0005, t0 + 30_000 + RETURN_GRACE_MS + 1000);
+    expect(g.evaluate(t0 + 30_000 + RETURN_GRACE_MS + 1000)).to.deep.include({ from: 'redis', trigger: 'error_rate' });
+  });
+
   it('rolls back when the new backend’s p99 passes twice the old one’s', () => {
     const { g } = guard();
     for (let i = 0; i < 200; i++) g.record('database', true, 0.001, t0);

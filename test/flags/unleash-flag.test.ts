@@ -143,6 +143,22 @@ describe('UnleashBackendFlag', function () {
       await change('the flag enabled', () => server.enable(), () => flag.backendFor(probe) === 'database');
     });
 
+    it('says once, in the log and in its description, that a variant names no backend, and assigns nothing by it', async function () {
+      const ignoredWarnings = () => logs.filter((e) => e.level === 'warn' && /name no session backend/.test(e.msg));
+      expect(ignoredWarnings()).to.have.length(0);
+      await change('100% memcached', () => server.setRollout(100, 'memcached'), () => flag.backendFor(probe) === undefined);
+      expect(assignments(flag).every((b) => b === undefined)).to.equal(true);
+      expect(flag.rollout()).to.deep.include({ backends: [], ignoredVariants: ['memcached'] });
+      await waitUntil('the warning', () => ignoredWarnings().length > 0, A_MINUTE);
+      // Later polls bring the same flag: no more lines.
+      const polled = flag.status().lastSyncAt;
+      await waitUntil('another poll', () => flag.status().lastSyncAt !== polled, A_MINUTE);
+      expect(ignoredWarnings()).to.have.length(1);
+      expect(ignoredWarnings()[0]!.obj).to.deep.include({ variants: ['memcached'] });
+      await change('100% database', () => server.setRollout(100, 'database'), () => flag.backendFor(probe) === 'database');
+      expect(flag.rollout()).to.not.have.property('ignoredVariants');
+    });
+
     it('reports a reachable server with state', function () {
       const status = flag.status();
       expect(status).to.include({ configured: true, reachable: true, hasState: true });

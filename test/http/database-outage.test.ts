@@ -221,3 +221,49 @@ describe('a logout that neither the database nor Redis can record (cookie backen
     expect((await thief.get('/api/session')).status).to.equal(401);
   });
 });
+
+/**
+ * The database down under the database backend: its sessions cannot be read, so they are
+ * unknown (503) — but one logged out before the outage is known to be over without its row,
+ * from the revocation list every instance holds in memory, and stays a 401.
+ */
+describe('the database down under the database backend', function () {
+  this.timeout(120_000);
+  let db: TestDatabase;
+  let link: SlowLink;
+  let app: AppProcess;
+
+  before(async () => {
+    await ensureServices();
+    db = await createTestDatabase('outage_db');
+    link = await startSlowLink({ host: '127.0.0.1', port: 5432 });
+    app = await startApp({ SESSION_STORAGE: 'database', ...redisEnv(), DATABASE_URL: db.url.replace(':5432/', `:${link.port}/`), SYNC_INTERVAL_MS: '200' });
+  });
+  after(async () => {
+    await app?.stop();
+    await link?.close();
+    await db?.drop();
+  });
+
+  it('answers 401 for a session logged out before the outage, 503 for a live one, and serves it once back', async () => {
+    const leaving = new Client(app.url);
+    await leaving.signup();
+    const stolen = leaving.sessionCookie()!;
+    expect((await leaving.post('/api/logout')).status).to.equal(204);
+    const staying = new Client(app.url);
+    await staying.signup();
+    const thief = new Client(app.url);
+    thief.cookies.set('sid', stolen);
+
+    await link.cut();
+    try {
+      expectError(await thief.get('/api/session'), 401, 'unauthenticated');
+      expectError(await staying.get('/api/session'), 503, 'service_unavailable');
+      expect(staying.sessionCookie(), 'the browser keeps its cookie').to.be.a('string');
+    } finally {
+      await link.restore();
+    }
+    await waitUntil('the session served again', async () => (await staying.get('/api/session')).status === 200, 300);
+    expectError(await thief.get('/api/session'), 401, 'unauthenticated');
+  });
+});

@@ -6,6 +6,7 @@ import { expect } from 'chai';
 import { Writable } from 'node:stream';
 import { Sequelize } from 'sequelize';
 import { createLogger } from '../../src/app.js';
+import { RepeatedWarning } from '../../src/logging/repeated-warning.js';
 
 function capture() {
   const lines: string[] = [];
@@ -48,5 +49,22 @@ describe('the log', () => {
     const line = JSON.parse(text()) as { err: Record<string, unknown> };
     expect(line.err).to.include({ type: 'Error', message: 'the broker went away', code: 'ECONNRESET' });
     expect(line.err.stack).to.be.a('string');
+  });
+
+  it('says a warning repeated by every request of an outage once per interval, with how many it left out', () => {
+    const { logger, text } = capture();
+    const copyFailed = new RepeatedWarning(logger, 'database copy of a session could not be written', 10_000);
+    const t0 = 1_700_000_000_000;
+    for (let i = 0; i < 500; i++) copyFailed.warn({ err: new Error('connection refused'), operation: 'save' }, t0 + i * 10);
+    copyFailed.warn({ err: new Error('connection refused'), operation: 'save' }, t0 + 10_000);
+    const lines = text()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.map((l) => [l.msg, l.operation, l.alsoSinceLastLine])).to.deep.equal([
+      ['database copy of a session could not be written', 'save', undefined],
+      ['database copy of a session could not be written', 'save', 499],
+    ]);
+    expect((lines[1]!.err as Record<string, unknown>).message, 'each line keeps its error').to.equal('connection refused');
   });
 });

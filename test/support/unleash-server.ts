@@ -163,7 +163,7 @@ export class UnleashTestServer {
    * Makes the flag's only strategy in `development` a flexibleRollout of `percent`
    * (stickiness sessionId, groupId `session-storage`) with a single variant named `variant`.
    */
-  async setRollout(percent: number, variant: BackendName): Promise<void> {
+  async setRollout(percent: number, variant: BackendName | 'memcached'): Promise<void> {
     await this.putStrategy(percent, [variant]);
   }
 
@@ -181,7 +181,7 @@ export class UnleashTestServer {
   }
 
   /** Replaces the flag's strategies in `development` by one flexibleRollout (others are deleted). */
-  private async putStrategy(percent: number, variants: BackendName[]): Promise<void> {
+  private async putStrategy(percent: number, variants: ReadonlyArray<BackendName | 'memcached'>): Promise<void> {
     const weight = Math.floor(1000 / Math.max(1, variants.length));
     const body: StrategyBody = {
       name: 'flexibleRollout',
