@@ -319,6 +319,27 @@ for (const backend of BACKENDS) {
     });
   });
 
+  describe(`the current session in the list, with SESSION_STORAGE=${backend} and its database copy written late`, function () {
+    this.timeout(60_000);
+    let app: AppProcess;
+    before(async () => {
+      app = await startApp(backendEnv(backend, { SESSION_IDLE_TIMEOUT: '60', SESSION_TOUCH_INTERVAL: '1', MIRROR_FLUSH_MS: '5000' }));
+    });
+    after(() => app?.stop());
+
+    it('shows the activity and expiry GET /api/session showed, not its older database copy', async () => {
+      const client = new Client(app.url);
+      await client.signup();
+      await new Promise((r) => setTimeout(r, 1100));
+      type Times = { lastActivity: string; expiresAt: string };
+      const shown = ((await client.get('/api/session')).json as { session: Times }).session;
+      const listed = ((await client.get('/api/sessions')).json as { sessions: Array<Times & { current: boolean }> }).sessions.find((e) => e.current)!;
+      // A later touch (a slow machine, past the 1-second touch interval) can only move them on.
+      expect(Date.parse(listed.lastActivity)).to.be.at.least(Date.parse(shown.lastActivity));
+      expect(Date.parse(listed.expiresAt)).to.be.at.least(Date.parse(shown.expiresAt));
+    });
+  });
+
   describe(`SESSION_MAX_PER_USER=2, with SESSION_STORAGE=${backend}`, function () {
     this.timeout(60_000);
     let app: AppProcess;

@@ -2,6 +2,7 @@
 import Router, { type RouterContext } from '@koa/router';
 import type { AppDeps } from '../deps.js';
 import { NotFoundError } from '../errors.js';
+import { describeSession, type SessionRecord } from '../../sessions/session.js';
 import { sessionListEntry } from '../users.js';
 import { requireSession } from './auth.js';
 
@@ -13,7 +14,13 @@ export function sessionRoutes(deps: AppDeps) {
     const session = requireSession(ctx);
     const sessions = await backends.listByUser(session.data.user.id);
     ctx.set('Cache-Control', 'no-store');
-    ctx.body = { sessions: sessions.map((r) => (r.handle === session.handle ? ctx.state.sessions.withBackend(sessionListEntry(r, session.handle)) : sessionListEntry(r, session.handle))) };
+    // The current session as this request has it, like GET /api/session: its database row (the
+    // directory of every backend's sessions) takes a cookie or Redis session's activity later.
+    const own = describeSession(session.record);
+    const entry = (r: SessionRecord) => sessionListEntry(r, session.handle);
+    ctx.body = {
+      sessions: sessions.map((r) => (r.handle === session.handle ? ctx.state.sessions.withBackend({ ...entry(r), lastActivity: own.lastActivity, expiresAt: own.expiresAt }) : entry(r))),
+    };
   });
 
   const revokeOne = async (ctx: RouterContext) => {
