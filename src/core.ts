@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Cluster, Redis } from 'ioredis';
 import { ConfigError, type BackendName, type Config } from './config/config.js';
 import { openDatabase } from './db/database.js';
-import { deploymentId, unboundCookiesBefore } from './db/deployment.js';
+import { deploymentId, unboundCookiesBefore, unsignedIdsBefore } from './db/deployment.js';
 import { migrateUp } from './db/migrator.js';
 import { defineModels, type Models } from './db/models.js';
 import { FlagOverride } from './flags/override.js';
@@ -16,6 +16,7 @@ import { RollbackGuard } from './flags/rollback.js';
 import { RepeatedWarning } from './logging/repeated-warning.js';
 import { Metrics } from './metrics/metrics.js';
 import { SessionBackends, type ServingStore } from './sessions/backends.js';
+import { SessionCookieValue } from './sessions/session-cookie-value.js';
 import { jsonCodec, sealedCodec } from './sessions/codec.js';
 import { CookieStore } from './sessions/cookie-store.js';
 import { DatabaseStore } from './sessions/database-store.js';
@@ -167,7 +168,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     secondaryFailure(err, what) {
       logger.warn({ err, what }, 'secondary session write failed');
     },
-  });
+  }, new SessionCookieValue(config.sessions.secrets, await unsignedIdsBefore(models)));
 
   // session_store_up also between requests and without /readyz: the database under the redis or
   // cookie backend takes only write-behind copies, whose failures no request sees.

@@ -14,6 +14,7 @@ import type { Models } from './models.js';
 
 const DEPLOYMENT_ID = 'deployment_id';
 const UNBOUND_COOKIES_BEFORE = 'unbound_cookies_before';
+const UNSIGNED_IDS_BEFORE = 'unsigned_ids_before';
 
 /** How long after a deployment first runs a release that binds cookies its older instances may still seal unbound ones. */
 export const ROLLING_UPGRADE_MS = 60 * 60 * 1000;
@@ -27,6 +28,7 @@ export async function deploymentId(models: Pick<Models, 'Setting'>): Promise<str
     [
       { name: DEPLOYMENT_ID, value: randomBytes(9).toString('base64url') },
       { name: UNBOUND_COOKIES_BEFORE, value: '0' },
+      { name: UNSIGNED_IDS_BEFORE, value: '0' },
     ],
     { ignoreDuplicates: true },
   );
@@ -40,9 +42,23 @@ export async function deploymentId(models: Pick<Models, 'Setting'>): Promise<str
  * 0 for a deployment that never had any. Without it, a staging copy on an older release, given
  * production's secrets, could still issue cookies that production opens as its own users'.
  */
-export async function unboundCookiesBefore(models: Pick<Models, 'Setting'>, now = Date.now()): Promise<number> {
-  const known = await models.Setting.findByPk(UNBOUND_COOKIES_BEFORE);
+export function unboundCookiesBefore(models: Pick<Models, 'Setting'>, now = Date.now()): Promise<number> {
+  return upgradeCutoff(models, UNBOUND_COOKIES_BEFORE, now);
+}
+
+/**
+ * Database and Redis session cookies without a signature (sessions/session-cookie-value.ts)
+ * open only for sessions issued before this instant (ms): as for unbound cookies, an hour after
+ * the deployment first ran a release that signs them, or 0 for a deployment that never had any.
+ */
+export function unsignedIdsBefore(models: Pick<Models, 'Setting'>, now = Date.now()): Promise<number> {
+  return upgradeCutoff(models, UNSIGNED_IDS_BEFORE, now);
+}
+
+/** The setting `name`, set on first reading to ROLLING_UPGRADE_MS from now (the first instance to write it wins). */
+async function upgradeCutoff(models: Pick<Models, 'Setting'>, name: string, now: number): Promise<number> {
+  const known = await models.Setting.findByPk(name);
   if (known) return Number(known.value);
-  await models.Setting.bulkCreate([{ name: UNBOUND_COOKIES_BEFORE, value: String(now + ROLLING_UPGRADE_MS) }], { ignoreDuplicates: true });
-  return Number((await models.Setting.findByPk(UNBOUND_COOKIES_BEFORE, { rejectOnEmpty: true })).value);
+  await models.Setting.bulkCreate([{ name, value: String(now + ROLLING_UPGRADE_MS) }], { ignoreDuplicates: true });
+  return Number((await models.Setting.findByPk(name, { rejectOnEmpty: true })).value);
 }

@@ -399,7 +399,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       // so changes made meanwhile are not hidden behind a stale copy when that backend returns.
       if (cookieBackend !== session.record.backend && session.record.id) {
         if (heldByCopy(session.record, cookieBackend)) await backends.adopt(session.record);
-        setCookie(ctx, { cookieValue: SessionBackends.cookieValue(session.record.backend, session.record.id), record: session.record });
+        setCookie(ctx, { cookieValue: backends.cookieValue(session.record.backend, session.record.id), record: session.record });
       }
       return;
     }

@@ -8,7 +8,7 @@
  *   database → Guarded(DatabaseStore)
  *   redis    → Mirrored(Guarded(RedisStore), DatabaseStore)
  *
- * The cookie names the backend that holds the session: `<c|d|r>.<token>`.
+ * The cookie names the backend that holds the session: `<c|d|r>.<token>` (session-cookie-value.ts).
  */
 import { BACKENDS, type BackendName } from '../config/config.js';
 import { withinDeadline } from '../db/database.js';
@@ -19,13 +19,12 @@ import { BackendUnavailableError, type FailureReason } from './guarded-store.js'
 import type { IndexedSessionStore } from './store.js';
 import type { RevocationList } from './revocations.js';
 import { applyMergePatch, hashSessionId, type SessionRecord } from './session.js';
+import { SessionCookieValue } from './session-cookie-value.js';
 
-const PREFIX: Record<BackendName, string> = { cookie: 'c', database: 'd', redis: 'r' };
 /** How long a move is remembered for requests that read the session before it (see `migrate`). */
 const MOVE_MEMORY_MS = 10_000;
 /** How long ending a session waits for its stored copies to be removed (see `end`). */
 const REMOVAL_WAIT_MS = 2_000;
-const BY_PREFIX: Record<string, BackendName> = { c: 'cookie', d: 'database', r: 'redis' };
 
 export interface BackendEvents {
   fallback(from: BackendName, to: BackendName, reason: FailureReason): void;
@@ -87,6 +86,7 @@ export class SessionBackends {
     readonly revocations: RevocationList,
     readonly fallback: BackendName | 'none',
     private readonly events: BackendEvents,
+    private readonly cookieValues: SessionCookieValue,
   ) {}
 
   /** Each backend pinged (through its breaker: a ping is the probe that closes an open one). */
@@ -105,13 +105,14 @@ export class SessionBackends {
     return Object.fromEntries(entries) as Record<BackendName, BackendHealth>;
   }
 
-  static cookieValue(backend: BackendName, token: string): string {
-    return `${PREFIX[backend]}.${token}`;
+  /** The cookie value for a session `backend` holds under `token`. */
+  cookieValue(backend: BackendName, token: string): string {
+    return this.cookieValues.format(backend, token);
   }
 
   /** The backend a cookie value points at, if it is one of ours. */
   static backendOf(cookieValue: string): BackendName | undefined {
-    return BY_PREFIX[cookieValue.slice(0, cookieValue.indexOf('.'))];
+    return SessionCookieValue.backendOf(cookieValue);
   }
 
   /**
@@ -125,10 +126,9 @@ export class SessionBackends {
    * (SessionControl.unknown).
    */
   async open(cookieValue: string): Promise<SessionRecord | undefined> {
-    const dot = cookieValue.indexOf('.');
-    const backend = BY_PREFIX[cookieValue.slice(0, dot)];
-    const token = cookieValue.slice(dot + 1);
-    if (!backend || token.length === 0 || token.length > 4000) return undefined;
+    const parsed = this.cookieValues.parse(cookieValue);
+    if (!parsed) return undefined;
+    const { backend, token } = parsed;
     let record: SessionRecord | undefined;
     try {
       record = await this.stores[backend].load(token);
@@ -153,6 +153,7 @@ export class SessionBackends {
       if (held && held.version >= record.version) record = held;
     }
     if (!record || this.revocations.isRevoked(record)) return undefined;
+    if (parsed.unsigned && record.issuedAt >= this.cookieValues.unsignedBefore) return undefined;
     return record;
   }
 
@@ -193,7 +194,7 @@ export class SessionBackends {
     const store = this.stores[record.backend];
     try {
       const token = mode === 'save' ? await this.saveMerging(store, record, concurrency, true) : await store.touch(record);
-      return token === undefined ? undefined : { cookieValue: SessionBackends.cookieValue(record.backend, token), record };
+      return token === undefined ? undefined : { cookieValue: this.cookieValue(record.backend, token), record };
     } catch (err) {
       // The session's own backend failed; not the database copy a Redis miss fell back to
       // reading (MirroredStore.load), which is no reason to move the session.
@@ -224,7 +225,7 @@ export class SessionBackends {
       const token = copy && copy.version >= concurrency.readVersion ? await this.saveMerging(store, r, concurrency) : await store.create(r);
       if (token === undefined) return undefined;
       this.events.fallback(record.backend, 'database', failure.reason);
-      return { cookieValue: SessionBackends.cookieValue('database', token), record: r, fellBackFrom: record.backend };
+      return { cookieValue: this.cookieValue('database', token), record: r, fellBackFrom: record.backend };
     })();
     this.fallbackSaves.set(record.idHash, save);
     void save
@@ -492,7 +493,7 @@ export class SessionBackends {
       const r = { ...record, backend: target };
       try {
         const token = await write(this.stores[target], r);
-        return token === undefined ? undefined : { cookieValue: SessionBackends.cookieValue(target, token), record: r };
+        return token === undefined ? undefined : { cookieValue: this.cookieValue(target, token), record: r };
       } catch (err) {
         if (!(err instanceof BackendUnavailableError)) throw err;
         failure = err;
@@ -504,7 +505,7 @@ export class SessionBackends {
     const token = await write(this.stores[fallback], r);
     if (token === undefined) return undefined;
     this.events.fallback(target, fallback, failure.reason);
-    return { cookieValue: SessionBackends.cookieValue(fallback, token), record: r, fellBackFrom: target };
+    return { cookieValue: this.cookieValue(fallback, token), record: r, fellBackFrom: target };
   }
 }
 

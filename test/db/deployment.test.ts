@@ -3,7 +3,7 @@
  * sharing it, even when they start at the same moment.
  */
 import { expect } from 'chai';
-import { deploymentId, ROLLING_UPGRADE_MS, unboundCookiesBefore } from '../../src/db/deployment.js';
+import { deploymentId, ROLLING_UPGRADE_MS, unboundCookiesBefore, unsignedIdsBefore } from '../../src/db/deployment.js';
 import { postgresDb, sqliteDb, type TestDb } from '../sessions/fixtures.js';
 
 for (const [kind, open] of [['SQLite', sqliteDb], ['PostgreSQL', postgresDb]] as const) {
@@ -27,6 +27,7 @@ for (const [kind, open] of [['SQLite', sqliteDb], ['PostgreSQL', postgresDb]] as
       dbs.push(db);
       await deploymentId(db.models);
       expect(await unboundCookiesBefore(db.models)).to.equal(0);
+      expect(await unsignedIdsBefore(db.models), 'nor unsigned ids').to.equal(0);
     });
 
     it('opens unbound cookies issued until an hour after an older deployment first ran this release, and keeps that instant', async () => {
@@ -38,6 +39,10 @@ for (const [kind, open] of [['SQLite', sqliteDb], ['PostgreSQL', postgresDb]] as
       expect(await unboundCookiesBefore(db.models, upgradedAt)).to.equal(upgradedAt + ROLLING_UPGRADE_MS);
       expect(await unboundCookiesBefore(db.models, upgradedAt + 5_000), 'a later instance reads the same').to.equal(upgradedAt + ROLLING_UPGRADE_MS);
       expect(await deploymentId(db.models)).to.equal('drawn-before');
+      // Unsigned ids, the same way, from the first release that signs them.
+      const signingSince = upgradedAt + 60_000;
+      expect(await unsignedIdsBefore(db.models, signingSince)).to.equal(signingSince + ROLLING_UPGRADE_MS);
+      expect(await unsignedIdsBefore(db.models, signingSince + 5_000)).to.equal(signingSince + ROLLING_UPGRADE_MS);
     });
 
     it('differs between databases', async () => {

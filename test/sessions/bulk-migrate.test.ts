@@ -35,7 +35,7 @@ describe('moving sessions in bulk (scripts/sessions-migrate)', function () {
 
   async function seed(n: number) {
     const tokens: string[] = [];
-    for (let i = 0; i < n; i++) tokens.push((await core.backends.create(makeRecord({}, 'redis'), 'redis')).cookieValue.slice(2));
+    for (let i = 0; i < n; i++) tokens.push((await core.backends.create(makeRecord({}, 'redis'), 'redis')).record.id);
     return tokens;
   }
 

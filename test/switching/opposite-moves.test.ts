@@ -18,7 +18,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config/config.js';
 import { openCore, type Core } from '../../src/core.js';
-import { SessionBackends, type Written } from '../../src/sessions/backends.js';
+import type { Written } from '../../src/sessions/backends.js';
 import type { SessionRecord } from '../../src/sessions/session.js';
 import { makeRecord } from '../sessions/fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
@@ -66,8 +66,8 @@ describe('two instances moving one session in opposite directions at once', func
           const id = session.record.id;
           // The session is in Redis; the cookie of a tab that has not seen that names the database.
           const [a, b] = await Promise.all([
-            request(toDatabase, SessionBackends.cookieValue('redis', id), 'database', 'fromA', round),
-            request(toRedis, SessionBackends.cookieValue('database', id), 'redis', 'fromB', round),
+            request(toDatabase, toRedis.backends.cookieValue('redis', id), 'database', 'fromA', round),
+            request(toRedis, toRedis.backends.cookieValue('database', id), 'redis', 'fromB', round),
           ]);
           for (const [name, outcome] of [['A', a], ['B', b]] as const) {
             if (outcome === 'logged out') return problems.push(`session ${i}, round ${round}: logged out before request ${name}`);
@@ -82,7 +82,7 @@ describe('two instances moving one session in opposite directions at once', func
             else if (opened.data.fromB !== round && b !== undefined) problems.push(`session ${i}, round ${round}: request B's change is lost (cookie of ${name})`);
           }
           // The next round starts from Redis again, as a session on a redis instance would be.
-          const now = await toRedis.backends.open(SessionBackends.cookieValue('redis', id)).then((r) => r ?? toRedis.backends.open(SessionBackends.cookieValue('database', id)));
+          const now = await toRedis.backends.open(toRedis.backends.cookieValue('redis', id)).then((r) => r ?? toRedis.backends.open(toRedis.backends.cookieValue('database', id)));
           if (now && now.backend !== 'redis') await toRedis.backends.migrate(now, 'redis');
         }),
       );
@@ -103,13 +103,13 @@ describe('two instances moving one session in opposite directions at once', func
   it('serves a cookie that names the database from Redis once the session has moved there, so the session stays one', async () => {
     const created = await toDatabase.backends.create(makeRecord({}, 'database'), 'database');
     const id = created.record.id;
-    const stale = SessionBackends.cookieValue('database', id);
+    const stale = toRedis.backends.cookieValue('database', id);
     // The redis instance moves it to Redis; a tab that missed that still sends the database cookie.
     const moved = await toRedis.backends.migrate((await toRedis.backends.open(stale))!, 'redis');
     expect(moved?.record.backend).to.equal('redis');
     await write(toDatabase, stale, 'database', 'fromStaleTab', 1);
-    await write(toRedis, SessionBackends.cookieValue('redis', id), 'redis', 'fromRedisTab', 2);
-    for (const cookie of [stale, SessionBackends.cookieValue('redis', id)]) {
+    await write(toRedis, toRedis.backends.cookieValue('redis', id), 'redis', 'fromRedisTab', 2);
+    for (const cookie of [stale, toRedis.backends.cookieValue('redis', id)]) {
       const seen = (await toRedis.backends.open(cookie))?.data;
       expect(seen, cookie.slice(0, 2)).to.deep.include({ fromStaleTab: 1, fromRedisTab: 2 });
     }
