@@ -90,7 +90,8 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   const codec = config.sessions.encryptAtRest ? sealedCodec(config.sessions.secrets) : jsonCodec;
   const redis = config.redis.enabled ? createRedisClient(config.redis) : undefined;
   let lastRedisError = 0;
-  let reportedMissing = false;
+  // Until start-up has checked Redis, a missing database is start-up's to report: it stops there.
+  let reportedMissing = true;
   redis?.on('error', (err: Error) => {
     const missing = missingDatabase(redis);
     if (missing) {
@@ -111,6 +112,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
       redis.disconnect();
       throw new ConfigError(`REDIS_URL: ${missing.message}; name a database this Redis has (0–15 by default)`);
     }
+    reportedMissing = false;
   }
   // Named for this deployment (the instances sharing this database) alone: see db/deployment.ts.
   const deployment = await deploymentId(models);

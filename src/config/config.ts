@@ -13,7 +13,13 @@ import { makeDirectory } from './make-directory.js';
 export const BACKENDS = ['cookie', 'database', 'redis'] as const;
 export type BackendName = (typeof BACKENDS)[number];
 
-const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => ['true', '1', 'yes'].includes(v));
+// In any letter case: `TRUE` and `False` are what YAML-minded and Windows tools write.
+const bool = z
+  .string()
+  .transform((v) => v.toLowerCase())
+  .pipe(z.enum(['true', 'false', '1', '0', 'yes', 'no']))
+  .transform((v) => ['true', '1', 'yes'].includes(v));
+const BOOL_ACCEPTS = 'true or false (also 1/0, yes/no, in any letter case)';
 // Plain decimal only: `Number()` would also take 0x50, 1e3 or Infinity, which nobody means here.
 const int = (min: number, max: number) => z.string().regex(/^-?\d+$/).transform(Number).pipe(z.number().int().min(min).max(max));
 const num = (min: number, max: number) => z.string().regex(/^-?(\d+(\.\d*)?|\.\d+)$/).transform(Number).pipe(z.number().min(min).max(max));
@@ -40,7 +46,7 @@ const schema = {
   PORT: { type: int(0, 65535).default(3000), accepts: 'a port number 0-65535' },
   DATA_DIR: { type: z.string().min(1).default('./data'), accepts: 'a directory path' },
   LOG_LEVEL: { type: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'), accepts: 'fatal, error, warn, info, debug, trace or silent' },
-  TRUST_PROXY: { type: bool.default(false), accepts: 'true or false' },
+  TRUST_PROXY: { type: bool.default(false), accepts: BOOL_ACCEPTS },
   REQUEST_TIMEOUT_MS: { type: int(1000, 600_000).default(30_000), accepts: 'milliseconds 1000-600000' },
 
   SESSION_STORAGE: { type: z.enum(BACKENDS).default('database'), accepts: 'cookie, database or redis' },
@@ -64,10 +70,10 @@ const schema = {
   SESSION_ABSOLUTE_TIMEOUT: { type: int(1, 31_536_000).default(86_400), accepts: 'seconds, 1-31536000' },
   SESSION_TOUCH_INTERVAL: { type: int(0, 86_400).optional(), accepts: 'seconds between idle-expiry refreshes, 0-86400 and less than SESSION_IDLE_TIMEOUT' },
   SESSION_COOKIE_NAME: { type: z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/).default('sid'), accepts: 'a cookie name (RFC 6265 token)' },
-  COOKIE_SECURE: { type: bool.optional(), accepts: 'true or false' },
+  COOKIE_SECURE: { type: bool.optional(), accepts: BOOL_ACCEPTS },
   SESSION_MAX_PER_USER: { type: int(0, 10_000).default(0), accepts: 'a whole number, 0 for no limit' },
   MIRROR_FLUSH_MS: { type: int(0, 10_000).default(100), accepts: 'milliseconds 0-10000, 0 to write through' },
-  SESSION_ENCRYPT_AT_REST: { type: bool.default(false), accepts: 'true or false' },
+  SESSION_ENCRYPT_AT_REST: { type: bool.default(false), accepts: BOOL_ACCEPTS },
 
   STORE_TIMEOUT_MS: { type: int(1, 10_000).default(100), accepts: 'milliseconds, 1-10000' },
   LAST_RESORT_TIMEOUT_MS: { type: int(1, 60_000).default(1000), accepts: 'milliseconds, 1-60000' },
@@ -75,7 +81,7 @@ const schema = {
   BREAKER_HALF_OPEN_AFTER_MS: { type: int(10, 600_000).default(2000), accepts: 'milliseconds 10-600000' },
   SYNC_INTERVAL_MS: { type: int(100, 5000).default(1000), accepts: 'milliseconds 100-5000 (admin override and revocation polling)' },
 
-  ROLLBACK_ENABLED: { type: bool.default(true), accepts: 'true or false' },
+  ROLLBACK_ENABLED: { type: bool.default(true), accepts: BOOL_ACCEPTS },
   ROLLBACK_ERROR_RATE: { type: num(0, 1).default(0.05), accepts: 'a ratio between 0 and 1' },
   ROLLBACK_LATENCY_FACTOR: { type: num(1, 1000).default(2), accepts: 'a factor 1-1000' },
   ROLLBACK_LATENCY_FLOOR_MS: { type: num(0, 60_000).default(10), accepts: 'milliseconds 0-60000' },

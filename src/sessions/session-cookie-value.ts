@@ -25,8 +25,16 @@ const PREFIX: Record<BackendName, string> = { cookie: 'c', database: 'd', redis:
 const BY_PREFIX: Record<string, BackendName> = { c: 'cookie', d: 'database', r: 'redis' };
 const SIGNATURE_BYTES = 16;
 const SIGNATURE_CHARS = 22;
-/** Verified tokens, so a session's every request does not pay an HMAC: cleared when full. */
-const VERIFIED_MAX = 10_000;
+/**
+ * Tokens verified and signatures made, so that a session's every request does not pay an HMAC
+ * (a save builds its cookie value, whether or not it is sent): each map is cleared when full.
+ */
+const REMEMBERED_MAX = 10_000;
+
+function remember(map: Map<string, string>, key: string, value: string): void {
+  if (map.size >= REMEMBERED_MAX) map.clear();
+  map.set(key, value);
+}
 
 export interface ParsedCookieValue {
   backend: BackendName;
@@ -38,7 +46,10 @@ export interface ParsedCookieValue {
 
 export class SessionCookieValue {
   private readonly keys: Buffer[];
+  /** Signed token → id. */
   private readonly verified = new Map<string, string>();
+  /** Id → its signature under the first secret. */
+  private readonly signatures = new Map<string, string>();
 
   constructor(
     secrets: readonly string[],
@@ -57,7 +68,9 @@ export class SessionCookieValue {
   /** The cookie value for a session `backend` holds under `token` (signed with the first secret). */
   format(backend: BackendName, token: string): string {
     if (backend === 'cookie') return `c.${token}`;
-    return `${PREFIX[backend]}.${token}.${this.signature(this.keys[0]!, token).toString('base64url')}`;
+    let signature = this.signatures.get(token);
+    if (signature === undefined) remember(this.signatures, token, (signature = this.signature(this.keys[0]!, token).toString('base64url')));
+    return `${PREFIX[backend]}.${token}.${signature}`;
   }
 
   /** What a cookie value names, or undefined if it is not ours or its signature does not verify. */
@@ -82,9 +95,10 @@ export class SessionCookieValue {
     // Only the canonical spelling: the decoder skips characters outside the alphabet.
     if (mac.length !== SIGNATURE_BYTES || mac.toString('base64url') !== given) return undefined;
     const id = token.slice(0, dot);
-    if (!this.keys.some((key) => timingSafeEqual(this.signature(key, id), mac))) return undefined;
-    if (this.verified.size >= VERIFIED_MAX) this.verified.clear();
-    this.verified.set(token, id);
+    const signedWith = this.keys.findIndex((key) => timingSafeEqual(this.signature(key, id), mac));
+    if (signedWith < 0) return undefined;
+    remember(this.verified, token, id);
+    if (signedWith === 0) remember(this.signatures, id, given);
     return id;
   }
 

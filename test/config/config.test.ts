@@ -129,6 +129,12 @@ describe('configuration', () => {
     }
   });
 
+  it('reads a boolean in any letter case', () => {
+    for (const [value, expected] of [['TRUE', true], ['True', true], ['YES', true], ['1', true], ['FALSE', false], ['No', false], ['0', false]] as const) {
+      expect(loadConfig({ DATA_DIR: dataDir(), COOKIE_SECURE: value }).sessions.cookieSecure, value).to.equal(expected);
+    }
+  });
+
   it('requires SESSION_SECRETS in production, and defaults COOKIE_SECURE on there', () => {
     expect(() => loadConfig({ NODE_ENV: 'production' })).to.throw(ConfigError, /^SESSION_SECRETS must be set/);
     const c = loadConfig({ NODE_ENV: 'production', SESSION_SECRETS: 'a'.repeat(32) + ',' + 'b'.repeat(40) });
@@ -222,6 +228,7 @@ describe('a REDIS_URL naming a database that Redis does not have', function () {
     expect(run.stderr.trim().split('\n')).to.deep.equal([
       'switchboard: configuration error: REDIS_URL: Redis has no database 4 (ERR DB index is out of range); name a database this Redis has (0–15 by default)',
     ]);
+    expect(run.stdout, 'nor a log line saying it goes on without Redis').to.not.include('stays down');
   });
 });
 
