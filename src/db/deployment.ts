@@ -19,16 +19,23 @@ const UNSIGNED_IDS_BEFORE = 'unsigned_ids_before';
 /** How long after a deployment first runs a release that binds cookies its older instances may still seal unbound ones. */
 export const ROLLING_UPGRADE_MS = 60 * 60 * 1000;
 
-export async function deploymentId(models: Pick<Models, 'Setting'>): Promise<string> {
+export async function deploymentId(models: Pick<Models, 'Setting' | 'SessionRow'>): Promise<string> {
   const known = await models.Setting.findByPk(DEPLOYMENT_ID);
   if (known) return known.value;
   // Two instances starting at once may both get here: the first insert wins, and both read it.
-  // A deployment drawn now never had cookies sealed before keys were bound to it.
+  // A deployment drawn now on an empty sessions table never had cookies sealed before keys were
+  // bound to it, nor unsigned ids. One with sessions is a release older than the deployment id
+  // upgrading: its cutoffs are set on first reading, as for any deployment upgrading.
+  const fresh = (await models.SessionRow.count()) === 0;
   await models.Setting.bulkCreate(
     [
       { name: DEPLOYMENT_ID, value: randomBytes(9).toString('base64url') },
-      { name: UNBOUND_COOKIES_BEFORE, value: '0' },
-      { name: UNSIGNED_IDS_BEFORE, value: '0' },
+      ...(fresh
+        ? [
+            { name: UNBOUND_COOKIES_BEFORE, value: '0' },
+            { name: UNSIGNED_IDS_BEFORE, value: '0' },
+          ]
+        : []),
     ],
     { ignoreDuplicates: true },
   );

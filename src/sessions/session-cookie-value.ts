@@ -16,7 +16,10 @@
  *
  * Cookies from releases that did not sign ids (`d.<id>`) still open for sessions issued before
  * `unsignedBefore` (deployment.ts): nobody is logged out by the upgrade, and those sessions
- * end within SESSION_ABSOLUTE_TIMEOUT like any other.
+ * end within SESSION_ABSOLUTE_TIMEOUT like any other. Until that instant (an hour after the
+ * deployment first ran a signing release) this release issues unsigned cookies too: during a
+ * rolling upgrade the older instances, which read a signature as part of the id, must still
+ * open every new session.
  */
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import type { BackendName } from '../config/config.js';
@@ -66,8 +69,9 @@ export class SessionCookieValue {
   }
 
   /** The cookie value for a session `backend` holds under `token` (signed with the first secret). */
-  format(backend: BackendName, token: string): string {
+  format(backend: BackendName, token: string, now = Date.now()): string {
     if (backend === 'cookie') return `c.${token}`;
+    if (now < this.unsignedBefore) return `${PREFIX[backend]}.${token}`;
     let signature = this.signatures.get(token);
     if (signature === undefined) remember(this.signatures, token, (signature = this.signature(this.keys[0]!, token).toString('base64url')));
     return `${PREFIX[backend]}.${token}.${signature}`;

@@ -4,7 +4,8 @@
  */
 import { expect } from 'chai';
 import { deploymentId, ROLLING_UPGRADE_MS, unboundCookiesBefore, unsignedIdsBefore } from '../../src/db/deployment.js';
-import { postgresDb, sqliteDb, type TestDb } from '../sessions/fixtures.js';
+import { DatabaseStore } from '../../src/sessions/database-store.js';
+import { makeRecord, postgresDb, sqliteDb, type TestDb } from '../sessions/fixtures.js';
 
 for (const [kind, open] of [['SQLite', sqliteDb], ['PostgreSQL', postgresDb]] as const) {
   describe(`the deployment id on ${kind}`, () => {
@@ -43,6 +44,16 @@ for (const [kind, open] of [['SQLite', sqliteDb], ['PostgreSQL', postgresDb]] as
       const signingSince = upgradedAt + 60_000;
       expect(await unsignedIdsBefore(db.models, signingSince)).to.equal(signingSince + ROLLING_UPGRADE_MS);
       expect(await unsignedIdsBefore(db.models, signingSince + 5_000)).to.equal(signingSince + ROLLING_UPGRADE_MS);
+    });
+
+    it('treats a database that has sessions but no deployment id as an older release upgrading, not as new', async () => {
+      const db = await open();
+      dbs.push(db);
+      await new DatabaseStore(db.models).create(makeRecord());
+      const upgradedAt = Date.now();
+      await deploymentId(db.models);
+      expect(await unboundCookiesBefore(db.models, upgradedAt)).to.equal(upgradedAt + ROLLING_UPGRADE_MS);
+      expect(await unsignedIdsBefore(db.models, upgradedAt)).to.equal(upgradedAt + ROLLING_UPGRADE_MS);
     });
 
     it('differs between databases', async () => {

@@ -40,6 +40,14 @@ describe('the session cookie value', () => {
     expect(values.parse(good.slice(0, -1) + String.fromCharCode(mac.charCodeAt(21) + 1))).to.equal(undefined);
   });
 
+  it('issues unsigned ids itself during the rolling upgrade, for the older instances still serving', () => {
+    const now = Date.now();
+    const upgrading = new SessionCookieValue([NEW], now + 60_000);
+    expect(upgrading.format('redis', id, now)).to.equal(`r.${id}`);
+    expect(upgrading.parse(`r.${id}`)).to.deep.equal({ backend: 'redis', token: id, unsigned: true });
+    expect(upgrading.format('redis', id, now + 60_000)).to.match(/^r\.[\w-]{43}\.[\w-]{22}$/);
+  });
+
   it('passes an unsigned id from an older release on, marked, only while such ids may still open', () => {
     expect(new SessionCookieValue([NEW], 0).parse(`d.${id}`)).to.equal(undefined);
     expect(new SessionCookieValue([NEW], Date.now()).parse(`d.${id}`)).to.deep.equal({ backend: 'database', token: id, unsigned: true });
