@@ -1,0 +1,148 @@
+/**
+ * A Redis Sentinel failover mid-traffic: the master is killed, Sentinel promotes its replica,
+ * and the app (REDIS_SENTINELS) finds the new master by itself. Nobody is logged out, no change
+ * that was answered 2xx is lost, the database copy serves while there is no master, and the
+ * sessions end up in Redis again — on the promoted replica, with what it had replicated.
+ */
+import { expect } from 'chai';
+import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+import { redisCommand, startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
+import { sample } from './metrics-text.js';
+
+const MASTER_NAME = 'sessions';
+/** Sentinel's promotion takes down-after (1 s) plus an election; 60 s (1200 × 50 ms) covers a loaded CI machine. */
+const FAILOVER_ATTEMPTS = 1200;
+
+interface User {
+  client: Client;
+  userId: number;
+  counter: number;
+}
+
+type SessionBody = { user?: { id: number }; session?: { backend: string }; preferences?: { counter?: number } };
+
+/** The address Sentinel gives for the master now, from `INFO sentinel` (`address=HOST:PORT`). */
+async function masterPort(sentinel: RedisProcess): Promise<number | undefined> {
+  const info = await redisCommand(sentinel.port, ['INFO', 'sentinel']);
+  const match = new RegExp(`name=${MASTER_NAME},status=ok,address=[^:]+:(\\d+),slaves=(\\d+)`).exec(info);
+  return match ? Number(match[1]) : undefined;
+}
+
+describe('a Redis Sentinel failover under traffic', function () {
+  this.timeout(180_000);
+  let master: RedisProcess;
+  let replica: RedisProcess;
+  let sentinel: RedisProcess;
+  let app: AppProcess;
+  const users: User[] = [];
+  /** Logged in and given data before the failover, then idle until it is over. */
+  let idle: User;
+  const failures: string[] = [];
+  const lagged = new Set<number>();
+
+  before(async () => {
+    master = await startRedis();
+    replica = await startRedis({ extraArgs: () => ['--replicaof', '127.0.0.1', String(master.port)] });
+    await waitUntil('the replica in sync', async () => (await redisCommand(replica.port, ['INFO', 'replication'])).includes('master_link_status:up'));
+    sentinel = await startRedis({ sentinelOf: { port: master.port, name: MASTER_NAME } });
+    // Sentinel learns of the replica from the master's INFO, every 10 s at first.
+    await waitUntil('Sentinel to know the replica', async () => (await redisCommand(sentinel.port, ['INFO', 'sentinel'])).includes('slaves=1'), FAILOVER_ATTEMPTS);
+    app = await startApp({
+      SESSION_STORAGE: 'redis',
+      SESSION_FALLBACK: 'database',
+      REDIS_SENTINELS: `127.0.0.1:${sentinel.port}`,
+      REDIS_SENTINEL_NAME: MASTER_NAME,
+      BREAKER_HALF_OPEN_AFTER_MS: '300',
+      SESSION_TOUCH_INTERVAL: '0',
+      // Written through, so "with their data" can be checked exactly (as in fallback.test.ts).
+      MIRROR_FLUSH_MS: '0',
+    });
+    for (let i = 0; i < 6; i++) {
+      const client = new Client(app.url, `sentinel-${i}`);
+      users.push({ client, userId: (await client.signup()).user.id, counter: 0 });
+    }
+    const idleClient = new Client(app.url, 'sentinel-idle');
+    idle = { client: idleClient, userId: (await idleClient.signup()).user.id, counter: 41 };
+    expect((await idleClient.patch('/api/session', { preferences: { counter: 41 } })).status).to.equal(200);
+  });
+  after(async () => {
+    await app?.stop();
+    await Promise.all([sentinel?.stop(), replica?.stop(), master?.stop()]);
+  });
+
+  /** Each user makes `rounds` sequential requests (a write every third), all users at once. */
+  async function traffic(rounds: number) {
+    await Promise.all(
+      users.map(async (u) => {
+        for (let i = 0; i < rounds; i++) {
+          if (i % 3 === 0) {
+            u.counter++;
+            const res = await u.client.patch('/api/session', { preferences: { counter: u.counter } });
+            if (res.status !== 200) failures.push(`PATCH ${res.status} ${res.text}`);
+            continue;
+          }
+          const res = await u.client.get('/api/session');
+          const body = res.json as SessionBody;
+          if (res.status !== 200) failures.push(`GET ${res.status} ${res.text}`);
+          else if (body.user?.id !== u.userId) failures.push(`another user: ${res.text}`);
+          else if (body.preferences?.counter !== u.counter) {
+            // A write in flight when the master died (answered 503, or not answered): at most one per user.
+            if (u.counter - (body.preferences?.counter ?? 0) === 1 && !lagged.has(u.userId)) {
+              lagged.add(u.userId);
+              u.counter = body.preferences?.counter ?? 0;
+            } else failures.push(`data lost: ${res.text}`);
+          }
+        }
+      }),
+    );
+  }
+
+  const backendOf = async (u: User) => ((await u.client.get('/api/session')).json as SessionBody).session?.backend;
+
+  it('serves everyone from the master to begin with', async () => {
+    await traffic(6);
+    expect(failures).to.deep.equal([]);
+    for (const u of [...users, idle]) expect(await backendOf(u)).to.equal('redis');
+    expect(await masterPort(sentinel)).to.equal(master.port);
+  });
+
+  it('keeps everyone logged in, with their data, through the failover', async () => {
+    // The idle user's session is on the replica before the master goes (replication is asynchronous).
+    expect(await redisCommand(master.port, ['WAIT', '1', '5000'], 6000)).to.equal('1');
+    const during = traffic(30);
+    await new Promise((r) => setTimeout(r, 50));
+    await master.kill();
+    await during;
+    await waitUntil('Sentinel to promote the replica', async () => (await masterPort(sentinel)) === replica.port, FAILOVER_ATTEMPTS);
+    expect(await redisCommand(replica.port, ['INFO', 'replication'])).to.include('role:master');
+    // Sessions move back to Redis (now the promoted replica) on their next requests.
+    let where: Array<string | undefined> = [];
+    for (let i = 0; i < 60; i++) {
+      await traffic(3);
+      where = await Promise.all(users.map(backendOf));
+      if (where.every((b) => b === 'redis')) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect([...new Set(failures)]).to.deep.equal([]);
+    expect(where).to.deep.equal(users.map(() => 'redis'));
+  });
+
+  it('serves an idle session from what the replica had, without moving it', async () => {
+    const res = await idle.client.get('/api/session');
+    expect(res.status).to.equal(200);
+    const body = res.json as SessionBody;
+    expect(body.user?.id).to.equal(idle.userId);
+    expect(body.preferences?.counter).to.equal(41);
+    expect(body.session?.backend).to.equal('redis');
+  });
+
+  it('counts the outage, and says Redis is up again on /readyz and /metrics', async () => {
+    await waitUntil('/readyz to see Redis up', async () => ((await new Client(app.url).get('/readyz')).json.backends as Record<string, string>).redis === 'up', 200);
+    const metrics = (await new Client(app.url).get('/metrics')).text;
+    expect(sample(metrics, 'session_store_up', { backend: 'redis' })).to.equal(1);
+    expect(sample(metrics, 'session_store_fallbacks_total', { from: 'redis', to: 'database' })).to.be.greaterThan(0);
+    // The new master holds the sessions: the old one is gone, and the replica is all there is.
+    expect(Number(await redisCommand(replica.port, ['DBSIZE']))).to.be.greaterThan(users.length);
+  });
+});
