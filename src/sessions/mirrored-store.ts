@@ -12,10 +12,20 @@
  * copy are reported, never thrown: the primary is the source of truth. The primary is the
  * guarded one (deadline, breaker): a slow copy never trips the primary's breaker.
  */
+import { withinDeadline } from '../db/database.js';
 import type { DatabaseStore } from './database-store.js';
-import { BackendUnavailableError, type GuardedStore } from './guarded-store.js';
+import { BackendUnavailableError } from './errors.js';
+import type { GuardedStore } from './guarded-store.js';
 import type { SessionRecord } from './session.js';
 import type { IndexedSessionStore, SessionStore } from './store.js';
+
+/**
+ * How long a request waits for a copy written through (create, move, destroy) before going on
+ * without it, as after a failed copy. The database copy is a secondary: a database that stops
+ * answering must not hold requests that Redis or the cookie can serve until PostgreSQL's query
+ * timeout. The write itself goes on, and may still land.
+ */
+const COPY_THROUGH_WAIT_MS = 2_000;
 
 export interface MirrorOptions {
   /**
@@ -66,18 +76,18 @@ export class MirroredStore implements IndexedSessionStore {
 
   async create(record: SessionRecord): Promise<string> {
     const token = await this.primary.create(record);
-    await this.copy('create', () => this.mirror.create(record));
+    await this.copy('create', () => this.mirror.create(record), COPY_THROUGH_WAIT_MS);
     return token;
   }
 
   /**
    * The copy first: it is the session's directory entry, which orders moves between instances
-   * (DatabaseStore.moveIn). If it cannot be written (the database is down), the move goes on
-   * unordered, as before the directory could say: a move never waits for the copy.
+   * (DatabaseStore.moveIn). If it cannot be written (the database is down, or does not answer
+   * within COPY_THROUGH_WAIT_MS), the move goes on unordered, as before the directory could say.
    */
   async moveIn(record: SessionRecord, readVersion: number): Promise<string | undefined> {
     let taken: string | undefined = record.id;
-    await this.copy('create', async () => (taken = await this.mirror.moveIn(record, readVersion)));
+    await this.copy('create', async () => (taken = await this.mirror.moveIn(record, readVersion)), COPY_THROUGH_WAIT_MS);
     return taken === undefined ? undefined : this.primary.moveIn(record, readVersion);
   }
 
@@ -99,7 +109,7 @@ export class MirroredStore implements IndexedSessionStore {
     // A batch already on its way may hold this session: let it land first, or its upsert could
     // put the row back after the delete (and, at a rotation, keep the handle from the new id's row).
     await this.flushing;
-    await Promise.all([this.primary.destroy(record), this.copy('destroy', () => this.mirror.destroy(record))]);
+    await Promise.all([this.primary.destroy(record), this.copy('destroy', () => this.mirror.destroy(record), COPY_THROUGH_WAIT_MS)]);
   }
 
   /** Writes every pending copy now (also on close, so a clean shutdown loses nothing). */
@@ -145,9 +155,10 @@ export class MirroredStore implements IndexedSessionStore {
     await this.primary.close();
   }
 
-  private async copy(operation: string, write: () => Promise<unknown>) {
+  /** Runs a write of the copy; a failure (or, with `waitMs`, no answer in time) is reported, not thrown. */
+  private async copy(operation: string, write: () => Promise<unknown>, waitMs?: number) {
     try {
-      await write();
+      await (waitMs === undefined ? write() : withinDeadline(write(), waitMs, `the ${operation} of a session's copy`));
     } catch (err) {
       this.onMirrorError(err, operation);
       return;

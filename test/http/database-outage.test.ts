@@ -166,6 +166,30 @@ for (const backend of ['redis', 'cookie'] as const) {
       await app.restart();
       expect(await stillIn(stolen), 'the logged-out cookie, from the database').to.equal(401);
     });
+
+    if (backend === 'cookie') {
+      it('moves a cookie session to Redis while the database stops answering, without waiting for it', async function () {
+        // The bound is PostgreSQL's query timeout (QUERY_TIMEOUT_MS, 30 s), which a move waiting on
+        // its directory entry would sit out; the move's own wait for the copy is 2 s.
+        this.timeout(20_000);
+        const admin = new Client(app.url);
+        const user = new Client(app.url);
+        await user.signup();
+        expect(user.sessionCookie()).to.match(/^c\./);
+        expect((await admin.put('/api/admin/flags/session-storage', { backend: 'redis' }, bearer)).status).to.equal(200);
+        link.stall();
+        try {
+          const res = await user.get('/api/session');
+          expect(res.status, res.text).to.equal(200);
+          expect((res.json.session as { backend: string }).backend).to.equal('redis');
+          expect(user.sessionCookie(), 'the cookie points at Redis').to.match(/^r\./);
+        } finally {
+          await link.restore();
+          await admin.delete('/api/admin/flags/session-storage', bearer);
+        }
+        expect((await user.get('/api/session')).status).to.equal(200);
+      });
+    }
   });
 }
 
