@@ -104,14 +104,14 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
   const keepBodyError = (err: Error, ctx: Koa.Context) => {
     ctx.state.bodyError = err;
   };
-  // Any JSON media type (`+json`: application/merge-patch+json for PATCH /api/session, …). The
-  // list is merged into the parser's own by index (lodash.merge): application/json stays first.
   // Content codings are case-insensitive (RFC 9110 §8.4.1); the body parser knows them lower-cased.
   app.use((ctx, next) => {
     const coding = ctx.req.headers['content-encoding'];
     if (coding) ctx.req.headers['content-encoding'] = coding.toLowerCase();
     return next();
   });
+  // Any JSON media type (`+json`: application/merge-patch+json for PATCH /api/session, …). The
+  // list is merged into the parser's own by index (lodash.merge): application/json stays first.
   app.use(bodyParser({ enableTypes: ['json', 'form'], extendTypes: { json: ['application/json', '+json'] }, jsonLimit: MAX_BODY_BYTES, formLimit: MAX_BODY_BYTES, encoding: 'utf-8', jsonStrict: true, onError: keepBodyError }));
   app.use(sessionMiddleware({ config: config.sessions, backends, flag, metrics, audit: deps.audit }));
   app.use(csrfProtection(router));

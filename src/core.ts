@@ -41,8 +41,10 @@ export interface Core {
   override: FlagOverride;
   rollback: RollbackGuard;
   backends: SessionBackends;
-  /** The bare stores, for operator tools that work below the compositions. */
-  /** `redis` is undefined when the redis backend is switched off (REDIS_URL=none). */
+  /**
+   * The bare stores, for operator tools that work below the compositions; `redis` is undefined
+   * when the redis backend is switched off (REDIS_URL=none).
+   */
   raw: { database: DatabaseStore; redis?: RedisStore };
   redis?: Redis | Cluster;
   /** The instances sharing this database (db/deployment.ts): what else is sealed is bound to it too. */

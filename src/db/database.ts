@@ -6,10 +6,10 @@ import { ConnectionError, DatabaseError, Sequelize, TimeoutError } from 'sequeli
 import { makeDirectory } from '../config/make-directory.js';
 
 /** PostgreSQL: the longest a query may wait for its answer (README, "Database outage"). */
-export const QUERY_TIMEOUT_MS = 30_000;
+const QUERY_TIMEOUT_MS = 30_000;
 
 /** The database did not answer in time: treated as down (a 503), like a refused connection. */
-export class DatabaseStalledError extends Error {
+class DatabaseStalledError extends Error {
   override name = 'DatabaseStalledError';
   constructor(what: string, ms: number) {
     super(`the database did not answer ${what} within ${ms} ms`);

@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { PasswordHashingBusyError } from '../auth/passwords.js';
 import { SessionConflictError, SessionTooLargeError } from '../sessions/errors.js';
 import { describeDatabaseError, isDatabaseUnavailable } from '../db/database.js';
-import { BackendUnavailableError } from '../sessions/guarded-store.js';
+import { BackendUnavailableError } from '../sessions/errors.js';
 import { BadRequestError, FeatureDisabledError, HttpError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotAnObjectError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionConflictHttpError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
 
 // The methods whose bodies the body parser reads (its default parsedMethods).

@@ -36,7 +36,7 @@ const options = {
 } as const;
 
 /** The headers helmet sets with `options`, captured from one run against a recording response. */
-export function helmetHeaders(): Record<string, string> {
+function helmetHeaders(): Record<string, string> {
   const headers: Record<string, string> = {};
   const recorder = {
     setHeader(name: string, value: unknown) {

@@ -11,8 +11,8 @@ import type { BackendName, Config } from '../config/config.js';
 import type { BackendFlag, Choice } from '../flags/backend-flag.js';
 import type { Metrics, RevocationReason } from '../metrics/metrics.js';
 import { SessionBackends, type SaveConcurrency, type Written } from '../sessions/backends.js';
-import { BackendUnavailableError } from '../sessions/guarded-store.js';
-import { SessionTooLargeError } from '../sessions/errors.js';
+import { BackendUnavailableError, SessionTooLargeError } from '../sessions/errors.js';
+import { clientInfo } from './client-info.js';
 import { SessionConflictHttpError } from './errors.js';
 import { describeSession, expiryAt, hashSessionId, newHandle, newSessionId, Session, type SessionData, type SessionRecord, type Timeouts } from '../sessions/session.js';
 import type { AuditEntry, SessionAudit } from '../sessions/audit.js';
@@ -124,6 +124,7 @@ export class SessionControl {
       idHash: hashSessionId(id),
       handle: newHandle(),
       userId: user.id,
+      // A placeholder: where a new session goes is chosen when it is written (`destination`).
       backend: 'database',
       data: { csrfToken: newHandle(), user: { id: user.id, email: user.email, name: user.name, role: user.role }, platformId: null },
       createdAt: now,
@@ -131,7 +132,7 @@ export class SessionControl {
       lastActivity: now,
       absoluteExpiresAt,
       expiresAt: Math.min(now + this.timeouts.idleTimeoutMs, absoluteExpiresAt),
-      ...this.clientInfo(),
+      ...clientInfo(this.ctx),
       version: 1,
     };
     this.current = new Session(record, true);
@@ -152,15 +153,9 @@ export class SessionControl {
     const id = newSessionId();
     // The Redis and cookie formats do not carry IP and User-Agent (the directory does): the
     // new id is this browser's, so it takes this request's.
-    const record = { ...old.record, id, idHash: hashSessionId(id), issuedAt, lastActivity: issuedAt, version: old.record.version + 1, ...this.clientInfo() };
+    const record = { ...old.record, id, idHash: hashSessionId(id), issuedAt, lastActivity: issuedAt, version: old.record.version + 1, ...clientInfo(this.ctx) };
     this.current = new Session({ ...record, expiresAt: expiryAt(record, this.timeouts) }, true);
     return this.current;
-  }
-
-  private clientInfo() {
-    // On a dual-stack socket (HOST=::) an IPv4 client shows as ::ffff:a.b.c.d: shown as a.b.c.d.
-    const ip = this.ctx.ip.startsWith('::ffff:') && this.ctx.ip.includes('.') ? this.ctx.ip.slice(7) : this.ctx.ip;
-    return { ip, userAgent: (this.ctx.get('User-Agent') || '').slice(0, 512) };
   }
 
   /**
@@ -188,12 +183,12 @@ export class SessionControl {
     this.ending.push({ record, reason, bySystem: true });
   }
 
-  /** Logs out: the session ends in its backend and the cookie is cleared. */
   /** Throws `unknown`, if the session the cookie names could not be read. */
   mustKnow(): void {
     if (this.unknown) throw this.unknown;
   }
 
+  /** Logs out: the session ends in its backend and the cookie is cleared. */
   end(reason: RevocationReason = 'logout') {
     // A logout of a session that cannot be read now could not be recorded: it did not happen (503).
     if (!this.current) this.mustKnow();
@@ -277,7 +272,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       seen.add(record.idHash);
       await backends.end(record);
       if (reason) metrics.revocations.inc({ reason });
-      audit.record(ctx, bySystem ? { type: 'revoked', record, reason: reason ?? null, actor: 'system' } : endedByUser(record, handle, reason, quiet));
+      audit.record(clientInfo(ctx), bySystem ? { type: 'revoked', record, reason: reason ?? null, actor: 'system' } : endedByUser(record, handle, reason, quiet));
     }
   }
 
@@ -374,7 +369,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     if (session.isNew) {
       written = await createNew(control, session.record, target);
       await control.confirmStart(written.record);
-      audit.record(ctx, { type: 'created', record: written.record, reason: null });
+      audit.record(clientInfo(ctx), { type: 'created', record: written.record, reason: null });
     } else if (moved) {
       // Written where it now belongs, changes included.
     } else if (session.isChanged) {

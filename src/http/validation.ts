@@ -18,7 +18,7 @@ const FIELD_NAME = /^[A-Za-z_$][\w$.-]{0,63}$/;
 const UNNAMED_FIELD = 'A field this request does not take (not named here: in a form it may be part of a value; JSON sent as a form? Send Content-Type: application/json)';
 
 /** `nameUnknown`: name unknown fields back (not for a form, whose field names are any text, split at `&`). */
-export function parseInput<T extends z.ZodType>(schema: T, input: unknown, nameUnknown = true): z.output<T> {
+function parseInput<T extends z.ZodType>(schema: T, input: unknown, nameUnknown = true): z.output<T> {
   const result = schema.safeParse(input ?? {});
   if (result.success) return result.data;
   // No prototype: a field named `toString` or `constructor` is reported like any other.

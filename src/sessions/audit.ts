@@ -4,7 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { Models } from '../db/models.js';
-import type { SessionRecord } from './session.js';
+import type { ClientInfo, SessionRecord } from './session.js';
 
 export type SessionEventType = 'created' | 'rotated' | 'destroyed' | 'expired' | 'revoked' | 'migrated' | 'disabled' | 'enabled' | 'revoke_all';
 
@@ -18,12 +18,6 @@ export interface AuditEntry {
   count?: number;
 }
 
-/** Who asked, as far as the request tells (a Koa context is one). */
-export interface RequestOrigin {
-  readonly ip: string;
-  get(field: string): string;
-}
-
 export class SessionAudit {
   constructor(
     private readonly models: Models,
@@ -31,7 +25,7 @@ export class SessionAudit {
   ) {}
 
   /** Fire and forget: a failed audit write is logged, never fails the request. */
-  record(ctx: RequestOrigin | undefined, entry: AuditEntry): void {
+  record(client: ClientInfo | undefined, entry: AuditEntry): void {
     const userId = entry.record?.userId ?? entry.userId ?? null;
     const row = {
       type: entry.type,
@@ -42,8 +36,8 @@ export class SessionAudit {
       reason: entry.reason,
       count: entry.count ?? 1,
       // As the sessions table keeps it: behind TRUST_PROXY, X-Forwarded-For can hold any text.
-      ip: ctx ? ctx.ip.slice(0, 64) : null,
-      userAgent: ctx ? (ctx.get('User-Agent') || '').slice(0, 512) : null,
+      ip: client ? client.ip.slice(0, 64) : null,
+      userAgent: client?.userAgent ?? null,
     };
     this.logger.info({ event: 'session', ...row }, `session ${entry.type}`);
     this.models.SessionEvent.create(row).catch((err: unknown) => this.logger.warn({ err }, 'could not write session event'));

@@ -14,8 +14,7 @@ import { BACKENDS, type BackendName } from '../config/config.js';
 import { withinDeadline } from '../db/database.js';
 import type { DatabaseStore } from './database-store.js';
 import { isDisabled } from './disabled-store.js';
-import { SessionConflictError } from './errors.js';
-import { BackendUnavailableError, type FailureReason } from './guarded-store.js';
+import { BackendUnavailableError, SessionConflictError, type FailureReason } from './errors.js';
 import type { IndexedSessionStore } from './store.js';
 import type { RevocationList } from './revocations.js';
 import { applyMergePatch, hashSessionId, type SessionRecord } from './session.js';
@@ -81,7 +80,13 @@ export class SessionBackends {
 
   constructor(
     readonly stores: Record<BackendName, ServingStore>,
-    /** The sessions table: every session's directory entry, whatever backend holds it. */
+    /**
+     * The sessions table: every session's directory entry, whatever backend holds it. The bare
+     * store, without the database backend's deadline and breaker: it is asked on the request
+     * path only after the database has just answered (a move that found the session changed, a
+     * session served from its copy), and writes that could meet a stalled database wait a bounded
+     * time (`end`; the mirrored stores' copies written through).
+     */
     readonly directory: DatabaseStore,
     readonly revocations: RevocationList,
     readonly fallback: BackendName | 'none',
@@ -402,11 +407,12 @@ export class SessionBackends {
    */
   async end(record: SessionRecord): Promise<void> {
     await this.revocations.revokeSession(record.idHash, record.absoluteExpiresAt);
-    const removals = [this.stores[record.backend].destroy(record)];
-    if (record.backend !== 'database') removals.push(this.directory.destroy(record));
-    // Revoked, the session is over: a store that does not answer (a stalled database) is not waited for.
-    const results = await withinDeadline(Promise.allSettled(removals), REMOVAL_WAIT_MS, 'the removal of an ended session').catch((err: unknown) => [{ status: 'rejected' as const, reason: err }]);
-    for (const r of results) if (r.status === 'rejected') this.events.secondaryFailure(r.reason, `destroy in ${record.backend}`);
+    const removals = [{ what: `destroy in ${record.backend}`, done: this.stores[record.backend].destroy(record) }];
+    if (record.backend !== 'database') removals.push({ what: 'destroy its directory entry', done: this.directory.destroy(record) });
+    // Revoked, the session is over: a removal that does not answer is not waited for. Redis has a
+    // deadline of its own (its guard); what can stall is the database, under every backend (the
+    // directory, a mirrored store's pending copies, a cookie session's revocation row).
+    await Promise.all(removals.map(({ what, done }) => withinDeadline(done, REMOVAL_WAIT_MS, what).catch((err: unknown) => this.events.secondaryFailure(err, what))));
   }
 
   /**
@@ -445,11 +451,12 @@ export class SessionBackends {
    * session issued before `notBefore` is revoked, so that no copy in any backend, nor one being
    * written meanwhile, can be served; then the stored ones are removed. Returns the live ones
    * ended, listed before the revocation (once revoked, a session no longer shows in a listing).
+   * (`endUserSessions` does the same without the revocation epoch.)
    */
   async logOutUser(userId: number, { notBefore = Date.now(), exceptHandle }: { notBefore?: number; exceptHandle?: string } = {}): Promise<SessionRecord[]> {
-    const live = (await this.listByUser(userId)).filter((r) => r.handle !== exceptHandle);
+    const { stored, live } = await this.storedSessionsOf(userId, exceptHandle);
     await this.revocations.revokeUser(userId, notBefore);
-    for (const record of live) await this.end(record);
+    for (const record of stored) await this.end(record);
     return live;
   }
 
@@ -469,14 +476,24 @@ export class SessionBackends {
     return { before, ended };
   }
 
-  /** Ends every live session of a user except `exceptHandle`, in every backend; returns those ended. */
+  /**
+   * Ends every session of a user except `exceptHandle`, one by one, in every backend; returns the
+   * live ones ended. A session that starts meanwhile goes on (unlike `logOutUser`).
+   */
   async endUserSessions(userId: number, exceptHandle?: string): Promise<SessionRecord[]> {
-    // From the sessions table (as listByUser), unfiltered: sessions already revoked by an epoch
-    // (revoke-all) still have copies to delete. Only the live ones are counted as ended by this.
-    const stored = (await this.stores.database.listByUser(userId)).filter((r) => r.handle !== exceptHandle);
-    const live = stored.filter((r) => !this.revocations.isRevoked(r));
+    const { stored, live } = await this.storedSessionsOf(userId, exceptHandle);
     for (const record of stored) await this.end(record);
     return live;
+  }
+
+  /**
+   * A user's sessions in the sessions table (through the database backend's guard, as
+   * `listByUser`), unfiltered: sessions already revoked by an epoch (revoke-all) still have
+   * copies to delete. Only the `live` ones count as ended by what ends them all.
+   */
+  private async storedSessionsOf(userId: number, exceptHandle?: string): Promise<{ stored: SessionRecord[]; live: SessionRecord[] }> {
+    const stored = (await this.stores.database.listByUser(userId)).filter((r) => r.handle !== exceptHandle);
+    return { stored, live: stored.filter((r) => !this.revocations.isRevoked(r)) };
   }
 
   /** Writes `record` to `target`, or to the fallback when `target` cannot serve; undefined when the write refuses (`moveIn`). */

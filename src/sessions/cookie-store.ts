@@ -93,12 +93,12 @@ export class CookieStore implements SessionStore {
     await this.revocations.revokeSession(record.idHash, record.absoluteExpiresAt);
   }
 
-  /** The cookie is replaced by the destination's; there is nothing here to remove. */
   /** A sealed cookie has nothing to compare a move against: the browser holds it. */
   moveIn(record: SessionRecord, _readVersion: number): Promise<string | undefined> {
     return this.create(record);
   }
 
+  /** The cookie is replaced by the destination's; there is nothing here to remove. */
   async evict(_record: SessionRecord): Promise<void> {}
 
   async ping(): Promise<void> {}

@@ -240,7 +240,7 @@ export class DatabaseStore implements IndexedSessionStore {
     // Read through this store, the session is served from the database, even when the row is
     // another backend's copy (a fallback read, or a stale cookie): the caller moves it on, or
     // serves it from its holder (`heldBy`; set only then, so that the usual record keeps one shape).
-    const record = this.fromRaw(row, token, this.backend);
+    const record = this.fromRaw(row, token);
     if (record && row.backend !== this.backend) record.heldBy = row.backend as BackendName;
     return record;
   }
@@ -421,7 +421,7 @@ export class DatabaseStore implements IndexedSessionStore {
     return rows.flatMap((row) => this.toRecord(row, '') ?? []);
   }
 
-  /** The live row of `idHash`, as the directory has it (its backend, no id): for operator tools. */
+  /** The live row of `idHash`, as the directory has it (its backend, no id): for operator tools, and for a move that found the session changed (SessionBackends.current). */
   async loadByHash(idHash: string): Promise<SessionRecord | undefined> {
     const row = await this.models.SessionRow.findOne({ where: { idHash, expiresAt: { [Op.gt]: Date.now() } } });
     return row ? this.toRecord(row, '') : undefined;
@@ -473,7 +473,8 @@ export class DatabaseStore implements IndexedSessionStore {
   }
 
   /** BIGINT comes back from PostgreSQL as a string. */
-  private fromRaw(r: RawRow, id: string, backend: BackendName): SessionRecord | undefined {
+  /** A row as the driver returns it (the request path's statements), served from this store. */
+  private fromRaw(r: RawRow, id: string): SessionRecord | undefined {
     const data = this.codec.decode(r.data);
     if (!data) return undefined;
     return {
@@ -481,7 +482,7 @@ export class DatabaseStore implements IndexedSessionStore {
       idHash: r.id_hash,
       handle: r.handle,
       userId: Number(r.user_id),
-      backend,
+      backend: this.backend,
       data,
       createdAt: Number(r.created_at),
       issuedAt: Number(r.issued_at),
@@ -494,6 +495,7 @@ export class DatabaseStore implements IndexedSessionStore {
     };
   }
 
+  /** A row as Sequelize returns it (listings, operator tools), with the backend it names. */
   private toRecord(row: Omit<SessionRow, keyof Model>, id: string): SessionRecord | undefined {
     const data = this.codec.decode(row.data);
     if (!data) return undefined;

@@ -3,10 +3,11 @@
  * selects it (an Unleash variant, say) is placed in the fallback, and /readyz says `disabled`.
  */
 import type { BackendName } from '../config/config.js';
-import { BackendUnavailableError } from './guarded-store.js';
+import { BackendUnavailableError } from './errors.js';
 import type { SessionRecord } from './session.js';
+import type { IndexedSessionStore } from './store.js';
 
-export class DisabledStore {
+export class DisabledStore implements IndexedSessionStore {
   readonly available = false;
   readonly disabled = true;
   constructor(readonly backend: BackendName) {}

@@ -14,7 +14,7 @@
  */
 import { CircuitState, ConsecutiveBreaker, circuitBreaker, handleWhen, isBrokenCircuitError, type CircuitBreakerPolicy } from 'cockatiel';
 import type { StoreOperation } from '../metrics/metrics.js';
-import { SessionConflictError, SessionTooLargeError } from './errors.js';
+import { BackendUnavailableError, SessionConflictError, SessionTooLargeError, type FailureReason } from './errors.js';
 import type { SessionRecord } from './session.js';
 import { isIndexed, type IndexedSessionStore, type SessionStore } from './store.js';
 
@@ -24,7 +24,7 @@ const isCallerError = (err: unknown) => err instanceof SessionTooLargeError || e
  * A store operation that missed its deadline. The breaker counts it as a failure unless it
  * waited through the same silence as a timeout already counted (`sameStall`).
  */
-export class StoreTimeoutError extends Error {
+class StoreTimeoutError extends Error {
   override name = 'StoreTimeoutError';
   constructor(
     readonly backend: string,
@@ -42,7 +42,7 @@ const isBackendFailure = (err: unknown) => !isCallerError(err) && !(err instance
  * How long past its deadline an operation may still be waited for while the backend keeps
  * answering other operations, as a multiple of the deadline (100 ms → 1 s by default).
  */
-export const PROGRESS_GRACE_FACTOR = 10;
+const PROGRESS_GRACE_FACTOR = 10;
 
 interface Liveness {
   /** When the backend last answered an operation (a success, or a refusal that is the caller's). */
@@ -122,20 +122,6 @@ function withDeadline<T>(work: Promise<T>, ms: number, backend: string, liveness
       if (!settled) timer = setTimeout(expire, ms);
     });
   });
-}
-
-export type FailureReason = 'error' | 'timeout' | 'circuit_open';
-
-/** The backend could not serve: failed, too slow, or its breaker is open. */
-export class BackendUnavailableError extends Error {
-  override name = 'BackendUnavailableError';
-  constructor(
-    readonly backend: string,
-    readonly reason: FailureReason,
-    options?: { cause?: unknown },
-  ) {
-    super(`session backend ${backend} unavailable (${reason})`, options);
-  }
 }
 
 export interface StoreObserver {

@@ -88,7 +88,7 @@ export interface RedisStoreOptions {
   /**
    * Keep the per-user index so that this store alone can list a user's sessions (default
    * true). Off, the store has no `listByUser` and writes one key per session; the app lists
-   * from the database directory instead (mirrored-store.ts).
+   * from the database directory instead (SessionBackends.listByUser).
    */
   userIndex?: boolean;
 }

@@ -45,6 +45,9 @@ export interface SessionRecord {
   heldBy?: BackendName;
 }
 
+/** Who asked for a session or an audited change, as the request tells (http/client-info.ts). */
+export type ClientInfo = Pick<SessionRecord, 'ip' | 'userAgent'>;
+
 /** 256 bits from the CSPRNG, base64url. */
 export function newSessionId(): string {
   return randomBytes(32).toString('base64url');

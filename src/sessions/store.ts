@@ -1,8 +1,8 @@
 /**
  * The one seam between sessions and where they are kept. Implementations know nothing of
- * HTTP: `cookie-store.ts`, `database-store.ts`, `redis-store.ts`, and the compositions
+ * HTTP: `cookie-store.ts`, `database-store.ts`, `redis-store.ts`, the compositions
  * `mirrored-store.ts` (a store plus a durable database copy) and `guarded-store.ts`
- * (deadline, circuit breaker, metrics).
+ * (deadline, circuit breaker, metrics), and `disabled-store.ts` (a backend switched off).
  *
  * A *token* is what the cookie carries for a session: the session id for server-side stores,
  * the sealed session itself for the cookie store.

@@ -6,7 +6,8 @@
 import { expect } from 'chai';
 import { DatabaseStore } from '../../src/sessions/database-store.js';
 import { DisabledStore } from '../../src/sessions/disabled-store.js';
-import { GuardedStore, BackendUnavailableError } from '../../src/sessions/guarded-store.js';
+import { BackendUnavailableError } from '../../src/sessions/errors.js';
+import { GuardedStore } from '../../src/sessions/guarded-store.js';
 import { SessionBackends } from '../../src/sessions/backends.js';
 import { RevocationList } from '../../src/sessions/revocations.js';
 import { SessionCookieValue } from '../../src/sessions/session-cookie-value.js';

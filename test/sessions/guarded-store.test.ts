@@ -9,7 +9,8 @@
 import { expect } from 'chai';
 import { CircuitState } from 'cockatiel';
 import { Redis } from 'ioredis';
-import { BackendUnavailableError, GuardedStore, type StoreObserver } from '../../src/sessions/guarded-store.js';
+import { BackendUnavailableError } from '../../src/sessions/errors.js';
+import { GuardedStore, type StoreObserver } from '../../src/sessions/guarded-store.js';
 import { RedisStore } from '../../src/sessions/redis-store.js';
 import type { SessionRecord } from '../../src/sessions/session.js';
 import { startRedis, type RedisProcess } from '../support/redis-server.js';

@@ -8,6 +8,7 @@ import type { Context, Next } from 'koa';
 import { z } from 'zod';
 import { BACKENDS } from '../../config/config.js';
 import { FLAG_NAME } from '../../flags/override.js';
+import { clientInfo } from '../client-info.js';
 import type { AppDeps } from '../deps.js';
 import { isDisabled } from '../../sessions/disabled-store.js';
 import { isDatabaseUnavailable } from '../../db/database.js';
@@ -135,7 +136,7 @@ export function adminRoutes(deps: AppDeps) {
     const user = await orRevokeOnly(ctx.params.id, findUser(ctx.params.id), 'they could not be counted');
     const ended = await backends.logOutUser(user.id);
     metrics.revocations.inc({ reason: 'admin' }, ended.length);
-    audit.record(ctx, { type: 'revoked', userId: user.id, reason: 'admin', actor: 'admin', count: ended.length });
+    audit.record(clientInfo(ctx), { type: 'revoked', userId: user.id, reason: 'admin', actor: 'admin', count: ended.length });
     ctx.body = { revoked: ended.length };
   });
 
@@ -157,8 +158,8 @@ export function adminRoutes(deps: AppDeps) {
       revoked = ended.length;
       metrics.revocations.inc({ reason: !active ? 'disabled' : 'admin' }, revoked);
     }
-    if (activeChanged) audit.record(ctx, { type: active ? 'enabled' : 'disabled', userId: user.id, reason: active ? null : 'disabled', actor: 'admin', count: revoked });
-    if (roleChanged) audit.record(ctx, { type: 'revoked', userId: user.id, reason: 'role_change', actor: 'admin', count: revoked });
+    if (activeChanged) audit.record(clientInfo(ctx), { type: active ? 'enabled' : 'disabled', userId: user.id, reason: active ? null : 'disabled', actor: 'admin', count: revoked });
+    if (roleChanged) audit.record(clientInfo(ctx), { type: 'revoked', userId: user.id, reason: 'role_change', actor: 'admin', count: revoked });
     ctx.body = { user: publicUser(user) };
   });
 
@@ -170,7 +171,7 @@ export function adminRoutes(deps: AppDeps) {
     // at its size beside them; once the database has counted them, which the answer does not wait for.
     void ended.then((count) => {
       metrics.revocations.inc({ reason: 'revoke_all' }, count ?? 0);
-      audit.record(ctx, { type: 'revoke_all', reason: 'revoke_all', actor: 'admin', count: count ?? 0 });
+      audit.record(clientInfo(ctx), { type: 'revoke_all', reason: 'revoke_all', actor: 'admin', count: count ?? 0 });
       if (count === undefined) logger.warn({ event: 'revoke_all', revokedBefore }, 'the sessions a revoke-all ended could not be counted: the sessions table could not be read');
     });
     ctx.body = { revokedBefore };

@@ -5,6 +5,7 @@ import { UniqueConstraintError } from 'sequelize';
 import { z } from 'zod';
 import { hashPassword, passwordProblem, verifyPassword } from '../../auth/passwords.js';
 import { applyMergePatch, describeSession } from '../../sessions/session.js';
+import { clientInfo } from '../client-info.js';
 import type { AppDeps } from '../deps.js';
 import { EmailTakenError, InvalidCredentialsError, InvalidInputError, UnauthenticatedError } from '../errors.js';
 import { requireSameOrigin } from '../origin.js';
@@ -146,9 +147,7 @@ export function authRoutes(deps: AppDeps) {
     const session = ctx.state.sessions.current;
     if (!session) {
       ctx.state.sessions.mustKnow();
-      ctx.status = 401;
-      ctx.body = { authenticated: false, error: { code: 'unauthenticated', message: 'You are not logged in' } };
-      return;
+      throw new UnauthenticatedError();
     }
     ctx.body = { authenticated: true, ...loggedIn(ctx, session), platform: session.data.platform ?? null, preferences: session.data.preferences ?? {} };
   });
@@ -194,7 +193,7 @@ export function authRoutes(deps: AppDeps) {
     const now = Date.now();
     const others = await backends.logOutUser(user.id, { notBefore: now, exceptHandle: session.handle });
     metrics.revocations.inc({ reason: 'password_change' }, others.length);
-    deps.audit.record(ctx, { type: 'revoked', userId: user.id, reason: 'password_change', count: others.length });
+    deps.audit.record(clientInfo(ctx), { type: 'revoked', userId: user.id, reason: 'password_change', count: others.length });
     ctx.state.sessions.rotate(now);
     ctx.status = 204;
   });

@@ -4,6 +4,7 @@ import type { AppDeps } from '../deps.js';
 import { NotFoundError } from '../errors.js';
 import { describeSession, type SessionRecord } from '../../sessions/session.js';
 import { sessionListEntry } from '../users.js';
+import { clientInfo } from '../client-info.js';
 import { requireSession } from './auth.js';
 
 export function sessionRoutes(deps: AppDeps) {
@@ -34,7 +35,7 @@ export function sessionRoutes(deps: AppDeps) {
     if (!target) throw new NotFoundError('No such session');
     await backends.end(target);
     metrics.revocations.inc({ reason: 'user' });
-    audit.record(ctx, { type: 'revoked', record: target, reason: 'user' });
+    audit.record(clientInfo(ctx), { type: 'revoked', record: target, reason: 'user' });
     ctx.status = 204;
   };
   router.delete('/api/sessions/:handle', revokeOne);
@@ -45,7 +46,7 @@ export function sessionRoutes(deps: AppDeps) {
     const session = requireSession(ctx);
     const ended = await backends.endUserSessions(session.data.user.id, session.handle);
     metrics.revocations.inc({ reason: 'others' }, ended.length);
-    audit.record(ctx, { type: 'revoked', userId: session.data.user.id, reason: 'others', count: ended.length });
+    audit.record(clientInfo(ctx), { type: 'revoked', userId: session.data.user.id, reason: 'others', count: ended.length });
     ctx.body = { revoked: ended.length };
   });
 
