@@ -102,3 +102,30 @@ describe('the session audit trail on PostgreSQL, behind a proxy', function () {
     expect(app.output()).to.not.include('could not write session event');
   });
 });
+
+describe('the address of an IPv4 client on a dual-stack socket (HOST=::)', function () {
+  this.timeout(60_000);
+  let app: AppProcess;
+  before(async () => {
+    app = await startApp({ HOST: '::' });
+  });
+  after(() => app?.stop());
+
+  it('is a.b.c.d in the session listing and in the audit row alike, not ::ffff:a.b.c.d', async () => {
+    const ann = new Client(app.url);
+    const { user } = await ann.signup();
+    const listed = (await ann.get('/api/sessions')).json.sessions as Array<{ ip: string }>;
+    expect(listed.map((s) => s.ip)).to.deep.equal(['127.0.0.1']);
+    const db = await openDatabase(`sqlite:${path.join(app.dataDir, 'switchboard.sqlite')}`);
+    try {
+      let rows: Array<{ ip: string }> = [];
+      for (let i = 0; i < 60 && rows.length === 0; i++) {
+        rows = await db.query("SELECT ip FROM session_events WHERE user_id = ? AND type = 'created'", { replacements: [user.id], type: QueryTypes.SELECT });
+        if (rows.length === 0) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(rows.map((r) => r.ip)).to.deep.equal(['127.0.0.1']);
+    } finally {
+      await db.close();
+    }
+  });
+});
