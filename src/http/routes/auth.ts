@@ -10,7 +10,7 @@ import type { AppDeps } from '../deps.js';
 import { EmailTakenError, InvalidCredentialsError, InvalidInputError, UnauthenticatedError } from '../errors.js';
 import { requireSameOrigin } from '../origin.js';
 import type { Session, SessionRecord } from '../../sessions/session.js';
-import type { SessionControl } from '../session-middleware.js';
+import type { SessionControl } from '../session-control.js';
 import { publicUser } from '../users.js';
 import { csrfField, email, name, newEmail, parseBody, password } from '../validation.js';
 
