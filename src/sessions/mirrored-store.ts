@@ -9,8 +9,12 @@
  * the auth-critical moments. Saves and touches are written behind: coalesced per session and
  * flushed every `flushMs` in one statement, so the request path pays no database write. A
  * change therefore reaches the copy within `flushMs` (README: the guarantee). Failures of the
- * copy are reported, never thrown: the primary is the source of truth. The primary is the
- * guarded one (deadline, breaker): a slow copy never trips the primary's breaker.
+ * copy are reported, never thrown: the primary is the source of truth. Copies written behind
+ * that the database did not take are kept and tried again until it does (unless a newer change
+ * of the session has replaced them): otherwise the copy would stay behind until the session's
+ * next change, and a Redis failure in between would serve it — every change of a database
+ * outage lost. The primary is the guarded one (deadline, breaker): a slow copy never trips the
+ * primary's breaker.
  */
 import { withinDeadline } from '../db/database.js';
 import type { DatabaseStore } from './database-store.js';
@@ -26,6 +30,8 @@ import type { IndexedSessionStore, SessionStore } from './store.js';
  * timeout. The write itself goes on, and may still land.
  */
 const COPY_THROUGH_WAIT_MS = 2_000;
+/** How long copies the database did not take wait before they are tried again. */
+const COPY_RETRY_MS = 1_000;
 
 export interface MirrorOptions {
   /**
@@ -44,6 +50,7 @@ export class MirroredStore implements IndexedSessionStore {
   private readonly pending = new Map<string, SessionRecord>();
   private flushTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> = Promise.resolve();
+  private closed = false;
 
   constructor(
     readonly primary: SessionStore,
@@ -105,10 +112,15 @@ export class MirroredStore implements IndexedSessionStore {
   }
 
   async destroy(record: SessionRecord): Promise<void> {
-    this.pending.delete(record.idHash);
-    // A batch already on its way may hold this session: let it land first, or its upsert could
-    // put the row back after the delete (and, at a rotation, keep the handle from the new id's row).
-    await this.flushing;
+    // A batch already on its way may hold this session, and one that fails puts it back to wait:
+    // let them land or come back first, or an upsert could put the row back after the delete
+    // (and, at a rotation, keep the handle from the new id's row).
+    for (;;) {
+      this.pending.delete(record.idHash);
+      const inFlight = this.flushing;
+      await inFlight;
+      if (!this.pending.has(record.idHash) && this.flushing === inFlight) break;
+    }
     await Promise.all([this.primary.destroy(record), this.copy('destroy', () => this.mirror.destroy(record), COPY_THROUGH_WAIT_MS)]);
   }
 
@@ -119,19 +131,33 @@ export class MirroredStore implements IndexedSessionStore {
     if (this.pending.size === 0) return this.flushing;
     const batch = [...this.pending.values()];
     this.pending.clear();
-    this.flushing = this.flushing.then(() => this.copy('save', () => this.mirror.upsertMany(batch)));
+    this.flushing = this.flushing.then(async () => {
+      if (!(await this.copy('save', () => this.mirror.upsertMany(batch)))) this.retryLater(batch);
+    });
     return this.flushing;
   }
 
   private async copyLater(record: SessionRecord) {
     // Written through, a copy is still conditional (upsertMany): it may land after a newer save
     // or after a migration has claimed the row.
-    if (!this.options.flushMs) return this.copy('save', () => this.mirror.upsertMany([record]));
-    this.pending.set(record.idHash, record);
-    if (!this.flushTimer) {
-      this.flushTimer = setTimeout(() => void this.flush(), this.options.flushMs);
-      this.flushTimer.unref();
+    if (!this.options.flushMs) {
+      if (!(await this.copy('save', () => this.mirror.upsertMany([record])))) this.retryLater([record]);
+      return;
     }
+    this.pending.set(record.idHash, record);
+    this.flushIn(this.options.flushMs);
+  }
+
+  /** Copies the database did not take wait again, behind any newer change of the same session. */
+  private retryLater(batch: readonly SessionRecord[]) {
+    for (const record of batch) if (!this.pending.has(record.idHash)) this.pending.set(record.idHash, record);
+    if (!this.closed) this.flushIn(COPY_RETRY_MS);
+  }
+
+  private flushIn(ms: number) {
+    if (this.flushTimer) return;
+    this.flushTimer = setTimeout(() => void this.flush(), ms);
+    this.flushTimer.unref();
   }
 
   /** The database copy stays: the destination has taken it over (or will, being the database). */
@@ -151,18 +177,26 @@ export class MirroredStore implements IndexedSessionStore {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await this.flush();
+    clearTimeout(this.flushTimer);
+    // The database did not take them: lost with this process unless the session changes again.
+    if (this.pending.size > 0) this.onMirrorError(new Error(`${this.pending.size} sessions' latest changes are not in their database copy at shutdown`), 'save');
     await this.primary.close();
   }
 
-  /** Runs a write of the copy; a failure (or, with `waitMs`, no answer in time) is reported, not thrown. */
-  private async copy(operation: string, write: () => Promise<unknown>, waitMs?: number) {
+  /**
+   * Runs a write of the copy; a failure (or, with `waitMs`, no answer in time) is reported, not
+   * thrown. True if it was written.
+   */
+  private async copy(operation: string, write: () => Promise<unknown>, waitMs?: number): Promise<boolean> {
     try {
       await (waitMs === undefined ? write() : withinDeadline(write(), waitMs, `the ${operation} of a session's copy`));
     } catch (err) {
       this.onMirrorError(err, operation);
-      return;
+      return false;
     }
     this.options.onCopied?.(operation);
+    return true;
   }
 }

@@ -144,6 +144,36 @@ for (const backend of ['redis', 'cookie'] as const) {
         }
         await waitUntil('the session served from its database copy', async () => (await user.get('/api/session')).status === 200, 300);
       });
+
+      it('writes the copies of the changes made meanwhile once it is back: Redis losing the session later loses none of them', async () => {
+        const pg = await connectPostgres(db.url);
+        pg.on('error', () => undefined);
+        try {
+          const user = new Client(app.url);
+          const { user: who } = await user.signup();
+          const copyVersion = async () => Number((await pg.query('SELECT version FROM sessions WHERE user_id = $1', [who.id])).rows[0]?.version);
+          const before = await copyVersion();
+          const failedCopies = async () => sample((await new Client(app.url).get('/metrics')).text, 'session_store_operations_total', { backend: 'database', operation: 'save', outcome: 'error' });
+          const failedBefore = await failedCopies();
+          await link.cut();
+          try {
+            for (let n = 1; n <= 3; n++) expect((await user.patch('/api/session', { preferences: { counter: n } })).status).to.equal(200);
+            // Written behind: the database is still away when the batch with the three changes fails.
+            await waitUntil('the copy of the changes to fail', async () => (await failedCopies()) > failedBefore, 300);
+          } finally {
+            await link.restore();
+          }
+          // Nobody changes the session after the outage: only a retry of the failed copies can write them.
+          await waitUntil('the copy to catch up with the three changes', async () => (await copyVersion()) === before + 3, 300);
+          // Redis restarted empty: the copy is all there is.
+          await redisCommand(6379, ['EVAL', "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0", '0', `${env.REDIS_KEY_PREFIX}*`]);
+          const res = await user.get('/api/session');
+          expect(res.status, res.text).to.equal(200);
+          expect(res.json.preferences).to.deep.equal({ counter: 3 });
+        } finally {
+          await pg.end();
+        }
+      });
     }
 
     it('does not wait on a database that stops answering: a logout and a revoke-all are held in Redis, and hold', async () => {
