@@ -15,7 +15,7 @@ import { FlagOverride } from './flags/override.js';
 import { RollbackGuard } from './flags/rollback.js';
 import { RepeatedWarning } from './logging/repeated-warning.js';
 import { Metrics } from './metrics/metrics.js';
-import { SessionBackends, type ServingStore } from './sessions/backends.js';
+import { SessionBackends } from './sessions/backends.js';
 import { SessionCookieValue } from './sessions/session-cookie-value.js';
 import { jsonCodec, sealedCodec } from './sessions/codec.js';
 import { CookieStore } from './sessions/cookie-store.js';
@@ -150,12 +150,13 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   // The short deadline exists to fail over fast; the backend that is itself the last resort
   // (the fallback, or every backend with SESSION_FALLBACK=none) has nothing to fail over to.
   const fallback = config.sessions.fallback;
-  const guard = (store: SessionStore) => {
+  const guardOptions = (store: SessionStore) => {
     const lastResort = fallback === 'none' || fallback === store.backend;
-    return new GuardedStore(store, { ...config.stores, timeoutMs: lastResort ? config.stores.lastResortTimeoutMs : config.stores.timeoutMs }, observer);
+    return { ...config.stores, timeoutMs: lastResort ? config.stores.lastResortTimeoutMs : config.stores.timeoutMs };
   };
-  const stores: Record<BackendName, ServingStore> = {
-    database: guard(database),
+  const guard = (store: SessionStore) => new GuardedStore(store, guardOptions(store), observer);
+  const stores: SessionBackends['stores'] = {
+    database: new GuardedStore(database, guardOptions(database), observer),
     redis: redisStore ? new MirroredStore(guard(redisStore), database, mirrorError, { readThrough: true, flushMs: config.sessions.mirrorFlushMs, onCopied }) : new DisabledStore('redis'),
     cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations, deployment, await unboundCookiesBefore(models))), database, mirrorError, { flushMs: config.sessions.mirrorFlushMs, onCopied }),
   };

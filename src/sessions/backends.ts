@@ -15,7 +15,7 @@ import { withinDeadline } from '../db/database.js';
 import type { DatabaseStore } from './database-store.js';
 import { isDisabled } from './disabled-store.js';
 import { BackendUnavailableError, SessionConflictError, type FailureReason } from './errors.js';
-import type { IndexedSessionStore } from './store.js';
+import type { SessionIndex, SessionStore } from './store.js';
 import type { RevocationList } from './revocations.js';
 import { applyMergePatch, hashSessionId, type SessionRecord } from './session.js';
 import { SessionCookieValue } from './session-cookie-value.js';
@@ -50,7 +50,7 @@ export interface SaveConcurrency {
 }
 
 /** A backend as served: a store that knows whether its breaker lets calls through. */
-export type ServingStore = IndexedSessionStore & {
+export type ServingStore = SessionStore & {
   readonly available: boolean;
   /** Writes what the store writes behind (a mirrored store's database copy). */
   flush?(): Promise<void>;
@@ -79,7 +79,8 @@ export class SessionBackends {
   private readonly fallbackSaves = new Map<string, Promise<Written | undefined>>();
 
   constructor(
-    readonly stores: Record<BackendName, ServingStore>,
+    /** The database backend lists every session (its table is the directory). */
+    readonly stores: Record<BackendName, ServingStore> & { database: SessionIndex },
     /**
      * The sessions table: every session's directory entry, whatever backend holds it. The bare
      * store, without the database backend's deadline and breaker: it is asked on the request

@@ -16,7 +16,7 @@ import { CircuitState, ConsecutiveBreaker, circuitBreaker, handleWhen, isBrokenC
 import type { StoreOperation } from '../metrics/metrics.js';
 import { BackendUnavailableError, SessionConflictError, SessionTooLargeError, type FailureReason } from './errors.js';
 import type { SessionRecord } from './session.js';
-import { isIndexed, type IndexedSessionStore, type SessionStore } from './store.js';
+import { isIndexed, type IndexedSessionStore, type SessionIndex, type SessionStore } from './store.js';
 
 const isCallerError = (err: unknown) => err instanceof SessionTooLargeError || err instanceof SessionConflictError;
 
@@ -135,7 +135,9 @@ export interface GuardOptions {
   halfOpenAfterMs: number;
 }
 
-export class GuardedStore implements IndexedSessionStore {
+class GuardedSessionStore implements SessionStore {
+  /** Only when the store it guards can list: `isIndexed` sees through the guard. */
+  declare readonly listByUser?: (userId: number) => Promise<SessionRecord[]>;
   private readonly breaker: CircuitBreakerPolicy;
   private readonly timeoutMs: number;
 
@@ -147,6 +149,7 @@ export class GuardedStore implements IndexedSessionStore {
     // A session too large for its backend, or saved meanwhile by another request, is the
     // caller's to handle: the backend itself is fine. (cockatiel neither counts nor resets on an
     // error its filter declines, while closed.)
+    if (isIndexed(inner)) this.listByUser = (userId) => this.run('list', () => inner.listByUser(userId));
     const failures = handleWhen(isBackendFailure);
     this.breaker = circuitBreaker(failures, {
       halfOpenAfter: options.halfOpenAfterMs,
@@ -197,11 +200,6 @@ export class GuardedStore implements IndexedSessionStore {
   evict(record: SessionRecord) {
     return this.run('destroy', () => this.inner.evict(record));
   }
-  listByUser(userId: number) {
-    const inner = this.inner;
-    if (!isIndexed(inner)) return Promise.resolve([]);
-    return this.run('list', () => inner.listByUser(userId));
-  }
   /** Goes through the breaker, so while it is half-open a ping is the probe that closes it. */
   async ping(): Promise<void> {
     try {
@@ -248,3 +246,13 @@ export class GuardedStore implements IndexedSessionStore {
     return new BackendUnavailableError(this.backend, reason, { cause: err });
   }
 }
+
+/**
+ * The guard of a store that can list can list too (the constructor adds `listByUser` only
+ * then); the cast states what TypeScript cannot infer for a class, as for RedisStore.
+ */
+export const GuardedStore = GuardedSessionStore as {
+  new (inner: IndexedSessionStore, options: GuardOptions, observer: StoreObserver): GuardedSessionStore & SessionIndex;
+  new (inner: SessionStore, options: GuardOptions, observer: StoreObserver): GuardedSessionStore;
+};
+export type GuardedStore = GuardedSessionStore;

@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { jsonCodec, sealedCodec } from '../../src/sessions/codec.js';
 import { DatabaseStore } from '../../src/sessions/database-store.js';
+import { GuardedStore } from '../../src/sessions/guarded-store.js';
 import { MirroredStore } from '../../src/sessions/mirrored-store.js';
 import { coalesceWrites } from '../../src/sessions/redis-client.js';
 import { decodeRecord, encodeRecord, RECORD_FORMAT } from '../../src/sessions/redis-record.js';
@@ -209,10 +210,14 @@ describe('RedisStore on Redis (layout, index, races, the previous layout)', func
       expect(await client.exists(userKey(r.userId))).to.equal(0);
     });
 
-    it('without the user index, cannot list, and is not taken for a store that can', () => {
+    it('without the user index, cannot list, and is not taken for a store that can — behind its guard too', () => {
       expect(isIndexed(plain)).to.equal(false);
       expect('listByUser' in plain).to.equal(false);
       expect(isIndexed(indexed)).to.equal(true);
+      const guard = { timeoutMs: 1000, breakerThreshold: 5, halfOpenAfterMs: 1000 };
+      const observer = { operation() {}, availability() {} };
+      expect(isIndexed(new GuardedStore(plain, guard, observer))).to.equal(false);
+      expect(isIndexed(new GuardedStore(indexed, guard, observer))).to.equal(true);
     });
   });
 
