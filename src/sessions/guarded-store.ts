@@ -15,8 +15,8 @@
 import { CircuitState, ConsecutiveBreaker, circuitBreaker, handleWhen, isBrokenCircuitError, type CircuitBreakerPolicy } from 'cockatiel';
 import type { StoreOperation } from '../metrics/metrics.js';
 import { BackendUnavailableError, SessionConflictError, SessionTooLargeError, type FailureReason } from './errors.js';
-import type { SessionRecord } from './session.js';
-import { isIndexed, type IndexedSessionStore, type SessionIndex, type SessionStore } from './store.js';
+import { hashSessionId, type SessionRecord } from './session.js';
+import { isIndexed, isPartitioned, type IndexedSessionStore, type SessionIndex, type SessionStore } from './store.js';
 
 const isCallerError = (err: unknown) => err instanceof SessionTooLargeError || err instanceof SessionConflictError;
 
@@ -61,7 +61,9 @@ interface Liveness {
  *   tick), or its answer not yet read, so the deadline starts again.
  * - When the deadline passes while the backend has answered *other* operations since the last
  *   check (`lastAnswerAt`), it is alive and the queue is ours — answers arrive in order on one
- *   connection, so ours is behind them — and the deadline starts again.
+ *   connection, so ours is behind them — and the deadline starts again. Where the backend is
+ *   several servers that fail apart (a Redis Cluster's masters), each has its own `Liveness`:
+ *   the answers of the others say nothing of the one that holds ours.
  * Either way, no longer than PROGRESS_GRACE_FACTOR deadlines in all. A hung backend answers
  * nothing and is timed out after one deadline on an idle process (two at most, when answers to
  * earlier commands were still arriving), and after the grace at worst on a saturated one.
@@ -150,6 +152,7 @@ class GuardedSessionStore implements SessionStore {
     // caller's to handle: the backend itself is fine. (cockatiel neither counts nor resets on an
     // error its filter declines, while closed.)
     if (isIndexed(inner)) this.listByUser = (userId) => this.run('list', () => inner.listByUser(userId));
+    if (isPartitioned(inner)) this.partitionOf = (idHash) => inner.partitionOf(idHash);
     const failures = handleWhen(isBackendFailure);
     this.breaker = circuitBreaker(failures, {
       halfOpenAfter: options.halfOpenAfterMs,
@@ -180,25 +183,25 @@ class GuardedSessionStore implements SessionStore {
   }
 
   load(token: string) {
-    return this.run('load', () => this.inner.load(token));
+    return this.run('load', () => this.inner.load(token), this.partitionOf && this.livenessOf(hashSessionId(token)));
   }
   create(record: SessionRecord) {
-    return this.run('save', () => this.inner.create(record));
+    return this.run('save', () => this.inner.create(record), this.partitionOf && this.livenessOf(record.idHash));
   }
   moveIn(record: SessionRecord, readVersion: number) {
-    return this.run('save', () => this.inner.moveIn(record, readVersion));
+    return this.run('save', () => this.inner.moveIn(record, readVersion), this.partitionOf && this.livenessOf(record.idHash));
   }
   save(record: SessionRecord, expectedVersion?: number) {
-    return this.run('save', () => this.inner.save(record, expectedVersion));
+    return this.run('save', () => this.inner.save(record, expectedVersion), this.partitionOf && this.livenessOf(record.idHash));
   }
   touch(record: SessionRecord) {
-    return this.run('touch', () => this.inner.touch(record));
+    return this.run('touch', () => this.inner.touch(record), this.partitionOf && this.livenessOf(record.idHash));
   }
   destroy(record: SessionRecord) {
-    return this.run('destroy', () => this.inner.destroy(record));
+    return this.run('destroy', () => this.inner.destroy(record), this.partitionOf && this.livenessOf(record.idHash));
   }
   evict(record: SessionRecord) {
-    return this.run('destroy', () => this.inner.evict(record));
+    return this.run('destroy', () => this.inner.evict(record), this.partitionOf && this.livenessOf(record.idHash));
   }
   /** Goes through the breaker, so while it is half-open a ping is the probe that closes it. */
   async ping(): Promise<void> {
@@ -215,6 +218,17 @@ class GuardedSessionStore implements SessionStore {
   }
 
   private readonly liveness: Liveness = { lastAnswerAt: -Infinity, countedTimeoutAt: -Infinity };
+  /** Set when the inner store is Partitioned: each server's silence is judged apart. */
+  private readonly partitionOf: ((idHash: string) => string | undefined) | undefined;
+  private readonly partitions = new Map<string, Liveness>();
+
+  private livenessOf(idHash: string): Liveness {
+    const partition = this.partitionOf?.(idHash);
+    if (partition === undefined) return this.liveness;
+    let liveness = this.partitions.get(partition);
+    if (!liveness) this.partitions.set(partition, (liveness = { lastAnswerAt: -Infinity, countedTimeoutAt: -Infinity }));
+    return liveness;
+  }
   private closed = false;
   private probeTimer: NodeJS.Timeout | undefined;
   private scheduleProbe(afterMs: number) {
@@ -225,10 +239,10 @@ class GuardedSessionStore implements SessionStore {
     this.probeTimer.unref();
   }
 
-  private async run<T>(operation: StoreOperation, fn: () => Promise<T>): Promise<T> {
+  private async run<T>(operation: StoreOperation, fn: () => Promise<T>, liveness = this.liveness): Promise<T> {
     const started = performance.now();
     try {
-      const result = await this.breaker.execute(() => withDeadline(fn(), this.timeoutMs, this.backend, this.liveness));
+      const result = await this.breaker.execute(() => withDeadline(fn(), this.timeoutMs, this.backend, liveness));
       this.observer.operation(this.backend, operation, 'success', (performance.now() - started) / 1000);
       return result;
     } catch (err) {

@@ -17,6 +17,7 @@
  * here, the app's MirroredStore reads it through from its database copy and writes it back in
  * this format on that request.
  */
+import calculateSlot from 'cluster-key-slot';
 import { Cluster, type Redis, type Result } from 'ioredis';
 import { jsonCodec, type DataCodec } from './codec.js';
 import { SessionConflictError } from './errors.js';
@@ -97,6 +98,11 @@ class RedisSessionStore implements SessionStore {
   readonly backend = 'redis' as const;
   /** Only with the user index: `isIndexed` must see a store without it as unlistable. */
   declare readonly listByUser?: (userId: number) => Promise<SessionRecord[]>;
+  /**
+   * On a Cluster only (store.ts, Partitioned): the master serving the session's key, so that a
+   * silent master is judged by its own silence while the others answer.
+   */
+  declare readonly partitionOf?: (idHash: string) => string | undefined;
   private readonly codec: DataCodec | undefined;
   private readonly indexed: boolean;
 
@@ -111,6 +117,7 @@ class RedisSessionStore implements SessionStore {
     this.codec = options.codec === jsonCodec ? undefined : options.codec;
     this.indexed = options.userIndex ?? true;
     if (this.indexed) this.listByUser = (userId) => this.listIndexed(userId);
+    if (redis instanceof Cluster) this.partitionOf = (idHash) => redis.slots[calculateSlot(this.sessionKey(idHash))]?.[0];
   }
 
   private sessionKey(idHash: string) {
@@ -214,18 +221,31 @@ class RedisSessionStore implements SessionStore {
   }
 
   /**
-   * On a cluster every master must answer and see the cluster as ok: one down master leaves
-   * its slots unserved (and ioredis may already have dropped it from its node list).
+   * On a cluster every master that serves slots must answer and see the cluster as ok: one down
+   * master leaves its slots unserved. The masters are those the slot map names, not those
+   * ioredis is connected to: it drops a dead master from its node list and adds it back at each
+   * reconnection attempt, until the cluster has promoted a replica — asked only the nodes it
+   * holds, a probe said "up" and "down" by turns while a third of the sessions had no server.
+   * A master the map names but ioredis holds no connection to is asked for again: ioredis learns
+   * the cluster anew (CLUSTER SLOTS) only when a command needs it, and while the breaker is open
+   * the probe is the only command.
    */
   async ping(): Promise<void> {
     if (!(this.redis instanceof Cluster)) {
       await this.redis.ping();
       return;
     }
-    const masters = this.redis.nodes('master');
-    if (masters.length === 0) throw new Error('no Redis Cluster master reachable');
+    const cluster = this.redis;
+    const connected = new Map(cluster.nodes('master').map((node) => [`${node.options.host}:${node.options.port}`, node]));
+    const serving = new Set(cluster.slots.map((nodes) => nodes?.[0]).filter((key) => key !== undefined));
+    if (serving.size === 0) throw new Error('no Redis Cluster master reachable');
     await Promise.all(
-      masters.map(async (node) => {
+      [...serving].map(async (key) => {
+        const node = connected.get(key);
+        if (!node) {
+          cluster.refreshSlotsCache();
+          throw new Error(`Redis Cluster master ${key} is not reachable`);
+        }
         const info = String(await node.cluster('INFO'));
         if (!info.includes('cluster_state:ok')) throw new Error('Redis Cluster state is not ok');
       }),

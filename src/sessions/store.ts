@@ -71,3 +71,16 @@ export type IndexedSessionStore = SessionStore & SessionIndex;
 export function isIndexed(store: SessionStore): store is IndexedSessionStore {
   return typeof (store as Partial<SessionIndex>).listByUser === 'function';
 }
+
+/**
+ * The optional ability of a store spread over servers that fail apart (a Redis Cluster's
+ * masters): which one serves a session. The guard judges each one's silence on its own.
+ */
+export interface Partitioned {
+  /** A name for the server that holds the session of `idHash` now; undefined when not known. */
+  partitionOf(idHash: string): string | undefined;
+}
+
+export function isPartitioned(store: SessionStore): store is SessionStore & Partitioned {
+  return typeof (store as Partial<Partitioned>).partitionOf === 'function';
+}

@@ -10,10 +10,13 @@ import type { Socket } from 'node:net';
 import { coalesceWrites, createRedisClient, waitForRedis } from '../../src/sessions/redis-client.js';
 import { decodeRecord } from '../../src/sessions/redis-record.js';
 import { RedisStore } from '../../src/sessions/redis-store.js';
+import { BackendUnavailableError } from '../../src/sessions/errors.js';
+import { GuardedStore } from '../../src/sessions/guarded-store.js';
 import { startRedisCluster, type RedisClusterProcess } from '../support/redis-cluster.js';
+import { waitUntil } from '../support/redis-server.js';
 import { recordWrites } from '../support/socket-writes.js';
 import { describeStoreConformance } from './conformance.js';
-import { ABSOLUTE_MS } from './fixtures.js';
+import { ABSOLUTE_MS, makeRecord } from './fixtures.js';
 
 describe('Redis Cluster', function () {
   this.timeout(120_000);
@@ -40,6 +43,90 @@ describe('Redis Cluster', function () {
     } finally {
       client.disconnect();
     }
+  });
+
+  describe('one master failing while the others answer', function () {
+    let client: Cluster;
+    let store: RedisStore;
+    const prefix = `cluster-fail-${randomBytes(4).toString('hex')}:`;
+    before(async () => {
+      client = createRedisClient({ enabled: true, url: `redis://${cluster.nodes[0]!.host}:${cluster.nodes[0]!.port}`, cluster: cluster.nodes, sentinelName: '', keyPrefix: '' }) as Cluster;
+      expect(await waitForRedis(client, 20_000)).to.equal(true);
+      store = new RedisStore(client, { keyPrefix: prefix, absoluteTimeoutMs: ABSOLUTE_MS });
+    });
+    after(() => client?.disconnect());
+
+    /** A stored session whose key the master on `port` serves. */
+    async function sessionOn(port: number): Promise<string> {
+      for (;;) {
+        const record = makeRecord({}, 'redis');
+        if (store.partitionOf!(record.idHash) === `127.0.0.1:${port}`) return store.create(record);
+      }
+    }
+
+    it('times out the sessions of a silent master by its own silence, not held up by the answers of the others', async () => {
+      // The guard's deadline waits while the backend keeps answering other operations (a busy
+      // connection, not a dead one), up to ten deadlines. On a cluster the other masters' answers
+      // kept the silent one's operations waiting the whole grace, and a request's several
+      // operations one after the other: about 4 s for a third of the users at every master failure.
+      const frozen = cluster.processes[0]!;
+      const healthy = cluster.processes[1]!;
+      // No breaker in the way: the healthy master's successes keep it closed anyway.
+      const guarded = new GuardedStore(store, { timeoutMs: 50, breakerThreshold: 1000, halfOpenAfterMs: 60_000 }, { operation() {}, availability() {} });
+      const onFrozen = await sessionOn(frozen.port);
+      const onHealthy = await sessionOn(healthy.port);
+      // Paused for less than cluster-node-timeout: the others go on serving (the cluster stays ok).
+      await frozen.pause(2500);
+      // Time is counted in rounds of the healthy master's traffic: a load there, then 5 ms. A
+      // machine too slow for 5 ms rounds makes waits shorter in rounds, never longer.
+      let round = 0;
+      const waited: number[] = [];
+      const reasons = new Set<string>();
+      const healthyFailures: unknown[] = [];
+      try {
+        for (; round < 300; round++) {
+          const issued = round;
+          if (round < 150) {
+            void guarded.load(onFrozen).then(
+              () => reasons.add('answered'),
+              (e: unknown) => {
+                reasons.add((e as BackendUnavailableError).reason);
+                waited.push(round - issued);
+              },
+            );
+          }
+          const answer = await guarded.load(onHealthy).catch((e: unknown) => e);
+          if (answer === undefined || answer instanceof Error) healthyFailures.push(answer);
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      } finally {
+        frozen.resume();
+      }
+      expect(healthyFailures, 'the healthy master served every load').to.deep.equal([]);
+      expect([...reasons]).to.deep.equal(['timeout']);
+      // One or two deadlines (50 ms: about 10–20 rounds); held up, ten (about 100 rounds).
+      waited.sort((a, b) => a - b);
+      expect(waited.length, 'loads on the silent master that timed out').to.be.above(100);
+      expect(waited[Math.floor(waited.length / 2)], 'rounds a load on the silent master waited (median)').to.be.below(50);
+      await cluster.waitUntilOk();
+    });
+
+    it('is down for the probe while a master that serves slots is gone, not up and down by turns', async () => {
+      const victim = cluster.processes[2]!;
+      await victim.kill();
+      try {
+        const answers: string[] = [];
+        for (let i = 0; i < 20; i++) {
+          answers.push(await store.ping().then(() => 'up', () => 'down'));
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        expect(new Set(answers)).to.deep.equal(new Set(['down']));
+      } finally {
+        await victim.restart();
+        await cluster.waitUntilOk();
+      }
+      await waitUntil('the probe to see every master again', async () => store.ping().then(() => true, () => false), 600);
+    });
   });
 
   for (const userIndex of [true, false]) {
