@@ -9,6 +9,13 @@
  *   redis    → Mirrored(Guarded(RedisStore), DatabaseStore)
  *
  * The cookie names the backend that holds the session: `<c|d|r>.<token>` (session-cookie-value.ts).
+ *
+ * Why some branches name Redis: it is the one backend whose copy of a session can outlive a move
+ * out of it. Its write is not ordered with the directory's (a save can land in Redis after a move
+ * read the session, or while Redis was unreachable to the eviction), and a miss there reads
+ * through to the database copy. So a move, or a cookie pointing at the database, asks whether
+ * Redis holds a newer copy (`redisCopy`, `current`); the cookie's seal and the database's row
+ * cannot be newer than the directory.
  */
 import { BACKENDS, type BackendName } from '../config/config.js';
 import { withinDeadline } from '../db/database.js';
