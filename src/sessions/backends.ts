@@ -14,8 +14,8 @@
  * out of it. Its write is not ordered with the directory's (a save can land in Redis after a move
  * read the session, or while Redis was unreachable to the eviction), and a miss there reads
  * through to the database copy. So a move, or a cookie pointing at the database, asks whether
- * Redis holds a newer copy (`redisCopy`, `current`); the cookie's seal and the database's row
- * cannot be newer than the directory.
+ * Redis holds a newer copy (`redisCopy`, `current`). A sealed cookie comes with the request
+ * itself, and a database session's row is its directory entry: neither has a copy elsewhere to ask.
  */
 import { BACKENDS, type BackendName } from '../config/config.js';
 import { withinDeadline } from '../db/database.js';
