@@ -68,7 +68,7 @@ export class SessionControl {
     if (!session) throw new Error('destination() needs a session');
     if (this.choice?.handle !== session.handle) this.choice = { handle: session.handle, choice: this.placement.flag.choose(session.handle) };
     const { choice } = this.choice;
-    const backend = this.placement.backends.placement(choice.backend);
+    const backend = this.placement.backends.placement(choice.backend, session.record.idHash);
     return backend === choice.backend ? choice : { backend, source: 'fallback' };
   }
 

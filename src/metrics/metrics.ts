@@ -61,7 +61,7 @@ export class Metrics {
   );
   readonly storeUp = new Gauge({
     name: 'session_store_up',
-    help: '1 when the backend can serve (circuit closed), 0 when not',
+    help: '1 when the backend can serve (circuit closed, probe answered; on a Redis Cluster by every master serving slots), 0 when not',
     labelNames: ['backend'] as const,
     registers: [this.registry],
   });

@@ -59,6 +59,8 @@ export interface SaveConcurrency {
 /** A backend as served: a store that knows whether its breaker lets calls through. */
 export type ServingStore = SessionStore & {
   readonly available: boolean;
+  /** `available` for one session, where the store's servers fail apart (GuardedStore.availableFor). */
+  availableFor?(idHash: string): boolean;
   /** Writes what the store writes behind (a mirrored store's database copy). */
   flush?(): Promise<void>;
 };
@@ -184,11 +186,14 @@ export class SessionBackends {
   }
 
   /**
-   * Where a session chosen for `backend` should go now: there, unless its breaker is open,
-   * in which case the fallback (when configured and itself available).
+   * Where a session chosen for `backend` should go now: there, unless its breaker is open (or,
+   * on a Redis Cluster, the master that would hold session `idHash` has fallen silent), in which
+   * case the fallback (when configured and itself available).
    */
-  placement(backend: BackendName): BackendName {
-    if (this.stores[backend].available || this.fallback === 'none') return backend;
+  placement(backend: BackendName, idHash?: string): BackendName {
+    const store = this.stores[backend];
+    const available = idHash !== undefined && store.availableFor ? store.availableFor(idHash) : store.available;
+    if (available || this.fallback === 'none') return backend;
     return this.stores[this.fallback].available ? this.fallback : backend;
   }
 

@@ -142,6 +142,7 @@ class GuardedSessionStore implements SessionStore {
   declare readonly listByUser?: (userId: number) => Promise<SessionRecord[]>;
   private readonly breaker: CircuitBreakerPolicy;
   private readonly timeoutMs: number;
+  private readonly halfOpenAfterMs: number;
 
   constructor(
     readonly inner: SessionStore,
@@ -166,6 +167,7 @@ class GuardedSessionStore implements SessionStore {
       if (state === CircuitState.Open) this.scheduleProbe(options.halfOpenAfterMs);
     });
     this.timeoutMs = options.timeoutMs;
+    this.halfOpenAfterMs = options.halfOpenAfterMs;
   }
 
   get backend() {
@@ -180,6 +182,22 @@ class GuardedSessionStore implements SessionStore {
    */
   get available(): boolean {
     return this.breaker.state === CircuitState.Closed;
+  }
+
+  /**
+   * `available` for the session of `idHash`. On a partitioned store (a Redis Cluster) also the
+   * partition that holds it must not have fallen silent of late: a timeout counted against it, no
+   * answer from it since, within `halfOpenAfterMs`. The breaker, one per backend, stays closed
+   * while the other partitions answer; without this each request of that partition's sessions
+   * would try it again, a deadline's wait each time. After `halfOpenAfterMs` the next request
+   * tries it (the partition's own half-open).
+   */
+  availableFor(idHash: string): boolean {
+    if (!this.partitionOf || !this.available) return this.available;
+    const partition = this.partitionOf(idHash);
+    const liveness = partition === undefined ? undefined : this.partitions.get(partition);
+    if (!liveness || liveness.lastAnswerAt >= liveness.countedTimeoutAt) return true;
+    return performance.now() - liveness.countedTimeoutAt >= this.halfOpenAfterMs;
   }
 
   load(token: string) {

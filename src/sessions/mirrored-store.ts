@@ -68,6 +68,12 @@ export class MirroredStore implements IndexedSessionStore {
     return (this.primary as Partial<Pick<GuardedStore, 'available'>>).available ?? true;
   }
 
+  /** As available for this session as the primary (GuardedStore.availableFor). */
+  availableFor(idHash: string): boolean {
+    const primary = this.primary as Partial<Pick<GuardedStore, 'availableFor'>>;
+    return primary.availableFor ? primary.availableFor(idHash) : this.available;
+  }
+
   async load(token: string): Promise<SessionRecord | undefined> {
     const record = await this.primary.load(token);
     if (record || !this.options.readThrough) return record;
