@@ -9,13 +9,11 @@ import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
 import { startRedisCluster } from '../support/redis-cluster.js';
 import { redisCommand, startRedis, waitUntil } from '../support/redis-server.js';
+import { counterTraffic, type TrafficUser } from './counter-traffic.js';
 import { sample } from './metrics-text.js';
 
-interface User {
-  client: Client;
-  userId: number;
+interface User extends TrafficUser {
   platformId: number;
-  counter: number;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -101,32 +99,7 @@ for (const [name, setup] of [
     await redis?.stop();
   });
 
-  /** Each user makes `rounds` sequential requests (a write every third), all users at once. */
-  async function traffic(rounds: number) {
-    await Promise.all(
-      users.map(async (u) => {
-        for (let i = 0; i < rounds; i++) {
-          if (i % 3 === 0) {
-            u.counter++;
-            const res = await u.client.patch('/api/session', { preferences: { counter: u.counter } });
-            if (res.status !== 200) failures.push(`PATCH ${res.status} ${res.text}`);
-            continue;
-          }
-          const res = await u.client.get('/api/session');
-          const body = res.json as { user?: { id: number }; platform?: { id: number }; preferences?: { counter?: number } };
-          if (res.status !== 200) failures.push(`GET ${res.status} ${res.text}`);
-          else if (body.user?.id !== u.userId || body.platform?.id !== u.platformId) failures.push(`data changed: ${res.text}`);
-          else if (body.preferences?.counter !== u.counter) {
-            // A write in flight when Redis died: at most one per user.
-            if (u.counter - (body.preferences?.counter ?? 0) === 1 && !lagged.has(u.userId)) {
-              lagged.add(u.userId);
-              u.counter = body.preferences?.counter ?? 0;
-            } else failures.push(`data lost: ${res.text}`);
-          }
-        }
-      }),
-    );
-  }
+  const traffic = (rounds: number) => counterTraffic(users, rounds, failures, lagged);
 
   const backendOf = async (u: Pick<User, 'client'>) => ((await u.client.get('/api/session')).json.session as { backend: string }).backend;
 

@@ -8,17 +8,14 @@ import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
 import { redisCommand, startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
+import { counterTraffic, type TrafficUser } from './counter-traffic.js';
 import { sample } from './metrics-text.js';
 
 const MASTER_NAME = 'sessions';
 /** Sentinel's promotion takes down-after (1 s) plus an election; 60 s (1200 × 50 ms) covers a loaded CI machine. */
 const FAILOVER_ATTEMPTS = 1200;
 
-interface User {
-  client: Client;
-  userId: number;
-  counter: number;
-}
+type User = TrafficUser;
 
 type SessionBody = { user?: { id: number }; session?: { backend: string }; preferences?: { counter?: number } };
 
@@ -71,32 +68,7 @@ describe('a Redis Sentinel failover under traffic', function () {
     await Promise.all([sentinel?.stop(), replica?.stop(), master?.stop()]);
   });
 
-  /** Each user makes `rounds` sequential requests (a write every third), all users at once. */
-  async function traffic(rounds: number) {
-    await Promise.all(
-      users.map(async (u) => {
-        for (let i = 0; i < rounds; i++) {
-          if (i % 3 === 0) {
-            u.counter++;
-            const res = await u.client.patch('/api/session', { preferences: { counter: u.counter } });
-            if (res.status !== 200) failures.push(`PATCH ${res.status} ${res.text}`);
-            continue;
-          }
-          const res = await u.client.get('/api/session');
-          const body = res.json as SessionBody;
-          if (res.status !== 200) failures.push(`GET ${res.status} ${res.text}`);
-          else if (body.user?.id !== u.userId) failures.push(`another user: ${res.text}`);
-          else if (body.preferences?.counter !== u.counter) {
-            // A write in flight when the master died (answered 503, or not answered): at most one per user.
-            if (u.counter - (body.preferences?.counter ?? 0) === 1 && !lagged.has(u.userId)) {
-              lagged.add(u.userId);
-              u.counter = body.preferences?.counter ?? 0;
-            } else failures.push(`data lost: ${res.text}`);
-          }
-        }
-      }),
-    );
-  }
+  const traffic = (rounds: number) => counterTraffic(users, rounds, failures, lagged);
 
   const backendOf = async (u: User) => ((await u.client.get('/api/session')).json as SessionBody).session?.backend;
 
