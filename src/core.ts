@@ -147,6 +147,12 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     copyFailed.warn({ err, operation });
   };
   const onCopied = (operation: string) => metrics.storeOutcome('database', copyOperation(operation), 'success');
+  // Not through copyFailed: at a stop the last failure has just been logged, and this line would
+  // be one of those it leaves out.
+  const copies = {
+    onCaughtUp: (sessions: number) => logger.info({ sessions }, 'database copies written again after failing'),
+    onClosedBehind: (sessions: number) => logger.warn({ sessions }, "sessions' latest changes are not in their database copy at shutdown"),
+  };
   // The short deadline exists to fail over fast; the backend that is itself the last resort
   // (the fallback, or every backend with SESSION_FALLBACK=none) has nothing to fail over to.
   const fallback = config.sessions.fallback;
@@ -157,8 +163,8 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   const guard = (store: SessionStore) => new GuardedStore(store, guardOptions(store), observer);
   const stores: SessionBackends['stores'] = {
     database: new GuardedStore(database, guardOptions(database), observer),
-    redis: redisStore ? new MirroredStore(guard(redisStore), database, mirrorError, { readThrough: true, flushMs: config.sessions.mirrorFlushMs, onCopied }) : new DisabledStore('redis'),
-    cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations, deployment, await unboundCookiesBefore(models))), database, mirrorError, { flushMs: config.sessions.mirrorFlushMs, onCopied }),
+    redis: redisStore ? new MirroredStore(guard(redisStore), database, mirrorError, { readThrough: true, flushMs: config.sessions.mirrorFlushMs, onCopied, ...copies }) : new DisabledStore('redis'),
+    cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations, deployment, await unboundCookiesBefore(models))), database, mirrorError, { flushMs: config.sessions.mirrorFlushMs, onCopied, ...copies }),
   };
   const backends = new SessionBackends(stores, database, revocations, config.sessions.fallback, {
     fallback(from, to, reason) {

@@ -44,6 +44,10 @@ export interface MirrorOptions {
   flushMs?: number;
   /** A copy written (failures go to `onMirrorError`): so that they can be counted against all. */
   onCopied?: (operation: string) => void;
+  /** Copies kept after failures were written at last: how many sessions' copies caught up. */
+  onCaughtUp?: (sessions: number) => void;
+  /** Closed with copies the database did not take: how many sessions' latest changes they lose. */
+  onClosedBehind?: (sessions: number) => void;
 }
 
 export class MirroredStore implements IndexedSessionStore {
@@ -51,6 +55,8 @@ export class MirroredStore implements IndexedSessionStore {
   private flushTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> = Promise.resolve();
   private closed = false;
+  /** Copies are waiting for a retry (see `retryLater`). */
+  private behind = false;
 
   constructor(
     readonly primary: SessionStore,
@@ -138,7 +144,11 @@ export class MirroredStore implements IndexedSessionStore {
     const batch = [...this.pending.values()];
     this.pending.clear();
     this.flushing = this.flushing.then(async () => {
-      if (!(await this.copy('save', () => this.mirror.upsertMany(batch)))) this.retryLater(batch);
+      if (!(await this.copy('save', () => this.mirror.upsertMany(batch)))) return this.retryLater(batch);
+      if (this.behind) {
+        this.behind = false;
+        this.options.onCaughtUp?.(batch.length);
+      }
     });
     return this.flushing;
   }
@@ -156,6 +166,7 @@ export class MirroredStore implements IndexedSessionStore {
 
   /** Copies the database did not take wait again, behind any newer change of the same session. */
   private retryLater(batch: readonly SessionRecord[]) {
+    this.behind = true;
     for (const record of batch) if (!this.pending.has(record.idHash)) this.pending.set(record.idHash, record);
     if (!this.closed) this.flushIn(COPY_RETRY_MS);
   }
@@ -187,7 +198,7 @@ export class MirroredStore implements IndexedSessionStore {
     await this.flush();
     clearTimeout(this.flushTimer);
     // The database did not take them: lost with this process unless the session changes again.
-    if (this.pending.size > 0) this.onMirrorError(new Error(`${this.pending.size} sessions' latest changes are not in their database copy at shutdown`), 'save');
+    if (this.pending.size > 0) this.options.onClosedBehind?.(this.pending.size);
     await this.primary.close();
   }
 

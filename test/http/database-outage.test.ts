@@ -220,6 +220,25 @@ for (const backend of ['redis', 'cookie'] as const) {
         expect((await user.get('/api/session')).status).to.equal(200);
       });
     }
+
+    if (backend === 'redis') {
+      // Last: it stops the app.
+      it('says at a stop how many sessions’ latest changes did not reach their database copy', async () => {
+        const user = new Client(app.url);
+        await user.signup();
+        const failedCopies = async () => sample((await new Client(app.url).get('/metrics')).text, 'session_store_operations_total', { backend: 'database', operation: 'save', outcome: 'error' });
+        const failedBefore = await failedCopies();
+        await link.cut();
+        try {
+          expect((await user.patch('/api/session', { preferences: { theme: 'dark' } })).status).to.equal(200);
+          await waitUntil('the copy of the change to fail', async () => (await failedCopies()) > failedBefore, 300);
+          await app.stop();
+        } finally {
+          await link.restore();
+        }
+        expect(app.output()).to.match(/"sessions":1\b.*latest changes are not in their database copy at shutdown/);
+      });
+    }
   });
 }
 
