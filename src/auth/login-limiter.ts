@@ -16,7 +16,7 @@ import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { TooManyAttemptsError } from '../http/errors.js';
 
 /** An attempt that waited this long for a point held by attempts in flight is refused (429). */
-export const ATTEMPT_WAIT_MS = 10_000;
+const ATTEMPT_WAIT_MS = 10_000;
 
 interface Counter {
   name: string;
@@ -44,8 +44,10 @@ export class LoginLimiter {
   private waiting: Array<() => void> = [];
   /** Reading the counters and taking points happen one attempt at a time (see `reserve`). */
   private turn: Promise<unknown> = Promise.resolve();
+  private readonly attemptWaitMs: number;
 
-  constructor(options: { maxFailures: number; maxFailuresPerIp: number; maxFailuresPerAccount: number; windowSeconds: number }) {
+  constructor(options: { maxFailures: number; maxFailuresPerIp: number; maxFailuresPerAccount: number; windowSeconds: number; attemptWaitMs?: number }) {
+    this.attemptWaitMs = options.attemptWaitMs ?? ATTEMPT_WAIT_MS;
     const counter = (name: string, points: number): Counter => ({
       name,
       points,
@@ -66,7 +68,7 @@ export class LoginLimiter {
       [this.perAddress, ip],
       [this.perAccountEverywhere, account.toLowerCase()],
     ];
-    const deadline = Date.now() + ATTEMPT_WAIT_MS;
+    const deadline = Date.now() + this.attemptWaitMs;
     while (!(await this.inTurn(() => this.reserve(keys)))) {
       const left = deadline - Date.now();
       if (left <= 0) throw new TooManyAttemptsError(1);
