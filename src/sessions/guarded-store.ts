@@ -127,7 +127,8 @@ function withDeadline<T>(work: Promise<T>, ms: number, backend: string, liveness
 }
 
 export interface StoreObserver {
-  operation(backend: string, operation: StoreOperation, outcome: 'success' | 'error' | 'timeout', seconds: number): void;
+  /** `err`: what the backend said, for an `error` outcome (a timeout is the guard's own verdict). */
+  operation(backend: string, operation: StoreOperation, outcome: 'success' | 'error' | 'timeout', seconds: number, err?: unknown): void;
   availability(backend: string, up: boolean): void;
 }
 
@@ -266,7 +267,9 @@ class GuardedSessionStore implements SessionStore {
     } catch (err) {
       if (isCallerError(err)) throw err;
       if (!isBrokenCircuitError(err)) {
-        this.observer.operation(this.backend, operation, err instanceof StoreTimeoutError ? 'timeout' : 'error', (performance.now() - started) / 1000);
+        const seconds = (performance.now() - started) / 1000;
+        if (err instanceof StoreTimeoutError) this.observer.operation(this.backend, operation, 'timeout', seconds);
+        else this.observer.operation(this.backend, operation, 'error', seconds, err);
       }
       throw this.unavailable(err);
     }

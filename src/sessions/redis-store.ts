@@ -37,14 +37,18 @@ if ((a * 256 + b) * 256 + c) * 256 + d ~= tonumber(ARGV[3]) then return -1 end
 redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
 return 1`;
 
-// The same version as the record being touched: write its times (the value holds them). A
-// different one: a save landed since the toucher read it, and its data must stay; only the
-// key's life is extended, never shortened below what that save set.
+// The same version as the record being touched: write its times (the value holds them). An
+// older one is a copy left behind while the session was served elsewhere (a save that fell
+// back to the database while Redis refused writes): the toucher's record is the session, and
+// replaces it. A newer one: a save landed since the toucher read it, and its data must stay;
+// only the key's life is extended, never shortened below what that save set.
 const TOUCH = `
 local v = redis.pcall('get', KEYS[1])
 if type(v) ~= 'string' or #v < ${VERSION_OFFSET + 4} then return 0 end
 local ttl = tonumber(ARGV[2])
-if string.sub(v, 1, ${VERSION_OFFSET + 4}) == string.sub(ARGV[1], 1, ${VERSION_OFFSET + 4}) then
+local a, b, c, d = string.byte(v, ${VERSION_OFFSET + 1}, ${VERSION_OFFSET + 4})
+local e, f, g, h = string.byte(ARGV[1], ${VERSION_OFFSET + 1}, ${VERSION_OFFSET + 4})
+if ((a * 256 + b) * 256 + c) * 256 + d <= ((e * 256 + f) * 256 + g) * 256 + h then
   redis.call('set', KEYS[1], ARGV[1], 'px', ttl)
 elseif redis.call('pttl', KEYS[1]) < ttl then
   redis.call('pexpire', KEYS[1], ttl)
@@ -70,6 +74,9 @@ local a, b, c, d = string.byte(v, ${VERSION_OFFSET + 1}, ${VERSION_OFFSET + 4})
 if ((a * 256 + b) * 256 + c) * 256 + d ~= tonumber(ARGV[1]) then return 0 end
 redis.call('del', KEYS[1])
 return 1`;
+
+/** The probe's key (`ping`) expires by itself: a removed deployment leaves nothing behind. */
+const PROBE_KEY_TTL_MS = 60_000;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -221,7 +228,8 @@ class RedisSessionStore implements SessionStore {
   }
 
   /**
-   * On a cluster every master that serves slots must answer and see the cluster as ok: one down
+   * Up when Redis takes a session write. On a cluster, every master that serves slots must
+   * answer and see the cluster as ok (a full master is not detected there): one down
    * master leaves its slots unserved. The masters are those the slot map names, not those
    * ioredis is connected to: it drops a dead master from its node list and adds it back at each
    * reconnection attempt, until the cluster has promoted a replica — asked only the nodes it
@@ -232,7 +240,9 @@ class RedisSessionStore implements SessionStore {
    */
   async ping(): Promise<void> {
     if (!(this.redis instanceof Cluster)) {
-      await this.redis.ping();
+      // A write, not PING: a Redis at `maxmemory` under `noeviction`, or a replica left read-only
+      // after a failover, answers PING and reads but refuses every session write.
+      await this.redis.set(`${this.options.keyPrefix}probe`, '1', 'PX', PROBE_KEY_TTL_MS);
       return;
     }
     const cluster = this.redis;

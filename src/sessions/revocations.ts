@@ -176,10 +176,15 @@ export class RevocationList {
     return this.syncing;
   }
 
-  /** Stops polling; settles once a poll in flight has finished (before its database closes). */
+  /**
+   * Stops polling; settles once a poll in flight has finished (before its database closes).
+   * Entries the database has still not taken are held in the spool once more: this instance's
+   * memory of them ends here.
+   */
   async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.syncing?.catch(() => undefined);
+    await this.holdUnwritten();
   }
 
   /**
@@ -214,11 +219,23 @@ export class RevocationList {
       try {
         await withinDeadline(this.models.Revocation.create(entry), REVOCATION_WRITE_MS, 'a revocation');
       } catch {
+        await this.holdUnwritten();
         return;
       }
       this.unwritten.delete(key);
       await this.spool?.release(entry).catch(() => undefined);
     }
+  }
+
+  /**
+   * The database still cannot take them: they are held in the spool again, at every poll. Redis
+   * may have lost the hash since (a restart without persistence, an eviction under an
+   * `allkeys-*` policy), and then only this instance's memory would have them, until it stops.
+   * Holding an entry the hash has already changes nothing.
+   */
+  private async holdUnwritten(): Promise<void> {
+    if (!this.spool) return;
+    for (const entry of this.unwritten.values()) await this.spool.hold(entry).catch(() => undefined);
   }
 
   /** Deletes entries that can no longer match a live session. */

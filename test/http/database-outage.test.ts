@@ -119,6 +119,27 @@ for (const backend of ['redis', 'cookie'] as const) {
       }
     });
 
+    it('keeps a logout made meanwhile when Redis loses what it held and the instance that heard it restarts before the database is back', async () => {
+      const leaving = new Client(app.url);
+      await leaving.signup();
+      const stolen = leaving.sessionCookie()!;
+      await link.cut();
+      try {
+        expect((await leaving.post('/api/logout')).status).to.equal(204);
+        expect(await spools(), 'held in Redis meanwhile').to.equal(1);
+        // Lost from Redis (evicted under an allkeys-* policy, or a restart without persistence),
+        // then a redeploy: the instance's memory of the logout ends with it. (Start-up needs the
+        // database, so it is back for the new process.)
+        await redisCommand(6379, ['EVAL', "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0", '0', `${env.REDIS_KEY_PREFIX}*revocations:held`]);
+      } finally {
+        await app.restart({}, () => link.restore());
+      }
+      await waitUntil('the held logout moved into the database', async () => (await spools()) === 0, 300);
+      expect(await stillIn(stolen), 'the logged-out cookie, after the restart').to.equal(401);
+      await app.restart();
+      expect(await stillIn(stolen), 'the logged-out cookie, from the database').to.equal(401);
+    });
+
     if (backend === 'redis') {
       it('answers 503, not 401, for a session Redis lost while the database cannot be asked: nobody is logged out', async () => {
         const user = new Client(app.url);

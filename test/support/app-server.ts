@@ -18,8 +18,11 @@ export interface AppProcess {
   stop(): Promise<void>;
   /** How the last process ended (after `stop`): SIGKILL means it did not stop by itself within 5 s of SIGTERM. */
   lastExit(): { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  /** Stops and starts again with the same data directory and port (and optionally changed env). */
-  restart(env?: Record<string, string>): Promise<void>;
+  /**
+   * Stops and starts again with the same data directory and port (and optionally changed env);
+   * `whileStopped` runs between the two.
+   */
+  restart(env?: Record<string, string>, whileStopped?: () => Promise<void>): Promise<void>;
 }
 
 const live = new Set<ChildProcess>();
@@ -103,8 +106,9 @@ export async function startApp(env: Record<string, string> = {}): Promise<AppPro
       await stop();
       if (!env.DATA_DIR) rmSync(dataDir, { recursive: true, force: true });
     },
-    async restart(changes = {}) {
+    async restart(changes = {}, whileStopped) {
       await stop();
+      await whileStopped?.();
       fullEnv = { ...fullEnv, ...changes };
       await launch();
     },

@@ -1,0 +1,101 @@
+/**
+ * Redis at its `maxmemory` under `noeviction`: it answers PING and every read, and refuses every
+ * write ("OOM command not allowed"). Users stay logged in and keep what they change (the writes
+ * go to the database fallback), the operator is told, and once Redis has memory again the
+ * sessions move back with everything they gained meanwhile.
+ */
+import { expect } from 'chai';
+import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+import { redisCommand, startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
+import { sample } from './metrics-text.js';
+
+const PREFIX = 'full:';
+
+describe('Redis full (maxmemory reached, noeviction)', function () {
+  this.timeout(120_000);
+  let redis: RedisProcess;
+  let app: AppProcess;
+  before(async () => {
+    redis = await startRedis();
+    app = await startApp({ SESSION_STORAGE: 'redis', REDIS_URL: redis.url, REDIS_KEY_PREFIX: PREFIX, BREAKER_HALF_OPEN_AFTER_MS: '200' });
+  });
+  after(async () => {
+    await app?.stop();
+    await redis?.stop();
+  });
+  afterEach(() => makeRoom());
+
+  const rc = (...args: string[]) => redisCommand(redis.port, args);
+  /** Other data fills Redis up to its limit: from now on it refuses writes, as a full production Redis does. */
+  async function fillUp() {
+    await rc('CONFIG', 'SET', 'maxmemory-policy', 'noeviction');
+    await rc('EVAL', "for i = 1, 300 do redis.call('SET', 'other:' .. i, string.rep('x', 10000)) end return 1", '0');
+    const used = Number(/used_memory:(\d+)/.exec(await rc('INFO', 'memory'))?.[1]);
+    await rc('CONFIG', 'SET', 'maxmemory', String(used - 300_000));
+    await rc('SET', 'other:check', '1').then(
+      () => expect.fail('Redis still takes writes'),
+      (err: Error) => expect(err.message).to.match(/OOM/),
+    );
+  }
+  async function makeRoom() {
+    await rc('CONFIG', 'SET', 'maxmemory', '0');
+    await rc('EVAL', "for _, k in ipairs(redis.call('KEYS', 'other:*')) do redis.call('DEL', k) end return 1", '0');
+  }
+
+  async function userWithPlatforms(names: string[]) {
+    const user = new Client(app.url);
+    await user.signup();
+    const ids: Record<string, string> = {};
+    for (const name of names) ids[name] = ((await user.post('/api/platforms', { name, type: 'web' })).json.platform as { id: string }).id;
+    return { user, ids };
+  }
+  async function seen(user: Client) {
+    const res = await user.get('/api/session');
+    expect(res.status, res.text).to.equal(200);
+    return { platform: (res.json.platform as { name: string } | null)?.name, preferences: res.json.preferences, backend: (res.json.session as { backend: string }).backend };
+  }
+
+  it('keeps every change made while Redis refuses writes, also once Redis takes them again and after it loses the key', async () => {
+    const { user, ids } = await userWithPlatforms(['p1', 'p2', 'p3']);
+    expect((await user.post(`/api/platforms/${ids.p1}/activate`)).status).to.equal(200);
+    expect(await seen(user)).to.include({ platform: 'p1', backend: 'redis' });
+
+    await fillUp();
+    expect((await user.post(`/api/platforms/${ids.p2}/activate`)).status).to.equal(200);
+    expect((await user.patch('/api/session', { preferences: { theme: 'dark' } })).status).to.equal(200);
+    // Each read wants the session back in Redis, where the flag says; the copy left there is the
+    // old one, and must not be what the user gets.
+    for (let i = 0; i < 3; i++) expect(await seen(user), `read ${i + 1} while full`).to.deep.include({ platform: 'p2', preferences: { theme: 'dark' } });
+
+    await makeRoom();
+    await waitUntil('the session back in Redis', async () => (await seen(user)).backend === 'redis', 100);
+    expect(await seen(user)).to.deep.include({ platform: 'p2', preferences: { theme: 'dark' } });
+    expect((await user.post(`/api/platforms/${ids.p3}/activate`)).status).to.equal(200);
+    expect(await seen(user)).to.deep.include({ platform: 'p3', preferences: { theme: 'dark' } });
+
+    // Redis loses the key (an eviction, a restart without persistence): the database copy, written
+    // behind within MIRROR_FLUSH_MS, serves it, with the last change.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(await rc('EVAL', `local n = 0 for _, k in ipairs(redis.call('KEYS', '${PREFIX}s:*')) do n = n + redis.call('DEL', k) end return n`, '0')).to.equal('1');
+    expect(await seen(user)).to.deep.include({ platform: 'p3', preferences: { theme: 'dark' } });
+  });
+
+  it('says so: /readyz and session_store_up name Redis down, the log says what Redis answered; up again once it has room', async () => {
+    const { user } = await userWithPlatforms([]);
+    const redisHealth = async () => ((await new Client(app.url).get('/readyz')).json.backends as Record<string, string>).redis;
+    const up = async () => sample(await (await fetch(`${app.url}/metrics`)).text(), 'session_store_up', { backend: 'redis' });
+    expect(await redisHealth()).to.equal('up');
+
+    await fillUp();
+    expect((await user.patch('/api/session', { preferences: { theme: 'dark' } })).status).to.equal(200);
+    expect(await redisHealth(), 'readiness while full').to.equal('down');
+    await waitUntil('session_store_up{backend="redis"} 0', async () => (await up()) === 0, 200);
+    const told = app.output().split('\n').filter((l) => l.includes('session backend redis refused an operation'));
+    expect(told.join('\n'), 'the log').to.include('OOM command not allowed');
+
+    await makeRoom();
+    await waitUntil('readiness says up again', async () => (await redisHealth()) === 'up', 100);
+    await waitUntil('session_store_up{backend="redis"} 1', async () => (await up()) === 1, 200);
+  });
+});
