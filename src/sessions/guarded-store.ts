@@ -35,8 +35,21 @@ class StoreTimeoutError extends Error {
   }
 }
 
-/** What the breaker counts: the backend's own failures, each stall once. */
-const isBackendFailure = (err: unknown) => !isCallerError(err) && !(err instanceof StoreTimeoutError && err.sameStall);
+/**
+ * An error of an operation that was already in flight when the backend's last counted error
+ * came: the failure of one event, counted once (see `withDeadline`). Unwrapped before anyone
+ * but the breaker sees it.
+ */
+class SameFailureError extends Error {
+  override name = 'SameFailureError';
+  constructor(readonly original: unknown) {
+    super('failed with the operations in flight beside it');
+  }
+}
+const unwrapped = (err: unknown) => (err instanceof SameFailureError ? err.original : err);
+
+/** What the breaker counts: the backend's own failures, each stall and each event once. */
+const isBackendFailure = (err: unknown) => !isCallerError(err) && !(err instanceof SameFailureError) && !(err instanceof StoreTimeoutError && err.sameStall);
 
 /**
  * How long past its deadline an operation may still be waited for while the backend keeps
@@ -49,6 +62,8 @@ interface Liveness {
   lastAnswerAt: number;
   /** When a timeout was last counted against the backend (see `sameStall`). */
   countedTimeoutAt: number;
+  /** When an error was last counted against the backend (see SameFailureError). */
+  countedErrorAt: number;
 }
 
 /**
@@ -76,6 +91,13 @@ interface Liveness {
  * a scheduler hiccup) then costs the requests that waited on it, not two seconds of open breaker
  * and every active session moved to the fallback and back; a backend that stays silent under
  * traffic still adds one failure per deadline and opens the breaker after `breakerThreshold`.
+ *
+ * Errors are judged the same way. The operations on connections that end together (a pooler
+ * restarted, an operator's `pg_terminate_backend`, a failover) all fail at once: counted one by
+ * one, a dozen requests in flight opened the breaker, and on the backend that is the last resort
+ * every user got 503 for `halfOpenAfterMs` after an event that had already passed. An error
+ * counts only if no other was counted since its operation began (otherwise SameFailureError); a
+ * backend that refuses every new operation still opens the breaker after `breakerThreshold`.
  */
 function withDeadline<T>(work: Promise<T>, ms: number, backend: string, liveness: Liveness): Promise<T> {
   return new Promise<T>((resolve, reject) => {
@@ -114,6 +136,9 @@ function withDeadline<T>(work: Promise<T>, ms: number, backend: string, liveness
         if (isCallerError(err)) liveness.lastAnswerAt = performance.now();
         if (settled) return;
         settled = true;
+        if (isCallerError(err)) return reject(err);
+        if (liveness.countedErrorAt >= armedAt) return reject(new SameFailureError(err));
+        liveness.countedErrorAt = performance.now();
         reject(err);
       },
     );
@@ -227,7 +252,7 @@ class GuardedSessionStore implements SessionStore {
     try {
       await this.breaker.execute(() => withDeadline(this.inner.ping(), this.timeoutMs, this.backend, this.liveness));
     } catch (err) {
-      throw this.unavailable(err);
+      throw this.unavailable(unwrapped(err));
     }
   }
   close() {
@@ -236,7 +261,7 @@ class GuardedSessionStore implements SessionStore {
     return this.inner.close();
   }
 
-  private readonly liveness: Liveness = { lastAnswerAt: -Infinity, countedTimeoutAt: -Infinity };
+  private readonly liveness: Liveness = { lastAnswerAt: -Infinity, countedTimeoutAt: -Infinity, countedErrorAt: -Infinity };
   /** Set when the inner store is Partitioned: each server's silence is judged apart. */
   private readonly partitionOf: ((idHash: string) => string | undefined) | undefined;
   private readonly partitions = new Map<string, Liveness>();
@@ -245,7 +270,7 @@ class GuardedSessionStore implements SessionStore {
     const partition = this.partitionOf?.(idHash);
     if (partition === undefined) return this.liveness;
     let liveness = this.partitions.get(partition);
-    if (!liveness) this.partitions.set(partition, (liveness = { lastAnswerAt: -Infinity, countedTimeoutAt: -Infinity }));
+    if (!liveness) this.partitions.set(partition, (liveness = { lastAnswerAt: -Infinity, countedTimeoutAt: -Infinity, countedErrorAt: -Infinity }));
     return liveness;
   }
   private closed = false;
@@ -264,7 +289,8 @@ class GuardedSessionStore implements SessionStore {
       const result = await this.breaker.execute(() => withDeadline(fn(), this.timeoutMs, this.backend, liveness));
       this.observer.operation(this.backend, operation, 'success', (performance.now() - started) / 1000);
       return result;
-    } catch (err) {
+    } catch (caught) {
+      const err = unwrapped(caught);
       if (isCallerError(err)) throw err;
       if (!isBrokenCircuitError(err)) {
         const seconds = (performance.now() - started) / 1000;

@@ -1,0 +1,70 @@
+/**
+ * The database backend's connections ended all at once while requests run on them — a pooler
+ * restarted, an operator's `pg_terminate_backend`, a failover's cut — is one event, not a
+ * dozen failures: the requests in flight on them fail (503), and the next ones are served on
+ * new connections. Counted one by one, those failures opened the breaker, and with the
+ * database as its own last resort every user got 503 for BREAKER_HALF_OPEN_AFTER_MS.
+ */
+import { expect } from 'chai';
+import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+import { connectPostgres, createTestDatabase, ensureServices, type TestDatabase } from '../support/postgres.js';
+
+const USERS = 20;
+const KILLS = 4;
+
+describe('the database backend when its connections are killed under traffic', function () {
+  this.timeout(120_000);
+  let db: TestDatabase;
+  let app: AppProcess;
+  before(async () => {
+    await ensureServices();
+    db = await createTestDatabase('killed');
+    app = await startApp({ SESSION_STORAGE: 'database', DATABASE_URL: db.url, SESSION_TOUCH_INTERVAL: '1', BREAKER_FAILURE_THRESHOLD: '5' });
+  });
+  after(async () => {
+    await app?.stop();
+    await db?.drop();
+  });
+
+  it('fails only the requests that were on them, and opens no breaker', async () => {
+    const users = await Promise.all(Array.from({ length: USERS }, async () => {
+      const user = new Client(app.url);
+      await user.signup();
+      return user;
+    }));
+    const admin = await connectPostgres(db.url);
+    admin.on('error', () => undefined);
+    // Each user reads and changes its session in a loop; `answered` counts per status.
+    const answered = new Map<number, number>();
+    let killed = 0;
+    let running = true;
+    const traffic = users.map(async (user) => {
+      for (let n = 0; running; n++) {
+        const res = n % 2 ? await user.get('/api/session') : await user.patch('/api/session', { preferences: { n } });
+        answered.set(res.status, (answered.get(res.status) ?? 0) + 1);
+        if (res.status === 503) expect(res.json.error, res.text).to.deep.include({ code: 'service_unavailable' });
+        else expect(res.status, res.text).to.equal(200);
+      }
+    });
+    try {
+      for (let k = 0; k < KILLS; k++) {
+        // Enough answers between kills that the loops have all started over on new connections.
+        const before = answered.get(200) ?? 0;
+        while ((answered.get(200) ?? 0) < before + USERS * 5) await new Promise((r) => setTimeout(r, 20));
+        const res = await admin.query('SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [db.name]);
+        killed += Number(res.rows[0]!.n);
+      }
+      const before = answered.get(200) ?? 0;
+      while ((answered.get(200) ?? 0) < before + USERS * 5) await new Promise((r) => setTimeout(r, 20));
+    } finally {
+      running = false;
+      await Promise.all(traffic);
+      await admin.end();
+    }
+    expect(killed, 'connections killed').to.be.greaterThan(KILLS);
+    expect(app.output(), 'the log').not.to.include('unavailable: circuit open');
+    // At most the requests in flight on the killed connections: one per user per kill.
+    expect(answered.get(503) ?? 0, JSON.stringify([...answered])).to.be.at.most(USERS * KILLS);
+  });
+});
