@@ -415,8 +415,8 @@ export class SessionBackends {
    *
    * The directory row is deleted here as well as by a mirrored store's own destroy: Redis may be
    * switched off (REDIS_URL=none) with sessions still naming it, and its stand-in deletes
-   * nothing. (A cookie session's store records the revocation again: each store stays complete
-   * on its own, and a logout is rare enough for the second row not to matter.)
+   * nothing. (A cookie session's store, complete on its own, would record the revocation; it
+   * finds it recorded already, and writes nothing.)
    */
   async end(record: SessionRecord): Promise<void> {
     await this.revocations.revokeSession(record.idHash, record.absoluteExpiresAt);

@@ -89,7 +89,13 @@ export class CookieStore implements SessionStore {
     return this.save(record);
   }
 
+  /**
+   * Nothing to write when the id is on the list already (the app revokes before it destroys):
+   * written again here, the revocation's database write ran under the cookie's deadline, and a
+   * slow database was counted as the cookie backend timing out.
+   */
   async destroy(record: SessionRecord): Promise<void> {
+    if (this.revocations.isSessionIdRevoked(record.idHash)) return;
     await this.revocations.revokeSession(record.idHash, record.absoluteExpiresAt);
   }
 

@@ -1,0 +1,56 @@
+/**
+ * A slow database under the cookie backend is the database's slowness, not the cookie's: a
+ * logout's revocation is written once, by the app, under no cookie deadline. (The cookie store
+ * wrote it a second time inside its own guard, so a database slower than STORE_TIMEOUT_MS was
+ * counted as the cookie backend timing out — its error ratio, its breaker, its rollback.)
+ */
+import { expect } from 'chai';
+import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+import { connectPostgres, createTestDatabase, ensureServices, type TestDatabase } from '../support/postgres.js';
+import { startSlowLink, type SlowLink } from '../support/slow-link.js';
+import { sample } from '../switching/metrics-text.js';
+
+describe('a slow database under the cookie backend', function () {
+  this.timeout(120_000);
+  let db: TestDatabase;
+  let link: SlowLink;
+  let app: AppProcess;
+  before(async () => {
+    await ensureServices();
+    db = await createTestDatabase('slowdb');
+    // Every answer of the database 400 ms late: past the cookie's 250 ms deadline (tests' STORE_TIMEOUT_MS).
+    link = await startSlowLink({ host: '127.0.0.1', port: 5432 }, 400);
+    app = await startApp({ SESSION_STORAGE: 'cookie', REDIS_URL: 'none', DATABASE_URL: db.url.replace(':5432/', `:${link.port}/`) });
+  });
+  after(async () => {
+    await app?.stop();
+    await link?.close();
+    await db?.drop();
+  });
+
+  it('logs a cookie session out without counting the database’s slowness against the cookie backend', async () => {
+    const user = new Client(app.url);
+    await user.signup();
+    const cookie = user.sessionCookie()!;
+    expect(cookie).to.match(/^c\./);
+    const logout = await user.post('/api/logout');
+    expect(logout.status, logout.text).to.equal(204);
+
+    const stale = new Client(app.url);
+    stale.cookies.set('sid', cookie);
+    expect((await stale.get('/api/session')).status, 'the logged-out cookie').to.equal(401);
+
+    const metrics = await (await fetch(`${app.url}/metrics`)).text();
+    for (const outcome of ['timeout', 'error']) {
+      expect(sample(metrics, 'session_store_operations_total', { backend: 'cookie', operation: 'destroy', outcome }), `cookie destroys counted ${outcome}`).to.equal(0);
+    }
+    const pg = await connectPostgres(db.url);
+    try {
+      const rows = (await pg.query("SELECT count(*) AS n FROM revocations WHERE kind = 'session'")).rows[0]!.n;
+      expect(Number(rows), 'revocation rows for one logout').to.equal(1);
+    } finally {
+      await pg.end();
+    }
+  });
+});
