@@ -1,14 +1,20 @@
 /**
- * `npm run sessions:cleanup [-- --batch 500]`: deletes expired sessions from the database
- * and revocation entries that can no longer match a live session. Works in small batches,
- * each its own short statement, so SQLite's writer lock is never held long and requests go
- * on meanwhile; the cost is proportional to what expired. (Redis expires its own keys.)
+ * `npm run sessions:cleanup [-- --batch 500] [-- --keep-events-days 90]`: deletes expired
+ * sessions from the database, revocation entries that can no longer match a live session, and
+ * audit rows (session_events) older than the retention. Works in small batches, each its own
+ * short statement, so SQLite's writer lock is never held long and requests go on meanwhile; the
+ * cost is proportional to what expired. (Redis expires its own keys.)
  */
 import { openCore } from '../src/core.js';
+import { deleteEventsBefore } from '../src/sessions/audit.js';
 import { scriptConfig, scriptLogger, scriptOptions, stopOnFailure } from './cli.js';
 
-const USAGE = 'Delete expired sessions and stale revocation entries.\n\n  npm run sessions:cleanup [-- --batch N]';
-const values = scriptOptions({ batch: { type: 'string', default: '500' }, help: { type: 'boolean', default: false } }, USAGE);
+const DAY_MS = 86_400_000;
+const USAGE = 'Delete expired sessions, stale revocation entries and old audit rows.\n\n  npm run sessions:cleanup [-- --batch N] [-- --keep-events-days DAYS (default 90; 0 keeps them all)]';
+const values = scriptOptions(
+  { batch: { type: 'string', default: '500' }, 'keep-events-days': { type: 'string', default: '90' }, help: { type: 'boolean', default: false } },
+  USAGE,
+);
 if (values.help) {
   console.log(USAGE);
   process.exit(0);
@@ -18,6 +24,13 @@ if (!Number.isInteger(batch) || batch < 1) {
   console.error('--batch must be a positive whole number');
   process.exit(2);
 }
+const keepEventsDays = /^[0-9]{1,6}$/.test(values['keep-events-days']) ? Number(values['keep-events-days']) : NaN;
+if (!Number.isInteger(keepEventsDays)) {
+  console.error(`--keep-events-days must be a whole number of days, 0 to keep every audit row (got "${values['keep-events-days']}")\n\n${USAGE}`);
+  process.exit(2);
+}
+/** Yields between batches so that a server sharing this SQLite file gets the writer lock. */
+const pause = () => new Promise((r) => setTimeout(r, 5));
 stopOnFailure('sessions:cleanup');
 const config = scriptConfig();
 const core = await openCore(config, scriptLogger(config));
@@ -25,12 +38,20 @@ try {
   let sessions = 0;
   for (let n = await core.raw.database.deleteExpired(batch); n > 0; n = await core.raw.database.deleteExpired(batch)) {
     sessions += n;
-    // Yield between batches so a server sharing this SQLite file gets the writer lock.
-    await new Promise((r) => setTimeout(r, 5));
+    await pause();
   }
   const revocations = await core.revocations.prune();
+  let events = 0;
+  const before = new Date(Date.now() - keepEventsDays * DAY_MS);
+  if (keepEventsDays > 0) {
+    for (let n = await deleteEventsBefore(core.models, before, batch); n > 0; n = await deleteEventsBefore(core.models, before, batch)) {
+      events += n;
+      await pause();
+    }
+  }
   if (sessions > 0) await core.models.SessionEvent.create({ type: 'expired', userId: null, handle: null, backend: 'database', actor: 'system', reason: 'cleanup', count: sessions, ip: null, userAgent: null });
-  console.log(`deleted ${sessions} expired sessions and ${revocations} stale revocation entries`);
+  const kept = keepEventsDays > 0 ? `older than ${keepEventsDays} days` : '(all kept: --keep-events-days 0)';
+  console.log(`deleted ${sessions} expired sessions, ${revocations} stale revocation entries and ${events} audit rows ${kept}`);
 } finally {
   await core.close();
 }

@@ -127,6 +127,7 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
     deps,
     async close() {
       await unleash?.close();
+      await deps.audit.close();
       await core.close();
     },
   };

@@ -58,9 +58,14 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   if (applied.length) logger.info({ migrations: applied }, 'applied migrations');
   const models = defineModels(sequelize);
   const metrics = new Metrics({ disabledBackends: config.redis.enabled ? [] : ['redis'] });
-  const syncError = (what: string) => (err: unknown) => logger.warn({ err }, `${what} sync failed`);
+  // Every SYNC_INTERVAL_MS while the database is down: a line per 10 s, counting the rest.
+  const syncError = (what: string) => {
+    const failed = new RepeatedWarning(logger, `${what} sync failed`);
+    return (err: unknown) => failed.warn({ err });
+  };
 
-  const revocations = new RevocationList(models, { absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, syncIntervalMs: config.syncIntervalMs, onSyncError: syncError('revocation') });
+  const revocationSyncError = syncError('revocation');
+  const revocations = new RevocationList(models, { absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, syncIntervalMs: config.syncIntervalMs, onSyncError: revocationSyncError });
   await revocations.start();
   const rollback = new RollbackGuard({ ...config.rollback, fallback: config.sessions.fallback }, (state) => {
     metrics.rollbacks.inc({ from: state.from, to: state.to, trigger: state.trigger });
@@ -133,7 +138,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     // Revocations made while the database was down wait in Redis (revocation-spool.ts); they
     // hold from the first request on.
     revocations.holdIn(new RevocationSpool(redis, `${shared}revocations:held`));
-    await revocations.sync().catch(syncError('revocation'));
+    await revocations.sync().catch(revocationSyncError);
   }
 
   const database = new DatabaseStore(models, codec);

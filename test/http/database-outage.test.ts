@@ -119,6 +119,35 @@ for (const backend of ['redis', 'cookie'] as const) {
       }
     });
 
+    it('writes the audit rows of what was done meanwhile once it is back, dated when it was done', async () => {
+      const leaving = new Client(app.url);
+      await leaving.signup();
+      const handle = ((await leaving.get('/api/session')).json.session as { handle: string }).handle;
+      const { user } = await new Client(app.url).signup();
+      await link.cut();
+      const loggedOutAt = Date.now();
+      try {
+        expect((await leaving.post('/api/logout')).status).to.equal(204);
+        expectError(await new Client(app.url).request('DELETE', `/api/admin/users/${user.id}/sessions`, undefined, bearer), 503, 'service_unavailable');
+      } finally {
+        await link.restore();
+      }
+      const pg = await connectPostgres(db.url);
+      pg.on('error', () => undefined);
+      try {
+        const rows = async () => (await pg.query('SELECT type, reason, created_at FROM session_events WHERE handle = $1 ORDER BY id', [handle])).rows;
+        await waitUntil('the logout’s audit row written', async () => (await rows()).length === 2, 300);
+        const [created, ended] = await rows();
+        expect(created).to.include({ type: 'created' });
+        expect(ended).to.include({ type: 'destroyed', reason: 'logout' });
+        expect(new Date(ended!.created_at as string).getTime(), 'dated at the logout, not at the write').to.be.within(loggedOutAt - 1000, loggedOutAt + 2000);
+        const admin = await pg.query("SELECT actor, count FROM session_events WHERE user_id = $1 AND type = 'revoked' AND reason = 'admin'", [user.id]);
+        expect(admin.rows, 'the admin’s log-out, uncounted').to.deep.equal([{ actor: 'admin', count: 0 }]);
+      } finally {
+        await pg.end();
+      }
+    });
+
     it('keeps a logout made meanwhile when Redis loses what it held and the instance that heard it restarts before the database is back', async () => {
       const leaving = new Client(app.url);
       await leaving.signup();

@@ -27,6 +27,7 @@ describe('the operator scripts on the command line', function () {
   for (const [script, args, problem] of [
     ['sessions-cleanup', ['--frob'], /^Unknown option '--frob'/],
     ['sessions-cleanup', ['100'], /^Unexpected argument '100'/],
+    ['sessions-cleanup', ['--keep-events-days', '90d'], /^--keep-events-days must be a whole number of days, 0 to keep every audit row \(got "90d"\)/],
     ['sessions-migrate', ['--from', 'redis', '--frob'], /^Unknown option '--frob'/],
     ['sessions-migrate', [], /^--from is required/],
     ['sessions-migrate', ['--from', 'redis'], /^--to is required/],
@@ -48,7 +49,7 @@ describe('the operator scripts on the command line', function () {
   it('sessions-cleanup -- --batch 100 runs', () => {
     const { status, stdout } = run('sessions-cleanup', ['--batch', '100']);
     expect(status).to.equal(0);
-    expect(stdout).to.match(/^deleted 0 expired sessions and 0 stale revocation entries/);
+    expect(stdout).to.match(/^deleted 0 expired sessions, 0 stale revocation entries and 0 audit rows older than 90 days/);
   });
 
   it('sessions-migrate: a Redis it cannot reach stops it with one line naming REDIS_URL and no password (exit 1)', () => {

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { deleteEventsBefore } from '../../src/sessions/audit.js';
 import { DatabaseStore } from '../../src/sessions/database-store.js';
 import { makeRecord, postgresDb, sqliteDb, type TestDb } from './fixtures.js';
 
@@ -25,6 +26,19 @@ for (const [name, open] of [
       expect(batches).to.deep.equal([2, 2, 1]);
       expect(await db.models.SessionRow.count()).to.equal(2);
       for (const r of live) expect(await store.load(r.id)).to.not.equal(undefined);
+    });
+
+    it('deletes audit rows older than the retention, oldest first, a batch at a time, and keeps the rest', async () => {
+      const day = 86_400_000;
+      const event = (daysAgo: number) => ({ type: 'destroyed', userId: 1, handle: `h${daysAgo}`, backend: 'redis', actor: 'user:1', reason: 'logout', count: 1, ip: null, userAgent: null, createdAt: new Date(Date.now() - daysAgo * day) });
+      await db.models.SessionEvent.destroy({ where: {} });
+      await db.models.SessionEvent.bulkCreate([200, 120, 95, 91, 89, 10, 0].map(event));
+      const before = new Date(Date.now() - 90 * day);
+      const batches: number[] = [];
+      for (let n = await deleteEventsBefore(db.models, before, 3); n > 0; n = await deleteEventsBefore(db.models, before, 3)) batches.push(n);
+      expect(batches).to.deep.equal([3, 1]);
+      const left = await db.models.SessionEvent.findAll({ order: [['id', 'ASC']] });
+      expect(left.map((e) => e.handle)).to.deep.equal(['h89', 'h10', 'h0']);
     });
 
     if (name === 'PostgreSQL') {

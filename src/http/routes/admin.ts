@@ -118,22 +118,24 @@ export function adminRoutes(deps: AppDeps) {
   /**
    * While the database is down, a user cannot be looked up, listed or changed; what can still be
    * done is the revocation of all their sessions, which holds (held in Redis until the database
-   * is back). Done, then 503 says what was not.
+   * is back). Done (its audit row, uncounted: `count` 0, written once the database takes it),
+   * then 503 says what was not.
    */
-  async function orRevokeOnly<T>(id: string | undefined, work: Promise<T>, what: string): Promise<T> {
+  async function orRevokeOnly<T>(ctx: Context, work: Promise<T>, what: string): Promise<T> {
     try {
       return await work;
     } catch (err) {
-      const userId = idParam(id);
+      const userId = idParam(ctx.params.id);
       if (!isDatabaseUnavailable(err) || userId === undefined) throw err;
       await backends.revocations.revokeUser(userId);
       logger.warn({ event: 'revoked_during_outage', userId }, 'database down: every session of the user revoked, nothing else done');
+      audit.record(clientInfo(ctx), { type: 'revoked', userId, reason: 'admin', actor: 'admin', count: 0 });
       throw new ServiceUnavailableError(`The database is down: every session of this user is revoked, but ${what}; retry once it is back`);
     }
   }
 
   router.delete('/users/:id/sessions', async (ctx) => {
-    const user = await orRevokeOnly(ctx.params.id, findUser(ctx.params.id), 'they could not be counted');
+    const user = await orRevokeOnly(ctx, findUser(ctx.params.id), 'they could not be counted');
     const ended = await backends.logOutUser(user.id);
     metrics.revocations.inc({ reason: 'admin' }, ended.length);
     audit.record(clientInfo(ctx), { type: 'revoked', userId: user.id, reason: 'admin', actor: 'admin', count: ended.length });
@@ -143,7 +145,7 @@ export function adminRoutes(deps: AppDeps) {
   router.patch('/users/:id', async (ctx) => {
     // A malformed request is refused as such (400) whether or not the user exists.
     const patch = parseBody(ctx, userPatchInput);
-    const user = await (patch.active === false ? orRevokeOnly(ctx.params.id, findUser(ctx.params.id), 'the account is not disabled yet') : findUser(ctx.params.id));
+    const user = await (patch.active === false ? orRevokeOnly(ctx, findUser(ctx.params.id), 'the account is not disabled yet') : findUser(ctx.params.id));
     const { active = user.active, role = user.role } = patch;
     const activeChanged = user.active !== active;
     const roleChanged = user.role !== role;
