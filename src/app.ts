@@ -51,15 +51,17 @@ export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pin
 }
 
 /**
- * An error as pino logs it, less the statement a database error carries: Sequelize puts the SQL
- * and its bound values on the error (and on the driver's error inside it) — a session's data with
- * its CSRF token, addresses, User-Agents — so a failed write would log them. What is kept says
- * what went wrong: the type, the message, the driver's code, the stack.
+ * An error as pino logs it, less what clients hang on their errors: Sequelize puts the SQL and its
+ * bound values on the error (and on the driver's error inside it) — a session's data with its
+ * CSRF token, addresses, User-Agents — and ioredis the command with its arguments (an AUTH's
+ * password, a session record). pino's own serializer would log every such property. What is kept
+ * says what went wrong: the type, the message, the code (the driver's, for Sequelize), the stack.
  */
 function loggedError(err: unknown): unknown {
-  if (!(err instanceof Error) || !err.name.startsWith('Sequelize')) return pino.stdSerializers.err(err as Error);
+  if (!(err instanceof Error)) return err;
+  const own = (err as { code?: unknown }).code;
   const driver = (err as { parent?: { code?: unknown } }).parent;
-  return { type: err.constructor.name, name: err.name, message: err.message, code: driver?.code, stack: err.stack };
+  return { type: err.constructor.name, name: err.name, message: err.message, code: own ?? driver?.code, stack: err.stack };
 }
 
 export async function createSwitchboard(config: Config, logger: Logger = createLogger(config)): Promise<Switchboard> {

@@ -112,8 +112,10 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
       reportedMissing = true;
       return;
     }
-    // ioredis reports every failed reconnect; one line a minute is enough.
-    if (Date.now() - lastRedisError > 60_000) logger.warn({ err: err.message }, 'redis connection error');
+    // ioredis reports every failed reconnect; one line a minute is enough (a minute after the
+    // last line, not after the last error: errors come every second while Redis refuses us).
+    if (Date.now() - lastRedisError <= 60_000) return;
+    logger.warn({ err: err.message, variable: 'REDIS_URL' }, 'redis connection error');
     lastRedisError = Date.now();
   });
   if (redis) {
@@ -122,14 +124,15 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     const missing = missingDatabase(redis);
     if (missing) {
       redis.disconnect();
-      throw new ConfigError(`REDIS_URL: ${missing.message}; name a database this Redis has (0–15 by default)`);
+      throw new ConfigError(`REDIS_URL: ${missing.message}; name a database this Redis has (0–15 by default) and its user may select`);
     }
     reportedMissing = false;
   }
   // Named for this deployment (the instances sharing this database) alone: see db/deployment.ts.
   const deployment = await deploymentId(models);
   const shared = redis ? `${config.redis.keyPrefix}${deployment}:` : '';
-  const channel = redis && new InstanceChannel(redis, shared, (err) => logger.warn({ err }, 'instance channel error'));
+  const channelFailed = new RepeatedWarning(logger, 'instance channel error');
+  const channel = redis && new InstanceChannel(redis, shared, (err) => channelFailed.warn({ err }));
   if (redis && channel) {
     // Not waited for: start-up does not wait on Redis, which may be down; until the channel is
     // subscribed, the poll brings other instances' changes.

@@ -229,6 +229,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (c.REDIS_URL === 'none' && !c.REDIS_CLUSTER_NODES && !c.REDIS_SENTINELS && (c.SESSION_STORAGE === 'redis' || c.SESSION_FALLBACK === 'redis')) {
     throw new ConfigError('REDIS_URL must name a Redis server when SESSION_STORAGE or SESSION_FALLBACK is redis (got "none")');
   }
+  // ioredis reaches a Sentinel's master over TLS only with options this app does not set: refused
+  // here rather than connected in plain text.
+  if (c.REDIS_SENTINELS && c.REDIS_URL.startsWith('rediss:')) {
+    throw new ConfigError('REDIS_URL: rediss:// (TLS) is not supported with REDIS_SENTINELS; use redis:// on a private network, or a single TLS endpoint without Sentinels');
+  }
   if (c.UNLEASH_URL && !c.UNLEASH_API_TOKEN) {
     throw new ConfigError('UNLEASH_API_TOKEN must be set when UNLEASH_URL is set');
   }

@@ -4,6 +4,9 @@
  * line per interval saying how many were left out since. An operator grepping for the message
  * finds the outage and its size, not thousands of identical stacks. The metrics still count
  * every one.
+ *
+ * The ones left out at the end of an outage are told one interval after the last line, not on
+ * the first line of the next outage, minutes later and about something else.
  */
 import type { Logger } from 'pino';
 
@@ -12,6 +15,8 @@ export const REPEATED_WARNING_INTERVAL_MS = 10_000;
 export class RepeatedWarning {
   private lastLoggedAt = -Infinity;
   private leftOut = 0;
+  private lastLeftOut: Record<string, unknown> = {};
+  private pending: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly logger: Logger,
@@ -22,11 +27,29 @@ export class RepeatedWarning {
   warn(fields: Record<string, unknown>, now = Date.now()): void {
     if (now - this.lastLoggedAt < this.intervalMs) {
       this.leftOut++;
+      this.lastLeftOut = fields;
+      this.pending ??= setTimeout(() => this.tellLeftOut(), this.lastLoggedAt + this.intervalMs - now);
+      this.pending.unref();
       return;
     }
+    this.log(fields, now);
+  }
+
+  private log(fields: Record<string, unknown>, now: number) {
     const leftOut = this.leftOut;
+    clearTimeout(this.pending);
+    this.pending = undefined;
     this.lastLoggedAt = now;
     this.leftOut = 0;
     this.logger.warn(leftOut > 0 ? { ...fields, alsoSinceLastLine: leftOut } : fields, this.message);
+  }
+
+  /** The last of those left out stands for them all. */
+  private tellLeftOut() {
+    this.pending = undefined;
+    if (this.leftOut === 0) return;
+    const fields = this.lastLeftOut;
+    this.leftOut--;
+    this.log(fields, Date.now());
   }
 }

@@ -64,7 +64,7 @@ export class SessionAudit {
     };
     this.logger.info({ event: 'session', ...row }, `session ${entry.type}`);
     const kept = { ...row, createdAt: new Date() };
-    this.models.SessionEvent.create(kept).catch((err: unknown) => this.keep([kept], err));
+    this.models.SessionEvent.create(kept).catch((err: unknown) => this.keep([kept], err, 'newer'));
   }
 
   /** One last try for the rows kept; those the database still does not take are counted in the log. */
@@ -75,8 +75,10 @@ export class SessionAudit {
     if (this.unwritten.length > 0) this.logger.warn({ events: this.unwritten.length }, 'session events not written to the database at shutdown (their log lines have them)');
   }
 
-  private keep(rows: EventRow[], err: unknown) {
-    this.unwritten.unshift(...rows);
+  /** Kept in the order they happened (ids follow it once written): a failed retry's rows before newer ones. */
+  private keep(rows: EventRow[], err: unknown, rowsAre: 'newer' | 'older') {
+    if (rowsAre === 'newer') this.unwritten.push(...rows);
+    else this.unwritten.unshift(...rows);
     const over = this.unwritten.length - MAX_UNWRITTEN;
     if (over > 0) {
       this.unwritten.splice(0, over);
@@ -97,7 +99,7 @@ export class SessionAudit {
     try {
       await this.models.SessionEvent.bulkCreate(batch);
     } catch (err) {
-      this.keep(batch, err);
+      this.keep(batch, err, 'older');
       throw err;
     }
     this.logger.info({ events: batch.length }, 'session events written after failing');

@@ -347,7 +347,13 @@ export class SessionBackends {
     for (let tries = 0; tries < 3; tries++) {
       if (this.revocations.isRevoked(source)) return undefined;
       const from = source.backend;
-      const written = await this.writeWithFallback({ ...source, version: readVersion + 1 }, target, (store, r) => store.moveIn(r, readVersion));
+      const version = readVersion;
+      // A mirrored target writes the directory entry first (it orders moves), then the session:
+      // if the session write fails, the entry is given back, or the fallback's move, judged
+      // against the version this move read, would find the entry moved on and be refused — a
+      // Redis refusing writes (full, read-only) then failed every change of the session (409).
+      const giveBack = () => this.directory.giveBack(record.idHash, target, from, version).catch((err: unknown) => this.events.secondaryFailure(err, 'give back the directory entry'));
+      const written = await this.writeWithFallback({ ...source, version: readVersion + 1 }, target, (store, r) => store.moveIn(r, readVersion), undefined, giveBack);
       if (written) {
         if (written.record.backend === from) return written;
         moved = written;
@@ -509,14 +515,18 @@ export class SessionBackends {
     return { stored, live: stored.filter((r) => !this.revocations.isRevoked(r)) };
   }
 
-  /** Writes `record` to `target`, or to the fallback when `target` cannot serve; undefined when the write refuses (`moveIn`). */
+  /**
+   * Writes `record` to `target`, or to the fallback when `target` cannot serve; undefined when the
+   * write refuses (`moveIn`). `onFailure` runs once `target` has failed, before the fallback.
+   */
   private writeWithFallback(record: SessionRecord, target: BackendName, write: (store: ServingStore, r: SessionRecord) => Promise<string>, earlier?: BackendUnavailableError): Promise<Written>;
-  private writeWithFallback(record: SessionRecord, target: BackendName, write: (store: ServingStore, r: SessionRecord) => Promise<string | undefined>): Promise<Written | undefined>;
+  private writeWithFallback(record: SessionRecord, target: BackendName, write: (store: ServingStore, r: SessionRecord) => Promise<string | undefined>, earlier: undefined, onFailure: () => Promise<void>): Promise<Written | undefined>;
   private async writeWithFallback(
     record: SessionRecord,
     target: BackendName,
     write: (store: ServingStore, r: SessionRecord) => Promise<string | undefined>,
     earlier?: BackendUnavailableError,
+    onFailure?: () => Promise<void>,
   ): Promise<Written | undefined> {
     let failure = earlier;
     if (!failure) {
@@ -527,6 +537,7 @@ export class SessionBackends {
       } catch (err) {
         if (!(err instanceof BackendUnavailableError)) throw err;
         failure = err;
+        await onFailure?.();
       }
     }
     const fallback = this.fallback;

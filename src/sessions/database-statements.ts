@@ -146,6 +146,8 @@ const SQL = {
   releaseHandle: 'DELETE FROM sessions WHERE handle = ?1 AND id_hash <> ?2',
   evict: 'DELETE FROM sessions WHERE id_hash = ?1 AND backend = ?2 AND version = ?3',
   claim: 'UPDATE sessions SET backend = ?2 WHERE id_hash = ?1 AND backend <> ?2',
+  // A move's entry given back (DatabaseStore.giveBack): only while it is still that move's.
+  giveBack: 'UPDATE sessions SET backend = ?4, version = ?5 WHERE id_hash = ?1 AND backend = ?2 AND version = ?3',
   deleteExpired: expiredBatch(''),
 } as const;
 export type StatementName = keyof typeof SQL;

@@ -9,7 +9,7 @@
  * Everything off the request path stays on Sequelize.
  */
 import DataLoader from 'dataloader';
-import { Op, type Model } from 'sequelize';
+import { Op, QueryTypes, type Model } from 'sequelize';
 import type { BackendName } from '../config/config.js';
 import type { Models, SessionRow } from '../db/models.js';
 import { jsonCodec, type DataCodec } from './codec.js';
@@ -218,6 +218,17 @@ export class DatabaseStore implements IndexedSessionStore {
   }
 
   /**
+   * A move's directory entry given back to where the session was, after the move's target
+   * failed to take it (MirroredStore.moveIn writes the entry first): the entry says `from` again,
+   * at the version the move read, so the move can go to the fallback instead. Only while the
+   * entry is still that move's (`to` at `readVersion + 1`). The data the move wrote stays: it is
+   * the session's, with the moving request's changes.
+   */
+  async giveBack(idHash: string, to: BackendName, from: BackendName, readVersion: number): Promise<void> {
+    await this.sql.run('giveBack', [idHash, to, readVersion + 1, from, readVersion]);
+  }
+
+  /**
    * The row, another backend's copy, now names the database as the session's holder: it was
    * served from here while that backend was down, and its cookie now points here. A late
    * write-behind batch of that backend then leaves it alone (it updates only its own rows).
@@ -267,8 +278,23 @@ export class DatabaseStore implements IndexedSessionStore {
     return this.sql.run('deleteExpired', [Date.now(), limit]);
   }
 
+  /**
+   * Up when the database takes writes. A PostgreSQL that answers reads and refuses every write
+   * (a standby after a failover, `default_transaction_read_only`) failed every session write
+   * with 503 while this said up: the breaker stayed closed (the reads succeed between the
+   * failures), and `/readyz` and `session_store_up` said all was well.
+   */
   async ping(): Promise<void> {
-    await this.models.sequelize.query('SELECT 1');
+    if (this.models.sequelize.getDialect() !== 'postgres') {
+      await this.models.sequelize.query('SELECT 1');
+      return;
+    }
+    const [row] = await this.models.sequelize.query<{ standby: boolean; readOnly: string }>(
+      `SELECT pg_is_in_recovery() AS standby, current_setting('transaction_read_only') AS "readOnly"`,
+      { type: QueryTypes.SELECT },
+    );
+    if (row?.standby) throw new Error('PostgreSQL is a standby (in recovery): it takes no writes');
+    if (row?.readOnly === 'on') throw new Error('PostgreSQL is read-only (default_transaction_read_only): it takes no writes');
   }
 
   /**

@@ -14,7 +14,7 @@
  * numbered database of a Redis server, and only the instances sharing a database may hear each
  * other.
  */
-import { Cluster, type Redis } from 'ioredis';
+import { Cluster, ReplyError, type Redis } from 'ioredis';
 
 /** How long a changing request waits for Redis to take the message before it answers anyway. */
 const PUBLISH_WAIT_MS = 100;
@@ -32,9 +32,15 @@ export class InstanceChannel {
     private readonly onError: (err: unknown) => void,
   ) {
     // A connection of its own (a subscribed connection can do nothing else), with an offline
-    // queue: the SUBSCRIBE waits for Redis if it is down at start, and ioredis subscribes again
-    // after every reconnect.
-    this.subscriber = publisher instanceof Cluster ? publisher.duplicate([], { enableOfflineQueue: true }) : publisher.duplicate({ enableOfflineQueue: true });
+    // queue and no limit on a command's retries: the SUBSCRIBE waits for Redis if it is down at
+    // start (with the app's one retry, it failed at the first reconnect and was never sent
+    // again: an instance started during an outage heard nothing until restarted), and ioredis
+    // subscribes again after every reconnect.
+    const waitForRedis = { enableOfflineQueue: true, maxRetriesPerRequest: null };
+    this.subscriber =
+      publisher instanceof Cluster
+        ? publisher.duplicate([], { enableOfflineQueue: true, redisOptions: { ...publisher.options.redisOptions, maxRetriesPerRequest: null } })
+        : publisher.duplicate(waitForRedis);
     this.subscriber.on('error', () => undefined); // the main client already reports Redis trouble
     this.subscriber.on('message', (channel: string, message: string) => {
       const listener = this.listeners.get(channel);
@@ -71,7 +77,11 @@ export class InstanceChannel {
   async publish(topic: string, message: unknown): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      this.publisher.publish(this.channelPrefix + topic, JSON.stringify(message)).catch(() => undefined),
+      this.publisher.publish(this.channelPrefix + topic, JSON.stringify(message)).catch((err: unknown) => {
+        // Redis down is reported where the connection is; Redis refusing (an ACL without
+        // PUBLISH) is news, or the others would hear of every change a poll late, unexplained.
+        if (err instanceof ReplyError) this.onError(err);
+      }),
       new Promise((resolve) => {
         timer = setTimeout(resolve, PUBLISH_WAIT_MS);
       }),

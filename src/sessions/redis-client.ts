@@ -28,13 +28,18 @@ export function createRedisClient(c: RedisConnection): Redis | Cluster {
   }
   if (c.sentinels?.length) {
     const url = new URL(c.url);
-    return refuseWithoutDatabase(coalesceWrites(new Redis({ ...common, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, password: url.password || undefined, db: Number(url.pathname.slice(1) || 0) })));
+    // The master's credentials as REDIS_URL gives them (the Sentinels are asked without; config.ts
+    // refuses rediss:// here).
+    const master = { username: url.username || undefined, password: url.password || undefined };
+    return refuseWithoutDatabase(coalesceWrites(new Redis({ ...common, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, ...master, db: Number(url.pathname.slice(1) || 0) })));
   }
   return refuseWithoutDatabase(coalesceWrites(new Redis(c.url, { ...common, retryStrategy })));
 }
 
 /** Redis's answer to SELECT of a database number it does not have (its `databases` setting). */
 const NO_SUCH_DATABASE = /DB index is out of range/i;
+/** Its answer when REDIS_URL's ACL user may not run SELECT at all. */
+const SELECT_NOT_ALLOWED = /NOPERM.*'select'/i;
 const missingDatabases = new WeakMap<Redis, Error>();
 
 /**
@@ -61,8 +66,9 @@ function refuseWithoutDatabase(client: Redis): Redis {
     missingDatabases.delete(client);
   });
   client.on('error', (err: Error) => {
-    if (!NO_SUCH_DATABASE.test(err.message)) return;
-    refusal = new Error(`Redis has no database ${client.options.db} (${err.message})`);
+    if (NO_SUCH_DATABASE.test(err.message)) refusal = new Error(`Redis has no database ${client.options.db} (${err.message})`);
+    else if (SELECT_NOT_ALLOWED.test(err.message)) refusal = new Error(`this Redis user may not select database ${client.options.db} (${err.message}): allow +select in its ACL`);
+    else return;
     missingDatabases.set(client, refusal);
   });
   const send = client.sendCommand.bind(client);

@@ -78,12 +78,16 @@ return 1`;
 /** The probe's key (`ping`) expires by itself: a removed deployment leaves nothing behind. */
 const PROBE_KEY_TTL_MS = 60_000;
 
+// The probe (`ping`): a write, through a script, as every versioned save and touch is.
+const PROBE = `return redis.call('set', KEYS[1], '1', 'px', ARGV[1])`;
+
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     sbSaveIfVersion(key: string, value: Buffer, ttl: number, expectedVersion: number): Result<number, Context>;
     sbTouchRecord(key: string, value: Buffer, ttl: number): Result<number, Context>;
     sbDeleteIfVersion(key: string, version: number): Result<number, Context>;
     sbMoveIn(key: string, value: Buffer, ttl: number, readVersion: number): Result<number, Context>;
+    sbProbe(key: string, ttl: number): Result<string, Context>;
   }
 }
 
@@ -121,6 +125,7 @@ class RedisSessionStore implements SessionStore {
     redis.defineCommand('sbTouchRecord', { numberOfKeys: 1, lua: TOUCH });
     redis.defineCommand('sbDeleteIfVersion', { numberOfKeys: 1, lua: DELETE_IF_VERSION });
     redis.defineCommand('sbMoveIn', { numberOfKeys: 1, lua: MOVE_IN });
+    redis.defineCommand('sbProbe', { numberOfKeys: 1, lua: PROBE });
     this.codec = options.codec === jsonCodec ? undefined : options.codec;
     this.indexed = options.userIndex ?? true;
     if (this.indexed) this.listByUser = (userId) => this.listIndexed(userId);
@@ -240,9 +245,10 @@ class RedisSessionStore implements SessionStore {
    */
   async ping(): Promise<void> {
     if (!(this.redis instanceof Cluster)) {
-      // A write, not PING: a Redis at `maxmemory` under `noeviction`, or a replica left read-only
-      // after a failover, answers PING and reads but refuses every session write.
-      await this.redis.set(`${this.options.keyPrefix}probe`, '1', 'PX', PROBE_KEY_TTL_MS);
+      // A scripted write, not PING: a Redis at `maxmemory` under `noeviction`, a replica left
+      // read-only after a failover, or an ACL without scripting answers PING and reads, and
+      // refuses every session write.
+      await this.redis.sbProbe(`${this.options.keyPrefix}probe`, PROBE_KEY_TTL_MS);
       return;
     }
     const cluster = this.redis;

@@ -11,6 +11,7 @@
  * and a comparison; another instance honours a new entry within one poll interval, or at once
  * when Redis carries the news (instance-channel.ts).
  */
+import { ReplyError } from 'ioredis';
 import { Op } from 'sequelize';
 import { withinDeadline } from '../db/database.js';
 import type { Models } from '../db/models.js';
@@ -63,7 +64,8 @@ export class RevocationList {
   private readonly gaps = new Map<number, number>();
   private loaded = false;
   /**
-   * Entries issued here that the database could not take, by revocationKey: written by this
+   * Entries issued here, or read from the spool, that the database could not take, by
+   * revocationKey: written by this
    * instance at its next syncs, whether or not the spool still holds them (Redis keeps nothing
    * across its restart on these machines; the entry would then live only in the memory of the
    * instances that heard it, and be undone by their restart).
@@ -190,18 +192,27 @@ export class RevocationList {
   /**
    * Applies the entries held in the spool, and moves each into the database, where the
    * instances that start later look. Neither Redis nor the database being down is an error here:
-   * the entries wait for the next poll.
+   * the entries wait for the next poll. Those the database does not take yet are kept here as
+   * well (`unwritten`), as the issuing instance keeps its own: if Redis then loses the hash and
+   * that instance is killed, every instance that read them still writes them once it can.
    */
   private async unspool(): Promise<void> {
     if (!this.spool) return;
-    const held = await this.spool.held().catch(() => []);
+    const held = await this.spool.held().catch((err: unknown) => {
+      // Redis down is reported where the connection is; Redis refusing (an ACL without the hash
+      // commands) would leave logouts held during a database outage unread, unexplained.
+      if (err instanceof ReplyError) this.options.onSyncError?.(err);
+      return [];
+    });
     const now = Date.now();
+    const live = held.filter((entry) => entry.expiresAt > now);
+    for (const entry of live) this.apply(entry);
     for (const entry of held) {
       if (entry.expiresAt > now) {
-        this.apply(entry);
         try {
           await this.models.Revocation.create(entry);
         } catch {
+          for (const waiting of live.slice(live.indexOf(entry))) this.unwritten.set(revocationKey(waiting), waiting);
           return;
         }
       }
@@ -210,7 +221,7 @@ export class RevocationList {
     }
   }
 
-  /** Writes the entries issued here that the database could not take (see `unwritten`). */
+  /** Writes the entries the database could not take (see `unwritten`). */
   private async writeUnwritten(): Promise<void> {
     const now = Date.now();
     // Expired ones first, all of them: a database that stays down must not keep them in memory.

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../../src/config/config.js';
-import { startRedis, type RedisProcess } from '../support/redis-server.js';
+import { redisCommand, startRedis, type RedisProcess } from '../support/redis-server.js';
 
 const dataDir = () => mkdtempSync(path.join(tmpdir(), 'switchboard-config-'));
 
@@ -226,9 +226,24 @@ describe('a REDIS_URL naming a database that Redis does not have', function () {
     });
     expect(run.status, run.stderr).to.equal(1);
     expect(run.stderr.trim().split('\n')).to.deep.equal([
-      'switchboard: configuration error: REDIS_URL: Redis has no database 4 (ERR DB index is out of range); name a database this Redis has (0–15 by default)',
+      'switchboard: configuration error: REDIS_URL: Redis has no database 4 (ERR DB index is out of range); name a database this Redis has (0–15 by default) and its user may select',
     ]);
     expect(run.stdout, 'nor a log line saying it goes on without Redis').to.not.include('stays down');
+  });
+
+  it('stops it the same way when the ACL user of REDIS_URL may not select its database, and never shows the password', async () => {
+    await redisCommand(redis.port, ['ACL', 'SETUSER', 'noselect', 'on', '>Acl-Password-Not-Shown', '~*', '&*', '+@all', '-select']);
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+      cwd: path.resolve(import.meta.dirname, '../..'),
+      env: { PATH: process.env.PATH, DATA_DIR: dataDir(), PORT: '0', REDIS_URL: `redis://noselect:Acl-Password-Not-Shown@127.0.0.1:${redis.port}/2` },
+      encoding: 'utf8',
+      timeout: 25_000,
+    });
+    expect(run.status, run.stderr).to.equal(1);
+    const lines = run.stderr.trim().split('\n');
+    expect(lines).to.have.length(1);
+    expect(lines[0]).to.match(/^switchboard: configuration error: REDIS_URL: this Redis user may not select database 2 \(NOPERM .*\): allow \+select in its ACL/);
+    expect(run.stderr + run.stdout).to.not.include('Acl-Password-Not-Shown');
   });
 });
 
@@ -236,5 +251,9 @@ describe('running without Redis (REDIS_URL=none)', function () {
   this.timeout(30_000);
   it('refuses redis as the storage or fallback without a Redis to use', () => {
     expect(() => loadConfig({ DATA_DIR: dataDir(), REDIS_URL: 'none', SESSION_STORAGE: 'redis' })).to.throw(ConfigError, /^REDIS_URL must name a Redis server/);
+  });
+
+  it('refuses TLS with Sentinels, which it would otherwise drop in silence', () => {
+    expect(() => loadConfig({ DATA_DIR: dataDir(), REDIS_URL: 'rediss://:pw@127.0.0.1:6380/0', REDIS_SENTINELS: '127.0.0.1:26379' })).to.throw(ConfigError, /^REDIS_URL: rediss:\/\/ \(TLS\) is not supported with REDIS_SENTINELS/);
   });
 });

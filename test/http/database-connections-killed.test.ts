@@ -9,6 +9,8 @@ import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
 import { connectPostgres, createTestDatabase, ensureServices, type TestDatabase } from '../support/postgres.js';
+import { waitUntil } from '../support/redis-server.js';
+import { sample } from '../switching/metrics-text.js';
 
 const USERS = 20;
 const KILLS = 4;
@@ -66,5 +68,50 @@ describe('the database backend when its connections are killed under traffic', f
     expect(app.output(), 'the log').not.to.include('unavailable: circuit open');
     // At most the requests in flight on the killed connections: one per user per kill.
     expect(answered.get(503) ?? 0, JSON.stringify([...answered])).to.be.at.most(USERS * KILLS);
+  });
+});
+
+describe('the database turning read-only (a standby after a failover, default_transaction_read_only)', function () {
+  this.timeout(120_000);
+  let db: TestDatabase;
+  let app: AppProcess;
+  before(async () => {
+    await ensureServices();
+    db = await createTestDatabase('readonly');
+    app = await startApp({ SESSION_STORAGE: 'database', DATABASE_URL: db.url });
+  });
+  after(async () => {
+    await app?.stop();
+    await db?.drop();
+  });
+
+  it('says so in /readyz and session_store_up while every write fails, and is up again once it takes writes', async () => {
+    const admin = await connectPostgres(db.url);
+    admin.on('error', () => undefined);
+    const readOnly = async (on: boolean) => {
+      await admin.query(`ALTER DATABASE ${db.name} ${on ? 'SET default_transaction_read_only = on' : 'RESET default_transaction_read_only'}`);
+      // Sessions keep the setting they started with: the app's connections are made again.
+      await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [db.name]);
+    };
+    const health = async () => ((await new Client(app.url).get('/readyz')).json.backends as Record<string, string>).database;
+    const up = async () => sample(await (await fetch(`${app.url}/metrics`)).text(), 'session_store_up', { backend: 'database' });
+    try {
+      const user = new Client(app.url);
+      await user.signup();
+      expect(await health()).to.equal('up');
+      await readOnly(true);
+      await waitUntil('readiness says the database is down', async () => (await health()) === 'down', 200);
+      expect((await new Client(app.url).get('/readyz')).status, 'no backend to serve').to.equal(503);
+      await waitUntil('session_store_up{backend="database"} 0', async () => (await up()) === 0, 300);
+      expect((await user.patch('/api/session', { preferences: { theme: 'dark' } })).status, 'a change').to.equal(503);
+
+      await readOnly(false);
+      await waitUntil('readiness says up again', async () => (await health()) === 'up', 200);
+      await waitUntil('session_store_up{backend="database"} 1', async () => (await up()) === 1, 300);
+      expect((await user.patch('/api/session', { preferences: { theme: 'dark' } })).status, 'a change, once it takes writes').to.equal(200);
+    } finally {
+      await admin.query(`ALTER DATABASE ${db.name} RESET default_transaction_read_only`).catch(() => undefined);
+      await admin.end();
+    }
   });
 });

@@ -141,8 +141,10 @@ for (const backend of ['redis', 'cookie'] as const) {
         expect(created).to.include({ type: 'created' });
         expect(ended).to.include({ type: 'destroyed', reason: 'logout' });
         expect(new Date(ended!.created_at as string).getTime(), 'dated at the logout, not at the write').to.be.within(loggedOutAt - 1000, loggedOutAt + 2000);
-        const admin = await pg.query("SELECT actor, count FROM session_events WHERE user_id = $1 AND type = 'revoked' AND reason = 'admin'", [user.id]);
-        expect(admin.rows, 'the admin’s log-out, uncounted').to.deep.equal([{ actor: 'admin', count: 0 }]);
+        const admin = await pg.query("SELECT id, actor, count FROM session_events WHERE user_id = $1 AND type = 'revoked' AND reason = 'admin'", [user.id]);
+        expect(admin.rows.map(({ actor, count }) => ({ actor, count })), 'the admin’s log-out, uncounted').to.deep.equal([{ actor: 'admin', count: 0 }]);
+        const ids = (await pg.query('SELECT id FROM session_events WHERE handle = $1 ORDER BY id', [handle])).rows.map((r) => Number(r.id));
+        expect(ids[1], 'written in the order they happened').to.be.below(Number(admin.rows[0]!.id));
       } finally {
         await pg.end();
       }
@@ -167,6 +169,37 @@ for (const backend of ['redis', 'cookie'] as const) {
       expect(await stillIn(stolen), 'the logged-out cookie, after the restart').to.equal(401);
       await app.restart();
       expect(await stillIn(stolen), 'the logged-out cookie, from the database').to.equal(401);
+    });
+
+    it('keeps a logout held meanwhile when Redis loses it after the instance that took it has stopped: another instance that read it writes it', async () => {
+      const other = await startApp(env);
+      const pg = await connectPostgres(db.url);
+      pg.on('error', () => undefined);
+      const logouts = async () => Number((await pg.query("SELECT count(*) AS n FROM revocations WHERE kind = 'session'")).rows[0]!.n);
+      try {
+        const leaving = new Client(app.url);
+        await leaving.signup();
+        const stolen = leaving.sessionCookie()!;
+        const before = await logouts();
+        await link.cut();
+        try {
+          expect((await leaving.post('/api/logout')).status).to.equal(204);
+          expect(await spools(), 'held in Redis meanwhile').to.equal(1);
+          // The other instance's poll (every SYNC_INTERVAL_MS, 200 ms here) reads the hash.
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+        } finally {
+          await app.restart({}, async () => {
+            // The instance that took the logout is gone; then Redis loses the hash (evicted, restarted).
+            await redisCommand(6379, ['EVAL', "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0", '0', `${env.REDIS_KEY_PREFIX}*revocations:held`]);
+            await link.restore();
+            await waitUntil('the logout written to the database by the other instance', async () => (await logouts()) > before, 300);
+          });
+        }
+        expect(await stillIn(stolen), 'the logged-out cookie, after the restart').to.equal(401);
+      } finally {
+        await other.stop();
+        await pg.end();
+      }
     });
 
     if (backend === 'redis') {

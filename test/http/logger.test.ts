@@ -4,9 +4,11 @@
  */
 import { expect } from 'chai';
 import { Writable } from 'node:stream';
+import { Redis } from 'ioredis';
 import { Sequelize } from 'sequelize';
 import { createLogger } from '../../src/app.js';
 import { RepeatedWarning } from '../../src/logging/repeated-warning.js';
+import { redisCommand, startRedis } from '../support/redis-server.js';
 
 function capture() {
   const lines: string[] = [];
@@ -49,6 +51,43 @@ describe('the log', () => {
     const line = JSON.parse(text()) as { err: Record<string, unknown> };
     expect(line.err).to.include({ type: 'Error', message: 'the broker went away', code: 'ECONNRESET' });
     expect(line.err.stack).to.be.a('string');
+  });
+
+  it("keeps a Redis error's message, never the command it carries: a wrong password is not logged", async function () {
+    this.timeout(30_000);
+    const redis = await startRedis();
+    await redisCommand(redis.port, ['CONFIG', 'SET', 'requirepass', 'the-right-one-0123456789']);
+    const client = new Redis(`redis://:Wrong-Password-Not-To-Log@127.0.0.1:${redis.port}/0`, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    try {
+      const err = await new Promise<unknown>((resolve) => {
+        client.once('error', resolve);
+        client.connect().catch(resolve);
+      });
+      expect(JSON.stringify(Object.entries(err as object)), 'ioredis hangs the command on its error').to.include('Wrong-Password-Not-To-Log');
+      const { logger, text } = capture();
+      logger.warn({ err }, 'instance channel error');
+      const line = JSON.parse(text()) as { err: Record<string, unknown> };
+      expect(String(line.err.message)).to.match(/WRONGPASS|invalid password/i);
+      expect(text()).to.not.include('Wrong-Password-Not-To-Log');
+    } finally {
+      client.disconnect();
+      await redis.stop();
+    }
+  });
+
+  it('tells how many it left out at the end of an outage one interval after its last line, not on the next outage’s first line', async () => {
+    const { logger, text } = capture();
+    const copyFailed = new RepeatedWarning(logger, 'database copy of a session could not be written', 50);
+    for (let i = 0; i < 5; i++) copyFailed.warn({ err: new Error('connection refused'), operation: 'save' });
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const lines = text()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.map((l) => [l.operation, l.alsoSinceLastLine])).to.deep.equal([
+      ['save', undefined],
+      ['save', 3],
+    ]);
   });
 
   it('says a warning repeated by every request of an outage once per interval, with how many it left out', () => {

@@ -127,4 +127,31 @@ describe('instances told over Redis (instance-channel.ts)', function () {
     expect(there.override.value?.backend).to.equal('cookie');
     await redis.restart();
   });
+  it('an instance started while Redis is down hears the others once Redis is up (its SUBSCRIBE waits, and is sent)', async () => {
+    const later = await startRedis();
+    const port = later.port;
+    await later.stop();
+    // As the app makes its client: no offline queue, one retry; Redis not there yet.
+    const client = new Redis(`redis://127.0.0.1:${port}/0`, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: () => 50 });
+    client.on('error', () => undefined);
+    const heard: unknown[] = [];
+    const reported: unknown[] = [];
+    const channel = new InstanceChannel(client, 'channel-test:late:', (err) => reported.push(err));
+    const subscribed = channel.listen('news', (message) => heard.push(message));
+    try {
+      // Long enough for several reconnect attempts, each of which failed the queued SUBSCRIBE.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await later.restart();
+      await subscribed;
+      await waitUntil('the client ready', () => client.status === 'ready');
+      await channel.publish('news', { hello: 'late' });
+      await waitUntil('the message heard', () => heard.length === 1);
+      expect(heard).to.deep.equal([{ hello: 'late' }]);
+      expect(reported, 'nothing reported').to.deep.equal([]);
+    } finally {
+      channel.close();
+      client.disconnect();
+      await later.stop();
+    }
+  });
 });

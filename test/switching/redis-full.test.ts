@@ -81,6 +81,26 @@ describe('Redis full (maxmemory reached, noeviction)', function () {
     expect(await seen(user)).to.deep.include({ platform: 'p3', preferences: { theme: 'dark' } });
   });
 
+  it('serves a session that starts while Redis is full: its changes are answered 200 and kept, and it names where it is', async () => {
+    await fillUp();
+    const { user, ids } = await userWithPlatforms(['p1']);
+    expect(user.sessionCookie(), 'a database cookie').to.match(/^d\./);
+    for (let n = 1; n <= 3; n++) {
+      const res = await user.patch('/api/session', { preferences: { n } });
+      expect(res.status, `change ${n}: ${res.text}`).to.equal(200);
+      expect(await seen(user), `after change ${n}`).to.deep.include({ preferences: { n }, backend: 'database' });
+    }
+    const switched = await user.post(`/api/platforms/${ids.p1}/activate`);
+    expect(switched.status, switched.text).to.equal(200);
+    expect(await seen(user)).to.deep.include({ platform: 'p1', preferences: { n: 3 }, backend: 'database' });
+    const listed = (await user.get('/api/sessions')).json.sessions as Array<{ backend: string; current: boolean }>;
+    expect(listed.map((s) => [s.backend, s.current])).to.deep.equal([['database', true]]);
+
+    await makeRoom();
+    await waitUntil('the session in Redis', async () => (await seen(user)).backend === 'redis', 100);
+    expect(await seen(user)).to.deep.include({ platform: 'p1', preferences: { n: 3 } });
+  });
+
   it('says so: /readyz and session_store_up name Redis down, the log says what Redis answered; up again once it has room', async () => {
     const { user } = await userWithPlatforms([]);
     const redisHealth = async () => ((await new Client(app.url).get('/readyz')).json.backends as Record<string, string>).redis;
@@ -97,5 +117,58 @@ describe('Redis full (maxmemory reached, noeviction)', function () {
     await makeRoom();
     await waitUntil('readiness says up again', async () => (await redisHealth()) === 'up', 100);
     await waitUntil('session_store_up{backend="redis"} 1', async () => (await up()) === 1, 200);
+  });
+});
+
+/** The least-privilege ACL README gives for Switchboard's Redis user (prefix `acl:`). */
+const LEAST_PRIVILEGE = ['on', '>Acl-Password-0123', 'resetkeys', '~acl:*', 'resetchannels', '&acl:*', '-@all', '+get', '+set', '+del', '+pttl', '+pexpire', '+eval', '+evalsha', '+hset', '+hgetall', '+hdel', '+publish', '+subscribe', '+info', '+ping'];
+
+describe('a Redis user with the least-privilege ACL, and one without scripting', function () {
+  this.timeout(120_000);
+  let redis: RedisProcess;
+  before(async () => {
+    redis = await startRedis();
+    await redisCommand(redis.port, ['ACL', 'SETUSER', 'sb', ...LEAST_PRIVILEGE]);
+    await redisCommand(redis.port, ['ACL', 'SETUSER', 'noscripts', ...LEAST_PRIVILEGE, '-eval', '-evalsha']);
+  });
+  after(() => redis?.stop());
+
+  async function appAs(user: string) {
+    return startApp({ SESSION_STORAGE: 'redis', REDIS_URL: `redis://${user}:Acl-Password-0123@127.0.0.1:${redis.port}/0`, REDIS_KEY_PREFIX: 'acl:', SESSION_TOUCH_INTERVAL: '1' });
+  }
+
+  it('serves everything with the least-privilege ACL: sessions in Redis, changes, logout heard by another instance at once', async () => {
+    const [one, two] = [await appAs('sb'), await appAs('sb')];
+    try {
+      const user = new Client(one.url);
+      await user.signup();
+      expect(user.sessionCookie()).to.match(/^r\./);
+      expect((await user.patch('/api/session', { preferences: { theme: 'dark' } })).status).to.equal(200);
+      expect(((await user.get('/api/session')).json.session as { backend: string }).backend).to.equal('redis');
+      expect(((await new Client(one.url).get('/readyz')).json.backends as Record<string, string>).redis).to.equal('up');
+      const cookie = user.sessionCookie()!;
+      expect((await user.post('/api/logout')).status).to.equal(204);
+      const elsewhere = new Client(two.url);
+      elsewhere.cookies.set('sid', cookie);
+      expect((await elsewhere.get('/api/session')).status).to.equal(401);
+      for (const app of [one, two]) expect(app.output(), 'nothing refused').to.not.match(/NOPERM/);
+    } finally {
+      await one.stop();
+      await two.stop();
+    }
+  });
+
+  it('says Redis is down, and why, when its user may not run scripts: sessions are served from the database meanwhile', async () => {
+    const app = await appAs('noscripts');
+    try {
+      expect(((await new Client(app.url).get('/readyz')).json.backends as Record<string, string>).redis).to.equal('down');
+      const user = new Client(app.url);
+      await user.signup();
+      expect((await user.patch('/api/session', { preferences: { theme: 'dark' } })).status).to.equal(200);
+      expect(await user.get('/api/session').then((r) => r.json.preferences)).to.deep.equal({ theme: 'dark' });
+      await waitUntil('the refusal logged', () => /NOPERM.*eval/i.test(app.output()), 100);
+    } finally {
+      await app.stop();
+    }
   });
 });
