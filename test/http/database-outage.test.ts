@@ -44,6 +44,8 @@ for (const backend of ['redis', 'cookie'] as const) {
     };
     /** How many revocation spools (Redis hashes of entries the database has not taken yet) exist. */
     const spools = async () => Number(await redisCommand(6379, ['EVAL', "return #redis.call('KEYS', ARGV[1])", '0', `${env.REDIS_KEY_PREFIX}*revocations:held`]));
+    /** Redis loses the spool (an eviction, a restart without persistence). */
+    const dropHeld = () => redisCommand(6379, ['EVAL', "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0", '0', `${env.REDIS_KEY_PREFIX}*revocations:held`]);
 
     it('keeps a logout and a revoke-all made meanwhile, across a restart and after it is back; 503 for what needs it', async () => {
       const leaving = new Client(app.url);
@@ -107,7 +109,7 @@ for (const backend of ['redis', 'cookie'] as const) {
         expect((await leaving.post('/api/logout')).status).to.equal(204);
         expect(await spools(), 'held in Redis meanwhile').to.equal(1);
         // Redis restarted empty (no persistence, as this machine's Redis runs): the held entry is gone.
-        await redisCommand(6379, ['EVAL', "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0", '0', `${env.REDIS_KEY_PREFIX}*revocations:held`]);
+        await dropHeld();
         expect(await stillIn(stolen), 'still refused here, from memory').to.equal(401);
 
         await link.restore();
@@ -161,7 +163,7 @@ for (const backend of ['redis', 'cookie'] as const) {
         // Lost from Redis (evicted under an allkeys-* policy, or a restart without persistence),
         // then a redeploy: the instance's memory of the logout ends with it. (Start-up needs the
         // database, so it is back for the new process.)
-        await redisCommand(6379, ['EVAL', "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0", '0', `${env.REDIS_KEY_PREFIX}*revocations:held`]);
+        await dropHeld();
       } finally {
         await app.restart({}, () => link.restore());
       }
@@ -190,7 +192,7 @@ for (const backend of ['redis', 'cookie'] as const) {
         } finally {
           await app.restart({}, async () => {
             // The instance that took the logout is gone; then Redis loses the hash (evicted, restarted).
-            await redisCommand(6379, ['EVAL', "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0", '0', `${env.REDIS_KEY_PREFIX}*revocations:held`]);
+            await dropHeld();
             await link.restore();
             await waitUntil('the logout written to the database by the other instance', async () => (await logouts()) > before, 300);
           });
