@@ -81,12 +81,15 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   // What a failing backend says is the operator's first clue (Redis: "OOM command not allowed",
   // "READONLY"), and no other line carries it. The message only: a client's error object can
   // hold the command's arguments, which are session records.
-  const operationFailed = new Map(BACKENDS.map((b) => [b, new RepeatedWarning(logger, `session backend ${b} refused an operation`)]));
+  const operationFailed = new Map(BACKENDS.map((b) => [b, new RepeatedWarning(logger, `session backend ${b} failed an operation`)]));
   const observer: StoreObserver = {
     operation(backend, operation, outcome, seconds, err) {
       metrics.storeOperation(backend as BackendName, operation, outcome, seconds);
       rollback.record(backend as BackendName, outcome === 'success', seconds);
       if (outcome === 'error') operationFailed.get(backend as BackendName)?.warn({ event: 'store_error', backend, operation, error: err instanceof Error ? err.message : String(err) });
+    },
+    probeFailed(backend, err) {
+      operationFailed.get(backend as BackendName)?.warn({ event: 'store_error', backend, operation: 'probe', error: err instanceof Error ? err.message : String(err) });
     },
     availability(backend, up) {
       metrics.storeUp.set({ backend }, up ? 1 : 0);

@@ -155,6 +155,8 @@ export interface StoreObserver {
   /** `err`: what the backend said, for an `error` outcome (a timeout is the guard's own verdict). */
   operation(backend: string, operation: StoreOperation, outcome: 'success' | 'error' | 'timeout', seconds: number, err?: unknown): void;
   availability(backend: string, up: boolean): void;
+  /** A probe the backend answered with an error (not a timeout, not an open breaker): what it said. */
+  probeFailed?(backend: string, err: unknown): void;
 }
 
 export interface GuardOptions {
@@ -251,8 +253,10 @@ class GuardedSessionStore implements SessionStore {
   async ping(): Promise<void> {
     try {
       await this.breaker.execute(() => withDeadline(this.inner.ping(), this.timeoutMs, this.backend, this.liveness));
-    } catch (err) {
-      throw this.unavailable(unwrapped(err));
+    } catch (caught) {
+      const err = unwrapped(caught);
+      if (!isBrokenCircuitError(err) && !(err instanceof StoreTimeoutError)) this.observer.probeFailed?.(this.backend, err);
+      throw this.unavailable(err);
     }
   }
   close() {

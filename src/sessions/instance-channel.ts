@@ -18,12 +18,15 @@ import { Cluster, ReplyError, type Redis } from 'ioredis';
 
 /** How long a changing request waits for Redis to take the message before it answers anyway. */
 const PUBLISH_WAIT_MS = 100;
+/** How long after a refused SUBSCRIBE (NOPERM, a password briefly wrong) it is asked again. */
+const SUBSCRIBE_RETRY_MS = 5_000;
 
 export type TopicListener = (message: unknown) => void;
 
 export class InstanceChannel {
   private readonly subscriber: Redis | Cluster;
   private readonly listeners = new Map<string, TopicListener>();
+  private readonly retries = new Set<NodeJS.Timeout>();
   private closed = false;
 
   constructor(
@@ -61,11 +64,27 @@ export class InstanceChannel {
   listen(topic: string, listener: TopicListener): Promise<void> {
     const channel = this.channelPrefix + topic;
     this.listeners.set(channel, listener);
+    return this.subscribe(channel);
+  }
+
+  /**
+   * A refusal is reported and the SUBSCRIBE sent again every SUBSCRIBE_RETRY_MS until Redis takes
+   * it: ioredis subscribes again after a reconnect only to channels it once subscribed, so an ACL
+   * fixed later, or a password wrong for a moment, left the instance deaf until restarted.
+   */
+  private subscribe(channel: string): Promise<void> {
     return this.subscriber.subscribe(channel).then(
       () => undefined,
       (err: unknown) => {
         // Closed before Redis answered (an instance stopped right after start): nothing is wrong.
-        if (!this.closed) this.onError(err);
+        if (this.closed) return;
+        this.onError(err);
+        const retry = setTimeout(() => {
+          this.retries.delete(retry);
+          void this.subscribe(channel);
+        }, SUBSCRIBE_RETRY_MS);
+        retry.unref();
+        this.retries.add(retry);
       },
     );
   }
@@ -91,6 +110,7 @@ export class InstanceChannel {
 
   close(): void {
     this.closed = true;
+    for (const retry of this.retries) clearTimeout(retry);
     this.subscriber.disconnect();
   }
 }

@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { FlagOverride } from '../../src/flags/override.js';
 import { InstanceChannel } from '../../src/sessions/instance-channel.js';
 import { RevocationList } from '../../src/sessions/revocations.js';
-import { startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
+import { redisCommand, startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
 import { ABSOLUTE_MS, makeRecord, newUserId, sqliteDb, type TestDb } from './fixtures.js';
 
 describe('instances told over Redis (instance-channel.ts)', function () {
@@ -152,6 +152,30 @@ describe('instances told over Redis (instance-channel.ts)', function () {
       channel.close();
       client.disconnect();
       await later.stop();
+    }
+  });
+  it('an instance whose SUBSCRIBE Redis refused (its ACL) hears the others once the ACL allows it, without a restart', async function () {
+    this.timeout(60_000);
+    await redisCommand(redis.port, ['ACL', 'SETUSER', 'nosub', 'on', '>Sub-Password-0123', '~*', '&*', '+@all', '-subscribe']);
+    const client = new Redis(`redis://nosub:Sub-Password-0123@127.0.0.1:${redis.port}/0`, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: () => 50 });
+    client.on('error', () => undefined);
+    await waitUntil('redis client ready', () => client.status === 'ready');
+    const heard: unknown[] = [];
+    const reported: unknown[] = [];
+    const channel = new InstanceChannel(client, 'channel-test:acl:', (err) => reported.push(err));
+    try {
+      await channel.listen('news', (message) => heard.push(message));
+      expect(String(reported[0]), 'the refusal reported').to.match(/NOPERM/);
+      await redisCommand(redis.port, ['ACL', 'SETUSER', 'nosub', '+subscribe']);
+      // Published until heard: the SUBSCRIBE is sent again every few seconds.
+      await waitUntil('a message heard', async () => {
+        await channel.publish('news', { hello: 'allowed' });
+        return heard.length > 0;
+      }, 300);
+      expect(heard[0]).to.deep.equal({ hello: 'allowed' });
+    } finally {
+      channel.close();
+      client.disconnect();
     }
   });
 });
