@@ -8,9 +8,9 @@
 import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
-import { connectPostgres, createTestDatabase, ensureServices, type TestDatabase } from '../support/postgres.js';
+import { createLinkedDatabase, type LinkedDatabase } from '../support/linked-database.js';
+import { connectPostgres, ensureServices, withPostgres, type PgClient } from '../support/postgres.js';
 import { redisCommand, startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
-import { startSlowLink, type SlowLink } from '../support/slow-link.js';
 import { sample } from '../switching/metrics-text.js';
 import { ADMIN_TOKEN, expectError, GOOD_PASSWORD, redisEnv, uniqueEmail } from './helpers.js';
 
@@ -19,22 +19,19 @@ const bearer = { Authorization: `Bearer ${ADMIN_TOKEN}` };
 for (const backend of ['redis', 'cookie'] as const) {
   describe(`the database down under the ${backend} backend`, function () {
     this.timeout(120_000);
-    let db: TestDatabase;
-    let link: SlowLink;
+    let db: LinkedDatabase;
     let app: AppProcess;
     let env: Record<string, string>;
 
     before(async () => {
       await ensureServices();
-      db = await createTestDatabase('outage');
-      link = await startSlowLink({ host: '127.0.0.1', port: 5432 });
-      env = { SESSION_STORAGE: backend, ...redisEnv(), ADMIN_TOKEN, DATABASE_URL: db.url.replace(':5432/', `:${link.port}/`), SYNC_INTERVAL_MS: '200' };
+      db = await createLinkedDatabase('outage');
+      env = { SESSION_STORAGE: backend, ...redisEnv(), ADMIN_TOKEN, DATABASE_URL: db.appUrl, SYNC_INTERVAL_MS: '200' };
       app = await startApp(env);
     });
     after(async () => {
       await app?.stop();
-      await link?.close();
-      await db?.drop();
+      await db?.close();
     });
 
     const stillIn = async (cookie: string) => {
@@ -44,6 +41,8 @@ for (const backend of ['redis', 'cookie'] as const) {
     };
     /** How many revocation spools (Redis hashes of entries the database has not taken yet) exist. */
     const spools = async () => Number(await redisCommand(6379, ['EVAL', "return #redis.call('KEYS', ARGV[1])", '0', `${env.REDIS_KEY_PREFIX}*revocations:held`]));
+    /** How many sessions' logouts the database holds. */
+    const logouts = async (pg: PgClient) => Number((await pg.query("SELECT count(*) AS n FROM revocations WHERE kind = 'session'")).rows[0]!.n);
     /** Redis loses the spool (an eviction, a restart without persistence). */
     const dropHeld = () => redisCommand(6379, ['EVAL', "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0", '0', `${env.REDIS_KEY_PREFIX}*revocations:held`]);
 
@@ -55,7 +54,7 @@ for (const backend of ['redis', 'cookie'] as const) {
       const { email } = await staying.signup();
       const other = staying.sessionCookie()!;
 
-      await link.cut();
+      await db.cut();
       // Sessions go on: they are served from where they live.
       expect((await staying.get('/api/session')).status).to.equal(200);
 
@@ -80,14 +79,14 @@ for (const backend of ['redis', 'cookie'] as const) {
       expect(await spools(), 'held in Redis meanwhile').to.equal(1);
 
       // A restart while the database is still down: the entries held in Redis are applied at start.
-      await link.restore();
+      await db.restore();
       await app.restart();
-      await link.cut();
+      await db.cut();
       expect(await stillIn(stolen), 'the logged-out cookie, after a restart').to.equal(401);
       expect(await stillIn(other), 'the revoked cookie, after a restart').to.equal(401);
 
       // Back: the entries move into the database, Redis lets them go, and they hold from there.
-      await link.restore();
+      await db.restore();
       await waitUntil('the held revocations moved into the database', async () => (await spools()) === 0, 300);
       await app.restart();
       expect(await stillIn(stolen), 'the logged-out cookie, from the database').to.equal(401);
@@ -97,28 +96,23 @@ for (const backend of ['redis', 'cookie'] as const) {
     });
 
     it('keeps a logout made meanwhile when Redis then loses what it held: the instance that heard it writes it once the database is back', async () => {
-      const pg = await connectPostgres(db.url);
-      pg.on('error', () => undefined);
-      const logouts = async () => Number((await pg.query("SELECT count(*) AS n FROM revocations WHERE kind = 'session'")).rows[0]!.n);
-      try {
+      await withPostgres(db.url, async (pg) => {
         const leaving = new Client(app.url);
         await leaving.signup();
         const stolen = leaving.sessionCookie()!;
-        const before = await logouts();
-        await link.cut();
+        const before = await logouts(pg);
+        await db.cut();
         expect((await leaving.post('/api/logout')).status).to.equal(204);
         expect(await spools(), 'held in Redis meanwhile').to.equal(1);
         // Redis restarted empty (no persistence, as this machine's Redis runs): the held entry is gone.
         await dropHeld();
         expect(await stillIn(stolen), 'still refused here, from memory').to.equal(401);
 
-        await link.restore();
-        await waitUntil('the logout written to the database', async () => (await logouts()) > before, 300);
+        await db.restore();
+        await waitUntil('the logout written to the database', async () => (await logouts(pg)) > before, 300);
         await app.restart();
         expect(await stillIn(stolen), 'the logged-out cookie, after a restart').to.equal(401);
-      } finally {
-        await pg.end();
-      }
+      });
     });
 
     it('writes the audit rows of what was done meanwhile once it is back, dated when it was done', async () => {
@@ -126,17 +120,15 @@ for (const backend of ['redis', 'cookie'] as const) {
       await leaving.signup();
       const handle = ((await leaving.get('/api/session')).json.session as { handle: string }).handle;
       const { user } = await new Client(app.url).signup();
-      await link.cut();
+      await db.cut();
       const loggedOutAt = Date.now();
       try {
         expect((await leaving.post('/api/logout')).status).to.equal(204);
         expectError(await new Client(app.url).request('DELETE', `/api/admin/users/${user.id}/sessions`, undefined, bearer), 503, 'service_unavailable');
       } finally {
-        await link.restore();
+        await db.restore();
       }
-      const pg = await connectPostgres(db.url);
-      pg.on('error', () => undefined);
-      try {
+      await withPostgres(db.url, async (pg) => {
         const rows = async () => (await pg.query('SELECT type, reason, created_at FROM session_events WHERE handle = $1 ORDER BY id', [handle])).rows;
         await waitUntil('the logout’s audit row written', async () => (await rows()).length === 2, 300);
         const [created, ended] = await rows();
@@ -147,16 +139,14 @@ for (const backend of ['redis', 'cookie'] as const) {
         expect(admin.rows.map(({ actor, count }) => ({ actor, count })), 'the admin’s log-out, uncounted').to.deep.equal([{ actor: 'admin', count: 0 }]);
         const ids = (await pg.query('SELECT id FROM session_events WHERE handle = $1 ORDER BY id', [handle])).rows.map((r) => Number(r.id));
         expect(ids[1], 'written in the order they happened').to.be.below(Number(admin.rows[0]!.id));
-      } finally {
-        await pg.end();
-      }
+      });
     });
 
     it('keeps a logout made meanwhile when Redis loses what it held and the instance that heard it restarts before the database is back', async () => {
       const leaving = new Client(app.url);
       await leaving.signup();
       const stolen = leaving.sessionCookie()!;
-      await link.cut();
+      await db.cut();
       try {
         expect((await leaving.post('/api/logout')).status).to.equal(204);
         expect(await spools(), 'held in Redis meanwhile').to.equal(1);
@@ -165,7 +155,7 @@ for (const backend of ['redis', 'cookie'] as const) {
         // database, so it is back for the new process.)
         await dropHeld();
       } finally {
-        await app.restart({}, () => link.restore());
+        await app.restart({}, () => db.restore());
       }
       await waitUntil('the held logout moved into the database', async () => (await spools()) === 0, 300);
       expect(await stillIn(stolen), 'the logged-out cookie, after the restart').to.equal(401);
@@ -177,13 +167,12 @@ for (const backend of ['redis', 'cookie'] as const) {
       const other = await startApp(env);
       const pg = await connectPostgres(db.url);
       pg.on('error', () => undefined);
-      const logouts = async () => Number((await pg.query("SELECT count(*) AS n FROM revocations WHERE kind = 'session'")).rows[0]!.n);
       try {
         const leaving = new Client(app.url);
         await leaving.signup();
         const stolen = leaving.sessionCookie()!;
-        const before = await logouts();
-        await link.cut();
+        const before = await logouts(pg);
+        await db.cut();
         try {
           expect((await leaving.post('/api/logout')).status).to.equal(204);
           expect(await spools(), 'held in Redis meanwhile').to.equal(1);
@@ -193,8 +182,8 @@ for (const backend of ['redis', 'cookie'] as const) {
           await app.restart({}, async () => {
             // The instance that took the logout is gone; then Redis loses the hash (evicted, restarted).
             await dropHeld();
-            await link.restore();
-            await waitUntil('the logout written to the database by the other instance', async () => (await logouts()) > before, 300);
+            await db.restore();
+            await waitUntil('the logout written to the database by the other instance', async () => (await logouts(pg)) > before, 300);
           });
         }
         expect(await stillIn(stolen), 'the logged-out cookie, after the restart').to.equal(401);
@@ -208,7 +197,7 @@ for (const backend of ['redis', 'cookie'] as const) {
       it('answers 503, not 401, for a session Redis lost while the database cannot be asked: nobody is logged out', async () => {
         const user = new Client(app.url);
         await user.signup();
-        await link.cut();
+        await db.cut();
         try {
           // Redis restarted empty: only the session's database copy is left, and it cannot be read now.
           await redisCommand(6379, ['EVAL', "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0", '0', `${env.REDIS_KEY_PREFIX}*`]);
@@ -225,28 +214,26 @@ for (const backend of ['redis', 'cookie'] as const) {
           forged.cookies.set('sid', `r.${'A'.repeat(43)}.${'A'.repeat(22)}`);
           expectError(await forged.get('/api/session'), 401, 'unauthenticated');
         } finally {
-          await link.restore();
+          await db.restore();
         }
         await waitUntil('the session served from its database copy', async () => (await user.get('/api/session')).status === 200, 300);
       });
 
       it('writes the copies of the changes made meanwhile once it is back: Redis losing the session later loses none of them', async () => {
-        const pg = await connectPostgres(db.url);
-        pg.on('error', () => undefined);
-        try {
+        await withPostgres(db.url, async (pg) => {
           const user = new Client(app.url);
           const { user: who } = await user.signup();
           const copyVersion = async () => Number((await pg.query('SELECT version FROM sessions WHERE user_id = $1', [who.id])).rows[0]?.version);
           const before = await copyVersion();
           const failedCopies = async () => sample((await new Client(app.url).get('/metrics')).text, 'session_store_operations_total', { backend: 'database', operation: 'save', outcome: 'error' });
           const failedBefore = await failedCopies();
-          await link.cut();
+          await db.cut();
           try {
             for (let n = 1; n <= 3; n++) expect((await user.patch('/api/session', { preferences: { counter: n } })).status).to.equal(200);
             // Written behind: the database is still away when the batch with the three changes fails.
             await waitUntil('the copy of the changes to fail', async () => (await failedCopies()) > failedBefore, 300);
           } finally {
-            await link.restore();
+            await db.restore();
           }
           // Nobody changes the session after the outage: only a retry of the failed copies can write them.
           await waitUntil('the copy to catch up with the three changes', async () => (await copyVersion()) === before + 3, 300);
@@ -255,9 +242,7 @@ for (const backend of ['redis', 'cookie'] as const) {
           const res = await user.get('/api/session');
           expect(res.status, res.text).to.equal(200);
           expect(res.json.preferences).to.deep.equal({ counter: 3 });
-        } finally {
-          await pg.end();
-        }
+        });
       });
     }
 
@@ -266,7 +251,7 @@ for (const backend of ['redis', 'cookie'] as const) {
       await leaving.signup();
       const stolen = leaving.sessionCookie()!;
       // Connections stay open, nothing comes back (a failover, a partition): no error to react to.
-      link.stall();
+      db.stall();
       try {
         const logout = await leaving.post('/api/logout');
         expect(logout.status, logout.text).to.equal(204);
@@ -275,7 +260,7 @@ for (const backend of ['redis', 'cookie'] as const) {
         expect(revokeAll.status, revokeAll.text).to.equal(200);
         expect(await spools(), 'held in Redis meanwhile').to.equal(1);
       } finally {
-        await link.restore();
+        await db.restore();
       }
       await waitUntil('the held revocations moved into the database', async () => (await spools()) === 0, 300);
       await app.restart();
@@ -292,14 +277,14 @@ for (const backend of ['redis', 'cookie'] as const) {
         await user.signup();
         expect(user.sessionCookie()).to.match(/^c\./);
         expect((await admin.put('/api/admin/flags/session-storage', { backend: 'redis' }, bearer)).status).to.equal(200);
-        link.stall();
+        db.stall();
         try {
           const res = await user.get('/api/session');
           expect(res.status, res.text).to.equal(200);
           expect((res.json.session as { backend: string }).backend).to.equal('redis');
           expect(user.sessionCookie(), 'the cookie points at Redis').to.match(/^r\./);
         } finally {
-          await link.restore();
+          await db.restore();
           await admin.delete('/api/admin/flags/session-storage', bearer);
         }
         expect((await user.get('/api/session')).status).to.equal(200);
@@ -313,13 +298,13 @@ for (const backend of ['redis', 'cookie'] as const) {
         await user.signup();
         const failedCopies = async () => sample((await new Client(app.url).get('/metrics')).text, 'session_store_operations_total', { backend: 'database', operation: 'save', outcome: 'error' });
         const failedBefore = await failedCopies();
-        await link.cut();
+        await db.cut();
         try {
           expect((await user.patch('/api/session', { preferences: { theme: 'dark' } })).status).to.equal(200);
           await waitUntil('the copy of the change to fail', async () => (await failedCopies()) > failedBefore, 300);
           await app.stop();
         } finally {
-          await link.restore();
+          await db.restore();
         }
         expect(app.output()).to.match(/"sessions":1\b.*latest changes are not in their database copy at shutdown/);
       });
@@ -335,37 +320,34 @@ for (const backend of ['redis', 'cookie'] as const) {
  */
 describe('a logout that neither the database nor Redis can record (cookie backend)', function () {
   this.timeout(120_000);
-  let db: TestDatabase;
-  let link: SlowLink;
+  let db: LinkedDatabase;
   let redis: RedisProcess;
   let app: AppProcess;
 
   before(async () => {
     await ensureServices();
-    db = await createTestDatabase('outage_logout');
-    link = await startSlowLink({ host: '127.0.0.1', port: 5432 });
+    db = await createLinkedDatabase('outage_logout');
     redis = await startRedis();
-    app = await startApp({ SESSION_STORAGE: 'cookie', REDIS_URL: redis.url, DATABASE_URL: db.url.replace(':5432/', `:${link.port}/`), SYNC_INTERVAL_MS: '200' });
+    app = await startApp({ SESSION_STORAGE: 'cookie', REDIS_URL: redis.url, DATABASE_URL: db.appUrl, SYNC_INTERVAL_MS: '200' });
   });
   after(async () => {
     await app?.stop();
     await redis?.stop();
-    await link?.close();
-    await db?.drop();
+    await db?.close();
   });
 
   it('answers 503 and leaves the cookie; the retry, once they are back, logs out', async () => {
     const user = new Client(app.url);
     await user.signup();
     const cookie = user.sessionCookie()!;
-    await link.cut();
+    await db.cut();
     await redis.stop();
     const failed = await user.post('/api/logout');
     expectError(failed, 503, 'service_unavailable');
     expect(failed.headers.getSetCookie().filter((line) => line.startsWith('sid=')), 'no cookie cleared').to.deep.equal([]);
     expect(user.sessionCookie()).to.equal(cookie);
 
-    await link.restore();
+    await db.restore();
     await redis.restart();
     await waitUntil('the app has its database and Redis back', async () => {
       const ready = await new Client(app.url).get('/readyz');
@@ -387,20 +369,17 @@ describe('a logout that neither the database nor Redis can record (cookie backen
  */
 describe('the database down under the database backend', function () {
   this.timeout(120_000);
-  let db: TestDatabase;
-  let link: SlowLink;
+  let db: LinkedDatabase;
   let app: AppProcess;
 
   before(async () => {
     await ensureServices();
-    db = await createTestDatabase('outage_db');
-    link = await startSlowLink({ host: '127.0.0.1', port: 5432 });
-    app = await startApp({ SESSION_STORAGE: 'database', ...redisEnv(), DATABASE_URL: db.url.replace(':5432/', `:${link.port}/`), SYNC_INTERVAL_MS: '200' });
+    db = await createLinkedDatabase('outage_db');
+    app = await startApp({ SESSION_STORAGE: 'database', ...redisEnv(), DATABASE_URL: db.appUrl, SYNC_INTERVAL_MS: '200' });
   });
   after(async () => {
     await app?.stop();
-    await link?.close();
-    await db?.drop();
+    await db?.close();
   });
 
   it('answers 401 for a session logged out before the outage, 503 for a live one, and serves it once back', async () => {
@@ -413,13 +392,13 @@ describe('the database down under the database backend', function () {
     const thief = new Client(app.url);
     thief.cookies.set('sid', stolen);
 
-    await link.cut();
+    await db.cut();
     try {
       expectError(await thief.get('/api/session'), 401, 'unauthenticated');
       expectError(await staying.get('/api/session'), 503, 'service_unavailable');
       expect(staying.sessionCookie(), 'the browser keeps its cookie').to.be.a('string');
     } finally {
-      await link.restore();
+      await db.restore();
     }
     await waitUntil('the session served again', async () => (await staying.get('/api/session')).status === 200, 300);
     expectError(await thief.get('/api/session'), 401, 'unauthenticated');

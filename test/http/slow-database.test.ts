@@ -7,26 +7,23 @@
 import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
-import { connectPostgres, createTestDatabase, ensureServices, type TestDatabase } from '../support/postgres.js';
-import { startSlowLink, type SlowLink } from '../support/slow-link.js';
+import { createLinkedDatabase, type LinkedDatabase } from '../support/linked-database.js';
+import { ensureServices, withPostgres } from '../support/postgres.js';
 import { sample } from '../switching/metrics-text.js';
 
 describe('a slow database under the cookie backend', function () {
   this.timeout(120_000);
-  let db: TestDatabase;
-  let link: SlowLink;
+  let db: LinkedDatabase;
   let app: AppProcess;
   before(async () => {
     await ensureServices();
-    db = await createTestDatabase('slowdb');
     // Every answer of the database 400 ms late: past the cookie's 250 ms deadline (tests' STORE_TIMEOUT_MS).
-    link = await startSlowLink({ host: '127.0.0.1', port: 5432 }, 400);
-    app = await startApp({ SESSION_STORAGE: 'cookie', REDIS_URL: 'none', DATABASE_URL: db.url.replace(':5432/', `:${link.port}/`) });
+    db = await createLinkedDatabase('slowdb', 400);
+    app = await startApp({ SESSION_STORAGE: 'cookie', REDIS_URL: 'none', DATABASE_URL: db.appUrl });
   });
   after(async () => {
     await app?.stop();
-    await link?.close();
-    await db?.drop();
+    await db?.close();
   });
 
   it('logs a cookie session out without counting the database’s slowness against the cookie backend', async () => {
@@ -45,12 +42,9 @@ describe('a slow database under the cookie backend', function () {
     for (const outcome of ['timeout', 'error']) {
       expect(sample(metrics, 'session_store_operations_total', { backend: 'cookie', operation: 'destroy', outcome }), `cookie destroys counted ${outcome}`).to.equal(0);
     }
-    const pg = await connectPostgres(db.url);
-    try {
+    await withPostgres(db.url, async (pg) => {
       const rows = (await pg.query("SELECT count(*) AS n FROM revocations WHERE kind = 'session'")).rows[0]!.n;
       expect(Number(rows), 'revocation rows for one logout').to.equal(1);
-    } finally {
-      await pg.end();
-    }
+    });
   });
 });

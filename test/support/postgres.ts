@@ -75,6 +75,20 @@ export async function connectPostgres(url: string): Promise<PgClient> {
 }
 
 /**
+ * Runs `work` with a client connected to `url`, and ends the client after. A server side that
+ * goes away meanwhile (a test cutting the link) fails the pending query, which is what `work` sees.
+ */
+export async function withPostgres<T>(url: string, work: (client: PgClient) => Promise<T>): Promise<T> {
+  const client = await connectPostgres(url);
+  client.on('error', () => undefined);
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
  * Checks that the machine's PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) answer;
  * throws one message naming each service that does not and the command that starts it.
  */
@@ -94,17 +108,8 @@ export async function ensureServices(): Promise<void> {
   if (problems.length > 0) throw new Error(`Tests need local services:\n- ${problems.join('\n- ')}`);
 }
 
-async function withAdmin<T>(work: (admin: PgClient) => Promise<T>): Promise<T> {
-  const admin = new pg.Client({ connectionString: ADMIN_URL, connectionTimeoutMillis: 5000 });
-  admin.on('error', () => {
-    // A broken admin connection also rejects the pending query, which is what callers see.
-  });
-  await admin.connect();
-  try {
-    return await work(admin);
-  } finally {
-    await admin.end();
-  }
+function withAdmin<T>(work: (admin: PgClient) => Promise<T>): Promise<T> {
+  return withPostgres(ADMIN_URL, work);
 }
 
 /** Lower-case letters, digits and `_`, starting with a letter, within PostgreSQL's 63 bytes. */
