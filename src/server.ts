@@ -7,6 +7,7 @@ import http from 'node:http';
 import { createLogger, createSwitchboard, MAX_BODY_BYTES } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
 import { answerClientErrors, refusesWithoutHost } from './http/client-errors.js';
+import { inTurnPerConnection } from './http/connection-turns.js';
 
 let config: Config;
 try {
@@ -56,13 +57,13 @@ try {
     headersTimeout: config.requestTimeoutMs,
     connectionsCheckingInterval: Math.min(30_000, Math.max(100, config.requestTimeoutMs / 10)),
   };
-  const serve = (req: http.IncomingMessage, res: http.ServerResponse) => {
+  const serve = inTurnPerConnection((req, res) => {
     if (refusesWithoutHost(req, res)) return;
     // Draining (SIGTERM): each answer closes its connection, so keep-alive clients go elsewhere
     // instead of keeping this instance busy until it is killed mid-request.
     if (draining) res.setHeader('Connection', 'close');
     void handle(req, res);
-  };
+  });
   const server = http.createServer({ requireHostHeader: false, ...timeouts }, serve);
   // A client that asks before sending its body (`Expect: 100-continue`) is told to go on only if
   // the body can fit: one declaring more gets its 413 at once, not after uploading it all.
