@@ -8,6 +8,7 @@ import Koa from 'koa';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { LoginLimiter } from './auth/login-limiter.js';
+import { isDatabaseUnavailable } from './db/database.js';
 import { openCore } from './core.js';
 import type { Config } from './config/config.js';
 import { BackendFlag } from './flags/backend-flag.js';
@@ -30,6 +31,7 @@ import { pageRoutes } from './http/pages/routes.js';
 import { platformRoutes } from './http/routes/platforms.js';
 import { sessionRoutes } from './http/routes/sessions.js';
 import { SessionAudit } from './sessions/audit.js';
+import { BackendUnavailableError } from './sessions/errors.js';
 
 /** The largest request body read (JSON or form): 413 payload_too_large above it. */
 export const MAX_BODY_BYTES = 16 * 1024;
@@ -55,13 +57,16 @@ export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pin
  * bound values on the error (and on the driver's error inside it) — a session's data with its
  * CSRF token, addresses, User-Agents — and ioredis the command with its arguments (an AUTH's
  * password, a session record). pino's own serializer would log every such property. What is kept
- * says what went wrong: the type, the message, the code (the driver's, for Sequelize), the stack.
+ * says what went wrong: the type, the message, the code (the driver's, for Sequelize), and the
+ * stack — but not for a backend that is down, full or slow, which its code and message say all
+ * of: an outage's lines are many, and the same stack on each hides what is new among them.
  */
 function loggedError(err: unknown): unknown {
   if (!(err instanceof Error)) return err;
   const own = (err as { code?: unknown }).code;
   const driver = (err as { parent?: { code?: unknown } }).parent;
-  return { type: err.constructor.name, name: err.name, message: err.message, code: own ?? driver?.code, stack: err.stack };
+  const outage = err instanceof BackendUnavailableError || isDatabaseUnavailable(err);
+  return { type: err.constructor.name, name: err.name, message: err.message, code: own ?? driver?.code, ...(!outage && { stack: err.stack }) };
 }
 
 export async function createSwitchboard(config: Config, logger: Logger = createLogger(config)): Promise<Switchboard> {

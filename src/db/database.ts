@@ -1,6 +1,7 @@
 /**
  * The Sequelize connection: SQLite (WAL, the embedded default) or PostgreSQL, from DATABASE_URL.
  */
+import { statfsSync } from 'node:fs';
 import path from 'node:path';
 import { ConnectionError, DatabaseError, Sequelize, TimeoutError } from 'sequelize';
 import { makeDirectory } from '../config/make-directory.js';
@@ -23,6 +24,26 @@ export function withinDeadline<T>(work: Promise<T>, ms: number, what: string): P
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
 
+const SQLITE_PRAGMAS = [
+  'PRAGMA journal_mode=WAL',
+  'PRAGMA synchronous=NORMAL',
+  'PRAGMA busy_timeout=5000',
+  // A long reader (a backup, an operator's query) keeps the WAL from being reset, and it grows
+  // with every write meanwhile; without a limit it keeps that size, up to a full disk, for good.
+  // With one, the next checkpoint after the reader has gone cuts it back.
+  `PRAGMA journal_size_limit=${16 * 1024 * 1024}`,
+];
+
+/** Whether the filesystem holding `file` has (next to) no room left: SQLite says only "disk I/O error" then. */
+function diskFull(file: string): boolean {
+  try {
+    const { bavail, bsize } = statfsSync(path.dirname(path.resolve(file)));
+    return bavail * bsize < 1024 * 1024;
+  } catch {
+    return false;
+  }
+}
+
 export async function openDatabase(url: string): Promise<Sequelize> {
   if (url.startsWith('sqlite:')) {
     const file = url.slice('sqlite:'.length);
@@ -36,13 +57,11 @@ export async function openDatabase(url: string): Promise<Sequelize> {
     // Sequelize keeps one connection per SQLite file; WAL lets readers go on while it writes.
     const sequelize = new Sequelize({ dialect: 'sqlite', storage: file, logging: false, retry: { max: 5, match: [/SQLITE_BUSY/] } });
     try {
-      for (const pragma of ['PRAGMA journal_mode=WAL', 'PRAGMA synchronous=NORMAL', 'PRAGMA busy_timeout=5000']) {
-        await sequelize.query(pragma);
-      }
+      for (const pragma of SQLITE_PRAGMAS) await sequelize.query(pragma);
     } catch (err) {
       // Not awaited: closing a SQLite handle that never opened does not settle.
       void sequelize.close().catch(() => undefined);
-      throw new Error(`DATABASE_URL: cannot open the SQLite file ${file} (${describeDatabaseError(err)})`);
+      throw new Error(`DATABASE_URL: cannot open the SQLite file ${file} (${describeDatabaseError(err)}${diskFull(file) ? '; the disk holding it is full' : ''})`);
     }
     return sequelize;
   }

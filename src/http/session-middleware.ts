@@ -146,6 +146,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     const now = Date.now();
     const touchDue = !control.passive && now - session.record.lastActivity >= config.touchIntervalMs;
     let written: Written | undefined;
+    let touched: Written | undefined | 'unwritten';
     let moved = false;
     let tooLarge = false;
     if (!session.isNew && target !== session.record.backend) {
@@ -185,8 +186,8 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
         written = await backends.migrate(changed, 'database', 'too_large');
         tooLarge = true;
       }
-    } else if (touchDue) {
-      written = await backends.update(asTouched(session.record, now, config), 'touch');
+    } else if (touchDue && (touched = await touchedOrUnwritten(session.record, now)) !== 'unwritten') {
+      written = touched;
     } else {
       control.landed(session.record.backend);
       metrics.selected(session.record.backend, source);
@@ -217,6 +218,20 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     // by now, and is given this one again, or the change would stay where its cookie no longer points.
     const heldElsewhere = session.isChanged && session.record.heldBy !== undefined;
     if (session.isNew || tooLarge || heldElsewhere || written.record.backend !== cookieBackend || written.record.backend === 'cookie') setCookie(ctx, written);
+  }
+
+  /**
+   * A touch only moves the idle expiry forward, with a whole touch interval to spare. When no
+   * backend can take it (a full disk under SQLite, every backend down), the request it follows is
+   * still answered, as if no touch had been due; the next request tries again.
+   */
+  async function touchedOrUnwritten(record: SessionRecord, now: number): Promise<Written | undefined | 'unwritten'> {
+    try {
+      return await backends.update(asTouched(record, now, config), 'touch');
+    } catch (err) {
+      if (err instanceof BackendUnavailableError) return 'unwritten';
+      throw err;
+    }
   }
 
   /**

@@ -286,7 +286,12 @@ export class DatabaseStore implements IndexedSessionStore {
    */
   async ping(): Promise<void> {
     if (this.models.sequelize.getDialect() !== 'postgres') {
-      await this.models.sequelize.query('SELECT 1');
+      // A write, as every request that saves makes one: SQLite reads on while its disk is full
+      // (SQLITE_FULL) or its file read-only, and a SELECT said "up" then.
+      await this.models.sequelize.query(
+        `INSERT INTO settings (name, value) VALUES ('probe', :at) ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
+        { replacements: { at: new Date().toISOString() } },
+      );
       return;
     }
     const [row] = await this.models.sequelize.query<{ standby: boolean; readOnly: string }>(

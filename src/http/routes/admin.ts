@@ -145,13 +145,15 @@ export function adminRoutes(deps: AppDeps) {
   router.patch('/users/:id', async (ctx) => {
     // A malformed request is refused as such (400) whether or not the user exists.
     const patch = parseBody(ctx, userPatchInput);
-    const user = await (patch.active === false ? orRevokeOnly(ctx, findUser(ctx.params.id), 'the account is not disabled yet') : findUser(ctx.params.id));
+    // A disabling that the database cannot take (down, or its disk full) still ends the sessions.
+    const disabling = <T>(work: Promise<T>) => (patch.active === false ? orRevokeOnly(ctx, work, 'the account is not disabled yet') : work);
+    const user = await disabling(findUser(ctx.params.id));
     const { active = user.active, role = user.role } = patch;
     const activeChanged = user.active !== active;
     const roleChanged = user.role !== role;
     user.active = active;
     user.role = role;
-    await user.save();
+    await disabling(user.save());
     let revoked = 0;
     // A disabled user's sessions end. So do they when privileges change: a session's role is
     // fixed when it is issued, so the next login brings a new session id with the new role.
