@@ -3,6 +3,7 @@
  * override, the rollback guard and the three backends composed. The server (app.ts) and the
  * operator scripts (scripts/) both start from here.
  */
+import { performance } from 'node:perf_hooks';
 import type { Sequelize } from 'sequelize';
 import type { Logger } from 'pino';
 import type { Cluster, Redis } from 'ioredis';
@@ -81,6 +82,8 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   // What a failing backend says is the operator's first clue (Redis: "OOM command not allowed",
   // "READONLY"), and no other line carries it. The message only: a client's error object can
   // hold the command's arguments, which are session records.
+  /** By what failed: a few kinds (`evict from redis`, `give back the directory entry`…). */
+  const secondaryFailed = new Map<string, RepeatedWarning>();
   const operationFailed = new Map(BACKENDS.map((b) => [b, new RepeatedWarning(logger, `session backend ${b} failed an operation`)]));
   const observer: StoreObserver = {
     operation(backend, operation, outcome, seconds, err) {
@@ -104,7 +107,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
 
   const codec = config.sessions.encryptAtRest ? sealedCodec(config.sessions.secrets) : jsonCodec;
   const redis = config.redis.enabled ? createRedisClient(config.redis) : undefined;
-  let lastRedisError = 0;
+  let lastRedisError = -Infinity;
   // Until start-up has checked Redis, a missing database is start-up's to report: it stops there.
   let reportedMissing = true;
   redis?.on('error', (err: Error) => {
@@ -117,9 +120,10 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     }
     // ioredis reports every failed reconnect; one line a minute is enough (a minute after the
     // last line, not after the last error: errors come every second while Redis refuses us).
-    if (Date.now() - lastRedisError <= 60_000) return;
+    // Timed on the monotonic clock, which a system clock stepped back does not move.
+    if (performance.now() - lastRedisError <= 60_000) return;
     logger.warn({ err: err.message, variable: 'REDIS_URL' }, 'redis connection error');
-    lastRedisError = Date.now();
+    lastRedisError = performance.now();
   });
   if (redis) {
     await waitForRedis(redis, 1000);
@@ -193,7 +197,10 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
       if (cause === 'flag') rollback.noteMigration(from, to);
     },
     secondaryFailure(err, what) {
-      logger.warn({ err, what }, 'secondary session write failed');
+      // One line per kind per interval: during an outage every logout has one.
+      let warning = secondaryFailed.get(what);
+      if (!warning) secondaryFailed.set(what, (warning = new RepeatedWarning(logger, 'secondary session write failed')));
+      warning.warn({ err, what });
     },
   }, new SessionCookieValue(config.sessions.secrets, await unsignedIdsBefore(models)));
 

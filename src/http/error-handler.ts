@@ -6,6 +6,7 @@
  * route that exists for other methods (405 with Allow; OPTIONS answers 204 with Allow), and
  * any 4xx/5xx a library set without a body.
  */
+import { performance } from 'node:perf_hooks';
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import { PasswordHashingBusyError } from '../auth/passwords.js';
@@ -86,10 +87,11 @@ export const FOR_STATUS: Readonly<Record<number, readonly [string, string]>> = {
  * logged and then one line a second, with how many requests it stands for.
  */
 export function outageLog(): (log: (requests: number) => void) => void {
-  let loggedAt = 0;
+  // The monotonic clock: a system clock stepped back would silence the outage for the step.
+  let loggedAt = -Infinity;
   let unlogged = 0;
   return (log) => {
-    const now = Date.now();
+    const now = performance.now();
     if (now - loggedAt < 1000) {
       unlogged++;
       return;

@@ -7,7 +7,11 @@
  *
  * The ones left out at the end of an outage are told one interval after the last line, not on
  * the first line of the next outage, minutes later and about something else.
+ *
+ * Intervals are timed on the monotonic clock: after the system clock steps back (an NTP step, a
+ * VM restored), a wall-clock interval would stay "not yet over" for as long as the step.
  */
+import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 
 export const REPEATED_WARNING_INTERVAL_MS = 10_000;
@@ -24,7 +28,7 @@ export class RepeatedWarning {
     private readonly intervalMs = REPEATED_WARNING_INTERVAL_MS,
   ) {}
 
-  warn(fields: Record<string, unknown>, now = Date.now()): void {
+  warn(fields: Record<string, unknown>, now = performance.now()): void {
     if (now - this.lastLoggedAt < this.intervalMs) {
       this.leftOut++;
       this.lastLeftOut = fields;
@@ -50,6 +54,6 @@ export class RepeatedWarning {
     if (this.leftOut === 0) return;
     const fields = this.lastLeftOut;
     this.leftOut--;
-    this.log(fields, Date.now());
+    this.log(fields, performance.now());
   }
 }

@@ -106,4 +106,24 @@ describe('the log', () => {
     ]);
     expect((lines[1]!.err as Record<string, unknown>).message, 'each line keeps its error').to.equal('connection refused');
   });
+
+  it('goes on logging once per interval after the system clock steps back (an NTP step, a restored VM)', async () => {
+    const { logger, text } = capture();
+    const copyFailed = new RepeatedWarning(logger, 'database copy of a session could not be written', 50);
+    const realNow = Date.now;
+    try {
+      copyFailed.warn({ operation: 'save' });
+      const stepped = realNow() - 86_400_000;
+      Date.now = () => stepped + (performance.now() % 1000);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      copyFailed.warn({ operation: 'touch' });
+    } finally {
+      Date.now = realNow;
+    }
+    const operations = text()
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as Record<string, unknown>).operation);
+    expect(operations, 'a day back, the next interval’s line still comes').to.deep.equal(['save', 'touch']);
+  });
 });
