@@ -6,10 +6,13 @@
  * cost is proportional to what expired. (Redis expires its own keys.)
  */
 import { openCore } from '../src/core.js';
+import { databaseNow } from '../src/db/database.js';
 import { deleteEventsBefore } from '../src/sessions/audit.js';
 import { scriptConfig, scriptLogger, scriptOptions, stopOnFailure } from './cli.js';
 
 const DAY_MS = 86_400_000;
+/** Clocks apart by more than this are said to be. */
+const CLOCK_TOLERANCE_MS = 5_000;
 const USAGE = 'Delete expired sessions, stale revocation entries and old audit rows.\n\n  npm run sessions:cleanup [-- --batch N] [-- --keep-events-days DAYS (default 90; 0 keeps them all)]';
 const values = scriptOptions(
   { batch: { type: 'string', default: '500' }, 'keep-events-days': { type: 'string', default: '90' }, help: { type: 'boolean', default: false } },
@@ -35,14 +38,19 @@ stopOnFailure('sessions:cleanup');
 const config = scriptConfig();
 const core = await openCore(config, scriptLogger(config));
 try {
+  // Expired by the earlier of this machine's clock and the database's: run from a machine whose
+  // clock was fast, the cleanup deleted live sessions (and revocations still needed).
+  const [here, there] = [Date.now(), await databaseNow(core.sequelize)];
+  const now = Math.min(here, there);
+  if (here - there > CLOCK_TOLERANCE_MS) console.error(`sessions:cleanup: this machine's clock is ${Math.round((here - there) / 1000)} s ahead of the database's; the database's is used`);
   let sessions = 0;
-  for (let n = await core.raw.database.deleteExpired(batch); n > 0; n = await core.raw.database.deleteExpired(batch)) {
+  for (let n = await core.raw.database.deleteExpired(batch, now); n > 0; n = await core.raw.database.deleteExpired(batch, now)) {
     sessions += n;
     await pause();
   }
-  const revocations = await core.revocations.prune();
+  const revocations = await core.revocations.prune(now);
   let events = 0;
-  const before = new Date(Date.now() - keepEventsDays * DAY_MS);
+  const before = new Date(now - keepEventsDays * DAY_MS);
   if (keepEventsDays > 0) {
     for (let n = await deleteEventsBefore(core.models, before, batch); n > 0; n = await deleteEventsBefore(core.models, before, batch)) {
       events += n;

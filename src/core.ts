@@ -66,7 +66,15 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   };
 
   const revocationSyncError = syncError('revocation');
-  const revocations = new RevocationList(models, { absoluteTimeoutMs: config.sessions.absoluteTimeoutMs, syncIntervalMs: config.syncIntervalMs, onSyncError: revocationSyncError });
+  // Clocks apart change what a revocation means (README, "Clocks"): said, once in a while.
+  const clockAhead = new RepeatedWarning(logger, 'a revocation came dated ahead of this instance’s clock: the instances’ clocks disagree; it is taken as dated when it came');
+  const revocations = new RevocationList(models, {
+    absoluteTimeoutMs: config.sessions.absoluteTimeoutMs,
+    syncIntervalMs: config.syncIntervalMs,
+    onSyncError: revocationSyncError,
+    onClockAhead: (aheadMs) => clockAhead.warn({ event: 'clock_disagreement', aheadSeconds: Math.round(aheadMs / 1000) }),
+    onClockStep: (stepMs) => logger.warn({ event: 'clock_step', stepSeconds: Math.round(stepMs / 1000) }, 'the system clock stepped: every live revocation read again'),
+  });
   await revocations.start();
   const rollback = new RollbackGuard({ ...config.rollback, fallback: config.sessions.fallback }, (state) => {
     metrics.rollbacks.inc({ from: state.from, to: state.to, trigger: state.trigger });

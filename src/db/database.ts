@@ -3,7 +3,7 @@
  */
 import { statfsSync } from 'node:fs';
 import path from 'node:path';
-import { ConnectionError, DatabaseError, Sequelize, TimeoutError } from 'sequelize';
+import { ConnectionError, DatabaseError, QueryTypes, Sequelize, TimeoutError } from 'sequelize';
 import { makeDirectory } from '../config/make-directory.js';
 
 /** PostgreSQL: the longest a query may wait for its answer (README, "Database outage"). */
@@ -80,6 +80,16 @@ export async function openDatabase(url: string): Promise<Sequelize> {
     throw new Error(`DATABASE_URL: cannot connect to PostgreSQL at ${withoutCredentials(url)} (${describeDatabaseError(err)})`);
   }
   return sequelize;
+}
+
+/**
+ * The time by the database's clock (PostgreSQL's; SQLite, embedded, has this machine's), in
+ * epoch ms. What a tool run from any machine can agree on with the instances.
+ */
+export async function databaseNow(sequelize: Sequelize): Promise<number> {
+  if (sequelize.getDialect() !== 'postgres') return Date.now();
+  const [row] = await sequelize.query<{ now: string }>('SELECT floor(extract(epoch FROM clock_timestamp()) * 1000) AS now', { type: QueryTypes.SELECT });
+  return Number(row?.now);
 }
 
 /** The driver's code (ECONNREFUSED, SQLITE_CANTOPEN, 28P01…) or first line: what to fix, no stack, no query. */

@@ -273,9 +273,9 @@ export class DatabaseStore implements IndexedSessionStore {
     return this.models.SessionRow.count({ where: { backend, expiresAt: { [Op.gt]: Date.now() } } });
   }
 
-  /** Deletes up to `limit` expired rows; returns how many. Small batches keep SQLite's writer lock short. */
-  deleteExpired(limit = 500): Promise<number> {
-    return this.sql.run('deleteExpired', [Date.now(), limit]);
+  /** Deletes up to `limit` rows expired at `now`; returns how many. Small batches keep SQLite's writer lock short. */
+  deleteExpired(limit = 500, now = Date.now()): Promise<number> {
+    return this.sql.run('deleteExpired', [now, limit]);
   }
 
   /**

@@ -33,6 +33,9 @@ const TOPIC = 'revocations';
 /** How long a revocation waits for the database before it is held in Redis instead (see `issue`). */
 const REVOCATION_WRITE_MS = 2_000;
 
+/** A step of the system clock larger than this, between two polls, is one (see `pull`). */
+const CLOCK_STEP_MS = 1_000;
+
 /** How long a poll keeps looking for an id it found missing (see `pull`). */
 const GAP_WAIT_MS = 60_000;
 /** At most this many missing ids just below a new one are looked for: never more inserts are in flight at once. */
@@ -73,10 +76,22 @@ export class RevocationList {
   private readonly unwritten = new Map<string, RevocationEntry>();
   private timer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
+  /** The wall clock less the monotonic one at the last poll: a change is a step of the system clock. */
+  private wallClockOffset = Date.now() - performance.now();
+  /** Entries dated ahead of this clock, by revocationKey: the instant each was taken to mean here. */
+  private readonly datedAhead = new Map<string, { notBefore: number; expiresAt: number }>();
 
   constructor(
     private readonly models: Models,
-    private readonly options: { absoluteTimeoutMs: number; syncIntervalMs: number; onSyncError?: (err: unknown) => void },
+    private readonly options: {
+      absoluteTimeoutMs: number;
+      syncIntervalMs: number;
+      onSyncError?: (err: unknown) => void;
+      /** An entry came dated `aheadMs` ahead of this instance's clock: the instances' clocks disagree. */
+      onClockAhead?: (aheadMs: number) => void;
+      /** The system clock stepped by `stepMs` (negative: back) between two polls. */
+      onClockStep?: (stepMs: number) => void;
+    },
   ) {}
 
   /** Loads the live entries, then keeps polling for new ones. */
@@ -249,9 +264,9 @@ export class RevocationList {
     for (const entry of this.unwritten.values()) await this.spool.hold(entry).catch(() => undefined);
   }
 
-  /** Deletes entries that can no longer match a live session. */
-  async prune(): Promise<number> {
-    return this.models.Revocation.destroy({ where: { expiresAt: { [Op.lte]: Date.now() } } });
+  /** Deletes entries that can no longer match a live session at `now`. */
+  async prune(now = Date.now()): Promise<number> {
+    return this.models.Revocation.destroy({ where: { expiresAt: { [Op.lte]: now } } });
   }
 
   /**
@@ -263,6 +278,17 @@ export class RevocationList {
    */
   private async pull(): Promise<void> {
     const now = Date.now();
+    // A clock stepped forward forgot (below) the entries that seemed to have expired; stepped
+    // back, they match live sessions again: a logged-out cookie would work here until a
+    // restart. So after a step every live entry is read again.
+    const offset = now - performance.now();
+    if (Math.abs(offset - this.wallClockOffset) > CLOCK_STEP_MS) {
+      this.options.onClockStep?.(offset - this.wallClockOffset);
+      this.lastId = 0;
+      this.gaps.clear();
+      this.loaded = false;
+    }
+    this.wallClockOffset = offset;
     for (const [id, since] of this.gaps) if (now - since > GAP_WAIT_MS) this.gaps.delete(id);
     let after = this.gaps.size > 0 ? Math.min(...this.gaps.keys()) - 1 : this.lastId;
     for (;;) {
@@ -282,10 +308,31 @@ export class RevocationList {
     }
     this.loaded = true;
     for (const [idHash, until] of this.sessions) if (until <= now) this.sessions.delete(idHash);
+    for (const [key, { expiresAt }] of this.datedAhead) if (expiresAt <= now) this.datedAhead.delete(key);
+  }
+
+  /**
+   * The instant a user or revoke-all entry takes effect here. One dated ahead of this clock was
+   * issued on an instance whose clock is fast: taken as dated when it arrived, since every
+   * session this instance issued until then is older, and none it issues later is. (Dated as
+   * it came, it refused every session issued here for as long as the clocks are apart: logins
+   * that worked once and then answered 401.) Once, per entry: a held entry read again at each
+   * poll keeps the instant it was first given.
+   */
+  private effectiveNotBefore(entry: RevocationEntry): number {
+    const now = Date.now();
+    if (entry.notBefore <= now) return entry.notBefore;
+    const key = revocationKey(entry);
+    let taken = this.datedAhead.get(key);
+    if (!taken) {
+      this.options.onClockAhead?.(entry.notBefore - now);
+      this.datedAhead.set(key, (taken = { notBefore: now, expiresAt: entry.expiresAt }));
+    }
+    return taken.notBefore;
   }
 
   /** Honours `entry` here; returns what puts back the state before it (unless changed since). */
-  private apply(entry: { kind: string; subject: string; notBefore: number; expiresAt: number }): () => void {
+  private apply(entry: RevocationEntry): () => void {
     if (entry.kind === 'session') {
       const before = this.sessions.get(entry.subject);
       const now = Math.max(entry.expiresAt, before ?? 0);
@@ -299,7 +346,7 @@ export class RevocationList {
     if (entry.kind === 'user') {
       const userId = Number(entry.subject);
       const before = this.users.get(userId);
-      const now = Math.max(entry.notBefore, before ?? 0);
+      const now = Math.max(this.effectiveNotBefore(entry), before ?? 0);
       this.users.set(userId, now);
       return () => {
         if (this.users.get(userId) !== now) return;
@@ -309,7 +356,7 @@ export class RevocationList {
     }
     if (entry.kind === 'all') {
       const before = this.allNotBefore;
-      this.allNotBefore = Math.max(before, entry.notBefore);
+      this.allNotBefore = Math.max(before, this.effectiveNotBefore(entry));
       const now = this.allNotBefore;
       return () => {
         if (this.allNotBefore === now) this.allNotBefore = before;

@@ -7,14 +7,19 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { startApp } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
+import { createTestDatabase } from '../support/postgres.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 
-function run(script: string, args: string[], env: Record<string, string> = {}) {
+/** `clockAheadMs`: the script runs on a machine whose clock is that far ahead. */
+function run(script: string, args: string[], env: Record<string, string> = {}, clockAheadMs = 0) {
   const dir = mkdtempSync(path.join(tmpdir(), 'switchboard-scripts-'));
-  const result = spawnSync(process.execPath, ['--import', 'tsx', `scripts/${script}.ts`, ...args], {
+  const clock = clockAheadMs ? ['--import', './test/support/clock-ahead.ts'] : [];
+  const result = spawnSync(process.execPath, ['--import', 'tsx', ...clock, `scripts/${script}.ts`, ...args], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH, DATA_DIR: dir, DATABASE_URL: `sqlite:${path.join(dir, 'db.sqlite')}`, REDIS_URL: 'none', ...env },
+    env: { PATH: process.env.PATH, DATA_DIR: dir, DATABASE_URL: `sqlite:${path.join(dir, 'db.sqlite')}`, REDIS_URL: 'none', CLOCK_AHEAD_MS: String(clockAheadMs), ...env },
     encoding: 'utf8',
     timeout: 60_000,
   });
@@ -50,6 +55,23 @@ describe('the operator scripts on the command line', function () {
     const { status, stdout } = run('sessions-cleanup', ['--batch', '100']);
     expect(status).to.equal(0);
     expect(stdout).to.match(/^deleted 0 expired sessions, 0 stale revocation entries and 0 audit rows older than 90 days/);
+  });
+
+  it('sessions-cleanup run from a machine whose clock is 3 hours fast deletes no live session, and says the clocks disagree', async () => {
+    const db = await createTestDatabase('cleanup_clock');
+    const app = await startApp({ DATABASE_URL: db.url, SESSION_STORAGE: 'database', REDIS_URL: 'none' });
+    try {
+      const user = new Client(app.url);
+      await user.signup();
+      const { status, stdout, stderr } = run('sessions-cleanup', [], { DATABASE_URL: db.url }, 3 * 3_600_000);
+      expect(status, stderr).to.equal(0);
+      expect(stdout).to.match(/^deleted 0 expired sessions/);
+      expect(stderr).to.match(/^sessions:cleanup: this machine's clock is 108\d\d s ahead of the database's; the database's is used/);
+      expect((await user.get('/api/session')).status, 'the live session').to.equal(200);
+    } finally {
+      await app.stop();
+      await db.drop();
+    }
   });
 
   it('sessions-migrate: a Redis it cannot reach stops it with one line naming REDIS_URL and no password (exit 1)', () => {

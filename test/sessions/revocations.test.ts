@@ -50,6 +50,55 @@ describe('the revocation list', () => {
     }
   });
 
+  it('takes a revocation dated ahead of its clock (another instance’s clock is fast) as dated when it came: what it issues later still works', async () => {
+    const aheads: number[] = [];
+    const slow = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 60_000, onClockAhead: (ms) => aheads.push(ms) });
+    await slow.start();
+    const userId = 4242;
+    const issuedBefore = makeRecord({ userId, issuedAt: Date.now() - 1 });
+    const rows = await Promise.all([
+      db.models.Revocation.create({ kind: 'user', subject: String(userId), notBefore: Date.now() + 2 * 3_600_000, expiresAt: Date.now() + ABSOLUTE_MS }),
+      db.models.Revocation.create({ kind: 'all', subject: '*', notBefore: Date.now() + 2 * 3_600_000, expiresAt: Date.now() + ABSOLUTE_MS }),
+    ]);
+    try {
+      await slow.sync();
+      await slow.sync(); // read again: the instant it was given stays
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      const issuedAfter = makeRecord({ userId, issuedAt: Date.now() });
+      expect(slow.isRevoked(issuedBefore), 'issued here before it came').to.equal(true);
+      expect(slow.isRevoked(issuedAfter), 'issued here after it came').to.equal(false);
+      expect(slow.isRevoked(makeRecord({ issuedAt: Date.now() })), 'another user’s, issued after').to.equal(false);
+      expect(aheads.length, 'said, once per entry').to.equal(2);
+      expect(aheads[0]).to.be.above(3_500_000);
+    } finally {
+      await slow.stop();
+      await Promise.all(rows.map((row) => row.destroy()));
+    }
+  });
+
+  it('reads every live entry again after the system clock stepped: one that seemed expired while it was ahead holds once it is back', async () => {
+    const steps: number[] = [];
+    const list = new RevocationList(db.models, { absoluteTimeoutMs: ABSOLUTE_MS, syncIntervalMs: 60_000, onClockStep: (ms) => steps.push(ms) });
+    await list.start();
+    const loggedOut = makeRecord({ issuedAt: Date.now() });
+    await here.revokeSession(loggedOut.idHash, Date.now() + 3_600_000);
+    const realNow = Date.now;
+    try {
+      await list.sync();
+      expect(list.isRevoked(loggedOut)).to.equal(true);
+      const dayAhead = realNow() + 86_400_000;
+      Date.now = () => dayAhead;
+      await list.sync(); // a day ahead, the entry looks expired and is forgotten
+      Date.now = realNow;
+      await list.sync();
+      expect(list.isRevoked(loggedOut), 'the logged-out session, the clock back').to.equal(true);
+      expect(steps.map((ms) => Math.sign(ms))).to.deep.equal([1, -1]);
+    } finally {
+      Date.now = realNow;
+      await list.stop();
+    }
+  });
+
   it('forgets entries that can no longer match a live session', async () => {
     await db.models.Revocation.create({ kind: 'session', subject: 'expired-entry', notBefore: 0, expiresAt: Date.now() - 1 });
     expect(await here.prune()).to.be.greaterThan(0);

@@ -1,0 +1,10 @@
+/**
+ * Loaded with `--import` into a process under test: its wall clock runs CLOCK_AHEAD_MS ahead
+ * (negative: behind), as on a machine whose clock is off. The monotonic clock is left alone,
+ * as an off clock leaves it.
+ */
+const ahead = Number(process.env.CLOCK_AHEAD_MS ?? 0);
+const realNow = Date.now.bind(Date);
+Date.now = () => realNow() + ahead;
+
+export {};
