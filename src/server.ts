@@ -58,7 +58,7 @@ try {
     connectionsCheckingInterval: Math.min(30_000, Math.max(100, config.requestTimeoutMs / 10)),
   };
   const serve = inTurnPerConnection((req, res) => {
-    if (refusesWithoutHost(req, res)) return;
+    if (refusesWithoutHost(req, res)) return void switchboard.deps.metrics.refusedRequests.inc({ code: 'bad_request' });
     // Draining (SIGTERM): each answer closes its connection, so keep-alive clients go elsewhere
     // instead of keeping this instance busy until it is killed mid-request.
     if (draining) res.setHeader('Connection', 'close');
@@ -72,7 +72,7 @@ try {
     serve(req, res);
   });
   server.keepAliveTimeout = 65_000;
-  answerClientErrors(server);
+  answerClientErrors(server, (code) => switchboard.deps.metrics.refusedRequests.inc({ code }));
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

@@ -15,6 +15,8 @@ import { apiHeaders } from './security-headers.js';
 /** Node's parser error code → the answer (test/http/errors.test.ts checks README lists them). */
 export const PARSER_REFUSALS: Readonly<Record<string, readonly [number, string, string]>> = {
   HPE_HEADER_OVERFLOW: [431, 'headers_too_large', 'The request headers are too large (a cookie too many?)'],
+  // Node's limit is on the request line and headers together; the line alone past it is the URL.
+  REQUEST_LINE_OVERFLOW: [414, 'uri_too_long', 'The URL is too long'],
   ERR_HTTP_REQUEST_TIMEOUT: [408, 'request_timeout', 'The request took too long'],
   other: [400, 'bad_request', 'The request could not be understood'],
 };
@@ -28,19 +30,37 @@ function answer(status: number, code: string, message: string): string {
   return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${SECURITY_HEADERS}Connection: close\r\n\r\n${body}`;
 }
 
-/** `server` must be created with `requireHostHeader: false`: the Host check is `refusesWithoutHost`'s. */
-export function answerClientErrors(server: Server): void {
+/** The parser's refusal: a header overflow with no line end yet in the packet is the request line's. */
+function parserRefusal(err: NodeJS.ErrnoException & { rawPacket?: Buffer }): readonly [number, string, string] {
+  if (err.code === 'HPE_HEADER_OVERFLOW' && err.rawPacket && !err.rawPacket.subarray(0, 8192).includes(0x0a)) return PARSER_REFUSALS.REQUEST_LINE_OVERFLOW!;
+  return PARSER_REFUSALS[err.code ?? ''] ?? PARSER_REFUSALS.other!;
+}
+
+/**
+ * `server` must be created with `requireHostHeader: false`: the Host check is `refusesWithoutHost`'s.
+ * `refused` hears of each answer given here by its code: these requests reach no route, and so
+ * no request metric (a slowloris's 408s, a smuggling attempt's 400s).
+ */
+export function answerClientErrors(server: Server, refused: (code: string) => void = () => undefined): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: ServerResponse | null }) => {
     const inFlight = socket._httpMessage;
-    if (err.code !== 'ECONNRESET' && socket.writable && (!inFlight || !inFlight.headersSent)) socket.write(answer(...(PARSER_REFUSALS[err.code ?? ''] ?? PARSER_REFUSALS.other!)));
+    if (err.code !== 'ECONNRESET' && socket.writable && (!inFlight || !inFlight.headersSent)) {
+      const refusal = parserRefusal(err);
+      socket.write(answer(...refusal));
+      refused(refusal[1]);
+    }
     socket.destroy();
   });
   server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
     if (socket.writable) socket.write(answer(405, 'method_not_allowed', 'CONNECT is not supported'));
+    refused('method_not_allowed');
     socket.destroy();
   });
   // An Expect other than 100-continue, which Node would answer with a bare 417 (RFC 9110 §10.1.1).
-  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => refuse(res, 417, 'expectation_failed', 'Only "Expect: 100-continue" is supported'));
+  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
+    refuse(res, 417, 'expectation_failed', 'Only "Expect: 100-continue" is supported');
+    refused('expectation_failed');
+  });
 }
 
 /** Answers (400) an HTTP/1.1 request without Host, as RFC 9112 §3.2 says to; true when it did. */

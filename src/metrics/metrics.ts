@@ -16,6 +16,8 @@ export const ROLLBACK_TRIGGERS = ['error_rate', 'latency'] as const;
 export type RollbackTrigger = (typeof ROLLBACK_TRIGGERS)[number];
 export const LOGIN_OUTCOMES = ['success', 'failure', 'rate_limited', 'disabled'] as const;
 export type LoginOutcome = (typeof LOGIN_OUTCOMES)[number];
+/** The codes of requests answered before any route (http/client-errors.ts, the Host check). */
+export const REFUSAL_CODES = ['bad_request', 'headers_too_large', 'uri_too_long', 'request_timeout', 'method_not_allowed', 'expectation_failed'] as const;
 export const REVOCATION_REASONS = ['logout', 'user', 'others', 'password_change', 'admin', 'disabled', 'revoke_all', 'limit'] as const;
 export type RevocationReason = (typeof REVOCATION_REASONS)[number];
 export const FALLBACK_REASONS = ['error', 'timeout', 'circuit_open'] as const;
@@ -81,6 +83,12 @@ export class Metrics {
     name: 'session_revocations_total',
     help: 'Sessions ended before their expiry, by reason (revoke_all: the live sessions the sessions table counted when it ended them all at once)',
     labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly refusedRequests = new Counter({
+    name: 'http_requests_refused_total',
+    help: 'Requests answered before any route, by error code: refused by the HTTP parser (bad_request, headers_too_large, uri_too_long), timed out before their headers and body were in (request_timeout), CONNECT, an unknown Expect, HTTP/1.1 without Host',
+    labelNames: ['code'] as const,
     registers: [this.registry],
   });
   readonly httpDuration = new LabelledHistogram(
@@ -152,6 +160,7 @@ export class Metrics {
     }
     for (const outcome of LOGIN_OUTCOMES) this.logins.inc({ outcome }, 0);
     for (const reason of REVOCATION_REASONS) this.revocations.inc({ reason }, 0);
+    for (const code of REFUSAL_CODES) this.refusedRequests.inc({ code }, 0);
   }
 
   /** `session_store_up` as a probe found the backends (a disabled one has no series). */

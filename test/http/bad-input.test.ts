@@ -10,6 +10,9 @@ import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
 import { ADMIN_TOKEN, backendEnv, expectError, expectErrorShape, expectNoLeak, GOOD_PASSWORD, prng, raw, type RawReply } from './helpers.js';
+import { PARSER_REFUSALS } from '../../src/http/client-errors.js';
+import { REFUSAL_CODES } from '../../src/metrics/metrics.js';
+import { sample } from '../switching/metrics-text.js';
 
 /** A 4xx whose body is the documented error shape. */
 function expectClientError(res: RawReply, what: string, status?: number, code?: string): void {
@@ -293,7 +296,8 @@ describe('bad input never gets more than a 4xx', function () {
       ['an unknown method', 'FOO / HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'bad_request'],
       ['a header line without a colon', 'GET /api/session HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n', 400, 'bad_request'],
       ['a 20 KB cookie', `GET /api/session HTTP/1.1\r\nHost: x\r\nCookie: sid=${'a'.repeat(20_000)}\r\n\r\n`, 431, 'headers_too_large'],
-      ['a 20 KB path', `GET /${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'headers_too_large'],
+      ['a 20 KB path', `GET /${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 414, 'uri_too_long'],
+      ['a 20 KB query', `GET /api/session?q=${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 414, 'uri_too_long'],
       ['an HTTP/1.1 request without Host', 'GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n', 400, 'bad_request'],
       ['CONNECT', 'CONNECT /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n', 405, 'method_not_allowed'],
       ['an Expect it does not know', 'GET /api/session HTTP/1.1\r\nHost: x\r\nExpect: foo\r\nConnection: close\r\n\r\n', 417, 'expectation_failed'],
@@ -306,6 +310,22 @@ describe('bad input never gets more than a 4xx', function () {
         for (const header of ['content-security-policy', 'x-content-type-options', 'x-frame-options', 'strict-transport-security']) expect(reply.head.toLowerCase()).to.include(`\r\n${header}: `);
       });
     }
+
+    it('counts each by its code in http_requests_refused_total (they reach no route, so no request metric)', async () => {
+      const refused = async () => {
+        const text = (await new Client(app.url).get('/metrics')).text;
+        return Object.fromEntries(REFUSAL_CODES.map((code) => [code, sample(text, 'http_requests_refused_total', { code })]));
+      };
+      const before = await refused();
+      await rawBytes(`GET /${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      await rawBytes(`GET / HTTP/1.1\r\nHost: x\r\nCookie: sid=${'a'.repeat(20_000)}\r\n\r\n`);
+      await rawBytes('FOO / HTTP/1.1\r\nHost: x\r\n\r\n');
+      await rawBytes('GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n');
+      const after = await refused();
+      const counted = Object.fromEntries(REFUSAL_CODES.map((code) => [code, after[code]! - before[code]!]));
+      expect(counted).to.deep.equal({ bad_request: 2, headers_too_large: 1, uri_too_long: 1, request_timeout: 0, method_not_allowed: 0, expectation_failed: 0 });
+      for (const [, code] of Object.values(PARSER_REFUSALS)) expect(REFUSAL_CODES, `a series for ${code}`).to.include(code);
+    });
 
     it('serves an HTTP/1.0 request without Host, which needs none', async () => {
       const reply = await rawBytes('GET /healthz HTTP/1.0\r\n\r\n');
