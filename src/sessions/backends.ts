@@ -63,6 +63,8 @@ export type ServingStore = SessionStore & {
   availableFor?(idHash: string): boolean;
   /** Writes what the store writes behind (a mirrored store's database copy). */
   flush?(): Promise<void>;
+  /** A user's sessions whose database copy this instance has not written yet (MirroredStore). */
+  unwrittenOf?(userId: number): SessionRecord[];
 };
 
 export interface Written {
@@ -461,8 +463,25 @@ export class SessionBackends {
    * session has its row there), through the database backend's guard, so that a listing has a
    * deadline and shows in the store metrics as `list`.
    */
-  listByUser(userId: number): Promise<SessionRecord[]> {
-    return this.stores.database.listByUser(userId).then((list) => list.filter((r) => !this.revocations.isRevoked(r)));
+  async listByUser(userId: number): Promise<SessionRecord[]> {
+    return (await this.directoryOf(userId)).filter((r) => !this.revocations.isRevoked(r));
+  }
+
+  /**
+   * A user's sessions in the sessions table, and those this instance holds whose row the
+   * database has not taken yet (a login while its disk was full): a session the list does not
+   * show, "log out my other sessions" does not end.
+   */
+  private async directoryOf(userId: number): Promise<SessionRecord[]> {
+    const stored = await this.stores.database.listByUser(userId);
+    const listed = new Set(stored.map((r) => r.idHash));
+    const now = Date.now();
+    for (const backend of BACKENDS) {
+      for (const record of this.stores[backend].unwrittenOf?.(userId) ?? []) {
+        if (!listed.has(record.idHash) && record.expiresAt > now) stored.push(record);
+      }
+    }
+    return stored;
   }
 
   /**
@@ -511,7 +530,7 @@ export class SessionBackends {
    * copies to delete. Only the `live` ones count as ended by what ends them all.
    */
   private async storedSessionsOf(userId: number, exceptHandle?: string): Promise<{ stored: SessionRecord[]; live: SessionRecord[] }> {
-    const stored = (await this.stores.database.listByUser(userId)).filter((r) => r.handle !== exceptHandle);
+    const stored = (await this.directoryOf(userId)).filter((r) => r.handle !== exceptHandle);
     return { stored, live: stored.filter((r) => !this.revocations.isRevoked(r)) };
   }
 

@@ -95,8 +95,16 @@ export class MirroredStore implements IndexedSessionStore {
 
   async create(record: SessionRecord): Promise<string> {
     const token = await this.primary.create(record);
-    await this.copy('create', () => this.mirror.create(record), COPY_THROUGH_WAIT_MS);
+    // Not taken (the database down or full): kept and written with the copies written behind,
+    // or the session would be missing from its user's list — and from "log out my other
+    // sessions" — until its next change, or for good if it had none.
+    if (!(await this.copy('create', () => this.mirror.create(record), COPY_THROUGH_WAIT_MS))) this.retryLater([record]);
     return token;
+  }
+
+  /** The copies of `userId`'s sessions not in the database yet (waiting to be written, or for its return). */
+  unwrittenOf(userId: number): SessionRecord[] {
+    return [...this.pending.values()].filter((r) => r.userId === userId);
   }
 
   /**

@@ -4,7 +4,8 @@
  * written is skipped, not a 503 for every signed-in page; /readyz and session_store_up say the
  * database is down (its probe writes: a SELECT answered while every write failed); an admin's
  * disabling still ends the user's sessions; and it all comes back once there is room, without a
- * restart. Start-up on a full disk says so. The disk is a small tmpfs the test mounts (root only; skipped otherwise).
+ * restart. A login made meanwhile under the cookie backend is listed, and can be logged out.
+ * Start-up on a full disk says so. The disk is a small tmpfs the test mounts (root only; skipped otherwise).
  */
 import { expect } from 'chai';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -15,7 +16,7 @@ import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
 import { waitUntil } from '../support/redis-server.js';
 import { sample } from '../switching/metrics-text.js';
-import { ADMIN_TOKEN, redisEnv } from './helpers.js';
+import { ADMIN_TOKEN, GOOD_PASSWORD, redisEnv } from './helpers.js';
 
 const bearer = { Authorization: `Bearer ${ADMIN_TOKEN}` };
 
@@ -101,6 +102,33 @@ describe('the disk under the SQLite database full', function () {
     const lines = app.output().split('\n').filter((line) => line.includes('SQLITE_FULL'));
     expect(lines.length, 'log lines naming the full disk').to.be.above(0);
     for (const line of lines) expect(line, 'an outage log line').not.to.include('"stack"');
+  });
+
+  it('lists a login made while the disk was full (cookie backend), and “log out my other sessions” ends it', async () => {
+    const cookieApp = await startApp({ SESSION_STORAGE: 'cookie', ...redisEnv(), DATABASE_URL: `sqlite:${path.join(disk, 'cookie.sqlite')}` });
+    try {
+      const first = new Client(cookieApp.url);
+      const { email } = await first.signup();
+      fill();
+      try {
+        const databaseUp = async () => sample((await new Client(cookieApp.url).get('/metrics')).text, 'session_store_up', { backend: 'database' });
+        await waitUntil('session_store_up{backend="database"} 0', async () => (await databaseUp()) === 0, 300);
+        const second = new Client(cookieApp.url);
+        const login = await second.login(email, GOOD_PASSWORD);
+        expect(login.status, login.text).to.equal(200);
+
+        const listed = await first.get('/api/sessions');
+        expect((listed.json.sessions as unknown[]).length, listed.text).to.equal(2);
+        const revoked = await first.post('/api/sessions/revoke-others');
+        expect(revoked.json, revoked.text).to.deep.equal({ revoked: 1 });
+        expect((await second.get('/api/session')).status, 'the other session').to.equal(401);
+        expect((await first.get('/api/session')).status, 'this one').to.equal(200);
+      } finally {
+        rmSync(filler());
+      }
+    } finally {
+      await cookieApp.stop();
+    }
   });
 
   it('stops `npm start` with one line that says the disk is full, not only "disk I/O error"', function () {
