@@ -397,6 +397,12 @@ describe('the database down under the database backend', function () {
       expectError(await thief.get('/api/session'), 401, 'unauthenticated');
       expectError(await staying.get('/api/session'), 503, 'service_unavailable');
       expect(staying.sessionCookie(), 'the browser keeps its cookie').to.be.a('string');
+      // The dashboard opened in a tab: a page that says so, not the API's JSON.
+      const page = await staying.get('/', { 'Sec-Fetch-Dest': 'document' });
+      expect(page.status).to.equal(503);
+      expect(page.headers.get('content-type')).to.match(/^text\/html/);
+      expect(page.headers.get('retry-after')).to.equal('1');
+      expect(page.text).to.include('You are still signed in');
     } finally {
       await db.restore();
     }

@@ -7,7 +7,7 @@ import type { BackendName } from '../../config/config.js';
 import type { Assets } from './assets.js';
 import { html, type SafeHtml } from './html.js';
 
-export type PageName = 'login' | 'signup' | 'dashboard' | 'sessions' | 'account' | 'not-found';
+export type PageName = 'login' | 'signup' | 'dashboard' | 'sessions' | 'account' | 'not-found' | 'unavailable';
 
 export interface Viewer {
   user: { id: number; name: string; email: string };

@@ -288,3 +288,15 @@ export function notFoundPage(assets: Assets): string {
 <p class="auth-switch"><a href="/">Go to your dashboard</a></p>`,
   });
 }
+
+/** A page opened while what it needs is down (a 503): the person is still signed in, and told so. */
+export function unavailablePage(assets: Assets): string {
+  return layout({
+    page: 'unavailable',
+    title: 'Unavailable for a moment',
+    assets,
+    body: html`<h1>Unavailable for a moment</h1>
+<p class="lede">This page cannot be shown right now. You are still signed in, and nothing you saved is lost.</p>
+<p class="auth-switch"><a href="">Try again</a></p>`,
+  });
+}
