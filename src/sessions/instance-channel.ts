@@ -45,6 +45,14 @@ export class InstanceChannel {
         ? publisher.duplicate([], { enableOfflineQueue: true, redisOptions: { ...publisher.options.redisOptions, maxRetriesPerRequest: null } })
         : publisher.duplicate(waitForRedis);
     this.subscriber.on('error', () => undefined); // the main client already reports Redis trouble
+    if (publisher instanceof Cluster) {
+      // The subscription sits on one node. A node taken out of the cluster (`del-node` leaves it
+      // running) no longer hears what is published elsewhere, and this client, which sends
+      // nothing else, would never learn it (its slot map is never refreshed): when the main
+      // client's map drops a node, this one's is refreshed too, and ioredis moves the
+      // subscription off a node that has gone.
+      publisher.on('-node', this.followNodes);
+    }
     this.subscriber.on('message', (channel: string, message: string) => {
       const listener = this.listeners.get(channel);
       if (!listener) return;
@@ -108,8 +116,11 @@ export class InstanceChannel {
     clearTimeout(timer);
   }
 
+  private readonly followNodes = () => (this.subscriber as Cluster).refreshSlotsCache();
+
   close(): void {
     this.closed = true;
+    this.publisher.off('-node', this.followNodes);
     for (const retry of this.retries) clearTimeout(retry);
     this.subscriber.disconnect();
   }
