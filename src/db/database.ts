@@ -117,6 +117,20 @@ function withoutCredentials(url: string): string {
  */
 const UNAVAILABLE = /^(SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|PROTOCOL)|08\d\d\d|08P01|53\d\d\d|57P0[1-3]|E(CONNRESET|CONNREFUSED|PIPE|TIMEDOUT|HOSTUNREACH|NETUNREACH))/;
 
+/**
+ * A write the database answered with a refusal: no room (SQLite's SQLITE_FULL, PostgreSQL's
+ * 53100 disk_full) or read-only (SQLITE_READONLY, 25006). It reads on meanwhile.
+ */
+const WRITE_REFUSED = /^(SQLITE_(FULL|READONLY)|53100|25006)$/;
+
+export function isWriteRefusal(err: unknown): boolean {
+  for (let e = err as { code?: unknown; parent?: unknown; original?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; depth++) {
+    if (typeof e.code === 'string' && WRITE_REFUSED.test(e.code)) return true;
+    e = (e.parent ?? e.original ?? e.cause) as typeof e;
+  }
+  return false;
+}
+
 /** Whether `err` means "the database cannot be used at the moment": the request gets 503, not 500. */
 export function isDatabaseUnavailable(err: unknown): boolean {
   if (err instanceof ConnectionError || err instanceof TimeoutError || err instanceof DatabaseStalledError) return true;

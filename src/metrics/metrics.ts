@@ -164,7 +164,7 @@ export class Metrics {
   }
 
   /** `session_store_up` as a probe found the backends (a disabled one has no series). */
-  storeHealth(health: Readonly<Record<BackendName, 'up' | 'down' | 'disabled'>>): void {
+  storeHealth(health: Readonly<Record<BackendName, 'up' | 'down' | 'read_only' | 'disabled'>>): void {
     for (const backend of BACKENDS) if (health[backend] !== 'disabled') this.storeUp.set({ backend }, health[backend] === 'up' ? 1 : 0);
   }
 }

@@ -46,7 +46,8 @@ export interface BackendEvents {
 export type MigrationCause = 'flag' | 'fallback' | 'too_large';
 
 /** What a probe of a backend found; `disabled`: switched off by configuration (REDIS_URL=none). */
-export type BackendHealth = 'up' | 'down' | 'disabled';
+/** `read_only`: it answers and serves reads, and takes no writes (a full disk, a standby). */
+export type BackendHealth = 'up' | 'down' | 'read_only' | 'disabled';
 
 /** What a save needs to merge with a concurrent one: the version the request read, and what it changed. */
 export interface SaveConcurrency {
@@ -113,9 +114,14 @@ export class SessionBackends {
         if (isDisabled(this.stores[b])) return [b, 'disabled'];
         try {
           await this.stores[b].ping();
-          return [b, 'up'];
         } catch {
           return [b, 'down'];
+        }
+        try {
+          await this.stores[b].writable?.();
+          return [b, 'up'];
+        } catch {
+          return [b, 'read_only'];
         }
       }),
     );

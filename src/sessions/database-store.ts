@@ -12,6 +12,7 @@ import DataLoader from 'dataloader';
 import { Op, QueryTypes, type Model } from 'sequelize';
 import type { BackendName } from '../config/config.js';
 import type { Models, SessionRow } from '../db/models.js';
+import { isWriteRefusal } from '../db/database.js';
 import { jsonCodec, type DataCodec } from './codec.js';
 import { BATCH_SIZES, byIdHash, compareKeys, isUniqueViolation, MAX_BATCH, MIRROR_CHUNKS, statementsFor, type RawRow, type Run, type Statements } from './database-statements.js';
 import { SessionConflictError } from './errors.js';
@@ -285,9 +286,17 @@ export class DatabaseStore implements IndexedSessionStore {
    * failures), and `/readyz` and `session_store_up` said all was well.
    */
   async ping(): Promise<void> {
+    await this.models.sequelize.query('SELECT 1');
+  }
+
+  refusesWrite(err: unknown): boolean {
+    return isWriteRefusal(err);
+  }
+
+  async writable(): Promise<void> {
     if (this.models.sequelize.getDialect() !== 'postgres') {
       // A write, as every request that saves makes one: SQLite reads on while its disk is full
-      // (SQLITE_FULL) or its file read-only, and a SELECT said "up" then.
+      // (SQLITE_FULL) or its file is read-only.
       await this.models.sequelize.query(
         `INSERT INTO settings (name, value) VALUES ('probe', :at) ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
         { replacements: { at: new Date().toISOString() } },

@@ -182,7 +182,9 @@ class GuardedSessionStore implements SessionStore {
     // error its filter declines, while closed.)
     if (isIndexed(inner)) this.listByUser = (userId) => this.run('list', () => inner.listByUser(userId));
     if (isPartitioned(inner)) this.partitionOf = (idHash) => inner.partitionOf(idHash);
-    const failures = handleWhen(isBackendFailure);
+    // Nor does a write the backend answered with a refusal (its disk full, a read-only standby):
+    // its reads go on, and with no other copy of its sessions an open breaker would fail them too.
+    const failures = handleWhen((err) => isBackendFailure(err) && !inner.refusesWrite?.(err));
     this.breaker = circuitBreaker(failures, {
       halfOpenAfter: options.halfOpenAfterMs,
       breaker: new ConsecutiveBreaker(options.breakerThreshold),
@@ -256,6 +258,17 @@ class GuardedSessionStore implements SessionStore {
     } catch (caught) {
       const err = unwrapped(caught);
       if (!isBrokenCircuitError(err) && !(err instanceof StoreTimeoutError)) this.observer.probeFailed?.(this.backend, err);
+      throw this.unavailable(err);
+    }
+  }
+  /** Outside the breaker (SessionStore.writable): a backend that reads but does not write still serves reads. */
+  async writable(): Promise<void> {
+    if (!this.inner.writable) return;
+    try {
+      await withDeadline(this.inner.writable(), this.timeoutMs, this.backend, this.liveness);
+    } catch (caught) {
+      const err = unwrapped(caught);
+      if (!(err instanceof StoreTimeoutError)) this.observer.probeFailed?.(this.backend, err);
       throw this.unavailable(err);
     }
   }

@@ -57,6 +57,19 @@ export interface SessionStore {
   /** Throws when the backend cannot serve. */
   ping(): Promise<void>;
 
+  /**
+   * Throws when the backend answers but takes no writes (a full disk, a read-only standby),
+   * where `ping` alone would not tell. Checked apart from `ping`: reads go on being served, so
+   * this does not count against the backend's breaker.
+   */
+  writable?(): Promise<void>;
+
+  /**
+   * Whether `err` is the backend refusing a write it answered (no room, read-only) rather than
+   * failing to answer. Such errors fail their request but not the backend's breaker.
+   */
+  refusesWrite?(err: unknown): boolean;
+
   close(): Promise<void>;
 }
 

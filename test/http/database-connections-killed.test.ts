@@ -78,14 +78,15 @@ describe('the database turning read-only (a standby after a failover, default_tr
   before(async () => {
     await ensureServices();
     db = await createTestDatabase('readonly');
-    app = await startApp({ SESSION_STORAGE: 'database', DATABASE_URL: db.url });
+    // Any failure counted by the breaker opens it: a failed write check must not be one.
+    app = await startApp({ SESSION_STORAGE: 'database', DATABASE_URL: db.url, BREAKER_FAILURE_THRESHOLD: '1' });
   });
   after(async () => {
     await app?.stop();
     await db?.drop();
   });
 
-  it('says so in /readyz and session_store_up while every write fails, and is up again once it takes writes', async () => {
+  it('says so in /readyz and session_store_up while every write fails, serves reads meanwhile, and is up again once it takes writes', async () => {
     const admin = await connectPostgres(db.url);
     admin.on('error', () => undefined);
     const readOnly = async (on: boolean) => {
@@ -101,9 +102,11 @@ describe('the database turning read-only (a standby after a failover, default_tr
       expect(await health()).to.equal('up');
       await readOnly(true);
       await waitUntil('readiness says the database is down', async () => (await health()) === 'down', 200);
-      expect((await new Client(app.url).get('/readyz')).status, 'no backend to serve').to.equal(503);
+      const ready = await new Client(app.url).get('/readyz');
+      expect([ready.status, ready.json.status], 'reads are served: degraded, not taken out of the load balancer').to.deep.equal([200, 'degraded']);
       await waitUntil('session_store_up{backend="database"} 0', async () => (await up()) === 0, 300);
       expect((await user.patch('/api/session', { preferences: { theme: 'dark' } })).status, 'a change').to.equal(503);
+      expect((await user.get('/api/session')).status, 'a read').to.equal(200);
 
       await readOnly(false);
       await waitUntil('readiness says up again', async () => (await health()) === 'up', 200);

@@ -38,7 +38,9 @@ describe('the disk under the SQLite database full', function () {
     }
     // Touches due at once (after a second), so that every read of a signed-in user wants a write.
     // Redis holds the revocations the database cannot take meanwhile (README, "Database outage").
-    app = await startApp({ SESSION_STORAGE: 'database', ...redisEnv(), ADMIN_TOKEN, DATABASE_URL: `sqlite:${path.join(disk, 'switchboard.sqlite')}`, SESSION_TOUCH_INTERVAL: '1' });
+    // Any failure the breaker counts opens it (BREAKER_FAILURE_THRESHOLD 1): a failed write
+    // check must not be one, or reads would fail too.
+    app = await startApp({ SESSION_STORAGE: 'database', ...redisEnv(), ADMIN_TOKEN, DATABASE_URL: `sqlite:${path.join(disk, 'switchboard.sqlite')}`, SESSION_TOUCH_INTERVAL: '1', BREAKER_FAILURE_THRESHOLD: '1' });
   });
   after(async () => {
     await app?.stop();
@@ -83,6 +85,9 @@ describe('the disk under the SQLite database full', function () {
       await waitUntil('session_store_up{backend="database"} 0', async () => (await metric('session_store_up', { backend: 'database' })) === 0, 300);
       const ready = await new Client(app.url).get('/readyz');
       expect((ready.json.backends as Record<string, string>).database, ready.text).to.equal('down');
+      expect([ready.status, ready.json.status], 'reads are served: degraded, not taken out of the load balancer').to.deep.equal([200, 'degraded']);
+      const again = await reader.get('/api/session');
+      expect(again.status, `a read once the probe has failed: ${again.text}`).to.equal(200);
 
       const disabling = await new Client(app.url).request('PATCH', `/api/admin/users/${user.id}`, { active: false }, bearer);
       expect(disabling.status, disabling.text).to.equal(503);

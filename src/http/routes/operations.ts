@@ -1,5 +1,6 @@
 /** Liveness, readiness and metrics. */
 import Router from '@koa/router';
+import type { BackendName } from '../../config/config.js';
 import type { AppDeps } from '../deps.js';
 
 export function operationsRoutes({ backends, flag, metrics, config }: AppDeps) {
@@ -15,10 +16,15 @@ export function operationsRoutes({ backends, flag, metrics, config }: AppDeps) {
     const described = flag.describe();
     const active = described.value;
     const fallback = config.sessions.fallback;
-    const serving = status[active] === 'up' || (fallback !== 'none' && status[fallback] === 'up');
+    // A backend that reads but takes no writes (a full disk) still serves the sessions it holds:
+    // not a reason for a load balancer to take every instance out. It is `down` (it cannot do
+    // all it must), and the instance `degraded`.
+    const serves = (b: BackendName) => status[b] === 'up' || status[b] === 'read_only';
+    const serving = serves(active) || (fallback !== 'none' && serves(fallback));
     // Degraded: serving, but without what keeps an outage from logging anyone out (the active
     // backend, or the fallback that holds the copies).
-    const whole = status[active] === 'up' && (fallback === 'none' || status[fallback] !== 'down');
+    const whole = status[active] === 'up' && (fallback === 'none' || status[fallback] === 'up' || status[fallback] === 'disabled');
+    const shown = Object.fromEntries(Object.entries(status).map(([b, h]) => [b, h === 'read_only' ? 'down' : h]));
     ctx.status = serving ? 200 : 503;
     ctx.set('Cache-Control', 'no-store');
     ctx.body = {
@@ -27,7 +33,7 @@ export function operationsRoutes({ backends, flag, metrics, config }: AppDeps) {
       source: described.source,
       fallback,
       rollback: described.rollback,
-      backends: status,
+      backends: shown,
     };
   });
 
