@@ -16,7 +16,7 @@ const ROOT = path.resolve(import.meta.dirname, '..', '..');
 /** `clockAheadMs`: the script runs on a machine whose clock is that far ahead. */
 function run(script: string, args: string[], env: Record<string, string> = {}, clockAheadMs = 0) {
   const dir = mkdtempSync(path.join(tmpdir(), 'switchboard-scripts-'));
-  const clock = clockAheadMs ? ['--import', './test/support/clock-ahead.ts'] : [];
+  const clock = clockAheadMs ? ['--import', './test/support/clock-ahead.mjs'] : [];
   const result = spawnSync(process.execPath, ['--import', 'tsx', ...clock, `scripts/${script}.ts`, ...args], {
     cwd: ROOT,
     env: { PATH: process.env.PATH, DATA_DIR: dir, DATABASE_URL: `sqlite:${path.join(dir, 'db.sqlite')}`, REDIS_URL: 'none', CLOCK_AHEAD_MS: String(clockAheadMs), ...env },
