@@ -8,7 +8,7 @@ import Koa from 'koa';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { LoginLimiter } from './auth/login-limiter.js';
-import { isDatabaseUnavailable } from './db/database.js';
+import { isDatabaseOutageError } from './db/database.js';
 import { openCore } from './core.js';
 import type { Config } from './config/config.js';
 import { BackendFlag } from './flags/backend-flag.js';
@@ -65,7 +65,7 @@ function loggedError(err: unknown): unknown {
   if (!(err instanceof Error)) return err;
   const own = (err as { code?: unknown }).code;
   const driver = (err as { parent?: { code?: unknown } }).parent;
-  const outage = err instanceof BackendUnavailableError || isDatabaseUnavailable(err);
+  const outage = err instanceof BackendUnavailableError || isDatabaseOutageError(err);
   return { type: err.constructor.name, name: err.name, message: err.message, code: own ?? driver?.code, ...(!outage && { stack: err.stack }) };
 }
 

@@ -131,6 +131,17 @@ export function isWriteRefusal(err: unknown): boolean {
   return false;
 }
 
+/**
+ * Whether `err` is the database (through Sequelize, or its driver's own error as the prepared
+ * statements raise it) being down, busy, full or read-only: an outage's error, whose code and
+ * message say all (the log keeps no stack for it).
+ */
+export function isDatabaseOutageError(err: unknown): boolean {
+  if (isDatabaseUnavailable(err) || isWriteRefusal(err)) return true;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && UNAVAILABLE.test(code);
+}
+
 /** Whether `err` means "the database cannot be used at the moment": the request gets 503, not 500. */
 export function isDatabaseUnavailable(err: unknown): boolean {
   if (err instanceof ConnectionError || err instanceof TimeoutError || err instanceof DatabaseStalledError) return true;

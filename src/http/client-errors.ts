@@ -30,9 +30,18 @@ function answer(status: number, code: string, message: string): string {
   return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${SECURITY_HEADERS}Connection: close\r\n\r\n${body}`;
 }
 
-/** The parser's refusal: a header overflow with no line end yet in the packet is the request line's. */
+/**
+ * The parser's refusal. A header overflow is the URL's when the packet it came in holds the
+ * request's start (a method, then a space) and its first line runs past 8 kB. (`rawPacket` is
+ * the packet being parsed, not the request: a cookie's last bytes, arriving in a packet of their
+ * own over a real network, have no line end either.)
+ */
 function parserRefusal(err: NodeJS.ErrnoException & { rawPacket?: Buffer }): readonly [number, string, string] {
-  if (err.code === 'HPE_HEADER_OVERFLOW' && err.rawPacket && !err.rawPacket.subarray(0, 8192).includes(0x0a)) return PARSER_REFUSALS.REQUEST_LINE_OVERFLOW!;
+  const packet = err.rawPacket;
+  if (err.code === 'HPE_HEADER_OVERFLOW' && packet && /^[A-Z]+ /.test(packet.subarray(0, 16).toString('latin1'))) {
+    const lineEnd = packet.indexOf(0x0a);
+    if (lineEnd < 0 || lineEnd > 8192) return PARSER_REFUSALS.REQUEST_LINE_OVERFLOW!;
+  }
   return PARSER_REFUSALS[err.code ?? ''] ?? PARSER_REFUSALS.other!;
 }
 

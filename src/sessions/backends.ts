@@ -498,7 +498,16 @@ export class SessionBackends {
    * (`endUserSessions` does the same without the revocation epoch.)
    */
   async logOutUser(userId: number, { notBefore = Date.now(), exceptHandle }: { notBefore?: number; exceptHandle?: string } = {}): Promise<SessionRecord[]> {
-    const { stored, live } = await this.storedSessionsOf(userId, exceptHandle);
+    let listed: Awaited<ReturnType<typeof this.storedSessionsOf>>;
+    try {
+      listed = await this.storedSessionsOf(userId, exceptHandle);
+    } catch (err) {
+      // The list cannot be read (the database down, its breaker open): the user is logged out
+      // all the same — the revocation needs no list — and the caller hears why nothing was counted.
+      await this.revocations.revokeUser(userId, notBefore);
+      throw err;
+    }
+    const { stored, live } = listed;
     await this.revocations.revokeUser(userId, notBefore);
     for (const record of stored) await this.end(record);
     return live;

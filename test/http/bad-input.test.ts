@@ -311,6 +311,11 @@ describe('bad input never gets more than a 4xx', function () {
       });
     }
 
+    it('answers a runaway cookie that arrives in a packet of its own with 431, not as a URL too long', async () => {
+      const reply = await rawAnswer(app.url, 'GET /api/session HTTP/1.1\r\nHost: x\r\nCookie: sid=', { thenLater: `${'a'.repeat(20_000)}\r\n\r\n` });
+      expect([reply.status, (reply.body as { error: { code: string } }).error.code]).to.deep.equal([431, 'headers_too_large']);
+    });
+
     it('counts each by its code in http_requests_refused_total (they reach no route, so no request metric)', async () => {
       const refused = async () => {
         const text = (await new Client(app.url).get('/metrics')).text;
@@ -629,10 +634,16 @@ describe('a request that never finishes arriving', function () {
  * Sends `request` as it is, byte for byte, and reads the answer until the server closes the
  * connection; `keepOpen` leaves the client's side open (a client still to send more).
  */
-function rawAnswer(base: string, request: string, { keepOpen = false } = {}): Promise<{ status: number; contentType: string; head: string; body: unknown }> {
+/** `thenLater`: sent 100 ms after `request`, in a packet of its own, as a slow network delivers the rest. */
+function rawAnswer(base: string, request: string, { keepOpen = false, thenLater = '' } = {}): Promise<{ status: number; contentType: string; head: string; body: unknown }> {
   const url = new URL(base);
   return new Promise((resolve, reject) => {
-    const socket = connect(Number(url.port), url.hostname, () => (keepOpen ? socket.write(request) : socket.end(request)));
+    const send = () => {
+      if (!thenLater) return keepOpen ? socket.write(request) : socket.end(request);
+      socket.write(request);
+      setTimeout(() => socket.writable && socket.write(thenLater), 100);
+    };
+    const socket = connect(Number(url.port), url.hostname, send);
     const chunks: Buffer[] = [];
     socket.on('data', (c: Buffer) => chunks.push(c));
     socket.on('error', reject);

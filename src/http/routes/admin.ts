@@ -11,6 +11,7 @@ import { FLAG_NAME } from '../../flags/override.js';
 import { clientInfo } from '../client-info.js';
 import type { AppDeps } from '../deps.js';
 import { isDisabled } from '../../sessions/disabled-store.js';
+import { BackendUnavailableError } from '../../sessions/errors.js';
 import { isDatabaseUnavailable } from '../../db/database.js';
 import { AdminAuthError, FeatureDisabledError, InvalidInputError, NotFoundError, ServiceUnavailableError } from '../errors.js';
 import { publicUser, sessionListEntry } from '../users.js';
@@ -126,7 +127,8 @@ export function adminRoutes(deps: AppDeps) {
       return await work;
     } catch (err) {
       const userId = idParam(ctx.params.id);
-      if (!isDatabaseUnavailable(err) || userId === undefined) throw err;
+      const databaseDown = isDatabaseUnavailable(err) || (err instanceof BackendUnavailableError && err.backend === 'database');
+      if (!databaseDown || userId === undefined) throw err;
       await backends.revocations.revokeUser(userId);
       logger.warn({ event: 'revoked_during_outage', userId }, 'database down: every session of the user revoked, nothing else done');
       audit.record(clientInfo(ctx), { type: 'revoked', userId, reason: 'admin', actor: 'admin', count: 0 });
@@ -136,7 +138,7 @@ export function adminRoutes(deps: AppDeps) {
 
   router.delete('/users/:id/sessions', async (ctx) => {
     const user = await orRevokeOnly(ctx, findUser(ctx.params.id), 'they could not be counted');
-    const ended = await backends.logOutUser(user.id);
+    const ended = await orRevokeOnly(ctx, backends.logOutUser(user.id), 'they could not be counted');
     metrics.revocations.inc({ reason: 'admin' }, ended.length);
     audit.record(clientInfo(ctx), { type: 'revoked', userId: user.id, reason: 'admin', actor: 'admin', count: ended.length });
     ctx.body = { revoked: ended.length };
