@@ -10,6 +10,7 @@ import { Client } from '../support/http-client.js';
 import { createLinkedDatabase, type LinkedDatabase } from '../support/linked-database.js';
 import { ensureServices, withPostgres } from '../support/postgres.js';
 import { sample } from '../switching/metrics-text.js';
+import { ADMIN_TOKEN, expectError } from './helpers.js';
 
 describe('a slow database under the cookie backend', function () {
   this.timeout(120_000);
@@ -19,7 +20,8 @@ describe('a slow database under the cookie backend', function () {
     await ensureServices();
     // Every answer of the database 400 ms late: past the cookie's 250 ms deadline (tests' STORE_TIMEOUT_MS).
     db = await createLinkedDatabase('slowdb', 400);
-    app = await startApp({ SESSION_STORAGE: 'cookie', REDIS_URL: 'none', DATABASE_URL: db.appUrl });
+    // The database backend's own deadline (a listing's) short too: every answer misses it.
+    app = await startApp({ SESSION_STORAGE: 'cookie', REDIS_URL: 'none', DATABASE_URL: db.appUrl, ADMIN_TOKEN, LAST_RESORT_TIMEOUT_MS: '100' });
   });
   after(async () => {
     await app?.stop();
@@ -46,5 +48,15 @@ describe('a slow database under the cookie backend', function () {
       const rows = (await pg.query("SELECT count(*) AS n FROM revocations WHERE kind = 'session'")).rows[0]!.n;
       expect(Number(rows), 'revocation rows for one logout').to.equal(1);
     });
+  });
+
+  it('logs a user out when an admin asks, though their sessions cannot be listed within the deadline', async () => {
+    const user = new Client(app.url);
+    const { user: who } = await user.signup();
+    // The list goes through the database backend's deadline (LAST_RESORT_TIMEOUT_MS, 100 ms here), which every answer misses.
+    const res = await new Client(app.url).request('DELETE', `/api/admin/users/${who.id}/sessions`, undefined, { Authorization: `Bearer ${ADMIN_TOKEN}` });
+    expectError(res, 503, 'service_unavailable');
+    expect((res.json.error as { message: string }).message).to.match(/every session of this user is revoked/);
+    expect((await user.get('/api/session')).status, 'the user’s session').to.equal(401);
   });
 });
