@@ -14,9 +14,9 @@ import { apiHeaders } from './security-headers.js';
 
 /** Node's parser error code → the answer (test/http/errors.test.ts checks README lists them). */
 export const PARSER_REFUSALS: Readonly<Record<string, readonly [number, string, string]>> = {
-  HPE_HEADER_OVERFLOW: [431, 'headers_too_large', 'The request headers are too large (a cookie too many?)'],
-  // Node's limit is on the request line and headers together; the line alone past it is the URL.
-  REQUEST_LINE_OVERFLOW: [414, 'uri_too_long', 'The URL is too long'],
+  // Node's limit is on the request line and headers together, and which part overflowed depends
+  // on how the network cut the request into packets: one answer for both.
+  HPE_HEADER_OVERFLOW: [431, 'headers_too_large', 'The request is too large: its URL or its headers (a cookie too many?)'],
   ERR_HTTP_REQUEST_TIMEOUT: [408, 'request_timeout', 'The request took too long'],
   other: [400, 'bad_request', 'The request could not be understood'],
 };
@@ -31,21 +31,6 @@ function answer(status: number, code: string, message: string): string {
 }
 
 /**
- * The parser's refusal. A header overflow is the URL's when the packet it came in holds the
- * request's start (a method, then a space) and its first line runs past 8 kB. (`rawPacket` is
- * the packet being parsed, not the request: a cookie's last bytes, arriving in a packet of their
- * own over a real network, have no line end either.)
- */
-function parserRefusal(err: NodeJS.ErrnoException & { rawPacket?: Buffer }): readonly [number, string, string] {
-  const packet = err.rawPacket;
-  if (err.code === 'HPE_HEADER_OVERFLOW' && packet && /^[A-Z]+ /.test(packet.subarray(0, 16).toString('latin1'))) {
-    const lineEnd = packet.indexOf(0x0a);
-    if (lineEnd < 0 || lineEnd > 8192) return PARSER_REFUSALS.REQUEST_LINE_OVERFLOW!;
-  }
-  return PARSER_REFUSALS[err.code ?? ''] ?? PARSER_REFUSALS.other!;
-}
-
-/**
  * `server` must be created with `requireHostHeader: false`: the Host check is `refusesWithoutHost`'s.
  * `refused` hears of each answer given here by its code: these requests reach no route, and so
  * no request metric (a slowloris's 408s, a smuggling attempt's 400s).
@@ -54,7 +39,7 @@ export function answerClientErrors(server: Server, refused: (code: string) => vo
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: ServerResponse | null }) => {
     const inFlight = socket._httpMessage;
     if (err.code !== 'ECONNRESET' && socket.writable && (!inFlight || !inFlight.headersSent)) {
-      const refusal = parserRefusal(err);
+      const refusal = PARSER_REFUSALS[err.code ?? ''] ?? PARSER_REFUSALS.other!;
       socket.write(answer(...refusal));
       refused(refusal[1]);
     }

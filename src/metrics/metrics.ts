@@ -17,7 +17,7 @@ export type RollbackTrigger = (typeof ROLLBACK_TRIGGERS)[number];
 export const LOGIN_OUTCOMES = ['success', 'failure', 'rate_limited', 'disabled'] as const;
 export type LoginOutcome = (typeof LOGIN_OUTCOMES)[number];
 /** The codes of requests answered before any route (http/client-errors.ts, the Host check). */
-export const REFUSAL_CODES = ['bad_request', 'headers_too_large', 'uri_too_long', 'request_timeout', 'method_not_allowed', 'expectation_failed'] as const;
+export const REFUSAL_CODES = ['bad_request', 'headers_too_large', 'request_timeout', 'method_not_allowed', 'expectation_failed'] as const;
 export const REVOCATION_REASONS = ['logout', 'user', 'others', 'password_change', 'admin', 'disabled', 'revoke_all', 'limit'] as const;
 export type RevocationReason = (typeof REVOCATION_REASONS)[number];
 export const FALLBACK_REASONS = ['error', 'timeout', 'circuit_open'] as const;
@@ -87,7 +87,7 @@ export class Metrics {
   });
   readonly refusedRequests = new Counter({
     name: 'http_requests_refused_total',
-    help: 'Requests answered before any route, by error code: refused by the HTTP parser (bad_request, headers_too_large, uri_too_long), timed out before their headers and body were in (request_timeout), CONNECT, an unknown Expect, HTTP/1.1 without Host',
+    help: 'Requests answered before any route, by error code: refused by the HTTP parser (bad_request, headers_too_large), timed out before their headers and body were in (request_timeout), CONNECT, an unknown Expect, HTTP/1.1 without Host',
     labelNames: ['code'] as const,
     registers: [this.registry],
   });
