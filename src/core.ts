@@ -8,7 +8,7 @@ import type { Sequelize } from 'sequelize';
 import type { Logger } from 'pino';
 import type { Cluster, Redis } from 'ioredis';
 import { BACKENDS, ConfigError, type BackendName, type Config } from './config/config.js';
-import { openDatabase } from './db/database.js';
+import { databaseNow, openDatabase } from './db/database.js';
 import { deploymentId, unboundCookiesBefore, unsignedIdsBefore } from './db/deployment.js';
 import { migrateUp } from './db/migrator.js';
 import { defineModels, type Models } from './db/models.js';
@@ -67,13 +67,14 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
 
   const revocationSyncError = syncError('revocation');
   // Clocks apart change what a revocation means (README, "Clocks"): said, once in a while.
-  const clockAhead = new RepeatedWarning(logger, 'a revocation came dated ahead of this instance’s clock: the instances’ clocks disagree; it is taken as dated when it came');
+  const clockAhead = new RepeatedWarning(logger, 'clocks disagree: a revocation was dated ahead of the database’s clock or of this instance’s; it is dated by the earlier one');
   const revocations = new RevocationList(models, {
     absoluteTimeoutMs: config.sessions.absoluteTimeoutMs,
     syncIntervalMs: config.syncIntervalMs,
     onSyncError: revocationSyncError,
     onClockAhead: (aheadMs) => clockAhead.warn({ event: 'clock_disagreement', aheadSeconds: Math.round(aheadMs / 1000) }),
     onClockStep: (stepMs) => logger.warn({ event: 'clock_step', stepSeconds: Math.round(stepMs / 1000) }, 'the system clock stepped: every live revocation read again'),
+    sharedClock: () => databaseNow(sequelize),
   });
   await revocations.start();
   const rollback = new RollbackGuard({ ...config.rollback, fallback: config.sessions.fallback }, (state) => {

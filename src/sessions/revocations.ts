@@ -33,6 +33,9 @@ const TOPIC = 'revocations';
 /** How long a revocation waits for the database before it is held in Redis instead (see `issue`). */
 const REVOCATION_WRITE_MS = 2_000;
 
+/** How long a user-wide or global revocation waits for the shared clock's time (see `notAheadOfShared`). */
+const SHARED_CLOCK_WAIT_MS = 500;
+
 /** A step of the system clock larger than this, between two polls, is one (see `pull`). */
 const CLOCK_STEP_MS = 1_000;
 
@@ -78,6 +81,12 @@ export class RevocationList {
   private syncing: Promise<void> | undefined;
   /** The wall clock less the monotonic one at the last poll: a change is a step of the system clock. */
   private wallClockOffset = Date.now() - performance.now();
+  /**
+   * The same at start: the time as it would be had the clock never stepped. Entries are
+   * forgotten only once expired by this time too, so a clock stepped forward for a while (then
+   * back) forgets none early.
+   */
+  private readonly steadyOffset = this.wallClockOffset;
   /** Entries dated ahead of this clock, by revocationKey: the instant each was taken to mean here. */
   private readonly datedAhead = new Map<string, { notBefore: number; expiresAt: number }>();
 
@@ -87,10 +96,12 @@ export class RevocationList {
       absoluteTimeoutMs: number;
       syncIntervalMs: number;
       onSyncError?: (err: unknown) => void;
-      /** An entry came dated `aheadMs` ahead of this instance's clock: the instances' clocks disagree. */
+      /** A revocation was dated `aheadMs` ahead of this instance's clock, or this one's of the shared clock: clocks disagree. */
       onClockAhead?: (aheadMs: number) => void;
       /** The system clock stepped by `stepMs` (negative: back) between two polls. */
       onClockStep?: (stepMs: number) => void;
+      /** The time by a clock every instance shares (the database's), in epoch ms. */
+      sharedClock?: () => Promise<number>;
     },
   ) {}
 
@@ -151,13 +162,32 @@ export class RevocationList {
   /** Every session of the user issued before `notBefore` stops working. */
   async revokeUser(userId: number, notBefore = Date.now()): Promise<void> {
     const expiresAt = notBefore + this.options.absoluteTimeoutMs;
-    await this.issue({ kind: 'user', subject: String(userId), notBefore, expiresAt });
+    await this.issue({ kind: 'user', subject: String(userId), notBefore: await this.notAheadOfShared(notBefore), expiresAt });
   }
 
   async revokeAll(notBefore = Date.now()): Promise<number> {
     const expiresAt = notBefore + this.options.absoluteTimeoutMs;
-    await this.issue({ kind: 'all', subject: '*', notBefore, expiresAt });
-    return notBefore;
+    const dated = await this.notAheadOfShared(notBefore);
+    await this.issue({ kind: 'all', subject: '*', notBefore: dated, expiresAt });
+    return dated;
+  }
+
+  /**
+   * `notBefore`, or the shared clock's time (the database's) if that is earlier: dated by a
+   * fast clock, a user-wide or global revocation refused every session issued elsewhere — and,
+   * once held by every instance, on this one too — for as long as the clocks were apart, and a
+   * restart dated it again. The shared clock not answering, this one's stands.
+   */
+  private async notAheadOfShared(notBefore: number): Promise<number> {
+    if (!this.options.sharedClock) return notBefore;
+    let shared: number;
+    try {
+      shared = await withinDeadline(this.options.sharedClock(), SHARED_CLOCK_WAIT_MS, 'the time');
+    } catch {
+      return notBefore;
+    }
+    if (notBefore - shared > CLOCK_STEP_MS) this.options.onClockAhead?.(notBefore - shared);
+    return Math.min(notBefore, shared);
   }
 
   /** Honoured here at once, recorded for every instance, announced to those listening. */
@@ -307,8 +337,9 @@ export class RevocationList {
       if (rows.length < 1000) break;
     }
     this.loaded = true;
-    for (const [idHash, until] of this.sessions) if (until <= now) this.sessions.delete(idHash);
-    for (const [key, { expiresAt }] of this.datedAhead) if (expiresAt <= now) this.datedAhead.delete(key);
+    const expiredBy = Math.min(now, this.steadyOffset + performance.now());
+    for (const [idHash, until] of this.sessions) if (until <= expiredBy) this.sessions.delete(idHash);
+    for (const [key, { expiresAt }] of this.datedAhead) if (expiresAt <= expiredBy) this.datedAhead.delete(key);
   }
 
   /**
