@@ -138,8 +138,10 @@ export function isWriteRefusal(err: unknown): boolean {
  */
 export function isDatabaseOutageError(err: unknown): boolean {
   if (isDatabaseUnavailable(err) || isWriteRefusal(err)) return true;
+  // The drivers' own codes only (SQLite's, PostgreSQL's SQLSTATE): a socket's ECONNRESET may be
+  // anything's, and is logged in full.
   const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && UNAVAILABLE.test(code);
+  return typeof code === 'string' && /^(SQLITE_|\d\d[0-9A-Z]{3}$)/.test(code) && UNAVAILABLE.test(code);
 }
 
 /** Whether `err` means "the database cannot be used at the moment": the request gets 503, not 500. */
