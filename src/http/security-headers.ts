@@ -65,6 +65,9 @@ export function apiHeaders(): Record<string, string> {
     'X-Frame-Options': 'DENY',
     'Referrer-Policy': 'no-referrer',
     'Cross-Origin-Resource-Policy': 'same-origin',
+    // Every JSON answer is someone's data (platforms, an admin's view of a user's sessions…):
+    // never kept by the browser, whose Back button would show it after a logout.
+    'Cache-Control': 'no-store',
   };
 }
 

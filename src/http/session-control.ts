@@ -111,8 +111,10 @@ export class SessionControl {
     this.started = hooks;
     if (this.current && !this.current.isNew) this.ending.push({ record: this.current.record, quiet: true });
     const now = Date.now();
+    const issuedAt = Math.min(hooks?.accountReadAt ?? now, now);
     const id = newSessionId();
-    const absoluteExpiresAt = now + this.timeouts.absoluteTimeoutMs;
+    // From issuedAt: a revocation that ends it is kept until issuedAt + the absolute timeout (revocations.ts).
+    const absoluteExpiresAt = issuedAt + this.timeouts.absoluteTimeoutMs;
     const record: SessionRecord = {
       id,
       idHash: hashSessionId(id),
@@ -122,7 +124,7 @@ export class SessionControl {
       backend: 'database',
       data: { csrfToken: newHandle(), user: { id: user.id, email: user.email, name: user.name, role: user.role }, platformId: null },
       createdAt: now,
-      issuedAt: now,
+      issuedAt,
       lastActivity: now,
       absoluteExpiresAt,
       expiresAt: Math.min(now + this.timeouts.idleTimeoutMs, absoluteExpiresAt),
@@ -204,6 +206,12 @@ export interface StartHooks {
   stored?: (record: SessionRecord) => void | Promise<void>;
   /** Runs if it cannot be stored (503), to take back what the route did. */
   undo?: () => Promise<unknown>;
+  /**
+   * The instant the account was read to log in (ms), the session's `issuedAt`: a password, role
+   * or active change saved after that read revokes every session issued before it saved, so it
+   * ends this one too, though the login stores it later. Default: now.
+   */
+  accountReadAt?: number;
 }
 
 declare module 'koa' {

@@ -63,7 +63,8 @@ export function isRevocationEntry(value: unknown): value is RevocationEntry {
 
 export class RevocationList {
   private readonly sessions = new Map<string, number>(); // idHash → expiresAt
-  private readonly users = new Map<number, number>(); // userId → notBefore
+  /** userId → the latest user-wide revocation, kept until every session it can match has expired. */
+  private readonly users = new Map<number, { notBefore: number; expiresAt: number }>();
   private allNotBefore = 0;
   private lastId = 0;
   /** Ids below `lastId` not seen yet, by when they were first missed (see `pull`). */
@@ -137,14 +138,19 @@ export class RevocationList {
   }
 
   /** The latest revoke-all's instant (0: none yet): sessions issued before it no longer work. */
+  /** How many session and user entries this instance holds in memory (diagnostics, tests). */
+  get heldEntries(): number {
+    return this.sessions.size + this.users.size;
+  }
+
   get allRevokedBefore(): number {
     return this.allNotBefore;
   }
 
   isRevoked(s: Revocable): boolean {
     if (s.issuedAt < this.allNotBefore) return true;
-    const userNotBefore = this.users.get(s.userId);
-    if (userNotBefore !== undefined && s.issuedAt < userNotBefore) return true;
+    const user = this.users.get(s.userId);
+    if (user !== undefined && s.issuedAt < user.notBefore) return true;
     return this.isSessionIdRevoked(s.idHash);
   }
 
@@ -339,6 +345,7 @@ export class RevocationList {
     this.loaded = true;
     const expiredBy = Math.min(now, this.steadyOffset + performance.now());
     for (const [idHash, until] of this.sessions) if (until <= expiredBy) this.sessions.delete(idHash);
+    for (const [userId, { expiresAt }] of this.users) if (expiresAt <= expiredBy) this.users.delete(userId);
     for (const [key, { expiresAt }] of this.datedAhead) if (expiresAt <= expiredBy) this.datedAhead.delete(key);
   }
 
@@ -377,7 +384,7 @@ export class RevocationList {
     if (entry.kind === 'user') {
       const userId = Number(entry.subject);
       const before = this.users.get(userId);
-      const now = Math.max(this.effectiveNotBefore(entry), before ?? 0);
+      const now = { notBefore: Math.max(this.effectiveNotBefore(entry), before?.notBefore ?? 0), expiresAt: Math.max(entry.expiresAt, before?.expiresAt ?? 0) };
       this.users.set(userId, now);
       return () => {
         if (this.users.get(userId) !== now) return;

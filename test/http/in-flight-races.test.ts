@@ -155,9 +155,9 @@ for (const backend of ['database', 'cookie'] as const) {
   describe(`a password change or login in flight while its session or account is ended (${backend})`, function () {
     this.timeout(60_000);
     let app: InProcessApp;
-    let hold: { at: 'password' | 'login'; reached: () => void; released: Promise<void> } | undefined;
+    let hold: { at: HoldPoint; reached: () => void; released: Promise<void> } | undefined;
     const admin = { Authorization: `Bearer ${ADMIN_TOKEN}` };
-    async function waitIfHeld(at: 'password' | 'login') {
+    async function waitIfHeld(at: HoldPoint) {
       const held = hold;
       if (held?.at !== at) return;
       hold = undefined;
@@ -178,11 +178,18 @@ for (const backend of ['database', 'cookie'] as const) {
         await waitIfHeld('login');
         return count(...args);
       };
+      // A password change's last look at its session, just before it saves the new hash.
+      const isLive = app.backends.isLive.bind(app.backends);
+      app.backends.isLive = async (record) => {
+        const live = await isLive(record);
+        await waitIfHeld('live');
+        return live;
+      };
     });
     after(() => app?.stop());
 
     /** Runs `slow` until it has checked the password, then `other` to its answer, then lets `slow` go on. */
-    async function around<T>(at: 'password' | 'login', slow: () => Promise<T>, other: () => Promise<{ status: number }>) {
+    async function around<T>(at: HoldPoint, slow: () => Promise<T>, other: () => Promise<{ status: number }>) {
       let reached!: () => void;
       let release!: () => void;
       const arrived = new Promise<void>((resolve) => (reached = resolve));
@@ -238,8 +245,67 @@ for (const backend of ['database', 'cookie'] as const) {
       expectError(slow, 401, 'invalid_credentials');
       expect((await browser.get('/api/session')).status).to.equal(401);
     });
+
+    // A login holds here after its second look at the account (LoginAttempt#succeeded clears
+    // the failures), before its session is stored.
+    it('gives no working session to a login with the old password checked while the password changes', async () => {
+      const owner = new Client(app.url);
+      const { email } = await owner.signup({ password: GOOD_PASSWORD });
+      const intruder = new Client(app.url);
+      const newPassword = 'another long passphrase';
+      const { slow, answer } = await around(
+        'password',
+        () => intruder.login(email, GOOD_PASSWORD),
+        () => owner.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword }),
+      );
+      expect(answer.status, 'the change').to.equal(204);
+      expect(slow.status, 'the login').to.be.oneOf([200, 401]);
+      expect((await intruder.get('/api/session')).status, "the old password's session").to.equal(401);
+      expect((await owner.get('/api/session')).status, "the owner's session goes on").to.equal(200);
+      expectError(await new Client(app.url).login(email, GOOD_PASSWORD), 401, 'invalid_credentials');
+      expect((await new Client(app.url).login(email, newPassword)).status).to.equal(200);
+    });
+
+    it('gives no session with the old role to a login checked while the role changes', async () => {
+      const first = new Client(app.url);
+      const { email, user } = await first.signup({ password: GOOD_PASSWORD });
+      const browser = new Client(app.url);
+      const { slow, answer } = await around(
+        'password',
+        () => browser.login(email, GOOD_PASSWORD),
+        () => new Client(app.url).patch(`/api/admin/users/${user.id}`, { role: 'admin' }, admin),
+      );
+      expect(answer.status).to.equal(200);
+      expect(slow.status).to.be.oneOf([200, 401]);
+      const me = await browser.get('/api/session');
+      if (me.status === 200) expect((me.json.user as { role: string }).role, 'a session after the change has the new role').to.equal('admin');
+      else expect(me.status).to.equal(401);
+      const again = new Client(app.url);
+      expect((await again.login(email, GOOD_PASSWORD)).status).to.equal(200);
+      expect(((await again.get('/api/session')).json.user as { role: string }).role).to.equal('admin');
+    });
+
+    it('of two password changes at once, applies the first saved: the other changes nothing and its session ends', async () => {
+      const one = new Client(app.url, 'one');
+      const { email } = await one.signup({ password: GOOD_PASSWORD });
+      const two = new Client(app.url, 'two');
+      expect((await two.login(email, GOOD_PASSWORD)).status).to.equal(200);
+      const { slow, answer } = await around(
+        'live',
+        () => one.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'first long passphrase' }),
+        () => two.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'second long passphrase' }),
+      );
+      expect(answer.status, 'the change saved first').to.equal(204);
+      expectError(slow, 401, 'unauthenticated');
+      expect((await two.get('/api/session')).status, 'its session goes on under a new id').to.equal(200);
+      expect((await one.get('/api/session')).status).to.equal(401);
+      expect((await new Client(app.url).login(email, 'second long passphrase')).status, 'the password it set works').to.equal(200);
+      expectError(await new Client(app.url).login(email, 'first long passphrase'), 401, 'invalid_credentials');
+    });
   });
 }
+
+type HoldPoint = 'password' | 'login' | 'live';
 
 /**
  * A password change carries to the new id what other tabs saved to the old one meanwhile,

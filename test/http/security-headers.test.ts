@@ -43,4 +43,23 @@ describe('security headers', function () {
       expect(reply.headers.get('referrer-policy')).to.equal('no-referrer');
     }
   });
+
+  it("API answers are never stored by the browser: Back after a logout cannot show a user's data", async () => {
+    const browser = new Client(app.url);
+    await browser.post('/api/signup', { email: uniqueEmail('nostore'), password: GOOD_PASSWORD, name: 'Nora' });
+    const created = await browser.post('/api/platforms', { name: 'Secret platform', type: 'vcs' });
+    const id = (created.json.platform as { id: number }).id;
+    const replies = {
+      'GET /api/platforms': await browser.get('/api/platforms'),
+      'POST /api/platforms': created,
+      'POST /api/platforms/:id/activate': await browser.post(`/api/platforms/${id}/activate`),
+      'PATCH /api/session': await browser.patch('/api/session', { preferences: { theme: 'dark' } }),
+      'POST /api/sessions/revoke-others': await browser.post('/api/sessions/revoke-others'),
+      'GET /api/nowhere (404)': await browser.get('/api/nowhere'),
+    };
+    for (const [what, reply] of Object.entries(replies)) {
+      expect(reply.status, what).to.be.below(500);
+      expect(reply.headers.get('cache-control'), what).to.equal('no-store');
+    }
+  });
 });

@@ -100,6 +100,23 @@ describe('the revocation list', () => {
     }
   });
 
+  it('lets go of the user-wide entries in memory once every session they could end has expired', async () => {
+    const short = new RevocationList(db.models, { absoluteTimeoutMs: 200, syncIntervalMs: 60_000 });
+    await short.start();
+    try {
+      const held = short.heldEntries;
+      await short.revokeUser(901);
+      await short.revokeSession('short-lived-id', Date.now() + 200);
+      expect(short.heldEntries).to.equal(held + 2);
+      expect(short.isRevoked(makeRecord({ userId: 901, issuedAt: Date.now() - 50 }))).to.equal(true);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await short.sync();
+      expect(short.heldEntries, 'a service up for months would otherwise hold one per user ever logged out everywhere').to.equal(held);
+    } finally {
+      await short.stop();
+    }
+  });
+
   it('forgets entries that can no longer match a live session', async () => {
     await db.models.Revocation.create({ kind: 'session', subject: 'expired-entry', notBefore: 0, expiresAt: Date.now() - 1 });
     expect(await here.prune()).to.be.greaterThan(0);

@@ -100,6 +100,8 @@ export function authRoutes(deps: AppDeps) {
       throw err;
     });
     try {
+      // Taken before the account is read: see StartHooks.accountReadAt.
+      const readAt = Date.now();
       const user = await models.User.findOne({ where: { email: input.email } });
       const ok = await verifyPassword(user?.passwordHash, input.password);
       if (!ok || !user) {
@@ -117,7 +119,7 @@ export function authRoutes(deps: AppDeps) {
         throw new InvalidCredentialsError();
       }
       await attempt.succeeded();
-      return user;
+      return { user, readAt };
     } finally {
       attempt.release();
     }
@@ -125,11 +127,14 @@ export function authRoutes(deps: AppDeps) {
 
   router.post('/api/login', requireSameOrigin, async (ctx) => {
     const input = parseBody(ctx, loginInput);
-    const user = await logInAs(ctx, input);
+    const { user, readAt } = await logInAs(ctx, input);
     const control = ctx.state.sessions;
     const replaced = control.current?.handle;
     // A success once the session is stored: a login answered 503 is not one.
     const session = control.start(publicUser(user), {
+      // A password changed, a role changed or the account disabled while this login checked the
+      // old password (after its second look at the account, too) ends the session it gets.
+      accountReadAt: readAt,
       stored: (own) => {
         metrics.logins.inc({ outcome: 'success' });
         return enforceSessionLimit(user.id, own, replaced, control);
@@ -187,8 +192,12 @@ export function authRoutes(deps: AppDeps) {
     // The checks above take seconds: the session may have been logged out or revoked, or the
     // account disabled, meanwhile. Then nothing changes, and no new id brings the session back.
     if (!(await stillActive(user)) || !(await backends.isLive(session.record))) throw new UnauthenticatedError();
+    // Only over the hash that was checked: of two changes at once (two tabs, two devices) the
+    // first saved wins and ends the other's session, which then changes nothing; each saving
+    // over the other, both were told 204, both sessions ended and one new password was lost.
+    const [changed] = await models.User.update({ passwordHash }, { where: { id: user.id, passwordHash: user.passwordHash, active: true } });
+    if (changed !== 1) throw new UnauthenticatedError();
     user.passwordHash = passwordHash;
-    await user.save();
     // Every session issued before now dies (cookie-held ones included); this one goes on under a new id.
     const now = Date.now();
     const others = await backends.logOutUser(user.id, { notBefore: now, exceptHandle: session.handle });
