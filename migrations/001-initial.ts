@@ -59,6 +59,9 @@ export async function up({ context: qi }: { context: QueryInterface }) {
   await qi.addIndex('session_events', ['created_at']);
 }
 
+/** What `npm run migrate:down` of this migration costs users (scripts/migrate.ts asks for `--yes`). */
+export const downLoses = 'drops every user, platform and session';
+
 export async function down({ context: qi }: { context: QueryInterface }) {
   await qi.dropTable('session_events');
   await qi.dropTable('sessions');

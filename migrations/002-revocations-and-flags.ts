@@ -22,6 +22,9 @@ export async function up({ context: qi }: { context: QueryInterface }) {
   });
 }
 
+/** What `npm run migrate:down` of this migration costs users (scripts/migrate.ts asks for `--yes`). */
+export const downLoses = 'drops the revocations and flag overrides: sessions ended by a password change, an admin or a revoke-all whose copies remain work again, and overrides are forgotten';
+
 export async function down({ context: qi }: { context: QueryInterface }) {
   await qi.dropTable('flag_overrides');
   await qi.dropTable('revocations');

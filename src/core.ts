@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { Cluster, Redis } from 'ioredis';
 import { BACKENDS, ConfigError, type BackendName, type Config } from './config/config.js';
 import { databaseNow, openDatabase } from './db/database.js';
-import { deploymentId, unboundCookiesBefore, unsignedIdsBefore } from './db/deployment.js';
+import { deploymentId, noteSigningRelease, SIGNING_RELEASE_NOTE_MS, unboundCookiesBefore, unsignedIdsBefore } from './db/deployment.js';
 import { migrateUp } from './db/migrator.js';
 import { defineModels, type Models } from './db/models.js';
 import { FlagOverride } from './flags/override.js';
@@ -219,6 +219,9 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     void backends.health().then((health) => metrics.storeHealth(health));
   }, HEALTH_PROBE_MS);
   healthTimer.unref();
+  // A missed note (the database down) only makes a later start look harder for an older release's sessions.
+  const releaseNoteTimer = setInterval(() => void noteSigningRelease(models).catch(() => undefined), SIGNING_RELEASE_NOTE_MS);
+  releaseNoteTimer.unref();
 
   return {
     sequelize,
@@ -234,6 +237,7 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     async close() {
       clearInterval(rollbackTimer);
       clearInterval(healthTimer);
+      clearInterval(releaseNoteTimer);
       // Pending database copies are written before the connection closes.
       await Promise.all([stores.redis.close(), stores.cookie.close()]);
       await Promise.all([revocations.stop(), override.stop()]);

@@ -10,11 +10,22 @@
  * other's logouts, revoke-alls and overrides.
  */
 import { randomBytes } from 'node:crypto';
+import { Op } from 'sequelize';
 import type { Models } from './models.js';
 
 const DEPLOYMENT_ID = 'deployment_id';
 const UNBOUND_COOKIES_BEFORE = 'unbound_cookies_before';
 const UNSIGNED_IDS_BEFORE = 'unsigned_ids_before';
+const SIGNING_RELEASE_SEEN_AT = 'signing_release_seen_at';
+
+/** How often a running instance says so (`noteSigningRelease`). */
+export const SIGNING_RELEASE_NOTE_MS = 60 * 1000;
+/**
+ * Sessions issued this long after the last such note were issued while no instance of a
+ * signing release ran: an older release was serving alone (a rollback). Two notes' worth and a
+ * minute for clocks apart.
+ */
+const OLDER_RELEASE_GAP_MS = 2 * SIGNING_RELEASE_NOTE_MS + 60 * 1000;
 
 /** How long after a deployment first runs a release that binds cookies its older instances may still seal unbound ones. */
 export const ROLLING_UPGRADE_MS = 60 * 60 * 1000;
@@ -58,8 +69,32 @@ export function unboundCookiesBefore(models: Pick<Models, 'Setting'>, now = Date
  * open only for sessions issued before this instant (ms): as for unbound cookies, an hour after
  * the deployment first ran a release that signs them, or 0 for a deployment that never had any.
  */
-export function unsignedIdsBefore(models: Pick<Models, 'Setting'>, now = Date.now()): Promise<number> {
-  return upgradeCutoff(models, UNSIGNED_IDS_BEFORE, now);
+export async function unsignedIdsBefore(models: Pick<Models, 'Setting' | 'SessionRow'>, now = Date.now()): Promise<number> {
+  let cutoff = await upgradeCutoff(models, UNSIGNED_IDS_BEFORE, now);
+  if (cutoff === 0) return 0;
+  // An upgrade rolled back once its hour had passed, and tried again: the older release, serving
+  // alone meanwhile, issued unsigned cookies that this one would refuse, and during this rolling
+  // upgrade its instances cannot read signed ones. So the hour starts again, as at the first try.
+  const seen = await models.Setting.findByPk(SIGNING_RELEASE_SEEN_AT);
+  if (seen && now >= cutoff && Number(seen.value) + OLDER_RELEASE_GAP_MS < now) {
+    const issuedMeanwhile = await models.SessionRow.findOne({ attributes: ['issuedAt'], where: { issuedAt: { [Op.gt]: Number(seen.value) + OLDER_RELEASE_GAP_MS } } });
+    if (issuedMeanwhile) {
+      // Instances starting together: the first to write it wins, and all read it.
+      await models.Setting.update({ value: String(now + ROLLING_UPGRADE_MS) }, { where: { name: UNSIGNED_IDS_BEFORE, value: String(cutoff) } });
+      cutoff = Number((await models.Setting.findByPk(UNSIGNED_IDS_BEFORE, { rejectOnEmpty: true })).value);
+    }
+  }
+  // Not fatal: a database that takes no writes now (read-only, its disk full) still serves reads.
+  await noteSigningRelease(models, now).catch(() => undefined);
+  return cutoff;
+}
+
+/**
+ * That an instance of a release signing ids runs now (every SIGNING_RELEASE_NOTE_MS): sessions
+ * issued long after the last note were issued by an older release alone (`unsignedIdsBefore`).
+ */
+export async function noteSigningRelease(models: Pick<Models, 'Setting'>, now = Date.now()): Promise<void> {
+  await models.Setting.upsert({ name: SIGNING_RELEASE_SEEN_AT, value: String(now) });
 }
 
 /** The setting `name`, set on first reading to ROLLING_UPGRADE_MS from now (the first instance to write it wins). */

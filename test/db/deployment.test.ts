@@ -3,7 +3,7 @@
  * sharing it, even when they start at the same moment.
  */
 import { expect } from 'chai';
-import { deploymentId, ROLLING_UPGRADE_MS, unboundCookiesBefore, unsignedIdsBefore } from '../../src/db/deployment.js';
+import { deploymentId, noteSigningRelease, ROLLING_UPGRADE_MS, unboundCookiesBefore, unsignedIdsBefore } from '../../src/db/deployment.js';
 import { DatabaseStore } from '../../src/sessions/database-store.js';
 import { makeRecord, postgresDb, sqliteDb, type TestDb } from '../sessions/fixtures.js';
 
@@ -54,6 +54,43 @@ for (const [kind, open] of [['SQLite', sqliteDb], ['PostgreSQL', postgresDb]] as
       await deploymentId(db.models);
       expect(await unboundCookiesBefore(db.models, upgradedAt)).to.equal(upgradedAt + ROLLING_UPGRADE_MS);
       expect(await unsignedIdsBefore(db.models, upgradedAt)).to.equal(upgradedAt + ROLLING_UPGRADE_MS);
+    });
+
+    describe('an upgrade to signed ids rolled back after its hour, then tried again', () => {
+      const HOUR = 60 * 60 * 1000;
+      /** A deployment whose first signing release started at `firstTry` (its instances noting so then). */
+      async function upgradedAt(firstTry: number) {
+        const db = await open();
+        dbs.push(db);
+        await db.models.Setting.create({ name: 'deployment_id', value: 'drawn-before' });
+        expect(await unsignedIdsBefore(db.models, firstTry)).to.equal(firstTry + ROLLING_UPGRADE_MS);
+        return db;
+      }
+
+      it('opens the sessions the older release issued alone meanwhile, and issues unsigned ids for another hour', async () => {
+        const firstTry = Date.now() - 5 * HOUR;
+        const db = await upgradedAt(firstTry);
+        // Rolled back: the older release alone logs people in, hours later.
+        await new DatabaseStore(db.models).create(makeRecord({ issuedAt: firstTry + 3 * HOUR, createdAt: firstTry + 3 * HOUR }));
+        const secondTry = firstTry + 4 * HOUR;
+        expect(await unsignedIdsBefore(db.models, secondTry)).to.equal(secondTry + ROLLING_UPGRADE_MS);
+        expect(await unsignedIdsBefore(db.models, secondTry + 5_000), "the second try's other instances read the same").to.equal(secondTry + ROLLING_UPGRADE_MS);
+      });
+
+      it('keeps the hour it had when nothing was issued while no signing release ran (a restart after downtime)', async () => {
+        const firstTry = Date.now() - 5 * HOUR;
+        const db = await upgradedAt(firstTry);
+        await new DatabaseStore(db.models).create(makeRecord({ issuedAt: firstTry + 60_000, createdAt: firstTry + 60_000 }));
+        expect(await unsignedIdsBefore(db.models, firstTry + 4 * HOUR)).to.equal(firstTry + ROLLING_UPGRADE_MS);
+      });
+
+      it('keeps it when a signing release was running all along (an older one beside it past the hour is the documented limit)', async () => {
+        const firstTry = Date.now() - 5 * HOUR;
+        const db = await upgradedAt(firstTry);
+        await new DatabaseStore(db.models).create(makeRecord({ issuedAt: firstTry + 3 * HOUR, createdAt: firstTry + 3 * HOUR }));
+        await noteSigningRelease(db.models, firstTry + 4 * HOUR - 30_000);
+        expect(await unsignedIdsBefore(db.models, firstTry + 4 * HOUR)).to.equal(firstTry + ROLLING_UPGRADE_MS);
+      });
     });
 
     it('differs between databases', async () => {

@@ -51,6 +51,21 @@ describe('the operator scripts on the command line', function () {
     });
   }
 
+  it('migrate down: reverting the settings table (cookie sessions logged out) asks for --yes first, saying why', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'switchboard-migrate-'));
+    const env = { DATABASE_URL: `sqlite:${path.join(dir, 'db.sqlite')}` };
+    expect(run('migrate', ['up'], env).status).to.equal(0);
+    const refused = run('migrate', ['down'], env);
+    expect(refused.status).to.equal(2);
+    expect(refused.stderr.trim().split('\n')).to.have.length(1);
+    expect(refused.stderr).to.match(/^migrate:down: reverting 003-settings drops the deployment id: every cookie-backend session is logged out/);
+    expect(refused.stderr).to.include('npm run migrate:down -- --yes');
+    const confirmed = run('migrate', ['down', '--yes'], env);
+    expect(confirmed.status, confirmed.stderr).to.equal(0);
+    expect(confirmed.stdout.trim()).to.equal('reverted: 003-settings');
+    expect(run('migrate', ['down'], env).stderr, 'and the one before').to.match(/^migrate:down: reverting 002-revocations-and-flags drops the revocations/);
+  });
+
   it('sessions-cleanup -- --batch 100 runs', () => {
     const { status, stdout } = run('sessions-cleanup', ['--batch', '100']);
     expect(status).to.equal(0);
