@@ -101,7 +101,14 @@ function isMailbox(address: string): boolean {
     .split('.')
     .every((label) => label !== '' && !label.startsWith('-') && !label.endsWith('-'));
 }
-export const newEmail = email.refine(isMailbox, 'Enter a valid email address');
+/**
+ * Compatibility characters (the ligature ﬁ, ℯ, the roman numeral Ⅼ, circled and superscript
+ * letters) are other spellings of ordinary ones: `exampⅼe.com` is `example.com` to IDNA, so an
+ * account under it would be a second one that looks like the first. Full-width forms are refused
+ * above with their own message, for every address; these for new accounts only.
+ */
+const isPlainSpelling = (address: string) => address.normalize('NFKC') === address;
+export const newEmail = email.refine(isMailbox, 'Enter a valid email address').refine(isPlainSpelling, 'Type the email address in ordinary letters and digits (not ligatures, circled, superscript or other look-alike characters)');
 
 export const name = z
   .string({ error: 'Enter a name' })

@@ -98,6 +98,8 @@ describe('signing up, logging in and out', function () {
 
     it('refuses an address no mail server would take, naming the email field, and accepts the unusual ones that work', async () => {
       const refused = ['a@example..com', 'a..b@example.com', '.a@example.com', 'a.@example.com', 'x<script>@example.com', 'a,b@example.com', `${'a'.repeat(65)}@example.com`, 'a@-example.com', 'a@example-.com'];
+      // Another spelling of an ordinary address (IDNA reads exampⅼe.com as example.com): a look-alike second account.
+      refused.push('ann@examp\u217Ce.com', 'ann@\u212Fxample.com', 'x\uFB01n@example.com', 'x\u017Fn@example.com', 'x\u2460n@example.com', 'x\u1D43n@example.com');
       for (const address of refused) {
         const { error } = expectError(await new Client(app.url).post('/api/signup', { email: address, password: GOOD_PASSWORD, name: 'X' }), 400, 'invalid_input');
         expect(error.message, address).to.match(/^email: /);
