@@ -13,7 +13,7 @@ import { PasswordHashingBusyError } from '../auth/passwords.js';
 import { SessionConflictError, SessionTooLargeError } from '../sessions/errors.js';
 import { describeDatabaseError, isDatabaseUnavailable } from '../db/database.js';
 import { BackendUnavailableError } from '../sessions/errors.js';
-import { BadRequestError, FeatureDisabledError, HttpError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotAnObjectError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionConflictHttpError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
+import { BadRequestError, FeatureDisabledError, HttpError, InvalidCredentialsError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotAnObjectError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionConflictHttpError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
 
 // The methods whose bodies the body parser reads (its default parsedMethods).
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
@@ -102,6 +102,14 @@ export function outageLog(): (log: (requests: number) => void) => void {
   };
 }
 
+/**
+ * Refusals an operator looks for after a credential-stuffing run or a probe of the admin API
+ * (OWASP ASVS V7: authentication decisions are logged): one info line each, with the address,
+ * the route and, for a wrong password, the account tried (its id; never the email typed, which
+ * may be a password typed in the wrong field).
+ */
+const SECURITY_REFUSALS: ReadonlySet<string> = new Set(['invalid_credentials', 'too_many_attempts', 'unauthorized', 'csrf_failed']);
+
 export function errorHandler(logger: Logger) {
   const backendOutage = outageLog();
   const databaseOutage = outageLog();
@@ -124,8 +132,13 @@ export function errorHandler(logger: Logger) {
         return;
       }
       if (allowed.length) error = new MethodNotAllowedError(allowed.join(', '));
-      else if (err instanceof HttpError) error = err;
-      else if (err instanceof SessionTooLargeError) error = new SessionTooLargeHttpError();
+      else if (err instanceof HttpError) {
+        error = err;
+        if (SECURITY_REFUSALS.has(err.code)) {
+          const userId = err instanceof InvalidCredentialsError ? err.userId : undefined;
+          logger.info({ event: 'refused', code: err.code, method: ctx.method, path: ctx.path, ip: ctx.ip, ...(userId !== undefined && { userId }) }, 'request refused');
+        }
+      } else if (err instanceof SessionTooLargeError) error = new SessionTooLargeHttpError();
       else if (err instanceof SessionConflictError) {
         logger.warn({ expectedVersion: err.expectedVersion }, 'session save lost to concurrent saves');
         error = new SessionConflictHttpError();

@@ -67,7 +67,10 @@ export class UnauthenticatedError extends HttpError {
   }
 }
 export class InvalidCredentialsError extends HttpError {
-  constructor() {
+  constructor(
+    /** The account tried, when there is one: for the log line, never the answer (which must not tell). */
+    readonly userId?: number,
+  ) {
     super(401, 'invalid_credentials', 'Email or password is incorrect');
   }
 }

@@ -16,7 +16,7 @@ describe('the session audit trail', function () {
   this.timeout(60_000);
   let app: AppProcess;
   before(async () => {
-    app = await startApp({ ADMIN_TOKEN: TOKEN });
+    app = await startApp({ ADMIN_TOKEN: TOKEN, LOG_LEVEL: 'info' });
   });
   after(() => app?.stop());
 
@@ -64,6 +64,31 @@ describe('the session audit trail', function () {
     } finally {
       await db.close();
     }
+  });
+
+  it('logs every refused login, admin token and CSRF token: address, route and account, never what was typed', async () => {
+    const ann = new Client(app.url);
+    const { user, email } = await ann.signup();
+    const typed = 'Wrong-Password-Not-To-Log';
+    const unknown = `nobody-${Date.now()}@example.com`;
+    expect((await new Client(app.url).login(email, typed)).status).to.equal(401);
+    expect((await new Client(app.url).login(unknown, typed)).status).to.equal(401);
+    expect((await new Client(app.url).get('/api/admin/flags', { Authorization: 'Bearer not-the-token' })).status).to.equal(401);
+    ann.csrfToken = 'not-the-csrf-token';
+    expect((await ann.post('/api/sessions/revoke-others')).status).to.equal(403);
+    const refused = app
+      .output()
+      .split('\n')
+      .filter((line) => line.includes('"event":"refused"'))
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(refused.map((r) => [r.code, r.method, r.path])).to.deep.include.members([
+      ['invalid_credentials', 'POST', '/api/login'],
+      ['unauthorized', 'GET', '/api/admin/flags'],
+      ['csrf_failed', 'POST', '/api/sessions/revoke-others'],
+    ]);
+    expect(refused.filter((r) => r.code === 'invalid_credentials').map((r) => r.userId), 'the account tried, when it exists').to.include.members([user.id, undefined]);
+    for (const r of refused) expect(r.ip).to.equal('127.0.0.1');
+    for (const secret of [typed, unknown, email, 'not-the-token', 'not-the-csrf-token']) expect(app.output()).to.not.include(secret);
   });
 });
 

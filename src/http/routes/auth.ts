@@ -107,7 +107,7 @@ export function authRoutes(deps: AppDeps) {
       if (!ok || !user) {
         await attempt.failed();
         metrics.logins.inc({ outcome: 'failure' });
-        throw new InvalidCredentialsError();
+        throw new InvalidCredentialsError(user?.id);
       }
       // A disabled account gets the same answer as a wrong password, and counts as one for the
       // limits (a reset counter would tell which guess was right). Read again after the password
@@ -116,7 +116,7 @@ export function authRoutes(deps: AppDeps) {
       if (!(await stillActive(user))) {
         await attempt.failed();
         metrics.logins.inc({ outcome: 'disabled' });
-        throw new InvalidCredentialsError();
+        throw new InvalidCredentialsError(user.id);
       }
       await attempt.succeeded();
       return { user, readAt };
@@ -180,7 +180,7 @@ export function authRoutes(deps: AppDeps) {
     try {
       if (!(await verifyPassword(user.passwordHash, input.currentPassword))) {
         await attempt.failed();
-        throw new InvalidCredentialsError();
+        throw new InvalidCredentialsError(user.id);
       }
       await attempt.succeeded();
     } finally {
