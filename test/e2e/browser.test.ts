@@ -567,6 +567,25 @@ describe('browser (headless Chromium)', function () {
       expect(await phone.evaluate(() => document.documentElement.scrollWidth)).to.be.at.most(390);
       expectCleanConsole();
     });
+
+    it('fits 320 px (WCAG reflow: 1280 px at 400 %) with a long platform name: nothing scrolls sideways, every link of the navigation shows', async () => {
+      const narrow = await session.page(await session.context({ viewport: { width: 320, height: 640 }, isMobile: true, hasTouch: true, userAgent: UA.safariIphone }));
+      await signup(narrow, person('Reflow Tester', 'reflow'));
+      const longName = 'engineering_platform_team_workspace';
+      await addPlatform(narrow, longName, 'GitHub');
+      await switchPlatform(narrow, longName);
+      expect(await narrow.locator('.platform-name', { hasText: longName }).getAttribute('title'), 'a name cut short shows whole on hover').to.equal(longName);
+      for (const path of ['/', '/sessions', '/account']) {
+        await narrow.goto(path);
+        expect(await narrow.evaluate(() => document.documentElement.scrollWidth), path).to.be.at.most(320);
+        const hidden = await narrow.evaluate(() => {
+          const nav = document.querySelector('.nav');
+          return nav ? nav.scrollWidth - nav.clientWidth : -1;
+        });
+        expect(hidden, `${path}: the navigation is cut off by this many pixels`).to.equal(0);
+      }
+      expectCleanConsole();
+    });
   });
 
   describe('the idle-expiry warning', function () {
@@ -610,6 +629,33 @@ describe('browser (headless Chromium)', function () {
       await warning.waitFor({ state: 'hidden', timeout: UI_MS });
       const after = await page.evaluate(async () => ((await (await fetch('/api/session')).json()) as { session: { expiresAt: string } }).session.expiresAt);
       expect(Date.parse(after)).to.be.greaterThan(Date.parse(before));
+      expectCleanConsole();
+    });
+  });
+
+  describe('a session at its absolute cap', function () {
+    const env = { SESSION_STORAGE: 'cookie', SESSION_IDLE_TIMEOUT: '20', SESSION_ABSOLUTE_TIMEOUT: '45', SESSION_TOUCH_INTERVAL: '5' };
+    before(async () => {
+      await withApp(env);
+    });
+    after(() => stopApp(env));
+
+    it('tells a user who kept it alive that it reached its maximum length, not that they were idle', async function () {
+      this.timeout(120_000);
+      const page = await session.page();
+      await signup(page, person('Max Example', 'max-cap'));
+      const warning = page.locator('#idle-warning');
+      const reason = page.locator('#idle-warning-reason');
+      // Active all along: "Stay signed in" each time the warning shows, until it cannot extend.
+      for (let shown = 0; shown < 6; shown++) {
+        await warning.waitFor({ state: 'visible', timeout: 30_000 });
+        if ((await reason.textContent())?.includes('maximum length')) break;
+        await warning.getByRole('button', { name: 'Stay signed in' }).click();
+        await page.waitForFunction(() => document.getElementById('idle-warning')?.hidden || document.getElementById('idle-warning-reason')?.textContent?.includes('maximum length'), undefined, { timeout: UI_MS });
+      }
+      expect(await reason.textContent()).to.contain('maximum length');
+      await page.waitForURL(onPath('/login'), { timeout: 30_000 });
+      expect(await noticeOn(page).textContent()).to.contain('reached its maximum length');
       expectCleanConsole();
     });
   });

@@ -72,7 +72,7 @@ function idleWarning() {
   <div class="idle-warning-inner">
     <div>
       <h2 class="idle-warning-title" id="idle-warning-title">Still there?</h2>
-      <p id="idle-warning-text">You will be logged out in <span class="idle-countdown" role="timer" id="idle-countdown">—</span> because of inactivity.</p>
+      <p id="idle-warning-text">You will be logged out in <span class="idle-countdown" role="timer" id="idle-countdown">—</span> <span id="idle-warning-reason">because of inactivity</span>.</p>
       <p class="idle-warning-note" id="idle-warning-note" aria-live="polite"></p>
     </div>
     <button class="btn btn-primary" type="button" data-action="stay-signed-in">Stay signed in</button>

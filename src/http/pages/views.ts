@@ -112,7 +112,7 @@ const activatePath = (id: number) => `/api/platforms/${id}/activate`;
 export function platformRow(p: PlatformView | undefined) {
   return html`<li class="platform" tabindex="-1" data-platform-id="${p?.id ?? ''}"${p?.active ? html` data-active` : ''}>
   <span class="platform-icon" aria-hidden="true">${(p?.name ?? '').slice(0, 1).toUpperCase()}</span>
-  <span class="platform-text"><span class="platform-name">${p?.name ?? ''}</span><span class="platform-type">${p?.type ?? ''}</span></span>
+  <span class="platform-text"><span class="platform-name" title="${p?.name ?? ''}">${p?.name ?? ''}</span><span class="platform-type">${p?.type ?? ''}</span></span>
   <span class="badge badge-active platform-active">Active</span>
   <button class="btn btn-secondary btn-sm platform-switch" type="submit" formaction="${p ? activatePath(p.id) : ''}" data-action="activate" data-id="${p?.id ?? ''}" aria-label="${p ? `Switch to ${p.name}` : ''}">Switch</button>
 </li>`;

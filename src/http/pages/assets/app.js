@@ -297,6 +297,7 @@ function initLogin() {
   const notices = {
     logout: 'You have been logged out.',
     expired: 'Your session expired after a period of inactivity. Log in again to continue.',
+    maximum: 'Your session reached its maximum length. Log in again to continue.',
     ended: 'Your session was ended (from another device, by a password change or by an administrator). Log in again to continue.',
   };
   const notice = document.getElementById('signed-out-notice');
@@ -333,7 +334,14 @@ const state = {
   backend: null,
   expiresAt: Number.NaN,
   lastActivity: Number.NaN,
+  /** The longest expiresAt − lastActivity seen: the idle timeout, until the absolute cap cuts it short. */
+  longestSpan: 0,
+  /** The session ends at its absolute cap, however active the user is. */
+  capped: false,
 };
+
+/** Why the session is ending or ended, in the words the login page and the warning use. */
+const endReason = () => (state.capped ? 'maximum' : 'expired');
 let leaving = false;
 
 /** This tab's session is gone: go to /login, which says why. */
@@ -359,7 +367,7 @@ async function refreshSession() {
     res = await api('GET', '/api/session?passive=1');
   }
   if (res.status === 401) {
-    signedOut(Number.isFinite(state.expiresAt) && serverNow() >= state.expiresAt - 1500 ? 'expired' : 'ended');
+    signedOut(Number.isFinite(state.expiresAt) && serverNow() >= state.expiresAt - 1500 ? endReason() : 'ended');
     return;
   }
   if (res.ok && res.data?.authenticated) applySession(res.data);
@@ -390,6 +398,10 @@ function applySession(data) {
   state.handle = session.handle;
   state.expiresAt = Date.parse(session.expiresAt);
   state.lastActivity = Date.parse(session.lastActivity);
+  // Each touch puts expiry one idle timeout after the activity, until the absolute cap stops it.
+  const span = state.expiresAt - state.lastActivity;
+  state.longestSpan = Math.max(state.longestSpan, span);
+  if (span < state.longestSpan - 1000) state.capped = true;
   if (session.backend !== state.backend) {
     state.backend = session.backend;
     for (const el of document.querySelectorAll('[data-bind="backend"]')) {
@@ -430,9 +442,15 @@ function updateIdleWarning() {
     return;
   }
   if (countdown) countdown.textContent = formatCountdown(remaining);
+  const reason = document.getElementById('idle-warning-reason');
+  if (reason) reason.textContent = state.capped ? 'because the session has reached its maximum length: save your work, then log in again' : 'because of inactivity';
   if (warning.hidden) {
     warning.hidden = false;
-    announce(`You will be logged out in ${formatCountdown(remaining)} because of inactivity. Choose Stay signed in to continue.`);
+    announce(
+      state.capped
+        ? `You will be logged out in ${formatCountdown(remaining)}: the session has reached its maximum length. Save your work, then log in again.`
+        : `You will be logged out in ${formatCountdown(remaining)} because of inactivity. Choose Stay signed in to continue.`,
+    );
   }
 }
 
@@ -443,7 +461,7 @@ async function staySignedIn(button) {
   try {
     const res = await mutate('PATCH', '/api/session', { preferences: { lastSeen: Date.now() } });
     if (res.status === 401) {
-      signedOut('expired');
+      signedOut(endReason());
       return;
     }
     if (!res.ok) {
@@ -455,8 +473,10 @@ async function staySignedIn(button) {
     if (state.expiresAt > before + 1000) {
       warning.hidden = true;
       announce('You are still signed in.');
-    } else if (warningNote) {
-      warningNote.textContent = `Your session could not be extended. It ends at ${timeFormat.format(state.expiresAt)}: save your work, then log in again.`;
+    } else {
+      state.capped = true;
+      updateIdleWarning();
+      if (warningNote) warningNote.textContent = `Your session could not be extended. It ends at ${timeFormat.format(state.expiresAt)}: save your work, then log in again.`;
     }
   } finally {
     button.removeAttribute('aria-disabled');
@@ -480,7 +500,10 @@ function fillPlatformRow(row, p) {
   row.dataset.platformId = String(p.id);
   row.toggleAttribute('data-active', Boolean(p.active));
   row.querySelector('.platform-icon').textContent = p.name.slice(0, 1).toUpperCase();
-  row.querySelector('.platform-name').textContent = p.name;
+  const name = row.querySelector('.platform-name');
+  name.textContent = p.name;
+  // Cut short with an ellipsis on narrow screens: the whole name on hover.
+  name.title = p.name;
   row.querySelector('.platform-type').textContent = p.type;
   const button = row.querySelector('button[data-action="activate"]');
   button.dataset.id = String(p.id);
