@@ -485,6 +485,18 @@ describe('browser (headless Chromium)', function () {
       await noScript.getByLabel('Password', { exact: true }).fill(jo.password);
       await submit('Create account', '/');
       expect(await noScript.locator('h1').textContent()).to.equal('Hello, Jo');
+      // The same address again, by someone else (another password): said on the email field, which keeps it and has the focus.
+      const again = await session.page(await session.context({ javaScriptEnabled: false }));
+      await again.goto('/signup');
+      await again.getByLabel('Name').fill('Jo Again');
+      await again.getByLabel('Email').fill(jo.email);
+      await again.getByLabel('Password', { exact: true }).fill('someone else entirely 77');
+      await again.getByRole('button', { name: 'Create account' }).click();
+      await again.waitForURL(onPath('/signup'), { timeout: UI_MS });
+      expect(await again.getByLabel('Email').getAttribute('aria-invalid')).to.equal('true');
+      expect(await again.locator('#signup-email-error').textContent()).to.match(/already/i);
+      expect(await again.evaluate(() => document.activeElement?.id)).to.equal('signup-email');
+      expect(await again.getByLabel('Email').inputValue()).to.equal(jo.email);
 
       await noScript.getByLabel('Name').fill('Scriptless');
       await noScript.getByLabel('Type').fill('GitHub');
@@ -496,6 +508,10 @@ describe('browser (headless Chromium)', function () {
       await noScript.getByLabel('New password').fill('a new passphrase for jo 42');
       await submit('Change password', '/account');
       expect(await noScript.locator('#password-error').textContent()).to.equal('Your current password is incorrect.');
+      // On its field too, as with JavaScript: marked invalid, said under it, and focused.
+      expect(await noScript.getByLabel('Current password').getAttribute('aria-invalid')).to.equal('true');
+      expect(await noScript.locator('#password-currentPassword-error').textContent()).to.equal('Your current password is not correct.');
+      expect(await noScript.evaluate(() => document.activeElement?.id)).to.equal('password-currentPassword');
       await noScript.getByLabel('Current password').fill(jo.password);
       await noScript.getByLabel('New password').fill('a new passphrase for jo 42');
       await submit('Change password', '/account');

@@ -44,6 +44,27 @@ describe('forms posted without JavaScript', function () {
     expect(requests('303'), 'no answer counted as the redirect it became').to.equal(0);
   });
 
+  it('sign up posted twice (a double-click; the browser dropped the first answer): the second logs in, not "email taken"', async () => {
+    const email = `twice-${Date.now()}@example.com`;
+    const fields = form({ name: 'Twice', email, password: GOOD_PASSWORD });
+    // Both at once, as Chromium sends them; and the second again after the first has answered.
+    const [first, second] = [new Client(app.url), new Client(app.url)];
+    const answers = await Promise.all([first.post('/api/signup', fields, NAVIGATION), second.post('/api/signup', fields, NAVIGATION)]);
+    expect(answers.map((a) => [a.status, a.headers.get('location')])).to.deep.equal([
+      [303, '/'],
+      [303, '/'],
+    ]);
+    for (const browser of [first, second]) expect((await browser.get('/api/session')).status, 'signed in').to.equal(200);
+    const later = new Client(app.url);
+    expect((await later.post('/api/signup', fields, NAVIGATION)).headers.get('location'), 'moments later, the same').to.equal('/');
+    expect((await later.get('/api/session')).status).to.equal(200);
+    // Not a way into someone's account: another password is told the address is taken.
+    const other = await new Client(app.url).post('/api/signup', form({ name: 'Other', email, password: 'another long passphrase' }), NAVIGATION);
+    expect(other.headers.get('location')).to.equal('/signup?error=email_taken');
+    // An API client is told 409 email_taken, as API.md says, whatever the password.
+    expectError(await new Client(app.url).post('/api/signup', { name: 'Twice', email, password: GOOD_PASSWORD }), 409, 'email_taken');
+  });
+
   it('brings a refused form back with each field’s sentence and what was typed, never the password, once', async () => {
     const taken = await new Client(app.url).signup();
     const browser = new Client(app.url);

@@ -17,17 +17,21 @@ interface FormTarget {
   form: string;
   /** The query parameter that brings the error's code back (`error`): a page with two forms tells them apart. */
   errorParam?: string;
-  /** A form with fields: its id in the page, and the fields typed back into it after an error (never a password). */
-  fields?: { id: string; keep: readonly string[] };
+  /**
+   * A form with fields: its id in the page, the fields typed back into it after an error (never
+   * a password), and the field that an error code without per-field messages is about (as
+   * app.js puts it when JavaScript runs: the taken email, the wrong current password).
+   */
+  fields?: { id: string; keep: readonly string[]; codeField?: Readonly<Record<string, { field: string; message?: string }>> };
 }
 
 /** The API routes the pages' forms post to, by path; `:param` segments are any one segment. */
 const FORMS: ReadonlyArray<readonly [RegExp, FormTarget]> = [
   [/^\/api\/login$/, { done: '/', form: '/login', fields: { id: 'login', keep: ['email'] } }],
-  [/^\/api\/signup$/, { done: '/', form: '/signup', fields: { id: 'signup', keep: ['name', 'email'] } }],
+  [/^\/api\/signup$/, { done: '/', form: '/signup', fields: { id: 'signup', keep: ['name', 'email'], codeField: { email_taken: { field: 'email' } } } }],
   [/^\/api\/platforms$/, { done: '/', form: '/', fields: { id: 'add-platform', keep: ['name', 'type'] } }],
   [/^\/api\/platforms\/[^/]+\/activate$/, { done: '/', form: '/', errorParam: 'switch_error' }],
-  [/^\/api\/password$/, { done: '/account?changed=1', form: '/account', fields: { id: 'password', keep: [] } }],
+  [/^\/api\/password$/, { done: '/account?changed=1', form: '/account', fields: { id: 'password', keep: [], codeField: { invalid_credentials: { field: 'currentPassword', message: 'Your current password is not correct.' } } } }],
   [/^\/api\/sessions\/revoke-others$/, { done: '/sessions?revoked=others', form: '/sessions' }],
   [/^\/api\/sessions\/[^/]+\/revoke$/, { done: '/sessions?revoked=one', form: '/sessions' }],
 ];
@@ -57,10 +61,14 @@ function typedValues(body: unknown, keep: readonly string[]): Record<string, str
  * Outside the error handler, so that it sees the API's final answer, errors included. Every
  * request passes through here: any other hands on `next()`'s promise without an async frame.
  */
+/** A form the browser posted by itself (JavaScript off), answered with a page. A JSON request never is one. */
+export function isFormNavigation(ctx: Context): boolean {
+  return ctx.method === 'POST' && ctx.get('Sec-Fetch-Dest') === 'document' && Boolean(ctx.is('urlencoded', 'multipart', 'text/plain'));
+}
+
 export function formNavigation(flashes: FormFlashes) {
   return function formNavigation(ctx: Context, next: Next): Promise<void> {
-    // A form's body: a JSON request is never one the browser posted by itself.
-    if (ctx.method !== 'POST' || ctx.get('Sec-Fetch-Dest') !== 'document' || !ctx.is('urlencoded', 'multipart', 'text/plain')) return next();
+    if (!isFormNavigation(ctx)) return next();
     const target = formTarget(ctx.path);
     return target ? answerWithPage(ctx, next, target, flashes) : next();
   };
@@ -73,6 +81,9 @@ async function answerWithPage(ctx: Context, next: Next, target: FormTarget, flas
   const location = code === undefined ? target.done : code === 'unauthenticated' ? `/login?error=${code}` : `${target.form}?${target.errorParam ?? 'error'}=${code}`;
   if (code !== undefined && code !== 'unauthenticated' && target.fields) {
     const fields = fieldErrors(ctx.body);
+    const mapped = target.fields.codeField?.[code];
+    const message = mapped?.message ?? (ctx.body as { error?: { message?: unknown } } | null)?.error?.message;
+    if (mapped && Object.keys(fields).length === 0 && typeof message === 'string') fields[mapped.field] = message;
     const values = typedValues(ctx.request.body, target.fields.keep);
     if (Object.keys(fields).length + Object.keys(values).length > 0) flashes.keep(ctx, { form: target.fields.id, fields, values });
   }

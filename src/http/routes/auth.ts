@@ -9,6 +9,7 @@ import { clientInfo } from '../client-info.js';
 import type { AppDeps } from '../deps.js';
 import { EmailTakenError, InvalidCredentialsError, InvalidInputError, UnauthenticatedError } from '../errors.js';
 import { requireSameOrigin } from '../origin.js';
+import { isFormNavigation } from '../pages/form-navigation.js';
 import type { Session, SessionRecord } from '../../sessions/session.js';
 import type { SessionControl } from '../session-control.js';
 import { publicUser } from '../users.js';
@@ -18,6 +19,8 @@ const signupInput = z.object({ email: newEmail, password, name, ...csrfField }).
 const loginInput = z.object({ email, password, ...csrfField }).strict();
 const passwordInput = z.object({ currentPassword: password, newPassword: password, ...csrfField }).strict();
 const MAX_PREFERENCES = 20;
+/** How recent an account a signup form posted twice may log in to (see `resubmittedSignup`). */
+const RESUBMITTED_SIGNUP_MS = 60_000;
 const preferencesInput = z
   .object({
     preferences: z
@@ -75,14 +78,39 @@ export function authRoutes(deps: AppDeps) {
     for (const record of live.slice(0, Math.max(0, live.length - max))) if (record.handle !== own.handle) control.endOther(record, 'limit');
   }
 
+  /**
+   * Without JavaScript a double-click on "Create account" posts the form twice: the browser
+   * drops the first answer (and its cookie) while the server still creates the account, and
+   * the second was told its own new account exists, signed out. A form post for an account made
+   * moments ago, with its password, is that second post: it logs in instead. Anything else (an
+   * API client, an older account, another password) gets 409 email_taken as before.
+   */
+  async function resubmittedSignup(ctx: Context, input: { email: string; password: string }) {
+    if (!isFormNavigation(ctx)) return undefined;
+    const existing = await models.User.findOne({ where: { email: input.email } });
+    if (!existing || Date.now() - existing.createdAt.getTime() > RESUBMITTED_SIGNUP_MS) return undefined;
+    return logInAs(ctx, input).catch((err: unknown) => {
+      if (err instanceof InvalidCredentialsError) return undefined;
+      throw err;
+    });
+  }
+
   router.post('/api/signup', requireSameOrigin, async (ctx) => {
     const input = parseBody(ctx, signupInput);
     const problem = passwordProblem(input.password, config.passwordMinLength, [input.email, input.email.split('@')[0] ?? '', input.name]);
     if (problem) throw new InvalidInputError(`password: ${problem}`, { password: problem });
-    if (await models.User.findOne({ where: { email: input.email } })) throw new EmailTakenError();
-    const user = await models.User.create({ email: input.email, name: input.name, passwordHash: await hashPassword(input.password) }).catch((err: unknown) => {
-      throw err instanceof UniqueConstraintError ? new EmailTakenError() : err;
-    });
+    const user = (await models.User.findOne({ where: { email: input.email } }))
+      ? undefined
+      : await models.User.create({ email: input.email, name: input.name, passwordHash: await hashPassword(input.password) }).catch((err: unknown) => {
+          if (err instanceof UniqueConstraintError) return undefined;
+          throw err;
+        });
+    if (!user) {
+      const login = await resubmittedSignup(ctx, input);
+      if (!login) throw new EmailTakenError();
+      ctx.body = loggedIn(ctx, startLoggedIn(ctx, login));
+      return;
+    }
     // No backend could take the session (503): the account goes too, so that a retry can succeed.
     const session = ctx.state.sessions.start(publicUser(user), { undo: () => user.destroy() });
     ctx.status = 201;
@@ -125,13 +153,12 @@ export function authRoutes(deps: AppDeps) {
     }
   }
 
-  router.post('/api/login', requireSameOrigin, async (ctx) => {
-    const input = parseBody(ctx, loginInput);
-    const { user, readAt } = await logInAs(ctx, input);
+  /** The session of a login whose password `logInAs` checked. */
+  function startLoggedIn(ctx: Context, { user, readAt }: Awaited<ReturnType<typeof logInAs>>) {
     const control = ctx.state.sessions;
     const replaced = control.current?.handle;
     // A success once the session is stored: a login answered 503 is not one.
-    const session = control.start(publicUser(user), {
+    return control.start(publicUser(user), {
       // A password changed, a role changed or the account disabled while this login checked the
       // old password (after its second look at the account, too) ends the session it gets.
       accountReadAt: readAt,
@@ -140,7 +167,11 @@ export function authRoutes(deps: AppDeps) {
         return enforceSessionLimit(user.id, own, replaced, control);
       },
     });
-    ctx.body = loggedIn(ctx, session);
+  }
+
+  router.post('/api/login', requireSameOrigin, async (ctx) => {
+    const input = parseBody(ctx, loginInput);
+    ctx.body = loggedIn(ctx, startLoggedIn(ctx, await logInAs(ctx, input)));
   });
 
   router.post('/api/logout', async (ctx) => {
