@@ -13,7 +13,7 @@ export async function up({ context: qi }: { context: QueryInterface }) {
 
 /** What `npm run migrate:down` of this migration costs users (scripts/migrate.ts asks for `--yes`). */
 export const downLoses =
-  'drops the deployment id: every cookie-backend session is logged out, and instances still running stop hearing this release over Redis. A rollback to a release that has 003-settings (every release since signed ids) needs no migrate:down';
+  'drops the deployment id: every cookie-backend session is logged out, the instances still running and those restarted stop hearing each other over Redis, and unsigned ids and unbound cookies open again for an hour. A rollback to a release that has 003-settings (every release since 4 Dec 2026, 985b05a) needs no migrate:down';
 
 export async function down({ context: qi }: { context: QueryInterface }) {
   await qi.dropTable('settings');

@@ -70,23 +70,24 @@ export function unboundCookiesBefore(models: Pick<Models, 'Setting'>, now = Date
  * the deployment first ran a release that signs them, or 0 for a deployment that never had any.
  */
 export async function unsignedIdsBefore(models: Pick<Models, 'Setting' | 'SessionRow'>, now = Date.now()): Promise<number> {
-  let cutoff = await upgradeCutoff(models, UNSIGNED_IDS_BEFORE, now);
+  const cutoff = await upgradeCutoff(models, UNSIGNED_IDS_BEFORE, now);
   if (cutoff === 0) return 0;
   // An upgrade rolled back once its hour had passed, and tried again: the older release, serving
   // alone meanwhile, issued unsigned cookies that this one would refuse, and during this rolling
   // upgrade its instances cannot read signed ones. So the hour starts again, as at the first try.
   const seen = await models.Setting.findByPk(SIGNING_RELEASE_SEEN_AT);
   if (seen && now >= cutoff && Number(seen.value) + OLDER_RELEASE_GAP_MS < now) {
-    const issuedMeanwhile = await models.SessionRow.findOne({ attributes: ['issuedAt'], where: { issuedAt: { [Op.gt]: Number(seen.value) + OLDER_RELEASE_GAP_MS } } });
-    if (issuedMeanwhile) {
-      // Instances starting together: the first to write it wins, and all read it.
-      await models.Setting.update({ value: String(now + ROLLING_UPGRADE_MS) }, { where: { name: UNSIGNED_IDS_BEFORE, value: String(cutoff) } });
-      cutoff = Number((await models.Setting.findByPk(UNSIGNED_IDS_BEFORE, { rejectOnEmpty: true })).value);
-    }
+    // A session issued or used since (a login, or a touch of a session's idle expiry): served.
+    const after = Number(seen.value) + OLDER_RELEASE_GAP_MS;
+    const servedMeanwhile = await models.SessionRow.findOne({ attributes: ['issuedAt'], where: { [Op.or]: [{ issuedAt: { [Op.gt]: after } }, { lastActivity: { [Op.gt]: after } }] } });
+    // Instances starting together: the first to write it wins.
+    if (servedMeanwhile) await models.Setting.update({ value: String(now + ROLLING_UPGRADE_MS) }, { where: { name: UNSIGNED_IDS_BEFORE, value: String(cutoff) } });
   }
   // Not fatal: a database that takes no writes now (read-only, its disk full) still serves reads.
   await noteSigningRelease(models, now).catch(() => undefined);
-  return cutoff;
+  // Read again, after the note: an instance that started with this one and saw the gap has
+  // written its new hour before its note, which this one may have read above as no gap.
+  return Number((await models.Setting.findByPk(UNSIGNED_IDS_BEFORE, { rejectOnEmpty: true })).value);
 }
 
 /**

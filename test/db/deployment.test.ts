@@ -71,23 +71,31 @@ for (const [kind, open] of [['SQLite', sqliteDb], ['PostgreSQL', postgresDb]] as
         const firstTry = Date.now() - 5 * HOUR;
         const db = await upgradedAt(firstTry);
         // Rolled back: the older release alone logs people in, hours later.
-        await new DatabaseStore(db.models).create(makeRecord({ issuedAt: firstTry + 3 * HOUR, createdAt: firstTry + 3 * HOUR }));
+        await new DatabaseStore(db.models).create(makeRecord({ issuedAt: firstTry + 3 * HOUR, createdAt: firstTry + 3 * HOUR, lastActivity: firstTry + 3 * HOUR }));
         const secondTry = firstTry + 4 * HOUR;
         expect(await unsignedIdsBefore(db.models, secondTry)).to.equal(secondTry + ROLLING_UPGRADE_MS);
         expect(await unsignedIdsBefore(db.models, secondTry + 5_000), "the second try's other instances read the same").to.equal(secondTry + ROLLING_UPGRADE_MS);
       });
 
+      it('starts it again too when the older release only served sessions issued before (their activity is later)', async () => {
+        const firstTry = Date.now() - 5 * HOUR;
+        const db = await upgradedAt(firstTry);
+        await new DatabaseStore(db.models).create(makeRecord({ issuedAt: firstTry - HOUR, createdAt: firstTry - HOUR, lastActivity: firstTry + 3 * HOUR }));
+        const secondTry = firstTry + 4 * HOUR;
+        expect(await unsignedIdsBefore(db.models, secondTry)).to.equal(secondTry + ROLLING_UPGRADE_MS);
+      });
+
       it('keeps the hour it had when nothing was issued while no signing release ran (a restart after downtime)', async () => {
         const firstTry = Date.now() - 5 * HOUR;
         const db = await upgradedAt(firstTry);
-        await new DatabaseStore(db.models).create(makeRecord({ issuedAt: firstTry + 60_000, createdAt: firstTry + 60_000 }));
+        await new DatabaseStore(db.models).create(makeRecord({ issuedAt: firstTry + 60_000, createdAt: firstTry + 60_000, lastActivity: firstTry + 90_000 }));
         expect(await unsignedIdsBefore(db.models, firstTry + 4 * HOUR)).to.equal(firstTry + ROLLING_UPGRADE_MS);
       });
 
       it('keeps it when a signing release was running all along (an older one beside it past the hour is the documented limit)', async () => {
         const firstTry = Date.now() - 5 * HOUR;
         const db = await upgradedAt(firstTry);
-        await new DatabaseStore(db.models).create(makeRecord({ issuedAt: firstTry + 3 * HOUR, createdAt: firstTry + 3 * HOUR }));
+        await new DatabaseStore(db.models).create(makeRecord({ issuedAt: firstTry + 3 * HOUR, createdAt: firstTry + 3 * HOUR, lastActivity: firstTry + 3 * HOUR }));
         await noteSigningRelease(db.models, firstTry + 4 * HOUR - 30_000);
         expect(await unsignedIdsBefore(db.models, firstTry + 4 * HOUR)).to.equal(firstTry + ROLLING_UPGRADE_MS);
       });
