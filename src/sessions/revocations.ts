@@ -137,12 +137,12 @@ export class RevocationList {
     this.spool = spool;
   }
 
-  /** The latest revoke-all's instant (0: none yet): sessions issued before it no longer work. */
   /** How many session and user entries this instance holds in memory (diagnostics, tests). */
   get heldEntries(): number {
     return this.sessions.size + this.users.size;
   }
 
+  /** The latest revoke-all's instant (0: none yet): sessions issued before it no longer work. */
   get allRevokedBefore(): number {
     return this.allNotBefore;
   }

@@ -307,6 +307,44 @@ for (const backend of ['database', 'cookie'] as const) {
 
 type HoldPoint = 'password' | 'login' | 'live';
 
+describe('SESSION_MAX_PER_USER=1 and a login with the old password checked while the password changes', function () {
+  this.timeout(60_000);
+  let app: InProcessApp;
+  let held: { reached: () => void; released: Promise<void> } | undefined;
+  before(async () => {
+    app = await startInProcess({ SESSION_MAX_PER_USER: '1' });
+    // The login holds here after its password check (LoginAttempt#succeeded), before its session is stored.
+    const clearFailures = app.limiter.clearFailures.bind(app.limiter);
+    app.limiter.clearFailures = async (...args) => {
+      const hold = held;
+      held = undefined;
+      if (hold) {
+        hold.reached();
+        await hold.released;
+      }
+      return clearFailures(...args);
+    };
+  });
+  after(() => app?.stop());
+
+  it("does not end the owner's session: the login's own is revoked as it is stored, so it counts for nothing", async () => {
+    const owner = new Client(app.url);
+    const { email } = await owner.signup({ password: GOOD_PASSWORD });
+    let reached!: () => void;
+    let release!: () => void;
+    const arrived = new Promise<void>((resolve) => (reached = resolve));
+    held = { reached, released: new Promise<void>((resolve) => (release = resolve)) };
+    const intruder = new Client(app.url);
+    const login = intruder.login(email, GOOD_PASSWORD);
+    await arrived;
+    expect((await owner.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'another long passphrase' })).status).to.equal(204);
+    release();
+    expect((await login).status).to.be.oneOf([200, 401]);
+    expect((await intruder.get('/api/session')).status, "the old password's session").to.equal(401);
+    expect((await owner.get('/api/session')).status, "the owner's session, the only working one").to.equal(200);
+  });
+});
+
 /**
  * A password change carries to the new id what other tabs saved to the old one meanwhile,
  * reading the old id's latest copy. For a sealed cookie that copy is the database's, written

@@ -64,7 +64,9 @@ export function authRoutes(deps: AppDeps) {
    */
   async function enforceSessionLimit(userId: number, own: SessionRecord, replaced: string | undefined, control: SessionControl) {
     const max = config.sessions.maxPerUser;
-    if (max === 0) return;
+    // A login whose session was revoked as it was stored (a password or role change overlapping
+    // its check) is one that failed: it ends none of the user's working sessions.
+    if (max === 0 || backends.revocations.isRevoked(own)) return;
     let live: SessionRecord[];
     try {
       live = (await backends.listByUser(userId)).filter((r) => r.handle !== replaced);
