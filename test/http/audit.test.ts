@@ -9,6 +9,7 @@ import { openDatabase } from '../../src/db/database.js';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
 import { connectPostgres, createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitUntil } from '../support/redis-server.js';
 
 const TOKEN = 'audit-test-admin-token-123';
 
@@ -76,11 +77,10 @@ describe('the session audit trail', function () {
     expect((await new Client(app.url).get('/api/admin/flags', { Authorization: 'Bearer not-the-token' })).status).to.equal(401);
     ann.csrfToken = 'not-the-csrf-token';
     expect((await ann.post('/api/sessions/revoke-others')).status).to.equal(403);
-    const refused = app
-      .output()
-      .split('\n')
-      .filter((line) => line.includes('"event":"refused"'))
-      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const refusedLines = () => app.output().split('\n').filter((line) => line.includes('"event":"refused"'));
+    // The log is the child's stdout: its lines arrive a moment after the answers.
+    await waitUntil('the refusals logged', () => refusedLines().some((line) => line.includes('csrf_failed')), 100);
+    const refused = refusedLines().map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(refused.map((r) => [r.code, r.method, r.path])).to.deep.include.members([
       ['invalid_credentials', 'POST', '/api/login'],
       ['unauthorized', 'GET', '/api/admin/flags'],
