@@ -445,6 +445,10 @@ describe('browser (headless Chromium)', function () {
       await page.getByRole('button', { name: 'Log in' }).click();
       await waitForText(page, '#login-error', 'Email or password is incorrect', UI_MS);
       expect(await page.locator('#login-error').getAttribute('role')).to.equal('alert');
+      // The password is focused and selected: typing it again replaces the wrong one.
+      expect(await page.evaluate(() => document.activeElement?.id)).to.equal('login-password');
+      await page.keyboard.type(hu.password);
+      expect(await page.getByLabel('Password').inputValue()).to.equal(hu.password);
 
       // Keyboard only: skip link first, then the form; Enter submits.
       await page.goto('/login');

@@ -303,9 +303,18 @@ function initLogin() {
   const notice = document.getElementById('signed-out-notice');
   if (notice && reason && notices[reason]) notice.textContent = notices[reason];
 
-  handleForm(document.getElementById('login'), {
+  const loginForm = document.getElementById('login');
+  handleForm(loginForm, {
     path: '/api/login',
     values: (form) => ({ email: value(form, 'email'), password: value(form, 'password') }),
+    onFailure: (res) => {
+      // Wrong email or password: the password selected, so that typing it again replaces it.
+      const password = loginForm?.elements.namedItem('password');
+      if (res.data?.error?.code === 'invalid_credentials' && password instanceof HTMLInputElement) {
+        password.focus();
+        password.select();
+      }
+    },
     onSuccess: (res) => {
       channel?.postMessage({ type: 'login', userId: res.data?.user?.id });
       location.assign('/');
