@@ -71,7 +71,9 @@ export function apiHeaders(): Record<string, string> {
   };
 }
 
-const isApi = (path: string) => path.startsWith('/api/') || path === '/healthz' || path === '/readyz' || path === '/metrics';
+// Routes match in any letter case (`/API/platforms`): so does this.
+const API_PATH = /^\/api\//i;
+const isApi = (path: string) => API_PATH.test(path) || path === '/healthz' || path === '/readyz' || path === '/metrics';
 
 export function securityHeaders() {
   const forPages = Object.entries(helmetHeaders());

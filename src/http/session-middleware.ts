@@ -287,6 +287,10 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
   }
 
   return async function sessions(ctx: Context, next: Next) {
+    // Koa reads the client's address from the socket on first use (and keeps it): read after a
+    // slow step (a signup's password hash) of a request the browser dropped meanwhile (a
+    // double-click), it was '' in the session list and the audit row.
+    void ctx.ip;
     let raw = ctx.cookies.get(config.cookieName);
     const opened = raw ? await open(raw) : undefined;
     let loaded = opened instanceof Error ? undefined : opened;

@@ -4,6 +4,7 @@
  * The browser flow itself is in test/e2e/browser.test.ts; here, the edges a browser seldom shows.
  */
 import { expect } from 'chai';
+import { connect } from 'node:net';
 import { sample } from '../switching/metrics-text.js';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
@@ -58,11 +59,38 @@ describe('forms posted without JavaScript', function () {
     const later = new Client(app.url);
     expect((await later.post('/api/signup', fields, NAVIGATION)).headers.get('location'), 'moments later, the same').to.equal('/');
     expect((await later.get('/api/session')).status).to.equal(200);
-    // Not a way into someone's account: another password is told the address is taken.
-    const other = await new Client(app.url).post('/api/signup', form({ name: 'Other', email, password: 'another long passphrase' }), NAVIGATION);
+    // Not a way into someone's account: another password, or another name, is told the address is taken.
+    const other = await new Client(app.url).post('/api/signup', form({ name: 'Twice', email, password: 'another long passphrase' }), NAVIGATION);
     expect(other.headers.get('location')).to.equal('/signup?error=email_taken');
+    const renamed = await new Client(app.url).post('/api/signup', form({ name: 'Someone Else', email, password: GOOD_PASSWORD }), NAVIGATION);
+    expect(renamed.headers.get('location')).to.equal('/signup?error=email_taken');
     // An API client is told 409 email_taken, as API.md says, whatever the password.
     expectError(await new Client(app.url).post('/api/signup', { name: 'Twice', email, password: GOOD_PASSWORD }), 409, 'email_taken');
+  });
+
+  it('keeps the address of a signup whose browser dropped the connection before its answer (the first of a double-click)', async () => {
+    const email = `dropped-${Date.now()}@example.com`;
+    const body = JSON.stringify({ name: 'Dropped', email, password: GOOD_PASSWORD });
+    const { host, port } = new URL(app.url);
+    await new Promise<void>((resolve, reject) => {
+      const socket = connect(Number(port), host.split(':')[0]!, () => {
+        socket.write(`POST /api/signup HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`, () => {
+          // Gone while the password is hashed, as a browser's first post of a double-click.
+          socket.destroy();
+          resolve();
+        });
+      });
+      socket.on('error', reject);
+    });
+    const owner = new Client(app.url);
+    let sessions: Array<{ ip: string }> = [];
+    for (let attempt = 0; attempt < 100 && sessions.length === 0; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      if ((await owner.login(email, GOOD_PASSWORD)).status !== 200) continue;
+      sessions = ((await owner.get('/api/sessions')).json.sessions as Array<{ ip: string; current?: boolean }>).filter((s) => !s.current);
+    }
+    expect(sessions, "the dropped signup's session").to.have.length(1);
+    expect(sessions[0]!.ip).to.equal('127.0.0.1');
   });
 
   it('brings a refused form back with each field’s sentence and what was typed, never the password, once', async () => {

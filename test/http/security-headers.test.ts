@@ -56,6 +56,9 @@ describe('security headers', function () {
       'PATCH /api/session': await browser.patch('/api/session', { preferences: { theme: 'dark' } }),
       'POST /api/sessions/revoke-others': await browser.post('/api/sessions/revoke-others'),
       'GET /api/nowhere (404)': await browser.get('/api/nowhere'),
+      // Routes match in any letter case.
+      'GET /API/platforms': await browser.get('/API/platforms'),
+      'GET /API/Session (401)': await new Client(app.url).get('/API/Session'),
     };
     for (const [what, reply] of Object.entries(replies)) {
       expect(reply.status, what).to.be.below(500);

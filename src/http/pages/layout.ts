@@ -15,6 +15,8 @@ export interface Viewer {
   /** The session's public handle: app.js reloads the page when the browser's session changes. */
   handle: string;
   platformId: number | null;
+  /** When the session ends however active (ms): app.js says so rather than "inactivity". */
+  absoluteExpiresAt: number;
 }
 
 export interface PageOptions {
@@ -93,7 +95,7 @@ ${viewer ? html`<meta name="csrf-token" content="${viewer.csrfToken}">` : ''}
 <link rel="stylesheet" href="${assets.url('app.css')}">
 <script type="module" src="${assets.url('app.js')}"></script>
 </head>
-<body class="${viewer ? 'app' : 'auth'}" data-page="${page}"${viewer ? html` data-user-id="${viewer.user.id}" data-handle="${viewer.handle}" data-platform-id="${viewer.platformId ?? ''}"` : ''}>
+<body class="${viewer ? 'app' : 'auth'}" data-page="${page}"${viewer ? html` data-user-id="${viewer.user.id}" data-handle="${viewer.handle}" data-platform-id="${viewer.platformId ?? ''}" data-absolute-expires-at="${viewer.absoluteExpiresAt}"` : ''}>
 <a class="skip-link" href="#main">Skip to content</a>
 ${viewer
   ? html`${topBar(page, viewer)}

@@ -40,7 +40,7 @@ function formAnswerOf(ctx: Context, param = 'error'): string | undefined {
 
 function viewerOf(session: Session): Viewer {
   const { user, csrfToken } = session.data;
-  return { user: { id: user.id, name: user.name, email: user.email }, csrfToken, handle: session.handle, platformId: platformOf(session)?.id ?? null };
+  return { user: { id: user.id, name: user.name, email: user.email }, csrfToken, handle: session.handle, platformId: platformOf(session)?.id ?? null, absoluteExpiresAt: session.record.absoluteExpiresAt };
 }
 
 function sessionView(r: SessionRecord, currentHandle: string): SessionView {

@@ -46,6 +46,11 @@ const FORM_ERRORS: Readonly<Record<string, string>> = {
   service_unavailable: 'The service is unavailable for a moment. Try again shortly.',
 };
 
+/** The error is under its field (the form's flash, right after the post): not said again above the form, as with JavaScript. */
+function saidOnField(flash: FormFlash | undefined): boolean {
+  return Object.keys(flash?.fields ?? {}).length > 0;
+}
+
 function formErrorMessage(code: string | undefined): string {
   if (code === undefined) return '';
   return Object.hasOwn(FORM_ERRORS, code) ? FORM_ERRORS[code]! : 'That did not work. Try again.';
@@ -92,7 +97,7 @@ export function signupPage(assets: Assets, minPasswordLength: number, error?: st
     assets,
     body: html`<h1>Create your account</h1>
 <p class="lede">One login for every platform you connect.</p>
-${formError('signup', formErrorMessage(error))}
+${formError('signup', error === 'email_taken' && saidOnField(flash) ? '' : formErrorMessage(error))}
 <form id="signup" class="form" method="post" action="/api/signup" novalidate data-form="signup">
   ${fields(flash, [
     { form: 'signup', name: 'name', label: 'Name', autocomplete: 'name', maxlength: 100 },
@@ -257,7 +262,7 @@ export function accountPage(assets: Assets, d: { viewer: Viewer; minPasswordLeng
     <h2 id="password-heading">Change password</h2>
     <p class="muted">You stay logged in here. Every other device is logged out.</p>
     <p class="notice notice-success" id="password-status" role="status" aria-live="polite">${d.changed ? 'Password changed. Every other device has been logged out.' : ''}</p>
-    ${formError('password', d.error === 'invalid_credentials' ? 'Your current password is incorrect.' : formErrorMessage(d.error))}
+    ${formError('password', d.error === 'invalid_credentials' ? (saidOnField(d.flash) ? '' : 'Your current password is incorrect.') : formErrorMessage(d.error))}
     <form id="password" class="form" method="post" action="/api/password" novalidate data-form="password" aria-labelledby="password-heading">
       <input type="hidden" name="_csrf" value="${viewer.csrfToken}">
       <!-- For password managers only (autocomplete), so it has no name and is never sent. -->

@@ -7,7 +7,7 @@ import { hashPassword, passwordProblem, verifyPassword } from '../../auth/passwo
 import { applyMergePatch, describeSession } from '../../sessions/session.js';
 import { clientInfo } from '../client-info.js';
 import type { AppDeps } from '../deps.js';
-import { EmailTakenError, InvalidCredentialsError, InvalidInputError, UnauthenticatedError } from '../errors.js';
+import { EmailTakenError, InvalidCredentialsError, InvalidInputError, TooManyAttemptsError, UnauthenticatedError } from '../errors.js';
 import { requireSameOrigin } from '../origin.js';
 import { isFormNavigation } from '../pages/form-navigation.js';
 import type { Session, SessionRecord } from '../../sessions/session.js';
@@ -87,12 +87,14 @@ export function authRoutes(deps: AppDeps) {
    * moments ago, with its password, is that second post: it logs in instead. Anything else (an
    * API client, an older account, another password) gets 409 email_taken as before.
    */
-  async function resubmittedSignup(ctx: Context, input: { email: string; password: string }) {
+  async function resubmittedSignup(ctx: Context, input: { email: string; password: string; name: string }) {
     if (!isFormNavigation(ctx)) return undefined;
     const existing = await models.User.findOne({ where: { email: input.email } });
-    if (!existing || Date.now() - existing.createdAt.getTime() > RESUBMITTED_SIGNUP_MS) return undefined;
+    // The same form posted again: the same name too (someone else trying the address has to know it).
+    if (!existing || existing.name !== input.name || Date.now() - existing.createdAt.getTime() > RESUBMITTED_SIGNUP_MS) return undefined;
+    // Checked as a login is (a wrong password counts against the login limits), answered as a signup.
     return logInAs(ctx, input).catch((err: unknown) => {
-      if (err instanceof InvalidCredentialsError) return undefined;
+      if (err instanceof InvalidCredentialsError || err instanceof TooManyAttemptsError) return undefined;
       throw err;
     });
   }

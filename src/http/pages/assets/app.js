@@ -343,9 +343,9 @@ const state = {
   backend: null,
   expiresAt: Number.NaN,
   lastActivity: Number.NaN,
-  /** The longest expiresAt − lastActivity seen: the idle timeout, until the absolute cap cuts it short. */
-  longestSpan: 0,
-  /** The session ends at its absolute cap, however active the user is. */
+  /** When the session ends however active the user is (SESSION_ABSOLUTE_TIMEOUT). */
+  absoluteExpiresAt: Number(body.dataset.absoluteExpiresAt),
+  /** The session ends at that cap: its expiry is the cap, not an idle timeout. */
   capped: false,
 };
 
@@ -407,10 +407,7 @@ function applySession(data) {
   state.handle = session.handle;
   state.expiresAt = Date.parse(session.expiresAt);
   state.lastActivity = Date.parse(session.lastActivity);
-  // Each touch puts expiry one idle timeout after the activity, until the absolute cap stops it.
-  const span = state.expiresAt - state.lastActivity;
-  state.longestSpan = Math.max(state.longestSpan, span);
-  if (span < state.longestSpan - 1000) state.capped = true;
+  if (state.expiresAt >= state.absoluteExpiresAt - 1000) state.capped = true;
   if (session.backend !== state.backend) {
     state.backend = session.backend;
     for (const el of document.querySelectorAll('[data-bind="backend"]')) {
