@@ -33,6 +33,9 @@ type EventRow = Omit<InferCreationAttributes<SessionEvent>, 'id'>;
 
 export class SessionAudit {
   private unwritten: EventRow[] = [];
+  /** The order rows were recorded in: their writes fail in any order (one waits on a dead connection, the next fails at once). */
+  private readonly recorded = new WeakMap<EventRow, number>();
+  private recordedCount = 0;
   private dropped = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly failed: RepeatedWarning;
@@ -64,7 +67,8 @@ export class SessionAudit {
     };
     this.logger.info({ event: 'session', ...row }, `session ${entry.type}`);
     const kept = { ...row, createdAt: new Date() };
-    this.models.SessionEvent.create(kept).catch((err: unknown) => this.keep([kept], err, 'newer'));
+    this.recorded.set(kept, ++this.recordedCount);
+    this.models.SessionEvent.create(kept).catch((err: unknown) => this.keep([kept], err));
   }
 
   /** One last try for the rows kept; those the database still does not take are counted in the log. */
@@ -75,10 +79,18 @@ export class SessionAudit {
     if (this.unwritten.length > 0) this.logger.warn({ events: this.unwritten.length }, 'session events not written to the database at shutdown (their log lines have them)');
   }
 
-  /** Kept in the order they happened (ids follow it once written): a failed retry's rows before newer ones. */
-  private keep(rows: EventRow[], err: unknown, rowsAre: 'newer' | 'older') {
-    if (rowsAre === 'newer') this.unwritten.push(...rows);
-    else this.unwritten.unshift(...rows);
+  /** Kept in the order they happened (ids follow it once written), whatever order their writes failed in. */
+  private keep(rows: EventRow[], err: unknown) {
+    // Both in order already (a failed retry's batch, or one row): merged.
+    const order = (r: EventRow) => this.recorded.get(r) ?? 0;
+    const merged: EventRow[] = [];
+    let i = 0;
+    let j = 0;
+    while (i < this.unwritten.length || j < rows.length) {
+      const takeKept = j >= rows.length || (i < this.unwritten.length && order(this.unwritten[i]!) <= order(rows[j]!));
+      merged.push(takeKept ? this.unwritten[i++]! : rows[j++]!);
+    }
+    this.unwritten = merged;
     const over = this.unwritten.length - MAX_UNWRITTEN;
     if (over > 0) {
       this.unwritten.splice(0, over);
@@ -99,7 +111,7 @@ export class SessionAudit {
     try {
       await this.models.SessionEvent.bulkCreate(batch);
     } catch (err) {
-      this.keep(batch, err, 'older');
+      this.keep(batch, err);
       throw err;
     }
     this.logger.info({ events: batch.length }, 'session events written after failing');
