@@ -44,6 +44,9 @@ function diskFull(file: string): boolean {
   }
 }
 
+/** PostgreSQL connections each instance holds at most. */
+const POOL_MAX = 10;
+
 export async function openDatabase(url: string): Promise<Sequelize> {
   if (url.startsWith('sqlite:')) {
     const file = url.slice('sqlite:'.length);
@@ -68,7 +71,7 @@ export async function openDatabase(url: string): Promise<Sequelize> {
   const sequelize = new Sequelize(url, {
     dialect: 'postgres',
     logging: false,
-    pool: { max: 10, min: 0, idle: 10_000, acquire: 5_000 },
+    pool: { max: POOL_MAX, min: 0, idle: 10_000, acquire: 5_000 },
     // A database that stops answering without closing its connections (a failover, a network
     // partition) fails a query after this long instead of holding its request forever.
     dialectOptions: { query_timeout: QUERY_TIMEOUT_MS },
@@ -142,6 +145,53 @@ export function isDatabaseOutageError(err: unknown): boolean {
   // anything's, and is logged in full.
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' && /^(SQLITE_|\d\d[0-9A-Z]{3}$)/.test(code) && UNAVAILABLE.test(code);
+}
+
+/**
+ * How many times a statement is sent in all when its connection turns out to be ended: each
+ * failed attempt has used up one of the ended connections (the pool drops it), so past all of
+ * them, one more runs on a new connection.
+ */
+const ENDED_CONNECTION_ATTEMPTS = POOL_MAX + 1;
+
+/**
+ * Runs `work` again, on another connection, when the one it ran on turns out to be ended by the
+ * server: after a failover, a pooler restart or an operator's `pg_terminate_backend`, the pool
+ * lends the connections the server has already closed until it hears of each. Readiness asked
+ * at that moment said the database was down (with BREAKER_FAILURE_THRESHOLD=1 it opened the
+ * breaker, and every read got 503), and the requests that came next failed one by one.
+ * - Any statement, when PostgreSQL said it ended the connection (57P01 admin_shutdown, 57P02
+ *   crash_shutdown): it ends a connection between statements, or aborts the one running, which
+ *   then committed nothing. One statement on its own (autocommit) only: not a transaction's.
+ * - `readsOnly`: also when the connection only closed or was reset, without that word (the server
+ *   closed it before our statement was read, or crashed). A write might have committed then (a
+ *   crash just after its commit), and is not sent twice: it fails, as any request in flight does.
+ */
+export async function againOnEndedConnection<T>(work: () => Promise<T>, { readsOnly = false } = {}): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await work();
+    } catch (err) {
+      // A connection that could not be made (ConnectionError) is the database down, not one that went stale.
+      const again = !(err instanceof ConnectionError) && (endedByServer(err) || (readsOnly && connectionClosed(err)));
+      if (attempt >= ENDED_CONNECTION_ATTEMPTS || !again) throw err;
+    }
+  }
+}
+
+/** PostgreSQL's own word that it ended the connection (57P01, 57P02), from pg or through Sequelize. */
+function endedByServer(err: unknown): boolean {
+  const e = err as { code?: unknown; parent?: { code?: unknown } } | null;
+  const code = e?.parent?.code ?? e?.code;
+  return code === '57P01' || code === '57P02';
+}
+
+function connectionClosed(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown; parent?: { code?: unknown; message?: unknown } } | null;
+  const code = e?.parent?.code ?? e?.code;
+  const message = e?.parent?.message ?? e?.message;
+  if (code === 'ECONNRESET' || code === 'EPIPE') return true;
+  return typeof message === 'string' && /^(Connection terminated|Client has encountered a connection error)/.test(message);
 }
 
 /** Whether `err` means "the database cannot be used at the moment": the request gets 503, not 500. */

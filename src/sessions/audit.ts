@@ -36,6 +36,14 @@ export class SessionAudit {
   /** The order rows were recorded in: their writes fail in any order (one waits on a dead connection, the next fails at once). */
   private readonly recorded = new WeakMap<EventRow, number>();
   private recordedCount = 0;
+  /**
+   * Rows whose first write has not settled, in the order recorded. None recorded after the
+   * first of them is written by the retry: a write that waits on a dead connection past the
+   * retry (its query timeout) would otherwise fail after the rows recorded after it were in.
+   */
+  private readonly firstWrites = new Set<EventRow>();
+  private writing = false;
+  private closed = false;
   private dropped = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly failed: RepeatedWarning;
@@ -68,11 +76,21 @@ export class SessionAudit {
     this.logger.info({ event: 'session', ...row }, `session ${entry.type}`);
     const kept = { ...row, createdAt: new Date() };
     this.recorded.set(kept, ++this.recordedCount);
-    this.models.SessionEvent.create(kept).catch((err: unknown) => this.keep([kept], err));
+    // While rows wait to be written again, a new one joins them rather than overtake them.
+    if (this.unwritten.length > 0) return this.keep([kept]);
+    this.firstWrites.add(kept);
+    this.models.SessionEvent.create(kept).then(
+      () => this.firstWrites.delete(kept),
+      (err: unknown) => {
+        this.firstWrites.delete(kept);
+        this.keep([kept], err);
+      },
+    );
   }
 
   /** One last try for the rows kept; those the database still does not take are counted in the log. */
   async close(): Promise<void> {
+    this.closed = true;
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
     if (this.unwritten.length > 0) await this.writeKept().catch(() => undefined);
@@ -80,14 +98,13 @@ export class SessionAudit {
   }
 
   /** Kept in the order they happened (ids follow it once written), whatever order their writes failed in. */
-  private keep(rows: EventRow[], err: unknown) {
+  private keep(rows: EventRow[], err?: unknown) {
     // Both in order already (a failed retry's batch, or one row): merged.
-    const order = (r: EventRow) => this.recorded.get(r) ?? 0;
     const merged: EventRow[] = [];
     let i = 0;
     let j = 0;
     while (i < this.unwritten.length || j < rows.length) {
-      const takeKept = j >= rows.length || (i < this.unwritten.length && order(this.unwritten[i]!) <= order(rows[j]!));
+      const takeKept = j >= rows.length || (i < this.unwritten.length && this.order(this.unwritten[i]!) <= this.order(rows[j]!));
       merged.push(takeKept ? this.unwritten[i++]! : rows[j++]!);
     }
     this.unwritten = merged;
@@ -96,7 +113,12 @@ export class SessionAudit {
       this.unwritten.splice(0, over);
       this.dropped += over;
     }
-    this.failed.warn({ err, kept: this.unwritten.length, ...(this.dropped > 0 && { dropped: this.dropped }) });
+    if (err !== undefined) this.failed.warn({ err, kept: this.unwritten.length, ...(this.dropped > 0 && { dropped: this.dropped }) });
+    this.retryLater();
+  }
+
+  private retryLater() {
+    if (this.closed) return;
     this.retryTimer ??= setTimeout(() => {
       this.retryTimer = undefined;
       void this.writeKept().catch(() => undefined);
@@ -104,15 +126,27 @@ export class SessionAudit {
     this.retryTimer.unref();
   }
 
+  private order(row: EventRow): number {
+    return this.recorded.get(row) ?? 0;
+  }
+
   private async writeKept(): Promise<void> {
-    const batch = this.unwritten;
+    // One batch at a time: a later one would overtake a batch still waiting on its connection.
+    if (this.writing) return this.retryLater();
+    const [waiting] = this.firstWrites;
+    const before = waiting ? this.unwritten.findIndex((r) => this.order(r) > this.order(waiting)) : -1;
+    const batch = before === -1 ? this.unwritten : this.unwritten.slice(0, before);
+    this.unwritten = before === -1 ? [] : this.unwritten.slice(before);
+    if (this.unwritten.length > 0) this.retryLater();
     if (batch.length === 0) return;
-    this.unwritten = [];
+    this.writing = true;
     try {
       await this.models.SessionEvent.bulkCreate(batch);
     } catch (err) {
       this.keep(batch, err);
       throw err;
+    } finally {
+      this.writing = false;
     }
     this.logger.info({ events: batch.length }, 'session events written after failing');
   }

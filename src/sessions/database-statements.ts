@@ -6,6 +6,7 @@
  */
 import type { Client as PgClient, QueryResult } from 'pg';
 import type { Sequelize } from 'sequelize';
+import { againOnEndedConnection } from '../db/database.js';
 import type { Database as SqliteDatabase, Statement as SqliteStatement } from 'sqlite3';
 import type { SessionRecord } from './session.js';
 
@@ -354,16 +355,18 @@ class PostgresStatements implements Statements {
     return (await this.all<T>(name, values))[0];
   }
 
+  /** Every statement read through here reads only (SELECT). */
   async all<T>(name: StatementName, values: unknown[]): Promise<T[]> {
-    const result = await this.withClient((client) => query<T>(client, name, values));
+    const result = await againOnEndedConnection(() => this.withClient((client) => query<T>(client, name, values)), { readsOnly: true });
     return result.rows;
   }
 
   async run(name: StatementName, values: unknown[]): Promise<number> {
-    const result = await this.withClient((client) => query(client, name, values));
+    const result = await againOnEndedConnection(() => this.withClient((client) => query(client, name, values)));
     return result.rowCount ?? 0;
   }
 
+  /** Never sent again on an ended connection: `work`'s statements before the failure committed. */
   batch(work: (run: Run) => Promise<void>): Promise<void> {
     return this.withClient((client) => work(async (name, values) => (await query(client, name, values)).rowCount ?? 0));
   }

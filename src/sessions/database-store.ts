@@ -12,7 +12,7 @@ import DataLoader from 'dataloader';
 import { Op, QueryTypes, type Model } from 'sequelize';
 import type { BackendName } from '../config/config.js';
 import type { Models, SessionRow } from '../db/models.js';
-import { isWriteRefusal } from '../db/database.js';
+import { againOnEndedConnection, isWriteRefusal } from '../db/database.js';
 import { jsonCodec, type DataCodec } from './codec.js';
 import { BATCH_SIZES, byIdHash, compareKeys, isUniqueViolation, MAX_BATCH, MIRROR_CHUNKS, statementsFor, type RawRow, type Run, type Statements } from './database-statements.js';
 import { SessionConflictError } from './errors.js';
@@ -239,10 +239,10 @@ export class DatabaseStore implements IndexedSessionStore {
   }
 
   async listByUser(userId: number): Promise<SessionRecord[]> {
-    const rows = await this.models.SessionRow.findAll({
-      where: { userId, expiresAt: { [Op.gt]: Date.now() } },
-      order: [['createdAt', 'ASC']],
-    });
+    const rows = await againOnEndedConnection(
+      () => this.models.SessionRow.findAll({ where: { userId, expiresAt: { [Op.gt]: Date.now() } }, order: [['createdAt', 'ASC']] }),
+      { readsOnly: true },
+    );
     return rows.flatMap((row) => this.toRecord(row, '') ?? []);
   }
 
@@ -261,7 +261,9 @@ export class DatabaseStore implements IndexedSessionStore {
 
   /** The live row of `idHash`, as the directory has it (its backend, no id): for operator tools, and for a move that found the session changed (SessionBackends.current). */
   async loadByHash(idHash: string): Promise<SessionRecord | undefined> {
-    const row = await this.models.SessionRow.findOne({ where: { idHash, expiresAt: { [Op.gt]: Date.now() } } });
+    const row = await againOnEndedConnection(() => this.models.SessionRow.findOne({ where: { idHash, expiresAt: { [Op.gt]: Date.now() } } }), {
+      readsOnly: true,
+    });
     return row ? this.toRecord(row, '') : undefined;
   }
 
@@ -279,20 +281,20 @@ export class DatabaseStore implements IndexedSessionStore {
     return this.sql.run('deleteExpired', [now, limit]);
   }
 
-  /**
-   * Up when the database takes writes. A PostgreSQL that answers reads and refuses every write
-   * (a standby after a failover, `default_transaction_read_only`) failed every session write
-   * with 503 while this said up: the breaker stayed closed (the reads succeed between the
-   * failures), and `/readyz` and `session_store_up` said all was well.
-   */
   async ping(): Promise<void> {
-    await this.models.sequelize.query('SELECT 1');
+    await againOnEndedConnection(() => this.models.sequelize.query('SELECT 1'), { readsOnly: true });
   }
 
   refusesWrite(err: unknown): boolean {
     return isWriteRefusal(err);
   }
 
+  /**
+   * Up when the database takes writes. A PostgreSQL that answers reads and refuses every write
+   * (a standby after a failover, `default_transaction_read_only`) failed every session write
+   * with 503 while this said up: the breaker stayed closed (the reads succeed between the
+   * failures), and `/readyz` and `session_store_up` said all was well.
+   */
   async writable(): Promise<void> {
     if (this.models.sequelize.getDialect() !== 'postgres') {
       // A write, as every request that saves makes one: SQLite reads on while its disk is full
@@ -303,9 +305,12 @@ export class DatabaseStore implements IndexedSessionStore {
       );
       return;
     }
-    const [row] = await this.models.sequelize.query<{ standby: boolean; readOnly: string }>(
-      `SELECT pg_is_in_recovery() AS standby, current_setting('transaction_read_only') AS "readOnly"`,
-      { type: QueryTypes.SELECT },
+    const [row] = await againOnEndedConnection(() =>
+      this.models.sequelize.query<{ standby: boolean; readOnly: string }>(
+        `SELECT pg_is_in_recovery() AS standby, current_setting('transaction_read_only') AS "readOnly"`,
+        { type: QueryTypes.SELECT },
+      ),
+      { readsOnly: true },
     );
     if (row?.standby) throw new Error('PostgreSQL is a standby (in recovery): it takes no writes');
     if (row?.readOnly === 'on') throw new Error('PostgreSQL is read-only (default_transaction_read_only): it takes no writes');

@@ -16,6 +16,7 @@ import { defineModels } from '../../src/db/models.js';
 import { SessionConflictError } from '../../src/sessions/errors.js';
 import { DatabaseStore } from '../../src/sessions/database-store.js';
 import { hashSessionId, newSessionId, type SessionRecord } from '../../src/sessions/session.js';
+import { connectPostgres } from '../support/postgres.js';
 import { makeRecord, postgresDb, sqliteDb, type TestDb } from './fixtures.js';
 
 const LOGIN = { ip: '203.0.113.7', userAgent: 'Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0' };
@@ -348,6 +349,29 @@ for (const [name, open] of [
         expect(failure).to.be.instanceOf(Error);
         await Promise.all(Array.from({ length: 30 }, () => store.load(record.id)));
         expect(pool.using).to.equal(0);
+      });
+
+      it('answers a ping, a write check and the next reads at once after its pooled connections were ended (a failover, a pooler restart)', async () => {
+        // Readiness asks right after the cut, before the pool has heard of it: a stale connection
+        // answered "down", and with BREAKER_FAILURE_THRESHOLD=1 opened the breaker on a database
+        // that was fine, so every read got 503.
+        const database = db.sequelize.config.database;
+        const admin = await connectPostgres(`postgres://postgres@127.0.0.1:5432/${database}`);
+        admin.on('error', () => undefined);
+        const kept = makeRecord();
+        await store.create(kept);
+        try {
+          for (let round = 0; round < 10; round++) {
+            // Five connections in the pool (the test's own query may meet one ended last round).
+            await Promise.allSettled(Array.from({ length: 5 }, () => db.sequelize.query('SELECT pg_sleep(0.01)')));
+            await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [database]);
+            // And the reads of the requests that come next. (A write sent on an ended connection
+            // may fail: it is not sent twice, README "Status and known limits".)
+            await Promise.all([store.ping(), store.writable(), store.load(kept.id), store.listByUser(kept.userId)]);
+          }
+        } finally {
+          await admin.end();
+        }
       });
     }
   });
