@@ -8,6 +8,12 @@ import { makeDirectory } from '../config/make-directory.js';
 
 /** PostgreSQL: the longest a query may wait for its answer (README, "Database outage"). */
 const QUERY_TIMEOUT_MS = 30_000;
+/**
+ * PostgreSQL: the longest a new connection may take. A server that accepts connections and
+ * never answers (a hung primary, a partition behind a load balancer) otherwise held start-up
+ * in silence for ever; as the pool's acquire timeout, so a request waits no longer for it.
+ */
+const CONNECT_TIMEOUT_MS = 5_000;
 
 /** The database did not answer in time: treated as down (a 503), like a refused connection. */
 class DatabaseStalledError extends Error {
@@ -71,10 +77,10 @@ export async function openDatabase(url: string): Promise<Sequelize> {
   const sequelize = new Sequelize(url, {
     dialect: 'postgres',
     logging: false,
-    pool: { max: POOL_MAX, min: 0, idle: 10_000, acquire: 5_000 },
+    pool: { max: POOL_MAX, min: 0, idle: 10_000, acquire: CONNECT_TIMEOUT_MS },
     // A database that stops answering without closing its connections (a failover, a network
     // partition) fails a query after this long instead of holding its request forever.
-    dialectOptions: { query_timeout: QUERY_TIMEOUT_MS },
+    dialectOptions: { query_timeout: QUERY_TIMEOUT_MS, connectionTimeoutMillis: CONNECT_TIMEOUT_MS },
   });
   try {
     await sequelize.authenticate();

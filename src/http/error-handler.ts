@@ -11,7 +11,7 @@ import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import { PasswordHashingBusyError } from '../auth/passwords.js';
 import { SessionConflictError, SessionTooLargeError } from '../sessions/errors.js';
-import { describeDatabaseError, isDatabaseUnavailable } from '../db/database.js';
+import { describeDatabaseError, isDatabaseOutageError } from '../db/database.js';
 import { BackendUnavailableError } from '../sessions/errors.js';
 import { BadRequestError, FeatureDisabledError, HttpError, InvalidCredentialsError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotAnObjectError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionConflictHttpError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
 
@@ -146,9 +146,10 @@ export function errorHandler(logger: Logger) {
         const { backend, reason } = err;
         backendOutage((requests) => logger.warn({ backend, reason, requests }, 'no session backend could serve the request'));
         error = new ServiceUnavailableError();
-      } else if (isDatabaseUnavailable(err)) {
+      } else if (isDatabaseOutageError(err)) {
         // Users, platforms, the session directory and revocations live in the database: while
-        // it is down, what needs them cannot be served, which is not a bug of ours.
+        // it is down, or takes no writes (read-only, its disk full), what needs them cannot be
+        // served, which is not a bug of ours.
         databaseOutage((requests) => logger.warn({ reason: describeDatabaseError(err), requests }, 'the database could not serve the request'));
         error = new ServiceUnavailableError();
       } else if (err instanceof PasswordHashingBusyError) {

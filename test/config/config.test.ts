@@ -195,6 +195,8 @@ describe('configuration', () => {
         [{ DATABASE_URL: `sqlite:${dir}` }, /^switchboard: could not start: DATABASE_URL: cannot open the SQLite file .*SQLITE_CANTOPEN/],
         // Nothing listens on port 1; the password is never printed.
         [{ DATABASE_URL: 'postgres://postgres:hunter2-secret@127.0.0.1:1/test' }, /^switchboard: could not start: DATABASE_URL: cannot connect to PostgreSQL at 127\.0\.0\.1:1\/test \((?!.*hunter2)/],
+        // A server that accepts and never answers (a hung primary): this test's own, blocked by spawnSync.
+        [{ DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/test` }, new RegExp(`^switchboard: could not start: DATABASE_URL: cannot connect to PostgreSQL at 127\\.0\\.0\\.1:${port}/test \\(.*timeout`)],
         [{ DATA_DIR: '/proc/switchboard-nope' }, /^switchboard: configuration error: DATA_DIR must be a directory/],
       ];
       for (const [env, expected] of cases) {

@@ -8,6 +8,7 @@
 import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
+import { expectError, GOOD_PASSWORD } from './helpers.js';
 import { connectPostgres, createTestDatabase, ensureServices, type TestDatabase } from '../support/postgres.js';
 import { waitUntil } from '../support/redis-server.js';
 import { sample } from '../switching/metrics-text.js';
@@ -98,7 +99,7 @@ describe('the database turning read-only (a standby after a failover, default_tr
     const up = async () => sample(await (await fetch(`${app.url}/metrics`)).text(), 'session_store_up', { backend: 'database' });
     try {
       const user = new Client(app.url);
-      await user.signup();
+      await user.signup({ password: GOOD_PASSWORD });
       expect(await health()).to.equal('up');
       await readOnly(true);
       await waitUntil('readiness says the database is down', async () => (await health()) === 'down', 200);
@@ -107,6 +108,11 @@ describe('the database turning read-only (a standby after a failover, default_tr
       await waitUntil('session_store_up{backend="database"} 0', async () => (await up()) === 0, 300);
       expect((await user.patch('/api/session', { preferences: { theme: 'dark' } })).status, 'a change').to.equal(503);
       expect((await user.get('/api/session')).status, 'a read').to.equal(200);
+      // What writes elsewhere in the database answers 503 as well, not 500 internal_error.
+      expectError(await new Client(app.url).post('/api/signup', { email: `ro-${Date.now()}@example.com`, password: GOOD_PASSWORD, name: 'R O' }), 503, 'service_unavailable');
+      expectError(await user.post('/api/platforms', { name: 'Read-only', type: 'web' }), 503, 'service_unavailable');
+      expectError(await user.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'another long passphrase' }), 503, 'service_unavailable');
+      expect(app.output(), 'the log').not.to.include('unhandled error');
 
       await readOnly(false);
       await waitUntil('readiness says up again', async () => (await health()) === 'up', 200);

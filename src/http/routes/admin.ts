@@ -12,7 +12,7 @@ import { clientInfo } from '../client-info.js';
 import type { AppDeps } from '../deps.js';
 import { isDisabled } from '../../sessions/disabled-store.js';
 import { BackendUnavailableError } from '../../sessions/errors.js';
-import { isDatabaseUnavailable } from '../../db/database.js';
+import { isDatabaseOutageError } from '../../db/database.js';
 import { AdminAuthError, FeatureDisabledError, InvalidInputError, NotFoundError, ServiceUnavailableError } from '../errors.js';
 import { publicUser, sessionListEntry } from '../users.js';
 import { idParam, parseBody } from '../validation.js';
@@ -127,7 +127,7 @@ export function adminRoutes(deps: AppDeps) {
       return await work;
     } catch (err) {
       const userId = idParam(ctx.params.id);
-      const databaseDown = isDatabaseUnavailable(err) || (err instanceof BackendUnavailableError && err.backend === 'database');
+      const databaseDown = isDatabaseOutageError(err) || (err instanceof BackendUnavailableError && err.backend === 'database');
       if (!databaseDown || userId === undefined) throw err;
       await backends.revocations.revokeUser(userId);
       logger.warn({ event: 'revoked_during_outage', userId }, 'database down: every session of the user revoked, nothing else done');
