@@ -84,21 +84,30 @@ export const FOR_STATUS: Readonly<Record<number, readonly [string, string]>> = {
 
 /**
  * A log of one kind of outage: during one, every request fails the same way, so the first is
- * logged and then one line a second, with how many requests it stands for.
+ * logged and then one line a second, with how many requests it stands for. Those left out at
+ * the end are told a second after the last line (an outage shorter than a second was one line
+ * for its first request, and the rest were never counted).
  */
 export function outageLog(): (log: (requests: number) => void) => void {
   // The monotonic clock: a system clock stepped back would silence the outage for the step.
   let loggedAt = -Infinity;
   let unlogged = 0;
+  let lastLog: (requests: number) => void = () => undefined;
+  let pending: NodeJS.Timeout | undefined;
+  const write = (log: (requests: number) => void, requests: number) => {
+    clearTimeout(pending);
+    pending = undefined;
+    log(requests);
+    loggedAt = performance.now();
+    unlogged = 0;
+  };
   return (log) => {
     const now = performance.now();
-    if (now - loggedAt < 1000) {
-      unlogged++;
-      return;
-    }
-    log(unlogged + 1);
-    loggedAt = now;
-    unlogged = 0;
+    if (now - loggedAt >= 1000) return write(log, unlogged + 1);
+    unlogged++;
+    lastLog = log;
+    pending ??= setTimeout(() => write(lastLog, unlogged), loggedAt + 1000 - now);
+    pending.unref();
   };
 }
 

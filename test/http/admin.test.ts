@@ -547,30 +547,5 @@ describe('changing a user’s role', function () {
   });
 });
 
-for (const backend of ['database', 'redis', 'cookie'] as const) {
-  describe(`a platform switched in another tab while the password changes (${backend})`, function () {
-    this.timeout(60_000);
-    let app: AppProcess;
-    before(async () => {
-      app = await startApp(backendEnv(backend));
-    });
-    after(() => app?.stop());
-
-    it('is kept: the session that goes on under the new id has it', async () => {
-      const me = new Client(app.url);
-      await me.signup();
-      const platform = (await me.post('/api/platforms', { name: 'Team Slack', type: 'slack' })).json.platform as { id: number };
-      // The password change reads the session, then spends hundreds of milliseconds on argon2
-      // before it rotates the id; the switch lands in that window.
-      const changing = me.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'a much better passphrase 2' });
-      await new Promise((r) => setTimeout(r, 50));
-      const switched = await me.post(`/api/platforms/${platform.id}/activate`);
-      expect(switched.status, switched.text).to.equal(200);
-      const changed = await changing;
-      expect(changed.status, changed.text).to.equal(204);
-      const after = await me.get('/api/session');
-      expect(after.status).to.equal(200);
-      expect((after.json.platform as { id: number } | null)?.id, 'the switch survived the rotation').to.equal(platform.id);
-    });
-  });
-}
+// A platform switched while the password changes: test/http/in-flight-races.test.ts holds the change
+// after its password check (a sleep here assumed argon2 still busy, not so on a fast machine).

@@ -77,14 +77,18 @@ describe('SESSION_MAX_PER_USER=2 with logins racing a slow listing', function ()
 describe('a save in flight while another tab changes the password or logs in again', function () {
   this.timeout(60_000);
   let app: InProcessApp;
-  /** While set, saves (not touches) wait for it before they reach the store. */
+  /** While set, saves (not touches) wait for it before they reach the store; `held` counts them. */
   let gate: Promise<unknown> | undefined;
+  let held = 0;
   before(async () => {
     app = await startInProcess({});
     const { backends } = app;
     const update = backends.update.bind(backends);
     backends.update = async (record, mode, concurrency) => {
-      if (mode === 'save') await gate;
+      if (mode === 'save' && gate) {
+        held++;
+        await gate;
+      }
       return update(record, mode, concurrency);
     };
   });
@@ -92,8 +96,9 @@ describe('a save in flight while another tab changes the password or logs in aga
   async function saveAround<T>(save: () => Promise<T>, other: () => Promise<{ status: number }>) {
     let open!: () => void;
     gate = new Promise<void>((resolve) => (open = resolve));
+    const before = held;
     const saving = save();
-    await delay(100); // the save has read the session and waits at the store
+    while (held === before) await delay(5); // the save has read the session and waits at the store
     const answer = await other();
     gate = undefined;
     open();
@@ -231,6 +236,22 @@ for (const backend of ['database', 'cookie'] as const) {
         if (what !== 'an operator disables the user') expect((await new Client(app.url).login(email, GOOD_PASSWORD)).status, 'the password is unchanged').to.equal(200);
       });
     }
+
+    it('keeps a platform switched in another tab while the password changes: the session under the new id has it', async () => {
+      const browser = new Client(app.url);
+      await browser.signup({ password: GOOD_PASSWORD });
+      const platform = (await browser.post('/api/platforms', { name: 'Team Slack', type: 'slack' })).json.platform as { id: number };
+      const { slow, answer } = await around(
+        'password',
+        () => browser.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'a much better passphrase 2' }),
+        () => browser.post(`/api/platforms/${platform.id}/activate`),
+      );
+      expect(answer.status, 'the switch').to.equal(200);
+      expect(slow.status, 'the password change').to.equal(204);
+      const after = await browser.get('/api/session');
+      expect(after.status).to.equal(200);
+      expect((after.json.platform as { id: number } | null)?.id, 'the switch survived the rotation').to.equal(platform.id);
+    });
 
     it('refuses a login whose account is disabled during its password check', async () => {
       const first = new Client(app.url);
