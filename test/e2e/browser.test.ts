@@ -7,7 +7,7 @@
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import type { Page } from 'playwright-core';
+import type { Cookie, Page } from 'playwright-core';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
 import {
@@ -198,6 +198,53 @@ describe('browser (headless Chromium)', function () {
         // The revoking browser is still in.
         await other.reload();
         expect(new URL(other.url()).pathname).to.equal('/sessions');
+        expectCleanConsole();
+      });
+
+      it('a switch sent by one tab just as another tab changes the password is made, not taken for a logout', async () => {
+        const fay = person('Fay Example', `fay-${backend}`);
+        const context = await session.context();
+        const here = await session.page(context);
+        await signup(here, fay);
+        await addPlatform(here, 'Crossing Slack', 'slack');
+        const account = await session.page(context);
+        await account.goto('/account');
+        // The switch leaves with the cookie of the moment; it is held on its way until the other
+        // tab's password change has rotated the session's id, so it arrives with the old one.
+        const answers: number[] = [];
+        here.on('response', (res) => {
+          if (/\/api\/platforms\/\d+\/activate$/.test(new URL(res.url()).pathname)) answers.push(res.status());
+        });
+        // Chromium adds the cookie as the request goes on: the jar holds the old cookie for that
+        // moment, and the new one again from the tab's next look at its session.
+        const jar = (cookies: Cookie[]) => cookies.map((c) => `${c.name}=${c.value}`).sort().join('; ');
+        let crossed = false;
+        let old: Cookie[] = [];
+        let renewed: Cookie[] = [];
+        await here.route(/\/api\/platforms\/\d+\/activate$/, async (route) => {
+          if (crossed) return route.continue();
+          crossed = true;
+          old = await context.cookies();
+          const form = account.locator('form#password');
+          await form.getByLabel('Current password').fill(fay.password);
+          await form.getByLabel('New password').fill(`a crossing ${backend} passphrase`);
+          await form.getByRole('button', { name: 'Change password' }).click();
+          await account.locator('#password-status', { hasText: 'Your password has been changed.' }).waitFor({ timeout: UI_MS });
+          renewed = await context.cookies();
+          await context.addCookies(old);
+          await route.continue();
+        });
+        await here.route(/\/api\/session/, async (route) => {
+          // Unless the 401 cleared the cookie: the browser would have lost the new one with it.
+          if (renewed.length > 0 && jar(await context.cookies()) === jar(old)) await context.addCookies(renewed);
+          renewed = [];
+          await route.continue();
+        });
+        await switchPlatform(here, 'Crossing Slack');
+        expect(answers, 'the first switch crossed the rotation (401), and was sent again').to.deep.equal([401, 200]);
+        expect(new URL(here.url()).pathname).to.equal('/');
+        await here.reload();
+        await waitForText(here, '[data-bind="platform"]', 'Crossing Slack', UI_MS);
         expectCleanConsole();
       });
 

@@ -168,6 +168,13 @@ const api = (method, path, payload) => exclusive(() => request(method, path, pay
 /** A state-changing call; a stale CSRF token (the session changed under this tab) is refreshed and the call retried once. */
 async function mutate(method, path, payload) {
   let res = await api(method, path, payload);
+  // A cookie rotated by another tab (a password change) can cross this request, which then
+  // did nothing: if the session goes on under the new cookie, it is sent once more.
+  if (signedInPage && res.status === 401 && res.data?.error?.code === 'unauthenticated') {
+    await sleep(250);
+    const session = await api('GET', '/api/session?passive=1');
+    if (session.ok && session.data?.authenticated) res = await api(method, path, payload);
+  }
   if (signedInPage && res.status === 403 && res.data?.error?.code === 'csrf_failed') {
     const session = await api('GET', '/api/session');
     if (session.ok) res = await api(method, path, payload);
