@@ -20,6 +20,8 @@ export class RepeatedWarning {
   private lastLoggedAt = -Infinity;
   private leftOut = 0;
   private lastLeftOut: Record<string, unknown> = {};
+  /** When the last one left out happened (wall clock, for the reader of the log). */
+  private lastLeftOutAt = 0;
   private pending: NodeJS.Timeout | undefined;
 
   constructor(
@@ -32,6 +34,7 @@ export class RepeatedWarning {
     if (now - this.lastLoggedAt < this.intervalMs) {
       this.leftOut++;
       this.lastLeftOut = fields;
+      this.lastLeftOutAt = Date.now();
       this.pending ??= setTimeout(() => this.tellLeftOut(), this.lastLoggedAt + this.intervalMs - now);
       this.pending.unref();
       return;
@@ -48,11 +51,14 @@ export class RepeatedWarning {
     this.logger.warn(leftOut > 0 ? { ...fields, alsoSinceLastLine: leftOut } : fields, this.message);
   }
 
-  /** The last of those left out stands for them all. */
+  /**
+   * The last of those left out stands for them all, with when it happened: written an interval
+   * later, after the backend may have recovered, its error would otherwise read as fresh.
+   */
   private tellLeftOut() {
     this.pending = undefined;
     if (this.leftOut === 0) return;
-    const fields = this.lastLeftOut;
+    const fields = { ...this.lastLeftOut, lastAt: new Date(this.lastLeftOutAt).toISOString() };
     this.leftOut--;
     this.log(fields, performance.now());
   }

@@ -78,7 +78,9 @@ describe('the log', () => {
   it('tells how many it left out at the end of an outage one interval after its last line, not on the next outage’s first line', async () => {
     const { logger, text } = capture();
     const copyFailed = new RepeatedWarning(logger, 'database copy of a session could not be written', 50);
+    const began = Date.now();
     for (let i = 0; i < 5; i++) copyFailed.warn({ err: new Error('connection refused'), operation: 'save' });
+    const ended = Date.now();
     await new Promise((resolve) => setTimeout(resolve, 150));
     const lines = text()
       .trim()
@@ -88,6 +90,8 @@ describe('the log', () => {
       ['save', undefined],
       ['save', 3],
     ]);
+    // Written after the failures stopped (the backend may be back by then): it says when the last was.
+    expect(Date.parse(String(lines[1]!.lastAt)), 'the time of the last one left out').to.be.within(began, ended);
   });
 
   it('says a warning repeated by every request of an outage once per interval, with how many it left out', () => {

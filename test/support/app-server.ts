@@ -34,7 +34,7 @@ const ROOT = path.resolve(import.meta.dirname, '..', '..');
 
 export async function startApp(env: Record<string, string> = {}): Promise<AppProcess> {
   const dataDir = env.DATA_DIR ?? mkdtempSync(path.join(tmpdir(), 'switchboard-test-'));
-  const port = Number(env.PORT ?? (await freePort()));
+  let port = Number(env.PORT ?? (await freePort()));
   let fullEnv: Record<string, string> = {
     DATA_DIR: dataDir,
     DATABASE_URL: `sqlite:${path.join(dataDir, 'switchboard.sqlite')}`,
@@ -92,7 +92,20 @@ export async function startApp(env: Record<string, string> = {}): Promise<AppPro
     live.delete(c);
   }
 
-  await launch();
+  // The free port is found before the child binds it, a second or two later: something else
+  // may take it meanwhile. A port of our own choosing is then chosen again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await launch();
+      break;
+    } catch (err) {
+      const taken = /PORT: 127\.0\.0\.1:\d+ is already in use/.test(out);
+      if (env.PORT || !taken || attempt >= 3) throw err;
+      port = await freePort();
+      fullEnv = { ...fullEnv, PORT: String(port) };
+      out = '';
+    }
+  }
   return {
     url: `http://127.0.0.1:${port}`,
     port,
