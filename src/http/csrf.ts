@@ -7,9 +7,15 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { Context, Next } from 'koa';
 import { CsrfError, UnsupportedMediaTypeError } from './errors.js';
+import { isAdminPath } from './routes/admin.js';
 
 const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
-const EXEMPT = ['/api/login', '/api/signup'];
+const EXEMPT = new Set(['/api/login', '/api/signup']);
+
+/** As the router matches paths: in any letter case, with or without one trailing slash. */
+function isExempt(path: string): boolean {
+  return EXEMPT.has(path.toLowerCase().replace(/\/$/, '')) || isAdminPath(path);
+}
 
 function matches(given: string, expected: string): boolean {
   const a = Buffer.from(given);
@@ -26,7 +32,7 @@ export function csrfProtection(routes: { match(path: string, method: string): { 
   // into a rejection, as it would in an async function), and every request passes through.
   return function csrf(ctx: Context, next: Next) {
     const session = ctx.state.sessions.current;
-    if (session && !SAFE.has(ctx.method) && !EXEMPT.includes(ctx.path) && !ctx.path.startsWith('/api/admin/') && routes.match(ctx.path, ctx.method).route) {
+    if (session && !SAFE.has(ctx.method) && !isExempt(ctx.path) && routes.match(ctx.path, ctx.method).route) {
       const body = ctx.request.body as { _csrf?: unknown } | undefined;
       const given = ctx.get('X-CSRF-Token') || (typeof body?._csrf === 'string' ? body._csrf : '');
       if (!given && ctx.request.is('multipart')) throw new UnsupportedMediaTypeError('Send forms as application/x-www-form-urlencoded (or JSON): multipart bodies are not read');

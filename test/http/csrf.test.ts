@@ -166,6 +166,18 @@ describe('CSRF protection of state-changing requests', function () {
     expect(wrongMethod.headers.get('allow')).to.include('GET');
   });
 
+  it('does not ask for one on login and signup however the path is spelled, as the router takes them', async () => {
+    const { browser, email } = await loggedIn();
+    const noToken = { 'X-CSRF-Token': '' };
+    for (const path of ['/api/login', '/api/login/', '/API/Login']) {
+      expect((await browser.post(path, { email, password: GOOD_PASSWORD }, noToken)).status, path).to.equal(200);
+    }
+    for (const path of ['/api/signup/', '/API/SIGNUP']) {
+      const res = await browser.post(path, { email: `spelled-${Math.random().toString(36).slice(2)}@example.com`, password: GOOD_PASSWORD, name: 'S' }, noToken);
+      expect(res.status, path).to.equal(201);
+    }
+  });
+
   it('does not ask for a token on reads', async () => {
     const { browser } = await loggedIn();
     for (const path of ['/api/session', '/api/sessions', '/api/platforms']) {

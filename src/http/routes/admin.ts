@@ -34,7 +34,7 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  * case and decodes percent-escapes, so `/API/Admin/flags` and `/api/%61dmin/flags` reach admin
  * routes too.
  */
-function isAdminPath(path: string): boolean {
+export function isAdminPath(path: string): boolean {
   let decoded = path;
   try {
     decoded = decodeURIComponent(path);
