@@ -8,7 +8,7 @@
  * destination (otherwise traffic moves sessions back).
  */
 import { SingleBar, Presets } from 'cli-progress';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { makeDirectory } from '../src/config/make-directory.js';
 import { openCore } from '../src/core.js';
@@ -89,7 +89,9 @@ try {
       bar.update(moved + skipped);
       if (!values['dry-run']) {
         makeDirectory(config.dataDir);
-        writeFileSync(cursorFile, position);
+        // Written beside it, then renamed over it: a crash mid-write leaves the last position, not an empty file.
+        writeFileSync(`${cursorFile}.tmp`, position);
+        renameSync(`${cursorFile}.tmp`, cursorFile);
       }
     },
   });
