@@ -203,9 +203,19 @@ function connectionClosed(err: unknown): boolean {
 /** Whether `err` means "the database cannot be used at the moment": the request gets 503, not 500. */
 export function isDatabaseUnavailable(err: unknown): boolean {
   if (err instanceof ConnectionError || err instanceof TimeoutError || err instanceof DatabaseStalledError) return true;
-  if (!(err instanceof DatabaseError)) return false;
-  const parent = err.parent as { code?: unknown; message?: unknown } | undefined;
+  if (!(err instanceof DatabaseError)) return isConnectionLost(err);
+  const parent = err.parent as { code?: unknown } | undefined;
   if (typeof parent?.code === 'string' && UNAVAILABLE.test(parent.code)) return true;
-  // node-postgres reports a connection lost mid-query without a code.
-  return typeof parent?.message === 'string' && /^(Connection terminated|Query read timeout)/.test(parent.message);
+  return isConnectionLost(err.parent);
+}
+
+/**
+ * node-postgres reports a connection lost without a code: mid-query, or — asked of a pooled
+ * connection whose socket failed just after the pool lent it — "not queryable" (seen as a 500
+ * for a logout while the database link was cut, on a busy machine). Its own error, or through
+ * Sequelize as `parent`.
+ */
+function isConnectionLost(err: unknown): boolean {
+  const message = (err as { message?: unknown } | null)?.message;
+  return typeof message === 'string' && /^(Connection terminated|Query read timeout|Client has encountered a connection error|Client was closed and is not queryable)/.test(message);
 }
