@@ -77,12 +77,27 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     sharedClock: () => databaseNow(sequelize),
   });
   await revocations.start();
+  const rollbackNotShared = new RepeatedWarning(logger, 'automatic rollback not shared with the other instances (they follow it once it is)');
   const rollback = new RollbackGuard({ ...config.rollback, fallback: config.sessions.fallback }, (state) => {
     metrics.rollbacks.inc({ from: state.from, to: state.to, trigger: state.trigger });
     logger.error({ event: 'rollback', ...state }, `automatic rollback: sessions go back from ${state.from} to ${state.to} (${state.trigger})`);
+    const share = () => override.shareRollback(state).catch((err: unknown) => {
+      rollbackNotShared.warn({ err });
+      // Until it is stored, the others keep sending these sessions the other way.
+      if (rollback.state === state) setTimeout(share, config.syncIntervalMs).unref();
+    });
+    void share();
   });
-  // An operator setting or clearing the override, on any instance, ends an automatic rollback.
-  const override = new FlagOverride(models, { syncIntervalMs: config.syncIntervalMs, onSyncError: syncError('flag override'), onOperatorChange: () => rollback.clear() });
+  // An operator setting or clearing the override, on any instance, ends an automatic rollback;
+  // one instance's rollback is followed by all.
+  const override = new FlagOverride(models, {
+    syncIntervalMs: config.syncIntervalMs,
+    onSyncError: syncError('flag override'),
+    onOperatorChange: () => rollback.clear(),
+    onRollback: (state) => {
+      if (rollback.follow(state)) logger.warn({ event: 'rollback_followed', ...state }, `following an automatic rollback decided by an instance sharing this database: sessions go back from ${state.from} to ${state.to} (${state.trigger})`);
+    },
+  });
   await override.start();
   const rollbackTimer = setInterval(() => rollback.evaluate(), 1000);
   rollbackTimer.unref();

@@ -64,7 +64,7 @@ export class BackendFlag {
       unleash: unleash ? { configured: true, ...unleash, flag: flag ?? null } : { configured: false },
       env: this.envBackend,
       rollback: rollback
-        ? { ...rollback, at: new Date(rollback.at).toISOString() }
+        ? { ...rollback, at: new Date(rollback.at).toISOString(), decidedHere: this.rollback.decidedHere }
         : null,
     };
   }

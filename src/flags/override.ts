@@ -4,15 +4,23 @@
  * once there too when Redis carries the news (sessions/instance-channel.ts).
  * Clearing keeps the row (value '') with a new time, so every instance also sees *that* an
  * operator acted — which is what ends an automatic rollback everywhere (`onOperatorChange`).
+ *
+ * An automatic rollback is shared the same way (its own row, `session-storage:rollback`): one
+ * instance decides it, every other follows. Behind a load balancer, instances that disagree
+ * move a session back and forth on every request that lands on the other one.
  */
 import { BACKENDS, type BackendName } from '../config/config.js';
 import type { Models } from '../db/models.js';
 import type { InstanceChannel } from '../sessions/instance-channel.js';
+import type { RollbackState } from './rollback.js';
 
 export const FLAG_NAME = 'session-storage';
 
 /** The channel topic changes are announced on. */
 const TOPIC = 'flag-override';
+/** The row, and the topic, of the automatic rollback in force ('' once an operator acted). */
+const ROLLBACK = `${FLAG_NAME}:rollback`;
+const ROLLBACK_TOPIC = 'flag-rollback';
 
 export interface OverrideState {
   backend: BackendName;
@@ -32,6 +40,28 @@ function isRow(message: unknown): message is OverrideRow {
   return typeof m === 'object' && m !== null && typeof m.value === 'string' && Number.isFinite(m.updatedAt) && typeof m.updatedBy === 'string';
 }
 
+/**
+ * The rollback row: `value` names the move ({from, to, trigger}, JSON within the column's 64
+ * characters), `updatedBy` the deciding instance's measurements ("errorRatio p99 baseline").
+ */
+function rollbackRow(state: RollbackState): OverrideRow {
+  const measured = [state.errorRatio, state.p99Seconds, state.baselineP99Seconds].map((n) => Number(n.toPrecision(6)));
+  return { value: JSON.stringify({ from: state.from, to: state.to, trigger: state.trigger }), updatedAt: state.at, updatedBy: measured.join(' ') };
+}
+
+function rollbackOf(row: OverrideRow): RollbackState | undefined {
+  if (row.value === '') return undefined;
+  try {
+    const { from, to, trigger } = JSON.parse(row.value) as Partial<RollbackState>;
+    const backends = BACKENDS as readonly unknown[];
+    if (!backends.includes(from) || !backends.includes(to) || (trigger !== 'error_rate' && trigger !== 'latency')) return undefined;
+    const [errorRatio = 0, p99Seconds = 0, baselineP99Seconds = 0] = row.updatedBy.split(' ').map(Number);
+    return { from: from as BackendName, to: to as BackendName, trigger, at: row.updatedAt, errorRatio, p99Seconds, baselineP99Seconds };
+  } catch {
+    return undefined; // a row this release cannot read: no rollback to follow
+  }
+}
+
 export class FlagOverride {
   private current: OverrideState | undefined;
   private lastChangeAt: number | undefined;
@@ -42,7 +72,13 @@ export class FlagOverride {
 
   constructor(
     private readonly models: Models,
-    private readonly options: { syncIntervalMs: number; onSyncError?: (err: unknown) => void; onOperatorChange?: () => void },
+    private readonly options: {
+      syncIntervalMs: number;
+      onSyncError?: (err: unknown) => void;
+      onOperatorChange?: () => void;
+      /** The automatic rollback in force, decided here or by another instance; on every poll while it holds. */
+      onRollback?: (state: RollbackState) => void;
+    },
   ) {}
 
   private polling: Promise<void> | undefined;
@@ -66,13 +102,19 @@ export class FlagOverride {
    * announces there are applied here at once, ahead of the poll. Settles once the channel is
    * subscribed (InstanceChannel.listen).
    */
-  announceOn(channel: InstanceChannel): Promise<void> {
+  async announceOn(channel: InstanceChannel): Promise<void> {
     this.channel = channel;
-    return channel.listen(TOPIC, (message) => {
-      if (!isRow(message) || message.updatedAt === this.lastChangeAt) return; // our own, or already polled
-      this.generation++;
-      this.adopt(message);
-    });
+    await Promise.all([
+      channel.listen(TOPIC, (message) => {
+        if (!isRow(message) || message.updatedAt === this.lastChangeAt) return; // our own, or already polled
+        this.generation++;
+        this.adopt(message);
+      }),
+      channel.listen(ROLLBACK_TOPIC, (message) => {
+        const state = isRow(message) ? rollbackOf(message) : undefined;
+        if (state) this.options.onRollback?.(state);
+      }),
+    ]);
   }
 
   get value(): OverrideState | undefined {
@@ -88,12 +130,28 @@ export class FlagOverride {
     await this.write({ value: '', updatedAt: Date.now(), updatedBy });
   }
 
+  /**
+   * Every instance that hears of it follows this automatic rollback, until an operator acts
+   * (`write` empties the row). Stored first, then announced.
+   */
+  async shareRollback(state: RollbackState): Promise<void> {
+    const row = rollbackRow(state);
+    await this.models.FlagOverride.upsert({ name: ROLLBACK, ...row });
+    await this.channel?.publish(ROLLBACK_TOPIC, row);
+  }
+
   async sync(): Promise<void> {
     const generation = this.generation;
-    const row = await this.models.FlagOverride.findByPk(FLAG_NAME);
+    const rows = await this.models.FlagOverride.findAll({ where: { name: [FLAG_NAME, ROLLBACK] } });
     if (generation !== this.generation) return;
+    const row = rows.find((r) => r.name === FLAG_NAME);
     if (row) this.adopt(row);
     else this.lastChangeAt ??= 0; // never set: the first row to appear is an operator's change
+    // Read in the same statement as the override: an operator's change, which empties it, is
+    // never seen without it.
+    const rollback = rows.find((r) => r.name === ROLLBACK);
+    const state = rollback && rollbackOf(rollback);
+    if (state) this.options.onRollback?.(state);
   }
 
   /** Takes `row` as the current state; a row with a new time means an operator acted. */
@@ -104,6 +162,9 @@ export class FlagOverride {
   }
 
   private async write(row: OverrideRow) {
+    // An operator acted: the rollback in force ends everywhere. Emptied before the override row
+    // is written, so that no poll sees the operator's change with the old rollback still there.
+    await this.models.FlagOverride.update({ value: '', updatedAt: row.updatedAt, updatedBy: row.updatedBy }, { where: { name: ROLLBACK } });
     await this.models.FlagOverride.upsert({ name: FLAG_NAME, ...row });
     this.generation++;
     this.lastChangeAt = row.updatedAt;

@@ -3,8 +3,9 @@
  * B over a sliding window; when B's error ratio passes ROLLBACK_ERROR_RATE, or B's p99 latency
  * passes ROLLBACK_LATENCY_FACTOR × A's (and ROLLBACK_LATENCY_FLOOR_MS: SQLite on a local disk
  * answers faster than any network hop, and a sub-10-ms p99 is no reason to undo a rollout), the instance sends B's sessions back to A and stays
- * there until an operator clears it (DELETE or PUT on the flag). ROLLBACK_MIN_SAMPLES keeps a
- * handful of slow calls from flapping it.
+ * there until an operator clears it (DELETE or PUT on the flag); every instance sharing its
+ * database follows (`follow`, flags/override.ts). ROLLBACK_MIN_SAMPLES keeps a handful of slow
+ * calls from flapping it.
  *
  * Latencies go into per-second buckets of a log-scale histogram (≈ 10 % resolution from
  * 10 µs to ~10 s), so recording is O(1) and a p99 over the window costs a few hundred adds.
@@ -100,6 +101,8 @@ export class RollbackGuard {
   private readonly baselines = new Map<BackendName, number>();
   private move: { from: BackendName; to: BackendName } | undefined;
   private engaged: RollbackState | undefined;
+  /** Whether `engaged` was decided elsewhere (or before a restart) and followed here. */
+  private followed = false;
   /** When each backend last failed over to the fallback, or came back from an outage (see `noteMigration`). */
   private readonly outages = new Map<BackendName, number>();
 
@@ -110,6 +113,11 @@ export class RollbackGuard {
 
   get state(): RollbackState | undefined {
     return this.engaged;
+  }
+
+  /** True while a rollback this instance decided itself is engaged. */
+  get decidedHere(): boolean {
+    return this.engaged !== undefined && !this.followed;
   }
 
   /** The backend to use instead of `backend` while a rollback away from it is engaged. */
@@ -158,17 +166,20 @@ export class RollbackGuard {
     const s = this.windows.get(move.to)?.summary(now);
     if (!s || s.total < this.options.minSamples) return undefined;
     // A sealed cookie opens in microseconds of CPU, with no round trip: it is no baseline for a
-    // store's latency (a rollout from it to the database was rolled back on every busy instance).
-    // Leaving the cookie backend, the error rate alone decides.
+    // store's latency (a rollout from it to the database was rolled back on every busy instance),
+    // nor is its own p99 a store's — it is the event loop's stalls on a busy instance, which a
+    // rollback cannot cure (a rollout to it was rolled back with 99 % of its calls under 1 ms).
+    // To or from the cookie backend, the error rate alone decides.
     // Nor is a retreat to the fallback undone for being slower than what it left: the fallback
     // is where sessions go when the others fail (an Unleash rollout taken back to 0 % was
     // rolled back to Redis by every busy instance). Its errors still count.
-    const baseline = move.from === 'cookie' || move.to === this.options.fallback ? undefined : this.baselines.get(move.from);
+    const baseline = move.from === 'cookie' || move.to === 'cookie' || move.to === this.options.fallback ? undefined : this.baselines.get(move.from);
     let trigger: RollbackTrigger | undefined;
     if (s.errorRatio > this.options.errorRate) trigger = 'error_rate';
     else if (baseline !== undefined && baseline > 0 && s.p99 > baseline * this.options.latencyFactor && s.p99 * 1000 > this.options.latencyFloorMs) trigger = 'latency';
     if (!trigger) return undefined;
     this.engaged = { from: move.to, to: move.from, trigger, at: now, errorRatio: s.errorRatio, p99Seconds: s.p99, baselineP99Seconds: baseline ?? 0 };
+    this.followed = false;
     this.onRollback(this.engaged);
     return this.engaged;
   }
@@ -186,9 +197,22 @@ export class RollbackGuard {
     if (this.move?.to === backend) this.move = undefined;
   }
 
+  /**
+   * A rollback in force (flags/override.ts shares it): another instance's, or this one's own
+   * read back after a restart. Followed unless one is already engaged here, so that every
+   * instance sends the same sessions the same way. True when it was news.
+   */
+  follow(state: RollbackState): boolean {
+    if (!this.options.enabled || this.engaged) return false;
+    this.engaged = state;
+    this.followed = true;
+    return true;
+  }
+
   /** An operator cleared it: watch afresh (a flag change after an outage is a rollout again). */
   clear() {
     this.engaged = undefined;
+    this.followed = false;
     this.move = undefined;
     this.windows.clear();
     this.outages.clear();

@@ -85,6 +85,18 @@ describe('automatic rollback', () => {
     expect(g.evaluate(t0 + 1000)).to.deep.include({ from: 'database', to: 'cookie', trigger: 'error_rate' });
   });
 
+  it('judges a rollout to the cookie backend by its error rate alone (its p99 is the event loop’s stalls, not a store’s)', () => {
+    const { g } = guard();
+    for (let i = 0; i < 200; i++) g.record('database', true, 0.005, t0);
+    g.evaluate(t0);
+    g.noteMigration('database', 'cookie', t0);
+    // 99 % of the cookie's calls under a millisecond; a few caught behind a busy event loop.
+    for (let i = 0; i < 200; i++) g.record('cookie', true, i < 190 ? 0.0005 : 0.04, t0 + 1000);
+    expect(g.evaluate(t0 + 1000), 'a cookie p99 of 40 ms against the database’s 5 ms').to.equal(undefined);
+    for (let i = 0; i < 100; i++) g.record('cookie', false, 0.0005, t0 + 1000);
+    expect(g.evaluate(t0 + 1000)).to.deep.include({ from: 'cookie', to: 'database', trigger: 'error_rate' });
+  });
+
   it('does not undo a retreat to the fallback for its latency, only for its errors', () => {
     const g = new RollbackGuard({ ...options, fallback: 'database' }, () => undefined);
     for (let i = 0; i < 200; i++) g.record('redis', true, 0.02, t0);

@@ -1,11 +1,13 @@
 /**
  * An instance moves its sessions to Redis; Redis starts failing; the instance rolls itself
- * back to the database, says so, and stays there until an operator clears it.
+ * back to the database, says so, and stays there until an operator clears it. Every instance
+ * sharing its database follows, across restarts.
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { startRedis, type RedisProcess } from '../support/redis-server.js';
 import { sample } from './metrics-text.js';
 
@@ -141,5 +143,117 @@ describe('no automatic rollback when Redis, the configured backend, fails and co
     expect(flags.rollback, 'an outage is not a failed rollout').to.equal(null);
     const metrics = (await new Client(app.url).get('/metrics')).text;
     expect(sample(metrics, 'session_rollbacks_total', { from: 'redis', to: 'database', trigger: 'error_rate' })).to.equal(0);
+  });
+});
+
+/**
+ * Behind a load balancer, one instance rolled back and another not moved every session of the
+ * rollout back and forth on every request that changed instance (an Unleash rollout review).
+ */
+describe('an automatic rollback on one instance, with another sharing its database', function () {
+  this.timeout(180_000);
+  let db: TestDatabase;
+  let redis: RedisProcess;
+  let a: AppProcess;
+  let b: AppProcess;
+  const clients: Client[] = [];
+  const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+  const flagsOn = async (app: AppProcess) => (await new Client(app.url).get('/api/admin/flags', auth)).json;
+  /** A client of `a`, its cookie sent to `b`. */
+  const onB = (c: Client) => {
+    const copy = new Client(b.url);
+    for (const [k, v] of c.cookies) copy.cookies.set(k, v);
+    return copy;
+  };
+  async function eventually<T>(what: string, check: () => Promise<T | undefined>): Promise<T> {
+    for (let i = 0; i < 200; i++) {
+      const found = await check();
+      if (found !== undefined) return found;
+      await sleep(50);
+    }
+    throw new Error(`never happened: ${what}`);
+  }
+
+  before(async () => {
+    db = await createTestDatabase('switchboard_rollback_shared');
+    redis = await startRedis();
+    const env = {
+      ADMIN_TOKEN,
+      DATABASE_URL: db.url,
+      REDIS_URL: redis.url,
+      SESSION_SECRETS: randomBytes(32).toString('base64url'),
+      SESSION_STORAGE: 'database',
+      ROLLBACK_MIN_SAMPLES: '20',
+      ROLLBACK_WINDOW_SECONDS: '60',
+      BREAKER_HALF_OPEN_AFTER_MS: '200',
+      SESSION_TOUCH_INTERVAL: '0',
+      SYNC_INTERVAL_MS: '500',
+    };
+    // One after the other: both would run the migrations on the fresh database.
+    a = await startApp(env);
+    b = await startApp(env);
+    for (let i = 0; i < 4; i++) {
+      const c = new Client(a.url);
+      await c.signup();
+      clients.push(c);
+    }
+  });
+  after(async () => {
+    await a?.stop();
+    await b?.stop();
+    await redis?.stop();
+    await db?.drop();
+  });
+
+  it('is followed by the other instance, at once and after its restart, until an operator clears it there', async () => {
+    // A baseline on the database, on `a` only, long enough for its guard (which evaluates once a second).
+    for (let i = 0; i < 15; i++) {
+      await Promise.all(clients.map((c) => c.get('/api/session')));
+      await sleep(100);
+    }
+    expect((await new Client(a.url).put('/api/admin/flags/session-storage', { backend: 'redis' }, auth)).status).to.equal(200);
+    await eventually('the override reaches b', async () => ((await flagsOn(b)).value === 'redis' ? true : undefined));
+    for (const c of clients) expect(((await c.get('/api/session')).json.session as { backend: string }).backend).to.equal('redis');
+    // Enough calls on Redis for a's guard to judge it (ROLLBACK_MIN_SAMPLES) once it fails.
+    for (let i = 0; i < 6; i++) await Promise.all(clients.map((c) => c.get('/api/session')));
+
+    await redis.kill();
+    const rolledBack = await eventually('a rolls back', async () => {
+      for (const c of clients) expect((await c.get('/api/session')).status, 'nobody is logged out').to.equal(200);
+      return ((await flagsOn(a)).rollback as Record<string, unknown> | null) ?? undefined;
+    });
+    expect(rolledBack).to.deep.include({ from: 'redis', to: 'database', trigger: 'error_rate', decidedHere: true });
+    await redis.restart();
+    await eventually('b has Redis again', async () => ((await new Client(b.url).get('/readyz')).json.backends as Record<string, string>).redis === 'up' || undefined);
+
+    // b saw none of the errors; it follows a's decision. Without that, with Redis back, it would
+    // move every session it serves back to Redis — and a would move it back again.
+    const followed = await eventually('b follows', async () => ((await flagsOn(b)).rollback as Record<string, unknown> | null) ?? undefined);
+    expect(followed).to.deep.include({ from: 'redis', to: 'database', trigger: 'error_rate', decidedHere: false });
+    expect(followed.errorRatio, 'the measurements it was decided on').to.be.closeTo(rolledBack.errorRatio as number, 1e-5);
+    expect((await flagsOn(b)).value).to.equal('database');
+    for (const c of clients) {
+      const res = await onB(c).get('/api/session');
+      expect(res.status).to.equal(200);
+      expect((res.json.session as { backend: string }).backend, 'served by b').to.equal('database');
+    }
+    const bMetrics = (await new Client(b.url).get('/metrics')).text;
+    expect(sample(bMetrics, 'session_rollbacks_total', { from: 'redis', to: 'database', trigger: 'error_rate' }), 'counted where it was decided').to.equal(0);
+    expect(b.output()).to.match(/following an automatic rollback decided by an instance sharing this database/);
+
+    // A restart does not forget it: the instances would disagree again.
+    await b.restart();
+    expect((await flagsOn(b)).rollback).to.deep.include({ from: 'redis', to: 'database', decidedHere: false });
+    expect(((await onB(clients[0]!).get('/api/session')).json.session as { backend: string }).backend).to.equal('database');
+
+    // An operator's clear on b ends it on a too.
+    expect((await new Client(b.url).delete('/api/admin/flags/session-storage', auth)).status).to.equal(204);
+    expect((await flagsOn(b)).rollback).to.equal(null);
+    await eventually('a hears the operator', async () => ((await flagsOn(a)).rollback === null ? true : undefined));
+    // …and for good: neither instance reads the old rollback back (b restarted once more).
+    await sleep(1500);
+    await b.restart();
+    expect((await flagsOn(a)).rollback).to.equal(null);
+    expect((await flagsOn(b)).rollback).to.equal(null);
   });
 });
