@@ -71,6 +71,13 @@ const NO_BIDI_CONTROL = /^[^\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]*$/u;
 /** Full-width and half-width forms (ｅｘａｍｐｌｅ), and the ideographic full stop: another spelling of an ASCII address. */
 const NO_WIDTH_FORMS = /^[^\uFF00-\uFFEF\u3002]*$/u;
 
+/**
+ * Something to see: not only zero-width or other formatting characters, spaces, or the blank
+ * fillers (Hangul, Braille) that render as nothing — a name of those reads "Hello, " and an
+ * empty row in a list of sessions. (Emoji sequences join with U+200D, so formatting characters
+ * are fine beside visible ones.)
+ */
+const VISIBLE = /[^\p{Cf}\p{Z}\s\u115F\u1160\u3164\uFFA0\u2800]/u;
 // A lone surrogate is not text: it cannot be encoded, so it would come back as U+FFFD.
 const LONE_SURROGATE = /\p{Cs}/u;
 export const email = z
@@ -117,6 +124,7 @@ export const name = z
   .regex(NO_BIDI_CONTROL, 'Remove text-direction characters from the name')
   .refine((v) => !LONE_SURROGATE.test(v), 'Remove invalid characters from the name')
   .min(1, 'Enter a name')
+  .regex(VISIBLE, 'Enter a name with at least one visible character')
   .max(100, 'Name is too long');
 /** Shape only; the password policy (length, common passwords) is checked separately. */
 export const password = z

@@ -248,6 +248,36 @@ describe('browser (headless Chromium)', function () {
         expectCleanConsole();
       });
 
+      it('a form sent just as this browser logs in as someone else is not sent again as them: the page starts over as that user', async () => {
+        const gil = person('Gil Example', `gil-${backend}`);
+        const hal = person('Hal Example', `hal-${backend}`);
+        await signup(await session.page(await session.context()), hal);
+        const context = await session.context();
+        const here = await session.page(context);
+        await signup(here, gil);
+        const posts: number[] = [];
+        here.on('response', (res) => {
+          if (new URL(res.url()).pathname === '/api/platforms' && res.request().method() === 'POST') posts.push(res.status());
+        });
+        let crossed = false;
+        await here.route(/\/api\/platforms$/, async (route) => {
+          if (route.request().method() !== 'POST' || crossed) return route.continue();
+          crossed = true;
+          // Hal logs in on this browser (another tab, a shared computer) while Gil's call is on
+          // its way; it arrives with a cookie that no longer opens Gil's session: 401.
+          expect((await context.request.post('/api/login', { data: { email: hal.email, password: hal.password } })).status()).to.equal(200);
+          await route.fulfill({ status: 401, contentType: 'application/json', body: JSON.stringify({ error: { code: 'unauthenticated', message: 'Log in to continue' } }) });
+        });
+        const form = here.locator('form#add-platform');
+        await form.getByLabel('Name').fill('Gil Slack');
+        await form.getByLabel('Type').fill('slack');
+        await form.getByRole('button', { name: 'Add platform' }).click();
+        await here.getByRole('heading', { level: 1, name: 'Hello, Hal' }).waitFor({ timeout: UI_MS });
+        expect(posts, 'sent once, not again as Hal').to.deep.equal([401]);
+        const platforms = (await (await context.request.get('/api/platforms')).json()) as { platforms: Array<{ name: string }> };
+        expect(platforms.platforms.map((p) => p.name)).not.to.include('Gil Slack');
+      });
+
       it('changing the password on /account keeps this browser signed in and logs out the others', async () => {
         const ed = person('Ed Example', `ed-${backend}`);
         const newPassword = `a brand new ${backend} passphrase`;

@@ -182,6 +182,17 @@ describe('signing up, logging in and out', function () {
       }
     });
 
+    it('refuses a name with nothing to see (zero-width characters, fillers), and keeps emoji joined by them', async () => {
+      for (const name of ['\u200b', '\u200b\u200d\u2060', '\u3164', ' \u2800 ']) {
+        const { error } = expectError(await new Client(app.url).post('/api/signup', { email: uniqueEmail('blank'), password: GOOD_PASSWORD, name }), 400, 'invalid_input');
+        expect(error.message, JSON.stringify(name)).to.match(/^name: .*visible/);
+      }
+      const family = '\u{1F468}\u200d\u{1F469}\u200d\u{1F467}';
+      const res = await new Client(app.url).post('/api/signup', { email: uniqueEmail('emoji'), password: GOOD_PASSWORD, name: family });
+      expect(res.status).to.equal(201);
+      expect((res.json.user as { name: string }).name).to.equal(family);
+    });
+
     it('judges a password as it is hashed: a full-width spelling of a common one is refused too', async () => {
       for (const password of ['\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18', '\uff41a\uff41a\uff41a\uff41a']) {
         expectError(await new Client(app.url).post('/api/signup', { email: uniqueEmail('wide'), password, name: 'W' }), 400, 'invalid_input');

@@ -141,6 +141,24 @@ describe('forms posted without JavaScript', function () {
     expect((await browser.get('/login?signed_out=%3Cb%3Ehacked', { Accept: 'text/html' })).text).not.to.contain('hacked');
   });
 
+  it('sends a logout button posted with an out-of-date token to the dashboard, told the page had expired, and its next press logs out', async () => {
+    const browser = new Client(app.url);
+    const { email, password } = await browser.signup();
+    const stale = browser.csrfToken!;
+    // Another tab logs out and in again: a new session, a new token; this tab's page has the old one.
+    expect((await browser.post('/api/logout')).status).to.equal(204);
+    expect((await browser.login(email, password)).status).to.equal(200);
+    const refused = await browser.post('/logout', form({ _csrf: stale }), { ...NAVIGATION, 'X-CSRF-Token': '' });
+    expect(refused.status).to.equal(303);
+    expect(refused.headers.get('location')).to.equal('/?error=csrf_failed');
+    const dashboard = await browser.get('/?error=csrf_failed', { Accept: 'text/html' });
+    expect(dashboard.text).to.contain('This page had expired. Try again.');
+    expect((await browser.get('/api/session')).status, 'still logged in: nothing was done').to.equal(200);
+    const out = await browser.post('/logout', form({ _csrf: browser.csrfToken! }), { ...NAVIGATION, 'X-CSRF-Token': '' });
+    expect(out.headers.get('location')).to.equal('/login?signed_out=logout');
+    expect((await browser.get('/api/session')).status).to.equal(401);
+  });
+
   it('answers a browser opening an unknown address with a page, and every program with the JSON 404', async () => {
     const OPENED = { Accept: 'text/html', 'Sec-Fetch-Dest': 'document', 'Sec-Fetch-Mode': 'navigate' };
     const opened = await new Client(app.url).get('/favicon.ico', OPENED);

@@ -34,6 +34,10 @@ const FORMS: ReadonlyArray<readonly [RegExp, FormTarget]> = [
   [/^\/api\/password$/, { done: '/account?changed=1', form: '/account', fields: { id: 'password', keep: [], codeField: { invalid_credentials: { field: 'currentPassword', message: 'Your current password is not correct.' } } } }],
   [/^\/api\/sessions\/revoke-others$/, { done: '/sessions?revoked=others', form: '/sessions' }],
   [/^\/api\/sessions\/[^/]+\/revoke$/, { done: '/sessions?revoked=one', form: '/sessions' }],
+  // The logout button (dashboard, sessions page) posts here without JavaScript. Its token out of
+  // date (another tab logged in again meanwhile): the dashboard with "This page had expired",
+  // and a button with the current token, rather than the API's JSON and no logout.
+  [/^\/logout$/, { done: '/login?signed_out=logout', form: '/' }],
 ];
 
 function formTarget(path: string): FormTarget | undefined {

@@ -172,14 +172,24 @@ async function mutate(method, path, payload) {
   // did nothing: if the session goes on under the new cookie, it is sent once more.
   if (signedInPage && res.status === 401 && res.data?.error?.code === 'unauthenticated') {
     await sleep(250);
-    const session = await api('GET', '/api/session?passive=1');
-    if (session.ok && session.data?.authenticated) res = await api(method, path, payload);
+    if (stillThisSession(await api('GET', '/api/session?passive=1'))) res = await api(method, path, payload);
   }
   if (signedInPage && res.status === 403 && res.data?.error?.code === 'csrf_failed') {
-    const session = await api('GET', '/api/session');
-    if (session.ok) res = await api(method, path, payload);
+    if (stillThisSession(await api('GET', '/api/session'))) res = await api(method, path, payload);
   }
   return res;
+}
+
+/**
+ * Whether the browser's cookie still opens this page's session (the same user, the same session
+ * under a rotated id), so that a call may be sent again. Another user logged in meanwhile in
+ * another tab, or a new login: the call is not sent again — it would land in that account — and
+ * the page starts over as it (applySession).
+ */
+function stillThisSession(session) {
+  if (!session.ok || !session.data?.authenticated) return false;
+  applySession(session.data);
+  return !leaving;
 }
 
 function errorOf(res) {
