@@ -313,6 +313,21 @@ describe('live: rules and dashboard on a real Prometheus, two instances, Redis k
     );
     expect(seen.get('SessionStoreFallbackActive')?.labels).to.include({ to: 'database' });
     expect(seen.get('SessionStoreDown')?.annotations.summary).to.match(/^Session backend redis is down on [12] instance\(s\)$/);
+    // The dashboard's "Fallbacks" panel shows the outage while it lasts: with the breaker open,
+    // requests go straight to the database and no operation fails over, so the panel's
+    // failed-over operations alone read 0 a few seconds into it (an SRE review).
+    const dashboard = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as GrafanaDashboard;
+    const fallbacks = dashboardQueries(dashboard).filter((q) => q.panel?.title === 'Fallbacks');
+    expect(fallbacks.length, 'the Fallbacks panel').to.be.greaterThan(1);
+    await eventually(
+      'the Fallbacks panel to show sessions going to the database',
+      async () => {
+        let total = 0;
+        for (const { expr } of fallbacks) for (const s of await query(substituteVariables(expr, DASHBOARD_VARIABLES))) if (s.metric.to === 'database' || s.metric.backend === 'database') total += Number(s.value[1]);
+        return total > 0 ? true : undefined;
+      },
+      () => 'the Fallbacks panel read 0 during the outage',
+    );
   });
 
   it('resolves them once Redis is back', async () => {
