@@ -81,11 +81,15 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
   const rollback = new RollbackGuard({ ...config.rollback, fallback: config.sessions.fallback }, (state) => {
     metrics.rollbacks.inc({ from: state.from, to: state.to, trigger: state.trigger });
     logger.error({ event: 'rollback', ...state }, `automatic rollback: sessions go back from ${state.from} to ${state.to} (${state.trigger})`);
-    const share = () => override.shareRollback(state).catch((err: unknown) => {
-      rollbackNotShared.warn({ err });
-      // Until it is stored, the others keep sending these sessions the other way.
-      if (rollback.state === state) setTimeout(share, config.syncIntervalMs).unref();
-    });
+    // Under the operator change in force now: one made meanwhile voids it (FlagOverride.shareRollback).
+    const basedOn = override.epoch;
+    const share = () =>
+      override.shareRollback(state, basedOn).catch((err: unknown) => {
+        rollbackNotShared.warn({ err });
+        // Until it is stored, instances that did not hear the announcement (or start later)
+        // keep sending these sessions the other way.
+        if (rollback.state === state) setTimeout(share, config.syncIntervalMs).unref();
+      });
     void share();
   });
   // An operator setting or clearing the override, on any instance, ends an automatic rollback;

@@ -42,21 +42,24 @@ function isRow(message: unknown): message is OverrideRow {
 
 /**
  * The rollback row: `value` names the move ({from, to, trigger}, JSON within the column's 64
- * characters), `updatedBy` the deciding instance's measurements ("errorRatio p99 baseline").
+ * characters); `updatedBy` says which operator change it was decided under (`basedOn`: that
+ * change's time, the override row's `updatedAt` — 0 before any), then the deciding instance's
+ * measurements: "basedOn errorRatio p99 baseline".
  */
-function rollbackRow(state: RollbackState): OverrideRow {
+function rollbackRow(state: RollbackState, basedOn: number): OverrideRow {
   const measured = [state.errorRatio, state.p99Seconds, state.baselineP99Seconds].map((n) => Number(n.toPrecision(6)));
-  return { value: JSON.stringify({ from: state.from, to: state.to, trigger: state.trigger }), updatedAt: state.at, updatedBy: measured.join(' ') };
+  return { value: JSON.stringify({ from: state.from, to: state.to, trigger: state.trigger }), updatedAt: state.at, updatedBy: [basedOn, ...measured].join(' ') };
 }
 
-function rollbackOf(row: OverrideRow): RollbackState | undefined {
+function rollbackOf(row: OverrideRow): { state: RollbackState; basedOn: number } | undefined {
   if (row.value === '') return undefined;
   try {
     const { from, to, trigger } = JSON.parse(row.value) as Partial<RollbackState>;
     const backends = BACKENDS as readonly unknown[];
     if (!backends.includes(from) || !backends.includes(to) || (trigger !== 'error_rate' && trigger !== 'latency')) return undefined;
-    const [errorRatio = 0, p99Seconds = 0, baselineP99Seconds = 0] = row.updatedBy.split(' ').map(Number);
-    return { from: from as BackendName, to: to as BackendName, trigger, at: row.updatedAt, errorRatio, p99Seconds, baselineP99Seconds };
+    const [basedOn, errorRatio = 0, p99Seconds = 0, baselineP99Seconds = 0] = row.updatedBy.split(' ').map(Number);
+    if (!Number.isFinite(basedOn)) return undefined;
+    return { state: { from: from as BackendName, to: to as BackendName, trigger, at: row.updatedAt, errorRatio, p99Seconds, baselineP99Seconds }, basedOn: basedOn as number };
   } catch {
     return undefined; // a row this release cannot read: no rollback to follow
   }
@@ -111,8 +114,7 @@ export class FlagOverride {
         this.adopt(message);
       }),
       channel.listen(ROLLBACK_TOPIC, (message) => {
-        const state = isRow(message) ? rollbackOf(message) : undefined;
-        if (state) this.options.onRollback?.(state);
+        if (isRow(message)) this.follow(message);
       }),
     ]);
   }
@@ -131,13 +133,31 @@ export class FlagOverride {
   }
 
   /**
-   * Every instance that hears of it follows this automatic rollback, until an operator acts
-   * (`write` empties the row). Stored first, then announced.
+   * The operator change in force here: its time (the override row's `updatedAt`), 0 before any.
+   * A rollback decided under it is shared with it (`shareRollback`).
    */
-  async shareRollback(state: RollbackState): Promise<void> {
-    const row = rollbackRow(state);
-    await this.models.FlagOverride.upsert({ name: ROLLBACK, ...row });
+  get epoch(): number {
+    return this.lastChangeAt ?? 0;
+  }
+
+  /**
+   * Every instance that hears of it follows this automatic rollback, decided under the operator
+   * change `basedOn` (`epoch` when it was decided), until an operator acts again. Only while
+   * that change is still the last one: an operator's change made since — here or on another
+   * instance, by this release or an older one that knows no rollback row — voids it, so a
+   * rollback stored late (its database away meanwhile) or heard late never outlives the
+   * operator's clear. Announced first (the database may be the backend that failed), then stored.
+   */
+  async shareRollback(state: RollbackState, basedOn: number): Promise<void> {
+    const row = rollbackRow(state, basedOn);
     await this.channel?.publish(ROLLBACK_TOPIC, row);
+    await this.models.FlagOverride.upsert({ name: ROLLBACK, ...row });
+  }
+
+  /** Follows the rollback `row` names, if it was decided under the operator change in force here. */
+  private follow(row: OverrideRow) {
+    const shared = rollbackOf(row);
+    if (shared && shared.basedOn === this.epoch) this.options.onRollback?.(shared.state);
   }
 
   async sync(): Promise<void> {
@@ -147,11 +167,10 @@ export class FlagOverride {
     const row = rows.find((r) => r.name === FLAG_NAME);
     if (row) this.adopt(row);
     else this.lastChangeAt ??= 0; // never set: the first row to appear is an operator's change
-    // Read in the same statement as the override: an operator's change, which empties it, is
-    // never seen without it.
+    // Read in the same statement as the override: a rollback is judged against the operator
+    // change in force with it.
     const rollback = rows.find((r) => r.name === ROLLBACK);
-    const state = rollback && rollbackOf(rollback);
-    if (state) this.options.onRollback?.(state);
+    if (rollback) this.follow(rollback);
   }
 
   /** Takes `row` as the current state; a row with a new time means an operator acted. */
@@ -162,8 +181,8 @@ export class FlagOverride {
   }
 
   private async write(row: OverrideRow) {
-    // An operator acted: the rollback in force ends everywhere. Emptied before the override row
-    // is written, so that no poll sees the operator's change with the old rollback still there.
+    // An operator acted: the rollback in force ends everywhere (its `basedOn` is no longer the
+    // last change). Emptied as well, for whoever reads the table.
     await this.models.FlagOverride.update({ value: '', updatedAt: row.updatedAt, updatedBy: row.updatedBy }, { where: { name: ROLLBACK } });
     await this.models.FlagOverride.upsert({ name: FLAG_NAME, ...row });
     this.generation++;

@@ -199,11 +199,12 @@ export class RollbackGuard {
 
   /**
    * A rollback in force (flags/override.ts shares it): another instance's, or this one's own
-   * read back after a restart. Followed unless one is already engaged here, so that every
-   * instance sends the same sessions the same way. True when it was news.
+   * read back after a restart. Followed unless one is already engaged here — also where
+   * ROLLBACK_ENABLED is off, which only stops this instance deciding: instances that disagree
+   * move the sessions they share back and forth. True when it was news.
    */
   follow(state: RollbackState): boolean {
-    if (!this.options.enabled || this.engaged) return false;
+    if (this.engaged) return false;
     this.engaged = state;
     this.followed = true;
     return true;
