@@ -40,6 +40,9 @@ describe('a staged rollout through Unleash', function () {
       UNLEASH_REFRESH_INTERVAL_MS: '500',
       SESSION_TOUCH_INTERVAL: '0',
       ADMIN_TOKEN,
+      // What is tested is Unleash's rollout: on a busy machine a move to Redis can be rolled
+      // back for its latency (test/switching/rollback.test.ts tests that).
+      ROLLBACK_ENABLED: 'false',
     });
     for (let i = 0; i < 40; i++) {
       const c = new Client(app.url);
@@ -112,8 +115,10 @@ describe('a staged rollout through Unleash', function () {
   it('keeps serving the last state when Unleash is stopped', async () => {
     await unleash.stop();
     await sleep(1500);
-    const seen = await backends();
-    expect(seen.every((b) => b === 'redis')).to.equal(true);
+    // Lost, the state would give way to SESSION_STORAGE (database) for good; a session that a
+    // busy machine's Redis deadline sent to the fallback comes back on a later request.
+    await until((n) => n === clients.length);
+    expect((await reported()).source, 'the last state still decides').to.equal('unleash');
     const late = new Client(app.url);
     await late.signup();
     expect(((await late.get('/api/session')).json.session as { backend: string }).backend).to.equal('redis');
