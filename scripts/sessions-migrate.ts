@@ -55,7 +55,11 @@ if (problem || !serverSide(values.from) || !serverSide(values.to)) {
 }
 stopOnFailure('sessions:migrate');
 
-const config = scriptConfig();
+const configured = scriptConfig();
+// No request waits on a move here, and one late answer (a busy Redis, a scheduling hiccup) would
+// stop the run: every store gets the last resort's deadline (LAST_RESORT_TIMEOUT_MS), not the
+// short one that exists to fail a request over fast.
+const config = { ...configured, stores: { ...configured.stores, timeoutMs: configured.stores.lastResortTimeoutMs } };
 const core = await openCore(config, scriptLogger(config));
 const redisStore = core.raw.redis;
 if (!redisStore) {

@@ -29,7 +29,7 @@ interface InProcessApp {
 
 async function startInProcess(env: Record<string, string>): Promise<InProcessApp> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'switchboard-race-'));
-  const config = loadConfig({ DATA_DIR: dataDir, DATABASE_URL: `sqlite:${path.join(dataDir, 'db.sqlite')}`, REDIS_URL: 'none', LOG_LEVEL: 'silent', NODE_ENV: 'test', ...env });
+  const config = loadConfig({ DATA_DIR: dataDir, DATABASE_URL: `sqlite:${path.join(dataDir, 'db.sqlite')}`, REDIS_URL: 'none', LOG_LEVEL: 'silent', NODE_ENV: 'test', STORE_TIMEOUT_MS: '250', ...env });
   const switchboard: Switchboard = await createSwitchboard(config);
   const server: Server = switchboard.app.listen(0, '127.0.0.1');
   await new Promise((resolve) => server.once('listening', resolve));

@@ -21,7 +21,8 @@ describe('moving sessions in bulk (scripts/sessions-migrate)', function () {
   const prefix = `bulk-${randomBytes(4).toString('hex')}:`;
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'switchboard-bulk-'));
-    const config = loadConfig({ DATA_DIR: dir, DATABASE_URL: `sqlite:${dir}/db.sqlite`, REDIS_KEY_PREFIX: prefix, SESSION_STORAGE: 'redis' });
+    // The deadline the script runs with (sessions-migrate.ts): one late answer on a busy machine failed a 100 ms one.
+    const config = loadConfig({ DATA_DIR: dir, DATABASE_URL: `sqlite:${dir}/db.sqlite`, REDIS_KEY_PREFIX: prefix, SESSION_STORAGE: 'redis', STORE_TIMEOUT_MS: '1000' });
     core = await openCore(config, pino({ level: 'silent' }));
     raw = { database: core.raw.database, redis: core.raw.redis! };
     redis = core.redis as Redis;
