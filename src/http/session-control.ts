@@ -123,8 +123,7 @@ export class SessionControl {
       // A placeholder: where a new session goes is chosen when it is written (`destination`).
       backend: 'database',
       data: { csrfToken: newHandle(), user: { id: user.id, email: user.email, name: user.name, role: user.role }, platformId: null },
-      // The login's time as the absolute timeout counts it: expiresAt − createdAt is the cap.
-      createdAt: issuedAt,
+      createdAt: now,
       issuedAt,
       lastActivity: now,
       absoluteExpiresAt,

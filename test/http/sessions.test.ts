@@ -425,11 +425,7 @@ describe('sessions with timeouts of a few seconds', function () {
         expectError(await quiet.get('/api/session'), 401);
 
         const busy = new Client(capped.url);
-        const { email, password } = await busy.signup();
-        const login = await busy.login(email, password);
-        // The cap counts from the login as createdAt reports it (the login's read of the account).
-        const { createdAt, expiresAt: capAt } = login.json.session as { createdAt: string; expiresAt: string };
-        expect(Date.parse(capAt) - Date.parse(createdAt), 'expiresAt − createdAt').to.equal(3000);
+        await busy.signup();
         const expiresAt = Date.parse(((await busy.get('/api/session')).json.session as { expiresAt: string }).expiresAt);
         for (let i = 0; i < 2; i++) {
           await sleep(1000);
