@@ -109,7 +109,9 @@ export class FlagOverride {
     this.channel = channel;
     await Promise.all([
       channel.listen(TOPIC, (message) => {
-        if (!isRow(message) || message.updatedAt === this.lastChangeAt) return; // our own, or already polled
+        // Our own, already polled, or older than the change in force: a PUBLISH held up on a
+        // stalled node (a Cluster master paused) is delivered after later ones, and undid them.
+        if (!isRow(message) || (this.lastChangeAt !== undefined && message.updatedAt <= this.lastChangeAt)) return;
         this.generation++;
         this.adopt(message);
       }),

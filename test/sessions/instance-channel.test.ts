@@ -99,6 +99,31 @@ describe('instances told over Redis (instance-channel.ts)', function () {
     expect(there.operatorChanges).to.equal(before + 2);
   });
 
+  it('an override announced late (its PUBLISH held up by a stalled Redis node) does not undo a newer one', async () => {
+    const here = await instance();
+    const there = await instance();
+    await here.override.set('database', 'admin');
+    const stale = { value: 'database', updatedAt: here.override.value!.updatedAt, updatedBy: 'admin' };
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await here.override.set('cookie', 'admin');
+    await waitUntil('the other instance serves the newer override', () => there.override.value?.backend === 'cookie', 20);
+    const changes = there.operatorChanges;
+    // The first change's announcement, delivered only now (a Cluster master paused while it held it).
+    const client = await connect();
+    const late = new InstanceChannel(client, 'channel-test:deployment-1:', () => undefined);
+    try {
+      await late.publish('flag-override', stale);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    } finally {
+      late.close();
+      client.disconnect();
+    }
+    expect(here.override.value?.backend, 'where the newer one was set').to.equal('cookie');
+    expect(there.override.value?.backend).to.equal('cookie');
+    expect(there.operatorChanges, 'no operator change: a rollback in force stays').to.equal(changes);
+    await here.override.clear(); // the instances of the next tests share this database
+  });
+
   it('an instance closed before Redis has answered its subscriptions reports nothing (a stop right after start)', async () => {
     const client = await connect();
     const errors: unknown[] = [];
