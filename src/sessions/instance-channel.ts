@@ -116,16 +116,7 @@ export class InstanceChannel {
     clearTimeout(timer);
   }
 
-  /**
-   * The main client dropped `gone` (a node taken out of the cluster, or down): this one drops it
-   * too, then asks for the slot map — a node taken out answers an empty one, and asked it,
-   * ioredis would drop every connection of this client and subscribe again only once reconnected.
-   */
-  private readonly followNodes = (gone: { options: { host?: string; port?: number } }) => {
-    const subscriber = this.subscriber as Cluster;
-    for (const node of subscriber.nodes()) if (node.options.host === gone.options.host && node.options.port === gone.options.port) node.disconnect();
-    subscriber.refreshSlotsCache();
-  };
+  private readonly followNodes = () => (this.subscriber as Cluster).refreshSlotsCache();
 
   close(): void {
     this.closed = true;

@@ -266,14 +266,8 @@ class RedisSessionStore implements SessionStore {
         if (info.includes('cluster_state:ok')) return;
         // A node taken out of the cluster (`redis-cli --cluster del-node` resets it and leaves it
         // running) holds no slot and says "fail", and this client's slot map, refreshed only when
-        // a command is redirected, may still name it: no outage. The map is refreshed instead —
-        // once the node is dropped from the client: asked for the map (ioredis asks a node it
-        // holds, at random), it answers an empty one, and ioredis then drops every connection and
-        // reconnects, Redis "down" meanwhile (seen in CI, one run in a few).
-        if (/^cluster_slots_assigned:0\r?$/m.test(info)) {
-          node.disconnect();
-          return void cluster.refreshSlotsCache();
-        }
+        // a command is redirected, may still name it: no outage. The map is refreshed instead.
+        if (/^cluster_slots_assigned:0\r?$/m.test(info)) return void cluster.refreshSlotsCache();
         throw new Error('Redis Cluster state is not ok');
       }),
     );
