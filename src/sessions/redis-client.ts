@@ -31,10 +31,7 @@ export function createRedisClient(c: RedisConnection): Redis | Cluster {
     // The master's credentials as REDIS_URL gives them (the Sentinels are asked without; config.ts
     // refuses rediss:// here).
     const master = { username: url.username || undefined, password: url.password || undefined };
-    // failoverDetector: Sentinel's `+switch-master` makes the client reconnect to the new master.
-    // Without it, a master that hangs with its connections open (a paused host, a partition that
-    // keeps TCP up) was never left: Redis stayed "down" on every instance until it came back.
-    return refuseWithoutDatabase(coalesceWrites(new Redis({ ...common, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, failoverDetector: true, ...master, db: Number(url.pathname.slice(1) || 0) })));
+    return refuseWithoutDatabase(coalesceWrites(new Redis({ ...common, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, ...master, db: Number(url.pathname.slice(1) || 0) })));
   }
   return refuseWithoutDatabase(coalesceWrites(new Redis(c.url, { ...common, retryStrategy })));
 }
