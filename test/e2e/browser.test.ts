@@ -9,6 +9,7 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import type { Cookie, Page } from 'playwright-core';
 import { startApp, type AppProcess } from '../support/app-server.js';
+import { Client } from '../support/http-client.js';
 import { startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
 import {
   addPlatform,
@@ -273,7 +274,11 @@ describe('browser (headless Chromium)', function () {
         await form.getByLabel('Type').fill('slack');
         await form.getByRole('button', { name: 'Add platform' }).click();
         await here.getByRole('heading', { level: 1, name: 'Hello, Hal' }).waitFor({ timeout: UI_MS });
+        // Told that the press did nothing, rather than left to think Hal's account has it.
+        await here.locator('#page-notice', { hasText: 'so what you just did was not done' }).waitFor({ timeout: UI_MS });
         expect(posts, 'sent once, not again as Hal').to.deep.equal([401]);
+        await here.reload();
+        expect(await here.locator('#page-notice').isVisible(), 'said once, not on every later load').to.equal(false);
         const platforms = (await (await context.request.get('/api/platforms')).json()) as { platforms: Array<{ name: string }> };
         expect(platforms.platforms.map((p) => p.name)).not.to.include('Gil Slack');
       });
@@ -729,6 +734,26 @@ describe('browser (headless Chromium)', function () {
       const after = await page.evaluate(async () => ((await (await fetch('/api/session')).json()) as { session: { expiresAt: string } }).session.expiresAt);
       expect(Date.parse(after)).to.be.greaterThan(Date.parse(before));
       expectCleanConsole();
+    });
+
+    it('"Stay signed in" pressed after the session was ended elsewhere says it was ended, not that it expired', async function () {
+      this.timeout(120_000);
+      const lee = person('Lee Example', 'lee-idle');
+      const page = await session.page();
+      await signup(page, lee);
+      const warning = page.locator('#idle-warning');
+      await warning.waitFor({ state: 'visible', timeout: 45_000 });
+      // The tab's once-a-second check would find the session gone by itself, and say "ended"
+      // without the button: its requests fail as if offline, so that the button is what finds it.
+      const passiveCheck = (url: URL) => url.pathname === '/api/session' && url.searchParams.get('passive') === '1';
+      await page.route(passiveCheck, (route) => route.abort());
+      await page.waitForEvent('requestfailed', { predicate: (r) => passiveCheck(new URL(r.url())), timeout: UI_MS });
+      const other = new Client(app!.url, UA.firefoxWindows);
+      expect((await other.login(lee.email, lee.password)).status).to.equal(200);
+      expect((await other.post('/api/sessions/revoke-others')).status).to.equal(200);
+      await warning.getByRole('button', { name: 'Stay signed in' }).click();
+      await page.waitForURL(onPath('/login'), { timeout: UI_MS });
+      expect(await noticeOn(page).textContent()).to.contain('Your session was ended');
     });
   });
 

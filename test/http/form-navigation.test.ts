@@ -150,9 +150,11 @@ describe('forms posted without JavaScript', function () {
     expect((await browser.login(email, password)).status).to.equal(200);
     const refused = await browser.post('/logout', form({ _csrf: stale }), { ...NAVIGATION, 'X-CSRF-Token': '' });
     expect(refused.status).to.equal(303);
-    expect(refused.headers.get('location')).to.equal('/?error=csrf_failed');
-    const dashboard = await browser.get('/?error=csrf_failed', { Accept: 'text/html' });
-    expect(dashboard.text).to.contain('This page had expired. Try again.');
+    expect(refused.headers.get('location')).to.equal('/?logout_error=csrf_failed');
+    const dashboard = await browser.get('/?logout_error=csrf_failed', { Accept: 'text/html' });
+    // Said beside the logout button that was pressed, not in another form's box.
+    expect(dashboard.text).to.contain('id="logout-error" role="alert" aria-live="assertive">This page had expired. Try again.</div>');
+    expect(dashboard.text).to.contain('id="add-platform-error" role="alert" aria-live="assertive"></div>');
     expect((await browser.get('/api/session')).status, 'still logged in: nothing was done').to.equal(200);
     const out = await browser.post('/logout', form({ _csrf: browser.csrfToken! }), { ...NAVIGATION, 'X-CSRF-Token': '' });
     expect(out.headers.get('location')).to.equal('/login?signed_out=logout');

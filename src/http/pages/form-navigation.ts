@@ -35,9 +35,10 @@ const FORMS: ReadonlyArray<readonly [RegExp, FormTarget]> = [
   [/^\/api\/sessions\/revoke-others$/, { done: '/sessions?revoked=others', form: '/sessions' }],
   [/^\/api\/sessions\/[^/]+\/revoke$/, { done: '/sessions?revoked=one', form: '/sessions' }],
   // The logout button (dashboard, sessions page) posts here without JavaScript. Its token out of
-  // date (another tab logged in again meanwhile): the dashboard with "This page had expired",
-  // and a button with the current token, rather than the API's JSON and no logout.
-  [/^\/logout$/, { done: '/login?signed_out=logout', form: '/' }],
+  // date (another tab logged in again meanwhile): the dashboard with "This page had expired" beside
+  // the top bar's logout button (not in the add-platform form's box), and a button with the
+  // current token, rather than the API's JSON and no logout.
+  [/^\/logout$/, { done: '/login?signed_out=logout', form: '/', errorParam: 'logout_error' }],
 ];
 
 function formTarget(path: string): FormTarget | undefined {

@@ -25,6 +25,8 @@ export interface PageOptions {
   assets: Assets;
   /** Set on pages for a logged-in user: renders the top bar and the CSRF token. */
   viewer?: Viewer;
+  /** Why the logout button's post without JavaScript did nothing, shown beside the button. */
+  logoutError?: string;
   body: SafeHtml;
 }
 
@@ -46,7 +48,7 @@ function brand(href: string) {
   return html`<a class="brand" href="${href}"><span class="brand-mark" aria-hidden="true"></span><span class="brand-name">Switchboard</span></a>`;
 }
 
-function topBar(page: PageName, viewer: Viewer) {
+function topBar(page: PageName, viewer: Viewer, logoutError = '') {
   return html`<header class="topbar">
   <div class="topbar-inner">
     ${brand('/')}
@@ -62,7 +64,7 @@ function topBar(page: PageName, viewer: Viewer) {
         <input type="hidden" name="_csrf" value="${viewer.csrfToken}">
         <button class="btn btn-ghost btn-sm" type="submit">Log out</button>
       </form>
-      <div class="form-error logout-error" id="logout-error" role="alert" aria-live="assertive"></div>
+      <div class="form-error logout-error" id="logout-error" role="alert" aria-live="assertive">${logoutError}</div>
     </div>
   </div>
 </header>`;
@@ -82,7 +84,7 @@ function idleWarning() {
 </section>`;
 }
 
-export function layout({ page, title, assets, viewer, body }: PageOptions): string {
+export function layout({ page, title, assets, viewer, logoutError, body }: PageOptions): string {
   const doc = html`<!doctype html>
 <html lang="en">
 <head>
@@ -98,9 +100,10 @@ ${viewer ? html`<meta name="csrf-token" content="${viewer.csrfToken}">` : ''}
 <body class="${viewer ? 'app' : 'auth'}" data-page="${page}"${viewer ? html` data-user-id="${viewer.user.id}" data-handle="${viewer.handle}" data-platform-id="${viewer.platformId ?? ''}" data-absolute-expires-at="${viewer.absoluteExpiresAt}"` : ''}>
 <a class="skip-link" href="#main">Skip to content</a>
 ${viewer
-  ? html`${topBar(page, viewer)}
+  ? html`${topBar(page, viewer, logoutError)}
 ${idleWarning()}
 <main id="main" class="container" tabindex="-1">
+<p class="notice" id="page-notice" role="status" aria-live="polite" hidden></p>
 ${body}
 </main>`
   : html`<main id="main" class="auth-main" tabindex="-1">

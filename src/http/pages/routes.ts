@@ -120,6 +120,7 @@ export function pageRoutes(deps: AppDeps, flashes: FormFlashes, assets: Assets =
         platforms: rows.map((p) => ({ id: p.id, name: p.name, type: p.type, active: p.id === activeId })),
         error: formAnswerOf(ctx),
         switchError: formAnswerOf(ctx, 'switch_error'),
+        logoutError: formAnswerOf(ctx, 'logout_error'),
         flash: flashes.take(ctx, 'add-platform'),
       }),
     );

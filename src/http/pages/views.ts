@@ -123,7 +123,7 @@ export function platformRow(p: PlatformView | undefined) {
 </li>`;
 }
 
-export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: SessionView; platform: { id: number; name: string; type: string } | null; platforms: PlatformView[]; error?: string; switchError?: string; flash?: FormFlash }): string {
+export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: SessionView; platform: { id: number; name: string; type: string } | null; platforms: PlatformView[]; error?: string; switchError?: string; logoutError?: string; flash?: FormFlash }): string {
   const { viewer, session, platform, platforms } = d;
   const firstName = viewer.user.name.split(/\s+/)[0] || viewer.user.name;
   return layout({
@@ -131,6 +131,7 @@ export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: Sess
     title: 'Dashboard',
     assets,
     viewer,
+    logoutError: formErrorMessage(d.logoutError),
     body: html`<div class="page-head">
   <h1>Hello, ${firstName}</h1>
   <p class="lede">Here is your session and the platform you are working in.</p>

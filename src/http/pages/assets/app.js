@@ -18,6 +18,8 @@ const SESSION_LIST_MS = 3000;
 /** A call that has not answered by then counts as a network failure (and frees the queue). */
 const REQUEST_TIMEOUT_MS = 15_000;
 const SIGNED_OUT_KEY = 'switchboard:signed-out';
+/** Set before a reload that left a call undone (the browser's session changed under it): the reloaded page says so. */
+const NOT_DONE_KEY = 'switchboard:not-done';
 const BACKEND_LABELS = { cookie: 'Cookie', database: 'Database', redis: 'Redis' };
 
 const body = document.body;
@@ -165,8 +167,22 @@ function setCsrfToken(token) {
 
 const api = (method, path, payload) => exclusive(() => request(method, path, payload));
 
-/** A state-changing call; a stale CSRF token (the session changed under this tab) is refreshed and the call retried once. */
+/**
+ * A state-changing call; a stale CSRF token (the session changed under this tab) is refreshed and
+ * the call retried once. Counted as pending throughout, its pause before the check included: the
+ * background check would otherwise find a new login first and reload the page, and the person
+ * would never be told that what they pressed was not done.
+ */
 async function mutate(method, path, payload) {
+  pending++;
+  try {
+    return await mutateOnce(method, path, payload);
+  } finally {
+    pending--;
+  }
+}
+
+async function mutateOnce(method, path, payload) {
   let res = await api(method, path, payload);
   // A cookie rotated by another tab (a password change) can cross this request, which then
   // did nothing: if the session goes on under the new cookie, it is sent once more.
@@ -188,7 +204,7 @@ async function mutate(method, path, payload) {
  */
 function stillThisSession(session) {
   if (!session.ok || !session.data?.authenticated) return false;
-  applySession(session.data);
+  applySession(session.data, { callUndone: true });
   return !leaving;
 }
 
@@ -368,6 +384,12 @@ const state = {
 
 /** Why the session is ending or ended, in the words the login page and the warning use. */
 const endReason = () => (state.capped ? 'maximum' : 'expired');
+/**
+ * Why a session the server no longer knows ended: its own time if that has come (a moment's
+ * grace for clocks), otherwise someone ended it — another device, a password change, an
+ * administrator — even while this tab's idle warning was showing.
+ */
+const lostReason = () => (Number.isFinite(state.expiresAt) && serverNow() >= state.expiresAt - 1500 ? endReason() : 'ended');
 let leaving = false;
 
 /** This tab's session is gone: go to /login, which says why. */
@@ -393,7 +415,7 @@ async function refreshSession() {
     res = await api('GET', '/api/session?passive=1');
   }
   if (res.status === 401) {
-    signedOut(Number.isFinite(state.expiresAt) && serverNow() >= state.expiresAt - 1500 ? endReason() : 'ended');
+    signedOut(lostReason());
     return;
   }
   if (res.ok && res.data?.authenticated) applySession(res.data);
@@ -413,11 +435,18 @@ async function poll() {
   }
 }
 
-function applySession(data) {
+function applySession(data, { callUndone = false } = {}) {
   const session = data.session;
   // Another user, or a new login of this user, now owns this browser's cookie: start over.
   if (data.user?.id !== state.userId || (state.handle && session.handle !== state.handle)) {
     leaving = true;
+    if (callUndone) {
+      try {
+        sessionStorage.setItem(NOT_DONE_KEY, '1');
+      } catch {
+        // private mode: the page starts over without the notice
+      }
+    }
     location.reload();
     return;
   }
@@ -484,7 +513,7 @@ async function staySignedIn(button) {
   try {
     const res = await mutate('PATCH', '/api/session', { preferences: { lastSeen: Date.now() } });
     if (res.status === 401) {
-      signedOut(endReason());
+      signedOut(lostReason());
       return;
     }
     if (!res.ok) {
@@ -774,6 +803,18 @@ async function logout() {
 }
 
 function initSignedIn() {
+  let undone = null;
+  try {
+    undone = sessionStorage.getItem(NOT_DONE_KEY);
+    sessionStorage.removeItem(NOT_DONE_KEY);
+  } catch {
+    undone = null;
+  }
+  const notice = document.getElementById('page-notice');
+  if (undone && notice) {
+    notice.textContent = 'This browser was logged in again in another tab, so what you just did was not done. This page now shows that session: check it, then try again.';
+    notice.hidden = false;
+  }
   document.addEventListener('submit', (event) => {
     if (!event.target.classList?.contains('logout-form')) return;
     event.preventDefault();
