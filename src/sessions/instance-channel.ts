@@ -15,6 +15,7 @@
  * other.
  */
 import { Cluster, ReplyError, type Redis } from 'ioredis';
+import { refuseEmptySlotMaps } from './redis-client.js';
 
 /** How long a changing request waits for Redis to take the message before it answers anyway. */
 const PUBLISH_WAIT_MS = 100;
@@ -42,7 +43,7 @@ export class InstanceChannel {
     const waitForRedis = { enableOfflineQueue: true, maxRetriesPerRequest: null };
     this.subscriber =
       publisher instanceof Cluster
-        ? publisher.duplicate([], { enableOfflineQueue: true, redisOptions: { ...publisher.options.redisOptions, maxRetriesPerRequest: null } })
+        ? refuseEmptySlotMaps(publisher.duplicate([], { enableOfflineQueue: true, redisOptions: { ...publisher.options.redisOptions, maxRetriesPerRequest: null } }))
         : publisher.duplicate(waitForRedis);
     this.subscriber.on('error', () => undefined); // the main client already reports Redis trouble
     if (publisher instanceof Cluster) {
@@ -50,7 +51,9 @@ export class InstanceChannel {
       // running) no longer hears what is published elsewhere, and this client, which sends
       // nothing else, would never learn it (its slot map is never refreshed): when the main
       // client's map drops a node, this one's is refreshed too, and ioredis moves the
-      // subscription off a node that has gone.
+      // subscription off a node that has gone. The node gone answers an empty map, which this
+      // client, like the main one, does not take (refuseEmptySlotMaps): taken, it emptied the
+      // pool and the subscription waited for a reconnect.
       publisher.on('-node', this.followNodes);
     }
     this.subscriber.on('message', (channel: string, message: string) => {

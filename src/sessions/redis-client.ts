@@ -24,7 +24,7 @@ export function createRedisClient(c: RedisConnection): Redis | Cluster {
     });
     // Each node's connection is a Redis client of its own, made as the cluster discovers it.
     cluster.on('+node', (node: Redis) => coalesceWrites(node));
-    return cluster;
+    return refuseEmptySlotMaps(cluster);
   }
   if (c.sentinels?.length) {
     const url = new URL(c.url);
@@ -34,6 +34,55 @@ export function createRedisClient(c: RedisConnection): Redis | Cluster {
     return refuseWithoutDatabase(coalesceWrites(new Redis({ ...common, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, ...master, db: Number(url.pathname.slice(1) || 0) })));
   }
   return refuseWithoutDatabase(coalesceWrites(new Redis(c.url, { ...common, retryStrategy })));
+}
+
+/** The one ioredis method that asks a node for the slot map (one node at a time, in random order). */
+interface SlotMapAsker {
+  getInfoFromNode(node: Redis | undefined, callback: (err?: Error | null) => void): void;
+}
+type SlotsCallback = (err: Error | null, slots?: unknown) => void;
+
+/**
+ * A node that answers CLUSTER SLOTS with no slot at all is not taken at its word: ioredis goes on
+ * to the next node, as when a node does not answer. Such a node is one taken out of the cluster
+ * and left running (`redis-cli --cluster del-node` resets it); it stays among this client's
+ * startup nodes and, until the map is refreshed, in its pool. ioredis asks one of the nodes it
+ * holds, at random, and took an empty answer for the whole cluster: it emptied its pool (every
+ * node disconnected), commands failed ("Cluster isn't ready", the probe's "master ... is not
+ * reachable"), and the client closed and reconnected from its startup nodes, the removed one
+ * among them (asked first again, the same again): Redis "down" (probe failed, fallback serving)
+ * for nothing. A cluster whose every node holds no slot now
+ * fails to connect, as it could serve nothing anyway.
+ *
+ * ioredis has no option for it. Its refresh is wrapped only as far as the node it is handed:
+ * ioredis asks on a copy of that node's connection (`duplicate()`, so that a blocked connection
+ * does not hold the map up), and only that copy's CLUSTER SLOTS is checked. The order of the
+ * nodes tried, concurrent refreshes joined into one, and what is done with a map stay ioredis's.
+ * A copy made with `cluster.duplicate()` is a new client: wrap it too.
+ */
+export function refuseEmptySlotMaps(cluster: Cluster): Cluster {
+  const asker = cluster as unknown as SlotMapAsker;
+  if (typeof asker.getInfoFromNode !== 'function') throw new Error('ioredis changed: Cluster#getInfoFromNode is gone (see refuseEmptySlotMaps)');
+  const ask = asker.getInfoFromNode.bind(cluster);
+  asker.getInfoFromNode = (node, callback) => ask(node && refusingEmptySlots(node), callback);
+  return cluster;
+}
+
+/** `node`, whose copies made by `duplicate()` answer an empty CLUSTER SLOTS with an error. */
+function refusingEmptySlots(node: Redis): Redis {
+  const view = Object.create(node) as Redis;
+  view.duplicate = (...args: Parameters<Redis['duplicate']>) => {
+    const copy = node.duplicate(...args);
+    const send = copy.cluster.bind(copy) as unknown as (subcommand: string, callback: SlotsCallback) => unknown;
+    (copy as unknown as { cluster: typeof send }).cluster = (subcommand, callback) =>
+      send(subcommand, (err, slots) => {
+        if (!err && String(subcommand).toUpperCase() === 'SLOTS' && Array.isArray(slots) && slots.length === 0) {
+          callback(new Error(`${node.options.host}:${node.options.port} holds no slot (taken out of the cluster?): its empty slot map is not taken`));
+        } else callback(err, slots);
+      });
+    return copy;
+  };
+  return view;
 }
 
 /** Redis's answer to SELECT of a database number it does not have (its `databases` setting). */

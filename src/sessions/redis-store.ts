@@ -266,7 +266,8 @@ class RedisSessionStore implements SessionStore {
         if (info.includes('cluster_state:ok')) return;
         // A node taken out of the cluster (`redis-cli --cluster del-node` resets it and leaves it
         // running) holds no slot and says "fail", and this client's slot map, refreshed only when
-        // a command is redirected, may still name it: no outage. The map is refreshed instead.
+        // a command is redirected, may still name it: no outage. The map is refreshed instead
+        // (from another node, if ioredis asks this one first: see refuseEmptySlotMaps).
         if (/^cluster_slots_assigned:0\r?$/m.test(info)) return void cluster.refreshSlotsCache();
         throw new Error('Redis Cluster state is not ok');
       }),

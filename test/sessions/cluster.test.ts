@@ -12,8 +12,9 @@ import { decodeRecord } from '../../src/sessions/redis-record.js';
 import { RedisStore } from '../../src/sessions/redis-store.js';
 import { BackendUnavailableError } from '../../src/sessions/errors.js';
 import { GuardedStore } from '../../src/sessions/guarded-store.js';
-import { startRedisCluster, type RedisClusterProcess } from '../support/redis-cluster.js';
-import { waitUntil } from '../support/redis-server.js';
+import { InstanceChannel } from '../../src/sessions/instance-channel.js';
+import { removeNode, startRedisCluster, type RedisClusterProcess } from '../support/redis-cluster.js';
+import { redisCommand, waitUntil } from '../support/redis-server.js';
 import { recordWrites } from '../support/socket-writes.js';
 import { describeStoreConformance } from './conformance.js';
 import { ABSOLUTE_MS, makeRecord } from './fixtures.js';
@@ -160,4 +161,88 @@ describe('Redis Cluster', function () {
       };
     }, { stableToken: true, listable: userIndex, clientInfo: false, ordersMoves: true });
   }
+});
+
+describe('Redis Cluster: a master taken out of the cluster and left running (del-node)', function () {
+  this.timeout(180_000);
+  let cluster: RedisClusterProcess;
+  let client: Cluster;
+  let channel: InstanceChannel;
+  let removed: { port: number };
+  const heard: unknown[] = [];
+  before(async () => {
+    cluster = await startRedisCluster({ masters: 4 });
+    const [first, , , last] = cluster.nodes as [{ port: number }, unknown, unknown, { port: number }];
+    removed = last;
+    client = createRedisClient({ enabled: true, url: `redis://127.0.0.1:${first.port}`, cluster: cluster.nodes, sentinelName: '', keyPrefix: '' }) as Cluster;
+    expect(await waitForRedis(client, 20_000)).to.equal(true);
+    channel = new InstanceChannel(client, `removed-${randomBytes(4).toString('hex')}:`, () => undefined);
+    await channel.listen('news', (message) => heard.push(message));
+    // The clients send nothing meanwhile: their slot maps still name the node, as an idle app's do.
+    await removeNode(first.port, removed.port);
+  });
+  after(async () => {
+    channel?.close();
+    client?.disconnect();
+    await cluster?.stop();
+  });
+
+  /** How many times the node on `port` was asked CLUSTER SLOTS. */
+  async function slotsAsked(port: number): Promise<number> {
+    const stats = await redisCommand(port, ['INFO', 'commandstats']);
+    return Number(/^cmdstat_cluster\|slots:calls=(\d+)/m.exec(stats)?.[1] ?? 0);
+  }
+
+  /**
+   * Refreshes `target`'s slot map with the removed node asked first: ioredis asks the nodes it
+   * holds in an order drawn with Math.random (a Fisher–Yates shuffle, from the last place to the
+   * first), drawn here so that the removed node comes first.
+   */
+  async function refreshAskingRemovedFirst(target: Cluster): Promise<void> {
+    const order = target.nodes('all').map((node) => node.options.port);
+    let at = order.indexOf(removed.port);
+    expect(at, `the client still holds the removed node (${order.join(', ')})`).to.be.at.least(0);
+    const draws: number[] = [];
+    for (let count = order.length; count >= 1; count--) {
+      // Each draw swaps place `count - 1` with the place drawn: the removed node is moved to the
+      // front when its place comes up, and left alone otherwise.
+      const index = at === count - 1 ? 0 : count - 1;
+      if (at === count - 1) at = 0;
+      draws.push((index + 0.5) / count);
+    }
+    const asked = await slotsAsked(removed.port);
+    const random = Math.random;
+    Math.random = () => draws.shift() ?? random();
+    const refreshed = new Promise<void>((resolve) => target.refreshSlotsCache(() => resolve()));
+    Math.random = random;
+    await refreshed;
+    expect(await slotsAsked(removed.port), 'the removed node asked for the slot map').to.equal(asked + 1);
+  }
+
+  it('answers an empty slot map, which the app clients do not take: no outage, and the node is dropped', async () => {
+    expect(JSON.stringify(await redisCommand(removed.port, ['CLUSTER', 'INFO']))).to.match(/cluster_slots_assigned:0/);
+    const store = new RedisStore(client, { keyPrefix: 'removed:', absoluteTimeoutMs: ABSOLUTE_MS });
+    const remaining = cluster.nodes.filter((node) => node.port !== removed.port).map((node) => node.port).sort();
+    const held = (target: Cluster) => target.nodes('all').map((node) => node.options.port).sort();
+
+    // The channel's subscriber first: the main client dropping the node would refresh it too.
+    const subscriber = (channel as unknown as { subscriber: Cluster }).subscriber;
+    await refreshAskingRemovedFirst(subscriber);
+    expect(held(subscriber), "the subscriber's nodes").to.deep.equal(remaining);
+
+    const closed: string[] = [];
+    client.on('close', () => closed.push('close'));
+    await refreshAskingRemovedFirst(client);
+    // Taken, the empty map emptied the pool: every command failed until ioredis had reconnected.
+    expect(held(client), "the client's nodes").to.deep.equal(remaining);
+    expect(client.status).to.equal('ready');
+    await store.ping();
+    const record = makeRecord({}, 'redis');
+    const token = await store.create(record);
+    expect((await store.load(token))?.idHash, 'the session written and read back').to.equal(record.idHash);
+    expect(closed, 'the client closed').to.deep.equal([]);
+
+    await channel.publish('news', { n: 1 });
+    await waitUntil('the message heard', () => heard.length === 1, 200);
+  });
 });

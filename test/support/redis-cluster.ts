@@ -84,6 +84,19 @@ export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Pr
   };
 }
 
+/**
+ * Moves every slot of the master on `removedPort` to the one on `entryPort`, then takes it out of
+ * the cluster as an operator does (`redis-cli --cluster del-node`: the others forget it, and it is
+ * reset and left running, answering CLUSTER SLOTS with no slot at all).
+ */
+export async function removeNode(entryPort: number, removedPort: number): Promise<void> {
+  const idOf = async (port: number) => String(await redisCommand(port, ['CLUSTER', 'MYID'])).trim();
+  const [from, to] = [await idOf(removedPort), await idOf(entryPort)];
+  const entry = `${HOST}:${entryPort}`;
+  await execFileAsync('redis-cli', ['--cluster', 'reshard', entry, '--cluster-from', from, '--cluster-to', to, '--cluster-slots', '16384', '--cluster-yes'], { timeout: 120_000 });
+  await execFileAsync('redis-cli', ['--cluster', 'del-node', entry, from], { timeout: 60_000 });
+}
+
 async function createCluster(ports: number[]): Promise<void> {
   const args = ['--cluster', 'create', ...ports.map((port) => `${HOST}:${port}`), '--cluster-replicas', '0', '--cluster-yes'];
   try {

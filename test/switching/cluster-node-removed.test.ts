@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { Client } from '../support/http-client.js';
-import { startRedisCluster, type RedisClusterProcess } from '../support/redis-cluster.js';
+import { removeNode, startRedisCluster, type RedisClusterProcess } from '../support/redis-cluster.js';
 import { redisCommand, waitUntil } from '../support/redis-server.js';
 import { sample } from './metrics-text.js';
 
@@ -22,14 +22,6 @@ const run = promisify(execFile);
 const ADMIN_TOKEN = 'cluster-node-removed-admin-token-0123';
 const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
 
-/** Moves every slot of `removed` to `to`, then takes it out of the cluster (it stays running). */
-async function removeNode(entryPort: number, removedPort: number) {
-  const idOf = async (port: number) => String(await redisCommand(port, ['CLUSTER', 'MYID'])).trim();
-  const [from, to] = [await idOf(removedPort), await idOf(entryPort)];
-  const entry = `127.0.0.1:${entryPort}`;
-  await run('redis-cli', ['--cluster', 'reshard', entry, '--cluster-from', from, '--cluster-to', to, '--cluster-slots', '16384', '--cluster-yes'], { timeout: 120_000 });
-  await run('redis-cli', ['--cluster', 'del-node', entry, from], { timeout: 60_000 });
-}
 /** Two of the app's health probes (every 5 s) and then some. */
 const WATCH_MS = 12_000;
 
