@@ -31,7 +31,9 @@ export function createRedisClient(c: RedisConnection): Redis | Cluster {
     // The master's credentials as REDIS_URL gives them (the Sentinels are asked without; config.ts
     // refuses rediss:// here).
     const master = { username: url.username || undefined, password: url.password || undefined };
-    return refuseWithoutDatabase(coalesceWrites(new Redis({ ...common, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, ...master, db: Number(url.pathname.slice(1) || 0) })));
+    const client = new Redis({ ...common, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, ...master, db: Number(url.pathname.slice(1) || 0) });
+    followSwitches(client, new SwitchWatch(c.sentinels, c.sentinelName));
+    return refuseWithoutDatabase(coalesceWrites(client));
   }
   return refuseWithoutDatabase(coalesceWrites(new Redis(c.url, { ...common, retryStrategy })));
 }
@@ -83,6 +85,108 @@ function refusingEmptySlots(node: Redis): Redis {
     return copy;
   };
   return view;
+}
+
+/** The master Sentinel has just switched to, as `+switch-master` announces it. */
+type Master = { host: string; port: number };
+
+/**
+ * Sentinel's `+switch-master` for REDIS_SENTINEL_NAME, heard on every Sentinel of
+ * REDIS_SENTINELS (one that learns of a failover late announces it when it does).
+ *
+ * ioredis leaves a master only when its connection closes. A master that hangs with its
+ * connections open (a paused host, a partition that keeps TCP up) was never left: Redis stayed
+ * "down" on every instance until it came back. ioredis's own `failoverDetector` is not used:
+ * it calls the Sentinel connector's disconnect(), which, when it comes while a reconnect is
+ * asking a Sentinel for the master (after a killed master, the client reconnects every second
+ * until the failover), makes that reconnect fail with "Connection is closed." and ioredis then
+ * ends the client for good (status `end`, never reconnected): Redis down until the app restarts
+ * (the killed-master test failed so). Here only a connection that is up, or that comes up from
+ * an attempt begun before the switch, is dropped, by destroying its socket: ioredis sees a lost
+ * connection and reconnects as always, asking the Sentinels again.
+ */
+class SwitchWatch {
+  private readonly sentinels: Redis[];
+  private readonly clients = new Map<Redis, { stale?: Master }>();
+
+  constructor(addresses: Array<{ host: string; port: number }>, private readonly name: string) {
+    this.sentinels = addresses.map(({ host, port }) => {
+      // Subscribed for as long as the app runs: the SUBSCRIBE waits for a Sentinel that is down,
+      // and ioredis subscribes again after every reconnect.
+      const sentinel = new Redis({ host, port, retryStrategy, connectTimeout: 1000, enableOfflineQueue: true, maxRetriesPerRequest: null });
+      sentinel.on('error', () => undefined); // the main client reports Redis trouble
+      sentinel.on('message', (_channel: string, message: string) => this.heard(message));
+      sentinel.subscribe(SWITCH_MASTER).catch(() => undefined);
+      return sentinel;
+    });
+  }
+
+  follow(client: Redis): void {
+    const state: { stale?: Master } = {};
+    this.clients.set(client, state);
+    // A new attempt asks a Sentinel afresh, which knows the new master once it has announced it
+    // (its address changes as it publishes): only an attempt already under way may be stale.
+    // ioredis emits each status change on the next tick, before any I/O: no message comes
+    // between an attempt's start and its 'connecting'.
+    client.on('connecting', () => (state.stale = undefined));
+    client.on('close', () => (state.stale = undefined));
+    client.on('connect', () => {
+      const stale = state.stale;
+      state.stale = undefined;
+      if (stale) leaveUnlessOn(client, stale);
+    });
+    // Closed by the app (ioredis emits no 'end' for a client closed while it waits to reconnect).
+    const release = () => {
+      if (!this.clients.delete(client) || this.clients.size > 0) return;
+      for (const sentinel of this.sentinels) sentinel.disconnect();
+    };
+    client.on('end', release);
+    const disconnect = client.disconnect.bind(client);
+    client.disconnect = (reconnect = false) => {
+      if (!reconnect) release();
+      disconnect(reconnect);
+    };
+    const quit = client.quit.bind(client);
+    client.quit = (callback) => {
+      release();
+      return quit(callback);
+    };
+  }
+
+  /** `<name> <old-ip> <old-port> <new-ip> <new-port>` */
+  private heard(message: string): void {
+    const fields = message.split(' ');
+    const [host, port] = fields.slice(-2);
+    if (fields.length < 5 || !host || fields.slice(0, -4).join(' ') !== this.name) return;
+    const master = { host, port: Number(port) };
+    for (const [client, state] of this.clients) {
+      if (client.status === 'connect' || client.status === 'ready') leaveUnlessOn(client, master);
+      else if (client.status === 'connecting') state.stale = master;
+    }
+  }
+}
+
+const SWITCH_MASTER = '+switch-master';
+
+/** Drops the connection unless it is to `master` (a name in place of an address only costs a reconnect). */
+function leaveUnlessOn(client: Redis, master: Master): void {
+  const stream = client.stream;
+  if (!stream || stream.destroyed) return;
+  if (stream.remoteAddress === master.host && stream.remotePort === master.port) return;
+  // Not client.disconnect(true): that goes through the connector's disconnect() too (see
+  // SwitchWatch). A destroyed socket closes at once even when the master does not answer.
+  stream.destroy();
+}
+
+/** `client` and every client duplicated from it (the instance channel's subscriber) follow `watch`. */
+function followSwitches(client: Redis, watch: SwitchWatch): void {
+  watch.follow(client);
+  const duplicate = client.duplicate.bind(client);
+  client.duplicate = (override) => {
+    const copy = duplicate(override);
+    followSwitches(copy, watch);
+    return copy;
+  };
 }
 
 /** Redis's answer to SELECT of a database number it does not have (its `databases` setting). */

@@ -118,3 +118,55 @@ describe('a Redis Sentinel failover under traffic', function () {
     expect(Number(await redisCommand(replica.port, ['DBSIZE']))).to.be.greaterThan(users.length);
   });
 });
+
+/**
+ * The master hangs instead of dying (a paused host, a partition that keeps TCP up): its
+ * connections stay open and nothing answers. Sentinel promotes the replica; the app must move to
+ * it while the old master still hangs (it stayed on the hung one, Redis "down" on every instance,
+ * until that came back: a Redis Cluster and Sentinel review).
+ */
+describe('a Redis Sentinel master that hangs with its connections open', function () {
+  this.timeout(180_000);
+  let master: RedisProcess;
+  let replica: RedisProcess;
+  let sentinel: RedisProcess;
+  let app: AppProcess;
+
+  before(async () => {
+    master = await startRedis();
+    replica = await startRedis({ extraArgs: () => ['--replicaof', '127.0.0.1', String(master.port)] });
+    await waitUntil('the replica in sync', async () => (await redisCommand(replica.port, ['INFO', 'replication'])).includes('master_link_status:up'));
+    sentinel = await startRedis({ sentinelOf: { port: master.port, name: MASTER_NAME } });
+    await waitUntil('Sentinel to know the replica', async () => (await redisCommand(sentinel.port, ['INFO', 'sentinel'])).includes('slaves=1'), FAILOVER_ATTEMPTS);
+    app = await startApp({
+      SESSION_STORAGE: 'redis',
+      SESSION_FALLBACK: 'database',
+      REDIS_SENTINELS: `127.0.0.1:${sentinel.port}`,
+      REDIS_SENTINEL_NAME: MASTER_NAME,
+      BREAKER_HALF_OPEN_AFTER_MS: '300',
+    });
+  });
+  after(async () => {
+    master?.resume();
+    await app?.stop();
+    await Promise.all([sentinel?.stop(), replica?.stop(), master?.stop()]);
+  });
+
+  it('is left for the promoted replica while it still hangs', async () => {
+    const user = new Client(app.url, 'sentinel-hung');
+    await user.signup();
+    expect((await redisCommand(master.port, ['WAIT', '1', '5000'], 6000)).toString()).to.equal('1');
+    await master.pause(170_000); // resumed in `after`
+    await waitUntil('Sentinel to promote the replica', async () => (await masterPort(sentinel)) === replica.port, FAILOVER_ATTEMPTS);
+    await waitUntil(
+      'the app to serve from the promoted replica',
+      async () => ((await new Client(app.url).get('/readyz')).json.backends as Record<string, string>).redis === 'up',
+      FAILOVER_ATTEMPTS,
+    );
+    const res = await user.get('/api/session');
+    expect(res.status, 'nobody is logged out').to.equal(200);
+    await waitUntil('the session back in Redis', async () => ((await user.get('/api/session')).json as SessionBody).session?.backend === 'redis', 200);
+    // The instance channel's subscriber (its own connection) has left the hung master too.
+    await waitUntil('the instance channel subscribed on the promoted replica', async () => /sub=[1-9]/.test(await redisCommand(replica.port, ['CLIENT', 'LIST', 'TYPE', 'pubsub'])), 200);
+  });
+});
