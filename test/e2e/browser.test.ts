@@ -7,7 +7,7 @@
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import type { Cookie, Page } from 'playwright-core';
+import type { Cookie, Page, Route } from 'playwright-core';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
 import { startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
@@ -325,6 +325,61 @@ describe('browser (headless Chromium)', function () {
         await waitForText(elsewhere, '#login-error', 'Email or password is incorrect', UI_MS);
         await login(elsewhere, ed, newPassword);
         expectCleanConsole();
+      });
+
+      it('a logout in one tab crossing a password change in another leaves no session live that no tab holds', async () => {
+        const ida = person('Ida Example', `ida-${backend}`);
+        const newPassword = `ida's new ${backend} passphrase`;
+        const context = await session.context();
+        const dashboard = await session.page(context);
+        await signup(dashboard, ida);
+        const account = await session.page(context);
+        await account.goto('/account');
+
+        // The password change reaches the server (the session's id rotates) and its answer is
+        // held; the logout, if it goes out meanwhile, leaves with the old cookie, and its answer
+        // (which clears the cookie) is let through only after the password change's.
+        let releasePassword!: () => void;
+        const passwordReleased = new Promise<void>((resolve) => (releasePassword = resolve));
+        let passwordAnswered!: () => void;
+        const passwordDone = new Promise<void>((resolve) => (passwordAnswered = resolve));
+        let passwordChanged!: () => void;
+        const passwordAtServer = new Promise<void>((resolve) => (passwordChanged = resolve));
+        await account.route(/\/api\/password$/, async (route) => {
+          const response = await sendAsTheBrowserDid(route);
+          passwordChanged();
+          await passwordReleased;
+          await route.fulfill(response);
+          passwordAnswered();
+        });
+        let logoutSent!: () => void;
+        const logoutOut = new Promise<void>((resolve) => (logoutSent = resolve));
+        await dashboard.route(/\/api\/logout$/, async (route) => {
+          logoutSent();
+          const response = await sendAsTheBrowserDid(route);
+          await passwordDone;
+          await route.fulfill(response);
+        });
+
+        const form = account.locator('form#password');
+        await form.getByLabel('Current password').fill(ida.password);
+        await form.getByLabel('New password').fill(newPassword);
+        await form.getByRole('button', { name: 'Change password' }).click();
+        await passwordAtServer;
+        await dashboard.locator('form.logout-form').getByRole('button', { name: 'Log out' }).click();
+        // Either the logout went out at once (and crosses the change), or it waits its turn.
+        const waitingItsTurn = dashboard.waitForFunction(async () => ((await navigator.locks.query()).pending ?? []).some((l) => l.name === 'switchboard-session-change'), undefined, { timeout: UI_MS });
+        await Promise.race([logoutOut, waitingItsTurn]);
+        releasePassword();
+        await dashboard.waitForURL(onPath('/login'), { timeout: UI_MS });
+
+        // Every session of Ida's still live is one this browser holds.
+        const held = (await context.request.get('/api/session')).status() === 200 ? 1 : 0;
+        const checker = new Client(app!.url, UA.safariIphone);
+        expect((await checker.login(ida.email, newPassword)).status).to.equal(200);
+        const listed = (await checker.get('/api/sessions')).json as { sessions: Array<{ current: boolean }> };
+        expect(listed.sessions.filter((s) => !s.current).length, 'sessions live besides the checker').to.equal(held);
+        expect(held, 'the logout logged this browser out').to.equal(0);
       });
     });
   }
@@ -788,6 +843,22 @@ describe('browser (headless Chromium)', function () {
     });
   });
 });
+
+/**
+ * Sends a request the page made to the server as the browser sent it (its cookie as it was then),
+ * and returns the answer for `route.fulfill`, so that the browser takes its Set-Cookie only when
+ * the test lets the answer through. (`route.fetch()` would store the answer's cookies in the
+ * browser at once.)
+ */
+async function sendAsTheBrowserDid(route: Route) {
+  const request = route.request();
+  const headers = Object.fromEntries(Object.entries(await request.allHeaders()).filter(([name]) => !['host', 'connection', 'content-length'].includes(name)));
+  const res = await fetch(request.url(), { method: request.method(), headers, body: request.postData() ?? undefined, redirect: 'manual' });
+  const answerHeaders: Record<string, string> = Object.fromEntries([...res.headers].filter(([name]) => name !== 'set-cookie'));
+  const cookies = res.headers.getSetCookie();
+  if (cookies.length) answerHeaders['set-cookie'] = cookies.join('\n');
+  return { status: res.status, headers: answerHeaders, body: Buffer.from(await res.arrayBuffer()) };
+}
 
 async function expectPageBasics(page: Page, headers: Record<string, string>, path: string) {
   const csp = headers['content-security-policy'] ?? '';

@@ -10,7 +10,7 @@
  *   revocation from another device, a password change elsewhere or an expiry is noticed.
  * - Before the session's expiresAt an idle warning offers "Stay signed in".
  */
-/* global sessionStorage, Headers, HTMLInputElement, AbortSignal, DOMParser */
+/* global sessionStorage, Headers, HTMLInputElement, AbortSignal, DOMParser, navigator */
 
 const POLL_MS = 1000;
 /** How often /sessions looks for sessions started or ended elsewhere. */
@@ -292,7 +292,19 @@ function value(form, name) {
   return input instanceof HTMLInputElement ? input.value : '';
 }
 
-function handleForm(form, { method = 'POST', path, values, fieldFor, onSuccess, onFailure }) {
+/**
+ * Calls that change which session this browser's cookie holds — log in, sign up, log out, a
+ * password change (which rotates the id) — run one at a time across the browser's tabs (the Web
+ * Locks API, where the page is a secure context). A logout that crossed another tab's login left
+ * with the old cookie and came back after the login's answer: its Set-Cookie cleared the new
+ * cookie, and the new session stayed live on the server, held by nobody, until its idle timeout.
+ * One after the other, the second call goes out with the cookie the first one left.
+ */
+function oneSessionChangeAtATime(call) {
+  return navigator.locks?.request ? navigator.locks.request('switchboard-session-change', call) : call();
+}
+
+function handleForm(form, { method = 'POST', path, values, fieldFor, onSuccess, onFailure, changesSession = false }) {
   if (!form) return;
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
@@ -300,7 +312,8 @@ function handleForm(form, { method = 'POST', path, values, fieldFor, onSuccess, 
     clearErrors(form);
     setBusy(form, true);
     try {
-      const res = await mutate(method, path, values(form));
+      const payload = values(form);
+      const res = await (changesSession ? oneSessionChangeAtATime(() => mutate(method, path, payload)) : mutate(method, path, payload));
       if (res.ok) {
         await onSuccess(res, form);
         return;
@@ -339,6 +352,7 @@ function initLogin() {
   const loginForm = document.getElementById('login');
   handleForm(loginForm, {
     path: '/api/login',
+    changesSession: true,
     values: (form) => ({ email: value(form, 'email'), password: value(form, 'password') }),
     onFailure: (res) => {
       // Wrong email or password: the password selected, so that typing it again replaces it.
@@ -358,6 +372,7 @@ function initLogin() {
 function initSignup() {
   handleForm(document.getElementById('signup'), {
     path: '/api/signup',
+    changesSession: true,
     values: (form) => ({ name: value(form, 'name'), email: value(form, 'email'), password: value(form, 'password') }),
     fieldFor: { email_taken: { field: 'email' } },
     onSuccess: (res) => {
@@ -748,6 +763,7 @@ function initAccount() {
   const status = document.getElementById('password-status');
   handleForm(form, {
     path: '/api/password',
+    changesSession: true,
     values: (f) => {
       // The change rotates the cookie: the other tabs hold their checks until it is done.
       channel?.postMessage({ type: 'password-changing' });
@@ -784,7 +800,7 @@ function initAccount() {
 // ---------------------------------------------------------------- wiring
 
 async function logout() {
-  const res = await mutate('POST', '/api/logout');
+  const res = await oneSessionChangeAtATime(() => mutate('POST', '/api/logout'));
   if (res.status === 0) {
     // No answer from the network: let the browser try the plain form post (POST /logout).
     document.querySelector('form.logout-form')?.submit();
