@@ -809,6 +809,8 @@ describe('browser (headless Chromium)', function () {
       await warning.getByRole('button', { name: 'Stay signed in' }).click();
       await page.waitForURL(onPath('/login'), { timeout: UI_MS });
       expect(await noticeOn(page).textContent()).to.contain('Your session was ended');
+      // The background checks failed on purpose ("Failed to load resource"): nothing else may have.
+      expect(session.takeProblems().filter((p) => !p.includes('net::ERR_FAILED'))).to.deep.equal([]);
     });
   });
 
