@@ -26,6 +26,26 @@ async function masterPort(sentinel: RedisProcess): Promise<number | undefined> {
   return match ? Number(match[1]) : undefined;
 }
 
+/** A master, its replica in sync, and one Sentinel that knows them both. */
+async function startSentinelSetup(): Promise<{ master: RedisProcess; replica: RedisProcess; sentinel: RedisProcess }> {
+  const master = await startRedis();
+  const replica = await startRedis({ extraArgs: () => ['--replicaof', '127.0.0.1', String(master.port)] });
+  await waitUntil('the replica in sync', async () => (await redisCommand(replica.port, ['INFO', 'replication'])).includes('master_link_status:up'));
+  const sentinel = await startRedis({ sentinelOf: { port: master.port, name: MASTER_NAME } });
+  // Sentinel learns of the replica from the master's INFO, every 10 s at first.
+  await waitUntil('Sentinel to know the replica', async () => (await redisCommand(sentinel.port, ['INFO', 'sentinel'])).includes('slaves=1'), FAILOVER_ATTEMPTS);
+  return { master, replica, sentinel };
+}
+
+/** The app on Redis through `sentinel`, the database serving while there is no master. */
+const appOn = (sentinel: RedisProcess) => ({
+  SESSION_STORAGE: 'redis',
+  SESSION_FALLBACK: 'database',
+  REDIS_SENTINELS: `127.0.0.1:${sentinel.port}`,
+  REDIS_SENTINEL_NAME: MASTER_NAME,
+  BREAKER_HALF_OPEN_AFTER_MS: '300',
+});
+
 describe('a Redis Sentinel failover under traffic', function () {
   this.timeout(180_000);
   let master: RedisProcess;
@@ -39,18 +59,9 @@ describe('a Redis Sentinel failover under traffic', function () {
   const lagged = new Set<number>();
 
   before(async () => {
-    master = await startRedis();
-    replica = await startRedis({ extraArgs: () => ['--replicaof', '127.0.0.1', String(master.port)] });
-    await waitUntil('the replica in sync', async () => (await redisCommand(replica.port, ['INFO', 'replication'])).includes('master_link_status:up'));
-    sentinel = await startRedis({ sentinelOf: { port: master.port, name: MASTER_NAME } });
-    // Sentinel learns of the replica from the master's INFO, every 10 s at first.
-    await waitUntil('Sentinel to know the replica', async () => (await redisCommand(sentinel.port, ['INFO', 'sentinel'])).includes('slaves=1'), FAILOVER_ATTEMPTS);
+    ({ master, replica, sentinel } = await startSentinelSetup());
     app = await startApp({
-      SESSION_STORAGE: 'redis',
-      SESSION_FALLBACK: 'database',
-      REDIS_SENTINELS: `127.0.0.1:${sentinel.port}`,
-      REDIS_SENTINEL_NAME: MASTER_NAME,
-      BREAKER_HALF_OPEN_AFTER_MS: '300',
+      ...appOn(sentinel),
       SESSION_TOUCH_INTERVAL: '0',
       // Written through, so "with their data" can be checked exactly (as in fallback.test.ts).
       MIRROR_FLUSH_MS: '0',
@@ -133,18 +144,8 @@ describe('a Redis Sentinel master that hangs with its connections open', functio
   let app: AppProcess;
 
   before(async () => {
-    master = await startRedis();
-    replica = await startRedis({ extraArgs: () => ['--replicaof', '127.0.0.1', String(master.port)] });
-    await waitUntil('the replica in sync', async () => (await redisCommand(replica.port, ['INFO', 'replication'])).includes('master_link_status:up'));
-    sentinel = await startRedis({ sentinelOf: { port: master.port, name: MASTER_NAME } });
-    await waitUntil('Sentinel to know the replica', async () => (await redisCommand(sentinel.port, ['INFO', 'sentinel'])).includes('slaves=1'), FAILOVER_ATTEMPTS);
-    app = await startApp({
-      SESSION_STORAGE: 'redis',
-      SESSION_FALLBACK: 'database',
-      REDIS_SENTINELS: `127.0.0.1:${sentinel.port}`,
-      REDIS_SENTINEL_NAME: MASTER_NAME,
-      BREAKER_HALF_OPEN_AFTER_MS: '300',
-    });
+    ({ master, replica, sentinel } = await startSentinelSetup());
+    app = await startApp(appOn(sentinel));
   });
   after(async () => {
     master?.resume();
