@@ -31,7 +31,10 @@ export function createRedisClient(c: RedisConnection): Redis | Cluster {
     // The master's credentials as REDIS_URL gives them (the Sentinels are asked without; config.ts
     // refuses rediss:// here).
     const master = { username: url.username || undefined, password: url.password || undefined };
-    const client = new Redis({ ...common, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, ...master, db: Number(url.pathname.slice(1) || 0) });
+    // A Sentinel that hangs (its host paused) still takes connections: asked where the master is
+    // without a deadline, the client waited on it for as long as it hung, first in the list or
+    // not. With one, it asks the next.
+    const client = new Redis({ ...common, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, sentinelCommandTimeout: 1000, ...master, db: Number(url.pathname.slice(1) || 0) });
     followSwitches(client, new SwitchWatch(c.sentinels, c.sentinelName));
     return refuseWithoutDatabase(coalesceWrites(client));
   }
@@ -113,7 +116,9 @@ class SwitchWatch {
     this.sentinels = addresses.map(({ host, port }) => {
       // Subscribed for as long as the app runs: the SUBSCRIBE waits for a Sentinel that is down,
       // and ioredis subscribes again after every reconnect.
-      const sentinel = new Redis({ host, port, retryStrategy, connectTimeout: 1000, enableOfflineQueue: true, maxRetriesPerRequest: null });
+      // TCP keepalive: a subscription sends nothing, and a Sentinel whose host vanished without a
+      // reset would otherwise leave it half-open, deaf, for the kernel's two hours.
+      const sentinel = new Redis({ host, port, retryStrategy, connectTimeout: 1000, keepAlive: 10_000, enableOfflineQueue: true, maxRetriesPerRequest: null });
       sentinel.on('error', () => undefined); // the main client reports Redis trouble
       sentinel.on('message', (_channel: string, message: string) => this.heard(message));
       sentinel.subscribe(SWITCH_MASTER).catch(() => undefined);

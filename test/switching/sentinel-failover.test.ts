@@ -26,22 +26,26 @@ async function masterPort(sentinel: RedisProcess): Promise<number | undefined> {
   return match ? Number(match[1]) : undefined;
 }
 
-/** A master, its replica in sync, and one Sentinel that knows them both. */
-async function startSentinelSetup(): Promise<{ master: RedisProcess; replica: RedisProcess; sentinel: RedisProcess }> {
+/** A master, its replica in sync, and `count` Sentinels that know them both (and each other). */
+async function startSentinelSetup(count = 1): Promise<{ master: RedisProcess; replica: RedisProcess; sentinels: RedisProcess[] }> {
   const master = await startRedis();
   const replica = await startRedis({ extraArgs: () => ['--replicaof', '127.0.0.1', String(master.port)] });
   await waitUntil('the replica in sync', async () => (await redisCommand(replica.port, ['INFO', 'replication'])).includes('master_link_status:up'));
-  const sentinel = await startRedis({ sentinelOf: { port: master.port, name: MASTER_NAME } });
-  // Sentinel learns of the replica from the master's INFO, every 10 s at first.
-  await waitUntil('Sentinel to know the replica', async () => (await redisCommand(sentinel.port, ['INFO', 'sentinel'])).includes('slaves=1'), FAILOVER_ATTEMPTS);
-  return { master, replica, sentinel };
+  const sentinels: RedisProcess[] = [];
+  for (let i = 0; i < count; i++) sentinels.push(await startRedis({ sentinelOf: { port: master.port, name: MASTER_NAME } }));
+  // Sentinel learns of the replica from the master's INFO, every 10 s at first, and of the other
+  // Sentinels from their hellos through the master, every 2 s.
+  for (const sentinel of sentinels) {
+    await waitUntil('Sentinel to know the replica and the other Sentinels', async () => (await redisCommand(sentinel.port, ['INFO', 'sentinel'])).includes(`slaves=1,sentinels=${count}`), FAILOVER_ATTEMPTS);
+  }
+  return { master, replica, sentinels };
 }
 
-/** The app on Redis through `sentinel`, the database serving while there is no master. */
-const appOn = (sentinel: RedisProcess) => ({
+/** The app on Redis through `sentinels` (in that order), the database serving while there is no master. */
+const appOn = (...sentinels: RedisProcess[]) => ({
   SESSION_STORAGE: 'redis',
   SESSION_FALLBACK: 'database',
-  REDIS_SENTINELS: `127.0.0.1:${sentinel.port}`,
+  REDIS_SENTINELS: sentinels.map((sentinel) => `127.0.0.1:${sentinel.port}`).join(','),
   REDIS_SENTINEL_NAME: MASTER_NAME,
   BREAKER_HALF_OPEN_AFTER_MS: '300',
 });
@@ -59,7 +63,9 @@ describe('a Redis Sentinel failover under traffic', function () {
   const lagged = new Set<number>();
 
   before(async () => {
-    ({ master, replica, sentinel } = await startSentinelSetup());
+    const setup = await startSentinelSetup();
+    ({ master, replica } = setup);
+    [sentinel] = setup.sentinels as [RedisProcess];
     app = await startApp({
       ...appOn(sentinel),
       SESSION_TOUCH_INTERVAL: '0',
@@ -140,25 +146,41 @@ describe('a Redis Sentinel master that hangs with its connections open', functio
   this.timeout(180_000);
   let master: RedisProcess;
   let replica: RedisProcess;
-  let sentinel: RedisProcess;
+  let sentinels: RedisProcess[] = [];
   let app: AppProcess;
 
   before(async () => {
-    ({ master, replica, sentinel } = await startSentinelSetup());
-    app = await startApp(appOn(sentinel));
+    // Three Sentinels, so that two can still elect a leader and fail over.
+    ({ master, replica, sentinels } = await startSentinelSetup(3));
+    // The first Sentinel named hangs as the app starts (its host paused): it takes connections
+    // and answers nothing.
+    await sentinels[0]!.pause(170_000);
+    app = await startApp(appOn(...sentinels));
   });
   after(async () => {
-    master?.resume();
+    for (const server of [master, ...sentinels]) server?.resume();
     await app?.stop();
-    await Promise.all([sentinel?.stop(), replica?.stop(), master?.stop()]);
+    await Promise.all([...sentinels.map((sentinel) => sentinel.stop()), replica?.stop(), master?.stop()]);
   });
 
-  it('is left for the promoted replica while it still hangs', async () => {
+  it('finds the master through the other Sentinels while the first one named hangs', async () => {
+    // Asked where the master is without a deadline, the client waited on the hung Sentinel for
+    // as long as it hung: Redis "down" from start-up on.
+    await waitUntil('the app to reach the master', async () => ((await new Client(app.url).get('/readyz')).json.backends as Record<string, string>).redis === 'up', FAILOVER_ATTEMPTS);
+    sentinels[0]!.resume();
+  });
+
+  it('is left for the promoted replica while it still hangs, with the Sentinel beside it (the first one named) hung too', async () => {
     const user = new Client(app.url, 'sentinel-hung');
     await user.signup();
     expect((await redisCommand(master.port, ['WAIT', '1', '5000'], 6000)).toString()).to.equal('1');
-    await master.pause(170_000); // resumed in `after`
-    await waitUntil('Sentinel to promote the replica', async () => (await masterPort(sentinel)) === replica.port, FAILOVER_ATTEMPTS);
+    // A paused host: the master and the Sentinel that runs beside it. That Sentinel, first in
+    // REDIS_SENTINELS, takes a connection and never answers: asked where the master is without a
+    // deadline, the client waited on it for as long as it hung.
+    const [beside, ...others] = sentinels as [RedisProcess, RedisProcess, RedisProcess];
+    await master.pause(170_000); // both resumed in `after`
+    await beside.pause(170_000);
+    await waitUntil('the other Sentinels to promote the replica', async () => (await masterPort(others[0])) === replica.port, FAILOVER_ATTEMPTS);
     await waitUntil(
       'the app to serve from the promoted replica',
       async () => ((await new Client(app.url).get('/readyz')).json.backends as Record<string, string>).redis === 'up',
