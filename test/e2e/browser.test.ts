@@ -276,6 +276,8 @@ describe('browser (headless Chromium)', function () {
         await here.getByRole('heading', { level: 1, name: 'Hello, Hal' }).waitFor({ timeout: UI_MS });
         // Told that the press did nothing, rather than left to think Hal's account has it.
         await here.locator('#page-notice', { hasText: 'so what you just did was not done' }).waitFor({ timeout: UI_MS });
+        // Where the person is looking (the reload would keep the scroll position) and read out: focused.
+        expect(await here.evaluate(() => document.activeElement?.id)).to.equal('page-notice');
         expect(posts, 'sent once, not again as Hal').to.deep.equal([401]);
         await here.reload();
         expect(await here.locator('#page-notice').isVisible(), 'said once, not on every later load').to.equal(false);
@@ -325,6 +327,49 @@ describe('browser (headless Chromium)', function () {
         await waitForText(elsewhere, '#login-error', 'Email or password is incorrect', UI_MS);
         await login(elsewhere, ed, newPassword);
         expectCleanConsole();
+      });
+
+      it('two tabs logging in one just after the other end as the second, and leave no session live that no tab holds', async () => {
+        const people = [person('Jan Example', `jan-${backend}`), person('Kim Example', `kim-${backend}`)] as const;
+        for (const who of people) {
+          const maker = new Client(app!.url);
+          await maker.signup(who);
+          expect((await maker.post('/api/logout')).status).to.equal(204);
+        }
+        const context = await session.context();
+        const [first, second] = [await session.page(context), await session.page(context)];
+        for (const [page, who] of [[first, people[0]], [second, people[1]]] as const) {
+          await page.goto('/login');
+          await page.getByLabel('Email').fill(who.email);
+          await page.getByLabel('Password').fill(who.password);
+        }
+        // The first login is held on its way until the second tab's is waiting for its turn (or,
+        // in a browser without Web Locks, has gone out too).
+        let releaseFirst!: () => void;
+        const firstReleased = new Promise<void>((resolve) => (releaseFirst = resolve));
+        await first.route(/\/api\/login$/, async (route) => {
+          await firstReleased;
+          await route.continue();
+        });
+        let secondSent!: () => void;
+        const secondOut = new Promise<void>((resolve) => (secondSent = resolve));
+        second.on('request', (r) => {
+          if (new URL(r.url()).pathname === '/api/login') secondSent();
+        });
+        await first.getByRole('button', { name: 'Log in' }).click();
+        await second.getByRole('button', { name: 'Log in' }).click();
+        const waitingItsTurn = second.waitForFunction(async () => ((await navigator.locks.query()).pending ?? []).some((l) => l.name === 'switchboard-session-change'), undefined, { timeout: UI_MS });
+        await Promise.race([secondOut, waitingItsTurn]);
+        releaseFirst();
+        // Kim's login, the later one, is what this browser holds; both tabs follow it.
+        for (const page of [first, second]) await page.getByRole('heading', { level: 1, name: 'Hello, Kim' }).waitFor({ timeout: UI_MS });
+        const live = async (who: (typeof people)[number]) => {
+          const checker = new Client(app!.url, UA.safariIphone);
+          expect((await checker.login(who.email, who.password)).status).to.equal(200);
+          const listed = (await checker.get('/api/sessions')).json as { sessions: Array<{ current: boolean }> };
+          return listed.sessions.filter((s) => !s.current).length;
+        };
+        expect([await live(people[0]), await live(people[1])], "sessions live besides the checkers': Jan's, Kim's").to.deep.equal([0, 1]);
       });
 
       it('a logout in one tab crossing a password change in another leaves no session live that no tab holds', async () => {

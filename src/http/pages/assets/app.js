@@ -10,13 +10,15 @@
  *   revocation from another device, a password change elsewhere or an expiry is noticed.
  * - Before the session's expiresAt an idle warning offers "Stay signed in".
  */
-/* global sessionStorage, Headers, HTMLInputElement, AbortSignal, DOMParser, navigator */
+/* global sessionStorage, Headers, HTMLInputElement, AbortController, DOMParser, navigator, history */
 
 const POLL_MS = 1000;
 /** How often /sessions looks for sessions started or ended elsewhere. */
 const SESSION_LIST_MS = 3000;
 /** A call that has not answered by then counts as a network failure (and frees the queue). */
 const REQUEST_TIMEOUT_MS = 15_000;
+/** How long a login, signup, logout or password change waits for another tab's to end. */
+const LOCK_WAIT_MS = 20_000;
 const SIGNED_OUT_KEY = 'switchboard:signed-out';
 /** Set before a reload that left a call undone (the browser's session changed under it): the reloaded page says so. */
 const NOT_DONE_KEY = 'switchboard:not-done';
@@ -115,6 +117,9 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let queue = Promise.resolve();
 let pending = 0;
+/** State-changing calls of this tab under way (their checks included), and a check asked for meanwhile. */
+let mutating = 0;
+let checkAfterMutating = false;
 
 /** Runs API calls of this tab one after another. */
 function exclusive(task) {
@@ -129,12 +134,24 @@ function exclusive(task) {
 async function request(method, path, payload) {
   const headers = { Accept: 'application/json' };
   const init = { method, headers, credentials: 'same-origin', cache: 'no-store' };
-  if (typeof AbortSignal.timeout === 'function') init.signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
   if (payload !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(payload);
   }
   if (method !== 'GET' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
+  // A timer rather than AbortSignal.timeout(), which some browsers with Web Locks lack: a call
+  // that never ends would hold the session-change lock (below) for every tab.
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(), REQUEST_TIMEOUT_MS);
+  init.signal = deadline.signal;
+  try {
+    return await send(path, init);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function send(path, init) {
   let res;
   try {
     res = await fetch(path, init);
@@ -175,11 +192,26 @@ const api = (method, path, payload) => exclusive(() => request(method, path, pay
  */
 async function mutate(method, path, payload) {
   pending++;
+  mutating++;
   try {
     return await mutateOnce(method, path, payload);
   } finally {
     pending--;
+    mutating--;
+    if (mutating === 0 && checkAfterMutating) {
+      checkAfterMutating = false;
+      void refreshSession();
+    }
   }
+}
+
+/**
+ * A check asked for by another tab's message: after this tab's own state-changing call, whose
+ * check then comes first (and says, if the session changed under it, that it was not done).
+ */
+function checkSoon() {
+  if (mutating > 0) checkAfterMutating = true;
+  else void refreshSession();
 }
 
 async function mutateOnce(method, path, payload) {
@@ -300,8 +332,25 @@ function value(form, name) {
  * cookie, and the new session stayed live on the server, held by nobody, until its idle timeout.
  * One after the other, the second call goes out with the cookie the first one left.
  */
+/** A login or signup of this tab waiting for, or holding, the lock; and another tab's login seen meanwhile. */
+let ownSessionChange = 0;
+let loginElsewhere = false;
+
 function oneSessionChangeAtATime(call) {
-  return navigator.locks?.request ? navigator.locks.request('switchboard-session-change', call) : call();
+  if (!navigator.locks?.request) return call();
+  // Bounded: a tab holding the lock gives it up when its call ends (REQUEST_TIMEOUT_MS at most,
+  // its check and resend included); past this, the call goes out without it, as before locks.
+  const waiting = new AbortController();
+  const timer = setTimeout(() => waiting.abort(), LOCK_WAIT_MS);
+  return navigator.locks
+    .request('switchboard-session-change', { signal: waiting.signal }, () => {
+      clearTimeout(timer);
+      return call();
+    })
+    .catch((err) => {
+      if (err?.name !== 'AbortError') throw err;
+      return call();
+    });
 }
 
 function handleForm(form, { method = 'POST', path, values, fieldFor, onSuccess, onFailure, changesSession = false }) {
@@ -313,7 +362,13 @@ function handleForm(form, { method = 'POST', path, values, fieldFor, onSuccess, 
     setBusy(form, true);
     try {
       const payload = values(form);
-      const res = await (changesSession ? oneSessionChangeAtATime(() => mutate(method, path, payload)) : mutate(method, path, payload));
+      if (changesSession) ownSessionChange++;
+      let res;
+      try {
+        res = await (changesSession ? oneSessionChangeAtATime(() => mutate(method, path, payload)) : mutate(method, path, payload));
+      } finally {
+        if (changesSession) ownSessionChange--;
+      }
       if (res.ok) {
         await onSuccess(res, form);
         return;
@@ -324,6 +379,8 @@ function handleForm(form, { method = 'POST', path, values, fieldFor, onSuccess, 
         return;
       }
       showErrors(form, res, fieldFor);
+      // Another tab logged in while this one's login was on its way (and was refused): follow it.
+      if (!signedInPage && loginElsewhere) location.assign('/');
     } finally {
       setBusy(form, false);
     }
@@ -337,6 +394,8 @@ function initLogin() {
   try {
     reason = sessionStorage.getItem(SIGNED_OUT_KEY);
     sessionStorage.removeItem(SIGNED_OUT_KEY);
+    // A call left undone by a session that has since ended: the next login is a new start.
+    sessionStorage.removeItem(NOT_DONE_KEY);
   } catch {
     reason = null;
   }
@@ -457,6 +516,7 @@ function applySession(data, { callUndone = false } = {}) {
     leaving = true;
     if (callUndone) {
       try {
+        history.scrollRestoration = 'manual';
         sessionStorage.setItem(NOT_DONE_KEY, '1');
       } catch {
         // private mode: the page starts over without the notice
@@ -799,23 +859,35 @@ function initAccount() {
 
 // ---------------------------------------------------------------- wiring
 
+let loggingOut = false;
+
 async function logout() {
-  const res = await oneSessionChangeAtATime(() => mutate('POST', '/api/logout'));
-  if (res.status === 0) {
-    // No answer from the network: let the browser try the plain form post (POST /logout).
-    document.querySelector('form.logout-form')?.submit();
-    return;
+  // Pressed again while it waits (for another tab's login or password change, say): one logout.
+  if (loggingOut) return;
+  loggingOut = true;
+  const buttons = [...document.querySelectorAll('form.logout-form button, button[data-action="logout"]')];
+  for (const button of buttons) button.setAttribute('aria-disabled', 'true');
+  try {
+    const res = await oneSessionChangeAtATime(() => mutate('POST', '/api/logout'));
+    if (res.status === 0) {
+      // No answer from the network: let the browser try the plain form post (POST /logout).
+      document.querySelector('form.logout-form')?.submit();
+      return;
+    }
+    const failure = document.getElementById('logout-error');
+    // 401: the session had already ended; this browser is logged out either way. Anything else
+    // (503 while a backend is down): the session goes on, and the user must not think otherwise.
+    if (!res.ok && res.status !== 401) {
+      if (failure) failure.textContent = `Could not log out: ${messageFor(res)}`;
+      return;
+    }
+    if (failure) failure.textContent = '';
+    channel?.postMessage({ type: 'logout' });
+    signedOut('logout');
+  } finally {
+    loggingOut = false;
+    for (const button of buttons) button.removeAttribute('aria-disabled');
   }
-  const failure = document.getElementById('logout-error');
-  // 401: the session had already ended; this browser is logged out either way. Anything else
-  // (503 while a backend is down): the session goes on, and the user must not think otherwise.
-  if (!res.ok && res.status !== 401) {
-    if (failure) failure.textContent = `Could not log out: ${messageFor(res)}`;
-    return;
-  }
-  if (failure) failure.textContent = '';
-  channel?.postMessage({ type: 'logout' });
-  signedOut('logout');
 }
 
 function initSignedIn() {
@@ -830,6 +902,24 @@ function initSignedIn() {
   if (undone && notice) {
     notice.textContent = 'This browser was logged in again in another tab, so what you just did was not done. This page now shows that session: check it, then try again.';
     notice.hidden = false;
+    // The reload kept the scroll position (under the sticky top bar, or far below on a phone):
+    // the notice is brought into view and focused, which also has screen readers read it.
+    notice.tabIndex = -1;
+    notice.focus({ preventScroll: true });
+    window.scrollTo(0, 0);
+    // The reload asked for no scroll restoration (applySession), which the browser reads after
+    // the load event: back to the default when the page is left.
+    window.addEventListener(
+      'pagehide',
+      () => {
+        try {
+          history.scrollRestoration = 'auto';
+        } catch {
+          // not supported: nothing to undo
+        }
+      },
+      { once: true },
+    );
   }
   document.addEventListener('submit', (event) => {
     if (!event.target.classList?.contains('logout-form')) return;
@@ -863,7 +953,10 @@ function initSignedIn() {
 channel?.addEventListener('message', (event) => {
   const message = event.data && typeof event.data === 'object' ? event.data : {};
   if (!signedInPage) {
-    if (message.type === 'login') location.assign('/');
+    // This tab's own login is waiting for the lock or on its way: navigating now would cancel it
+    // after the server took it (its new session then held by nobody, the first login's ended).
+    if (message.type === 'login' && ownSessionChange > 0) loginElsewhere = true;
+    else if (message.type === 'login') location.assign('/');
     return;
   }
   switch (message.type) {
@@ -878,18 +971,18 @@ channel?.addEventListener('message', (event) => {
       break;
     case 'password':
       pausedUntil = 0;
-      void refreshSession();
+      checkSoon();
       break;
     case 'login':
     case 'activity':
-      void refreshSession();
+      checkSoon();
       break;
     case 'platform':
       if (message.platform && typeof message.platform.id === 'number') {
         state.platformId = message.platform.id;
         platformChanged(message.platform);
       }
-      void refreshSession();
+      checkSoon();
       break;
     case 'platforms':
       if (page === 'dashboard') void refreshPlatforms();
