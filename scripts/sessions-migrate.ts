@@ -73,6 +73,10 @@ await core.redis?.ping().catch((err: unknown) => {
   // nothing about where; the address does (never the password).
   const url = new URL(config.redis.url);
   const why = core.redis?.status === 'ready' ? (err instanceof Error ? err.message : String(err)) : 'no connection';
+  // With Sentinels or a Cluster, REDIS_URL's host is not where Redis is looked for.
+  const { cluster, sentinels, sentinelName } = config.redis;
+  if (cluster?.length) throw new Error(`REDIS_CLUSTER_NODES: cannot reach the Redis Cluster at ${cluster.map((n) => `${n.host}:${n.port}`).join(',')} (${why})`);
+  if (sentinels?.length) throw new Error(`REDIS_SENTINELS: cannot reach the master "${sentinelName}" through ${sentinels.map((n) => `${n.host}:${n.port}`).join(',')} (${why})`);
   throw new Error(`REDIS_URL: cannot reach Redis at ${url.host} (${why})`);
 });
 const cursorFile = path.join(config.dataDir, `sessions-migrate-${values.from}-to-${values.to}.cursor`);

@@ -150,7 +150,9 @@ export async function openCore(config: Config, logger: Logger): Promise<Core> {
     // last line, not after the last error: errors come every second while Redis refuses us).
     // Timed on the monotonic clock, which a system clock stepped back does not move.
     if (performance.now() - lastRedisError <= 60_000) return;
-    logger.warn({ err: err.message, variable: 'REDIS_URL' }, 'redis connection error');
+    // The setting through which Redis is found: with Sentinels or a Cluster, REDIS_URL's host is not used.
+    const variable = config.redis.cluster?.length ? 'REDIS_CLUSTER_NODES' : config.redis.sentinels?.length ? 'REDIS_SENTINELS' : 'REDIS_URL';
+    logger.warn({ err: err.message, variable }, 'redis connection error');
     lastRedisError = performance.now();
   });
   if (redis) {

@@ -40,6 +40,20 @@ describe('signing up while Redis cannot be reached', function () {
     });
   });
 
+  describe('found through Sentinels (REDIS_SENTINELS), none of which answers', () => {
+    let app: AppProcess;
+    before(async () => {
+      app = await startApp({ ...(await unreachableRedis({ SESSION_FALLBACK: 'database' })), REDIS_SENTINELS: `127.0.0.1:${await freePort()}`, REDIS_SENTINEL_NAME: 'sessions' });
+    });
+    after(() => app?.stop());
+
+    it("names REDIS_SENTINELS in its warning, not REDIS_URL, whose host is not used", async () => {
+      const warnings = () => app.output().split('\n').filter((l) => l.includes('redis connection error'));
+      await waitUntil('a Redis connection warning', () => warnings().length > 0, 200);
+      expect(warnings().map((l) => (JSON.parse(l) as { variable: string }).variable)).to.deep.equal(['REDIS_SENTINELS']);
+    });
+  });
+
   describe('with no fallback', () => {
     let app: AppProcess;
     before(async () => {

@@ -99,6 +99,15 @@ describe('the operator scripts on the command line', function () {
     expect(stderr).to.not.include('SuperSecretPw9');
   });
 
+  it('sessions-migrate: with REDIS_SENTINELS, names the Sentinels it asked, not REDIS_URL\'s host, which is not used', () => {
+    const { status, stderr } = run('sessions-migrate', ['--from', 'redis', '--to', 'database'], { REDIS_URL: 'redis://:SuperSecretPw9@10.0.0.9:6379/0', REDIS_SENTINELS: '127.0.0.1:1', REDIS_SENTINEL_NAME: 'sessions' });
+    expect(status).to.equal(1);
+    const lines = stderr.trim().split('\n');
+    expect(lines, stderr).to.have.length(1);
+    expect(lines[0]).to.equal('sessions:migrate: REDIS_SENTINELS: cannot reach the master "sessions" through 127.0.0.1:1 (no connection)');
+    expect(stderr).to.not.include('SuperSecretPw9');
+  });
+
   for (const script of ['sessions-cleanup', 'sessions-migrate']) {
     it(`${script}: a database it cannot reach stops it with one line naming DATABASE_URL and no password (exit 1)`, () => {
       const args = script === 'sessions-migrate' ? ['--from', 'redis', '--to', 'database'] : [];
