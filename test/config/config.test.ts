@@ -1,15 +1,15 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../../src/config/config.js';
+import { makeScratchDir } from '../support/child-process.js';
 import { redisCommand, startRedis, type RedisProcess } from '../support/redis-server.js';
 
-const dataDir = () => mkdtempSync(path.join(tmpdir(), 'switchboard-config-'));
+const dataDir = () => makeScratchDir('switchboard-config-');
 
 describe('configuration', () => {
   it('starts on the embedded default with no environment at all', () => {

@@ -3,10 +3,8 @@
  * test runs the app in this process, with the real stores (SQLite), and slows one step of
  * `SessionBackends` (a busy database) so that the other request lands inside its window.
  */
-import { mkdtempSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { expect } from 'chai';
@@ -15,6 +13,7 @@ import { loadConfig } from '../../src/config/config.js';
 import type { LoginLimiter } from '../../src/auth/login-limiter.js';
 import type { Models } from '../../src/db/models.js';
 import type { SessionBackends } from '../../src/sessions/backends.js';
+import { makeScratchDir } from '../support/child-process.js';
 import { Client } from '../support/http-client.js';
 import { startRedis, type RedisProcess } from '../support/redis-server.js';
 import { ADMIN_TOKEN, expectError, GOOD_PASSWORD } from './helpers.js';
@@ -28,7 +27,7 @@ interface InProcessApp {
 }
 
 async function startInProcess(env: Record<string, string>): Promise<InProcessApp> {
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'switchboard-race-'));
+  const dataDir = makeScratchDir('switchboard-race-');
   const config = loadConfig({ DATA_DIR: dataDir, DATABASE_URL: `sqlite:${path.join(dataDir, 'db.sqlite')}`, REDIS_URL: 'none', LOG_LEVEL: 'silent', NODE_ENV: 'test', STORE_TIMEOUT_MS: '250', ...env });
   const switchboard: Switchboard = await createSwitchboard(config);
   const server: Server = switchboard.app.listen(0, '127.0.0.1');

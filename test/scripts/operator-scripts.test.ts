@@ -4,10 +4,9 @@
  */
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startApp } from '../support/app-server.js';
+import { makeScratchDir } from '../support/child-process.js';
 import { Client } from '../support/http-client.js';
 import { createTestDatabase } from '../support/postgres.js';
 
@@ -15,7 +14,7 @@ const ROOT = path.resolve(import.meta.dirname, '..', '..');
 
 /** `clockAheadMs`: the script runs on a machine whose clock is that far ahead. */
 function run(script: string, args: string[], env: Record<string, string> = {}, clockAheadMs = 0) {
-  const dir = mkdtempSync(path.join(tmpdir(), 'switchboard-scripts-'));
+  const dir = makeScratchDir('switchboard-scripts-');
   const clock = clockAheadMs ? ['--import', './test/support/clock-ahead.mjs'] : [];
   const result = spawnSync(process.execPath, ['--import', 'tsx', ...clock, `scripts/${script}.ts`, ...args], {
     cwd: ROOT,
@@ -52,7 +51,7 @@ describe('the operator scripts on the command line', function () {
   }
 
   it('migrate down: reverting the settings table (cookie sessions logged out) asks for --yes first, saying why', () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'switchboard-migrate-'));
+    const dir = makeScratchDir('switchboard-migrate-');
     const env = { DATABASE_URL: `sqlite:${path.join(dir, 'db.sqlite')}` };
     expect(run('migrate', ['up'], env).status).to.equal(0);
     const refused = run('migrate', ['down'], env);
