@@ -532,11 +532,19 @@ export class SessionBackends {
   /**
    * Ends every session of a user except `exceptHandle`, one by one, in every backend; returns the
    * live ones ended. A session that starts meanwhile goes on (unlike `logOutUser`).
+   *
+   * Liveness is judged again just before each end: two of these at once (a double click) list
+   * the same sessions, and each session counts for the call that ended it, not for both.
    */
   async endUserSessions(userId: number, exceptHandle?: string): Promise<SessionRecord[]> {
-    const { stored, live } = await this.storedSessionsOf(userId, exceptHandle);
-    for (const record of stored) await this.end(record);
-    return live;
+    const { stored } = await this.storedSessionsOf(userId, exceptHandle);
+    const ended: SessionRecord[] = [];
+    for (const record of stored) {
+      const live = !this.revocations.isRevoked(record);
+      await this.end(record);
+      if (live) ended.push(record);
+    }
+    return ended;
   }
 
   /**

@@ -5,6 +5,7 @@
 import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
+import { sample } from '../switching/metrics-text.js';
 import { BACKENDS, backendEnv, expectError, GOOD_PASSWORD, raw } from './helpers.js';
 
 interface ListedSession {
@@ -177,6 +178,19 @@ for (const backend of BACKENDS) {
         expect(left[0]!.current).to.equal(true);
         // Nothing left to revoke.
         expect((await a.post('/api/sessions/revoke-others')).json).to.deep.equal({ revoked: 0 });
+      });
+
+      it('sent three times at once (a double click), counts each session once: the answers and the metric add up to N', async () => {
+        const { clients } = await userWith(5);
+        const [a, ...others] = clients as [Client, ...Client[]];
+        const othersRevoked = async () => sample((await new Client(app.url).get('/metrics')).text, 'session_revocations_total', { reason: 'others' });
+        const before = await othersRevoked();
+        const replies = await Promise.all([1, 2, 3].map(() => a.post('/api/sessions/revoke-others')));
+        for (const r of replies) expect(r.status, r.text).to.equal(200);
+        const counts = replies.map((r) => (r.json as { revoked: number }).revoked);
+        expect(counts.reduce((x, y) => x + y), `answers ${counts.join(', ')}`).to.equal(4);
+        expect(await othersRevoked()).to.equal(before + 4);
+        for (const other of others) expectError(await other.get('/api/session'), 401);
       });
     });
 
