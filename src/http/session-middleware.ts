@@ -100,10 +100,18 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
    * on top, rather than silently dropping it. A save that lands later still finds the old id
    * ended, and answers 409.
    */
-  async function catchUpRotation(control: SessionControl) {
+  async function catchUpRotation(ctx: Context, control: SessionControl) {
     const { rotatedFrom: old, current } = control;
     if (!old || !current?.isNew || !old.record.id) return;
     const latest = await backends.latest(old.record).catch(() => null);
+    // The client has gone (a browser that gave up waiting on a slow change): nobody would receive
+    // the new id's cookie, and stored it would be a live session that nobody holds, listed under
+    // the old one's handle until its idle expiry. The old id ends all the same (below).
+    if (latest !== undefined && ctx.req.socket.destroyed) {
+      control.current = undefined;
+      control.clearCookie = true;
+      return;
+    }
     if (latest === undefined) {
       // Logged out or revoked after the route checked (backends.isLive): the new id would bring
       // the session back. It is not stored, and the browser's cookie is cleared.
@@ -125,7 +133,7 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     // others once it is stored: SESSION_MAX_PER_USER.)
     if (control.ending.length === 0 && !control.current?.isNew) return write(ctx, control, cookieBackend);
     return (async () => {
-      await catchUpRotation(control);
+      await catchUpRotation(ctx, control);
       await applyEndings(ctx, control, 'same handle');
       // A logout clears the cookie only once the session has ended: one that fails (503) leaves
       // the browser its cookie, so the page can say so and the user can try again.

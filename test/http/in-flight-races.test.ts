@@ -3,8 +3,8 @@
  * test runs the app in this process, with the real stores (SQLite), and slows one step of
  * `SessionBackends` (a busy database) so that the other request lands inside its window.
  */
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { expect } from 'chai';
@@ -20,6 +20,10 @@ import { ADMIN_TOKEN, expectError, GOOD_PASSWORD } from './helpers.js';
 
 interface InProcessApp {
   url: string;
+  /** Settles when every request the server has taken has been handled, answered or not. */
+  idle(): Promise<void>;
+  /** Settles when the server has seen the client of every request in hand go away. */
+  clientsGone(): Promise<void>;
   backends: SessionBackends;
   limiter: LoginLimiter;
   models: Models;
@@ -30,10 +34,22 @@ async function startInProcess(env: Record<string, string>): Promise<InProcessApp
   const dataDir = makeScratchDir('switchboard-race-');
   const config = loadConfig({ DATA_DIR: dataDir, DATABASE_URL: `sqlite:${path.join(dataDir, 'db.sqlite')}`, REDIS_URL: 'none', LOG_LEVEL: 'silent', NODE_ENV: 'test', STORE_TIMEOUT_MS: '250', ...env });
   const switchboard: Switchboard = await createSwitchboard(config);
-  const server: Server = switchboard.app.listen(0, '127.0.0.1');
+  // Koa's handler settles when the middleware has run, even for a client that has gone.
+  const handle = switchboard.app.callback();
+  const handling = new Map<Promise<void>, Socket>();
+  const server: Server = createServer((req, res) => {
+    const done = handle(req, res).finally(() => handling.delete(done));
+    handling.set(done, req.socket);
+  }).listen(0, '127.0.0.1');
   await new Promise((resolve) => server.once('listening', resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    async idle() {
+      while (handling.size > 0) await Promise.allSettled([...handling.keys()]);
+    },
+    async clientsGone() {
+      while ([...handling.values()].some((socket) => !socket.destroyed)) await delay(5);
+    },
     backends: switchboard.deps.backends,
     limiter: switchboard.deps.limiter,
     models: switchboard.deps.models,
@@ -235,6 +251,31 @@ for (const backend of ['database', 'cookie'] as const) {
         if (what !== 'an operator disables the user') expect((await new Client(app.url).login(email, GOOD_PASSWORD)).status, 'the password is unchanged').to.equal(200);
       });
     }
+
+    it('issues no session nobody holds when the browser gives up on a slow password change', async () => {
+      const browser = new Client(app.url);
+      const { email } = await browser.signup({ password: GOOD_PASSWORD });
+      const newPassword = 'another long passphrase';
+      let reached!: () => void;
+      let release!: () => void;
+      const arrived = new Promise<void>((resolve) => (reached = resolve));
+      hold = { at: 'live', reached, released: new Promise<void>((resolve) => (release = resolve)) };
+      // The page's client timeout (app.js REQUEST_TIMEOUT_MS): it aborts the request and never reads the answer.
+      const abort = new AbortController();
+      const headers = { 'Content-Type': 'application/json', Cookie: [...browser.cookies].map(([k, v]) => `${k}=${v}`).join('; '), 'X-CSRF-Token': browser.csrfToken! };
+      const gaveUp = fetch(`${app.url}/api/password`, { method: 'POST', headers, body: JSON.stringify({ currentPassword: GOOD_PASSWORD, newPassword }), signal: abort.signal }).catch((e: Error) => e);
+      await arrived;
+      abort.abort();
+      await gaveUp;
+      await app.clientsGone();
+      release();
+      await app.idle();
+      const other = new Client(app.url);
+      expect((await other.login(email, newPassword)).status, 'the change was made').to.equal(200);
+      const res = await other.get('/api/sessions');
+      const listed = res.json.sessions as Array<{ handle: string; current: boolean }>;
+      expect(listed.filter((s) => !s.current), 'a live session that no browser holds').to.deep.equal([]);
+    });
 
     it('keeps a platform switched in another tab while the password changes: the session under the new id has it', async () => {
       const browser = new Client(app.url);

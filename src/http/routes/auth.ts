@@ -226,6 +226,9 @@ export function authRoutes(deps: AppDeps) {
     const passwordHash = await hashPassword(input.newPassword);
     // The checks above take seconds: the session may have been logged out or revoked, or the
     // account disabled, meanwhile. Then nothing changes, and no new id brings the session back.
+    // (A logout landing after this check, while the update below waits, does not stop the
+    // change the user asked for: it is made, and the answer is 204 with the cookie cleared —
+    // the session middleware's catchUpRotation finds the old id ended and stores no new one.)
     if (!(await stillActive(user)) || !(await backends.isLive(session.record))) throw new UnauthenticatedError();
     // Only over the hash that was checked: of two changes at once (two tabs, two devices) the
     // first saved wins and ends the other's session, which then changes nothing; each saving
