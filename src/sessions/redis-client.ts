@@ -7,6 +7,8 @@ import { Redis, Cluster } from 'ioredis';
 import type { RedisConnection } from '../config/config.js';
 
 const retryStrategy = (times: number) => Math.min(100 * times, 1000);
+/** How often a Cluster client asks for the slot map even when no command was redirected. */
+export const SLOTS_REFRESH_MS = 5000;
 
 export function createRedisClient(c: RedisConnection): Redis | Cluster {
   // No auto-pipelining: ioredis keeps one auto-pipeline in flight per connection and queues
@@ -20,6 +22,13 @@ export function createRedisClient(c: RedisConnection): Redis | Cluster {
     const cluster = new Cluster(c.cluster, {
       ...common,
       clusterRetryStrategy: retryStrategy,
+      // ioredis 5 refreshes its slot map only on a MOVED, a CLUSTERDOWN or a lost connection (its
+      // typings say every 5 s by default; the default is off). A master that hangs with its
+      // connections open (a paused host) sends none of these: once its replica had taken the
+      // slots over, the client still sent them to it, and the probe still asked it, so Redis read
+      // "down" (breaker open, every session served from the database copy) until the old master
+      // came back — forever if it never did. A timed refresh finds the promoted replica.
+      slotsRefreshInterval: SLOTS_REFRESH_MS,
       redisOptions: { password: url.password || undefined, username: url.username || undefined, tls: url.protocol === 'rediss:' ? {} : undefined },
     });
     // Each node's connection is a Redis client of its own, made as the cluster discovers it.

@@ -246,3 +246,54 @@ describe('Redis Cluster: a master taken out of the cluster and left running (del
     await waitUntil('the message heard', () => heard.length === 1, 200);
   });
 });
+
+describe('Redis Cluster with replicas: a master that hangs with its connections open', function () {
+  this.timeout(120_000);
+  let cluster: RedisClusterProcess;
+  before(async () => {
+    cluster = await startRedisCluster({ replicas: 1, nodeTimeoutMs: 1000 });
+  });
+  after(() => cluster?.stop());
+
+  it('finds the replica promoted in its place by itself, with no command redirected: the probe says up again while it still hangs', async () => {
+    // A paused master answers nothing, so no MOVED ever comes from it; an instance with no
+    // traffic (or whose breaker is open: the probe is then its only command) gets no CLUSTERDOWN
+    // either. ioredis kept the old map, the probe asked the hung master, and Redis read "down"
+    // (every session served from the database copy) until the old master came back.
+    const client = createRedisClient({ enabled: true, url: `redis://${cluster.nodes[0]!.host}:${cluster.nodes[0]!.port}`, cluster: cluster.nodes, sentinelName: '', keyPrefix: '' }) as Cluster;
+    try {
+      expect(await waitForRedis(client, 20_000)).to.equal(true);
+      const store = new RedisStore(client, { keyPrefix: `cluster-hang-${randomBytes(4).toString('hex')}:`, absoluteTimeoutMs: ABSOLUTE_MS });
+      await store.ping();
+      const frozen = cluster.processes[0]!;
+      const frozenKey = `127.0.0.1:${frozen.port}`;
+      expect(client.slots[0]?.[0]).to.equal(frozenKey);
+      const live = [...cluster.processes.slice(1), ...cluster.replicaProcesses];
+      await frozen.pause(110_000);
+      try {
+        // Nothing is sent through the client meanwhile: the cluster fails the master over alone.
+        await waitUntil(
+          'every other node to see slot 0 served by a promoted replica',
+          async () => {
+            for (const node of live) {
+              const info = await redisCommand(node.port, ['CLUSTER', 'INFO']);
+              if (!/^cluster_state:ok\r?$/m.test(info)) return false;
+              const owner = (await redisCommand(node.port, ['CLUSTER', 'NODES'])).split('\n').find((line) => / 0-\d+/.test(line));
+              if (!owner || owner.includes(`:${frozen.port}@`) || owner.includes('fail')) return false;
+            }
+            return true;
+          },
+          600,
+        );
+        // A bound, not a measure: with no refresh of its own the client never gets there.
+        await waitUntil('the client to send slot 0 to the promoted replica', () => client.slots[0]?.[0] !== undefined && client.slots[0][0] !== frozenKey, 600);
+        await store.ping();
+      } finally {
+        frozen.resume();
+      }
+      await cluster.waitUntilOk();
+    } finally {
+      client.disconnect();
+    }
+  });
+});

@@ -16,6 +16,8 @@ export interface RedisClusterProcess {
   readonly nodesEnv: string;
   /** The servers themselves, same order as `nodes`, to kill, pause or restart one in a failure test. */
   readonly processes: RedisProcess[];
+  /** The replicas (`replicas` per master; which master each follows is redis-cli's choice). */
+  readonly replicaProcesses: RedisProcess[];
   /** Resolves once every node reports `cluster_state:ok` again (bounded, ~30 s), e.g. after a node's `restart()`. */
   waitUntilOk(): Promise<void>;
   /** Stops every node (gracefully); resolves once all have exited. */
@@ -23,8 +25,10 @@ export interface RedisClusterProcess {
 }
 
 export interface StartRedisClusterOptions {
-  /** Number of masters (no replicas); `redis-cli --cluster create` needs at least 3. */
+  /** Number of masters; `redis-cli --cluster create` needs at least 3. */
   masters?: number;
+  /** Replicas per master (`--cluster-replicas`), 0 by default. */
+  replicas?: number;
   /**
    * `cluster-node-timeout`. Redis's 15 s default makes a killed node take 15 s to be marked
    * failed and 30 s more to be taken back after a restart; 3 s keeps failure tests short.
@@ -42,20 +46,21 @@ export interface StartRedisClusterOptions {
 export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Promise<RedisClusterProcess> {
   const masters = opts.masters ?? 3;
   const nodeTimeoutMs = opts.nodeTimeoutMs ?? 3000;
+  const replicas = opts.replicas ?? 0;
   if (!Number.isInteger(masters) || masters < 3) {
     throw new Error(`startRedisCluster: masters must be an integer of at least 3, got ${masters}`);
   }
   const processes: RedisProcess[] = [];
   const waitUntilOk = async (): Promise<void> => {
     for (const node of processes) {
-      await waitUntil(`cluster_state:ok on ${HOST}:${node.port}`, () => clusterReady(node.port, masters), CLUSTER_OK_ATTEMPTS);
+      await waitUntil(`cluster_state:ok on ${HOST}:${node.port}`, () => clusterReady(node.port, processes.length), CLUSTER_OK_ATTEMPTS);
     }
   };
   const stop = async (): Promise<void> => {
     await Promise.all(processes.map((node) => node.stop()));
   };
   try {
-    for (let i = 0; i < masters; i++) {
+    for (let i = 0; i < masters * (1 + replicas); i++) {
       const busPort = await freePort();
       processes.push(
         await startRedis({
@@ -68,17 +73,24 @@ export async function startRedisCluster(opts: StartRedisClusterOptions = {}): Pr
         }),
       );
     }
-    await createCluster(processes.map((node) => node.port));
+    await createCluster(processes.map((node) => node.port), replicas);
     await waitUntilOk();
+    // A replica that has not yet synced from its master does not fail over (its data is too old).
+    for (const node of processes.slice(masters)) {
+      await waitUntil(`replica ${HOST}:${node.port} in sync`, async () => /^master_link_status:up\r?$/m.test(await redisCommand(node.port, ['INFO', 'replication'])), CLUSTER_OK_ATTEMPTS);
+    }
   } catch (err) {
     await stop();
     throw err;
   }
-  const nodes = processes.map((node) => ({ host: HOST, port: node.port }));
+  // redis-cli makes the first `masters` addresses given the masters, in slot order.
+  const masterProcesses = processes.slice(0, masters);
+  const nodes = masterProcesses.map((node) => ({ host: HOST, port: node.port }));
   return {
     nodes,
     nodesEnv: nodes.map((node) => `${node.host}:${node.port}`).join(','),
-    processes,
+    processes: masterProcesses,
+    replicaProcesses: processes.slice(masters),
     waitUntilOk,
     stop,
   };
@@ -97,8 +109,8 @@ export async function removeNode(entryPort: number, removedPort: number): Promis
   await execFileAsync('redis-cli', ['--cluster', 'del-node', entry, from], { timeout: 60_000 });
 }
 
-async function createCluster(ports: number[]): Promise<void> {
-  const args = ['--cluster', 'create', ...ports.map((port) => `${HOST}:${port}`), '--cluster-replicas', '0', '--cluster-yes'];
+async function createCluster(ports: number[], replicas: number): Promise<void> {
+  const args = ['--cluster', 'create', ...ports.map((port) => `${HOST}:${port}`), '--cluster-replicas', String(replicas), '--cluster-yes'];
   try {
     await execFileAsync('redis-cli', args, { timeout: 60_000 });
   } catch (err) {
@@ -107,11 +119,11 @@ async function createCluster(ports: number[]): Promise<void> {
   }
 }
 
-async function clusterReady(port: number, masters: number): Promise<boolean> {
+async function clusterReady(port: number, nodes: number): Promise<boolean> {
   const info = await redisCommand(port, ['CLUSTER', 'INFO']);
   return (
     /^cluster_state:ok\r?$/m.test(info) &&
-    new RegExp(`^cluster_known_nodes:${masters}\\r?$`, 'm').test(info) &&
+    new RegExp(`^cluster_known_nodes:${nodes}\\r?$`, 'm').test(info) &&
     /^cluster_slots_ok:16384\r?$/m.test(info)
   );
 }
