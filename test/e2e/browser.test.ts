@@ -471,6 +471,36 @@ describe('browser (headless Chromium)', function () {
     });
   });
 
+  describe('a server that does not answer in time', function () {
+    before(() => withApp({ SESSION_STORAGE: 'database' }));
+    after(() => stopApp());
+    afterEach(() => session.takeProblems());
+
+    it('a password change the page gives up on says it may have been done, not that the server could not be reached', async () => {
+      const ned = person('Ned Example', 'ned-slow');
+      const context = await session.context();
+      const page = await session.page(context);
+      await signup(page, ned);
+      await page.goto('/account');
+      // The change is held before it reaches the server, until the page has given up on it.
+      const held: Route[] = [];
+      await page.route(/\/api\/password$/, (route) => {
+        held.push(route);
+      });
+      const form = page.locator('form#password');
+      await form.getByLabel('Current password').fill(ned.password);
+      await form.getByLabel('New password').fill('ned has a new long passphrase');
+      await form.getByRole('button', { name: 'Change password' }).click();
+      // The page's own limit (app.js REQUEST_TIMEOUT_MS, 15 s), then the usual bound.
+      const error = page.locator('#password-error');
+      await error.filter({ hasText: /did not answer in time/ }).waitFor({ timeout: 15_000 + UI_MS });
+      expect(await error.textContent()).to.match(/may have been done all the same: reload the page to see/);
+      expect(await error.textContent()).not.to.match(/could not be reached/);
+      expect(await form.getByRole('button', { name: 'Change password' }).getAttribute('aria-disabled'), 'the form can be sent again').to.equal(null);
+      for (const route of held) await route.abort().catch(() => undefined);
+    });
+  });
+
   describe('the backend flag flipped under a logged-in page', function () {
     const env = { SESSION_STORAGE: 'database', ADMIN_TOKEN, REDIS_URL, REDIS_KEY_PREFIX: redisPrefix() };
     before(async () => {

@@ -156,6 +156,16 @@ async function send(path, init) {
   try {
     res = await fetch(path, init);
   } catch {
+    // Given up on (REQUEST_TIMEOUT_MS), a call may still be carried out by the server: saying it
+    // could not be reached would have the person try again, perhaps over what was done.
+    if (init.signal?.aborted) {
+      return {
+        ok: false,
+        status: 0,
+        headers: new Headers(),
+        data: { error: { code: 'timeout', message: 'Switchboard did not answer in time. What you asked may have been done all the same: reload the page to see, then try again if it was not.' } },
+      };
+    }
     return {
       ok: false,
       status: 0,
