@@ -424,14 +424,27 @@ for (const backend of BACKENDS) {
 
 /** Short timeouts, as a test harness (or a strict deployment) sets them: the server starts and keeps to them. */
 describe('sessions with timeouts of a few seconds', function () {
-  this.timeout(60_000);
+  this.timeout(120_000);
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
   for (const backend of BACKENDS) {
-    it(`expire when idle, and at the hard cap however active (${backend})`, async () => {
-      const idle = await startApp(backendEnv(backend, { SESSION_IDLE_TIMEOUT: '2', SESSION_ABSOLUTE_TIMEOUT: '60' }));
-      const capped = await startApp(backendEnv(backend, { SESSION_IDLE_TIMEOUT: '60', SESSION_ABSOLUTE_TIMEOUT: '3' }));
-      try {
+    describe(`(${backend})`, () => {
+      let idle: AppProcess;
+      let capped: AppProcess;
+      // Started outside the test's own time: two cold starts (tsx compiling the server) can take
+      // most of a minute on a loaded machine, and left the sleeps below no time.
+      before(async () => {
+        [idle, capped] = await Promise.all([
+          startApp(backendEnv(backend, { SESSION_IDLE_TIMEOUT: '2', SESSION_ABSOLUTE_TIMEOUT: '60' })),
+          startApp(backendEnv(backend, { SESSION_IDLE_TIMEOUT: '60', SESSION_ABSOLUTE_TIMEOUT: '3' })),
+        ]);
+      });
+      after(async () => {
+        await idle?.stop();
+        await capped?.stop();
+      });
+
+      it(`expire when idle, and at the hard cap however active (${backend})`, async () => {
         const quiet = new Client(idle.url);
         await quiet.signup();
         expect((await quiet.get('/api/session')).status).to.equal(200);
@@ -440,17 +453,20 @@ describe('sessions with timeouts of a few seconds', function () {
 
         const busy = new Client(capped.url);
         await busy.signup();
-        const expiresAt = Date.parse(((await busy.get('/api/session')).json.session as { expiresAt: string }).expiresAt);
+        const first = await busy.get('/api/session');
+        expect(first.status).to.equal(200);
+        const expiresAt = Date.parse((first.json.session as { expiresAt: string }).expiresAt);
         for (let i = 0; i < 2; i++) {
           await sleep(1000);
-          expect((await busy.get('/api/session')).status).to.equal(200);
+          const res = await busy.get('/api/session');
+          // Answered before the cap, it must have been served. On a loaded machine (a cold app,
+          // argon2 at sign-up) the cap of 3 s can pass before this answer comes: then a refusal
+          // is right, and the check after the cap below judges it.
+          if (Date.now() < expiresAt) expect(res.status).to.equal(200);
         }
         await sleep(Math.max(0, expiresAt - Date.now()) + 500);
         expectError(await busy.get('/api/session'), 401);
-      } finally {
-        await idle.stop();
-        await capped.stop();
-      }
+      });
     });
   }
 });

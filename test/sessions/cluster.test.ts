@@ -23,7 +23,9 @@ describe('Redis Cluster', function () {
   this.timeout(120_000);
   let cluster: RedisClusterProcess;
   before(async () => {
-    cluster = await startRedisCluster();
+    // A node timeout longer than the silent-master test's pause: the pause must not end (or the
+    // master be failed) while its fixed number of rounds runs, however slow the machine is.
+    cluster = await startRedisCluster({ nodeTimeoutMs: 15_000 });
   });
   after(() => cluster?.stop());
 
@@ -77,7 +79,9 @@ describe('Redis Cluster', function () {
       const onFrozen = await sessionOn(frozen.port);
       const onHealthy = await sessionOn(healthy.port);
       // Paused for less than cluster-node-timeout: the others go on serving (the cluster stays ok).
-      await frozen.pause(2500);
+      // Resumed in `finally` once the rounds are done; the timer only guards against a hang. A
+      // 2.5 s pause ended mid-rounds on a loaded machine and a load on the frozen master was answered.
+      await frozen.pause(12_000);
       // Time is counted in rounds of the healthy master's traffic: a load there, then 5 ms. A
       // machine too slow for 5 ms rounds makes waits shorter in rounds, never longer.
       let round = 0;
@@ -104,8 +108,9 @@ describe('Redis Cluster', function () {
         frozen.resume();
       }
       // A starved machine (the redis-servers share its cores) may let a load on the healthy
-      // master itself pass its 50 ms now and then; held up by the silent one, a third of them did.
-      expect(healthyFailures.length, `the healthy master served its loads: ${healthyFailures.map(String).join(', ')}`).to.be.at.most(3);
+      // master itself pass its 50 ms now and then (4 of 300 under a load average of 14); held up
+      // by the silent one, a third of them (about 100) did.
+      expect(healthyFailures.length, `the healthy master served its loads: ${healthyFailures.map(String).join(', ')}`).to.be.at.most(20);
       expect([...reasons]).to.deep.equal(['timeout']);
       // One or two deadlines (50 ms: about 10–20 rounds); held up, ten (about 100 rounds).
       waited.sort((a, b) => a - b);

@@ -105,7 +105,9 @@ describe('GuardedStore on a real Redis', function () {
     const store = guarded(50);
     const record = makeRecord({}, 'redis');
     const token = await store.create(record);
-    await redis.pause(1500);
+    // Resumed below, once the breaker has been watched: the timer only guards against a hang. A
+    // short one (1.5 s) let Redis answer the half-open probe mid-watch on a loaded machine.
+    await redis.pause(60_000);
     const failures: unknown[] = [];
     for (let i = 0; i < 3; i++) failures.push(await store.load(token).catch((e: unknown) => e));
     expect(failures.map((e) => (e as BackendUnavailableError).reason)).to.deep.equal(['timeout', 'timeout', 'timeout']);
@@ -120,8 +122,10 @@ describe('GuardedStore on a real Redis', function () {
     // Every 300 ms the breaker half-opens for its probe, which Redis (still paused) leaves
     // unanswered. Meanwhile the store must not look available: a session placed here would be
     // refused (the breaker lets only the probe through) after the answer had named this backend.
+    // Watched for at least two half-open periods, and on a machine whose 5 ms sleeps take much
+    // longer (it may step over a half-open probe), until both states have been seen (bounded).
     const seen = new Set<string>();
-    for (let i = 0; i < 140; i++) {
+    for (let i = 0; i < 2000 && (i < 140 || seen.size < 2); i++) {
       seen.add(`${(store as unknown as { breaker: { state: CircuitState } }).breaker.state}:${store.available}`);
       await sleep(5);
     }

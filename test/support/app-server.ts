@@ -62,7 +62,8 @@ export async function startApp(env: Record<string, string> = {}): Promise<AppPro
     child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<never>((_, reject) => child?.once('exit', (code) => reject(new Error(`switchboard exited (${code}) before it was ready:\n${out}`))));
     const ready = (async () => {
-      for (let attempt = 0; attempt < 600; attempt++) {
+      // A bound against a hang only: a cold start (tsx compiling the server) took 25 s at a load of 14.
+      for (let attempt = 0; attempt < 1200; attempt++) {
         try {
           const res = await fetch(`http://127.0.0.1:${port}/healthz`);
           if (res.ok) return;
