@@ -29,7 +29,7 @@ export class SessionControl {
    */
   unknown: Error | undefined;
   /** Sessions to end after the route, with why (the replaced one at login, the old id at rotation). */
-  readonly ending: Array<{ record: SessionRecord; reason?: RevocationReason; quiet?: boolean; bySystem?: boolean }> = [];
+  readonly ending: Array<{ record: SessionRecord; reason?: RevocationReason; quiet?: boolean; bySystem?: boolean; auditReason?: string }> = [];
   clearCookie = false;
   /** A background check, not user activity: it does not extend the idle expiry. */
   passive = false;

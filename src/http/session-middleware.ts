@@ -67,12 +67,12 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
   async function applyEndings(ctx: Context, control: SessionControl, which: 'same handle' | 'others') {
     const handle = control.current?.handle;
     const seen = new Set<string>();
-    for (const { record, reason, quiet, bySystem } of control.ending) {
+    for (const { record, reason, quiet, bySystem, auditReason } of control.ending) {
       if ((record.handle === handle) !== (which === 'same handle') || seen.has(record.idHash)) continue;
       seen.add(record.idHash);
       await backends.end(record);
       if (reason) metrics.revocations.inc({ reason });
-      audit.record(clientInfo(ctx), bySystem ? { type: 'revoked', record, reason: reason ?? null, actor: 'system' } : endedByUser(record, handle, reason, quiet));
+      audit.record(clientInfo(ctx), bySystem ? { type: 'revoked', record, reason: reason ?? null, actor: 'system' } : auditReason ? { type: 'destroyed', record, reason: auditReason } : endedByUser(record, handle, reason, quiet));
     }
   }
 
@@ -110,6 +110,9 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
     if (latest !== undefined && ctx.req.socket.destroyed) {
       control.current = undefined;
       control.clearCookie = true;
+      // Audited as what it is: with no new id, the old one would read as replaced by a login.
+      const ending = control.ending.findIndex((e) => e.record === old.record);
+      if (ending >= 0) control.ending[ending] = { record: old.record, auditReason: 'client_gone' };
       return;
     }
     if (latest === undefined) {

@@ -275,6 +275,11 @@ for (const backend of ['database', 'cookie'] as const) {
       const res = await other.get('/api/sessions');
       const listed = res.json.sessions as Array<{ handle: string; current: boolean }>;
       expect(listed.filter((s) => !s.current), 'a live session that no browser holds').to.deep.equal([]);
+      // The audit trail says what ended the old id: not a login that replaced it.
+      const { user } = (await other.get('/api/session')).json as { user: { id: number } };
+      const ended = async () => (await app.models.SessionEvent.findAll({ where: { userId: user.id } })).filter((e) => e.type === 'destroyed' || e.type === 'rotated');
+      for (let i = 0; i < 500 && (await ended()).length === 0; i++) await delay(20); // a bound against a hang only
+      expect((await ended()).map((e) => `${e.type}/${e.reason}`)).to.deep.equal(['destroyed/client_gone']);
     });
 
     it('keeps a platform switched in another tab while the password changes: the session under the new id has it', async () => {
