@@ -471,7 +471,7 @@ describe('saves of one session in flight when Redis stops answering', function (
       const tab = new Client(app.url);
       await tab.signup();
       const id = ((await tab.post('/api/platforms', { name: `p${round}`, type: 'web' })).json.platform as { id: number }).id;
-      await delay(300); // the database copy (written behind) has the session as it is now
+      await app.backends.stores.redis.flush!(); // the database copy (written behind) has the session as it is now
       let open!: () => void;
       gate = new Promise<void>((resolve) => (open = resolve));
       held = 0;

@@ -123,10 +123,11 @@ describe('CookieStore', () => {
       await store.destroy(loggedOut);
       expect(await store.load(token)).to.equal(undefined);
 
-      const expiring = makeRecord({ expiresAt: Date.now() + 150 }, 'cookie');
+      // Long enough that a stalled machine still reads it before its expiry.
+      const expiring = makeRecord({ expiresAt: Date.now() + 1500 }, 'cookie');
       const short = await store.create(expiring);
       expect(await store.load(short)).to.not.equal(undefined);
-      await sleep(200);
+      await sleep(Math.max(0, expiring.expiresAt - Date.now()) + 50);
       expect(await store.load(short)).to.equal(undefined);
     });
 

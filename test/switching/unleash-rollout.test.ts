@@ -41,7 +41,7 @@ describe('a staged rollout through Unleash', function () {
       SESSION_TOUCH_INTERVAL: '0',
       ADMIN_TOKEN,
       // What is tested is Unleash's rollout: on a busy machine a move to Redis can be rolled
-      // back for its latency (test/switching/rollback.test.ts tests that).
+      // back for its latency (test/flags/rollback.test.ts tests that trigger).
       ROLLBACK_ENABLED: 'false',
     });
     for (let i = 0; i < 40; i++) {
