@@ -226,7 +226,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // Browsers drop such a cookie unless it is Secure: nobody could log in.
     if (!(c.COOKIE_SECURE ?? c.NODE_ENV === 'production')) throw new ConfigError(`SESSION_COOKIE_NAME ${c.SESSION_COOKIE_NAME} needs COOKIE_SECURE=true (browsers refuse the prefix without Secure)`);
   }
-  if (c.REDIS_URL === 'none' && !c.REDIS_CLUSTER_NODES && !c.REDIS_SENTINELS && (c.SESSION_STORAGE === 'redis' || c.SESSION_FALLBACK === 'redis')) {
+  // With a Cluster or Sentinels, REDIS_URL gives only credentials: "none" there would be read as
+  // a URL (start-up failed on "Invalid URL", naming nothing) — or mean Redis off, with nodes named.
+  const redisNodes = c.REDIS_CLUSTER_NODES ? 'REDIS_CLUSTER_NODES' : c.REDIS_SENTINELS ? 'REDIS_SENTINELS' : undefined;
+  if (c.REDIS_URL === 'none' && redisNodes) {
+    throw new ConfigError(`REDIS_URL must be unset or a redis:// URL giving credentials when ${redisNodes} is set ("none" switches Redis off: unset ${redisNodes} for that)`);
+  }
+  if (c.REDIS_URL === 'none' && (c.SESSION_STORAGE === 'redis' || c.SESSION_FALLBACK === 'redis')) {
     throw new ConfigError('REDIS_URL must name a Redis server when SESSION_STORAGE or SESSION_FALLBACK is redis (got "none")');
   }
   // ioredis reaches a Sentinel's master over TLS only with options this app does not set: refused
@@ -247,7 +253,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     requestTimeoutMs: c.REQUEST_TIMEOUT_MS,
     databaseUrl: c.DATABASE_URL,
     redis: {
-      enabled: c.REDIS_URL !== 'none' || Boolean(c.REDIS_CLUSTER_NODES || c.REDIS_SENTINELS),
+      enabled: c.REDIS_URL !== 'none',
       url: c.REDIS_URL,
       cluster: hostPorts(c.REDIS_CLUSTER_NODES),
       sentinels: hostPorts(c.REDIS_SENTINELS),

@@ -255,6 +255,12 @@ describe('running without Redis (REDIS_URL=none)', function () {
     expect(() => loadConfig({ DATA_DIR: dataDir(), REDIS_URL: 'none', SESSION_STORAGE: 'redis' })).to.throw(ConfigError, /^REDIS_URL must name a Redis server/);
   });
 
+  it('refuses "none" beside Cluster nodes or Sentinels, naming REDIS_URL (it gives their credentials there)', () => {
+    for (const [name, value] of [['REDIS_CLUSTER_NODES', '127.0.0.1:7000,127.0.0.1:7001'], ['REDIS_SENTINELS', '127.0.0.1:26379']]) {
+      expect(() => loadConfig({ DATA_DIR: dataDir(), REDIS_URL: 'none', [name!]: value })).to.throw(ConfigError, new RegExp(`^REDIS_URL must be unset or a redis:// URL giving credentials when ${name} is set`));
+    }
+  });
+
   it('refuses TLS with Sentinels, which it would otherwise drop in silence', () => {
     expect(() => loadConfig({ DATA_DIR: dataDir(), REDIS_URL: 'rediss://:pw@127.0.0.1:6380/0', REDIS_SENTINELS: '127.0.0.1:26379' })).to.throw(ConfigError, /^REDIS_URL: rediss:\/\/ \(TLS\) is not supported with REDIS_SENTINELS/);
   });
