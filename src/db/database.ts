@@ -5,6 +5,7 @@ import { statfsSync } from 'node:fs';
 import path from 'node:path';
 import { ConnectionError, DatabaseError, QueryTypes, Sequelize, TimeoutError } from 'sequelize';
 import { makeDirectory } from '../config/make-directory.js';
+import { postgresDriver } from './postgres-driver.js';
 
 /** PostgreSQL: the longest a query may wait for its answer (README, "Database outage"). */
 const QUERY_TIMEOUT_MS = 30_000;
@@ -76,6 +77,7 @@ export async function openDatabase(url: string): Promise<Sequelize> {
   }
   const sequelize = new Sequelize(url, {
     dialect: 'postgres',
+    dialectModule: postgresDriver,
     logging: false,
     pool: { max: POOL_MAX, min: 0, idle: 10_000, acquire: CONNECT_TIMEOUT_MS },
     // A database that stops answering without closing its connections (a failover, a network
