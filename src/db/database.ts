@@ -174,6 +174,8 @@ const ENDED_CONNECTION_ATTEMPTS = POOL_MAX + 1;
  * - `readsOnly`: also when the connection only closed or was reset, without that word (the server
  *   closed it before our statement was read, or crashed). A write might have committed then (a
  *   crash just after its commit), and is not sent twice: it fails, as any request in flight does.
+ * - Any statement that was never sent: pg refused it on a client it knew to be broken, or the
+ *   connection failed while it was being set up (`beforeSending`).
  */
 export async function againOnEndedConnection<T>(work: () => Promise<T>, { readsOnly = false } = {}): Promise<T> {
   for (let attempt = 1; ; attempt++) {
@@ -181,10 +183,32 @@ export async function againOnEndedConnection<T>(work: () => Promise<T>, { readsO
       return await work();
     } catch (err) {
       // A connection that could not be made (ConnectionError) is the database down, not one that went stale.
-      const again = !(err instanceof ConnectionError) && (endedByServer(err) || (readsOnly && connectionClosed(err)));
+      const again = !(err instanceof ConnectionError) && (neverSent(err) || endedByServer(err) || (readsOnly && connectionClosed(err)));
       if (attempt >= ENDED_CONNECTION_ATTEMPTS || !again) throw err;
     }
   }
+}
+
+const failedBeforeSending = new WeakSet<object>();
+
+/**
+ * `err`, noted as the failure of a call that had sent nothing yet: the connection it was given
+ * failed while being set up (Sequelize's own statements on a new connection, when the server
+ * ends it as it becomes ready). Such a call is sent again like a read, whatever it writes.
+ */
+export function beforeSending(err: unknown): unknown {
+  if (typeof err === 'object' && err !== null) failedBeforeSending.add(err);
+  return err;
+}
+
+/** Whether the call that failed with `err` never reached the server, so that sending it again cannot write twice. */
+function neverSent(err: unknown): boolean {
+  if (typeof err === 'object' && err !== null && failedBeforeSending.has(err)) return true;
+  // pg's refusal to send on a client it already knows is closed or broken (a pooled connection
+  // whose socket failed after the pool lent it); as such, or through Sequelize as `parent`.
+  const e = err as { message?: unknown; parent?: { message?: unknown } } | null;
+  const message = e?.parent?.message ?? e?.message;
+  return typeof message === 'string' && / and is not queryable$/.test(message);
 }
 
 /** PostgreSQL's own word that it ended the connection (57P01, 57P02), from pg or through Sequelize. */

@@ -6,7 +6,7 @@
  */
 import type { Client as PgClient, QueryResult } from 'pg';
 import type { Sequelize } from 'sequelize';
-import { againOnEndedConnection } from '../db/database.js';
+import { againOnEndedConnection, beforeSending } from '../db/database.js';
 import type { Database as SqliteDatabase, Statement as SqliteStatement } from 'sqlite3';
 import type { SessionRecord } from './session.js';
 
@@ -355,9 +355,11 @@ class PostgresStatements implements Statements {
     return (await this.all<T>(name, values))[0];
   }
 
-  /** Every statement read through here reads only (SELECT). */
   async all<T>(name: StatementName, values: unknown[]): Promise<T[]> {
-    const result = await againOnEndedConnection(() => this.withClient((client) => query<T>(client, name, values)), { readsOnly: true });
+    // The batched saves and touches come here too (UPDATE … RETURNING): a connection that closed
+    // under them may have committed them, so only the loads are sent again on any closed connection.
+    const readsOnly = name.startsWith('load') || name === 'exists';
+    const result = await againOnEndedConnection(() => this.withClient((client) => query<T>(client, name, values)), { readsOnly });
     return result.rows;
   }
 
@@ -378,7 +380,7 @@ class PostgresStatements implements Statements {
   private async withClient<T>(work: (client: PgClient) => Promise<T>): Promise<T> {
     const manager = this.sequelize.connectionManager;
     // 'write': the primary even if replicas are ever configured; a session just written must read back.
-    const client = (await manager.getConnection({ type: 'write' })) as PgClient;
+    const client = (await manager.getConnection({ type: 'write' }).catch((err: unknown) => Promise.reject(beforeSending(err)))) as PgClient;
     try {
       return await work(client);
     } finally {

@@ -8,6 +8,10 @@ import { expect } from 'chai';
 import net, { type AddressInfo } from 'node:net';
 import type { Sequelize } from 'sequelize';
 import { openDatabase } from '../../src/db/database.js';
+import { migrateUp } from '../../src/db/migrator.js';
+import { defineModels } from '../../src/db/models.js';
+import { DatabaseStore } from '../../src/sessions/database-store.js';
+import { makeRecord } from '../sessions/fixtures.js';
 import { connectPostgres, createTestDatabase, type PgClient, type TestDatabase } from '../support/postgres.js';
 
 interface Relay {
@@ -83,10 +87,16 @@ describe('PostgreSQL ending a connection in the packet that says it is ready', f
     db = await createTestDatabase('ended_when_ready');
     admin = await connectPostgres(db.url);
     admin.on('error', () => undefined);
+    const direct = await openDatabase(db.url);
+    await migrateUp(direct);
+    await direct.close();
+  });
+  afterEach(async () => {
+    await sequelize?.close().catch(() => undefined);
+    sequelize = undefined;
+    relay?.close();
   });
   after(async () => {
-    await sequelize?.close().catch(() => undefined);
-    relay?.close();
     await admin?.end().catch(() => undefined);
     await db?.drop();
   });
@@ -103,5 +113,20 @@ describe('PostgreSQL ending a connection in the packet that says it is ready', f
     expect(calls[0].status, 'the call on the first connection').to.equal('fulfilled');
     const [rows] = await sequelize.query('SELECT 2 AS two');
     expect(rows).to.deep.equal([{ two: 2 }]);
+  });
+
+  it('sends a session write again on another connection when its own was ended before the write went out', async () => {
+    // The login's write asks the pool for a connection while the first is busy; the new one is
+    // ended as it becomes ready, during Sequelize's set-up statements, before the write was sent.
+    // Before, the write failed (a 503 for the login), though sending it again was safe.
+    relay = await relayEnding(3, admin);
+    sequelize = await openDatabase(db.url.replace(':5432/', `:${relay.port}/`));
+    const store = new DatabaseStore(defineModels(sequelize));
+    const record = makeRecord();
+    const [busy, write] = await Promise.allSettled([sequelize.query('SELECT pg_sleep(0.2)'), store.create(record)]);
+    expect(relay.ended, "the write's connection was ended as it became ready").to.equal(true);
+    expect(busy.status).to.equal('fulfilled');
+    expect(write.status, write.status === 'rejected' ? String(write.reason) : '').to.equal('fulfilled');
+    expect((await store.load(record.id))?.data).to.deep.equal(record.data);
   });
 });
