@@ -81,6 +81,10 @@ for (const [name, setup] of [
       // behind (the default), every change made in the last MIRROR_FLUSH_MS before the kill may be
       // lost, and how many that is depends on how fast this machine runs the traffic.
       MIRROR_FLUSH_MS: '0',
+      // The outage is Redis refusing (a killed process, a cluster that says CLUSTERDOWN), which
+      // fails over at once; a deadline of 1 s keeps a busy machine's late answer before it from
+      // moving a session to the database early ("serves everyone from Redis to begin with").
+      STORE_TIMEOUT_MS: '1000',
       ADMIN_TOKEN,
     });
     const readerClient = new Client(app.url, 'fallback-reader');
