@@ -1,7 +1,7 @@
-import { DataTypes, type QueryInterface } from 'sequelize';
+import { DataTypes, type QueryInterface, type Transaction } from 'sequelize';
 
 /** Users, their platform connections, sessions (the database backend and the directory of all sessions), and the audit trail. */
-export async function up({ context: qi }: { context: QueryInterface }) {
+export async function up({ context: qi, transaction }: { context: QueryInterface; transaction: Transaction }) {
   await qi.createTable('users', {
     id: { type: DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
     email: { type: DataTypes.STRING(254), allowNull: false, unique: true },
@@ -11,7 +11,7 @@ export async function up({ context: qi }: { context: QueryInterface }) {
     active: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: true },
     created_at: { type: DataTypes.DATE, allowNull: false },
     updated_at: { type: DataTypes.DATE, allowNull: false },
-  });
+  }, { transaction });
 
   await qi.createTable('platform_connections', {
     id: { type: DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
@@ -20,8 +20,8 @@ export async function up({ context: qi }: { context: QueryInterface }) {
     type: { type: DataTypes.STRING(40), allowNull: false },
     created_at: { type: DataTypes.DATE, allowNull: false },
     updated_at: { type: DataTypes.DATE, allowNull: false },
-  });
-  await qi.addIndex('platform_connections', ['user_id']);
+  }, { transaction });
+  await qi.addIndex('platform_connections', ['user_id'], { transaction });
 
   // Times are epoch milliseconds (BIGINT): compared on every request, so kept as plain numbers.
   await qi.createTable('sessions', {
@@ -38,9 +38,9 @@ export async function up({ context: qi }: { context: QueryInterface }) {
     ip: { type: DataTypes.STRING(64), allowNull: false, defaultValue: '' },
     user_agent: { type: DataTypes.STRING(512), allowNull: false, defaultValue: '' },
     version: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 1 },
-  });
-  await qi.addIndex('sessions', ['user_id']);
-  await qi.addIndex('sessions', ['expires_at']);
+  }, { transaction });
+  await qi.addIndex('sessions', ['user_id'], { transaction });
+  await qi.addIndex('sessions', ['expires_at'], { transaction });
 
   await qi.createTable('session_events', {
     id: { type: DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
@@ -54,17 +54,17 @@ export async function up({ context: qi }: { context: QueryInterface }) {
     ip: { type: DataTypes.STRING(64), allowNull: true },
     user_agent: { type: DataTypes.STRING(512), allowNull: true },
     created_at: { type: DataTypes.DATE, allowNull: false },
-  });
-  await qi.addIndex('session_events', ['user_id', 'created_at']);
-  await qi.addIndex('session_events', ['created_at']);
+  }, { transaction });
+  await qi.addIndex('session_events', ['user_id', 'created_at'], { transaction });
+  await qi.addIndex('session_events', ['created_at'], { transaction });
 }
 
 /** What `npm run migrate:down` of this migration costs users (scripts/migrate.ts asks for `--yes`). */
 export const downLoses = 'drops every user, platform and session';
 
-export async function down({ context: qi }: { context: QueryInterface }) {
-  await qi.dropTable('session_events');
-  await qi.dropTable('sessions');
-  await qi.dropTable('platform_connections');
-  await qi.dropTable('users');
+export async function down({ context: qi, transaction }: { context: QueryInterface; transaction: Transaction }) {
+  await qi.dropTable('session_events', { transaction });
+  await qi.dropTable('sessions', { transaction });
+  await qi.dropTable('platform_connections', { transaction });
+  await qi.dropTable('users', { transaction });
 }

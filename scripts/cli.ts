@@ -44,3 +44,24 @@ export function stopOnFailure(script: string): void {
 
 // Errors only (the scripts report their own failures in one line), unless LOG_LEVEL asks for more detail.
 export const scriptLogger = (config: Config) => pino({ level: ['debug', 'trace'].includes(config.logLevel) ? config.logLevel : 'error' });
+
+/**
+ * Ctrl-C or SIGTERM: `finish` says where the run stopped (and records what must be), then the
+ * script exits 130 or 143, as a shell expects. Bounded: a database that does not answer does not
+ * hold the exit.
+ */
+export function onInterrupt(finish: () => Promise<void> | void): void {
+  for (const [signal, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
+    process.once(signal, () => {
+      const exit = () => process.exit(code);
+      setTimeout(exit, 2_000).unref();
+      void Promise.resolve()
+        .then(finish)
+        .catch(() => undefined)
+        .finally(exit);
+    });
+  }
+}

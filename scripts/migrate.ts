@@ -4,9 +4,9 @@
  * migrate:down by habit, and the schema of the release it goes back to is usually the same.
  */
 import { openDatabase } from '../src/db/database.js';
-import { migrator } from '../src/db/migrator.js';
+import { migrateUp, migrator } from '../src/db/migrator.js';
 import { migrations } from '../migrations/index.js';
-import { scriptConfig } from './cli.js';
+import { scriptConfig, stopOnFailure } from './cli.js';
 
 const [direction, ...rest] = process.argv.slice(2);
 const confirmed = rest.length === 1 && rest[0] === '--yes';
@@ -14,6 +14,8 @@ if ((direction !== 'up' && direction !== 'down') || (rest.length > 0 && !(direct
   console.error('usage: migrate.js up | migrate.js down [--yes]  (npm run migrate, npm run migrate:down -- --yes)');
   process.exit(2);
 }
+// A database it cannot reach, or a migration that fails, stops it with one line (exit 1), not a stack trace.
+stopOnFailure(direction === 'up' ? 'migrate' : 'migrate:down');
 const config = scriptConfig();
 const sequelize = await openDatabase(config.databaseUrl);
 try {
@@ -27,8 +29,10 @@ try {
     }
   }
   if (process.exitCode !== 2) {
-    const done = direction === 'up' ? await umzug.up() : await umzug.down();
-    console.log(done.length ? `${direction === 'up' ? 'applied' : 'reverted'}: ${done.map((m) => m.name).join(', ')}` : 'nothing to do');
+    // Up as the server applies them: runs at the same moment (two deploy jobs, an instance
+    // starting) take turns, and what another applied meanwhile is skipped.
+    const done = direction === 'up' ? await migrateUp(sequelize) : (await umzug.down()).map((m) => m.name);
+    console.log(done.length ? `${direction === 'up' ? 'applied' : 'reverted'}: ${done.join(', ')}` : 'nothing to do');
   }
 } finally {
   await sequelize.close();

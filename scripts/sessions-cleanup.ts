@@ -1,5 +1,5 @@
 /**
- * `npm run sessions:cleanup [-- --batch 500] [-- --keep-events-days 90]`: deletes expired
+ * `npm run sessions:cleanup -- [--batch 500] [--keep-events-days 90]`: deletes expired
  * sessions from the database, revocation entries that can no longer match a live session, and
  * audit rows (session_events) older than the retention. Works in small batches, each its own
  * short statement, so SQLite's writer lock is never held long and requests go on meanwhile; the
@@ -8,12 +8,12 @@
 import { openCore } from '../src/core.js';
 import { databaseNow } from '../src/db/database.js';
 import { deleteEventsBefore } from '../src/sessions/audit.js';
-import { scriptConfig, scriptLogger, scriptOptions, stopOnFailure } from './cli.js';
+import { onInterrupt, scriptConfig, scriptLogger, scriptOptions, stopOnFailure } from './cli.js';
 
 const DAY_MS = 86_400_000;
 /** Clocks apart by more than this are said to be. */
 const CLOCK_TOLERANCE_MS = 5_000;
-const USAGE = 'Delete expired sessions, stale revocation entries and old audit rows.\n\n  npm run sessions:cleanup [-- --batch N] [-- --keep-events-days DAYS (default 90; 0 keeps them all)]';
+const USAGE = 'Delete expired sessions, stale revocation entries and old audit rows.\n\n  npm run sessions:cleanup -- [--batch N] [--keep-events-days DAYS (default 90; 0 keeps them all)]';
 const values = scriptOptions(
   { batch: { type: 'string', default: '500' }, 'keep-events-days': { type: 'string', default: '90' }, help: { type: 'boolean', default: false } },
   USAGE,
@@ -36,28 +36,53 @@ if (!Number.isInteger(keepEventsDays)) {
 const pause = () => new Promise((r) => setTimeout(r, 5));
 stopOnFailure('sessions:cleanup');
 const config = scriptConfig();
-const core = await openCore(config, scriptLogger(config));
+const core = await openCore(config, scriptLogger(config), { migrate: false });
+let sessions = 0;
+let recorded = false;
+/** The audit trail's row for the sessions deleted, once, however the run ends. */
+const record = async () => {
+  if (recorded || sessions === 0) return;
+  recorded = true;
+  await core.models.SessionEvent.create({ type: 'expired', userId: null, handle: null, backend: 'database', actor: 'system', reason: 'cleanup', count: sessions, ip: null, userAgent: null });
+};
+let interrupted = false;
+let inFlight: Promise<unknown> = Promise.resolve();
+/** One batch; once interrupted, none starts (the exit is on its way), and the one under way is waited for. */
+function batchOf<T>(work: () => Promise<T>): Promise<T> {
+  if (interrupted) return new Promise<never>(() => undefined);
+  const running = work();
+  inFlight = running.catch(() => undefined);
+  return running;
+}
+onInterrupt(async () => {
+  interrupted = true;
+  await inFlight;
+  console.error(`sessions:cleanup: interrupted after deleting ${sessions} expired sessions; run it again for the rest`);
+  await record();
+});
 try {
   // Expired by the earlier of this machine's clock and the database's: run from a machine whose
   // clock was fast, the cleanup deleted live sessions (and revocations still needed).
   const [here, there] = [Date.now(), await databaseNow(core.sequelize)];
   const now = Math.min(here, there);
   if (here - there > CLOCK_TOLERANCE_MS) console.error(`sessions:cleanup: this machine's clock is ${Math.round((here - there) / 1000)} s ahead of the database's; the database's is used`);
-  let sessions = 0;
-  for (let n = await core.raw.database.deleteExpired(batch, now); n > 0; n = await core.raw.database.deleteExpired(batch, now)) {
+  // Counted as each batch ends, so that an interruption records what was deleted.
+  const deleteSessions = async () => {
+    const n = await core.raw.database.deleteExpired(batch, now);
     sessions += n;
-    await pause();
-  }
+    return n;
+  };
+  while ((await batchOf(deleteSessions)) > 0) await pause();
   const revocations = await core.revocations.prune(now);
   let events = 0;
   const before = new Date(now - keepEventsDays * DAY_MS);
   if (keepEventsDays > 0) {
-    for (let n = await deleteEventsBefore(core.models, before, batch); n > 0; n = await deleteEventsBefore(core.models, before, batch)) {
+    for (let n = await batchOf(() => deleteEventsBefore(core.models, before, batch)); n > 0; n = await batchOf(() => deleteEventsBefore(core.models, before, batch))) {
       events += n;
       await pause();
     }
   }
-  if (sessions > 0) await core.models.SessionEvent.create({ type: 'expired', userId: null, handle: null, backend: 'database', actor: 'system', reason: 'cleanup', count: sessions, ip: null, userAgent: null });
+  await record();
   const kept = keepEventsDays > 0 ? `older than ${keepEventsDays} days` : '(all kept: --keep-events-days 0)';
   console.log(`deleted ${sessions} expired sessions, ${revocations} stale revocation entries and ${events} audit rows ${kept}`);
 } finally {

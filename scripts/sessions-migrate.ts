@@ -13,7 +13,7 @@ import path from 'node:path';
 import { makeDirectory } from '../src/config/make-directory.js';
 import { openCore } from '../src/core.js';
 import { bulkMigrate, type ServerSideBackend } from '../src/sessions/bulk-migrate.js';
-import { scriptConfig, scriptLogger, scriptOptions, stopOnFailure } from './cli.js';
+import { onInterrupt, scriptConfig, scriptLogger, scriptOptions, stopOnFailure } from './cli.js';
 
 const HELP = `Move sessions in bulk between server-side backends.
 
@@ -60,7 +60,7 @@ const configured = scriptConfig();
 // stop the run: every store gets the last resort's deadline (LAST_RESORT_TIMEOUT_MS), not the
 // short one that exists to fail a request over fast.
 const config = { ...configured, stores: { ...configured.stores, timeoutMs: configured.stores.lastResortTimeoutMs } };
-const core = await openCore(config, scriptLogger(config));
+const core = await openCore(config, scriptLogger(config), { migrate: false });
 const redisStore = core.raw.redis;
 if (!redisStore) {
   console.error('the redis backend is switched off (REDIS_URL=none): nothing to move');
@@ -81,11 +81,18 @@ await core.redis?.ping().catch((err: unknown) => {
 });
 const cursorFile = path.join(config.dataDir, `sessions-migrate-${values.from}-to-${values.to}.cursor`);
 const cursor = !values.restart && existsSync(cursorFile) ? readFileSync(cursorFile, 'utf8').trim() : '';
+// The bar hides the terminal's cursor while it draws: stopped however the run ends, or the
+// operator's terminal is left without one.
+const bar = new SingleBar({ format: ' {bar} {value}/{total} sessions | {eta_formatted} left', hideCursor: true }, Presets.shades_classic);
+let done = 0;
+onInterrupt(() => {
+  bar.stop();
+  console.error(`sessions:migrate: interrupted after ${done} sessions in this run; run it again to resume${values['dry-run'] ? '' : ' from there'}`);
+});
 try {
   const total = await core.raw.database.countHeldBy(values.from);
   // Unexpired, as the directory knows them: revoked ones among them are removed, not moved.
   console.log(`${values['dry-run'] ? '[dry run] ' : ''}${total} unexpired sessions held by ${values.from}${cursor ? ' (resuming)' : ''}`);
-  const bar = new SingleBar({ format: ' {bar} {value}/{total} sessions | {eta_formatted} left', hideCursor: true }, Presets.shades_classic);
   bar.start(total, 0);
   const result = await bulkMigrate(core.backends, { database: core.raw.database, redis: redisStore }, {
     from: values.from,
@@ -94,7 +101,8 @@ try {
     dryRun: values['dry-run'],
     cursor,
     onBatch: ({ moved, skipped, cursor: position }) => {
-      bar.update(moved + skipped);
+      done = moved + skipped;
+      bar.update(done);
       if (!values['dry-run']) {
         makeDirectory(config.dataDir);
         // Written beside it, then renamed over it: a crash mid-write leaves the last position, not an empty file.
@@ -107,5 +115,6 @@ try {
   if (!values['dry-run']) rmSync(cursorFile, { force: true });
   console.log(`${values['dry-run'] ? 'would move' : 'moved'} ${result.moved} sessions from ${values.from} to ${values.to}; ${result.skipped} revoked ones ${values['dry-run'] ? 'would be removed' : 'removed'}`);
 } finally {
+  bar.stop();
   await core.close();
 }

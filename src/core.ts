@@ -10,7 +10,7 @@ import type { Cluster, Redis } from 'ioredis';
 import { BACKENDS, ConfigError, type BackendName, type Config } from './config/config.js';
 import { databaseNow, openDatabase } from './db/database.js';
 import { deploymentId, noteSigningRelease, SIGNING_RELEASE_NOTE_MS, unboundCookiesBefore, unsignedIdsBefore } from './db/deployment.js';
-import { migrateUp } from './db/migrator.js';
+import { migrateUp, pendingMigrations, SchemaBehindError } from './db/migrator.js';
 import { defineModels, type Models } from './db/models.js';
 import { FlagOverride } from './flags/override.js';
 import { RollbackGuard } from './flags/rollback.js';
@@ -53,10 +53,24 @@ export interface Core {
   close(): Promise<void>;
 }
 
-export async function openCore(config: Config, logger: Logger): Promise<Core> {
+/**
+ * `migrate: false` (the operator scripts): a database whose schema is behind this release is
+ * refused, not brought up to date, so that a cron job from a newer checkout neither undoes an
+ * operator's `migrate:down` nor puts the schema into whatever database a mistyped
+ * DATABASE_URL names. The server applies pending migrations as it starts.
+ */
+export async function openCore(config: Config, logger: Logger, { migrate = true } = {}): Promise<Core> {
   const sequelize = await openDatabase(config.databaseUrl);
-  const applied = await migrateUp(sequelize);
-  if (applied.length) logger.info({ migrations: applied }, 'applied migrations');
+  if (migrate) {
+    const applied = await migrateUp(sequelize);
+    if (applied.length) logger.info({ migrations: applied }, 'applied migrations');
+  } else {
+    const pending = await pendingMigrations(sequelize);
+    if (pending.length) {
+      await sequelize.close();
+      throw new SchemaBehindError(pending);
+    }
+  }
   const models = defineModels(sequelize);
   const metrics = new Metrics({ disabledBackends: config.redis.enabled ? [] : ['redis'] });
   // Every SYNC_INTERVAL_MS while the database is down: a line per 10 s, counting the rest.

@@ -7,8 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { openDatabase } from '../../src/db/database.js';
-import { migrateUp, migrator } from '../../src/db/migrator.js';
-import { createTestDatabase } from '../support/postgres.js';
+import { migrateUp, migrator, pendingMigrations } from '../../src/db/migrator.js';
+import { createTestDatabase, withPostgres } from '../support/postgres.js';
 
 describe('migrations applied by two instances starting together', function () {
   this.timeout(60_000);
@@ -44,6 +44,44 @@ describe('migrations applied by two instances starting together', function () {
       } finally {
         await db.drop();
       }
+    }
+  });
+});
+
+describe('a migration run stopped halfway', function () {
+  this.timeout(60_000);
+
+  it('leaves nothing half-done: the next run applies the rest, and the server can start again (PostgreSQL)', async () => {
+    // A run that stops between two statements of one migration (Ctrl-C, a deploy job killed),
+    // made certain: an event trigger fails the statement that creates `flag_overrides`, after
+    // 002 has created `revocations` and its index. Before, those stayed without 002's row, and
+    // every later run, the server's start-up included, failed on "already exists".
+    const db = await createTestDatabase('migrate_stopped');
+    const sequelize = await openDatabase(db.url);
+    try {
+      await withPostgres(db.url, (admin) =>
+        admin.query(`
+          CREATE FUNCTION stop_at_flag_overrides() RETURNS event_trigger LANGUAGE plpgsql AS $$
+          BEGIN
+            IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() WHERE object_identity LIKE '%flag_overrides') THEN
+              RAISE EXCEPTION 'the run stops here';
+            END IF;
+          END $$;
+          CREATE EVENT TRIGGER stop_migration ON ddl_command_end WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION stop_at_flag_overrides();`),
+      );
+      const stopped = await migrateUp(sequelize).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(stopped, 'the run stopped').to.be.instanceOf(Error);
+      expect(await pendingMigrations(sequelize), 'what was not finished is still pending').to.include('002-revocations-and-flags');
+      await withPostgres(db.url, (admin) => admin.query('DROP EVENT TRIGGER stop_migration'));
+
+      expect(await migrateUp(sequelize)).to.include('002-revocations-and-flags');
+      expect(await migrator(sequelize).pending()).to.deep.equal([]);
+    } finally {
+      await sequelize.close();
+      await db.drop();
     }
   });
 });

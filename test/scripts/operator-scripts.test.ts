@@ -3,7 +3,7 @@
  * where npm eats the `--`) stops with one line and how to call the script, never a stack trace.
  */
 import { expect } from 'chai';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { startApp } from '../support/app-server.js';
 import { makeScratchDir } from '../support/child-process.js';
@@ -66,7 +66,7 @@ describe('the operator scripts on the command line', function () {
   });
 
   it('sessions-cleanup -- --batch 100 runs', () => {
-    const { status, stdout } = run('sessions-cleanup', ['--batch', '100']);
+    const { status, stdout } = run('sessions-cleanup', ['--batch', '100'], migratedDatabase());
     expect(status).to.equal(0);
     expect(stdout).to.match(/^deleted 0 expired sessions, 0 stale revocation entries and 0 audit rows older than 90 days/);
   });
@@ -88,8 +88,15 @@ describe('the operator scripts on the command line', function () {
     }
   });
 
+  /** A SQLite database with this release's schema, as the scripts ask for. */
+  function migratedDatabase(): { DATABASE_URL: string } {
+    const env = { DATABASE_URL: `sqlite:${path.join(makeScratchDir('switchboard-scripts-db-'), 'db.sqlite')}` };
+    expect(run('migrate', ['up'], env).status).to.equal(0);
+    return env;
+  }
+
   it('sessions-migrate: a Redis it cannot reach stops it with one line naming REDIS_URL and no password (exit 1)', () => {
-    const { status, stdout, stderr } = run('sessions-migrate', ['--from', 'redis', '--to', 'database'], { REDIS_URL: 'redis://:SuperSecretPw9@127.0.0.1:1/0' });
+    const { status, stdout, stderr } = run('sessions-migrate', ['--from', 'redis', '--to', 'database'], { ...migratedDatabase(), REDIS_URL: 'redis://:SuperSecretPw9@127.0.0.1:1/0' });
     expect(status).to.equal(1);
     expect(stdout, 'nothing counted, nothing logged').to.equal('');
     const lines = stderr.trim().split('\n');
@@ -99,12 +106,41 @@ describe('the operator scripts on the command line', function () {
   });
 
   it('sessions-migrate: with REDIS_SENTINELS, names the Sentinels it asked, not REDIS_URL\'s host, which is not used', () => {
-    const { status, stderr } = run('sessions-migrate', ['--from', 'redis', '--to', 'database'], { REDIS_URL: 'redis://:SuperSecretPw9@10.0.0.9:6379/0', REDIS_SENTINELS: '127.0.0.1:1', REDIS_SENTINEL_NAME: 'sessions' });
+    const { status, stderr } = run('sessions-migrate', ['--from', 'redis', '--to', 'database'], { ...migratedDatabase(), REDIS_URL: 'redis://:SuperSecretPw9@10.0.0.9:6379/0', REDIS_SENTINELS: '127.0.0.1:1', REDIS_SENTINEL_NAME: 'sessions' });
     expect(status).to.equal(1);
     const lines = stderr.trim().split('\n');
     expect(lines, stderr).to.have.length(1);
     expect(lines[0]).to.equal('sessions:migrate: REDIS_SENTINELS: cannot reach the master "sessions" through 127.0.0.1:1 (no connection)');
     expect(stderr).to.not.include('SuperSecretPw9');
+  });
+
+  it('migrate up: a database it cannot reach stops it with one line naming DATABASE_URL and no password (exit 1)', () => {
+    const { status, stderr } = run('migrate', ['up'], { DATABASE_URL: 'postgres://app:SuperSecretPw9@127.0.0.1:1/nope' });
+    expect(status).to.equal(1);
+    const lines = stderr.trim().split('\n');
+    expect(lines, stderr).to.have.length(1);
+    expect(lines[0]).to.match(/^migrate: DATABASE_URL: cannot connect to PostgreSQL/);
+    expect(stderr).to.not.include('SuperSecretPw9');
+  });
+
+  it('migrate up: three copies at once on a new PostgreSQL database all succeed (they take turns)', async () => {
+    const db = await createTestDatabase('migrate_race');
+    try {
+      const once = () =>
+        new Promise<{ status: number | null; stderr: string }>((resolve) => {
+          const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/migrate.ts', 'up'], {
+            cwd: ROOT,
+            env: { PATH: process.env.PATH, DATA_DIR: makeScratchDir('switchboard-scripts-'), DATABASE_URL: db.url, REDIS_URL: 'none' },
+          });
+          let stderr = '';
+          child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+          child.on('close', (status) => resolve({ status, stderr }));
+        });
+      const results = await Promise.all([once(), once(), once()]);
+      for (const { status, stderr } of results) expect(status, stderr).to.equal(0);
+    } finally {
+      await db.drop();
+    }
   });
 
   for (const script of ['sessions-cleanup', 'sessions-migrate']) {
