@@ -15,6 +15,14 @@ const QUERY_TIMEOUT_MS = 30_000;
  * in silence for ever; as the pool's acquire timeout, so a request waits no longer for it.
  */
 const CONNECT_TIMEOUT_MS = 5_000;
+/**
+ * PostgreSQL: the longest a statement waits for a lock (an operator's `SELECT … FOR UPDATE` or
+ * `LOCK TABLE`, a migration's `ALTER TABLE`). The request has had its 503 at the store's deadline,
+ * but the statement went on waiting on its pooled connection (and, after QUERY_TIMEOUT_MS, the
+ * connection went back to the pool still busy): one user's row locked for a minute held all 10
+ * connections, and every user got 503. Refused with 55P03: a 503, as for a database that is down.
+ */
+const LOCK_TIMEOUT_MS = 2_000;
 
 /** The database did not answer in time: treated as down (a 503), like a refused connection. */
 class DatabaseStalledError extends Error {
@@ -82,7 +90,7 @@ export async function openDatabase(url: string): Promise<Sequelize> {
     pool: { max: POOL_MAX, min: 0, idle: 10_000, acquire: CONNECT_TIMEOUT_MS },
     // A database that stops answering without closing its connections (a failover, a network
     // partition) fails a query after this long instead of holding its request forever.
-    dialectOptions: { query_timeout: QUERY_TIMEOUT_MS, connectionTimeoutMillis: CONNECT_TIMEOUT_MS },
+    dialectOptions: { lock_timeout: LOCK_TIMEOUT_MS, query_timeout: QUERY_TIMEOUT_MS, connectionTimeoutMillis: CONNECT_TIMEOUT_MS },
   });
   try {
     await sequelize.authenticate();
@@ -124,9 +132,10 @@ function withoutCredentials(url: string): string {
 /**
  * Driver codes that say the database cannot take work right now (down, restarting, locked,
  * out of disk or connections), as opposed to a query it refused: SQLite's, PostgreSQL's
- * SQLSTATE classes 08 (connection), 53 (resources) and 57P (shut down), and the socket's.
+ * SQLSTATE classes 08 (connection), 53 (resources) and 57P (shut down), 55P03 (a lock held past
+ * LOCK_TIMEOUT_MS), and the socket's.
  */
-const UNAVAILABLE = /^(SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|PROTOCOL)|08\d\d\d|08P01|53\d\d\d|57P0[1-3]|E(CONNRESET|CONNREFUSED|PIPE|TIMEDOUT|HOSTUNREACH|NETUNREACH))/;
+const UNAVAILABLE = /^(55P03|SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|PROTOCOL)|08\d\d\d|08P01|53\d\d\d|57P0[1-3]|E(CONNRESET|CONNREFUSED|PIPE|TIMEDOUT|HOSTUNREACH|NETUNREACH))/;
 
 /**
  * A write the database answered with a refusal: no room (SQLite's SQLITE_FULL, PostgreSQL's

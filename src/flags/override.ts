@@ -89,7 +89,16 @@ export class FlagOverride {
   async start(): Promise<void> {
     await this.sync();
     this.timer = setInterval(() => {
-      this.polling = this.sync().catch((err: unknown) => this.options.onSyncError?.(err));
+      // One poll at a time, as the revocation list's: a poll the database holds (a lock on
+      // flag_overrides or settings, a stalled server) was joined by another every interval, each
+      // on a pooled connection of its own, until all 10 were waiting on it and every session
+      // request got 503 (a `LOCK TABLE flag_overrides` held for 10 s took the service down).
+      if (this.polling) return;
+      this.polling = this.sync()
+        .catch((err: unknown) => this.options.onSyncError?.(err))
+        .finally(() => {
+          this.polling = undefined;
+        });
     }, this.options.syncIntervalMs);
     this.timer.unref();
   }

@@ -63,8 +63,11 @@ function updateFromValues(columns: ReadonlyArray<readonly [string, string]>, set
   // PostgreSQL: an UPDATE … FROM locks rows in the order its plan meets them — table order, for
   // a scan of a small table — while the write-behind batch (an INSERT) locks them in key order:
   // two instances' statements over the same sessions deadlocked. Locked first, in key order
-  // (byte order, as the batch sorts), the later of two statements waits instead.
-  const locked = 'locked AS MATERIALIZED (SELECT id_hash FROM sessions WHERE id_hash IN (SELECT id_hash FROM given) ORDER BY id_hash COLLATE "C" FOR UPDATE)';
+  // (byte order, as the batch sorts), and never waited for: a row someone else holds (another
+  // statement's, or an operator's SELECT … FOR UPDATE left open) is skipped, and not written,
+  // and the caller sends it again on its own (DatabaseStore.updateRows). Waited for here, one
+  // held row held up every session of the statement past its request's deadline.
+  const locked = 'locked AS MATERIALIZED (SELECT id_hash FROM sessions WHERE id_hash IN (SELECT id_hash FROM given) ORDER BY id_hash COLLATE "C" FOR UPDATE SKIP LOCKED)';
   return `WITH ${given}, ${locked} UPDATE sessions SET ${set} FROM given WHERE ${where} AND sessions.id_hash IN (SELECT id_hash FROM locked) RETURNING sessions.id_hash`;
 }
 
@@ -143,6 +146,10 @@ const SQL = {
   touchRows16: touchRows(16),
   touchRows32: touchRows(32),
   touchRows64: touchRows(64),
+  // One session's save or touch that waits for its row if someone else holds it (on PostgreSQL
+  // the gathered statements above skip such a row; DatabaseStore.update sends it again with these).
+  saveRow: saveRows(1),
+  touchRow: touchRows(1),
   destroy: 'DELETE FROM sessions WHERE id_hash = ?1',
   releaseHandle: 'DELETE FROM sessions WHERE handle = ?1 AND id_hash <> ?2',
   evict: 'DELETE FROM sessions WHERE id_hash = ?1 AND backend = ?2 AND version = ?3',
@@ -389,10 +396,10 @@ class PostgresStatements implements Statements {
   }
 }
 
-/** The batched updates, locking their rows in key order (see updateFromValues); one row needs no order. */
+/** The gathered updates, locking their rows in key order and skipping those held (see updateFromValues). */
 const PG_ONLY: Partial<Record<StatementName, string>> = {
   ...Object.fromEntries(
-    BATCH_SIZES.filter((size) => size > 1).flatMap((size) => [
+    BATCH_SIZES.flatMap((size) => [
       [`saveRows${size}`, saveRows(size, true)],
       [`touchRows${size}`, touchRows(size, true)],
     ]),

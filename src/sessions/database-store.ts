@@ -49,7 +49,7 @@ export class DatabaseStore implements IndexedSessionStore {
    * only at its expected version, and two updates of one session never share a statement: they
    * go out one after the other, in the order they came.
    */
-  private readonly updates = new DataLoader<PendingUpdate, boolean>((updates) => this.updateInRounds(updates), {
+  private readonly updates = new DataLoader<PendingUpdate, boolean | undefined>((updates) => this.updateInRounds(updates), {
     cache: false,
     batchScheduleFn: (callback) => setImmediate(callback),
   });
@@ -151,14 +151,32 @@ export class DatabaseStore implements IndexedSessionStore {
   }
 
   async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
-    if (await this.updates.load({ kind: 'saveRows', values: [...this.rowValues(record), expectedVersion ?? null] })) return record.id;
+    if (await this.update({ kind: 'saveRows', values: [...this.rowValues(record), expectedVersion ?? null] })) return record.id;
     if (expectedVersion !== undefined && (await this.sql.get('exists', [record.idHash]))) throw new SessionConflictError(expectedVersion);
     return undefined;
   }
 
-  /** Rounds of updates of distinct sessions: a session's second update waits for the round after its first. */
-  private async updateInRounds(updates: readonly PendingUpdate[]): Promise<boolean[]> {
-    const written: boolean[] = [];
+  /**
+   * Whether the update was written. Sent with the updates of other requests of the moment, in
+   * one statement; sent again on its own if that statement did not write it: on PostgreSQL the
+   * gathered statement skips a row someone else holds (an operator's SELECT … FOR UPDATE left
+   * open, another instance's write), which `saveRow`/`touchRow` wait for, up to `lock_timeout`.
+   * Outside the gathered batch, so that only this request waits: the other requests of its
+   * statement, and of the rounds after it, have had their answers. (A row not written because
+   * its version moved or it is gone is not written the second time either.)
+   */
+  private async update(update: PendingUpdate): Promise<boolean> {
+    const written = await this.updates.load(update);
+    if (written !== undefined) return written;
+    return (await this.sql.all(update.kind === 'saveRows' ? 'saveRow' : 'touchRow', update.values)).length > 0;
+  }
+
+  /**
+   * Rounds of updates of distinct sessions: a session's second update waits for the round after
+   * its first. For each, whether it was written; undefined if its statement may have skipped it.
+   */
+  private async updateInRounds(updates: readonly PendingUpdate[]): Promise<(boolean | undefined)[]> {
+    const written: (boolean | undefined)[] = [];
     let pending = updates.map((update, index) => ({ update, index }));
     while (pending.length > 0) {
       const hashes = new Set<unknown>();
@@ -184,26 +202,35 @@ export class DatabaseStore implements IndexedSessionStore {
     return written;
   }
 
-  /** Updates of distinct sessions, up to 64 per statement; for each, whether its row was written. */
-  private async updateRows(kind: PendingUpdate['kind'], rows: ReadonlyArray<unknown[]>): Promise<boolean[]> {
+  /**
+   * Updates of distinct sessions, up to 64 per statement; for each, true if its row was written,
+   * else undefined: skipped, if someone else held it (PostgreSQL: database-statements.ts,
+   * updateFromValues), or its version moved, or it is gone.
+   */
+  private async updateRows(kind: PendingUpdate['kind'], rows: ReadonlyArray<unknown[]>): Promise<(boolean | undefined)[]> {
     const written = new Set<unknown>();
     const statements: Promise<void>[] = [];
     // In key order, as upsertMany's rows, so that statements over the same sessions lock them alike.
     const ordered = rows.length > 1 ? [...rows].sort((a, b) => compareKeys(a[0], b[0])) : rows;
     for (let next = 0; next < ordered.length; next += MAX_BATCH) {
       const chunk = ordered.slice(next, next + MAX_BATCH);
-      // The smallest statement that holds the chunk; its other rows repeat the first one, which
-      // changes nothing: a row is updated once per statement, however many rows name it.
-      const size = BATCH_SIZES.find((n) => n >= chunk.length)!;
-      const values = Array.from({ length: size }, (_, k) => chunk[k] ?? chunk[0]!).flat();
-      statements.push(this.sql.all<{ id_hash: string }>(`${kind}${size}`, values).then((found) => found.forEach((row) => written.add(row.id_hash))));
+      statements.push(this.updateChunk(kind, chunk).then((hashes) => hashes.forEach((hash) => written.add(hash))));
     }
     await Promise.all(statements);
-    return rows.map((row) => written.has(row[0]));
+    return rows.map((row) => (written.has(row[0]) ? true : undefined));
+  }
+
+  /** One statement for the chunk's rows; the id hashes it wrote. */
+  private async updateChunk(kind: PendingUpdate['kind'], chunk: ReadonlyArray<unknown[]>): Promise<string[]> {
+    // The smallest statement that holds the chunk; its other rows repeat the first one, which
+    // changes nothing: a row is updated once per statement, however many rows name it.
+    const size = BATCH_SIZES.find((n) => n >= chunk.length)!;
+    const values = Array.from({ length: size }, (_, k) => chunk[k] ?? chunk[0]!).flat();
+    return (await this.sql.all<{ id_hash: string }>(`${kind}${size}`, values)).map((row) => row.id_hash);
   }
 
   async touch(record: SessionRecord): Promise<string | undefined> {
-    return (await this.updates.load({ kind: 'touchRows', values: [record.idHash, record.lastActivity, record.expiresAt] })) ? record.id : undefined;
+    return (await this.update({ kind: 'touchRows', values: [record.idHash, record.lastActivity, record.expiresAt] })) ? record.id : undefined;
   }
 
   async destroy(record: SessionRecord): Promise<void> {
