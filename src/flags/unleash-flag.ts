@@ -9,12 +9,17 @@
  *   emits a warning per call, so `backendFor` checks for state first.
  * - `synchronized` and `ready` also fire for a backup file or bootstrap: only `changed` /
  *   `unchanged` (a 200 or 304 from the server) prove the server answered.
- * - On 401/403 the SDK stops polling for good: `status().lastError` says so.
+ * - On 401/403 the SDK stops polling for good (its polling fetcher sets no next timer). A
+ *   refusal is often passing (a token cache, a proxy or Unleash itself restarting), so polling
+ *   is started again here after a backoff (`resumeAfterRefusal`), through the repository's
+ *   `fetch()`, which arms the next poll as any poll does.
+ * - A failed write of the file backup is emitted as `error` too, after a poll that succeeded.
  * - `destroy()` removes all listeners from the internal repository; a poll still in flight
  *   that then fails emits `'error'` with no listener, which throws inside the SDK's promise
  *   (an unhandled rejection that ends the process). `close()` re-attaches a listener.
  */
 import { EventEmitter } from 'node:events';
+import path from 'node:path';
 import { Unleash, UnleashEvents } from 'unleash-client';
 import { BACKENDS, type BackendName } from '../config/config.js';
 import { makeDirectory } from '../config/make-directory.js';
@@ -93,6 +98,9 @@ function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** The longest wait before polling again after the server refused the token. */
+const MAX_REFUSAL_BACKOFF_MS = 5 * 60_000;
+
 export class UnleashBackendFlag {
   static readonly FLAG = FLAG_NAME;
 
@@ -105,6 +113,13 @@ export class UnleashBackendFlag {
   private lastSyncAt?: Date;
   private lastError?: string;
   private closed = false;
+  private readonly refreshIntervalMs: number;
+  private readonly backupPath: string;
+  /** Refusals (401/403) in a row, and the timer that polls again after the last. */
+  private refusals = 0;
+  private resumeTimer?: NodeJS.Timeout;
+  /** The backup-write failure last warned of (see `backupNotWritten`). */
+  private backupProblemSaid?: string;
   /**
    * handle → backend, as the SDK last answered. An answer depends only on the handle and the
    * SDK's state (the context carries nothing else), so it is kept until the SDK polls again:
@@ -118,6 +133,9 @@ export class UnleashBackendFlag {
   /** Starts polling in the background; never waits for, nor throws on, an unreachable server. */
   constructor(opts: UnleashFlagOptions) {
     this.logger = opts.logger;
+    this.refreshIntervalMs = opts.refreshIntervalMs;
+    // As the SDK's own path.join makes its file's path, to recognise errors about that file.
+    this.backupPath = path.join(opts.backupPath);
     try {
       makeDirectory(opts.backupPath);
     } catch (err) {
@@ -149,8 +167,9 @@ export class UnleashBackendFlag {
     this.unleash.on(UnleashEvents.Error, (err: unknown) => this.failed(err));
     this.unleash.on(UnleashEvents.Warn, (msg: unknown) => {
       // A 404, 429 or 5xx answer is only a warning to the SDK ("<url> responded 503. Backing
-      // off"), but the poll brought no state: count it as a failure, not as reachable.
-      if (/ responded .*Backing off/.test(messageOf(msg))) this.failed(msg);
+      // off"), as is a connection reset ("Socket keep alive error, retrying in …", every poll
+      // while a proxy resets them), but the poll brought no state: a failure, not reachable.
+      if (/ responded .*Backing off|^Socket keep alive error/.test(messageOf(msg))) this.failed(msg);
       else this.logger?.warn({ flag: UnleashBackendFlag.FLAG, warning: messageOf(msg) }, 'Unleash warning');
     });
   }
@@ -227,6 +246,7 @@ export class UnleashBackendFlag {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.resumeTimer);
     this.unleash.destroy();
     // destroy() stripped the repository's listeners; a poll in flight may still emit 'error'.
     const repository = (this.unleash as unknown as { repository?: unknown }).repository;
@@ -238,6 +258,7 @@ export class UnleashBackendFlag {
   }
 
   private answered(): void {
+    this.refusals = 0;
     this.answers.clear();
     this.lastSyncAt = new Date();
     this.lastError = undefined;
@@ -246,12 +267,47 @@ export class UnleashBackendFlag {
   }
 
   private failed(err: unknown): void {
+    if (this.backupNotWritten(err)) return;
     const message = messageOf(err);
+    if (/Stopping refresh of toggles/.test(message)) this.resumeAfterRefusal();
     // Log a change of state or of cause, not every failed poll while the server is down.
     if (this.reachable || message !== this.lastError) {
       this.logger?.warn({ flag: UnleashBackendFlag.FLAG, err: message, hasState: this.ready }, 'Unleash unreachable or failing');
     }
     this.reachable = false;
     this.lastError = message;
+  }
+
+  /**
+   * The server refused the token (401/403) and the SDK stopped polling. Polls again after 10
+   * refresh intervals, doubling to at most 5 minutes while it keeps refusing: a fixed or
+   * restored token is followed without a restart, and a revoked one costs a request every
+   * 5 minutes (the refusal is logged once, as any failure that does not change).
+   */
+  private resumeAfterRefusal(): void {
+    if (this.closed) return;
+    const delay = Math.min(this.refreshIntervalMs * 10 * 2 ** this.refusals, MAX_REFUSAL_BACKOFF_MS);
+    this.refusals++;
+    clearTimeout(this.resumeTimer);
+    this.resumeTimer = setTimeout(() => {
+      const repository = (this.unleash as unknown as { repository?: { fetch?: () => Promise<void> } }).repository;
+      void repository?.fetch?.().catch((e: unknown) => this.failed(e));
+    }, delay);
+    this.resumeTimer.unref();
+  }
+
+  /**
+   * A failure to write the file backup (DATA_DIR not writable, full, or not a directory): the
+   * poll before it succeeded, so the server is reachable and the state current. Said once per
+   * cause, not with every poll that brings a change (every poll, behind a proxy that drops ETags).
+   */
+  private backupNotWritten(err: unknown): boolean {
+    const { code, path: file } = (err ?? {}) as { code?: unknown; path?: unknown };
+    if (typeof code !== 'string' || typeof file !== 'string' || !file.startsWith(this.backupPath)) return false;
+    if (this.backupProblemSaid !== code) {
+      this.backupProblemSaid = code;
+      this.logger?.warn({ flag: UnleashBackendFlag.FLAG, backupPath: this.backupPath, err: code }, 'Unleash backup not written: a restart while Unleash is down starts without the last flag state');
+    }
+    return true;
   }
 }

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -260,6 +260,81 @@ describe('UnleashBackendFlag', function () {
         await waitUntil('the 503 to be reported', () => flag.status().lastError !== undefined, A_MINUTE);
         expect(flag.status()).to.include({ reachable: false, hasState: false });
         expect(flag.status().lastError).to.include('503');
+      } finally {
+        await flag.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    /** A client features answer: the flag on for everyone, with one variant. */
+    const FEATURES = JSON.stringify({
+      version: 2,
+      features: [{ name: 'session-storage', enabled: true, strategies: [{ name: 'default', parameters: {} }], variants: [{ name: 'redis', weight: 1000, stickiness: 'default' }] }],
+    });
+
+    it('polls again after the server refused the token, and follows the flag once it accepts it (without a restart)', async function () {
+      // unleash-client stops polling for good on a 401/403; a refusal is often passing (a
+      // token cache, a proxy restarting), and the rollout an operator then changes was ignored
+      // until every instance was restarted.
+      let polls = 0;
+      respond = (res) => {
+        polls++;
+        if (polls === 1) res.writeHead(403, { Connection: 'close' }).end();
+        else res.writeHead(200, { 'Content-Type': 'application/json', Connection: 'close' }).end(FEATURES);
+      };
+      const logs: LogEntry[] = [];
+      const dir = mkdtempSync(path.join(tmpdir(), 'unleash-flag-'));
+      const flag = fakeFlag('switchboard-refused-once', logs, dir);
+      try {
+        await waitUntil('the refusal', () => flag.status().lastError !== undefined, A_MINUTE);
+        expect(flag.status().lastError).to.match(/403/);
+        // Ten refresh intervals (5 s here) after the refusal.
+        await waitUntil('the flag from the server that now accepts the token', () => flag.backendFor('anyone') === 'redis', 600);
+        expect(flag.status()).to.include({ reachable: true, hasState: true });
+        expect(flag.status().lastError).to.equal(undefined);
+      } finally {
+        await flag.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it('a backup it cannot write is said once, and the server still counts as reachable', async function () {
+      // Every answer a 200 without an ETag (a proxy that drops them): every poll writes the
+      // backup. Each failed write flipped the status to unreachable and logged two lines.
+      let polls = 0;
+      respond = (res) => {
+        polls++;
+        res.writeHead(200, { 'Content-Type': 'application/json', Connection: 'close' }).end(FEATURES);
+      };
+      const logs: LogEntry[] = [];
+      const dir = mkdtempSync(path.join(tmpdir(), 'unleash-flag-'));
+      const notADirectory = path.join(dir, 'backup');
+      writeFileSync(notADirectory, 'a file where the backup directory should be');
+      const flag = fakeFlag('switchboard-backup-test', logs, notADirectory);
+      try {
+        await waitUntil('four polls', () => polls >= 4, A_MINUTE);
+        await waitUntil('the answer to the last', () => flag.status().reachable, A_MINUTE);
+        expect(flag.status().lastError).to.equal(undefined);
+        expect(flag.backendFor('anyone')).to.equal('redis');
+        expect(logs.filter((e) => e.msg.startsWith('Unleash backup not written')), 'said once').to.have.length(1);
+        expect(logs.filter((e) => e.msg === 'Unleash unreachable or failing'), 'not taken for the server failing').to.deep.equal([]);
+      } finally {
+        await flag.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it('counts connections reset on every poll as unreachable, said once', async function () {
+      respond = (res) => res.socket?.destroy();
+      const logs: LogEntry[] = [];
+      const dir = mkdtempSync(path.join(tmpdir(), 'unleash-flag-'));
+      const flag = fakeFlag('switchboard-reset-test', logs, dir);
+      try {
+        await waitUntil('two resets', () => logs.filter((e) => /Socket keep alive error/.test(JSON.stringify(e.obj))).length >= 1 && flag.status().lastError !== undefined, A_MINUTE);
+        await new Promise((resolve) => setTimeout(resolve, 2 * REFRESH_MS + 1000));
+        expect(flag.status()).to.include({ reachable: false });
+        expect(flag.status().lastError).to.match(/Socket keep alive error/);
+        expect(logs.filter((e) => e.level === 'warn'), 'one line for the whole episode').to.have.length(1);
       } finally {
         await flag.close();
         rmSync(dir, { recursive: true, force: true });
