@@ -75,6 +75,7 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
   const unleash = config.unleash
     ? new UnleashBackendFlag({ ...config.unleash, backupPath: path.join(config.dataDir, 'unleash'), logger })
     : undefined;
+  if (unleash) metrics.watchUnleash(() => unleash.status());
   const flag = new BackendFlag(config.sessions.storage, override, rollback, unleash);
 
   const deps: AppDeps = {

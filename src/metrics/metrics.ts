@@ -163,6 +163,31 @@ export class Metrics {
     for (const code of REFUSAL_CODES) this.refusedRequests.inc({ code }, 0);
   }
 
+  /**
+   * Unleash's state, read at each scrape, for the instances that use it: whether its server
+   * answered the last poll, and when one last did. Without them a frozen or stale rollout (a
+   * refused token, Unleash down during a rollout step) showed only in `GET /api/admin/flags`.
+   */
+  watchUnleash(status: () => { reachable: boolean; lastSyncAt?: string }): void {
+    new Gauge({
+      name: 'unleash_up',
+      help: '1 when the Unleash server answered the last poll for the session-storage flag, 0 when not (the flag is then served from the last state the SDK holds)',
+      registers: [this.registry],
+      collect() {
+        this.set(status().reachable ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'unleash_last_sync_timestamp_seconds',
+      help: 'When the Unleash server last answered a poll (Unix time; 0 if it never has since start)',
+      registers: [this.registry],
+      collect() {
+        const at = status().lastSyncAt;
+        this.set(at ? Date.parse(at) / 1000 : 0);
+      },
+    });
+  }
+
   /** `session_store_up` as a probe found the backends (a disabled one has no series). */
   storeHealth(health: Readonly<Record<BackendName, 'up' | 'down' | 'read_only' | 'disabled'>>): void {
     for (const backend of BACKENDS) if (health[backend] !== 'disabled') this.storeUp.set({ backend }, health[backend] === 'up' ? 1 : 0);

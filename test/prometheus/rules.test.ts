@@ -41,6 +41,8 @@ const CONTRACT_METRICS = [
   'session_revocations_total',
   'http_request_duration_seconds',
 ];
+/** Switchboard's own metrics beyond the contract: exported only where Unleash is configured. */
+const UNLEASH_METRICS = ['unleash_up', 'unleash_last_sync_timestamp_seconds'];
 const HISTOGRAMS = ['session_store_operation_duration_seconds', 'http_request_duration_seconds', 'nodejs_gc_duration_seconds'];
 
 /**
@@ -218,8 +220,8 @@ describe('Prometheus rules (config/prometheus/rules.yml)', function () {
     for (const rule of rules) expect(rule.expr, rule.name).to.not.equal('');
   });
 
-  it('use only the contract metrics and their own recording rules', () => {
-    const allowed = new Set([...CONTRACT_METRICS, ...records.map((r) => r.name), 'up']);
+  it('use only the contract metrics, the Unleash gauges and their own recording rules', () => {
+    const allowed = new Set([...CONTRACT_METRICS, ...UNLEASH_METRICS, ...records.map((r) => r.name), 'up']);
     for (const rule of rules) {
       for (const name of metricNames(rule.expr)) {
         expect(allowed.has(baseName(name)), `${rule.name} uses unknown metric ${name}`).to.equal(true);

@@ -107,14 +107,22 @@ describe('a staged rollout through Unleash', function () {
     expect(flag.readyz).to.include({ active: 'redis', source: 'unleash' });
   });
 
+  const metricsText = async () => (await new Client(app.url).get('/metrics')).text;
+
   it('moves everyone at 100%', async () => {
     await unleash.setRollout(100, 'redis');
     await until((n) => n === clients.length);
+    const text = await metricsText();
+    expect(sample(text, 'unleash_up'), 'unleash_up while Unleash answers').to.equal(1);
+    expect(sample(text, 'unleash_last_sync_timestamp_seconds')).to.be.closeTo(Date.now() / 1000, 60);
   });
 
   it('keeps serving the last state when Unleash is stopped', async () => {
     await unleash.stop();
     await sleep(1500);
+    // What an SRE's alert (UnleashUnreachable) reads: this instance's rollout is frozen.
+    for (let i = 0; i < 60 && sample(await metricsText(), 'unleash_up') !== 0; i++) await sleep(250);
+    expect(sample(await metricsText(), 'unleash_up'), 'unleash_up once Unleash is gone').to.equal(0);
     // Lost, the state would give way to SESSION_STORAGE (database) for good; a session that a
     // busy machine's Redis deadline sent to the fallback comes back on a later request.
     await until((n) => n === clients.length);
