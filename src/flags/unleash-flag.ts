@@ -118,6 +118,8 @@ export class UnleashBackendFlag {
   /** Refusals (401/403) in a row, and the timer that polls again after the last. */
   private refusals = 0;
   private resumeTimer?: NodeJS.Timeout;
+  /** Whether the last state had the flag (undefined before any state: see `sayWhatChanged`). */
+  private flagPresent?: boolean;
   /** The backup-write failure last warned of (see `backupNotWritten`). */
   private backupProblemSaid?: string;
   /**
@@ -156,12 +158,12 @@ export class UnleashBackendFlag {
     this.unleash.on(UnleashEvents.Ready, () => {
       this.ready = true;
       this.answers.clear();
-      this.warnOfIgnoredVariants();
+      this.sayWhatChanged();
     });
     this.unleash.on(UnleashEvents.Synchronized, () => this.answers.clear());
     this.unleash.on(UnleashEvents.Changed, () => {
       this.answered();
-      this.warnOfIgnoredVariants();
+      this.sayWhatChanged();
     });
     this.unleash.on(UnleashEvents.Unchanged, () => this.answered());
     this.unleash.on(UnleashEvents.Error, (err: unknown) => this.failed(err));
@@ -218,11 +220,18 @@ export class UnleashBackendFlag {
   }
 
   /**
-   * An operator's typo in a variant would otherwise pass unseen: its sessions simply stay
-   * where they are. Said once per change of the flag, not per request.
+   * What an operator would otherwise not see in the log, said once per change of the flag, not
+   * per request: the flag gone from Unleash (archived, deleted, or moved to another project:
+   * every session goes to the environment's backend) or back, and a variant naming no backend
+   * (a typo: its sessions simply stay where they are).
    */
-  private warnOfIgnoredVariants(): void {
+  private sayWhatChanged(): void {
     const flag = this.unleash.getFeatureToggleDefinition(UnleashBackendFlag.FLAG);
+    if (this.flagPresent !== undefined && this.flagPresent !== Boolean(flag)) {
+      if (flag) this.logger?.info({ flag: UnleashBackendFlag.FLAG }, 'Unleash has the session-storage flag again: it chooses the sessions’ backend');
+      else this.logger?.warn({ flag: UnleashBackendFlag.FLAG }, 'Unleash no longer has the session-storage flag (archived, deleted or in another project): every session goes to the backend the environment names');
+    }
+    this.flagPresent = Boolean(flag);
     const ignored = flag ? ignoredVariantsOf(flag) : [];
     const key = ignored.join('\n');
     if (key === this.ignoredVariantsSaid) return;

@@ -341,6 +341,29 @@ describe('UnleashBackendFlag', function () {
       }
     });
 
+    it('says once that the flag is gone from Unleash (archived, deleted), and once that it is back', async function () {
+      let features = FEATURES;
+      respond = (res) => res.writeHead(200, { 'Content-Type': 'application/json', Connection: 'close' }).end(features);
+      const logs: LogEntry[] = [];
+      const dir = mkdtempSync(path.join(tmpdir(), 'unleash-flag-'));
+      const flag = fakeFlag('switchboard-flag-gone', logs, dir);
+      const said = (start: string) => logs.filter((e) => e.msg.startsWith(start));
+      try {
+        await waitUntil('the flag', () => flag.backendFor('anyone') === 'redis', A_MINUTE);
+        features = JSON.stringify({ version: 2, features: [] });
+        await waitUntil('the flag gone', () => flag.backendFor('anyone') === undefined, A_MINUTE);
+        await new Promise((resolve) => setTimeout(resolve, 3 * REFRESH_MS));
+        expect(said('Unleash no longer has the session-storage flag'), 'said once').to.have.length(1);
+        expect(said('Unleash no longer has the session-storage flag')[0]!.level).to.equal('warn');
+        features = FEATURES;
+        await waitUntil('the flag back', () => flag.backendFor('anyone') === 'redis', A_MINUTE);
+        expect(said('Unleash has the session-storage flag again')).to.have.length(1);
+      } finally {
+        await flag.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
     it('survives a poll that fails after close', async function () {
       respond = (res) => {
         held.push(res);
