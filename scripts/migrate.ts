@@ -19,7 +19,9 @@ stopOnFailure(direction === 'up' ? 'migrate' : 'migrate:down');
 const config = scriptConfig();
 const sequelize = await openDatabase(config.databaseUrl);
 try {
-  const umzug = migrator(sequelize);
+  // What this run itself did: umzug also names what another run did meanwhile.
+  const ran: string[] = [];
+  const umzug = migrator(sequelize, ran);
   if (direction === 'down' && !confirmed) {
     const last = (await umzug.executed()).at(-1)?.name;
     const loses = migrations.find((m) => m.name === last)?.downLoses;
@@ -31,7 +33,7 @@ try {
   if (process.exitCode !== 2) {
     // Up as the server applies them: runs at the same moment (two deploy jobs, an instance
     // starting) take turns, and what another applied meanwhile is skipped.
-    const done = direction === 'up' ? await migrateUp(sequelize) : (await umzug.down()).map((m) => m.name);
+    const done = direction === 'up' ? await migrateUp(sequelize) : (await umzug.down(), ran);
     console.log(done.length ? `${direction === 'up' ? 'applied' : 'reverted'}: ${done.join(', ')}` : 'nothing to do');
   }
 } finally {

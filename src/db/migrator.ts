@@ -30,7 +30,8 @@ class MigrationLog implements UmzugStorage {
    * `work` (a migration's up or down) and its row, in one transaction; skipped if another run
    * did it since this one read the list (two deploy jobs, instances starting together).
    */
-  async inTransaction(name: string, direction: 'up' | 'down', work: (transaction: Transaction) => Promise<void>): Promise<void> {
+  async inTransaction(name: string, direction: 'up' | 'down', work: (transaction: Transaction) => Promise<void>): Promise<boolean> {
+    let ran = false;
     await this.inLock(async (transaction) => {
       await this.sequelize.query(`CREATE TABLE IF NOT EXISTS ${TABLE} (name VARCHAR(255) NOT NULL PRIMARY KEY)`, { transaction });
       const recorded = await this.sequelize.query(`SELECT 1 AS found FROM ${TABLE} WHERE name = ?`, { replacements: [name], type: QueryTypes.SELECT, transaction });
@@ -38,7 +39,9 @@ class MigrationLog implements UmzugStorage {
       await work(transaction);
       const statement = direction === 'up' ? `INSERT INTO ${TABLE} (name) VALUES (?)` : `DELETE FROM ${TABLE} WHERE name = ?`;
       await this.sequelize.query(statement, { replacements: [name], transaction });
+      ran = true;
     });
+    return ran;
   }
 
   /**
@@ -48,20 +51,35 @@ class MigrationLog implements UmzugStorage {
   private inLock(work: (transaction: Transaction) => Promise<void>): Promise<void> {
     const postgres = this.sequelize.getDialect() === 'postgres';
     return this.sequelize.transaction(postgres ? {} : { type: Transaction.TYPES.IMMEDIATE }, async (transaction) => {
-      if (postgres) await this.sequelize.query(`SELECT pg_advisory_xact_lock(hashtext('switchboard ${TABLE}'))`, { transaction });
+      if (postgres) {
+        // Waited for however long the other run's migration takes: the connection's lock_timeout
+        // (2 s, database.ts) is for requests, and made a second run fail ("canceling statement due
+        // to lock timeout") once another's migration outlasted its three attempts. The
+        // migration's own statements keep the 2 s.
+        await this.sequelize.query('SET LOCAL lock_timeout = 0', { transaction });
+        await this.sequelize.query(`SELECT pg_advisory_xact_lock(hashtext('switchboard ${TABLE}'))`, { transaction });
+        await this.sequelize.query('SET LOCAL lock_timeout TO DEFAULT', { transaction });
+      }
       await work(transaction);
     });
   }
 }
 
-export function migrator(sequelize: Sequelize) {
+/**
+ * `ran`, if given, collects the names of the migrations this run applied or reverted itself: umzug
+ * reports every migration it found pending, including those another run did meanwhile.
+ */
+export function migrator(sequelize: Sequelize, ran: string[] = []) {
   const qi = sequelize.getQueryInterface();
   const log = new MigrationLog(sequelize);
+  const noting = (name: string) => (done: boolean) => {
+    if (done) ran.push(name);
+  };
   return new Umzug({
     migrations: migrations.map((m) => ({
       name: m.name,
-      up: () => log.inTransaction(m.name, 'up', (transaction) => m.up({ context: qi, transaction })),
-      down: () => log.inTransaction(m.name, 'down', (transaction) => m.down({ context: qi, transaction })),
+      up: () => log.inTransaction(m.name, 'up', (transaction) => m.up({ context: qi, transaction })).then(noting(m.name)),
+      down: () => log.inTransaction(m.name, 'down', (transaction) => m.down({ context: qi, transaction })).then(noting(m.name)),
     })),
     context: qi,
     storage: log,
@@ -76,10 +94,12 @@ export function migrator(sequelize: Sequelize) {
  * run applied meanwhile is then not pending, while a real failure fails again.
  */
 export async function migrateUp(sequelize: Sequelize): Promise<string[]> {
+  // Those this run applied itself, across attempts (an attempt that failed kept what it committed).
+  const ran: string[] = [];
   for (let attempt = 1; ; attempt++) {
     try {
-      const done = await migrator(sequelize).up();
-      return done.map((m) => m.name);
+      await migrator(sequelize, ran).up();
+      return ran;
     } catch (err) {
       if (attempt >= 3) throw err;
       await new Promise((resolve) => setTimeout(resolve, 500 * attempt));

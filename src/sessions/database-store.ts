@@ -54,11 +54,15 @@ export class DatabaseStore implements IndexedSessionStore {
     batchScheduleFn: (callback) => setImmediate(callback),
   });
 
+  /** PostgreSQL's gathered updates skip rows someone else holds (see `update`); SQLite's never skip. */
+  private readonly skipsHeldRows: boolean;
+
   constructor(
     private readonly models: Models,
     private readonly codec: DataCodec = jsonCodec,
   ) {
     this.sql = statementsFor(models.sequelize);
+    this.skipsHeldRows = models.sequelize.getDialect() === 'postgres';
   }
 
   async load(token: string): Promise<SessionRecord | undefined> {
@@ -204,8 +208,8 @@ export class DatabaseStore implements IndexedSessionStore {
 
   /**
    * Updates of distinct sessions, up to 64 per statement; for each, true if its row was written,
-   * else undefined: skipped, if someone else held it (PostgreSQL: database-statements.ts,
-   * updateFromValues), or its version moved, or it is gone.
+   * false if not, undefined if not on PostgreSQL: skipped there if someone else held it
+   * (database-statements.ts, updateFromValues), or its version moved, or it is gone.
    */
   private async updateRows(kind: PendingUpdate['kind'], rows: ReadonlyArray<unknown[]>): Promise<(boolean | undefined)[]> {
     const written = new Set<unknown>();
@@ -217,7 +221,7 @@ export class DatabaseStore implements IndexedSessionStore {
       statements.push(this.updateChunk(kind, chunk).then((hashes) => hashes.forEach((hash) => written.add(hash))));
     }
     await Promise.all(statements);
-    return rows.map((row) => (written.has(row[0]) ? true : undefined));
+    return rows.map((row) => (written.has(row[0]) ? true : this.skipsHeldRows ? undefined : false));
   }
 
   /** One statement for the chunk's rows; the id hashes it wrote. */

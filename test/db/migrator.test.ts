@@ -9,6 +9,8 @@ import path from 'node:path';
 import { openDatabase } from '../../src/db/database.js';
 import { migrateUp, migrator, pendingMigrations } from '../../src/db/migrator.js';
 import { createTestDatabase, withPostgres } from '../support/postgres.js';
+import { migrations } from '../../migrations/index.js';
+import { QueryTypes } from 'sequelize';
 
 describe('migrations applied by two instances starting together', function () {
   this.timeout(60_000);
@@ -44,6 +46,52 @@ describe('migrations applied by two instances starting together', function () {
       } finally {
         await db.drop();
       }
+    }
+  });
+});
+
+describe('migration runs taking turns (PostgreSQL)', function () {
+  this.timeout(60_000);
+
+  it('each reports only the migrations it applied itself', async () => {
+    for (let round = 0; round < 3; round++) {
+      const db = await createTestDatabase('migrate_turns');
+      const [a, b] = [await openDatabase(db.url), await openDatabase(db.url)];
+      try {
+        const applied = await Promise.all([migrateUp(a), migrateUp(b)]);
+        expect(applied.flat().sort(), 'each migration reported once, by the run that applied it').to.deep.equal(migrations.map((m) => m.name).sort());
+      } finally {
+        await Promise.all([a.close(), b.close()]);
+        await db.drop();
+      }
+    }
+  });
+
+  it("waits for another run's migration that takes longer than the connection's lock_timeout", async () => {
+    const db = await createTestDatabase('migrate_wait');
+    const sequelize = await openDatabase(db.url);
+    try {
+      // Another run's long migration, as far as the lock goes: held for 9 s (more than the three
+      // attempts of 2 s lock_timeout and their pauses).
+      const held = withPostgres(db.url, async (other) => {
+        await other.query('BEGIN');
+        await other.query("SELECT pg_advisory_xact_lock(hashtext('switchboard schema_migrations'))");
+        await new Promise((resolve) => setTimeout(resolve, 9_000));
+        await other.query('COMMIT');
+      });
+      // Started once the other holds the lock.
+      for (let tries = 0; tries < 200; tries++) {
+        const [lock] = await sequelize.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND granted", { type: QueryTypes.SELECT });
+        if (lock?.n === 1) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(await migrateUp(sequelize)).to.deep.equal(migrations.map((m) => m.name));
+      await held;
+      const [row] = await sequelize.query<{ lock_timeout: string }>('SHOW lock_timeout', { type: QueryTypes.SELECT });
+      expect(row?.lock_timeout, "the connection's own lock_timeout is left as it was").to.equal('2s');
+    } finally {
+      await sequelize.close();
+      await db.drop();
     }
   });
 });
