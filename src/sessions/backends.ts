@@ -64,6 +64,8 @@ export type ServingStore = SessionStore & {
   availableFor?(idHash: string): boolean;
   /** Writes what the store writes behind (a mirrored store's database copy). */
   flush?(): Promise<void>;
+  /** Writes one session's copy if it is still behind (MirroredStore.copyWritten). */
+  copyWritten?(idHash: string): Promise<void>;
   /** A user's sessions whose database copy this instance has not written yet (MirroredStore). */
   unwrittenOf?(userId: number): SessionRecord[];
 };
@@ -162,6 +164,8 @@ export class SessionBackends {
       // token is not its session id, so it never matches here: its failure stays unknown.)
       if (this.revocations.isSessionIdRevoked(hashSessionId(token))) return undefined;
       if (backend !== 'redis' || err.backend === 'database' || this.fallback === 'none') throw err;
+      // The copy is written behind: this instance's change of a moment ago goes first.
+      await this.stores.redis.copyWritten?.(hashSessionId(token));
       record = await this.stores.database.load(token);
       if (record) {
         this.events.fallback(backend, 'database', err.reason);

@@ -144,6 +144,18 @@ export class MirroredStore implements IndexedSessionStore {
     await Promise.all([this.primary.destroy(record), this.copy('destroy', () => this.mirror.destroy(record), COPY_THROUGH_WAIT_MS)]);
   }
 
+  /**
+   * This session's copy written, if this instance still holds it (waiting, or in a batch on its
+   * way), before the copy is read in place of the primary: else a change acknowledged within
+   * MIRROR_FLUSH_MS is served without, and a change then saved to the copy drops it for good (the
+   * late copy does not overwrite a session that has moved on). Waits at most as long as a copy
+   * written through; past that, the copy is read as it is.
+   */
+  async copyWritten(idHash: string): Promise<void> {
+    const written = this.pending.has(idHash) ? this.flush() : this.flushing;
+    await withinDeadline(written, COPY_THROUGH_WAIT_MS, "the write of a session's copy").catch(() => undefined);
+  }
+
   /** Writes every pending copy now (also on close, so a clean shutdown loses nothing). */
   flush(): Promise<void> {
     clearTimeout(this.flushTimer);
