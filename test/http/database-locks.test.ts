@@ -36,6 +36,15 @@ describe('PostgreSQL with a lock held in psql (database backend)', function () {
     await db?.drop();
   });
 
+  const signedUp = (n: number) =>
+    Promise.all(
+      Array.from({ length: n }, async () => {
+        const user = new Client(app.url);
+        await user.signup();
+        return user;
+      }),
+    );
+
   /** Users that read and change their sessions, a round at a time; every answer's status. */
   async function othersWhile(others: Client[], busy: Promise<unknown>, roundsAfter: number): Promise<number[]> {
     const statuses: number[] = [];
@@ -52,13 +61,7 @@ describe('PostgreSQL with a lock held in psql (database backend)', function () {
   it('one user’s session row locked: only that user’s changes fail (503), everybody else is served, and nobody is logged out', async () => {
     const locked = new Client(app.url);
     const { user } = await locked.signup();
-    const others = await Promise.all(
-      Array.from({ length: OTHERS }, async () => {
-        const other = new Client(app.url);
-        await other.signup();
-        return other;
-      }),
-    );
+    const others = await signedUp(OTHERS);
     await admin.query('BEGIN');
     await admin.query('SELECT id_hash FROM sessions WHERE user_id = $1 FOR UPDATE', [user.id]);
     // The locked user's tabs go on saving, one save after another's answer: more saves in all
@@ -82,13 +85,7 @@ describe('PostgreSQL with a lock held in psql (database backend)', function () {
   });
 
   it('the flag override’s table locked: sessions are served throughout', async () => {
-    const users = await Promise.all(
-      Array.from({ length: OTHERS }, async () => {
-        const u = new Client(app.url);
-        await u.signup();
-        return u;
-      }),
-    );
+    const users = await signedUp(OTHERS);
     await admin.query('BEGIN');
     await admin.query('LOCK TABLE flag_overrides IN ACCESS EXCLUSIVE MODE');
     // Long enough for a poll a second to have filled the pool many times over (10 connections).
