@@ -113,7 +113,10 @@ export class InstanceChannel {
         if (err instanceof ReplyError) this.onError(err);
       }),
       new Promise((resolve) => {
-        timer = setTimeout(resolve, PUBLISH_WAIT_MS);
+        // Given up only after one more look at the sockets: a process held up past the wait (a
+        // long GC, a busy machine) runs its due timers before it reads its sockets, and answered
+        // the change before reading the reply Redis had long sent, and delivered to the others.
+        timer = setTimeout(() => setImmediate(resolve), PUBLISH_WAIT_MS);
       }),
     ]);
     clearTimeout(timer);

@@ -126,6 +126,29 @@ describe('instances told over Redis (instance-channel.ts)', function () {
     await here.override.clear(); // the instances of the next tests share this database
   });
 
+  it('a publishing process held up past the wait still answers only once Redis has taken the message (a busy machine)', async () => {
+    const client = await connect();
+    const heard: unknown[] = [];
+    const publisher = new InstanceChannel(client, 'channel-test:stalled:', () => undefined);
+    const listener = await connect();
+    const subscriber = new InstanceChannel(listener, 'channel-test:stalled:', () => undefined);
+    try {
+      await subscriber.listen('news', (message) => heard.push(message));
+      const published = publisher.publish('news', { hello: 'held up' });
+      // The PUBLISH is on its way; this process is then held up past the 100 ms wait, as one
+      // on a loaded machine is, while Redis answers it and hands the message to the subscriber.
+      const until = Date.now() + 300;
+      while (Date.now() < until);
+      await published;
+      expect(heard, 'the message taken and delivered before publish() settles').to.deep.equal([{ hello: 'held up' }]);
+    } finally {
+      publisher.close();
+      subscriber.close();
+      client.disconnect();
+      listener.disconnect();
+    }
+  });
+
   it('an instance closed before Redis has answered its subscriptions reports nothing (a stop right after start)', async () => {
     const client = await connect();
     const errors: unknown[] = [];
