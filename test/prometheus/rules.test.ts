@@ -340,7 +340,7 @@ describe('the Grafana dashboard (config/grafana/switchboard.json)', function () 
   });
 
   it('uses only contract metrics, recording rules of rules.yml and default process metrics', () => {
-    const allowed = new Set([...CONTRACT_METRICS, ...recordNames, ...DEFAULT_METRICS]);
+    const allowed = new Set([...CONTRACT_METRICS, ...UNLEASH_METRICS, ...recordNames, ...DEFAULT_METRICS]);
     for (const { where, expr } of queries) {
       for (const name of metricNames(expr)) {
         expect(allowed.has(baseName(name)), `${where} uses unknown metric ${name}`).to.equal(true);

@@ -5,8 +5,10 @@
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
+import { dashboardQueries, startPrometheus, substituteVariables, type GrafanaDashboard, type PrometheusProcess } from '../support/prometheus.js';
 import { UnleashTestServer } from '../support/unleash-server.js';
 import { sample } from './metrics-text.js';
 
@@ -24,6 +26,8 @@ describe('a staged rollout through Unleash', function () {
   this.timeout(180_000);
   let unleash: UnleashTestServer;
   let app: AppProcess;
+  /** Scrapes the app, for the dashboard's Unleash panels. */
+  let prometheus: PrometheusProcess;
   const clients: Client[] = [];
 
   before(async () => {
@@ -49,8 +53,10 @@ describe('a staged rollout through Unleash', function () {
       await c.signup();
       clients.push(c);
     }
+    prometheus = await startPrometheus({ scrapeTargets: [new URL(app.url).host], rulesFiles: [] });
   });
   after(async () => {
+    await prometheus?.stop();
     await app?.stop();
     await unleash?.destroy();
   });
@@ -109,12 +115,39 @@ describe('a staged rollout through Unleash', function () {
 
   const metricsText = async () => (await new Client(app.url).get('/metrics')).text;
 
+  /**
+   * What the dashboard's Unleash panels show (config/grafana/switchboard.json), by panel title,
+   * as Prometheus answers their queries: polled (bounded) until `ok` holds, as a scrape comes
+   * every second.
+   */
+  async function unleashPanels(ok: (shown: Record<string, number>) => boolean): Promise<Record<string, number>> {
+    const dashboard = JSON.parse(readFileSync(new URL('../../config/grafana/switchboard.json', import.meta.url), 'utf8')) as GrafanaDashboard;
+    const panels = dashboardQueries(dashboard).filter((q) => /\bunleash_/.test(q.expr));
+    expect(panels.map((q) => q.panel?.title)).to.have.length(2);
+    let shown: Record<string, number> = {};
+    for (let i = 0; i < 60; i++) {
+      shown = {};
+      for (const { expr, panel } of panels) {
+        const [first] = await prometheus.query(substituteVariables(expr, { instance: '.*' }));
+        if (first) shown[panel?.title ?? '?'] = Number(first.value[1]);
+      }
+      if (ok(shown)) return shown;
+      await sleep(250);
+    }
+    throw new Error(`the Unleash panels never showed what was expected: ${JSON.stringify(shown)}`);
+  }
+  const REACHABLE = 'Unleash reachable (worst instance)';
+  const AGE = 'Age of the rollout served (since the last Unleash sync)';
+
   it('moves everyone at 100%', async () => {
     await unleash.setRollout(100, 'redis');
     await until((n) => n === clients.length);
     const text = await metricsText();
     expect(sample(text, 'unleash_up'), 'unleash_up while Unleash answers').to.equal(1);
     expect(sample(text, 'unleash_last_sync_timestamp_seconds')).to.be.closeTo(Date.now() / 1000, 60);
+    await prometheus.waitForScrapes();
+    const shown = await unleashPanels((p) => p[REACHABLE] === 1 && p[AGE] !== undefined);
+    expect(shown[AGE], 'the rollout served is recent').to.be.within(0, 60);
   });
 
   it('keeps serving the last state when Unleash is stopped', async () => {
@@ -123,6 +156,9 @@ describe('a staged rollout through Unleash', function () {
     // What an SRE's alert (UnleashUnreachable) reads: this instance's rollout is frozen.
     for (let i = 0; i < 60 && sample(await metricsText(), 'unleash_up') !== 0; i++) await sleep(250);
     expect(sample(await metricsText(), 'unleash_up'), 'unleash_up once Unleash is gone').to.equal(0);
+    const before = await unleashPanels((p) => p[REACHABLE] === 0);
+    // The rollout served ages while Unleash is away: the panel shows it growing.
+    await unleashPanels((p) => (p[AGE] ?? 0) >= (before[AGE] ?? Infinity) + 2);
     // Lost, the state would give way to SESSION_STORAGE (database) for good; a session that a
     // busy machine's Redis deadline sent to the fallback comes back on a later request.
     await until((n) => n === clients.length);
