@@ -23,7 +23,7 @@ import { CookieStore } from './sessions/cookie-store.js';
 import { DatabaseStore } from './sessions/database-store.js';
 import { GuardedStore, type StoreObserver } from './sessions/guarded-store.js';
 import { MirroredStore } from './sessions/mirrored-store.js';
-import { createRedisClient, missingDatabase, waitForRedis } from './sessions/redis-client.js';
+import { createRedisClient, isMaxClients, missingDatabase, waitForRedis } from './sessions/redis-client.js';
 import { RedisStore } from './sessions/redis-store.js';
 import { InstanceChannel } from './sessions/instance-channel.js';
 import { RevocationSpool } from './sessions/revocation-spool.js';
@@ -152,7 +152,19 @@ export async function openCore(config: Config, logger: Logger, { migrate = true 
   let lastRedisError = -Infinity;
   // Until start-up has checked Redis, a missing database is start-up's to report: it stops there.
   let reportedMissing = true;
+  // The setting through which Redis is found: with Sentinels or a Cluster, REDIS_URL's host is not used.
+  const redisVariable = config.redis.cluster?.length ? 'REDIS_CLUSTER_NODES' : config.redis.sentinels?.length ? 'REDIS_SENTINELS' : 'REDIS_URL';
+  // Redis at `maxclients` refuses each new connection (and each reconnect) with this reply: named
+  // once per connection until it connects again, beside the one-a-minute connection errors.
+  const maxClientsTold = new Set<string>();
+  const maxClients = (connection: string, err: Error, client: Redis | Cluster) => {
+    if (!isMaxClients(err) || maxClientsTold.has(connection)) return;
+    maxClientsTold.add(connection);
+    client.once('ready', () => maxClientsTold.delete(connection));
+    logger.error({ event: 'redis_maxclients', connection, err: err.message, variable: redisVariable }, `Redis refuses the ${connection} connection: ERR max number of clients reached (its maxclients); raise maxclients or find what holds its connections (redis-cli INFO clients)`);
+  };
   redis?.on('error', (err: Error) => {
+    maxClients('main', err, redis);
     const missing = missingDatabase(redis);
     if (missing) {
       // A configuration problem, not an outage: said once, whatever else was said this minute.
@@ -164,9 +176,7 @@ export async function openCore(config: Config, logger: Logger, { migrate = true 
     // last line, not after the last error: errors come every second while Redis refuses us).
     // Timed on the monotonic clock, which a system clock stepped back does not move.
     if (performance.now() - lastRedisError <= 60_000) return;
-    // The setting through which Redis is found: with Sentinels or a Cluster, REDIS_URL's host is not used.
-    const variable = config.redis.cluster?.length ? 'REDIS_CLUSTER_NODES' : config.redis.sentinels?.length ? 'REDIS_SENTINELS' : 'REDIS_URL';
-    logger.warn({ err: err.message, variable }, 'redis connection error');
+    logger.warn({ err: err.message, variable: redisVariable }, 'redis connection error');
     lastRedisError = performance.now();
   });
   if (redis) {
@@ -183,7 +193,10 @@ export async function openCore(config: Config, logger: Logger, { migrate = true 
   const deployment = await deploymentId(models);
   const shared = redis ? `${config.redis.keyPrefix}${deployment}:` : '';
   const channelFailed = new RepeatedWarning(logger, 'instance channel error');
-  const channel = redis && new InstanceChannel(redis, shared, (err) => channelFailed.warn({ err }));
+  // Its own connection refused: instances hear each other's logouts and overrides only by the poll.
+  const channel = redis && new InstanceChannel(redis, shared, (err) => channelFailed.warn({ err }), (err, connection) =>
+    maxClients('instance channel (subscriber)', err, connection),
+  );
   if (redis && channel) {
     // Not waited for: start-up does not wait on Redis, which may be down; until the channel is
     // subscribed, the poll brings other instances' changes.

@@ -34,6 +34,7 @@ export class InstanceChannel {
     private readonly publisher: Redis | Cluster,
     private readonly channelPrefix: string,
     private readonly onError: (err: unknown) => void,
+    onConnectionError?: (err: Error, connection: Redis | Cluster) => void,
   ) {
     // A connection of its own (a subscribed connection can do nothing else), with an offline
     // queue and no limit on a command's retries: the SUBSCRIBE waits for Redis if it is down at
@@ -45,7 +46,9 @@ export class InstanceChannel {
       publisher instanceof Cluster
         ? refuseEmptySlotMaps(publisher.duplicate([], { enableOfflineQueue: true, redisOptions: { ...publisher.options.redisOptions, maxRetriesPerRequest: null } }))
         : publisher.duplicate(waitForRedis);
-    this.subscriber.on('error', () => undefined); // the main client already reports Redis trouble
+    // The main client already reports Redis trouble, but not this connection's own: a Redis at
+    // `maxclients` may take the main client's connection and refuse this one.
+    this.subscriber.on('error', (err: Error) => onConnectionError?.(err, this.subscriber));
     if (publisher instanceof Cluster) {
       // The subscription sits on one node. A node taken out of the cluster (`del-node` leaves it
       // running) no longer hears what is published elsewhere, and this client, which sends

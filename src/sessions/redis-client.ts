@@ -17,6 +17,11 @@ export function createRedisClient(c: RedisConnection): Redis | Cluster {
   // it. Measured side by side (docs/performance.md, fourth round): the session-writing request's
   // p99 halves without it, for about 4 % more CPU per request.
   const common = { enableOfflineQueue: false, maxRetriesPerRequest: 1, enableAutoPipelining: false, connectTimeout: 1000 } as const;
+  // No CLIENT SETINFO on connect: ioredis sends it first and drops its answer, and a Redis at
+  // `maxclients` answers a new connection only with "ERR max number of clients reached" before it
+  // closes it, which then reached nobody (the log said `write EPIPE` or "Stream isn't writeable").
+  // Without it the first command on the connection (the ready check) gets it: see isMaxClients.
+  const noClientInfo = { disableClientInfo: true } as const;
   if (c.cluster?.length) {
     const url = new URL(c.url);
     const cluster = new Cluster(c.cluster, {
@@ -29,7 +34,7 @@ export function createRedisClient(c: RedisConnection): Redis | Cluster {
       // "down" (breaker open, every session served from the database copy) until the old master
       // came back — forever if it never did. A timed refresh finds the promoted replica.
       slotsRefreshInterval: SLOTS_REFRESH_MS,
-      redisOptions: { password: url.password || undefined, username: url.username || undefined, tls: url.protocol === 'rediss:' ? {} : undefined },
+      redisOptions: { ...noClientInfo, password: url.password || undefined, username: url.username || undefined, tls: url.protocol === 'rediss:' ? {} : undefined },
     });
     // Each node's connection is a Redis client of its own, made as the cluster discovers it.
     cluster.on('+node', (node: Redis) => coalesceWrites(node));
@@ -43,12 +48,15 @@ export function createRedisClient(c: RedisConnection): Redis | Cluster {
     // A Sentinel that hangs (its host paused) still takes connections: asked where the master is
     // without a deadline, the client waited on it for as long as it hung, first in the list or
     // not. With one, it asks the next.
-    const client = new Redis({ ...common, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, sentinelCommandTimeout: 1000, ...master, db: Number(url.pathname.slice(1) || 0) });
+    const client = new Redis({ ...common, ...noClientInfo, retryStrategy, sentinels: c.sentinels, name: c.sentinelName, sentinelCommandTimeout: 1000, ...master, db: Number(url.pathname.slice(1) || 0) });
     followSwitches(client, new SwitchWatch(c.sentinels, c.sentinelName));
     return refuseWithoutDatabase(coalesceWrites(client));
   }
-  return refuseWithoutDatabase(coalesceWrites(new Redis(c.url, { ...common, retryStrategy })));
+  return refuseWithoutDatabase(coalesceWrites(new Redis(c.url, { ...common, ...noClientInfo, retryStrategy })));
 }
+
+/** Redis refusing a new connection because it has `maxclients` connections already. */
+export const isMaxClients = (err: unknown): boolean => err instanceof Error && err.message.includes('max number of clients reached');
 
 /** The one ioredis method that asks a node for the slot map (one node at a time, in random order). */
 interface SlotMapAsker {
