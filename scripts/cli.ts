@@ -1,7 +1,10 @@
 /** What the operator scripts share: their options, configuration as the server reads it, and a quiet logger. */
 import 'dotenv/config';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { pino } from 'pino';
+import lockfile from 'proper-lockfile';
 import { ConfigError, loadConfig, type Config } from '../src/config/config.js';
 
 export function scriptConfig(): Config {
@@ -64,4 +67,53 @@ export function onInterrupt(finish: () => Promise<void> | void): void {
         .finally(exit);
     });
   }
+}
+
+/** sysexits' EX_TEMPFAIL: not a failure of this run; try again once the other copy has finished. */
+export const ANOTHER_COPY_EXIT_CODE = 75;
+/**
+ * How long the lock of a copy that stopped without releasing it (killed -9, its host gone) is
+ * still taken as held: the holder renews it every half of this.
+ */
+export const LOCK_STALE_MS = 20_000;
+
+/**
+ * One copy at a time of a script whose progress is kept in `file` (its position): a second copy
+ * stops at once with one line naming the first (exit 75). proper-lockfile's lock (a directory
+ * beside `file`, renewed while held, so it works on storage shared between hosts too) is released
+ * however the process exits short of a kill; a killed copy's lock is taken over once stale. Who
+ * holds it is written beside it, for that line.
+ */
+export async function oneCopyAtATime(script: string, file: string): Promise<void> {
+  const owner = `${file}.owner`;
+  try {
+    await lockfile.lock(file, {
+      realpath: false,
+      stale: LOCK_STALE_MS,
+      // Held up past the stale time (a laptop asleep, Ctrl-Z): another copy may have taken the
+      // lock. Said, not thrown: two copies share the position safely (nothing lost or moved
+      // twice), they only both say "(resuming)" from it.
+      onCompromised: () => console.error(`${script}: this copy was held up and lost its lock; another copy may be running beside it`),
+    });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ELOCKED') throw err;
+    let holder = '';
+    try {
+      const { pid, host, since } = JSON.parse(readFileSync(owner, 'utf8')) as { pid: number; host: string; since: string };
+      holder = ` (pid ${pid} on ${host}, since ${since})`;
+    } catch {
+      // Not written yet, or by a release that did not write it: the line goes without.
+    }
+    console.error(`${script}: another copy is running${holder}; wait for it to finish or stop it (a copy that was killed holds it ${LOCK_STALE_MS / 1000} s more)`);
+    process.exit(ANOTHER_COPY_EXIT_CODE);
+  }
+  const mine = JSON.stringify({ pid: process.pid, host: hostname(), since: new Date().toISOString() });
+  writeFileSync(owner, mine);
+  process.once('exit', () => {
+    try {
+      if (readFileSync(owner, 'utf8') === mine) rmSync(owner);
+    } catch {
+      // gone already
+    }
+  });
 }

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { makeDirectory } from '../src/config/make-directory.js';
 import { openCore } from '../src/core.js';
 import { bulkMigrate, type ServerSideBackend } from '../src/sessions/bulk-migrate.js';
-import { onInterrupt, scriptConfig, scriptLogger, scriptOptions, stopOnFailure } from './cli.js';
+import { onInterrupt, oneCopyAtATime, scriptConfig, scriptLogger, scriptOptions, stopOnFailure } from './cli.js';
 
 const HELP = `Move sessions in bulk between server-side backends.
 
@@ -24,6 +24,7 @@ const HELP = `Move sessions in bulk between server-side backends.
   --restart     ignore a saved position and start from the beginning
   --help        this text
 
+One copy per direction runs at a time: another started meanwhile stops at once (exit 75).
 Cookie-held sessions live in browsers and move on their next request.`;
 
 const values = scriptOptions(
@@ -56,6 +57,13 @@ if (problem || !serverSide(values.from) || !serverSide(values.to)) {
 stopOnFailure('sessions:migrate');
 
 const configured = scriptConfig();
+const cursorFile = path.join(configured.dataDir, `sessions-migrate-${values.from}-to-${values.to}.cursor`);
+// One copy per direction: a second would resume from the first's position as it moves. Refused
+// before anything is opened; a dry run writes no position and takes no lock.
+if (!values['dry-run']) {
+  makeDirectory(configured.dataDir);
+  await oneCopyAtATime(`sessions:migrate --from ${values.from} --to ${values.to}`, cursorFile);
+}
 // No request waits on a move here, and one late answer (a busy Redis, a scheduling hiccup) would
 // stop the run: every store gets the last resort's deadline (LAST_RESORT_TIMEOUT_MS), not the
 // short one that exists to fail a request over fast.
@@ -79,7 +87,6 @@ await core.redis?.ping().catch((err: unknown) => {
   if (sentinels?.length) throw new Error(`REDIS_SENTINELS: cannot reach the master "${sentinelName}" through ${sentinels.map((n) => `${n.host}:${n.port}`).join(',')} (${why})`);
   throw new Error(`REDIS_URL: cannot reach Redis at ${url.host} (${why})`);
 });
-const cursorFile = path.join(config.dataDir, `sessions-migrate-${values.from}-to-${values.to}.cursor`);
 const cursor = !values.restart && existsSync(cursorFile) ? readFileSync(cursorFile, 'utf8').trim() : '';
 // The bar hides the terminal's cursor while it draws: stopped however the run ends, or the
 // operator's terminal is left without one.
