@@ -87,7 +87,7 @@ await core.redis?.ping().catch((err: unknown) => {
   if (sentinels?.length) throw new Error(`REDIS_SENTINELS: cannot reach the master "${sentinelName}" through ${sentinels.map((n) => `${n.host}:${n.port}`).join(',')} (${why})`);
   throw new Error(`REDIS_URL: cannot reach Redis at ${url.host} (${why})`);
 });
-const cursor = !values.restart && existsSync(cursorFile) ? readFileSync(cursorFile, 'utf8').trim() : '';
+const cursor = values.restart ? '' : savedPosition();
 // The bar hides the terminal's cursor while it draws: stopped however the run ends, or the
 // operator's terminal is left without one.
 const bar = new SingleBar({ format: ' {bar} {value}/{total} sessions | {eta_formatted} left', hideCursor: true }, Presets.shades_classic);
@@ -113,7 +113,7 @@ try {
       if (!values['dry-run']) {
         makeDirectory(config.dataDir);
         // Written beside it, then renamed over it: a crash mid-write leaves the last position, not an empty file.
-        writeFileSync(`${cursorFile}.tmp`, position);
+        writeFileSync(`${cursorFile}.tmp`, JSON.stringify({ deployment: core.deployment, position }));
         renameSync(`${cursorFile}.tmp`, cursorFile);
       }
     },
@@ -124,4 +124,23 @@ try {
 } finally {
   bar.stop();
   await core.close();
+}
+
+/**
+ * Where the last run in this direction stopped, if it ran on this database (its deployment id):
+ * the file is named by direction only, and DATA_DIR may serve another DATABASE_URL (staging and a
+ * test copy on one host). Taken from another database, the position skipped every session before
+ * it: those stayed in the source of a run that said it had finished. A position of an older
+ * release (the bare position, no database) is not used either: a run from the start moves the same.
+ */
+function savedPosition(): string {
+  if (!existsSync(cursorFile)) return '';
+  try {
+    const saved = JSON.parse(readFileSync(cursorFile, 'utf8')) as { deployment?: unknown; position?: unknown };
+    if (saved.deployment === core.deployment && typeof saved.position === 'string') return saved.position;
+  } catch {
+    // not ours to read
+  }
+  console.log(`(a saved position not of this database is ignored: starting from the beginning)`);
+  return '';
 }

@@ -9,7 +9,7 @@
 import { expect } from 'chai';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, utimesSync } from 'node:fs';
+import { existsSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
@@ -88,6 +88,18 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
       expect(await core.raw.database.countHeldBy('database')).to.equal(sessions);
       expect(existsSync(lock), 'released at the end').to.equal(false);
       expect(existsSync(`${cursor}.owner`), 'and who held it forgotten').to.equal(false);
+    });
+
+    it('does not resume from a position another database left in DATA_DIR (it skipped the sessions before it)', async () => {
+      for (let i = 0; i < 20; i++) await core.backends.create(makeRecord({}, 'redis'), 'redis');
+      const cursor = path.join(dir, 'sessions-migrate-redis-to-database.cursor');
+      // An interrupted run against another DATABASE_URL with this DATA_DIR, far along its sessions.
+      writeFileSync(cursor, JSON.stringify({ deployment: 'another-database', position: 'f'.repeat(64) }));
+      const next = run();
+      expect(next.status, next.stderr).to.equal(0);
+      expect(next.stdout).to.not.include('(resuming)');
+      expect(next.stdout).to.include('moved 20 sessions');
+      expect(await core.raw.database.countHeldBy('redis'), 'none left in the source').to.equal(0);
     });
   });
 }
