@@ -7,12 +7,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { pino } from 'pino';
 import { Op } from 'sequelize';
-import { loadConfig } from '../../src/config/config.js';
-import { openCore, type Core } from '../../src/core.js';
+import type { Core } from '../../src/core.js';
 import { makeScratchDir } from '../support/child-process.js';
 import { makeRecord } from '../sessions/fixtures.js';
+import { closeScriptCore, openScriptCore } from './script-core.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 
@@ -91,15 +90,10 @@ describe('the operator scripts in an incident', function () {
     before(async () => {
       dir = makeScratchDir('switchboard-interrupted-');
       env = { DATA_DIR: dir, DATABASE_URL: `sqlite:${path.join(dir, 'db.sqlite')}`, REDIS_URL: 'redis://127.0.0.1:6379/0', REDIS_KEY_PREFIX: prefix, SESSION_STORAGE: 'redis', STORE_TIMEOUT_MS: '1000' };
-      core = await openCore(loadConfig(env), pino({ level: 'silent' }));
+      core = await openScriptCore(env);
     });
     after(async () => {
-      const redis = core?.redis;
-      if (redis && 'keys' in redis) {
-        const keys = await redis.keys(`${prefix}*`);
-        if (keys.length) await redis.del(...keys);
-      }
-      await core?.close();
+      await closeScriptCore(core, prefix);
     });
 
     it('sessions:migrate says where it stopped, and the next run moves the rest: every session in the database, none left in Redis', async () => {

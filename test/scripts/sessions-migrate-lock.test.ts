@@ -12,13 +12,12 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { pino } from 'pino';
 import { LOCK_STALE_MS } from '../../scripts/cli.js';
-import { loadConfig } from '../../src/config/config.js';
-import { openCore, type Core } from '../../src/core.js';
+import type { Core } from '../../src/core.js';
 import { makeScratchDir } from '../support/child-process.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { makeRecord } from '../sessions/fixtures.js';
+import { closeScriptCore, openScriptCore } from './script-core.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const ARGS = ['--import', 'tsx', 'scripts/sessions-migrate.ts', '--from', 'redis', '--to', 'database', '--batch', '1'];
@@ -39,16 +38,11 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
       if (dialect === 'postgres') db = await createTestDatabase('migrate_lock');
       const databaseUrl = db?.url ?? `sqlite:${path.join(dir, 'db.sqlite')}`;
       env = { DATA_DIR: dir, DATABASE_URL: databaseUrl, REDIS_URL: 'redis://127.0.0.1:6379/0', REDIS_KEY_PREFIX: prefix, SESSION_STORAGE: 'redis', STORE_TIMEOUT_MS: '1000' };
-      core = await openCore(loadConfig(env), pino({ level: 'silent' }));
+      core = await openScriptCore(env);
       for (let i = 0; i < sessions; i++) await core.backends.create(makeRecord({}, 'redis'), 'redis');
     });
     after(async () => {
-      const redis = core?.redis;
-      if (redis && 'keys' in redis) {
-        const keys = await redis.keys(`${prefix}*`);
-        if (keys.length) await redis.del(...keys);
-      }
-      await core?.close();
+      await closeScriptCore(core, prefix);
       await db?.drop();
     });
 
