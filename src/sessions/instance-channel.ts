@@ -39,9 +39,13 @@ export class InstanceChannel {
     // A connection of its own (a subscribed connection can do nothing else), with an offline
     // queue and no limit on a command's retries: the SUBSCRIBE waits for Redis if it is down at
     // start (with the app's one retry, it failed at the first reconnect and was never sent
-    // again: an instance started during an outage heard nothing until restarted), and ioredis
-    // subscribes again after every reconnect.
-    const waitForRedis = { enableOfflineQueue: true, maxRetriesPerRequest: null };
+    // again: an instance started during an outage heard nothing until restarted), subscribed
+    // again after every reconnect. Subscribed again after a reconnect by this class, not by ioredis (`autoResubscribe`), whose
+    // own SUBSCRIBE on a new connection has no handler for its refusal: an ACL user deleted or
+    // re-passworded while the default user needs no password had it refused (with AUTH's error,
+    // the ready check answered in between), and the unhandled rejection ended the process — every
+    // instance at once. ioredis also forgot a channel whose resubscription failed.
+    const waitForRedis = { enableOfflineQueue: true, maxRetriesPerRequest: null, autoResubscribe: false };
     this.subscriber =
       publisher instanceof Cluster
         ? refuseEmptySlotMaps(publisher.duplicate([], { enableOfflineQueue: true, redisOptions: { ...publisher.options.redisOptions, maxRetriesPerRequest: null } }))
@@ -58,6 +62,11 @@ export class InstanceChannel {
       // client, like the main one, does not take (refuseEmptySlotMaps): taken, it emptied the
       // pool and the subscription waited for a reconnect.
       publisher.on('-node', this.followNodes);
+    }
+    if (!(this.subscriber instanceof Cluster)) {
+      this.subscriber.on('ready', () => {
+        for (const channel of this.listeners.keys()) void this.subscribe(channel);
+      });
     }
     this.subscriber.on('message', (channel: string, message: string) => {
       const listener = this.listeners.get(channel);

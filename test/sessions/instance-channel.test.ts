@@ -7,6 +7,8 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { FlagOverride } from '../../src/flags/override.js';
 import { InstanceChannel } from '../../src/sessions/instance-channel.js';
+import { createRedisClient } from '../../src/sessions/redis-client.js';
+import type { RedisConnection } from '../../src/config/config.js';
 import { RevocationList } from '../../src/sessions/revocations.js';
 import { redisCommand, startRedis, waitUntil, type RedisProcess } from '../support/redis-server.js';
 import { ABSOLUTE_MS, makeRecord, newUserId, sqliteDb, type TestDb } from './fixtures.js';
@@ -146,6 +148,37 @@ describe('instances told over Redis (instance-channel.ts)', function () {
       subscriber.close();
       client.disconnect();
       listener.disconnect();
+    }
+  });
+
+  it('its ACL user deleted under it (its connections dropped, AUTH refused while the default user needs no password): no crash, and heard again once the user is back', async () => {
+    const user = ['ACL', 'SETUSER', 'channel-user', 'on', '>channel-pass', '~*', '&*', '+@all'];
+    await redisCommand(redis.port, user);
+    const url = new URL(redis.url);
+    url.username = 'channel-user';
+    url.password = 'channel-pass';
+    // As the app makes it (redis-client.ts: no CLIENT SETINFO, so the ready check follows AUTH at once).
+    const client = createRedisClient({ url: url.toString() } as RedisConnection);
+    client.on('error', () => undefined);
+    const heard: unknown[] = [];
+    const channel = new InstanceChannel(client, 'channel-test:acl:', () => undefined);
+    const other = await connect();
+    try {
+      await waitUntil('client ready', () => client.status === 'ready');
+      await channel.listen('news', (message) => heard.push(message));
+      // Mocha fails the test on an unhandled rejection (ioredis's own resubscription, refused).
+      await redisCommand(redis.port, ['ACL', 'DELUSER', 'channel-user']);
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await redisCommand(redis.port, user);
+      await waitUntil('heard again', async () => {
+        await other.publish('channel-test:acl:news', JSON.stringify({ n: heard.length }));
+        return heard.length > 0;
+      });
+    } finally {
+      channel.close();
+      client.disconnect();
+      other.disconnect();
+      await redisCommand(redis.port, ['ACL', 'DELUSER', 'channel-user']);
     }
   });
 
