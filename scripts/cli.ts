@@ -96,7 +96,12 @@ export async function oneCopyAtATime(script: string, file: string): Promise<void
       onCompromised: () => console.error(`${script}: this copy was held up and lost its lock; another copy may be running beside it`),
     });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ELOCKED') throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ELOCKED') {
+      // DATA_DIR read-only or immutable, or a file where the lock's directory goes.
+      console.error(`${script}: DATA_DIR: cannot take the lock ${file}.lock (${code ?? (err as Error).message}); DATA_DIR must be writable, and a file of that name removed`);
+      process.exit(1);
+    }
     let holder = '';
     try {
       const { pid, host, since } = JSON.parse(readFileSync(owner, 'utf8')) as { pid: number; host: string; since: string };

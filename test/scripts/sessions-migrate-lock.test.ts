@@ -9,7 +9,7 @@
 import { expect } from 'chai';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LOCK_STALE_MS } from '../../scripts/cli.js';
@@ -82,6 +82,20 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
       expect(await core.raw.database.countHeldBy('database')).to.equal(sessions);
       expect(existsSync(lock), 'released at the end').to.equal(false);
       expect(existsSync(`${cursor}.owner`), 'and who held it forgotten').to.equal(false);
+    });
+
+    it('stops with one line naming DATA_DIR when the lock cannot be taken (a file of its name left there)', () => {
+      const lock = path.join(dir, 'sessions-migrate-redis-to-database.cursor.lock');
+      writeFileSync(lock, 'not a lock');
+      const old = new Date(Date.now() - 2 * LOCK_STALE_MS);
+      utimesSync(lock, old, old);
+      try {
+        const refused = run();
+        expect(refused.status, refused.stderr).to.equal(1);
+        expect(refused.stderr).to.match(/^sessions:migrate --from redis --to database: DATA_DIR: cannot take the lock .+\.cursor\.lock \(ENOTDIR\); DATA_DIR must be writable, and a file of that name removed\n$/);
+      } finally {
+        rmSync(lock, { force: true });
+      }
     });
 
     it('does not resume from a position another database left in DATA_DIR (it skipped the sessions before it)', async () => {
