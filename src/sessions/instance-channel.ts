@@ -27,7 +27,12 @@ export type TopicListener = (message: unknown) => void;
 export class InstanceChannel {
   private readonly subscriber: Redis | Cluster;
   private readonly listeners = new Map<string, TopicListener>();
-  private readonly retries = new Set<NodeJS.Timeout>();
+  /**
+   * The one retry waiting per channel. A refusal seen while one waits (the SUBSCRIBE sent again
+   * on a reconnect) starts no other: one per refusal piled up, each reconnect adding a retry per
+   * channel that went on every SUBSCRIBE_RETRY_MS for as long as Redis refused it.
+   */
+  private readonly retries = new Map<string, NodeJS.Timeout>();
   private closed = false;
 
   constructor(
@@ -97,17 +102,21 @@ export class InstanceChannel {
    */
   private subscribe(channel: string): Promise<void> {
     return this.subscriber.subscribe(channel).then(
-      () => undefined,
+      () => {
+        clearTimeout(this.retries.get(channel));
+        this.retries.delete(channel);
+      },
       (err: unknown) => {
         // Closed before Redis answered (an instance stopped right after start): nothing is wrong.
         if (this.closed) return;
         this.onError(err);
+        if (this.retries.has(channel)) return;
         const retry = setTimeout(() => {
-          this.retries.delete(retry);
+          this.retries.delete(channel);
           void this.subscribe(channel);
         }, SUBSCRIBE_RETRY_MS);
         retry.unref();
-        this.retries.add(retry);
+        this.retries.set(channel, retry);
       },
     );
   }
@@ -139,7 +148,7 @@ export class InstanceChannel {
   close(): void {
     this.closed = true;
     this.publisher.off('-node', this.followNodes);
-    for (const retry of this.retries) clearTimeout(retry);
+    for (const retry of this.retries.values()) clearTimeout(retry);
     this.subscriber.disconnect();
   }
 }

@@ -261,4 +261,36 @@ describe('instances told over Redis (instance-channel.ts)', function () {
       client.disconnect();
     }
   });
+
+  it('a SUBSCRIBE refused across many reconnects is asked again once per retry, not once more per reconnect', async function () {
+    this.timeout(60_000);
+    await redisCommand(redis.port, ['ACL', 'SETUSER', 'nochan', 'on', '>Chan-Password-0123', '~*', 'resetchannels', '+@all']);
+    const url = new URL(redis.url);
+    url.username = 'nochan';
+    url.password = 'Chan-Password-0123';
+    const client = createRedisClient({ url: url.toString() } as RedisConnection);
+    client.on('error', () => undefined);
+    const reported: unknown[] = [];
+    const channel = new InstanceChannel(client, 'channel-test:churn:', (err) => reported.push(err));
+    try {
+      await channel.listen('news', () => undefined);
+      // Its connection dropped 10 times (a flaky network, Redis restarted, CLIENT KILL): each
+      // reconnect subscribes again, and is refused again.
+      for (let i = 0; i < 10; i++) {
+        await redisCommand(redis.port, ['CLIENT', 'KILL', 'USER', 'nochan', 'SKIPME', 'yes']);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      // Over the next retry interval (5 s): the one channel asked again once, not by a chain
+      // started at every reconnect (before: 11 SUBSCRIBEs every 5 s, piling up for as long as
+      // the ACL refused, each reconnect adding one per channel).
+      const before = reported.length;
+      await new Promise((resolve) => setTimeout(resolve, 5_500));
+      expect(reported.length - before).to.be.at.most(2);
+    } finally {
+      channel.close();
+      client.disconnect();
+      await redisCommand(redis.port, ['ACL', 'DELUSER', 'nochan']);
+    }
+  });
 });
