@@ -126,9 +126,15 @@ export async function waitUntil(
 
 class PortTakenError extends Error {}
 
+/**
+ * A Sentinel that calls the master down after 1 s. Its failover-timeout is 10 s rather than 180:
+ * two Sentinels that start an election at the same moment each vote for themselves, and each tries
+ * again only after twice that timeout — six minutes by default, past any test's wait (seen in a
+ * full run: the two Sentinels left beside a hung one never promoted the replica).
+ */
 function sentinelConfig(dir: string, master: { port: number; name: string }): string {
   const file = join(dir, 'sentinel.conf');
-  writeFileSync(file, `sentinel monitor ${master.name} ${HOST} ${master.port} 1\nsentinel down-after-milliseconds ${master.name} 1000\n`);
+  writeFileSync(file, `sentinel monitor ${master.name} ${HOST} ${master.port} 1\nsentinel down-after-milliseconds ${master.name} 1000\nsentinel failover-timeout ${master.name} 10000\n`);
   return file;
 }
 
