@@ -52,6 +52,19 @@ describe('instances told over Redis (instance-channel.ts)', function () {
     return node;
   }
 
+  /**
+   * A client logged in as an ACL user, made as the app makes it (redis-client.ts: no CLIENT
+   * SETINFO, so its ready check follows AUTH at once).
+   */
+  function appClientAs(username: string, password: string) {
+    const url = new URL(redis.url);
+    url.username = username;
+    url.password = password;
+    const client = createRedisClient({ url: url.toString() } as RedisConnection);
+    client.on('error', () => undefined); // these tests refuse its AUTH or SUBSCRIBE on purpose
+    return client;
+  }
+
   before(async () => {
     db = await sqliteDb();
     redis = await startRedis();
@@ -154,12 +167,7 @@ describe('instances told over Redis (instance-channel.ts)', function () {
   it('its ACL user deleted under it (its connections dropped, AUTH refused while the default user needs no password): no crash, and heard again once the user is back', async () => {
     const user = ['ACL', 'SETUSER', 'channel-user', 'on', '>channel-pass', '~*', '&*', '+@all'];
     await redisCommand(redis.port, user);
-    const url = new URL(redis.url);
-    url.username = 'channel-user';
-    url.password = 'channel-pass';
-    // As the app makes it (redis-client.ts: no CLIENT SETINFO, so the ready check follows AUTH at once).
-    const client = createRedisClient({ url: url.toString() } as RedisConnection);
-    client.on('error', () => undefined);
+    const client = appClientAs('channel-user', 'channel-pass');
     const heard: unknown[] = [];
     const channel = new InstanceChannel(client, 'channel-test:acl:', () => undefined);
     const other = await connect();
@@ -265,11 +273,7 @@ describe('instances told over Redis (instance-channel.ts)', function () {
   it('a SUBSCRIBE refused across many reconnects is asked again once per retry, not once more per reconnect', async function () {
     this.timeout(60_000);
     await redisCommand(redis.port, ['ACL', 'SETUSER', 'nochan', 'on', '>Chan-Password-0123', '~*', 'resetchannels', '+@all']);
-    const url = new URL(redis.url);
-    url.username = 'nochan';
-    url.password = 'Chan-Password-0123';
-    const client = createRedisClient({ url: url.toString() } as RedisConnection);
-    client.on('error', () => undefined);
+    const client = appClientAs('nochan', 'Chan-Password-0123');
     const reported: unknown[] = [];
     const channel = new InstanceChannel(client, 'channel-test:churn:', (err) => reported.push(err));
     try {
