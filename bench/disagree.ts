@@ -42,7 +42,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { lastLines, spawnPinned, stop, stopAll, type Child } from './lib/processes.js';
+import { lastLines, runMain, spawnPinned, stop, stopAll, type Child } from './lib/processes.js';
 import { freePort, startRedis, type BenchRedis } from './lib/redis.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/postgres.js';
 
@@ -589,11 +589,4 @@ async function main() {
   }
 }
 
-try {
-  await main();
-} catch (err) {
-  console.error(err instanceof Error ? err.message : err);
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-}
+await runMain(main, cleanup);

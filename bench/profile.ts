@@ -20,7 +20,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { analyse, analysisMarkdown } from './lib/cpuprofile.js';
 import { runLoad } from './lib/load.js';
-import { stop, stopAll } from './lib/processes.js';
+import { runMain, stop, stopAll } from './lib/processes.js';
 import { startRedis, type BenchRedis } from './lib/redis.js';
 import { login, refreshSessions, ROUTES, startTarget, targetDefs, verify, type Login, type Route, type RunningTarget } from './lib/targets.js';
 import { startUnleashStub } from './lib/unleash-stub.js';
@@ -103,14 +103,9 @@ async function main() {
   }
 }
 
-try {
-  await main();
-} catch (err) {
-  console.error(err instanceof Error ? err.message : err);
-  process.exitCode = 1;
-} finally {
+await runMain(main, async () => {
   if (target) await stop(target.child);
   if (redis) await redis.close(target?.redisPrefix ? [target.redisPrefix] : []);
   await stopAll();
   rmSync(tmp, { recursive: true, force: true });
-}
+});

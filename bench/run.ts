@@ -31,7 +31,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runLoad, type LoadGenerator, type Sample } from './lib/load.js';
-import { stop, stopAll } from './lib/processes.js';
+import { runMain, stop, stopAll } from './lib/processes.js';
 import { startRedis, memoryByPrefix, type BenchRedis } from './lib/redis.js';
 import { markdown, type RedisBytes, median } from './lib/report.js';
 import { login, refreshSessions, ROUTES, startTarget, targetDefs, verify, USER_AGENT, type Login, type Route, type RunningTarget } from './lib/targets.js';
@@ -329,11 +329,4 @@ async function main() {
   console.error(`wrote ${path.relative(ROOT, path.join(options.out, `${base}.md`))} and ${base}.raw.json`);
 }
 
-try {
-  await main();
-  await cleanup();
-} catch (err) {
-  console.error(err instanceof Error ? err.message : err);
-  await cleanup();
-  process.exitCode = 1;
-}
+await runMain(main, cleanup);

@@ -32,7 +32,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runLoad, type Sample } from './lib/load.js';
-import { stopAll } from './lib/processes.js';
+import { runMain, stopAll } from './lib/processes.js';
 import { startRedis, type BenchRedis } from './lib/redis.js';
 import { median } from './lib/report.js';
 import { login, refreshSessions, ROUTES, startTarget, targetDefs, verify, type Login, type Route, type RunningTarget } from './lib/targets.js';
@@ -173,13 +173,8 @@ function fail(message: string): never {
   throw new Error(message);
 }
 
-try {
-  await main();
-} catch (err) {
-  console.error(err instanceof Error ? err.message : err);
-  process.exitCode = 1;
-} finally {
+await runMain(main, async () => {
   await stopAll();
   if (redis) await redis.close([]);
   rmSync(tmp, { recursive: true, force: true });
-}
+});

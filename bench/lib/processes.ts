@@ -101,3 +101,19 @@ export function cpuBusy(before: ReturnType<typeof cpuTimes>, after: ReturnType<t
   if (!a || !b || b.total === a.total) return NaN;
   return (b.busy - a.busy) / (b.total - a.total);
 }
+
+/**
+ * A bench script's top level: runs `main`, prints a failure as one line (the message, not a
+ * stack: the failures here are "wrk is not installed" or "the server did not start") with exit
+ * code 1, and always runs `cleanup`, so that no server or Redis outlives the script.
+ */
+export async function runMain(main: () => Promise<void>, cleanup: () => Promise<void>): Promise<void> {
+  try {
+    await main();
+  } catch (err) {
+    console.error(err instanceof Error ? err.message : err);
+    process.exitCode = 1;
+  } finally {
+    await cleanup();
+  }
+}

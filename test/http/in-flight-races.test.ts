@@ -60,6 +60,33 @@ async function startInProcess(env: Record<string, string>): Promise<InProcessApp
   };
 }
 
+/**
+ * Makes saves (not touches) wait at the store while it is closed, so that another request lands
+ * while they are in flight; `held` counts the saves that have reached it.
+ */
+class SaveGate {
+  held = 0;
+  private gate: Promise<void> | undefined;
+  private release = () => {};
+  constructor(backends: SessionBackends) {
+    const update = backends.update.bind(backends);
+    backends.update = async (record, mode, concurrency) => {
+      if (mode === 'save' && this.gate) {
+        this.held++;
+        await this.gate;
+      }
+      return update(record, mode, concurrency);
+    };
+  }
+  close(): void {
+    this.gate = new Promise<void>((resolve) => (this.release = resolve));
+  }
+  open(): void {
+    this.gate = undefined;
+    this.release();
+  }
+}
+
 describe('SESSION_MAX_PER_USER=2 with logins racing a slow listing', function () {
   this.timeout(60_000);
   let app: InProcessApp;
@@ -92,31 +119,19 @@ describe('SESSION_MAX_PER_USER=2 with logins racing a slow listing', function ()
 describe('a save in flight while another tab changes the password or logs in again', function () {
   this.timeout(60_000);
   let app: InProcessApp;
-  /** While set, saves (not touches) wait for it before they reach the store; `held` counts them. */
-  let gate: Promise<unknown> | undefined;
-  let held = 0;
+  let gate: SaveGate;
   before(async () => {
     app = await startInProcess({});
-    const { backends } = app;
-    const update = backends.update.bind(backends);
-    backends.update = async (record, mode, concurrency) => {
-      if (mode === 'save' && gate) {
-        held++;
-        await gate;
-      }
-      return update(record, mode, concurrency);
-    };
+    gate = new SaveGate(app.backends);
   });
   /** Starts `save`, holds it at the store until `other` has answered, then lets it go. */
   async function saveAround<T>(save: () => Promise<T>, other: () => Promise<{ status: number }>) {
-    let open!: () => void;
-    gate = new Promise<void>((resolve) => (open = resolve));
-    const before = held;
+    gate.close();
+    const before = gate.held;
     const saving = save();
-    while (held === before) await delay(5); // the save has read the session and waits at the store
+    while (gate.held === before) await delay(5); // the save has read the session and waits at the store
     const answer = await other();
-    gate = undefined;
-    open();
+    gate.open();
     return { late: await saving, answer };
   }
   after(() => app?.stop());
@@ -445,20 +460,11 @@ describe('saves of one session in flight when Redis stops answering', function (
   this.timeout(60_000);
   let redis: RedisProcess;
   let app: InProcessApp;
-  let gate: Promise<unknown> | undefined;
-  let held = 0;
+  let gate: SaveGate;
   before(async () => {
     redis = await startRedis();
     app = await startInProcess({ SESSION_STORAGE: 'redis', REDIS_URL: redis.url, STORE_TIMEOUT_MS: '200', BREAKER_HALF_OPEN_AFTER_MS: '200' });
-    const { backends } = app;
-    const update = backends.update.bind(backends);
-    backends.update = async (record, mode, concurrency) => {
-      if (mode === 'save' && gate) {
-        held++;
-        await gate;
-      }
-      return update(record, mode, concurrency);
-    };
+    gate = new SaveGate(app.backends);
   });
   after(async () => {
     await app?.stop();
@@ -472,15 +478,13 @@ describe('saves of one session in flight when Redis stops answering', function (
       await tab.signup();
       const id = ((await tab.post('/api/platforms', { name: `p${round}`, type: 'web' })).json.platform as { id: number }).id;
       await app.backends.stores.redis.flush!(); // the database copy (written behind) has the session as it is now
-      let open!: () => void;
-      gate = new Promise<void>((resolve) => (open = resolve));
-      held = 0;
+      gate.close();
+      const before = gate.held;
       // Both read the session from Redis, then wait at the store while Redis hangs.
       const answers = Promise.all([tab.post(`/api/platforms/${id}/activate`), tab.patch('/api/session', { preferences: { counter: round } })]);
-      while (held < 2) await delay(10);
+      while (gate.held < before + 2) await delay(10);
       await redis.pause(3000);
-      gate = undefined;
-      open();
+      gate.open();
       const statuses = (await answers).map((a) => a.status);
       expect(statuses, `round ${round}`).to.deep.equal([200, 200]);
       const now = (await tab.get('/api/session')).json as { session: { backend: string }; platform: { id: number } | null; preferences: { counter?: number } };
