@@ -22,11 +22,12 @@ if (values.help) {
   console.log(USAGE);
   process.exit(0);
 }
-const batch = /^[1-9][0-9]*$/.test(values.batch) ? Number(values.batch) : NaN;
-if (!Number.isInteger(batch) || batch < 1) {
-  console.error('--batch must be a positive whole number');
+// The pattern alone decides: whatever passes it is a whole number of at least 1.
+if (!/^[1-9][0-9]*$/.test(values.batch)) {
+  console.error(`--batch must be a positive whole number (got "${values.batch}")\n\n${USAGE}`);
   process.exit(2);
 }
+const batch = Number(values.batch);
 const keepEventsDays = /^[0-9]{1,6}$/.test(values['keep-events-days']) ? Number(values['keep-events-days']) : NaN;
 if (!Number.isInteger(keepEventsDays)) {
   console.error(`--keep-events-days must be a whole number of days, 0 to keep every audit row (got "${values['keep-events-days']}")\n\n${USAGE}`);

@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import type { Sequelize } from 'sequelize';
 import type { Logger } from 'pino';
 import type { Cluster, Redis } from 'ioredis';
-import { BACKENDS, ConfigError, type BackendName, type Config } from './config/config.js';
+import { BACKENDS, ConfigError, type Config } from './config/config.js';
 import { databaseNow, openDatabase } from './db/database.js';
 import { deploymentId, noteSigningRelease, SIGNING_RELEASE_NOTE_MS, unboundCookiesBefore, unsignedIdsBefore } from './db/deployment.js';
 import { migrateUp, pendingMigrations, SchemaBehindError } from './db/migrator.js';
@@ -129,16 +129,16 @@ export async function openCore(config: Config, logger: Logger, { migrate = true 
   const operationFailed = new Map(BACKENDS.map((b) => [b, new RepeatedWarning(logger, `session backend ${b} failed an operation`)]));
   const observer: StoreObserver = {
     operation(backend, operation, outcome, seconds, err) {
-      metrics.storeOperation(backend as BackendName, operation, outcome, seconds);
-      rollback.record(backend as BackendName, outcome === 'success', seconds);
-      if (outcome === 'error') operationFailed.get(backend as BackendName)?.warn({ event: 'store_error', backend, operation, error: err instanceof Error ? err.message : String(err) });
+      metrics.storeOperation(backend, operation, outcome, seconds);
+      rollback.record(backend, outcome === 'success', seconds);
+      if (outcome === 'error') operationFailed.get(backend)?.warn({ event: 'store_error', backend, operation, error: err instanceof Error ? err.message : String(err) });
     },
     probeFailed(backend, err) {
-      operationFailed.get(backend as BackendName)?.warn({ event: 'store_error', backend, operation: 'probe', error: err instanceof Error ? err.message : String(err) });
+      operationFailed.get(backend)?.warn({ event: 'store_error', backend, operation: 'probe', error: err instanceof Error ? err.message : String(err) });
     },
     availability(backend, up) {
       metrics.storeUp.set({ backend }, up ? 1 : 0);
-      if (up) rollback.forget(backend as BackendName);
+      if (up) rollback.forget(backend);
       // Logged when it changes: while a backend stays down, each failed probe opens the breaker
       // again (every BREAKER_HALF_OPEN_AFTER_MS), which is no news.
       if (availability.get(backend) === up) return;

@@ -1,6 +1,8 @@
 /**
  * Configuration: every setting Switchboard reads, declared once with its default and
- * meaning, parsed and validated once at start. Nothing past start-up reads process.env.
+ * meaning, parsed and validated once at start. Nothing past start-up reads process.env. The
+ * one other read is Node's own UV_THREADPOOL_SIZE (auth/passwords.ts, at import): it sizes
+ * libuv's thread pool, which the password hashing must leave room in; it is not ours to parse.
  *
  * `.env.example` lists the same variables; test/config/config.test.ts keeps the two in step.
  */

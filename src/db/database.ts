@@ -235,8 +235,8 @@ function connectionClosed(err: unknown): boolean {
   return typeof message === 'string' && /^(Connection terminated|Client has encountered a connection error)/.test(message);
 }
 
-/** Whether `err` means "the database cannot be used at the moment": the request gets 503, not 500. */
-export function isDatabaseUnavailable(err: unknown): boolean {
+/** Whether `err` is the database not answering (no connection, a timeout, a stall, a lost link): part of `isDatabaseOutageError`. */
+function isDatabaseUnavailable(err: unknown): boolean {
   if (err instanceof ConnectionError || err instanceof TimeoutError || err instanceof DatabaseStalledError) return true;
   if (!(err instanceof DatabaseError)) return isConnectionLost(err);
   const parent = err.parent as { code?: unknown } | undefined;

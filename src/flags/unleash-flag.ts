@@ -106,7 +106,7 @@ export class UnleashBackendFlag {
 
   private readonly unleash: Unleash;
   private readonly logger?: UnleashFlagOptions['logger'];
-  /** The ignored variants last warned of (see `warnOfIgnoredVariants`). */
+  /** The ignored variants last warned of (see `sayWhatChanged`). */
   private ignoredVariantsSaid = '';
   private ready = false;
   private reachable = false;

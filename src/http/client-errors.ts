@@ -35,7 +35,7 @@ function answer(status: number, code: string, message: string): string {
  * `refused` hears of each answer given here by its code: these requests reach no route, and so
  * no request metric (a slowloris's 408s, a smuggling attempt's 400s).
  */
-export function answerClientErrors(server: Server, refused: (code: string) => void = () => undefined): void {
+export function answerClientErrors(server: Server, refused: (code: string) => void): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: ServerResponse | null }) => {
     const inFlight = socket._httpMessage;
     if (err.code !== 'ECONNRESET' && socket.writable && (!inFlight || !inFlight.headersSent)) {

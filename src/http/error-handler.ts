@@ -10,10 +10,9 @@ import { performance } from 'node:perf_hooks';
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import { PasswordHashingBusyError } from '../auth/passwords.js';
-import { SessionConflictError, SessionTooLargeError } from '../sessions/errors.js';
 import { describeDatabaseError, isDatabaseOutageError } from '../db/database.js';
-import { BackendUnavailableError } from '../sessions/errors.js';
-import { BadRequestError, FeatureDisabledError, HttpError, InvalidCredentialsError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotAnObjectError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionConflictHttpError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
+import { BackendUnavailableError, SessionConflictError, SessionTooLargeError } from '../sessions/errors.js';
+import { BadRequestError, FeatureDisabledError, HttpError, InternalError, InvalidCredentialsError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotAnObjectError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionConflictHttpError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
 
 // The methods whose bodies the body parser reads (its default parsedMethods).
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
@@ -169,7 +168,7 @@ export function errorHandler(logger: Logger) {
         if (known) error = known;
         else {
           logger.error({ err }, 'unhandled error');
-          error = new HttpError(500, 'internal_error', 'Something went wrong on our side');
+          error = new InternalError();
         }
       }
       ctx.status = error.status;

@@ -1,7 +1,10 @@
 /**
- * Every error the API answers with: a class per stable `code`. Thrown where the problem is
- * found; turned into `{error: {code, message}}` by error-handler.ts and nowhere else.
- * test/http/errors.test.ts checks these codes against ../shared/API.md.
+ * The errors our code answers with: a class per stable `code`, thrown where the problem is
+ * found and turned into `{error: {code, message}}` by error-handler.ts. Two kinds of answer do
+ * not start as a thrown class: an error status a library set without a body (error-handler.ts,
+ * FOR_STATUS: `forbidden`, `not_acceptable`, `request_timeout`, …), and what Node's HTTP parser
+ * refuses before Koa sees a request (client-errors.ts). Both use the same shape and codes.
+ * test/http/errors.test.ts checks every code against ../shared/API.md.
  */
 export class HttpError extends Error {
   override name = 'HttpError';
@@ -127,5 +130,11 @@ export class SessionConflictHttpError extends HttpError {
 export class ServiceUnavailableError extends HttpError {
   constructor(message = 'The service cannot serve this request right now') {
     super(503, 'service_unavailable', message, { 'Retry-After': '1' });
+  }
+}
+/** Anything we did not expect: logged with its stack, answered without it. */
+export class InternalError extends HttpError {
+  constructor() {
+    super(500, 'internal_error', 'Something went wrong on our side');
   }
 }

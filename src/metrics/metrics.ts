@@ -15,13 +15,11 @@ export type SelectionSource = (typeof SELECTION_SOURCES)[number];
 export const ROLLBACK_TRIGGERS = ['error_rate', 'latency'] as const;
 export type RollbackTrigger = (typeof ROLLBACK_TRIGGERS)[number];
 export const LOGIN_OUTCOMES = ['success', 'failure', 'rate_limited', 'disabled'] as const;
-export type LoginOutcome = (typeof LOGIN_OUTCOMES)[number];
 /** The codes of requests answered before any route (http/client-errors.ts, the Host check). */
 export const REFUSAL_CODES = ['bad_request', 'headers_too_large', 'request_timeout', 'method_not_allowed', 'expectation_failed'] as const;
 export const REVOCATION_REASONS = ['logout', 'user', 'others', 'password_change', 'admin', 'disabled', 'revoke_all', 'limit'] as const;
 export type RevocationReason = (typeof REVOCATION_REASONS)[number];
 export const FALLBACK_REASONS = ['error', 'timeout', 'circuit_open'] as const;
-export type FallbackReason = (typeof FALLBACK_REASONS)[number];
 
 // Store operations take 0.05–1 ms on loopback: the buckets start at 0.1 ms so p99 means something.
 const STORE_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];

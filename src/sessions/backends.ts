@@ -45,8 +45,10 @@ export interface BackendEvents {
 
 export type MigrationCause = 'flag' | 'fallback' | 'too_large';
 
-/** What a probe of a backend found; `disabled`: switched off by configuration (REDIS_URL=none). */
-/** `read_only`: it answers and serves reads, and takes no writes (a full disk, a standby). */
+/**
+ * What a probe of a backend found. `read_only`: it answers and serves reads, and takes no writes
+ * (a full disk, a standby); `disabled`: switched off by configuration (REDIS_URL=none).
+ */
 export type BackendHealth = 'up' | 'down' | 'read_only' | 'disabled';
 
 /** What a save needs to merge with a concurrent one: the version the request read, and what it changed. */

@@ -6,13 +6,14 @@
  *
  * The deadline is ours rather than cockatiel's timeout policy: that one builds an
  * AbortController, an event race and listeners for every call, which cost more than a Redis
- * round trip (docs/performance.md, finding 2). Here a call costs one timer. And a deadline is
+ * round trip (docs/performance.md, "Where the time went", item 2). Here a call costs one timer. And a deadline is
  * judged only after the event loop has read the I/O that was waiting for it: on a saturated
  * process an answer can sit in the socket while other requests run, and that is our own
  * queueing, not the backend being slow — failing over then would move load to a slower backend
  * exactly when capacity is short (finding 1).
  */
 import { CircuitState, ConsecutiveBreaker, circuitBreaker, handleWhen, isBrokenCircuitError, type CircuitBreakerPolicy } from 'cockatiel';
+import type { BackendName } from '../config/config.js';
 import type { StoreOperation } from '../metrics/metrics.js';
 import { BackendUnavailableError, SessionConflictError, SessionTooLargeError, type FailureReason } from './errors.js';
 import { hashSessionId, type SessionRecord } from './session.js';
@@ -153,10 +154,10 @@ function withDeadline<T>(work: Promise<T>, ms: number, backend: string, liveness
 
 export interface StoreObserver {
   /** `err`: what the backend said, for an `error` outcome (a timeout is the guard's own verdict). */
-  operation(backend: string, operation: StoreOperation, outcome: 'success' | 'error' | 'timeout', seconds: number, err?: unknown): void;
-  availability(backend: string, up: boolean): void;
+  operation(backend: BackendName, operation: StoreOperation, outcome: 'success' | 'error' | 'timeout', seconds: number, err?: unknown): void;
+  availability(backend: BackendName, up: boolean): void;
   /** A probe the backend answered with an error (not a timeout, not an open breaker): what it said. */
-  probeFailed?(backend: string, err: unknown): void;
+  probeFailed?(backend: BackendName, err: unknown): void;
 }
 
 export interface GuardOptions {

@@ -8,7 +8,7 @@
  *       layout's 43-character keys.
  *   <prefix>u:<userId>  sorted set of the user's full id hashes scored by absolute expiry
  *       (option `userIndex`). Written at create, removed from at destroy and evict, pruned
- *       on read; a save or touch cannot change either, so they leave it alone.
+ *       on read and of past absolute expiries at create; a save or touch cannot change either, so they leave it alone.
  *
  * Per request: a load is one GET; a save one SET (or one script when it must check the
  * version); a touch one script.
@@ -163,10 +163,19 @@ class RedisSessionStore implements SessionStore {
     return r.id;
   }
 
-  /** Sent together, applied in order on the key's one node; the index outlives any session in it. */
+  /**
+   * Sent together, applied in order on the key's one node; the index outlives any session in it.
+   * Members past their absolute expiry go at each add, not only when the user's sessions are
+   * listed: a user nobody lists (koa-session's, all filed under user 0) would otherwise keep
+   * every session it ever had while new ones keep the index alive.
+   */
   private addToUserIndex(r: SessionRecord): Array<Promise<unknown>> {
     const userKey = this.userKey(r.userId);
-    return [this.redis.zadd(userKey, r.absoluteExpiresAt, r.idHash), this.redis.pexpire(userKey, this.options.absoluteTimeoutMs)];
+    return [
+      this.redis.zremrangebyscore(userKey, '-inf', Date.now()),
+      this.redis.zadd(userKey, r.absoluteExpiresAt, r.idHash),
+      this.redis.pexpire(userKey, this.options.absoluteTimeoutMs),
+    ];
   }
 
   /**

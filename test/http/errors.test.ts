@@ -18,7 +18,6 @@ function ourCodes(): Set<string> {
     const Ctor = value as unknown as new (...args: unknown[]) => errors.HttpError;
     codes.add(new Ctor('x', 1).code);
   }
-  codes.add('internal_error'); // the bare 500 of error-handler.ts
   for (const [code] of Object.values(FOR_STATUS)) codes.add(code);
   for (const [, code] of Object.values(PARSER_REFUSALS)) codes.add(code);
   return codes;

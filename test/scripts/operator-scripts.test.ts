@@ -39,6 +39,7 @@ describe('the operator scripts on the command line', function () {
     ['sessions-migrate', ['--from', 'cookie', '--to', 'database'], /^--from cookie: cookie sessions live in browsers/],
     ['sessions-migrate', ['--from', 'redis', '--to', 'redis'], /^--from and --to must differ/],
     ['sessions-migrate', ['--from', 'redis', '--to', 'database', '--batch', '0'], /^--batch must be a positive whole number/],
+    ['sessions-cleanup', ['--batch', '0'], /^--batch must be a positive whole number/],
   ] as const) {
     it(`${script} ${args.join(' ')}: one line, then how to call it (exit 2)`, () => {
       const { status, stderr } = run(script, [...args]);

@@ -234,6 +234,15 @@ describe('RedisStore on Redis (layout, index, races, the previous layout)', func
       expect(await client.exists(userKey(r.userId))).to.equal(0, 'a save or touch never writes the index');
     });
 
+    it('drops members past their absolute expiry when a session is added: an index nobody lists stays as small as its live sessions', async () => {
+      const userId = newUserId();
+      const past = Date.now() - 1000;
+      for (let i = 0; i < 20; i++) await client.zadd(userKey(userId), past - i, hashSessionId(`gone-${i}`)); // sessions that expired unlisted
+      const r = fresh({ userId });
+      await indexed.create(r);
+      expect(await client.zrange(userKey(userId), 0, -1)).to.deep.equal([r.idHash]);
+    });
+
     it('is pruned on listing of members whose session is gone or expired, and emptied by destroy', async () => {
       const userId = newUserId();
       const [kept, deleted, destroyed] = [fresh({ userId }), fresh({ userId }), fresh({ userId })];
