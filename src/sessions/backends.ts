@@ -17,6 +17,7 @@
  * Redis holds a newer copy (`redisCopy`, `current`). A sealed cookie comes with the request
  * itself, and a database session's row is its directory entry: neither has a copy elsewhere to ask.
  */
+import { isDeepStrictEqual } from 'node:util';
 import { BACKENDS, type BackendName } from '../config/config.js';
 import { withinDeadline } from '../db/database.js';
 import type { DatabaseStore } from './database-store.js';
@@ -24,7 +25,7 @@ import { isDisabled } from './disabled-store.js';
 import { BackendUnavailableError, SessionConflictError, type FailureReason } from './errors.js';
 import type { SessionIndex, SessionStore } from './store.js';
 import type { RevocationList } from './revocations.js';
-import { applyMergePatch, hashSessionId, type SessionRecord } from './session.js';
+import { applyMergePatch, hashSessionId, mergePatchBetween, type SessionRecord } from './session.js';
 import { SessionCookieValue } from './session-cookie-value.js';
 
 /** How long a move is remembered for requests that read the session before it (see `migrate`). */
@@ -377,14 +378,8 @@ export class SessionBackends {
         } catch (err) {
           this.events.secondaryFailure(err, `evict from ${from}`);
         }
-        // A save reached the Redis copy after this move read it, so the eviction kept it: left
-        // there, it would go on taking changes apart from the moved copy. It moves too, with
-        // this request's changes on top.
         const left = from === 'redis' ? await this.redisCopy(record.id) : undefined;
-        if (!left || left.version <= readVersion) return written;
-        source = { ...record, backend: 'redis', data: concurrency ? mergeChanges(left, record, concurrency) : left.data, version: left.version };
-        readVersion = left.version;
-        continue;
+        return left && left.version > readVersion ? this.takeLeftBehind(written, left, record, concurrency) : written;
       }
       const current = await this.current(record);
       if (!current) return undefined;
@@ -395,6 +390,49 @@ export class SessionBackends {
       source = mine;
       readVersion = current.version;
     }
+    return moved;
+  }
+
+  /**
+   * Saves reached the Redis copy after a move read it: requests that had read the session there
+   * before it moved, and were told to keep it there (the flag flipped back for them). So the
+   * eviction kept that copy, and left there it would go on taking their changes (answered 200)
+   * while every read follows the directory to the moved one. Moving it again lost the race to
+   * such saves as often as it was tried. Instead it is taken: removed at the version just read,
+   * a Redis round trip in which a save rarely lands (one that does is taken with the next try);
+   * from then on a save finds no copy there and follows the session (`saveMerging`). What the
+   * taken saves changed is then saved on top of the moved copy, merged as `update` merges, so a
+   * request that followed meanwhile keeps its change too. A copy the directory says is the
+   * session's again (moved back by an instance that disagrees) is left alone.
+   */
+  private async takeLeftBehind(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency): Promise<Written | undefined> {
+    for (let tries = 0; tries < 10; tries++) {
+      const entry = await this.directory.loadByHash(record.idHash);
+      if (!entry || entry.backend === 'redis') return moved;
+      try {
+        await this.stores.redis.evict(left);
+      } catch (err) {
+        this.events.secondaryFailure(err, 'take a copy left in redis');
+        return moved;
+      }
+      const after = await this.redisCopy(record.id);
+      if (after?.version === left.version) return moved; // not removed: Redis did not take the write
+      if (after) {
+        left = after;
+        continue;
+      }
+      const mine = concurrency ? mergeChanges(left, record, concurrency) : left.data;
+      const changedKeys = new Set(Object.keys({ ...moved.record.data, ...mine }).filter((key) => !isDeepStrictEqual(moved.record.data[key], mine[key])));
+      if (changedKeys.size === 0) return moved;
+      const patches = new Map<string, Record<string, unknown>>();
+      for (const key of changedKeys) {
+        const [was, now] = [moved.record.data[key], mine[key]];
+        if (isPlainObject(was) && isPlainObject(now)) patches.set(key, mergePatchBetween(was, now));
+      }
+      const merged = { ...moved.record, data: mine, version: moved.record.version + 1 };
+      return this.update(merged, 'save', { readVersion: moved.record.version, changedKeys, patches });
+    }
+    this.events.secondaryFailure(new Error('saves kept landing on it'), 'take a copy left in redis');
     return moved;
   }
 
@@ -606,4 +644,8 @@ function mergeChanges(current: SessionRecord, record: SessionRecord, concurrency
     merged[key] = patch ? applyMergePatch(current.data[key], patch) : record.data[key];
   }
   return merged as SessionRecord['data'];
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
 }

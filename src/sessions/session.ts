@@ -3,6 +3,7 @@
  * the HTTP layer works with `Session`, which adds change detection on top of a record.
  */
 import { hash, randomBytes } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import type { BackendName } from '../config/config.js';
 
 /** The application data a session carries. Anything JSON-serialisable may be added. */
@@ -132,6 +133,14 @@ export function applyMergePatch(base: unknown, patch: Readonly<Record<string, un
     else merged[key] = value;
   }
   return merged;
+}
+
+/** The one-level merge patch that `applyMergePatch` turns `from` into `to` with: keys changed or added, removed ones as null. */
+export function mergePatchBetween(from: Readonly<Record<string, unknown>>, to: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const patch: Record<string, unknown> = {};
+  for (const key of Object.keys(from)) if (!(key in to)) patch[key] = null;
+  for (const [key, value] of Object.entries(to)) if (!isDeepStrictEqual(from[key], value)) patch[key] = value;
+  return patch;
 }
 
 /** The public view of a session, as the API shows it. */

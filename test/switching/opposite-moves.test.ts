@@ -129,6 +129,43 @@ describe('two instances moving one session in opposite directions at once', func
     expect((await toDatabase.backends.open(written!.cookieValue))?.data).to.deep.include({ savedMeanwhile: true, moving: true });
   });
 
+  it('takes a Redis copy that saves keep reaching while the move evicts it, and keeps every change', async () => {
+    const created = await toRedis.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { theme: 'dark' } } }, 'redis'), 'redis');
+    const read = (await toDatabase.backends.open(created.cookieValue))!;
+    const redisStore = toRedis.raw.redis!;
+    const stores = toDatabase.backends.stores;
+    const evict = stores.redis.evict.bind(stores.redis);
+    // Before each of the first three evictions, one more request that had read the session in
+    // Redis saves there (the flag flipped back for it): the first changes a preference.
+    let landed = 0;
+    stores.redis.evict = async (r) => {
+      if (landed < 3) {
+        const now = (await redisStore.load(created.record.id))!;
+        landed++;
+        const data = landed === 1 ? { ...now.data, preferences: { ...(now.data.preferences as object), lang: 'fr' } } : { ...now.data, [`savedMeanwhile${landed}`]: true };
+        await redisStore.save({ ...now, data, version: now.version + 1 }, now.version);
+      }
+      return evict(r);
+    };
+    let written: Written | undefined;
+    try {
+      const patch = { fontSize: 14 };
+      const changed: SessionRecord = { ...read, data: { ...read.data, moving: true, preferences: { ...(read.data.preferences as object), ...patch } }, version: read.version + 1 };
+      written = await toDatabase.backends.migrate(changed, 'database', 'flag', { readVersion: read.version, changedKeys: new Set(['moving', 'preferences']), patches: new Map([['preferences', patch]]) });
+    } finally {
+      stores.redis.evict = evict;
+    }
+    expect(landed).to.equal(3);
+    expect(written?.record.backend).to.equal('database');
+    expect(await redisStore.load(created.record.id), 'no Redis copy left to take changes').to.equal(undefined);
+    expect((await toDatabase.backends.open(written!.cookieValue))?.data).to.deep.include({
+      moving: true,
+      savedMeanwhile2: true,
+      savedMeanwhile3: true,
+      preferences: { theme: 'dark', lang: 'fr', fontSize: 14 },
+    });
+  });
+
   it('a save that finds the session moved since it read it follows the session, rather than writing where nothing reads it', async () => {
     const created = await toDatabase.backends.create(makeRecord({}, 'database'), 'database');
     const cookie = created.cookieValue;
