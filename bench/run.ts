@@ -42,6 +42,20 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // ---------------------------------------------------------------- options
 
 const argv = process.argv.slice(2);
+/** A mistake on the command line: one line and exit 2, before anything starts. */
+function usageError(message: string): never {
+  console.error(`${message} (npm run bench -- --help lists the options)`);
+  process.exit(2);
+}
+const FLAGS = ['help', 'h', 'quick', 'no-build', 'no-unleash', 'keep-tmp'];
+const VALUED = ['rounds', 'duration', 'warmup', 'preroll', 'connections', 'sessions', 'targets', 'routes', 'loadgen', 'redis-url', 'server-cpu', 'load-cpu', 'out', 'sb-root', 'compare', 'sb-env'];
+// A mistyped option (`--quik`) would otherwise be ignored, and the full 17-minute run start.
+for (let i = 0; i < argv.length; i++) {
+  const name = /^--?([^=]+)/.exec(argv[i]!)?.[1];
+  if (name === undefined) usageError(`unexpected argument ${argv[i]}`);
+  if (VALUED.includes(name) && !argv[i]!.includes('=')) i++;
+  else if (!FLAGS.includes(name) && !VALUED.includes(name)) usageError(`unknown option ${argv[i]}`);
+}
 function flag(name: string): boolean {
   return argv.includes(`--${name}`);
 }
@@ -68,7 +82,7 @@ if (flag('help') || flag('h')) {
 const quick = flag('quick');
 const num = (name: string, env: string, full: number, q: number) => {
   const v = Number(opt(name, env, String(quick ? q : full)));
-  if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} must be a number`);
+  if (!Number.isFinite(v) || v < 0) usageError(`--${name} must be a number`);
   return v;
 };
 const options = {
@@ -94,7 +108,7 @@ const options = {
   sbRoot: path.resolve(ROOT, opt('sb-root', 'BENCH_SB_ROOT', '.')),
   variants: repeated('compare').map((lv) => {
     const eq = lv.indexOf('=');
-    if (eq < 1 || !/^[\w.-]+$/.test(lv.slice(0, eq))) throw new Error('--compare takes LABEL=DIR (label: letters, digits, . _ -)');
+    if (eq < 1 || !/^[\w.-]+$/.test(lv.slice(0, eq))) usageError('--compare takes LABEL=DIR (label: letters, digits, . _ -)');
     return { label: lv.slice(0, eq), root: path.resolve(ROOT, lv.slice(eq + 1)) };
   }),
   // Switchboard runs on its defaults, STORE_TIMEOUT_MS (25 ms) included: the store deadline no
@@ -104,7 +118,7 @@ const options = {
     [...repeated('sb-env').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])].filter(([k]) => k),
   ) as Record<string, string>,
 };
-for (const r of options.routes) if (!(ROUTES as readonly string[]).includes(r)) throw new Error(`unknown route ${r}: use ${ROUTES.join(', ')}`);
+for (const r of options.routes) if (!(ROUTES as readonly string[]).includes(r)) usageError(`unknown route ${r}: use ${ROUTES.join(', ')}`);
 
 // ---------------------------------------------------------------- preflight
 

@@ -91,10 +91,10 @@ async function cleanupChild(url: string, batch: number, variant: Variant): Promi
 }
 
 /**
- * `current`: DatabaseStore.deleteExpired as it is. `ordered`: the scale part of the change
- * docs/scale.md suggests — the same two statements, the SELECT ordered by expires_at so that
- * PostgreSQL walks the expires_at index instead of a LIMITed sequential or bitmap scan. (The
- * expiry re-check it also suggests for the DELETE is a correctness fix and is left out here.)
+ * `current`: DatabaseStore.deleteExpired as it is — since 6986376 one DELETE whose batch is the
+ * ordered SELECT. `ordered`: the change docs/scale.md first suggested, kept for comparison — two
+ * statements, the SELECT ordered by expires_at so that PostgreSQL walks the expires_at index
+ * instead of a LIMITed sequential or bitmap scan. (Its tables' "as is" was the code before both.)
  */
 function deleter(models: Models, variant: Variant): (limit: number) => Promise<number> {
   if (variant === 'current') {
@@ -110,33 +110,44 @@ function deleter(models: Models, variant: Variant): (limit: number) => Promise<n
 
 // ------------------------------------------------------------------ options
 
-const { values: opts } = parseArgs({
-  options: {
-    quick: { type: 'boolean', default: false },
-    sizes: { type: 'string' },
-    backends: { type: 'string', default: 'sqlite,postgres,redis' },
-    samples: { type: 'string', default: '5000' },
-    'list-samples': { type: 'string', default: '1000' },
-    expired: { type: 'string', default: '10000' },
-    batch: { type: 'string', default: '500' },
-    'baseline-ms': { type: 'string', default: '2000' },
-    json: { type: 'string' },
-    help: { type: 'boolean', default: false },
-  },
-});
+/** A mistake on the command line: one line and exit 2, before anything starts. */
+function usageError(message: string): never {
+  console.error(`${message} (bench/scale.ts --help lists the options)`);
+  process.exit(2);
+}
+const OPTIONS = {
+  quick: { type: 'boolean', default: false },
+  sizes: { type: 'string' },
+  backends: { type: 'string', default: 'sqlite,postgres,redis' },
+  samples: { type: 'string', default: '5000' },
+  'list-samples': { type: 'string', default: '1000' },
+  expired: { type: 'string', default: '10000' },
+  batch: { type: 'string', default: '500' },
+  'baseline-ms': { type: 'string', default: '2000' },
+  json: { type: 'string' },
+  help: { type: 'boolean', default: false },
+} as const;
+function parseOptions() {
+  try {
+    return parseArgs({ options: OPTIONS }).values;
+  } catch (err) {
+    return usageError(err instanceof Error ? err.message : String(err));
+  }
+}
+const opts = parseOptions();
 if (opts.help) {
   console.log(readFileHeader());
   process.exit(0);
 }
 const positive = (name: string, v: string) => {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive whole number (got ${v})`);
+  if (!Number.isInteger(n) || n < 1) usageError(`--${name} must be a positive whole number (got ${v})`);
   return n;
 };
 const SIZES = (opts.sizes ?? (opts.quick ? '10000,100000' : '10000,100000,1000000')).split(',').map((s) => positive('sizes', s));
-if (SIZES.some((s, i) => i > 0 && s <= SIZES[i - 1]!)) throw new Error('--sizes must increase: each size is filled on top of the one before');
+if (SIZES.some((s, i) => i > 0 && s <= SIZES[i - 1]!)) usageError('--sizes must increase: each size is filled on top of the one before');
 const BACKENDS = opts.backends.split(',') as Array<'sqlite' | 'postgres' | 'redis'>;
-for (const b of BACKENDS) if (!['sqlite', 'postgres', 'redis'].includes(b)) throw new Error(`unknown backend ${b}`);
+for (const b of BACKENDS) if (!['sqlite', 'postgres', 'redis'].includes(b)) usageError(`unknown backend ${b}: use sqlite, postgres, redis`);
 const SAMPLES = positive('samples', opts.samples);
 const LIST_SAMPLES = positive('list-samples', opts['list-samples']);
 const EXPIRED = positive('expired', opts.expired);
@@ -222,6 +233,8 @@ const median = (xs: number[]) => quantile([...xs].sort((a, b) => a - b), 0.5);
 const cleanups: Array<() => Promise<void>> = [];
 const children = new Set<ChildProcess>();
 let cleaning: Promise<void> | undefined;
+/** Set on SIGINT/SIGTERM: the Redis fill stops, so no key is written after its prefix is deleted. */
+let stopping = false;
 function releaseAll(): Promise<void> {
   cleaning ??= (async () => {
     for (const child of children) child.kill('SIGTERM');
@@ -238,6 +251,7 @@ function releaseAll(): Promise<void> {
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
     console.error(`\n${signal}: cleaning up`);
+    stopping = true;
     void releaseAll().finally(() => process.exit(130));
   });
 }
@@ -598,7 +612,9 @@ async function runSql(kind: 'sqlite' | 'postgres'): Promise<BackendResult> {
       // with this id's hash in place of the parameter.
       const loadSql = `SELECT * FROM sessions WHERE id_hash = '${hashSessionId(liveId(Math.floor(Math.random() * size)))}'`;
       const [listSql] = await capture(db, () => db.store.listByUser(LIST_USER));
-      const [deleteSql] = await capture(db, () => db.store.deleteExpired(BATCH));
+      // deleteExpired() too (one DELETE whose batch is this SELECT; EXPLAIN ANALYZE of the DELETE
+      // itself would delete): the SELECT of a batch, as src/sessions/database-statements.ts sends it.
+      const deleteSql = `SELECT id_hash FROM sessions WHERE expires_at <= ${Date.now()} ORDER BY expires_at LIMIT ${BATCH}${kind === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : ''}`;
       const [orderedSql] = await capture(db, () => deleter(db.models, 'ordered')(BATCH));
       const plans = { load: await explain(db, loadSql!), list: await explain(db, listSql!), deleteExpired: await explain(db, withNow(deleteSql!)) };
 
@@ -662,7 +678,10 @@ async function runRedis(): Promise<BackendResult> {
   });
   cleanups.push(async () => redis.disconnect());
   if (!(await waitForRedis(redis, 3000))) throw new Error('Redis at 127.0.0.1:6379 does not answer');
+  // The fill's batch in flight: its keys are written after a signal too, so the deletion waits for it.
+  let inFlight: Promise<unknown> = Promise.resolve();
   cleanups.push(async () => {
+    await inFlight;
     log(`redis: deleted ${await deleteByPrefix(redis, prefix)} keys under ${prefix}`);
   });
   const store = new RedisStore(redis, { keyPrefix: prefix, absoluteTimeoutMs: ABSOLUTE_MS });
@@ -674,8 +693,10 @@ async function runRedis(): Promise<BackendResult> {
       log(`redis: filling ${filled} → ${size}`);
       const t0 = performance.now();
       for (let start = filled; start < size; start += 5000) {
+        if (stopping) throw new Error('stopped');
         const creates: Array<Promise<string>> = [];
         for (let i = start; i < Math.min(size, start + 5000); i++) creates.push(store.create(liveSession(i, 'redis')));
+        inFlight = Promise.allSettled(creates);
         await Promise.all(creates);
       }
       const fillMs = performance.now() - t0;
@@ -700,7 +721,7 @@ async function runRedis(): Promise<BackendResult> {
 const ms = (x: number) => (x >= 10 ? x.toFixed(0) : x >= 1 ? x.toFixed(1) : x.toFixed(2));
 const count = (n: number) => (n >= 1_000_000 && n % 1_000_000 === 0 ? `${n / 1_000_000}M` : n >= 1000 && n % 1000 === 0 ? `${n / 1000}k` : String(n));
 const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
-const variantName = (c: CleanupRun) => (c.variant === 'current' ? 'as is' : 'suggested fix');
+const variantName = (c: CleanupRun) => (c.variant === 'current' ? 'as is' : 'two statements');
 
 function report(results: BackendResult[], wallS: number): string {
   const out: string[] = [];
@@ -789,7 +810,7 @@ function report(results: BackendResult[], wallS: number): string {
   for (const r of sql) {
     const z = r.sizes[r.sizes.length - 1]!;
     const runs = r.cleanup.filter((c) => c.size === last && c.runner === 'separate process');
-    const label = (c: CleanupRun) => `deleteExpired${c.variant === 'ordered' ? ', suggested fix,' : ''} (${count(c.expired)} expired, ${c.layout})`;
+    const label = (c: CleanupRun) => `deleteExpired${c.variant === 'ordered' ? ', two statements,' : ''} (${count(c.expired)} expired, ${c.layout})`;
     out.push(`### ${r.backend}: query plans at ${count(last)} sessions`, '', '```');
     for (const [name, plan] of [
       ['load', z.plans!.load],

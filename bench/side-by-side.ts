@@ -96,6 +96,24 @@ interface Side {
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'switchboard-side-by-side-'));
 let redis: BenchRedis | undefined;
+/** The servers, wrk and the private redis-server stopped, and the directory gone. */
+async function cleanup(): Promise<void> {
+  try {
+    await stopAll();
+    if (redis) await redis.close([]);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+// Ctrl-C or SIGTERM: cleaned up as at the end of a run (without this they outlived the runner).
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    console.error(`\n${signal}: stopping`);
+    void cleanup()
+      .catch(() => {})
+      .finally(() => process.exit(130));
+  });
+}
 
 async function prepare(target: RunningTarget): Promise<Side> {
   const dir = path.join(tmp, `load-${target.id.replace(/[^\w-]/g, '_')}`);
@@ -173,8 +191,4 @@ function fail(message: string): never {
   throw new Error(message);
 }
 
-await runMain(main, async () => {
-  await stopAll();
-  if (redis) await redis.close([]);
-  rmSync(tmp, { recursive: true, force: true });
-});
+await runMain(main, cleanup);

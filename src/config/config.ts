@@ -102,6 +102,8 @@ const schema = {
   LOGIN_MAX_FAILURES_PER_ACCOUNT: { type: int(1, 100_000).default(100), accepts: 'failed logins per account from all addresses before 429, 1-100000' },
   LOGIN_FAILURE_WINDOW: { type: int(1, 86_400).default(900), accepts: 'seconds 1-86400' },
   PASSWORD_MIN_LENGTH: { type: int(8, 128).default(8), accepts: 'a length 8-128' },
+
+  PLATFORMS_MAX_PER_USER: { type: int(1, 10_000).default(100), accepts: 'platforms per user, 1-10000' },
 } as const;
 
 type Schema = typeof schema;
@@ -147,6 +149,8 @@ export interface Config {
   adminToken?: string;
   login: { maxFailures: number; maxFailuresPerIp: number; maxFailuresPerAccount: number; windowSeconds: number };
   passwordMinLength: number;
+  /** Platforms one user may have: a create past it is refused (400), which bounds the lists (API and dashboard). */
+  platformsMaxPerUser: number;
   /** Settings that work but are weak: logged once at start. */
   warnings: string[];
 }
@@ -291,6 +295,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     adminToken: c.ADMIN_TOKEN,
     login: { maxFailures: c.LOGIN_MAX_FAILURES, maxFailuresPerIp: c.LOGIN_MAX_FAILURES_PER_IP, maxFailuresPerAccount: c.LOGIN_MAX_FAILURES_PER_ACCOUNT, windowSeconds: c.LOGIN_FAILURE_WINDOW },
     passwordMinLength: c.PASSWORD_MIN_LENGTH,
+    platformsMaxPerUser: c.PLATFORMS_MAX_PER_USER,
     warnings,
   };
 }

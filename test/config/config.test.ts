@@ -20,6 +20,7 @@ describe('configuration', () => {
     expect(c.port).to.equal(3000);
     expect(c.sessions.secrets).to.have.length(1);
     expect(c.sessions.cookieSecure).to.equal(false);
+    expect(c.platformsMaxPerUser).to.equal(100);
   });
 
   it('keeps the generated development secret across restarts', () => {
@@ -36,6 +37,9 @@ describe('configuration', () => {
     ['SESSION_IDLE_TIMEOUT', '-5'],
     ['COOKIE_SECURE', 'maybe'],
     ['SESSION_MAX_PER_USER', '1.5'],
+    // At least one platform (0 would refuse every create), at most 10000 (the lists are not paged).
+    ['PLATFORMS_MAX_PER_USER', '0'],
+    ['PLATFORMS_MAX_PER_USER', '10001'],
     ['ADMIN_TOKEN', 'a token with spaces in it'],
     ['SESSION_SECRETS', ' , '],
     ['SESSION_IDLE_TIMEOUT', '0'],

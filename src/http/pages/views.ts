@@ -46,6 +46,14 @@ const FORM_ERRORS: Readonly<Record<string, string>> = {
   service_unavailable: 'The service is unavailable for a moment. Try again shortly.',
 };
 
+/**
+ * What is said above a form: the API's sentence for a refusal that is no field's (`error.fields._`,
+ * e.g. the platform limit), as app.js says it with JavaScript; else the sentence for the error's code.
+ */
+function aboveFields(flash: FormFlash | undefined, code: string | undefined): string {
+  return flash?.fields._ ?? formErrorMessage(code);
+}
+
 /** The error is under its field (the form's flash, right after the post): not said again above the form, as with JavaScript. */
 function saidOnField(flash: FormFlash | undefined): boolean {
   return Object.keys(flash?.fields ?? {}).length > 0;
@@ -164,7 +172,7 @@ export function dashboardPage(assets: Assets, d: { viewer: Viewer; session: Sess
     <template id="platform-row-template">${platformRow(undefined)}</template>
 
     <h3 class="subhead" id="add-platform-heading">Add a platform</h3>
-    ${formError('add-platform', formErrorMessage(d.error))}
+    ${formError('add-platform', aboveFields(d.flash, d.error))}
     <form id="add-platform" class="form form-inline" method="post" action="/api/platforms" novalidate data-form="add-platform" aria-labelledby="add-platform-heading">
       <input type="hidden" name="_csrf" value="${viewer.csrfToken}">
       ${fields(d.flash, [

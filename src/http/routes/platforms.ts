@@ -1,8 +1,10 @@
 /** The user's platform connections; the active one is part of the session context. */
 import Router from '@koa/router';
+import { QueryTypes } from 'sequelize';
 import { z } from 'zod';
+import type { Models } from '../../db/models.js';
 import type { AppDeps } from '../deps.js';
-import { NotFoundError } from '../errors.js';
+import { InvalidInputError, NotFoundError } from '../errors.js';
 import { publicPlatform } from '../users.js';
 import { csrfField, idParam, name, parseBody } from '../validation.js';
 import { requireSession } from './auth.js';
@@ -15,7 +17,35 @@ const platformInput = z
   })
   .strict();
 
-export function platformRoutes({ models }: AppDeps) {
+type NewPlatform = { userId: number; name: string; type: string };
+
+/**
+ * Creates the platform unless the user already has `max`: the platform, or null. The count and
+ * the insert are one step, so a burst of creates by one user (parallel requests, several
+ * instances) cannot together go past the limit. SQLite: one statement, which counts and inserts
+ * in one snapshot while holding the database's only write lock (no transaction: Sequelize opens
+ * another connection for each, without the shared one's busy_timeout). PostgreSQL: a transaction
+ * that first locks the user's row (`FOR NO KEY UPDATE`, which leaves foreign-key checks alone),
+ * so one user's creates take turns, and then counts in a statement that sees what they committed.
+ */
+async function createWithinLimit(models: Models, p: NewPlatform, max: number): Promise<{ id: number; name: string; type: string } | null> {
+  const { sequelize, PlatformConnection } = models;
+  if (sequelize.getDialect() === 'postgres') {
+    return sequelize.transaction(async (transaction) => {
+      await sequelize.query('SELECT id FROM users WHERE id = ? FOR NO KEY UPDATE', { replacements: [p.userId], type: QueryTypes.SELECT, transaction });
+      if ((await PlatformConnection.count({ where: { userId: p.userId }, transaction })) >= max) return null;
+      return PlatformConnection.create(p, { transaction });
+    });
+  }
+  const now = new Date();
+  const [id, inserted] = (await sequelize.query(
+    'INSERT INTO platform_connections (user_id, name, type, created_at, updated_at) SELECT ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM platform_connections WHERE user_id = ?) < ?',
+    { replacements: [p.userId, p.name, p.type, now, now, p.userId, max], type: QueryTypes.INSERT },
+  )) as unknown as [number, number];
+  return inserted === 1 ? { id, name: p.name, type: p.type } : null;
+}
+
+export function platformRoutes({ models, config }: AppDeps) {
   const router = new Router();
 
   router.get('/api/platforms', async (ctx) => {
@@ -27,7 +57,13 @@ export function platformRoutes({ models }: AppDeps) {
   router.post('/api/platforms', async (ctx) => {
     const session = requireSession(ctx);
     const input = parseBody(ctx, platformInput);
-    const platform = await models.PlatformConnection.create({ userId: session.data.user.id, name: input.name, type: input.type });
+    const max = config.platformsMaxPerUser;
+    const platform = await createWithinLimit(models, { userId: session.data.user.id, name: input.name, type: input.type }, max);
+    if (!platform) {
+      // Not a field's fault: under `_`, which the form shows above its fields (with or without JavaScript).
+      const message = `You have reached the limit of ${max} platforms per account`;
+      throw new InvalidInputError(message, { _: message });
+    }
     ctx.status = 201;
     ctx.body = { platform: publicPlatform(platform, session.data.platformId) };
   });
