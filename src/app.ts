@@ -127,7 +127,9 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: false }));
   app.use(async (ctx) => {
-    if (ctx.status === 404 && ctx.body === undefined) throw new NotFoundError(`No route for ${ctx.method} ${ctx.path}`);
+    // The path as sent, up to a line's worth: a client's 8 kB path is not worth echoing whole.
+    const path = ctx.path.length > 200 ? `${ctx.path.slice(0, 200)}…` : ctx.path;
+    if (ctx.status === 404 && ctx.body === undefined) throw new NotFoundError(`No route for ${ctx.method} ${path}`);
   });
 
   return {

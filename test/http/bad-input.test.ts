@@ -350,6 +350,14 @@ describe('bad input never gets more than a 4xx', function () {
       expectClientError(await req('POST', '/api/nope', json, '{}'), 'POST /api/nope', 404, 'not_found');
     });
 
+    it('names an unknown path in its 404 up to 200 characters, not the whole of a long one', async () => {
+      const long = `/api/${'x'.repeat(6000)}`;
+      const reply = await req('GET', long);
+      expectClientError(reply, 'GET /api/xxx…', 404, 'not_found');
+      const message = (reply.body as { error: { message: string } }).error.message;
+      expect(message).to.equal(`No route for GET ${long.slice(0, 200)}…`);
+    });
+
     it('answers 405 method_not_allowed with an Allow header for a known route and the wrong method', async () => {
       for (const [method, path, allowed] of [
         ['GET', '/api/login', 'POST'],
