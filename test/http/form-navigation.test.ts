@@ -130,6 +130,19 @@ describe('forms posted without JavaScript', function () {
     expect(forged.text).not.to.contain('aria-invalid');
   });
 
+  it('keeps a refused form\'s flash within what a browser keeps (4096 bytes), giving up what was typed before the sentences', async () => {
+    const browser = new Client(app.url);
+    // 500 characters of CJK are 1,500 bytes each field: typed in full, the cookie came to 4,276 bytes.
+    const long = '漢'.repeat(600);
+    const refused = await browser.post('/api/signup', form({ name: long, email: `${long}@example.com`, password: 'short' }), NAVIGATION);
+    expect(refused.status).to.equal(303);
+    const cookie = refused.headers.getSetCookie().find((c) => c.startsWith('sid_form='))!;
+    expect(Buffer.byteLength(cookie), 'the Set-Cookie line').to.be.at.most(4096);
+    const page = (await browser.get('/signup?error=invalid_input', { Accept: 'text/html' })).text;
+    expect(page, 'the sentences still come back').to.match(/<p class="field-error" id="signup-name-error" aria-live="polite">[^<]+<\/p>/);
+    expect(page).to.match(/<input id="signup-name"[^>]* value="漢{60}"/);
+  });
+
   it('says "You have been logged out." on /login after the logout button posted without JavaScript', async () => {
     const browser = new Client(app.url);
     await browser.signup();

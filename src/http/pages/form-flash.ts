@@ -26,6 +26,13 @@ const MAX_AGE_MS = 60_000;
 /** Bounds what a flash may carry, whatever the API sent: a few fields of short text. */
 const MAX_ENTRIES = 8;
 const MAX_TEXT = 500;
+/**
+ * Browsers keep a cookie of up to 4096 bytes, name and attributes included, and drop a larger
+ * one without a word: the page would then show only the general sentence. 500 characters of a
+ * non-Latin script are 1,500 bytes before the seal's base64, so a flash that would not fit
+ * gives up what was typed first (cut short, then left out), then the sentences.
+ */
+const MAX_COOKIE_VALUE = 3800;
 
 /** The string entries of an object (at most a few, each cut short); undefined for anything but an object. */
 export function textRecord(value: unknown): Record<string, string> | undefined {
@@ -48,8 +55,16 @@ export class FormFlashes {
 
   /** Sent with the redirect back to the form's page. */
   keep(ctx: Context, flash: FormFlash): void {
-    const sealed: Sealed = { ...flash, fields: textRecord(flash.fields) ?? {}, values: textRecord(flash.values) ?? {}, at: Date.now() };
-    this.setCookie(ctx, `${this.sealer.seal(JSON.stringify(sealed))}; Max-Age=${MAX_AGE_MS / 1000}`);
+    const fields = textRecord(flash.fields) ?? {};
+    const values = textRecord(flash.values) ?? {};
+    const shortValues = Object.fromEntries(Object.entries(values).map(([k, v]) => [k, v.slice(0, 60)]));
+    let value = '';
+    for (const [f, v] of [[fields, values], [fields, shortValues], [fields, {}], [{}, {}]] as const) {
+      const sealed: Sealed = { form: flash.form, fields: f, values: v, at: Date.now() };
+      value = this.sealer.seal(JSON.stringify(sealed));
+      if (value.length <= MAX_COOKIE_VALUE) break;
+    }
+    this.setCookie(ctx, `${value}; Max-Age=${MAX_AGE_MS / 1000}`);
   }
 
   /** The flash for `form`, if this request brought one; it is cleared either way, so a reload shows a clean form. */
