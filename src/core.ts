@@ -120,75 +120,12 @@ export async function openCore(config: Config, logger: Logger, { migrate = true 
   const rollbackTimer = setInterval(() => rollback.evaluate(), 1000);
   rollbackTimer.unref();
 
-  const availability = new Map<string, boolean>();
-  // What a failing backend says is the operator's first clue (Redis: "OOM command not allowed",
-  // "READONLY"), and no other line carries it. The message only: a client's error object can
-  // hold the command's arguments, which are session records.
-  /** By what failed: a few kinds (`evict from redis`, `give back the directory entry`…). */
+  /** Secondary writes that failed, by what failed (`evict from redis`, `give back the directory entry`…). */
   const secondaryFailed = new Map<string, RepeatedWarning>();
-  const operationFailed = new Map(BACKENDS.map((b) => [b, new RepeatedWarning(logger, `session backend ${b} failed an operation`)]));
-  const observer: StoreObserver = {
-    operation(backend, operation, outcome, seconds, err) {
-      metrics.storeOperation(backend, operation, outcome, seconds);
-      rollback.record(backend, outcome === 'success', seconds);
-      if (outcome === 'error') operationFailed.get(backend)?.warn({ event: 'store_error', backend, operation, error: err instanceof Error ? err.message : String(err) });
-    },
-    probeFailed(backend, err) {
-      operationFailed.get(backend)?.warn({ event: 'store_error', backend, operation: 'probe', error: err instanceof Error ? err.message : String(err) });
-    },
-    availability(backend, up) {
-      metrics.storeUp.set({ backend }, up ? 1 : 0);
-      if (up) rollback.forget(backend);
-      // Logged when it changes: while a backend stays down, each failed probe opens the breaker
-      // again (every BREAKER_HALF_OPEN_AFTER_MS), which is no news.
-      if (availability.get(backend) === up) return;
-      availability.set(backend, up);
-      logger[up ? 'info' : 'warn']({ event: 'backend_availability', backend, up }, `session backend ${backend} ${up ? 'recovered' : 'unavailable: circuit open'}`);
-    },
-  };
+  const observer = storeObserver(logger, metrics, rollback);
 
   const codec = config.sessions.encryptAtRest ? sealedCodec(config.sessions.secrets) : jsonCodec;
-  const redis = config.redis.enabled ? createRedisClient(config.redis) : undefined;
-  let lastRedisError = -Infinity;
-  // Until start-up has checked Redis, a missing database is start-up's to report: it stops there.
-  let reportedMissing = true;
-  // The setting through which Redis is found: with Sentinels or a Cluster, REDIS_URL's host is not used.
-  const redisVariable = config.redis.cluster?.length ? 'REDIS_CLUSTER_NODES' : config.redis.sentinels?.length ? 'REDIS_SENTINELS' : 'REDIS_URL';
-  // Redis at `maxclients` refuses each new connection (and each reconnect) with this reply: named
-  // once per connection until it connects again, beside the one-a-minute connection errors.
-  const maxClientsTold = new Set<string>();
-  const maxClients = (connection: string, err: Error, client: Redis | Cluster) => {
-    if (!isMaxClients(err) || maxClientsTold.has(connection)) return;
-    maxClientsTold.add(connection);
-    client.once('ready', () => maxClientsTold.delete(connection));
-    logger.error({ event: 'redis_maxclients', connection, err: err.message, variable: redisVariable }, `Redis refuses the ${connection} connection: ERR max number of clients reached (its maxclients); raise maxclients or find what holds its connections (redis-cli INFO clients)`);
-  };
-  redis?.on('error', (err: Error) => {
-    maxClients('main', err, redis);
-    const missing = missingDatabase(redis);
-    if (missing) {
-      // A configuration problem, not an outage: said once, whatever else was said this minute.
-      if (!reportedMissing) logger.error({ event: 'redis_database_missing', err: err.message }, `REDIS_URL: ${missing.message}; the redis backend stays down`);
-      reportedMissing = true;
-      return;
-    }
-    // ioredis reports every failed reconnect; one line a minute is enough (a minute after the
-    // last line, not after the last error: errors come every second while Redis refuses us).
-    // Timed on the monotonic clock, which a system clock stepped back does not move.
-    if (performance.now() - lastRedisError <= 60_000) return;
-    logger.warn({ err: err.message, variable: redisVariable }, 'redis connection error');
-    lastRedisError = performance.now();
-  });
-  if (redis) {
-    await waitForRedis(redis, 1000);
-    // A Redis that is down may come later; one that answers and has no such database will not.
-    const missing = missingDatabase(redis);
-    if (missing) {
-      redis.disconnect();
-      throw new ConfigError(`REDIS_URL: ${missing.message}; name a database this Redis has (0–15 by default) and its user may select`);
-    }
-    reportedMissing = false;
-  }
+  const { redis, maxClients } = await connectRedis(config, logger);
   // Named for this deployment (the instances sharing this database) alone: see db/deployment.ts.
   const deployment = await deploymentId(models);
   const shared = redis ? `${config.redis.keyPrefix}${deployment}:` : '';
@@ -294,4 +231,85 @@ export async function openCore(config: Config, logger: Logger, { migrate = true 
       await sequelize.close();
     },
   };
+}
+
+/**
+ * What the stores' guards report, turned into metrics, the rollback's samples and log lines.
+ * What a failing backend says is the operator's first clue (Redis: "OOM command not allowed",
+ * "READONLY"), and no other line carries it: the message only, as a client's error object can
+ * hold the command's arguments, which are session records.
+ */
+function storeObserver(logger: Logger, metrics: Metrics, rollback: RollbackGuard): StoreObserver {
+  const availability = new Map<string, boolean>();
+  const operationFailed = new Map(BACKENDS.map((b) => [b, new RepeatedWarning(logger, `session backend ${b} failed an operation`)]));
+  return {
+    operation(backend, operation, outcome, seconds, err) {
+      metrics.storeOperation(backend, operation, outcome, seconds);
+      rollback.record(backend, outcome === 'success', seconds);
+      if (outcome === 'error') operationFailed.get(backend)?.warn({ event: 'store_error', backend, operation, error: err instanceof Error ? err.message : String(err) });
+    },
+    probeFailed(backend, err) {
+      operationFailed.get(backend)?.warn({ event: 'store_error', backend, operation: 'probe', error: err instanceof Error ? err.message : String(err) });
+    },
+    availability(backend, up) {
+      metrics.storeUp.set({ backend }, up ? 1 : 0);
+      if (up) rollback.forget(backend);
+      // Logged when it changes: while a backend stays down, each failed probe opens the breaker
+      // again (every BREAKER_HALF_OPEN_AFTER_MS), which is no news.
+      if (availability.get(backend) === up) return;
+      availability.set(backend, up);
+      logger[up ? 'info' : 'warn']({ event: 'backend_availability', backend, up }, `session backend ${backend} ${up ? 'recovered' : 'unavailable: circuit open'}`);
+    },
+  };
+}
+
+/**
+ * The Redis client (undefined with REDIS_URL=none), its connection errors logged one line a
+ * minute, and `maxClients` to name a connection Redis refuses at its maxclients. Start-up waits
+ * a second for Redis, which may be down and come later; one that answers and has no such
+ * database will not, and stops start-up.
+ */
+async function connectRedis(config: Config, logger: Logger) {
+  const redis = config.redis.enabled ? createRedisClient(config.redis) : undefined;
+  let lastRedisError = -Infinity;
+  // Until start-up has checked Redis, a missing database is start-up's to report: it stops there.
+  let reportedMissing = true;
+  // The setting through which Redis is found: with Sentinels or a Cluster, REDIS_URL's host is not used.
+  const redisVariable = config.redis.cluster?.length ? 'REDIS_CLUSTER_NODES' : config.redis.sentinels?.length ? 'REDIS_SENTINELS' : 'REDIS_URL';
+  // Redis at `maxclients` refuses each new connection (and each reconnect) with this reply: named
+  // once per connection until it connects again, beside the one-a-minute connection errors.
+  const maxClientsTold = new Set<string>();
+  const maxClients = (connection: string, err: Error, client: Redis | Cluster) => {
+    if (!isMaxClients(err) || maxClientsTold.has(connection)) return;
+    maxClientsTold.add(connection);
+    client.once('ready', () => maxClientsTold.delete(connection));
+    logger.error({ event: 'redis_maxclients', connection, err: err.message, variable: redisVariable }, `Redis refuses the ${connection} connection: ERR max number of clients reached (its maxclients); raise maxclients or find what holds its connections (redis-cli INFO clients)`);
+  };
+  redis?.on('error', (err: Error) => {
+    maxClients('main', err, redis);
+    const missing = missingDatabase(redis);
+    if (missing) {
+      // A configuration problem, not an outage: said once, whatever else was said this minute.
+      if (!reportedMissing) logger.error({ event: 'redis_database_missing', err: err.message }, `REDIS_URL: ${missing.message}; the redis backend stays down`);
+      reportedMissing = true;
+      return;
+    }
+    // ioredis reports every failed reconnect; one line a minute is enough (a minute after the
+    // last line, not after the last error: errors come every second while Redis refuses us).
+    // Timed on the monotonic clock, which a system clock stepped back does not move.
+    if (performance.now() - lastRedisError <= 60_000) return;
+    logger.warn({ err: err.message, variable: redisVariable }, 'redis connection error');
+    lastRedisError = performance.now();
+  });
+  if (redis) {
+    await waitForRedis(redis, 1000);
+    // A Redis that is down may come later; one that answers and has no such database will not.
+    const missing = missingDatabase(redis);
+    if (missing) {
+      redis.disconnect();
+      throw new ConfigError(`REDIS_URL: ${missing.message}; name a database this Redis has (0–15 by default) and its user may select`);
+    }
+    reportedMissing = false;
+  }
+  return { redis, maxClients };
 }
