@@ -13,8 +13,26 @@ import { SessionTooLargeError } from './errors.js';
 import type { SessionStore } from './store.js';
 import { Sealer } from './sealer.js';
 
-/** How many opened seals are remembered (about 0.5 KB each, so about 5 MB at most). */
+/** How many opened seals are remembered at most. */
 export const OPENED_SEALS = 10_000;
+
+/**
+ * And how many bytes they may hold (8 MiB), as `entryBytes` counts them: 10,000 common cookies
+ * (≈ 230 characters and 125 bytes of plaintext, ≈ 700 bytes counted, ≈ 570 measured: ≈ 6 MB
+ * in all) fit; of cookies near MAX_SEALED_LENGTH (≈ 6.5 KB each) about 1,300 are kept.
+ */
+export const OPENED_SEALS_BYTES = 8 * 1024 * 1024;
+
+/**
+ * What one remembered seal holds beyond its text and plaintext: the Map entry, the key's string
+ * header, the Buffer and its ArrayBuffer. Measured (heap and external, after a GC, before and
+ * after clearing the Map; Node 20): 40–230 bytes an entry; counted at 350.
+ */
+export const OPENED_SEAL_OVERHEAD = 350;
+
+function entryBytes(token: string, plain: Buffer): number {
+  return token.length + plain.length + OPENED_SEAL_OVERHEAD;
+}
 
 /** Browsers keep at least 4096 bytes per cookie, name and attributes included. */
 export const MAX_SEALED_LENGTH = 3800;
@@ -29,8 +47,11 @@ export class CookieStore implements SessionStore {
    * so nobody can fill this with their own values; the bytes are decoded afresh on every read,
    * so no request shares objects with another. New seals are not added when made: under a
    * stream of writes they would only age into the old generation before their first read.
+   * Bounded by count (OPENED_SEALS) and by bytes (OPENED_SEALS_BYTES): a user whose session is
+   * near the cookie limit, writing in a loop, filled it with 10,000 × 6.5 KB (≈ 65 MB).
    */
   private readonly opened = new Map<string, Buffer>();
+  private openedBytes = 0;
 
   /**
    * `deployment` (db/deployment.ts) goes into the key: another deployment given the same
@@ -107,6 +128,11 @@ export class CookieStore implements SessionStore {
   /** The cookie is replaced by the destination's; there is nothing here to remove. */
   async evict(_record: SessionRecord): Promise<void> {}
 
+  /** What the remembered seals hold, counted as OPENED_SEALS_BYTES bounds it (for tests). */
+  get cachedBytes(): number {
+    return this.openedBytes;
+  }
+
   async ping(): Promise<void> {}
 
   async close(): Promise<void> {}
@@ -116,9 +142,21 @@ export class CookieStore implements SessionStore {
     if (known) return known;
     const plain = this.sealer.openBytes(token);
     if (!plain) return undefined;
+    // A copy of the text as the key: the cookie parser's value is a slice of the whole Cookie
+    // header, which V8 keeps alive with it (up to 16 KB a key, with the browser's other cookies).
+    // The text is ASCII (openBytes checked), so latin1 copies it exactly: ≈ 0.6 µs for a common
+    // cookie, on a miss only (which has just decrypted, ≈ 20 µs). `a + b` or a Map key hash do
+    // not copy it: V8 keeps the slice inside.
+    const key = Buffer.from(token, 'latin1').toString('latin1');
+    const bytes = entryBytes(key, plain);
     // Oldest first out (a Map keeps insertion order): a cheap bound rather than a strict LRU.
-    if (this.opened.size >= OPENED_SEALS) this.opened.delete(this.opened.keys().next().value!);
-    this.opened.set(token, plain);
+    while (this.opened.size > 0 && (this.opened.size >= OPENED_SEALS || this.openedBytes + bytes > OPENED_SEALS_BYTES)) {
+      const [oldest, oldPlain] = this.opened.entries().next().value!;
+      this.opened.delete(oldest);
+      this.openedBytes -= entryBytes(oldest, oldPlain);
+    }
+    this.opened.set(key, plain);
+    this.openedBytes += bytes;
     return plain;
   }
 

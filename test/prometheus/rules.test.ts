@@ -10,6 +10,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Metrics } from '../../src/metrics/metrics.js';
 import {
   allPanels,
   dashboardQueries,
@@ -43,6 +44,8 @@ const CONTRACT_METRICS = [
 ];
 /** Switchboard's own metrics beyond the contract: exported only where Unleash is configured. */
 const UNLEASH_METRICS = ['unleash_up', 'unleash_last_sync_timestamp_seconds'];
+/** prom-client default metrics (DEFAULT_METRICS below) that an alert reads. */
+const RULE_DEFAULT_METRICS = ['process_open_fds', 'process_max_fds'];
 const HISTOGRAMS = ['session_store_operation_duration_seconds', 'http_request_duration_seconds', 'nodejs_gc_duration_seconds'];
 
 /**
@@ -220,12 +223,21 @@ describe('Prometheus rules (config/prometheus/rules.yml)', function () {
     for (const rule of rules) expect(rule.expr, rule.name).to.not.equal('');
   });
 
-  it('use only the contract metrics, the Unleash gauges and their own recording rules', () => {
-    const allowed = new Set([...CONTRACT_METRICS, ...UNLEASH_METRICS, ...records.map((r) => r.name), 'up']);
+  it('use only the contract metrics, the Unleash gauges, the process file descriptors and their own recording rules', () => {
+    const allowed = new Set([...CONTRACT_METRICS, ...UNLEASH_METRICS, ...RULE_DEFAULT_METRICS, ...records.map((r) => r.name), 'up']);
     for (const rule of rules) {
       for (const name of metricNames(rule.expr)) {
         expect(allowed.has(baseName(name)), `${rule.name} uses unknown metric ${name}`).to.equal(true);
       }
+    }
+  });
+
+  it('read only default metrics that the server exports', async () => {
+    const metrics = new Metrics();
+    const exported = await metrics.registry.metrics();
+    for (const name of RULE_DEFAULT_METRICS) {
+      expect(DEFAULT_METRICS).to.include(name);
+      expect(exported, name).to.match(new RegExp(`^${name} \\d+`, 'm'));
     }
   });
 
