@@ -281,9 +281,17 @@ export class SessionBackends {
     let attempt = record;
     let expected = concurrency.readVersion;
     let followed = !followMove;
+    let lookedForMove = false;
     for (let tries = 0; ; tries++) {
       try {
-        return await store.save(attempt, expected);
+        const token = await store.save(attempt, expected);
+        // No copy at all: ended — or, in Redis, moved away since this request read it (a flag
+        // flip's move took the copy: `takeLeftBehind`). Looked into once, as a conflict is: read
+        // through to its database entry, the session says where it lives now, and the save
+        // follows it there rather than answering 409.
+        if (token !== undefined || followed || lookedForMove || store.backend !== 'redis') return token;
+        lookedForMove = true;
+        throw new SessionConflictError(expected);
       } catch (err) {
         if (!(err instanceof SessionConflictError) || tries >= 20) throw err;
         // Many writers on one session: a little jitter stops them colliding in lockstep.

@@ -166,6 +166,21 @@ describe('two instances moving one session in opposite directions at once', func
     });
   });
 
+  it('a Redis save that finds no copy, the session having moved out of Redis since it read it, follows the session there rather than answering 409', async () => {
+    const created = await toRedis.backends.create(makeRecord({}, 'redis'), 'redis');
+    // A request reads the session in Redis…
+    const read = (await toRedis.backends.open(created.cookieValue))!;
+    // …while another, told the flag now says database, moves it there (its Redis copy removed).
+    const moved = await write(toDatabase, created.cookieValue, 'database', 'fromMover', 1);
+    expect(moved?.record.backend).to.equal('database');
+    expect(await toRedis.raw.redis!.load(created.record.id)).to.equal(undefined);
+    // Then the first saves its change where it read it.
+    const changed: SessionRecord = { ...read, data: { ...read.data, fromLateSave: 2 }, version: read.version + 1, lastActivity: Date.now() };
+    const saved = await toRedis.backends.update(changed, 'save', { readVersion: read.version, changedKeys: new Set(['fromLateSave']) });
+    expect(saved?.record.backend, 'saved where the session is').to.equal('database');
+    expect((await toDatabase.backends.open(moved!.cookieValue))?.data).to.deep.include({ fromMover: 1, fromLateSave: 2 });
+  });
+
   it('a save that finds the session moved since it read it follows the session, rather than writing where nothing reads it', async () => {
     const created = await toDatabase.backends.create(makeRecord({}, 'database'), 'database');
     const cookie = created.cookieValue;
