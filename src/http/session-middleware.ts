@@ -207,6 +207,12 @@ export function sessionMiddleware({ config, backends, flag, metrics, audit }: Se
       if (cookieBackend !== session.record.backend && session.record.id) {
         if (heldByCopy(session.record, cookieBackend)) await backends.adopt(session.record);
         setCookie(ctx, { cookieValue: backends.cookieValue(session.record.backend, session.record.id), record: session.record });
+      } else if (session.record.newerThanCookie && session.record.backend === 'cookie') {
+        // Served from a newer seal than the browser sent (its responses came out of order): the
+        // browser is given it, sealed again as it is (a touch that moves nothing), or the change
+        // it carries would be gone once this instance forgets it. Not given, the cookie stays.
+        const resealed = await backends.update(session.record, 'touch').catch(() => undefined);
+        if (resealed) setCookie(ctx, resealed);
       }
       return;
     }

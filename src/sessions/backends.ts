@@ -273,7 +273,8 @@ export class SessionBackends {
    * Optimistic concurrency: the save succeeds only over the version this request read. If
    * another request saved first, re-read and apply only the keys this request changed on top
    * (field-level merge), so a platform switch and a preference change made at the same time
-   * both survive. The cookie backend cannot detect it (the browser keeps the last cookie).
+   * both survive. The cookie backend detects it only against the seals this instance made
+   * (CookieStore: the browser keeps the last cookie, whichever instance sealed it).
    * `record` is updated in place to what was saved, merge included: the caller answers with it.
    */
   private async saveMerging(store: ServingStore, record: SessionRecord, concurrency?: SaveConcurrency, followMove = false) {
@@ -296,7 +297,8 @@ export class SessionBackends {
         if (!(err instanceof SessionConflictError) || tries >= 20) throw err;
         // Many writers on one session: a little jitter stops them colliding in lockstep.
         if (tries > 1) await new Promise((r) => setTimeout(r, Math.random() * 2 * tries));
-        const current = await store.load(record.id);
+        // A sealed cookie cannot be looked up by id: its store's refusal carries the session.
+        const current = err.current ?? (await store.load(record.id));
         if (!current) return undefined;
         // What changed it was a move (an instance that disagrees about the flag): the session is
         // held elsewhere now, and a save (not one failing over: `saveOnFallback`) follows it

@@ -5,11 +5,19 @@
  *
  * A cookie cannot be taken back from a browser, so ending a session means remembering that it
  * ended: `destroy` records the session (by id hash) in the revocation list, and `load` refuses revoked ones.
+ *
+ * Nor can a cookie be compared with what another request of the same session saved meanwhile:
+ * the browser keeps whichever cookie came last. So this store remembers the seals it made of
+ * late (`latest`): a save over a version older than this instance's latest seal of the session
+ * is refused (SessionConflictError, carrying that seal's session, on which the caller merges its
+ * changes: SessionBackends.saveMerging), and a cookie older than that seal is served as the
+ * newer session, to be given its cookie again (`SessionRecord.newerThanCookie`). Only on this instance:
+ * another one's seals are not known here.
  */
 import { decodeSession, encodeSession } from './cookie-format.js';
 import { hashSessionId, type SessionRecord } from './session.js';
 import type { RevocationList } from './revocations.js';
-import { SessionTooLargeError } from './errors.js';
+import { SessionConflictError, SessionTooLargeError } from './errors.js';
 import type { SessionStore } from './store.js';
 import { Sealer } from './sealer.js';
 
@@ -37,6 +45,34 @@ function entryBytes(token: string, plain: Buffer): number {
 /** Browsers keep at least 4096 bytes per cookie, name and attributes included. */
 export const MAX_SEALED_LENGTH = 3800;
 
+/**
+ * How long a seal made here is remembered as its session's latest (`latest`): far longer than
+ * requests made at the same time take, and long enough for the browser's next request to bring
+ * the cookie of whichever response came last. Timed on the monotonic clock: a step of the wall
+ * clock neither keeps seals nor drops them.
+ */
+export const LATEST_SEAL_MS = 10_000;
+/**
+ * How many sessions' latest seals are remembered. A seal's plaintext is at most about 2.8 KB
+ * (MAX_SEALED_LENGTH characters of base64url, less IV and tag), so about 30 MB at the very
+ * most, and about 4 MB for sessions of the usual size (≈ 300 bytes sealed compactly) plus the
+ * map's own ≈ 150 bytes an entry. Past it the oldest go first: under more than 1,000 session
+ * writes a second, a seal is remembered less than LATEST_SEAL_MS.
+ */
+export const LATEST_SEALS = 10_000;
+
+/**
+ * A seal this store made (`CookieStore.latest`): its plaintext, so that a request that brings an
+ * older cookie (the usual case for a client that does not keep the cookies it is given) costs no
+ * second AES open.
+ */
+interface LatestSeal {
+  plain: Buffer;
+  version: number;
+  /** performance.now() when it was made. */
+  at: number;
+}
+
 export class CookieStore implements SessionStore {
   readonly backend = 'cookie' as const;
   private readonly sealer: Sealer;
@@ -52,6 +88,11 @@ export class CookieStore implements SessionStore {
    */
   private readonly opened = new Map<string, Buffer>();
   private openedBytes = 0;
+  /**
+   * The latest seal made here of each session written lately, by id hash, in the order they
+   * were made (so that forgetting stops at the first young one); see the top of this file.
+   */
+  private readonly latest = new Map<string, LatestSeal>();
 
   /**
    * `deployment` (db/deployment.ts) goes into the key: another deployment given the same
@@ -71,10 +112,29 @@ export class CookieStore implements SessionStore {
   }
 
   async load(token: string): Promise<SessionRecord | undefined> {
+    const record = this.opens(token);
+    if (!record) return undefined;
+    // A cookie older than a seal made here since (the browser kept the cookie of a response
+    // that came after the newer one's): the session is the newer seal, and the browser is
+    // given it again. One lookup on the usual read.
+    const newer = this.latest.size === 0 ? undefined : this.newerSeal(record.idHash, record.version);
+    const served = newer && this.decoded(newer.plain);
+    if (served) served.newerThanCookie = true;
+    return this.revocations.isRevoked(record) ? undefined : served || record;
+  }
+
+  /** The session `token` seals, if it opens, is live and bound to this deployment; revoked or not. */
+  private opens(token: string): SessionRecord | undefined {
     const plain = token.length <= MAX_SEALED_LENGTH ? this.open(token) : undefined;
-    const sealed = plain && decodeSession(plain);
+    const record = plain && this.decoded(plain);
+    if (!record || (record.issuedAt >= this.unboundBefore && this.sealer.sealedForOldPurpose(token))) return undefined;
+    return record;
+  }
+
+  /** The session of a seal's plaintext, afresh (no request shares objects with another), if it is live; revoked or not. */
+  private decoded(plain: Buffer): SessionRecord | undefined {
+    const sealed = decodeSession(plain);
     if (!sealed || sealed.expiresAt <= Date.now()) return undefined;
-    if (sealed.issuedAt >= this.unboundBefore && this.sealer.sealedForOldPurpose(token)) return undefined;
     // Spelled out: `{ ...sealed, idHash, backend }` costs several microseconds in V8 (new
     // properties after a spread take a slow path), more than decoding the whole cookie.
     const record: SessionRecord = {
@@ -95,19 +155,38 @@ export class CookieStore implements SessionStore {
       userAgent: sealed.userAgent,
       version: sealed.version,
     };
-    return this.revocations.isRevoked(record) ? undefined : record;
+    return record;
   }
 
+  /** A session starts here (or moves in): its seal is its latest, whatever was remembered of its id. */
   async create(record: SessionRecord): Promise<string> {
-    return this.seal(record);
+    return this.seal(record, true);
   }
 
-  async save(record: SessionRecord): Promise<string | undefined> {
-    return this.revocations.isRevoked(record) ? undefined : this.seal(record);
+  /**
+   * With `expectedVersion`: refused (SessionConflictError with the session as this instance
+   * last sealed it) when a newer version was sealed here since. What another instance sealed is
+   * not known here, and is overwritten as before.
+   */
+  async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
+    if (this.revocations.isRevoked(record)) return undefined;
+    if (expectedVersion !== undefined && this.latest.size !== 0) {
+      const newer = this.newerSeal(record.idHash, expectedVersion);
+      const current = newer && this.decoded(newer.plain);
+      if (current) throw new SessionConflictError(expectedVersion, current);
+    }
+    return this.seal(record, false);
   }
 
+  /**
+   * A touch of a version older than one sealed here since (a request that read the session
+   * before another's save) touches that newer one: sealed as it was read, the touch would give
+   * the browser a cookie without the other request's change.
+   */
   async touch(record: SessionRecord): Promise<string | undefined> {
-    return this.save(record);
+    const newer = this.latest.size === 0 ? undefined : this.newerSeal(record.idHash, record.version);
+    const current = newer && this.decoded(newer.plain);
+    return this.save(current ? { ...current, lastActivity: record.lastActivity, expiresAt: record.expiresAt } : record);
   }
 
   /**
@@ -116,6 +195,7 @@ export class CookieStore implements SessionStore {
    * slow database was counted as the cookie backend timing out.
    */
   async destroy(record: SessionRecord): Promise<void> {
+    this.latest.delete(record.idHash);
     if (this.revocations.isSessionIdRevoked(record.idHash)) return;
     await this.revocations.revokeSession(record.idHash, record.absoluteExpiresAt);
   }
@@ -125,8 +205,10 @@ export class CookieStore implements SessionStore {
     return this.create(record);
   }
 
-  /** The cookie is replaced by the destination's; there is nothing here to remove. */
-  async evict(_record: SessionRecord): Promise<void> {}
+  /** The cookie is replaced by the destination's; there is nothing here to remove but the memory of its seals. */
+  async evict(record: SessionRecord): Promise<void> {
+    this.latest.delete(record.idHash);
+  }
 
   /** What the remembered seals hold, counted as OPENED_SEALS_BYTES bounds it (for tests). */
   get cachedBytes(): number {
@@ -160,9 +242,36 @@ export class CookieStore implements SessionStore {
     return plain;
   }
 
-  private seal(record: SessionRecord): string {
-    const sealed = this.sealer.sealBytes(encodeSession(record));
+  private seal(record: SessionRecord, starts: boolean): string {
+    const plain = encodeSession(record);
+    const sealed = this.sealer.sealBytes(plain);
     if (sealed.length > MAX_SEALED_LENGTH) throw new SessionTooLargeError(sealed.length, MAX_SEALED_LENGTH);
+    // A copy: the encoder reuses its buffer.
+    this.remember(record, Buffer.from(plain), starts);
     return sealed;
+  }
+
+  /**
+   * A seal made of `record`, as its session's latest: unless a newer version was sealed here
+   * since (a save without a version to compare, after a concurrent one), where it `starts`.
+   */
+  private remember(record: SessionRecord, plain: Buffer, starts: boolean) {
+    const now = performance.now();
+    const known = this.latest.get(record.idHash);
+    if (!starts && known && known.version > record.version && now - known.at < LATEST_SEAL_MS) return;
+    // Deleted first so that the map stays in the order of `at`.
+    if (known) this.latest.delete(record.idHash);
+    else if (this.latest.size >= LATEST_SEALS) this.latest.delete(this.latest.keys().next().value!);
+    this.latest.set(record.idHash, { plain, version: record.version, at: now });
+    for (const [idHash, seal] of this.latest) {
+      if (now - seal.at < LATEST_SEAL_MS) break;
+      this.latest.delete(idHash);
+    }
+  }
+
+  /** The seal of the session made here within LATEST_SEAL_MS, if it is of a version newer than `version`. */
+  private newerSeal(idHash: string, version: number): LatestSeal | undefined {
+    const seal = this.latest.get(idHash);
+    return seal && seal.version > version && performance.now() - seal.at < LATEST_SEAL_MS ? seal : undefined;
   }
 }

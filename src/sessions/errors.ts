@@ -1,5 +1,6 @@
 // Errors a session store raises for reasons other than its backend failing. The HTTP layer
 // gives each its answer (http/error-handler.ts).
+import type { SessionRecord } from './session.js';
 
 /** The sealed session would not fit in a cookie. */
 export class SessionTooLargeError extends Error {
@@ -9,10 +10,17 @@ export class SessionTooLargeError extends Error {
   }
 }
 
-/** The session changed in the store since it was read (another request saved it first). */
+/**
+ * The session changed in the store since it was read (another request saved it first).
+ * `current`: the session as it now is, where the store cannot be asked for it by id (a sealed
+ * cookie: CookieStore); otherwise the caller reads it again.
+ */
 export class SessionConflictError extends Error {
   override name = 'SessionConflictError';
-  constructor(readonly expectedVersion: number) {
+  constructor(
+    readonly expectedVersion: number,
+    readonly current?: SessionRecord,
+  ) {
     super(`session was saved by another request since version ${expectedVersion}`);
   }
 }

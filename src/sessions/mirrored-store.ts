@@ -180,7 +180,10 @@ export class MirroredStore implements IndexedSessionStore {
       if (!(await this.copy('save', () => this.mirror.upsertMany([record])))) this.retryLater([record]);
       return;
     }
-    this.pending.set(record.idHash, record);
+    // A touch of the version a request read, after another request's save of the next one: the
+    // copy waiting is the newer, and stays (the database would refuse to go back to the older).
+    const waiting = this.pending.get(record.idHash);
+    if (!waiting || waiting.version <= record.version) this.pending.set(record.idHash, record);
     this.flushIn(this.options.flushMs);
   }
 

@@ -44,6 +44,12 @@ export interface SessionRecord {
    * that missed a move, a fallback read): that backend's copy is the session (backends.open).
    */
   heldBy?: BackendName;
+  /**
+   * Set on a cookie session served from a seal newer than the request's cookie, which this
+   * instance made for another request of the session (CookieStore.load): the browser is to be
+   * given it again. Set only then, so that the usual record keeps one shape.
+   */
+  newerThanCookie?: true;
 }
 
 /** Who asked for a session or an audited change, as the request tells (http/client-info.ts). */

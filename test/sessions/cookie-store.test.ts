@@ -2,8 +2,8 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { CookieStore, MAX_SEALED_LENGTH, OPENED_SEAL_OVERHEAD, OPENED_SEALS, OPENED_SEALS_BYTES } from '../../src/sessions/cookie-store.js';
-import { SessionTooLargeError } from '../../src/sessions/errors.js';
+import { CookieStore, LATEST_SEALS, MAX_SEALED_LENGTH, OPENED_SEAL_OVERHEAD, OPENED_SEALS, OPENED_SEALS_BYTES } from '../../src/sessions/cookie-store.js';
+import { SessionConflictError, SessionTooLargeError } from '../../src/sessions/errors.js';
 import { RevocationList } from '../../src/sessions/revocations.js';
 import { Sealer } from '../../src/sessions/sealer.js';
 import { hashSessionId, type SessionData, type SessionRecord } from '../../src/sessions/session.js';
@@ -152,6 +152,7 @@ describe('CookieStore', () => {
       for (let i = 0; i < OPENED_SEALS + 100; i++) await store.load((await store.save({ ...record, version: i + 2 }))!);
       expect((store as unknown as { opened: Map<string, Buffer> }).opened.size).to.equal(OPENED_SEALS);
       expect((store as unknown as { opened: Map<string, Buffer> }).opened.has(first)).to.equal(false);
+      await store.evict(record); // its newer seals forgotten too (below), so that `first` itself is served
       expect((await store.load(first))?.version).to.equal(1);
     });
 
@@ -218,6 +219,73 @@ describe('CookieStore', () => {
       // Give or take what the test itself allocates between the two measures (±0.3 MB seen). Keys
       // that kept their header alive held 24 MB here; unbounded, the 3,000 seals held 55 MB.
       expect(held, `${(held / 1e6).toFixed(1)} MB for ${seals} seals`).to.be.at.most(OPENED_SEALS_BYTES * 1.1);
+    });
+  });
+
+  describe('requests of one session at the same time (its latest seals)', () => {
+    const changed = (r: SessionRecord, data: Partial<SessionData>, version: number): SessionRecord => ({ ...r, data: { ...r.data, ...data }, version });
+
+    it('refuses a save over a version older than one it has sealed since, and says what that one holds', async () => {
+      const store = new CookieStore([secret()], revocations);
+      const record = makeRecord({}, 'cookie');
+      await store.create(record);
+      expect(await store.save(changed(record, { platformId: 7 }, 2), 1)).to.be.a('string');
+      const err = await store.save(changed(record, { preferences: { counter: 1 } }, 2), 1).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).to.be.instanceOf(SessionConflictError);
+      expect((err as SessionConflictError).current?.version).to.equal(2);
+      expect((err as SessionConflictError).current?.data.platformId).to.equal(7);
+      // Merged onto what it holds, the save goes through.
+      const merged = await store.save(changed(record, { platformId: 7, preferences: { counter: 1 } }, 3), 2);
+      expect((await store.load(merged!))?.data).to.include({ platformId: 7 }).and.to.deep.include({ preferences: { counter: 1 } });
+    });
+
+    it('serves an older cookie as the newer session, and says so (for the browser to be given the newer cookie)', async () => {
+      const store = new CookieStore([secret()], revocations);
+      const record = makeRecord({}, 'cookie');
+      const older = await store.create(record);
+      const newer = (await store.save(changed(record, { platformId: 7 }, 2), 1))!;
+      const served = await store.load(older);
+      expect(served?.version).to.equal(2);
+      expect(served?.data.platformId).to.equal(7);
+      expect(served?.newerThanCookie).to.equal(true);
+      expect((await store.load(newer))?.newerThanCookie, 'the latest cookie itself is served as usual').to.equal(undefined);
+      await store.destroy(record);
+      expect(await store.load(older), 'and ended, neither is served').to.equal(undefined);
+    });
+
+    it('touches the newer session when a request that read the older one touches it', async () => {
+      const store = new CookieStore([secret()], revocations);
+      const record = makeRecord({}, 'cookie');
+      await store.create(record);
+      await store.save(changed(record, { platformId: 7 }, 2), 1);
+      const touched = await store.touch({ ...record, lastActivity: record.lastActivity + 1000 });
+      const loaded = await store.load(touched!);
+      expect(loaded?.data.platformId).to.equal(7);
+      expect(loaded?.lastActivity).to.equal(record.lastActivity + 1000);
+    });
+
+    it('knows only its own seals (another instance\'s, or a session moved away, are not compared)', async () => {
+      const secrets = [secret()];
+      const [one, two] = [new CookieStore(secrets, revocations), new CookieStore(secrets, revocations)];
+      const record = makeRecord({}, 'cookie');
+      await one.create(record);
+      await one.save(changed(record, { platformId: 7 }, 2), 1);
+      expect(await two.save(changed(record, { platformId: 8 }, 2), 1)).to.be.a('string');
+      await one.evict({ ...record, version: 2 });
+      expect(await one.save(changed(record, { platformId: 9 }, 2), 1)).to.be.a('string');
+    });
+
+    it('remembers a bounded number of sessions, the oldest out', async () => {
+      const store = new CookieStore([secret()], revocations);
+      const first = makeRecord({}, 'cookie');
+      await store.create(first);
+      for (let i = 0; i < LATEST_SEALS; i++) await store.create({ ...first, id: `${i}`, idHash: `h${i}` });
+      const latest = (store as unknown as { latest: Map<string, unknown> }).latest;
+      expect(latest.size).to.equal(LATEST_SEALS);
+      expect(latest.has(first.idHash)).to.equal(false);
     });
   });
 

@@ -1,13 +1,14 @@
 /**
  * Two requests of the same session at the same time, changing different things — a platform
- * switch and a preference — both survive (optimistic versioning with a field-level merge).
+ * switch and a preference — both survive (optimistic versioning with a field-level merge). For
+ * the sealed cookie, on one instance: the store remembers its latest seals (cookie-store.ts).
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
 
-for (const backend of ['database', 'redis'] as const) {
+for (const backend of ['database', 'redis', 'cookie'] as const) {
   describe(`concurrent writes to one session (${backend})`, function () {
     this.timeout(60_000);
     let app: AppProcess;
@@ -46,6 +47,23 @@ for (const backend of ['database', 'redis'] as const) {
       }
       expect(lost).to.deep.equal([]);
     });
+
+    if (backend === 'cookie') {
+      it('serves a cookie older than the latest (responses that came out of order) as the latest, and gives the browser the latest again', async () => {
+        const c = new Client(app.url);
+        await c.signup();
+        const older = c.sessionCookie()!;
+        expect((await c.patch('/api/session', { preferences: { counter: 1 } })).status).to.equal(200);
+        const newer = c.sessionCookie()!;
+        expect(newer).to.not.equal(older);
+        c.cookies.set('sid', older); // the browser kept the earlier response's cookie
+        const { preferences } = (await c.get('/api/session')).json as { preferences: { counter: number } };
+        expect(preferences.counter).to.equal(1);
+        // The latest sealed again: neither the older cookie nor nothing (which would leave it).
+        expect(c.sessionCookie()).to.not.equal(older);
+        expect(c.sessionCookie()).to.not.equal(newer);
+      });
+    }
   });
 }
 
