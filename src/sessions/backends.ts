@@ -297,8 +297,9 @@ export class SessionBackends {
         if (!(err instanceof SessionConflictError) || tries >= 20) throw err;
         // Many writers on one session: a little jitter stops them colliding in lockstep.
         if (tries > 1) await new Promise((r) => setTimeout(r, Math.random() * 2 * tries));
-        // A sealed cookie cannot be looked up by id: its store's refusal carries the session.
-        const current = err.current ?? (await store.load(record.id));
+        // A sealed cookie cannot be looked up by id: its store's refusal carries the session, or
+        // says it moved out, and the directory says where.
+        const current = err.current ?? (store.backend === 'cookie' ? await this.current(record) : await store.load(record.id));
         if (!current) return undefined;
         // What changed it was a move (an instance that disagrees about the flag): the session is
         // held elsewhere now, and a save (not one failing over: `saveOnFallback`) follows it

@@ -67,7 +67,8 @@ export const LATEST_SEALS = 10_000;
  * second AES open.
  */
 interface LatestSeal {
-  plain: Buffer;
+  /** None: the session moved out of this backend (`evict`), into the version after `version - 1`. */
+  plain: Buffer | undefined;
   version: number;
   /** performance.now() when it was made. */
   at: number;
@@ -118,7 +119,7 @@ export class CookieStore implements SessionStore {
     // that came after the newer one's): the session is the newer seal, and the browser is
     // given it again. One lookup on the usual read.
     const newer = this.latest.size === 0 ? undefined : this.newerSeal(record.idHash, record.version);
-    const served = newer && this.decoded(newer.plain);
+    const served = newer?.plain && this.decoded(newer.plain);
     if (served) served.newerThanCookie = true;
     return this.revocations.isRevoked(record) ? undefined : served || record;
   }
@@ -165,15 +166,15 @@ export class CookieStore implements SessionStore {
 
   /**
    * With `expectedVersion`: refused (SessionConflictError with the session as this instance
-   * last sealed it) when a newer version was sealed here since. What another instance sealed is
-   * not known here, and is overwritten as before.
+   * last sealed it) when a newer version was sealed here since — or without it, when the
+   * session has moved out of this backend since (the caller finds it where it went). What
+   * another instance sealed is not known here, and is overwritten as before.
    */
   async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
     if (this.revocations.isRevoked(record)) return undefined;
     if (expectedVersion !== undefined && this.latest.size !== 0) {
       const newer = this.newerSeal(record.idHash, expectedVersion);
-      const current = newer && this.decoded(newer.plain);
-      if (current) throw new SessionConflictError(expectedVersion, current);
+      if (newer) throw new SessionConflictError(expectedVersion, newer.plain && this.decoded(newer.plain));
     }
     return this.seal(record, false);
   }
@@ -181,11 +182,13 @@ export class CookieStore implements SessionStore {
   /**
    * A touch of a version older than one sealed here since (a request that read the session
    * before another's save) touches that newer one: sealed as it was read, the touch would give
-   * the browser a cookie without the other request's change.
+   * the browser a cookie without the other request's change. One of a session that has moved
+   * out since writes nothing: the browser keeps the cookie of where it went.
    */
   async touch(record: SessionRecord): Promise<string | undefined> {
     const newer = this.latest.size === 0 ? undefined : this.newerSeal(record.idHash, record.version);
-    const current = newer && this.decoded(newer.plain);
+    if (newer && !newer.plain) return undefined;
+    const current = newer?.plain && this.decoded(newer.plain);
     return this.save(current ? { ...current, lastActivity: record.lastActivity, expiresAt: record.expiresAt } : record);
   }
 
@@ -205,9 +208,16 @@ export class CookieStore implements SessionStore {
     return this.create(record);
   }
 
-  /** The cookie is replaced by the destination's; there is nothing here to remove but the memory of its seals. */
+  /**
+   * The cookie is replaced by the destination's; there is nothing to remove. What is remembered
+   * is that it moved: a request that read it here before (the flag flipped back for it) and
+   * saves here is refused, and follows it (SessionBackends.saveMerging), rather than seal a
+   * cookie that the browser may keep in place of the moved session's, with only its change.
+   */
   async evict(record: SessionRecord): Promise<void> {
-    this.latest.delete(record.idHash);
+    // Past any seal made here since the mover read it: a save over any of them is refused too.
+    const version = Math.max(record.version, this.latest.get(record.idHash)?.version ?? 0) + 1;
+    this.keep(record.idHash, { plain: undefined, version, at: performance.now() });
   }
 
   /** What the remembered seals hold, counted as OPENED_SEALS_BYTES bounds it (for tests). */
@@ -259,13 +269,17 @@ export class CookieStore implements SessionStore {
     const now = performance.now();
     const known = this.latest.get(record.idHash);
     if (!starts && known && known.version > record.version && now - known.at < LATEST_SEAL_MS) return;
+    this.keep(record.idHash, { plain, version: record.version, at: now });
+  }
+
+  /** `seal` as the session's latest; the oldest forgotten past LATEST_SEALS or LATEST_SEAL_MS. */
+  private keep(idHash: string, seal: LatestSeal) {
     // Deleted first so that the map stays in the order of `at`.
-    if (known) this.latest.delete(record.idHash);
-    else if (this.latest.size >= LATEST_SEALS) this.latest.delete(this.latest.keys().next().value!);
-    this.latest.set(record.idHash, { plain, version: record.version, at: now });
-    for (const [idHash, seal] of this.latest) {
-      if (now - seal.at < LATEST_SEAL_MS) break;
-      this.latest.delete(idHash);
+    if (!this.latest.delete(idHash) && this.latest.size >= LATEST_SEALS) this.latest.delete(this.latest.keys().next().value!);
+    this.latest.set(idHash, seal);
+    for (const [key, kept] of this.latest) {
+      if (seal.at - kept.at < LATEST_SEAL_MS) break;
+      this.latest.delete(key);
     }
   }
 

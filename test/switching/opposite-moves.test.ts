@@ -181,6 +181,19 @@ describe('two instances moving one session in opposite directions at once', func
     expect((await toDatabase.backends.open(moved!.cookieValue))?.data).to.deep.include({ fromMover: 1, fromLateSave: 2 });
   });
 
+  it('a cookie save by a request that read the session before it moved out of the cookie follows it, rather than seal a cookie with only its change', async () => {
+    const created = await toDatabase.backends.create(makeRecord({}, 'cookie'), 'cookie');
+    const read = (await toDatabase.backends.open(created.cookieValue))!;
+    // Another request of the session, told the flag says database, moves it there…
+    const moved = await write(toDatabase, created.cookieValue, 'database', 'fromMover', 1);
+    expect(moved?.record.backend).to.equal('database');
+    // …and then the first, told to keep it in the cookie (the flag flipped back), saves its change.
+    const changed: SessionRecord = { ...read, data: { ...read.data, fromLateSave: 2 }, version: read.version + 1, lastActivity: Date.now() };
+    const saved = await toDatabase.backends.update(changed, 'save', { readVersion: read.version, changedKeys: new Set(['fromLateSave']) });
+    expect(saved?.record.backend, 'saved where the session is').to.equal('database');
+    expect((await toDatabase.backends.open(moved!.cookieValue))?.data).to.deep.include({ fromMover: 1, fromLateSave: 2 });
+  });
+
   it('a save that finds the session moved since it read it follows the session, rather than writing where nothing reads it', async () => {
     const created = await toDatabase.backends.create(makeRecord({}, 'database'), 'database');
     const cookie = created.cookieValue;
