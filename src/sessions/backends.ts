@@ -384,11 +384,16 @@ export class SessionBackends {
         if (written.record.backend === from) return written;
         moved = written;
         this.events.migrated(from, written.record.backend, written.fellBackFrom ? 'fallback' : cause);
+        let sealed: SessionRecord | undefined;
         try {
           await this.stores[from].evict({ ...source, version: readVersion });
         } catch (err) {
-          this.events.secondaryFailure(err, `evict from ${from}`);
+          // The cookie store's answer when it sealed the session anew since this move read it
+          // (other requests' changes, in cookies the moved session does not read): carried over.
+          if (err instanceof SessionConflictError && err.current) sealed = err.current;
+          else this.events.secondaryFailure(err, `evict from ${from}`);
         }
+        if (sealed && sealed.version > readVersion) return this.carryOver(written, sealed, record, concurrency);
         const left = from === 'redis' ? await this.redisCopy(record.id) : undefined;
         return left && left.version > readVersion ? this.takeLeftBehind(written, left, record, concurrency) : written;
       }
@@ -432,19 +437,29 @@ export class SessionBackends {
         left = after;
         continue;
       }
-      const mine = concurrency ? mergeChanges(left, record, concurrency) : left.data;
-      const changedKeys = new Set(Object.keys({ ...moved.record.data, ...mine }).filter((key) => !isDeepStrictEqual(moved.record.data[key], mine[key])));
-      if (changedKeys.size === 0) return moved;
-      const patches = new Map<string, Record<string, unknown>>();
-      for (const key of changedKeys) {
-        const [was, now] = [moved.record.data[key], mine[key]];
-        if (isPlainObject(was) && isPlainObject(now)) patches.set(key, mergePatchBetween(was, now));
-      }
-      const merged = { ...moved.record, data: mine, version: moved.record.version + 1 };
-      return this.update(merged, 'save', { readVersion: moved.record.version, changedKeys, patches });
+      return this.carryOver(moved, left, record, concurrency);
     }
     this.events.secondaryFailure(new Error('saves kept landing on it'), 'take a copy left in redis');
     return moved;
+  }
+
+  /**
+   * What other requests saved where the session was, after `record`'s move read it (`left`, no
+   * longer anywhere a read looks), saved on top of the moved copy, merged as `update` merges:
+   * their changes, as the keys (and, for objects, the fields) in which `left` with this move's
+   * own changes on top differs from what the move wrote.
+   */
+  private carryOver(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency): Promise<Written | undefined> {
+    const mine = concurrency ? mergeChanges(left, record, concurrency) : left.data;
+    const changedKeys = new Set(Object.keys({ ...moved.record.data, ...mine }).filter((key) => !isDeepStrictEqual(moved.record.data[key], mine[key])));
+    if (changedKeys.size === 0) return Promise.resolve(moved);
+    const patches = new Map<string, Record<string, unknown>>();
+    for (const key of changedKeys) {
+      const [was, now] = [moved.record.data[key], mine[key]];
+      if (isPlainObject(was) && isPlainObject(now)) patches.set(key, mergePatchBetween(was, now));
+    }
+    const merged = { ...moved.record, data: mine, version: moved.record.version + 1 };
+    return this.update(merged, 'save', { readVersion: moved.record.version, changedKeys, patches });
   }
 
   /**

@@ -213,11 +213,16 @@ export class CookieStore implements SessionStore {
    * is that it moved: a request that read it here before (the flag flipped back for it) and
    * saves here is refused, and follows it (SessionBackends.saveMerging), rather than seal a
    * cookie that the browser may keep in place of the moved session's, with only its change.
+   * A seal made here since the mover read it (`record`'s version) holds such requests' changes:
+   * it is refused as a save would be (SessionConflictError with that session), for the mover to
+   * carry them over (SessionBackends.move).
    */
   async evict(record: SessionRecord): Promise<void> {
+    const newer = this.latest.size === 0 ? undefined : this.newerSeal(record.idHash, record.version);
     // Past any seal made here since the mover read it: a save over any of them is refused too.
-    const version = Math.max(record.version, this.latest.get(record.idHash)?.version ?? 0) + 1;
-    this.keep(record.idHash, { plain: undefined, version, at: performance.now() });
+    this.keep(record.idHash, { plain: undefined, version: Math.max(record.version, newer?.version ?? 0) + 1, at: performance.now() });
+    const sealed = newer?.plain && this.decoded(newer.plain);
+    if (sealed) throw new SessionConflictError(record.version, sealed);
   }
 
   /** What the remembered seals hold, counted as OPENED_SEALS_BYTES bounds it (for tests). */

@@ -152,7 +152,8 @@ describe('CookieStore', () => {
       for (let i = 0; i < OPENED_SEALS + 100; i++) await store.load((await store.save({ ...record, version: i + 2 }))!);
       expect((store as unknown as { opened: Map<string, Buffer> }).opened.size).to.equal(OPENED_SEALS);
       expect((store as unknown as { opened: Map<string, Buffer> }).opened.has(first)).to.equal(false);
-      await store.evict(record); // its newer seals forgotten too (below), so that `first` itself is served
+      // Moved out: its newer seals are forgotten (the newest comes back as the mover's to carry), so that `first` itself is served.
+      expect(await store.evict(record).catch((err: unknown) => (err as SessionConflictError).current?.version)).to.equal(OPENED_SEALS + 101);
       expect((await store.load(first))?.version).to.equal(1);
     });
 
@@ -281,7 +282,9 @@ describe('CookieStore', () => {
       const record = makeRecord({}, 'cookie');
       await store.create(record);
       await store.save(changed(record, { platformId: 7 }, 2), 1);
-      await store.evict({ ...record, version: 1 }); // a move that read version 1
+      // A move that read version 1 is given version 2 to carry over…
+      expect(await store.evict({ ...record, version: 1 }).catch((err: unknown) => (err as SessionConflictError).current?.data.platformId)).to.equal(7);
+      // …and a save of a request that read either is refused.
       const refused = await store.save(changed(record, { platformId: 9 }, 3), 2).catch((err: unknown) => err);
       expect(refused).to.be.instanceOf(SessionConflictError);
       expect((refused as SessionConflictError).current).to.equal(undefined);

@@ -194,6 +194,19 @@ describe('two instances moving one session in opposite directions at once', func
     expect((await toDatabase.backends.open(moved!.cookieValue))?.data).to.deep.include({ fromMover: 1, fromLateSave: 2 });
   });
 
+  it('a move out of the cookie carries what another request sealed into the cookie after the move read it', async () => {
+    const created = await toDatabase.backends.create(makeRecord({}, 'cookie'), 'cookie');
+    const read = (await toDatabase.backends.open(created.cookieValue))!;
+    // Another request of the session, told to keep it in the cookie, saves its change first…
+    const other: SessionRecord = { ...read, data: { ...read.data, fromCookieTab: 1 }, version: read.version + 1, lastActivity: Date.now() };
+    expect((await toDatabase.backends.update(other, 'save', { readVersion: read.version, changedKeys: new Set(['fromCookieTab']) }))?.record.backend).to.equal('cookie');
+    // …then the first, which read it before, moves it to the database.
+    const changed: SessionRecord = { ...read, data: { ...read.data, moving: true }, version: read.version + 1 };
+    const moved = await toDatabase.backends.migrate(changed, 'database', 'flag', { readVersion: read.version, changedKeys: new Set(['moving']) });
+    expect(moved?.record.backend).to.equal('database');
+    expect((await toDatabase.backends.open(moved!.cookieValue))?.data).to.deep.include({ fromCookieTab: 1, moving: true });
+  });
+
   it('a save that finds the session moved since it read it follows the session, rather than writing where nothing reads it', async () => {
     const created = await toDatabase.backends.create(makeRecord({}, 'database'), 'database');
     const cookie = created.cookieValue;
