@@ -101,6 +101,12 @@ describe('two instances moving one session in opposite directions at once', func
     return read.backend === target ? core.backends.update(changed, 'save', concurrency) : core.backends.migrate(changed, target, 'flag', concurrency);
   }
 
+  /** A save of `key` = `value` where the session was read, by a request that read `read` (as the session middleware saves). */
+  function saveAsRead(core: Core, read: SessionRecord, key: string, value: unknown): Promise<Written | undefined> {
+    const changed: SessionRecord = { ...read, data: { ...read.data, [key]: value }, version: read.version + 1, lastActivity: Date.now() };
+    return core.backends.update(changed, 'save', { readVersion: read.version, changedKeys: new Set([key]) });
+  }
+
   it('serves a cookie that names the database from Redis once the session has moved there, so the session stays one', async () => {
     const created = await toDatabase.backends.create(makeRecord({}, 'database'), 'database');
     const id = created.record.id;
@@ -166,40 +172,27 @@ describe('two instances moving one session in opposite directions at once', func
     });
   });
 
-  it('a Redis save that finds no copy, the session having moved out of Redis since it read it, follows the session there rather than answering 409', async () => {
-    const created = await toRedis.backends.create(makeRecord({}, 'redis'), 'redis');
-    // A request reads the session in Redis…
-    const read = (await toRedis.backends.open(created.cookieValue))!;
-    // …while another, told the flag now says database, moves it there (its Redis copy removed).
-    const moved = await write(toDatabase, created.cookieValue, 'database', 'fromMover', 1);
-    expect(moved?.record.backend).to.equal('database');
-    expect(await toRedis.raw.redis!.load(created.record.id)).to.equal(undefined);
-    // Then the first saves its change where it read it.
-    const changed: SessionRecord = { ...read, data: { ...read.data, fromLateSave: 2 }, version: read.version + 1, lastActivity: Date.now() };
-    const saved = await toRedis.backends.update(changed, 'save', { readVersion: read.version, changedKeys: new Set(['fromLateSave']) });
-    expect(saved?.record.backend, 'saved where the session is').to.equal('database');
-    expect((await toDatabase.backends.open(moved!.cookieValue))?.data).to.deep.include({ fromMover: 1, fromLateSave: 2 });
-  });
-
-  it('a cookie save by a request that read the session before it moved out of the cookie follows it, rather than seal a cookie with only its change', async () => {
-    const created = await toDatabase.backends.create(makeRecord({}, 'cookie'), 'cookie');
-    const read = (await toDatabase.backends.open(created.cookieValue))!;
-    // Another request of the session, told the flag says database, moves it there…
-    const moved = await write(toDatabase, created.cookieValue, 'database', 'fromMover', 1);
-    expect(moved?.record.backend).to.equal('database');
-    // …and then the first, told to keep it in the cookie (the flag flipped back), saves its change.
-    const changed: SessionRecord = { ...read, data: { ...read.data, fromLateSave: 2 }, version: read.version + 1, lastActivity: Date.now() };
-    const saved = await toDatabase.backends.update(changed, 'save', { readVersion: read.version, changedKeys: new Set(['fromLateSave']) });
-    expect(saved?.record.backend, 'saved where the session is').to.equal('database');
-    expect((await toDatabase.backends.open(moved!.cookieValue))?.data).to.deep.include({ fromMover: 1, fromLateSave: 2 });
-  });
+  for (const from of ['redis', 'cookie'] as const) {
+    it(`a save into ${from} by a request that read the session there before a move took it out follows the session, rather than answering 409 or writing where nothing reads it`, async () => {
+      const created = await toDatabase.backends.create(makeRecord({}, from), from);
+      // A request reads the session…
+      const read = (await toDatabase.backends.open(created.cookieValue))!;
+      // …while another, told the flag now says database, moves it there.
+      const moved = await write(toDatabase, created.cookieValue, 'database', 'fromMover', 1);
+      expect(moved?.record.backend).to.equal('database');
+      if (from === 'redis') expect(await toRedis.raw.redis!.load(created.record.id), 'its Redis copy removed').to.equal(undefined);
+      // Then the first, told to keep it where it was (the flag flipped back), saves its change there.
+      const saved = await saveAsRead(toDatabase, read, 'fromLateSave', 2);
+      expect(saved?.record.backend, 'saved where the session is').to.equal('database');
+      expect((await toDatabase.backends.open(moved!.cookieValue))?.data).to.deep.include({ fromMover: 1, fromLateSave: 2 });
+    });
+  }
 
   it('a move out of the cookie carries what another request sealed into the cookie after the move read it', async () => {
     const created = await toDatabase.backends.create(makeRecord({}, 'cookie'), 'cookie');
     const read = (await toDatabase.backends.open(created.cookieValue))!;
     // Another request of the session, told to keep it in the cookie, saves its change first…
-    const other: SessionRecord = { ...read, data: { ...read.data, fromCookieTab: 1 }, version: read.version + 1, lastActivity: Date.now() };
-    expect((await toDatabase.backends.update(other, 'save', { readVersion: read.version, changedKeys: new Set(['fromCookieTab']) }))?.record.backend).to.equal('cookie');
+    expect((await saveAsRead(toDatabase, read, 'fromCookieTab', 1))?.record.backend).to.equal('cookie');
     // …then the first, which read it before, moves it to the database.
     const changed: SessionRecord = { ...read, data: { ...read.data, moving: true }, version: read.version + 1 };
     const moved = await toDatabase.backends.migrate(changed, 'database', 'flag', { readVersion: read.version, changedKeys: new Set(['moving']) });
@@ -216,8 +209,7 @@ describe('two instances moving one session in opposite directions at once', func
     const moved = await write(toRedis, cookie, 'redis', 'fromRedisTab', 1);
     expect(moved?.record.backend).to.equal('redis');
     // Then the first request saves its change.
-    const changed: SessionRecord = { ...read, data: { ...read.data, fromDatabaseTab: 2 }, version: read.version + 1, lastActivity: Date.now() };
-    const saved = await toDatabase.backends.update(changed, 'save', { readVersion: read.version, changedKeys: new Set(['fromDatabaseTab']) });
+    const saved = await saveAsRead(toDatabase, read, 'fromDatabaseTab', 2);
     expect(saved?.record.backend, 'saved where the session is').to.equal('redis');
     expect(saved?.cookieValue, 'and the browser is pointed there').to.equal(moved!.cookieValue);
     expect((await toRedis.backends.open(moved!.cookieValue))?.data).to.deep.include({ fromRedisTab: 1, fromDatabaseTab: 2 });
