@@ -379,7 +379,16 @@ export class SessionBackends {
       // against the version this move read, would find the entry moved on and be refused — a
       // Redis refusing writes (full, read-only) then failed every change of the session (409).
       const giveBack = () => this.directory.giveBack(record.idHash, target, from, version).catch((err: unknown) => this.events.secondaryFailure(err, 'give back the directory entry'));
-      const written = await this.writeWithFallback({ ...source, version: readVersion + 1 }, target, (store, r) => store.moveIn(r, readVersion), undefined, giveBack);
+      let written: Written | undefined;
+      try {
+        written = await this.writeWithFallback({ ...source, version: readVersion + 1 }, target, (store, r) => store.moveIn(r, readVersion), undefined, giveBack);
+      } catch (err) {
+        // The target holds the session already, newer than this move read it (the cookie store's
+        // own seal: CookieStore.moveIn): written there as below, this request's changes on top.
+        if (!(err instanceof SessionConflictError && err.current)) throw err;
+        const mine = { ...record, backend: target, data: concurrency ? mergeChanges(err.current, record, concurrency) : err.current.data, version: err.current.version };
+        return this.update(mine, concurrency ? 'save' : 'touch', concurrency);
+      }
       if (written) {
         if (written.record.backend === from) return written;
         moved = written;

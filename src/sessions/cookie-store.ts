@@ -203,8 +203,17 @@ export class CookieStore implements SessionStore {
     await this.revocations.revokeSession(record.idHash, record.absoluteExpiresAt);
   }
 
-  /** A sealed cookie has nothing to compare a move against: the browser holds it. */
-  moveIn(record: SessionRecord, _readVersion: number): Promise<string | undefined> {
+  /**
+   * A sealed cookie has nothing to compare a move against but the seals made here: one newer
+   * than what the mover read means the session is in the cookie already, saved since its
+   * database copy (written behind) was read — a tab whose cookie still names the database moving
+   * it in again. Refused as a save would be, with that session (SessionBackends.move writes the
+   * mover's changes there); moved in, its older copy would replace that seal.
+   */
+  async moveIn(record: SessionRecord, readVersion: number): Promise<string | undefined> {
+    const newer = this.latest.size === 0 ? undefined : this.newerSeal(record.idHash, readVersion);
+    const current = newer?.plain && this.decoded(newer.plain);
+    if (current) throw new SessionConflictError(readVersion, current);
     return this.create(record);
   }
 

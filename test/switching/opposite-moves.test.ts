@@ -16,7 +16,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { loadConfig } from '../../src/config/config.js';
+import { loadConfig, type BackendName } from '../../src/config/config.js';
 import { openCore, type Core } from '../../src/core.js';
 import type { Written } from '../../src/sessions/backends.js';
 import type { SessionRecord } from '../../src/sessions/session.js';
@@ -30,12 +30,13 @@ describe('two instances moving one session in opposite directions at once', func
   let toDatabase: Core;
   let toRedis: Core;
   const prefix = `opposite-${randomBytes(4).toString('hex')}:`;
+  let env: Record<string, string>;
 
   before(async () => {
     db = await createTestDatabase('switchboard_opposite');
     dir = mkdtempSync(path.join(tmpdir(), 'switchboard-opposite-'));
     // STORE_TIMEOUT_MS as the test apps have it (app-server.ts): a busy machine's late answer is not what this tests.
-    const env = { DATA_DIR: dir, DATABASE_URL: db.url, REDIS_KEY_PREFIX: prefix, SESSION_SECRETS: randomBytes(32).toString('base64url'), STORE_TIMEOUT_MS: '250' };
+    env = { DATA_DIR: dir, DATABASE_URL: db.url, REDIS_KEY_PREFIX: prefix, SESSION_SECRETS: randomBytes(32).toString('base64url'), STORE_TIMEOUT_MS: '250' };
     toDatabase = await openCore(loadConfig({ ...env, SESSION_STORAGE: 'database' }), pino({ level: 'silent' }));
     toRedis = await openCore(loadConfig({ ...env, SESSION_STORAGE: 'redis' }), pino({ level: 'silent' }));
   });
@@ -94,7 +95,7 @@ describe('two instances moving one session in opposite directions at once', func
   });
 
   /** A request as the session middleware writes it: saved where it is, or moved to `target` with its change. */
-  async function write(core: Core, cookieValue: string, target: 'database' | 'redis', key: string, value: number): Promise<Written | undefined> {
+  async function write(core: Core, cookieValue: string, target: BackendName, key: string, value: number): Promise<Written | undefined> {
     const read = (await core.backends.open(cookieValue))!;
     const changed: SessionRecord = { ...read, data: { ...read.data, [key]: value }, version: read.version + 1, lastActivity: Date.now() };
     const concurrency = { readVersion: read.version, changedKeys: new Set([key]) };
@@ -198,6 +199,24 @@ describe('two instances moving one session in opposite directions at once', func
     const moved = await toDatabase.backends.migrate(changed, 'database', 'flag', { readVersion: read.version, changedKeys: new Set(['moving']) });
     expect(moved?.record.backend).to.equal('database');
     expect((await toDatabase.backends.open(moved!.cookieValue))?.data).to.deep.include({ fromCookieTab: 1, moving: true });
+  });
+
+  it('a tab whose cookie still names the database, moving the session into the cookie again, keeps the newer seal made since', async () => {
+    // Database copies written behind late enough that the stale tab reads the one before the save.
+    const core = await openCore(loadConfig({ ...env, SESSION_STORAGE: 'cookie', MIRROR_FLUSH_MS: '10000' }), pino({ level: 'silent' }));
+    try {
+      const created = await core.backends.create(makeRecord({}, 'database'), 'database');
+      const staleCookie = created.cookieValue;
+      const movedIn = await write(core, staleCookie, 'cookie', 'fromMover', 1);
+      expect(movedIn?.record.backend).to.equal('cookie');
+      // A tab with the new cookie saves in the cookie…
+      expect((await saveAsRead(core, (await core.backends.open(movedIn!.cookieValue))!, 'fromCookieTab', 2))?.record.backend).to.equal('cookie');
+      // …and one that still sends the database cookie moves the session into the cookie again.
+      const again = await write(core, staleCookie, 'cookie', 'fromStaleTab', 3);
+      expect((await core.backends.open(again!.cookieValue))?.data).to.deep.include({ fromMover: 1, fromCookieTab: 2, fromStaleTab: 3 });
+    } finally {
+      await core.close();
+    }
   });
 
   it('a save that finds the session moved since it read it follows the session, rather than writing where nothing reads it', async () => {
