@@ -369,7 +369,6 @@ export class SessionBackends {
   private async move(record: SessionRecord, target: BackendName, cause: MigrationCause, concurrency?: SaveConcurrency): Promise<Written | undefined> {
     let source = record;
     let readVersion = concurrency?.readVersion ?? record.version;
-    let moved: Written | undefined;
     for (let tries = 0; tries < 3; tries++) {
       if (this.revocations.isRevoked(source)) return undefined;
       const from = source.backend;
@@ -391,7 +390,6 @@ export class SessionBackends {
       }
       if (written) {
         if (written.record.backend === from) return written;
-        moved = written;
         this.events.migrated(from, written.record.backend, written.fellBackFrom ? 'fallback' : cause);
         let sealed: SessionRecord | undefined;
         try {
@@ -415,7 +413,7 @@ export class SessionBackends {
       source = mine;
       readVersion = current.version;
     }
-    return moved;
+    return undefined;
   }
 
   /**
