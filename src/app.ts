@@ -21,6 +21,7 @@ import { requestMetrics } from './http/request-metrics.js';
 import { securityHeaders } from './http/security-headers.js';
 import { sessionMiddleware } from './http/session-middleware.js';
 import { adminGate, adminRoutes } from './http/routes/admin.js';
+import { accountRoutes } from './http/routes/account.js';
 import { authRoutes } from './http/routes/auth.js';
 import { operationsRoutes } from './http/routes/operations.js';
 import { FormFlashes } from './http/pages/form-flash.js';
@@ -98,7 +99,7 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
   const router = new Router();
   const flashes = new FormFlashes({ secrets: config.sessions.secrets, deployment: core.deployment, sessionCookieName: config.sessions.cookieName, secure: config.sessions.cookieSecure });
   const assets = new Assets();
-  for (const part of [operationsRoutes(deps), authRoutes(deps), sessionRoutes(deps), platformRoutes(deps), adminRoutes(deps), pageRoutes(deps, flashes, assets)]) {
+  for (const part of [operationsRoutes(deps), authRoutes(deps), accountRoutes(deps), sessionRoutes(deps), platformRoutes(deps), adminRoutes(deps), pageRoutes(deps, flashes, assets)]) {
     router.use(part.routes());
   }
   // Outermost: the request metrics count the API's answer (a 401, a 503), not the page it becomes.

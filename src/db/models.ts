@@ -2,7 +2,7 @@
  * Sequelize models over the tables the migrations create. The migrations own the schema;
  * these only describe it for queries.
  */
-import { DataTypes, Model, type InferAttributes, type InferCreationAttributes, type CreationOptional, type Sequelize } from 'sequelize';
+import { DataTypes, Model, type InferAttributes, type InferCreationAttributes, type CreationOptional, type ModelStatic, type Sequelize } from 'sequelize';
 
 export class User extends Model<InferAttributes<User>, InferCreationAttributes<User>> {
   declare id: CreationOptional<number>;
@@ -13,6 +13,24 @@ export class User extends Model<InferAttributes<User>, InferCreationAttributes<U
   declare active: CreationOptional<boolean>;
   declare createdAt: CreationOptional<Date>;
   declare updatedAt: CreationOptional<Date>;
+
+  /**
+   * Whether account `id` exists and is active, read afresh: a login or password change reads it
+   * again after the seconds its password check takes, in case an admin disabled it meanwhile.
+   */
+  static async isActive(this: ModelStatic<User>, id: number): Promise<boolean> {
+    return (await this.count({ where: { id, active: true } })) === 1;
+  }
+
+  /**
+   * Account `id` as it is now, and `readAt`, an instant just before it was read: a change
+   * committed before `readAt` is in what was read; one committed after may be, and its
+   * revocation (dated after its commit) then covers anything dated `readAt`.
+   */
+  static async reread(this: ModelStatic<User>, id: number): Promise<{ user: User | null; readAt: number }> {
+    const readAt = Date.now();
+    return { user: await this.findByPk(id), readAt };
+  }
 }
 
 export class PlatformConnection extends Model<InferAttributes<PlatformConnection>, InferCreationAttributes<PlatformConnection>> {

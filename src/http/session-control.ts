@@ -207,9 +207,10 @@ export interface StartHooks {
   /** Runs if it cannot be stored (503), to take back what the route did. */
   undo?: () => Promise<unknown>;
   /**
-   * The instant the account was read to log in (ms), the session's `issuedAt`: a password, role
-   * or active change saved after that read revokes every session issued before it saved, so it
-   * ends this one too, though the login stores it later. Default: now.
+   * The instant the login last read the account (ms; User.reread, after the password check),
+   * the session's `issuedAt`: a password, role or active change saved after that read revokes
+   * every session issued before it saved, so it ends this one too, though the login stores it
+   * later. Default: now.
    */
   accountReadAt?: number;
 }

@@ -206,12 +206,12 @@ for (const backend of ['database', 'cookie'] as const) {
         await waitIfHeld('password');
         return clearFailures(...args);
       };
-      // The login reads the account again (User.count) once the password is checked.
-      const users = app.models.User as unknown as { count: (...args: unknown[]) => Promise<number> };
-      const count = users.count.bind(users);
-      users.count = async (...args) => {
+      // The login reads the account again (User.reread) once the password is checked.
+      const users = app.models.User as unknown as { reread: (...args: unknown[]) => Promise<unknown> };
+      const reread = users.reread.bind(users);
+      users.reread = async (...args) => {
         await waitIfHeld('login');
-        return count(...args);
+        return reread(...args);
       };
       // A password change's last look at its session, just before it saves the new hash.
       const isLive = app.backends.isLive.bind(app.backends);
@@ -325,6 +325,51 @@ for (const backend of ['database', 'cookie'] as const) {
       expect(answer.status).to.equal(200);
       expectError(slow, 401, 'invalid_credentials');
       expect((await browser.get('/api/session')).status).to.equal(401);
+    });
+
+    // Held between its password check and its second look at the account: the change or the
+    // revoke-all is made during the check. The login is answered by what the account is once
+    // checked — never 200 with a session that is already ended.
+    it('gives a working session to a login whose password check overlaps a revoke-all', async () => {
+      const { email } = await new Client(app.url).signup({ password: GOOD_PASSWORD });
+      const browser = new Client(app.url);
+      const { slow, answer } = await around(
+        'login',
+        () => browser.login(email, GOOD_PASSWORD),
+        () => new Client(app.url).post('/api/admin/sessions/revoke-all', {}, admin),
+      );
+      expect(answer.status, 'the revoke-all').to.equal(200);
+      expect(slow.status, 'the login').to.equal(200);
+      expect((await browser.get('/api/session')).status, 'its session works').to.equal(200);
+    });
+
+    it('refuses a login whose password is changed during its check', async () => {
+      const owner = new Client(app.url);
+      const { email } = await owner.signup({ password: GOOD_PASSWORD });
+      const browser = new Client(app.url);
+      const { slow, answer } = await around(
+        'login',
+        () => browser.login(email, GOOD_PASSWORD),
+        () => owner.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'another long passphrase' }),
+      );
+      expect(answer.status, 'the change').to.equal(204);
+      expectError(slow, 401, 'invalid_credentials');
+      expect(browser.sessionCookie(), 'no cookie for the old password').to.equal(undefined);
+    });
+
+    it('gives a login whose role changes during its check a working session with the new role', async () => {
+      const { email, user } = await new Client(app.url).signup({ password: GOOD_PASSWORD });
+      const browser = new Client(app.url);
+      const { slow, answer } = await around(
+        'login',
+        () => browser.login(email, GOOD_PASSWORD),
+        () => new Client(app.url).patch(`/api/admin/users/${user.id}`, { role: 'admin' }, admin),
+      );
+      expect(answer.status).to.equal(200);
+      expect(slow.status, 'the login').to.equal(200);
+      const me = await browser.get('/api/session');
+      expect(me.status, 'its session works').to.equal(200);
+      expect((me.json.user as { role: string }).role).to.equal('admin');
     });
 
     // A login holds here after its second look at the account (LoginAttempt#succeeded clears
