@@ -431,9 +431,13 @@ export class SessionBackends {
   private async takeLeftBehind(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency): Promise<Written | undefined> {
     for (let tries = 0; tries < 10; tries++) {
       const entry = await this.directory.loadByHash(record.idHash);
-      if (!entry || entry.backend === 'redis') return moved;
+      if (!entry) return moved;
+      // Held by Redis again (moved back, or a move that found this Redis copy newer took it for
+      // the session: `current`): this request's own changes, in the moved copy, may not be in it.
+      if (entry.backend === 'redis') return this.ownChangesOnTop(moved, concurrency);
+      let removed: boolean | void;
       try {
-        await this.stores.redis.evict(left);
+        removed = await this.stores.redis.evict(left);
       } catch (err) {
         this.events.secondaryFailure(err, 'take a copy left in redis');
         return moved;
@@ -444,10 +448,27 @@ export class SessionBackends {
         left = after;
         continue;
       }
+      // Gone, but not removed by this take: another request took it first — moved it out of Redis
+      // (its data is where that move wrote it) or took it as here (and carried it over). Carried
+      // over again, its changes, older by now, went on top of those made since (a take held for
+      // seconds by a slow directory read wrote a preference answered long before over later ones).
+      // Only this request's own changes are put on top again: a move of that copy into the
+      // database writes over the moved one while it is still at the version this move wrote.
+      if (removed === false) return this.ownChangesOnTop(moved, concurrency);
       return this.carryOver(moved, left, record, concurrency);
     }
     this.events.secondaryFailure(new Error('saves kept landing on it'), 'take a copy left in redis');
     return moved;
+  }
+
+  /**
+   * This request's changes (as the move wrote them) saved on top of the session as it now is,
+   * merged as `update` merges: for a take that found the moved copy may have been written over.
+   * The request has not answered yet, so its changes landing now are as if it had saved now.
+   */
+  private ownChangesOnTop(moved: Written, concurrency?: SaveConcurrency): Promise<Written | undefined> {
+    if (!concurrency || concurrency.changedKeys.size === 0) return Promise.resolve(moved);
+    return this.update({ ...moved.record, version: moved.record.version + 1 }, 'save', { ...concurrency, readVersion: moved.record.version });
   }
 
   /**
@@ -459,11 +480,16 @@ export class SessionBackends {
   private carryOver(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency): Promise<Written | undefined> {
     const mine = concurrency ? mergeChanges(left, record, concurrency) : left.data;
     const changedKeys = new Set(Object.keys({ ...moved.record.data, ...mine }).filter((key) => !isDeepStrictEqual(moved.record.data[key], mine[key])));
+    // This request's own changes too: a move of `left` into the database by another request,
+    // before this take removed it, wrote over the moved copy (still at the version this move wrote).
+    for (const key of concurrency?.changedKeys ?? []) changedKeys.add(key);
     if (changedKeys.size === 0) return Promise.resolve(moved);
     const patches = new Map<string, Record<string, unknown>>();
     for (const key of changedKeys) {
+      const own = concurrency?.changedKeys.has(key) ? (concurrency.patches?.get(key) ?? 'set') : undefined;
+      if (own === 'set') continue; // set by this request: its whole value
       const [was, now] = [moved.record.data[key], mine[key]];
-      if (isPlainObject(was) && isPlainObject(now)) patches.set(key, mergePatchBetween(was, now));
+      if (isPlainObject(was) && isPlainObject(now)) patches.set(key, { ...mergePatchBetween(was, now), ...own });
     }
     const merged = { ...moved.record, data: mine, version: moved.record.version + 1 };
     return this.update(merged, 'save', { readVersion: moved.record.version, changedKeys, patches });

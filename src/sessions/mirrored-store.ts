@@ -201,7 +201,7 @@ export class MirroredStore implements IndexedSessionStore {
   }
 
   /** The database copy stays: the destination has taken it over (or will, being the database). */
-  evict(record: SessionRecord): Promise<void> {
+  evict(record: SessionRecord): Promise<boolean | void> {
     this.pending.delete(record.idHash);
     return this.primary.evict(record);
   }

@@ -220,9 +220,11 @@ class RedisSessionStore implements SessionStore {
     await Promise.all(removals);
   }
 
-  /** Only the copy that was moved (its version): one saved or moved back here since stays. */
-  async evict(r: SessionRecord): Promise<void> {
-    if ((await this.redis.sbDeleteIfVersion(this.sessionKey(r.idHash), r.version)) === 1 && this.indexed) await this.redis.zrem(this.userKey(r.userId), r.idHash);
+  /** Only the copy that was moved (its version): one saved or moved back here since stays. Whether it removed it. */
+  async evict(r: SessionRecord): Promise<boolean> {
+    if ((await this.redis.sbDeleteIfVersion(this.sessionKey(r.idHash), r.version)) !== 1) return false;
+    if (this.indexed) await this.redis.zrem(this.userKey(r.userId), r.idHash);
+    return true;
   }
 
   /** Members whose session expired or is gone are pruned here, the only place that reads them. */

@@ -50,9 +50,10 @@ export interface SessionStore {
   /**
    * Drops this backend's copy after the session moved elsewhere: only the copy at
    * `record.version`, the one that was moved. Unlike `destroy`, it leaves a copy saved or moved
-   * back here since, and one that now belongs to the destination (see DatabaseStore).
+   * back here since, and one that now belongs to the destination (see DatabaseStore). A store
+   * that can tell says whether this call removed it (Redis: SessionBackends.takeLeftBehind).
    */
-  evict(record: SessionRecord): Promise<void>;
+  evict(record: SessionRecord): Promise<boolean | void>;
 
   /** Throws when the backend cannot serve. */
   ping(): Promise<void>;

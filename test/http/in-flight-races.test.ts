@@ -15,6 +15,7 @@ import type { Models } from '../../src/db/models.js';
 import type { SessionBackends } from '../../src/sessions/backends.js';
 import { makeScratchDir } from '../support/child-process.js';
 import { Client } from '../support/http-client.js';
+import { createTestDatabase, ensureServices, type TestDatabase } from '../support/postgres.js';
 import { startRedis, type RedisProcess } from '../support/redis-server.js';
 import { ADMIN_TOKEN, expectError, GOOD_PASSWORD } from './helpers.js';
 
@@ -539,5 +540,61 @@ describe('saves of one session in flight when Redis stops answering', function (
       await delay(500);
     }
     expect(lost).to.deep.equal([]);
+  });
+});
+
+/**
+ * On PostgreSQL one user's platform creates take turns (PLATFORMS_MAX_PER_USER). They used to do
+ * so by locking the user's row, and an operator disabling that user waited behind them: past the
+ * 2 s lock timeout, 503 "the database is down" and the account still active (H4, a burst of 48
+ * creates). Here one create is held inside its transaction while the operator acts.
+ */
+describe('an operator disables a user while one of their platform creates is in progress (PostgreSQL)', function () {
+  this.timeout(60_000);
+  let app: InProcessApp;
+  let db: TestDatabase;
+  let held: { reached: () => void; released: Promise<void> } | undefined;
+  before(async () => {
+    await ensureServices();
+    db = await createTestDatabase('create_race');
+    app = await startInProcess({ DATABASE_URL: db.url, ADMIN_TOKEN });
+    // The create counts the user's platforms inside its transaction, after it has taken its turn.
+    const platforms = app.models.PlatformConnection as unknown as { count: (...args: unknown[]) => Promise<number> };
+    const count = platforms.count.bind(platforms);
+    platforms.count = async (...args) => {
+      const hold = held;
+      held = undefined;
+      if (hold) {
+        hold.reached();
+        await hold.released;
+      }
+      return count(...args);
+    };
+  });
+  after(async () => {
+    await app?.stop();
+    await db?.drop();
+  });
+
+  it('disables the account at once, and the user is logged out', async () => {
+    const browser = new Client(app.url);
+    const { email, user } = await browser.signup({ password: GOOD_PASSWORD });
+    let reached!: () => void;
+    let release!: () => void;
+    const arrived = new Promise<void>((resolve) => (reached = resolve));
+    held = { reached, released: new Promise<void>((resolve) => (release = resolve)) };
+    const create = browser.post('/api/platforms', { name: 'Held', type: 'github' });
+    await arrived;
+    let disabled;
+    try {
+      disabled = await new Client(app.url).patch(`/api/admin/users/${user.id}`, { active: false }, { Authorization: `Bearer ${ADMIN_TOKEN}` });
+    } finally {
+      release();
+    }
+    expect(disabled.status, disabled.text).to.equal(200);
+    expect((disabled.json.user as { active: boolean }).active).to.equal(false);
+    expect((await create).status, 'the create already in progress is made').to.equal(201);
+    expect((await browser.get('/api/session')).status).to.equal(401);
+    expectError(await new Client(app.url).login(email, GOOD_PASSWORD), 401, 'invalid_credentials');
   });
 });

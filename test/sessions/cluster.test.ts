@@ -221,7 +221,9 @@ describe('Redis Cluster: a master taken out of the cluster and left running (del
     const refreshed = new Promise<void>((resolve) => target.refreshSlotsCache(() => resolve()));
     Math.random = random;
     await refreshed;
-    expect(await slotsAsked(removed.port), 'the removed node asked for the slot map').to.equal(asked + 1);
+    // At least: another client of the test's (the app's channel, the main client) may have
+    // refreshed its own map meanwhile, asking the removed node too (seen once under load).
+    expect(await slotsAsked(removed.port), 'the removed node asked for the slot map').to.be.at.least(asked + 1);
   }
 
   it('answers an empty slot map, which the app clients do not take: no outage, and the node is dropped', async () => {

@@ -173,6 +173,57 @@ describe('two instances moving one session in opposite directions at once', func
     });
   });
 
+  it('a take that finds its Redis copy already taken by another request carries nothing over: a later change stays', async () => {
+    const created = await toRedis.backends.create(makeRecord({}, 'redis'), 'redis');
+    const id = created.record.id;
+    const read = (await toDatabase.backends.open(created.cookieValue))!;
+    // Another request saves in Redis after the move read the session: the copy its take must carry.
+    const redisStore = toRedis.raw.redis!;
+    await redisStore.save({ ...read, data: { ...read.data, k: 1 }, version: read.version + 1 }, read.version);
+    // The take is held before it reads the directory (a slow database)…
+    const directory = toDatabase.backends.directory;
+    const loadByHash = directory.loadByHash.bind(directory);
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let reached!: () => void;
+    const takeWaits = new Promise<void>((resolve) => (reached = resolve));
+    let first = true;
+    directory.loadByHash = async (idHash) => {
+      if (first) {
+        first = false;
+        reached();
+        await held;
+      }
+      return loadByHash(idHash);
+    };
+    let moving: Promise<Written | undefined>;
+    try {
+      const changed: SessionRecord = { ...read, data: { ...read.data, moving: true }, version: read.version + 1 };
+      moving = toDatabase.backends.migrate(changed, 'database', 'flag', { readVersion: read.version, changedKeys: new Set(['moving']) });
+      await takeWaits;
+    } catch (err) {
+      release();
+      directory.loadByHash = loadByHash;
+      throw err;
+    }
+    try {
+      // …while the session goes on: a request with the Redis cookie reads that copy and moves it to
+      // the database itself (taking it out of Redis), and the user then changes `k` again (200).
+      expect((await write(toRedis, toRedis.backends.cookieValue('redis', id), 'database', 'other', 1))?.record.backend).to.equal('database');
+      expect(await redisStore.load(id), 'the copy was taken by that move').to.equal(undefined);
+      expect((await write(toDatabase, toDatabase.backends.cookieValue('database', id), 'database', 'k', 2))?.record.backend).to.equal('database');
+    } finally {
+      release();
+      await moving.catch(() => undefined);
+      directory.loadByHash = loadByHash;
+    }
+    const written = await moving;
+    expect(written?.record.backend).to.equal('database');
+    // The take's copy was gone (another request took it): what it held is in the session already,
+    // and carried over again it wrote the older `k` over the change made since.
+    expect((await toDatabase.backends.open(toDatabase.backends.cookieValue('database', id)))?.data).to.deep.include({ moving: true, other: 1, k: 2 });
+  });
+
   for (const from of ['redis', 'cookie'] as const) {
     it(`a save into ${from} by a request that read the session there before a move took it out follows the session, rather than answering 409 or writing where nothing reads it`, async () => {
       const created = await toDatabase.backends.create(makeRecord({}, from), from);

@@ -25,14 +25,16 @@ type NewPlatform = { userId: number; name: string; type: string };
  * instances) cannot together go past the limit. SQLite: one statement, which counts and inserts
  * in one snapshot while holding the database's only write lock (no transaction: Sequelize opens
  * another connection for each, without the shared one's busy_timeout). PostgreSQL: a transaction
- * that first locks the user's row (`FOR NO KEY UPDATE`, which leaves foreign-key checks alone),
- * so one user's creates take turns, and then counts in a statement that sees what they committed.
+ * that first takes an advisory lock of the user's, so one user's creates take turns, and then
+ * counts in a statement that sees what they committed. Not a lock of the user's row: an admin
+ * disabling the user waited behind a burst of their creates, and past LOCK_TIMEOUT_MS got 503.
  */
+const PLATFORM_CREATES = 0x706c6174; // the advisory lock's first key: 'plat', this lock's own space
 async function createWithinLimit(models: Models, p: NewPlatform, max: number): Promise<{ id: number; name: string; type: string } | null> {
   const { sequelize, PlatformConnection } = models;
   if (sequelize.getDialect() === 'postgres') {
     return sequelize.transaction(async (transaction) => {
-      await sequelize.query('SELECT id FROM users WHERE id = ? FOR NO KEY UPDATE', { replacements: [p.userId], type: QueryTypes.SELECT, transaction });
+      await sequelize.query('SELECT pg_advisory_xact_lock(?, ?)', { replacements: [PLATFORM_CREATES, p.userId], type: QueryTypes.SELECT, transaction });
       if ((await PlatformConnection.count({ where: { userId: p.userId }, transaction })) >= max) return null;
       return PlatformConnection.create(p, { transaction });
     });
