@@ -29,7 +29,7 @@ export class SessionControl {
    */
   unknown: Error | undefined;
   /** Sessions to end after the route, with why (the replaced one at login, the old id at rotation). */
-  readonly ending: Array<{ record: SessionRecord; reason?: RevocationReason; quiet?: boolean; bySystem?: boolean; auditReason?: string }> = [];
+  readonly ending: Ending[] = [];
   clearCookie = false;
   /** A background check, not user activity: it does not extend the idle expiry. */
   passive = false;
@@ -109,7 +109,7 @@ export class SessionControl {
    */
   start(user: SessionUser, hooks?: StartHooks): Session {
     this.started = hooks;
-    if (this.current && !this.current.isNew) this.ending.push({ record: this.current.record, quiet: true });
+    if (this.current && !this.current.isNew) this.ending.push({ kind: 'replaced', record: this.current.record });
     const now = Date.now();
     const issuedAt = Math.min(hooks?.accountReadAt ?? now, now);
     const id = newSessionId();
@@ -143,7 +143,7 @@ export class SessionControl {
     const old = this.current;
     if (!old) throw new Error('rotate() needs a session');
     if (!old.isNew) {
-      this.ending.push({ record: old.record, quiet: true });
+      this.ending.push({ kind: 'replaced', record: old.record });
       this.rotatedFrom = old;
     }
     const id = newSessionId();
@@ -176,7 +176,7 @@ export class SessionControl {
    * to keep SESSION_MAX_PER_USER): a login that fails (503) ends nothing.
    */
   endOther(record: SessionRecord, reason: RevocationReason) {
-    this.ending.push({ record, reason, bySystem: true });
+    this.ending.push({ kind: 'ended by system', record, reason });
   }
 
   /** Throws `unknown`, if the session the cookie names could not be read. */
@@ -188,11 +188,25 @@ export class SessionControl {
   end(reason: RevocationReason = 'logout') {
     // A logout of a session that cannot be read now could not be recorded: it did not happen (503).
     if (!this.current) this.mustKnow();
-    if (this.current && !this.current.isNew) this.ending.push({ record: this.current.record, reason });
+    if (this.current && !this.current.isNew) this.ending.push({ kind: 'ended by user', record: this.current.record, reason });
     this.current = undefined;
     this.clearCookie = true;
   }
 }
+
+/** A session this request ends once the route has answered, and why: what the metrics and the audit say of it. */
+export type Ending =
+  /** The user's request ended it (`end`: a logout, or the user's own revocation): a revocation with its reason. */
+  | { kind: 'ended by user'; record: SessionRecord; reason: RevocationReason }
+  /**
+   * Replaced by this request's new session (`start`, `rotate`): no revocation. The audit tells
+   * which by the handle: a rotation's old id has the new id's, a login's predecessor another.
+   */
+  | { kind: 'replaced'; record: SessionRecord }
+  /** The service ended it for the user (`endOther`: the oldest beyond SESSION_MAX_PER_USER): a revocation. */
+  | { kind: 'ended by system'; record: SessionRecord; reason: RevocationReason }
+  /** A rotation's old id, ended although no new id was stored: the client had gone (session-endings.ts). */
+  | { kind: 'client gone'; record: SessionRecord };
 
 /** What a JSON body says of the current session, as far as commit may correct it. */
 interface SessionDescription {

@@ -67,7 +67,7 @@ export function accountRoutes(deps: AppDeps) {
     // account disabled, meanwhile. Then nothing changes, and no new id brings the session back.
     // (A logout landing after this check, while the update below waits, does not stop the
     // change the user asked for: it is made, and the answer is 204 with the cookie cleared —
-    // the session middleware's catchUpRotation finds the old id ended and stores no new one.)
+    // the session middleware's catchUpRotation (session-endings.ts) finds the old id ended and stores no new one.)
     if (!(await models.User.isActive(user.id)) || !(await backends.isLive(session.record))) throw new UnauthenticatedError();
     // Only over the hash that was checked: of two changes at once (two tabs, two devices) the
     // first saved wins and ends the other's session, which then changes nothing; each saving
