@@ -52,8 +52,9 @@ const SQLITE_PRAGMAS = [
 /** Whether the filesystem holding `file` has (next to) no room left: SQLite says only "disk I/O error" then. */
 function diskFull(file: string): boolean {
   try {
-    const { bavail, bsize } = statfsSync(path.dirname(path.resolve(file)));
-    return bavail * bsize < 1024 * 1024;
+    const { blocks, bavail, bsize } = statfsSync(path.dirname(path.resolve(file)));
+    // A file system without blocks (procfs, sysfs) is not full: it takes no files at all.
+    return blocks > 0 && bavail * bsize < 1024 * 1024;
   } catch {
     return false;
   }

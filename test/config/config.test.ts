@@ -197,6 +197,8 @@ describe('configuration', () => {
         // Node's recursive mkdir never returns on such a path; start-up must not hang in silence.
         [{ DATABASE_URL: 'sqlite:/proc/switchboard-nope/x.sqlite' }, /^switchboard: could not start: DATABASE_URL: cannot create the folder/],
         [{ DATABASE_URL: `sqlite:${dir}` }, /^switchboard: could not start: DATABASE_URL: cannot open the SQLite file .*SQLITE_CANTOPEN/],
+        // A folder that takes no files (procfs has no blocks at all): not called a full disk.
+        [{ DATABASE_URL: 'sqlite:/proc/x.sqlite' }, /^switchboard: could not start: DATABASE_URL: cannot open the SQLite file \/proc\/x\.sqlite \((?!.*full)/],
         // Nothing listens on port 1; the password is never printed.
         [{ DATABASE_URL: 'postgres://postgres:hunter2-secret@127.0.0.1:1/test' }, /^switchboard: could not start: DATABASE_URL: cannot connect to PostgreSQL at 127\.0\.0\.1:1\/test \((?!.*hunter2)/],
         // A server that accepts and never answers (a hung primary): this test's own, blocked by spawnSync.
