@@ -434,7 +434,7 @@ export class SessionBackends {
       if (!entry) return moved;
       // Held by Redis again (moved back, or a move that found this Redis copy newer took it for
       // the session: `current`): this request's own changes, in the moved copy, may not be in it.
-      if (entry.backend === 'redis') return this.ownChangesOnTop(moved, concurrency);
+      if (entry.backend === 'redis') return this.ownChangesOnTop(moved, left, record, concurrency);
       let removed: boolean | void;
       try {
         removed = await this.stores.redis.evict(left);
@@ -454,7 +454,7 @@ export class SessionBackends {
       // seconds by a slow directory read wrote a preference answered long before over later ones).
       // Only this request's own changes are put on top again: a move of that copy into the
       // database writes over the moved one while it is still at the version this move wrote.
-      if (removed === false) return this.ownChangesOnTop(moved, concurrency);
+      if (removed === false) return this.ownChangesOnTop(moved, left, record, concurrency);
       return this.carryOver(moved, left, record, concurrency);
     }
     this.events.secondaryFailure(new Error('saves kept landing on it'), 'take a copy left in redis');
@@ -462,13 +462,22 @@ export class SessionBackends {
   }
 
   /**
-   * This request's changes (as the move wrote them) saved on top of the session as it now is,
-   * merged as `update` merges: for a take that found the moved copy may have been written over.
-   * The request has not answered yet, so its changes landing now are as if it had saved now.
+   * This request's own changes put back where the session now is, for a take that found the
+   * moved copy may have been replaced by one without them: written over by another request's
+   * move of `left` into the database (at the version this move wrote), or set aside for the Redis
+   * copy (`current`). Only the keys that now hold what `left` held: a key changed since by a
+   * request that read this move's change keeps what that request set (the later answer). The
+   * request has not answered yet, so its changes landing now are as if it had saved now.
    */
-  private ownChangesOnTop(moved: Written, concurrency?: SaveConcurrency): Promise<Written | undefined> {
-    if (!concurrency || concurrency.changedKeys.size === 0) return Promise.resolve(moved);
-    return this.update({ ...moved.record, version: moved.record.version + 1 }, 'save', { ...concurrency, readVersion: moved.record.version });
+  private async ownChangesOnTop(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency): Promise<Written | undefined> {
+    if (!concurrency || concurrency.changedKeys.size === 0) return moved;
+    const now = await this.current(record).catch(() => undefined);
+    if (!now) return moved;
+    const lost = (key: string) => isDeepStrictEqual(now.data[key], left.data[key]) && !isDeepStrictEqual(now.data[key], moved.record.data[key]);
+    const changedKeys = new Set([...concurrency.changedKeys].filter(lost));
+    if (changedKeys.size === 0) return moved;
+    const patches = new Map([...(concurrency.patches ?? [])].filter(([key]) => changedKeys.has(key)));
+    return this.update({ ...moved.record, version: moved.record.version + 1 }, 'save', { readVersion: moved.record.version, changedKeys, patches });
   }
 
   /**
@@ -480,20 +489,16 @@ export class SessionBackends {
   private carryOver(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency): Promise<Written | undefined> {
     const mine = concurrency ? mergeChanges(left, record, concurrency) : left.data;
     const changedKeys = new Set(Object.keys({ ...moved.record.data, ...mine }).filter((key) => !isDeepStrictEqual(moved.record.data[key], mine[key])));
-    // This request's own changes too: a move of `left` into the database by another request,
-    // before this take removed it, wrote over the moved copy (still at the version this move wrote).
-    for (const key of concurrency?.changedKeys ?? []) changedKeys.add(key);
     if (changedKeys.size === 0) return Promise.resolve(moved);
     const patches = new Map<string, Record<string, unknown>>();
     for (const key of changedKeys) {
-      const own = concurrency?.changedKeys.has(key) ? (concurrency.patches?.get(key) ?? 'set') : undefined;
-      if (own === 'set') continue; // set by this request: its whole value
       const [was, now] = [moved.record.data[key], mine[key]];
-      if (isPlainObject(was) && isPlainObject(now)) patches.set(key, { ...mergePatchBetween(was, now), ...own });
+      if (isPlainObject(was) && isPlainObject(now)) patches.set(key, mergePatchBetween(was, now));
     }
     const merged = { ...moved.record, data: mine, version: moved.record.version + 1 };
     return this.update(merged, 'save', { readVersion: moved.record.version, changedKeys, patches });
   }
+
 
   /**
    * The session's copy in Redis itself, if Redis has one and answers: not the database copy that

@@ -95,7 +95,7 @@ describe('two instances moving one session in opposite directions at once', func
   });
 
   /** A request as the session middleware writes it: saved where it is, or moved to `target` with its change. */
-  async function write(core: Core, cookieValue: string, target: BackendName, key: string, value: number): Promise<Written | undefined> {
+  async function write(core: Core, cookieValue: string, target: BackendName, key: string, value: unknown): Promise<Written | undefined> {
     const read = (await core.backends.open(cookieValue))!;
     const changed: SessionRecord = { ...read, data: { ...read.data, [key]: value }, version: read.version + 1, lastActivity: Date.now() };
     const concurrency = { readVersion: read.version, changedKeys: new Set([key]) };
@@ -173,15 +173,12 @@ describe('two instances moving one session in opposite directions at once', func
     });
   });
 
-  it('a take that finds its Redis copy already taken by another request carries nothing over: a later change stays', async () => {
-    const created = await toRedis.backends.create(makeRecord({}, 'redis'), 'redis');
-    const id = created.record.id;
-    const read = (await toDatabase.backends.open(created.cookieValue))!;
-    // Another request saves in Redis after the move read the session: the copy its take must carry.
-    const redisStore = toRedis.raw.redis!;
-    await redisStore.save({ ...read, data: { ...read.data, k: 1 }, version: read.version + 1 }, read.version);
-    // The take is held before it reads the directory (a slow database)…
-    const directory = toDatabase.backends.directory;
+  /**
+   * A move out of Redis by `core` of `changed` (read as `read`), with its take of the copy left
+   * in Redis held before it reads the directory (a slow database) while `meanwhile` runs.
+   */
+  async function moveWithTakeHeld(core: Core, read: SessionRecord, changed: SessionRecord, changedKey: string, meanwhile: () => Promise<void>): Promise<Written | undefined> {
+    const directory = core.backends.directory;
     const loadByHash = directory.loadByHash.bind(directory);
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
@@ -196,33 +193,58 @@ describe('two instances moving one session in opposite directions at once', func
       }
       return loadByHash(idHash);
     };
-    let moving: Promise<Written | undefined>;
+    const moving = core.backends.migrate(changed, 'database', 'flag', { readVersion: read.version, changedKeys: new Set([changedKey]) });
     try {
-      const changed: SessionRecord = { ...read, data: { ...read.data, moving: true }, version: read.version + 1 };
-      moving = toDatabase.backends.migrate(changed, 'database', 'flag', { readVersion: read.version, changedKeys: new Set(['moving']) });
-      await takeWaits;
-    } catch (err) {
-      release();
-      directory.loadByHash = loadByHash;
-      throw err;
-    }
-    try {
-      // …while the session goes on: a request with the Redis cookie reads that copy and moves it to
-      // the database itself (taking it out of Redis), and the user then changes `k` again (200).
-      expect((await write(toRedis, toRedis.backends.cookieValue('redis', id), 'database', 'other', 1))?.record.backend).to.equal('database');
-      expect(await redisStore.load(id), 'the copy was taken by that move').to.equal(undefined);
-      expect((await write(toDatabase, toDatabase.backends.cookieValue('database', id), 'database', 'k', 2))?.record.backend).to.equal('database');
+      await Promise.race([takeWaits, moving]);
+      await meanwhile();
     } finally {
       release();
       await moving.catch(() => undefined);
       directory.loadByHash = loadByHash;
     }
-    const written = await moving;
+    return moving;
+  }
+
+  /** A session in Redis, read by a request on the database instance, then saved in Redis by another (so the move's take has a copy to take). */
+  async function readThenSavedInRedis() {
+    const created = await toRedis.backends.create(makeRecord({}, 'redis'), 'redis');
+    const read = (await toDatabase.backends.open(created.cookieValue))!;
+    await toRedis.raw.redis!.save({ ...read, data: { ...read.data, k: 1 }, version: read.version + 1 }, read.version);
+    return { id: created.record.id, read };
+  }
+
+  it('a take that finds its Redis copy already taken by another request carries nothing over: a later change stays', async () => {
+    const { id, read } = await readThenSavedInRedis();
+    const changed: SessionRecord = { ...read, data: { ...read.data, moving: true }, version: read.version + 1 };
+    const written = await moveWithTakeHeld(toDatabase, read, changed, 'moving', async () => {
+      // While the take waits, the session goes on: a request with the Redis cookie reads that copy
+      // and moves it to the database itself (taking it out of Redis), and the user then changes `k`
+      // again (200).
+      expect((await write(toRedis, toRedis.backends.cookieValue('redis', id), 'database', 'other', 1))?.record.backend).to.equal('database');
+      expect(await toRedis.raw.redis!.load(id), 'the copy was taken by that move').to.equal(undefined);
+      expect((await write(toDatabase, toDatabase.backends.cookieValue('database', id), 'database', 'k', 2))?.record.backend).to.equal('database');
+    });
     expect(written?.record.backend).to.equal('database');
     // The take's copy was gone (another request took it): what it held is in the session already,
-    // and carried over again it wrote the older `k` over the change made since.
+    // and carried over again it wrote the older `k` over the change made since. The move's own
+    // change, written over by that other move (at the same version), is put back.
     expect((await toDatabase.backends.open(toDatabase.backends.cookieValue('database', id)))?.data).to.deep.include({ moving: true, other: 1, k: 2 });
   });
+
+  for (const later of ['database', 'redis'] as const) {
+    it(`a take does not put the move's change back over a later one: a request that read it and set the key again (${later === 'database' ? 'saved in the database' : 'moving it back to Redis'}) keeps its value`, async () => {
+      const { id, read } = await readThenSavedInRedis();
+      const changed: SessionRecord = { ...read, data: { ...read.data, pref: 'A' }, version: read.version + 1 };
+      await moveWithTakeHeld(toDatabase, read, changed, 'pref', async () => {
+        const core = later === 'database' ? toDatabase : toRedis;
+        const seen = (await core.backends.open(core.backends.cookieValue('database', id)))!;
+        expect(seen.data.pref, "the later request reads the move's change").to.equal('A');
+        expect((await write(core, core.backends.cookieValue('database', id), later, 'pref', 'B'))?.record.data.pref).to.equal('B');
+      });
+      const now = (await toRedis.backends.open(toRedis.backends.cookieValue(later, id)))!;
+      expect(now.data.pref, 'answered 200 last, after reading A').to.equal('B');
+    });
+  }
 
   for (const from of ['redis', 'cookie'] as const) {
     it(`a save into ${from} by a request that read the session there before a move took it out follows the session, rather than answering 409 or writing where nothing reads it`, async () => {
