@@ -23,12 +23,12 @@ export class User extends Model<InferAttributes<User>, InferCreationAttributes<U
   }
 
   /**
-   * Account `id` as it is now, and `readAt`, an instant just before it was read: a change
-   * committed before `readAt` is in what was read; one committed after may be, and its
+   * Account `id` as it is now, and `readAt`, an instant (by `clock`) just before it was read: a
+   * change committed before `readAt` is in what was read; one committed after may be, and its
    * revocation (dated after its commit) then covers anything dated `readAt`.
    */
-  static async reread(this: ModelStatic<User>, id: number): Promise<{ user: User | null; readAt: number }> {
-    const readAt = Date.now();
+  static async reread(this: ModelStatic<User>, id: number, clock: () => Promise<number>): Promise<{ user: User | null; readAt: number }> {
+    const readAt = await clock();
     return { user: await this.findByPk(id), readAt };
   }
 }

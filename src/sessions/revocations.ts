@@ -179,6 +179,17 @@ export class RevocationList {
   }
 
   /**
+   * An instant no later than now by this clock or the shared one, and before any revocation
+   * dated after this call (less a millisecond: a revocation of the same millisecond, `<`, would
+   * miss it): what a login dates its session by (StartHooks.accountReadAt). By this clock alone,
+   * an instance running ahead of the database's dated a login after a password change whose
+   * revocation (dated by the database's clock, below) then did not cover it.
+   */
+  async issuedNow(): Promise<number> {
+    return (await this.notAheadOfShared(Date.now())) - 1;
+  }
+
+  /**
    * `notBefore`, or the shared clock's time (the database's) if that is earlier: dated by a
    * fast clock, a user-wide or global revocation refused every session issued elsewhere — and,
    * once held by every instance, on this one too — for as long as the clocks were apart, and a

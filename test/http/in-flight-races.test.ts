@@ -598,3 +598,60 @@ describe('an operator disables a user while one of their platform creates is in 
     expectError(await new Client(app.url).login(email, GOOD_PASSWORD), 401, 'invalid_credentials');
   });
 });
+
+/**
+ * Revocations of a user's sessions are dated by the database's clock when it is behind this
+ * instance's (revocations.ts, notAheadOfShared); a login dated by this instance's clock alone
+ * could then be dated after a password change that committed after its look at the account, and
+ * keep a working session with the old password (H7: a clock 300 ms ahead, 2 of 5 runs). Here
+ * this process's clock runs 5 s ahead of PostgreSQL's.
+ */
+describe('a login with the old password checked while the password changes, on an instance whose clock runs ahead of the database (PostgreSQL)', function () {
+  this.timeout(60_000);
+  let app: InProcessApp;
+  let db: TestDatabase;
+  let held: { reached: () => void; released: Promise<void> } | undefined;
+  const realNow = Date.now;
+  before(async () => {
+    await ensureServices();
+    db = await createTestDatabase('clock_ahead');
+    Date.now = () => realNow() + 5_000;
+    app = await startInProcess({ DATABASE_URL: db.url });
+    // The login holds here after its second look at the account (LoginAttempt#succeeded), before its session is stored.
+    const clearFailures = app.limiter.clearFailures.bind(app.limiter);
+    app.limiter.clearFailures = async (...args) => {
+      const hold = held;
+      held = undefined;
+      if (hold) {
+        hold.reached();
+        await hold.released;
+      }
+      return clearFailures(...args);
+    };
+  });
+  after(async () => {
+    await app?.stop();
+    Date.now = realNow;
+    await db?.drop();
+  });
+
+  it('gives the login no working session', async () => {
+    const owner = new Client(app.url);
+    const { email } = await owner.signup({ password: GOOD_PASSWORD });
+    let reached!: () => void;
+    let release!: () => void;
+    const arrived = new Promise<void>((resolve) => (reached = resolve));
+    held = { reached, released: new Promise<void>((resolve) => (release = resolve)) };
+    const intruder = new Client(app.url);
+    const login = intruder.login(email, GOOD_PASSWORD);
+    await arrived;
+    try {
+      expect((await owner.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'another long passphrase' })).status).to.equal(204);
+    } finally {
+      release();
+    }
+    expect((await login).status).to.be.oneOf([200, 401]);
+    expect((await intruder.get('/api/session')).status, "the old password's session").to.equal(401);
+    expect((await owner.get('/api/session')).status, "the owner's session goes on").to.equal(200);
+  });
+});

@@ -126,7 +126,7 @@ export function authRoutes(deps: AppDeps) {
       // session that the change could no longer end. The session is dated from this second read
       // (StartHooks.accountReadAt), not the first, so that a change or a revoke-all made during
       // the check does not leave the login answered 200 with a session already ended.
-      const { user, readAt } = await models.User.reread(checked.id);
+      const { user, readAt } = await models.User.reread(checked.id, () => backends.revocations.issuedNow());
       // A disabled account gets the same answer as a wrong password, and counts as one for the
       // limits (a reset counter would tell which guess was right); so does a password that was
       // right when checked and has been changed since.
