@@ -8,7 +8,7 @@
 import { expect } from 'chai';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
-import { createTestDatabase, ensureServices, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, ensureServices, withPostgres, type TestDatabase } from '../support/postgres.js';
 import { expectError } from './helpers.js';
 
 const LIMIT = 5;
@@ -74,6 +74,30 @@ for (const database of ['sqlite', 'postgres'] as const) {
       const created = answers.filter((a) => a.status === 201).map((a) => (a.json.platform as { id: number }).id);
       expect(listed.map((p) => p.id).sort((a, b) => a - b)).to.deep.equal(created.sort((a, b) => a - b));
     });
+
+    if (database === 'postgres') {
+      // Waiting on the user's lock, each create held a pooled connection: a burst of 50 by one
+      // user took 8 of the 10, and everybody's requests slowed (H7). They wait in the instance.
+      it("waits out one user's burst of creates in the instance: no PostgreSQL connection waits on the user's lock", async () => {
+        const me = await user();
+        let sampling = true;
+        let waitingMost = 0;
+        const sampler = withPostgres(db!.url, async (pg) => {
+          while (sampling) {
+            const { rows } = await pg.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND wait_event = 'advisory'", [db!.name]);
+            waitingMost = Math.max(waitingMost, Number(rows[0]?.n ?? 0));
+          }
+        });
+        try {
+          const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => me.post('/api/platforms', { name: `Burst ${i}`, type: 'github' })));
+          expect(answers.filter((a) => a.status === 201)).to.have.length(LIMIT);
+        } finally {
+          sampling = false;
+          await sampler;
+        }
+        expect(waitingMost, 'connections waiting on the lock at once').to.equal(0);
+      });
+    }
 
     it('shows the sentence on the dashboard when the add-platform form was posted without JavaScript, with what was typed', async () => {
       const browser = await user();
