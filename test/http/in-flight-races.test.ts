@@ -61,6 +61,53 @@ async function startInProcess(env: Record<string, string>): Promise<InProcessApp
   };
 }
 
+
+/**
+ * One request held at a step it passes (`pass`, called from a wrapped method): `arm` before
+ * sending it; `arrived` settles once it waits there, `release` lets it go on.
+ */
+class Hold {
+  private armed: { reached: () => void; released: Promise<void> } | undefined;
+
+  arm(): { arrived: Promise<void>; release: () => void } {
+    let reached!: () => void;
+    let release!: () => void;
+    const arrived = new Promise<void>((resolve) => (reached = resolve));
+    this.armed = { reached, released: new Promise<void>((resolve) => (release = resolve)) };
+    return { arrived, release };
+  }
+
+  async pass(): Promise<void> {
+    const armed = this.armed;
+    this.armed = undefined;
+    if (!armed) return;
+    armed.reached();
+    await armed.released;
+  }
+}
+
+
+/**
+ * A login with the password, held at `hold` (after its password check) while the account's
+ * owner changes the password: both clients, and the login's answer.
+ */
+async function loginAcrossPasswordChange(url: string, hold: Hold) {
+  const owner = new Client(url);
+  const { email } = await owner.signup({ password: GOOD_PASSWORD });
+  const { arrived, release } = hold.arm();
+  const intruder = new Client(url);
+  const login = intruder.login(email, GOOD_PASSWORD);
+  let changed;
+  try {
+    await arrived;
+    changed = await owner.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'another long passphrase' });
+  } finally {
+    release();
+  }
+  expect(changed.status, 'the password change').to.equal(204);
+  return { owner, intruder, login: await login };
+}
+
 /**
  * Makes saves (not touches) wait at the store while it is closed, so that another request lands
  * while they are in flight; `held` counts the saves that have reached it.
@@ -358,17 +405,22 @@ for (const backend of ['database', 'cookie'] as const) {
       expect(browser.sessionCookie(), 'no cookie for the old password').to.equal(undefined);
     });
 
-    it('gives a login whose role changes during its check a working session with the new role', async () => {
+    /** A login held at `at` while an operator makes its user an admin: its answer, and what its session then says. */
+    async function loginAcrossRoleChange(at: HoldPoint) {
       const { email, user } = await new Client(app.url).signup({ password: GOOD_PASSWORD });
       const browser = new Client(app.url);
       const { slow, answer } = await around(
-        'login',
+        at,
         () => browser.login(email, GOOD_PASSWORD),
         () => new Client(app.url).patch(`/api/admin/users/${user.id}`, { role: 'admin' }, admin),
       );
-      expect(answer.status).to.equal(200);
+      expect(answer.status, 'the role change').to.equal(200);
+      return { email, slow, me: await browser.get('/api/session') };
+    }
+
+    it('gives a login whose role changes during its check a working session with the new role', async () => {
+      const { slow, me } = await loginAcrossRoleChange('login');
       expect(slow.status, 'the login').to.equal(200);
-      const me = await browser.get('/api/session');
       expect(me.status, 'its session works').to.equal(200);
       expect((me.json.user as { role: string }).role).to.equal('admin');
     });
@@ -394,17 +446,8 @@ for (const backend of ['database', 'cookie'] as const) {
     });
 
     it('gives no session with the old role to a login checked while the role changes', async () => {
-      const first = new Client(app.url);
-      const { email, user } = await first.signup({ password: GOOD_PASSWORD });
-      const browser = new Client(app.url);
-      const { slow, answer } = await around(
-        'password',
-        () => browser.login(email, GOOD_PASSWORD),
-        () => new Client(app.url).patch(`/api/admin/users/${user.id}`, { role: 'admin' }, admin),
-      );
-      expect(answer.status).to.equal(200);
+      const { email, slow, me } = await loginAcrossRoleChange('password');
       expect(slow.status).to.be.oneOf([200, 401]);
-      const me = await browser.get('/api/session');
       if (me.status === 200) expect((me.json.user as { role: string }).role, 'a session after the change has the new role').to.equal('admin');
       else expect(me.status).to.equal(401);
       const again = new Client(app.url);
@@ -437,36 +480,21 @@ type HoldPoint = 'password' | 'login' | 'live';
 describe('SESSION_MAX_PER_USER=1 and a login with the old password checked while the password changes', function () {
   this.timeout(60_000);
   let app: InProcessApp;
-  let held: { reached: () => void; released: Promise<void> } | undefined;
+  const hold = new Hold();
   before(async () => {
     app = await startInProcess({ SESSION_MAX_PER_USER: '1' });
     // The login holds here after its password check (LoginAttempt#succeeded), before its session is stored.
     const clearFailures = app.limiter.clearFailures.bind(app.limiter);
     app.limiter.clearFailures = async (...args) => {
-      const hold = held;
-      held = undefined;
-      if (hold) {
-        hold.reached();
-        await hold.released;
-      }
+      await hold.pass();
       return clearFailures(...args);
     };
   });
   after(() => app?.stop());
 
   it("does not end the owner's session: the login's own is revoked as it is stored, so it counts for nothing", async () => {
-    const owner = new Client(app.url);
-    const { email } = await owner.signup({ password: GOOD_PASSWORD });
-    let reached!: () => void;
-    let release!: () => void;
-    const arrived = new Promise<void>((resolve) => (reached = resolve));
-    held = { reached, released: new Promise<void>((resolve) => (release = resolve)) };
-    const intruder = new Client(app.url);
-    const login = intruder.login(email, GOOD_PASSWORD);
-    await arrived;
-    expect((await owner.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'another long passphrase' })).status).to.equal(204);
-    release();
-    expect((await login).status).to.be.oneOf([200, 401]);
+    const { owner, intruder, login } = await loginAcrossPasswordChange(app.url, hold);
+    expect(login.status).to.be.oneOf([200, 401]);
     expect((await intruder.get('/api/session')).status, "the old password's session").to.equal(401);
     expect((await owner.get('/api/session')).status, "the owner's session, the only working one").to.equal(200);
   });
@@ -553,7 +581,7 @@ describe('an operator disables a user while one of their platform creates is in 
   this.timeout(60_000);
   let app: InProcessApp;
   let db: TestDatabase;
-  let held: { reached: () => void; released: Promise<void> } | undefined;
+  const hold = new Hold();
   before(async () => {
     await ensureServices();
     db = await createTestDatabase('create_race');
@@ -562,12 +590,7 @@ describe('an operator disables a user while one of their platform creates is in 
     const platforms = app.models.PlatformConnection as unknown as { count: (...args: unknown[]) => Promise<number> };
     const count = platforms.count.bind(platforms);
     platforms.count = async (...args) => {
-      const hold = held;
-      held = undefined;
-      if (hold) {
-        hold.reached();
-        await hold.released;
-      }
+      await hold.pass();
       return count(...args);
     };
   });
@@ -579,10 +602,7 @@ describe('an operator disables a user while one of their platform creates is in 
   it('disables the account at once, and the user is logged out', async () => {
     const browser = new Client(app.url);
     const { email, user } = await browser.signup({ password: GOOD_PASSWORD });
-    let reached!: () => void;
-    let release!: () => void;
-    const arrived = new Promise<void>((resolve) => (reached = resolve));
-    held = { reached, released: new Promise<void>((resolve) => (release = resolve)) };
+    const { arrived, release } = hold.arm();
     const create = browser.post('/api/platforms', { name: 'Held', type: 'github' });
     await arrived;
     let disabled;
@@ -610,7 +630,7 @@ describe('a login with the old password checked while the password changes, on a
   this.timeout(60_000);
   let app: InProcessApp;
   let db: TestDatabase;
-  let held: { reached: () => void; released: Promise<void> } | undefined;
+  const hold = new Hold();
   const realNow = Date.now;
   before(async () => {
     await ensureServices();
@@ -620,12 +640,7 @@ describe('a login with the old password checked while the password changes, on a
     // The login holds here after its second look at the account (LoginAttempt#succeeded), before its session is stored.
     const clearFailures = app.limiter.clearFailures.bind(app.limiter);
     app.limiter.clearFailures = async (...args) => {
-      const hold = held;
-      held = undefined;
-      if (hold) {
-        hold.reached();
-        await hold.released;
-      }
+      await hold.pass();
       return clearFailures(...args);
     };
   });
@@ -636,21 +651,8 @@ describe('a login with the old password checked while the password changes, on a
   });
 
   it('gives the login no working session', async () => {
-    const owner = new Client(app.url);
-    const { email } = await owner.signup({ password: GOOD_PASSWORD });
-    let reached!: () => void;
-    let release!: () => void;
-    const arrived = new Promise<void>((resolve) => (reached = resolve));
-    held = { reached, released: new Promise<void>((resolve) => (release = resolve)) };
-    const intruder = new Client(app.url);
-    const login = intruder.login(email, GOOD_PASSWORD);
-    await arrived;
-    try {
-      expect((await owner.post('/api/password', { currentPassword: GOOD_PASSWORD, newPassword: 'another long passphrase' })).status).to.equal(204);
-    } finally {
-      release();
-    }
-    expect((await login).status).to.be.oneOf([200, 401]);
+    const { owner, intruder, login } = await loginAcrossPasswordChange(app.url, hold);
+    expect(login.status).to.be.oneOf([200, 401]);
     expect((await intruder.get('/api/session')).status, "the old password's session").to.equal(401);
     expect((await owner.get('/api/session')).status, "the owner's session goes on").to.equal(200);
   });
