@@ -15,8 +15,8 @@ export class User extends Model<InferAttributes<User>, InferCreationAttributes<U
   declare updatedAt: CreationOptional<Date>;
 
   /**
-   * Whether account `id` exists and is active, read afresh: a login or password change reads it
-   * again after the seconds its password check takes, in case an admin disabled it meanwhile.
+   * Whether account `id` exists and is active, read afresh: a password change reads it again
+   * after the seconds its password checks take, in case an admin disabled it meanwhile.
    */
   static async isActive(this: ModelStatic<User>, id: number): Promise<boolean> {
     return (await this.count({ where: { id, active: true } })) === 1;

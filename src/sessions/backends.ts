@@ -426,7 +426,8 @@ export class SessionBackends {
    * from then on a save finds no copy there and follows the session (`saveMerging`). What the
    * taken saves changed is then saved on top of the moved copy, merged as `update` merges, so a
    * request that followed meanwhile keeps its change too. A copy the directory says is the
-   * session's again (moved back by an instance that disagrees) is left alone.
+   * session's again (moved back by an instance that disagrees) is left in place, and only this
+   * request's own changes are put back on it where it lacks them (`ownChangesOnTop`).
    */
   private async takeLeftBehind(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency): Promise<Written | undefined> {
     for (let tries = 0; tries < 10; tries++) {
