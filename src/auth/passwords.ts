@@ -30,6 +30,20 @@ export class PasswordHashingBusyError extends Error {
   }
 }
 
+/**
+ * argon2 could not run a check (out of memory, no thread to run on): the server's trouble, not a
+ * wrong password — answered 503, and not counted against the account's login limits.
+ */
+export class PasswordCheckFailedError extends Error {
+  constructor(reason: string) {
+    super(`argon2 could not check a password: ${reason}`);
+    this.name = 'PasswordCheckFailedError';
+  }
+}
+
+// What argon2's C library says when the machine, not the stored hash, is at fault.
+const MACHINE_FAILURES = new Set(['Memory allocation error', 'Threading failure']);
+
 function inTurn<T>(work: () => Promise<T>): Promise<T> {
   return hashing.execute(work).catch((err: unknown) => {
     throw err instanceof BulkheadRejectedError ? new PasswordHashingBusyError() : err;
@@ -55,8 +69,14 @@ let dummyHash: Promise<string> | undefined;
 export async function verifyPassword(hash: string | undefined, password: string): Promise<boolean> {
   dummyHash ??= hashPassword('switchboard timing equaliser');
   const against = hash ?? (await dummyHash);
-  // A stored hash argon2 cannot read is a wrong password; a busy pool is not.
-  const check = (candidate: string) => inTurn(() => argon2.verify(against, candidate).catch(() => false));
+  // A stored hash argon2 cannot read is a wrong password; a busy pool or a failing machine is not.
+  const check = (candidate: string) =>
+    inTurn(() =>
+      argon2.verify(against, candidate).catch((err: unknown) => {
+        if (err instanceof Error && MACHINE_FAILURES.has(err.message)) throw new PasswordCheckFailedError(err.message);
+        return false;
+      }),
+    );
   // Hashes made before passwords were normalised hold the spelling typed then. Checked against
   // the dummy hash too: an unknown email that skipped it answered a full-width password in half
   // the time of a known one, telling which emails have accounts.

@@ -9,7 +9,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
-import { PasswordHashingBusyError } from '../auth/passwords.js';
+import { PasswordCheckFailedError, PasswordHashingBusyError } from '../auth/passwords.js';
 import { describeDatabaseError, isDatabaseOutageError } from '../db/database.js';
 import { BackendUnavailableError, SessionConflictError, SessionTooLargeError } from '../sessions/errors.js';
 import { BadRequestError, FeatureDisabledError, HttpError, InternalError, InvalidCredentialsError, InvalidInputError, MalformedJsonError, MethodNotAllowedError, NotAnObjectError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError, SessionConflictHttpError, SessionTooLargeHttpError, UnsupportedMediaTypeError } from './errors.js';
@@ -163,6 +163,9 @@ export function errorHandler(logger: Logger) {
       } else if (err instanceof PasswordHashingBusyError) {
         hashingFull((requests) => logger.warn({ requests }, 'password checks queue full: logins or signups refused'));
         error = new ServiceUnavailableError('Too many logins at once; try again in a moment');
+      } else if (err instanceof PasswordCheckFailedError) {
+        logger.error({ reason: err.message }, 'password check failed');
+        error = new ServiceUnavailableError('The password could not be checked; try again in a moment');
       } else {
         const known = fromLibrary(err, ctx);
         if (known) error = known;

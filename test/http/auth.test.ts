@@ -3,6 +3,9 @@
  * API and Cookies).
  */
 import { expect } from 'chai';
+import path from 'node:path';
+import { QueryTypes } from 'sequelize';
+import { openDatabase } from '../../src/db/database.js';
 import { startApp, type AppProcess } from '../support/app-server.js';
 import { Client } from '../support/http-client.js';
 import { cookieAttributes, expectError, expectNoSecrets, GOOD_PASSWORD, setCookieFor, uniqueEmail } from './helpers.js';
@@ -503,5 +506,34 @@ describe('login rate limiting across addresses', function () {
     const spoofed = (n: number) => ({ 'X-Forwarded-For': `9.9.9.${n}, 203.0.113.7` });
     for (let n = 0; n < 2; n++) expectError(await new Client(app.url).post('/api/login', { email, password: `guess ${n}` }, spoofed(n)), 401, 'invalid_credentials');
     expectError(await new Client(app.url).post('/api/login', { email, password: 'guess 2' }, spoofed(2)), 429, 'too_many_attempts');
+  });
+});
+
+describe('a password check that argon2 cannot run', function () {
+  this.timeout(60_000);
+  let app: AppProcess;
+  before(async () => {
+    app = await startApp({ LOGIN_MAX_FAILURES: '2' });
+  });
+  after(() => app?.stop());
+
+  // Valid in form, but asks for 4 TiB: argon2's C library answers "Memory allocation error", as
+  // it does on a machine out of memory.
+  const UNRUNNABLE = '$argon2id$v=19$m=4294967295,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g';
+
+  it('answers 503 rather than "wrong password", and does not count it against the account', async () => {
+    const { email, password } = await new Client(app.url).signup();
+    const db = await openDatabase(`sqlite:${path.join(app.dataDir, 'switchboard.sqlite')}`);
+    try {
+      const rows = await db.query<{ hash: string }>('SELECT password_hash AS hash FROM users WHERE email = ?', { replacements: [email], type: QueryTypes.SELECT });
+      const hash = rows[0]!.hash;
+      await db.query('UPDATE users SET password_hash = ? WHERE email = ?', { replacements: [UNRUNNABLE, email] });
+      // Three times, past LOGIN_MAX_FAILURES: as wrong passwords these would lock the account.
+      for (let i = 0; i < 3; i++) expectError(await new Client(app.url).post('/api/login', { email, password }), 503, 'service_unavailable');
+      await db.query('UPDATE users SET password_hash = ? WHERE email = ?', { replacements: [hash, email] });
+    } finally {
+      await db.close();
+    }
+    expect((await new Client(app.url).post('/api/login', { email, password })).status, 'the right password once argon2 can check it').to.equal(200);
   });
 });
