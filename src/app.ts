@@ -88,6 +88,7 @@ export async function createSwitchboard(config: Config, logger: Logger = createL
     logger,
     audit: new SessionAudit(models, logger),
     limiter: new LoginLimiter(config.login),
+    lifecycle: { draining: false },
   };
 
   // Behind one proxy, which appends the address it saw: the last X-Forwarded-For entry is the

@@ -40,7 +40,7 @@ function listenProblem(err: NodeJS.ErrnoException, { host, port }: Pick<Config, 
   }
 }
 
-/** How long SIGTERM waits for requests in flight before it closes their connections. */
+/** How long SIGTERM waits, once the listener is closed, for requests in flight before it closes their connections. */
 const SHUTDOWN_GRACE_MS = 10_000;
 
 const logger = createLogger(config);
@@ -48,7 +48,7 @@ try {
   for (const warning of config.warnings) logger.warn({ event: 'weak_setting' }, warning);
   const switchboard = await createSwitchboard(config, logger);
   const handle = switchboard.app.callback();
-  let draining = false;
+  const { lifecycle } = switchboard.deps;
   // Node waits 5 minutes for a request's body (60 s for its headers), checking every 30 s: a
   // client that declares more than it sends held a socket that long. Bodies here are 16 kB at
   // most, so REQUEST_TIMEOUT_MS (30 s) is plenty for the slowest honest client.
@@ -61,7 +61,7 @@ try {
     if (refusesWithoutHost(req, res)) return void switchboard.deps.metrics.refusedRequests.inc({ code: 'bad_request' });
     // Draining (SIGTERM): each answer closes its connection, so keep-alive clients go elsewhere
     // instead of keeping this instance busy until it is killed mid-request.
-    if (draining) res.setHeader('Connection', 'close');
+    if (lifecycle.draining) res.setHeader('Connection', 'close');
     void handle(req, res);
   });
   const server = http.createServer({ requireHostHeader: false, ...timeouts }, serve);
@@ -92,13 +92,16 @@ try {
   // Closing flushes what is written behind (the database copies of the last MIRROR_FLUSH_MS).
   const finish = () =>
     (finishing ??= switchboard.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
+      () => {
+        logger.info('stopped');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        logger.error({ err }, 'the stores did not close cleanly');
+        process.exit(1);
+      },
     ));
-  const stop = (signal: string) => {
-    if (draining) return;
-    draining = true;
-    logger.info({ signal }, 'shutting down');
+  const stopListening = () => {
     // No new connections; idle ones close now, busy ones after their answer (Connection: close,
     // or, for an answer begun before SIGTERM, once it has left them idle).
     server.close(() => void finish());
@@ -106,9 +109,22 @@ try {
     setInterval(() => server.closeIdleConnections(), 50).unref();
     // A client that never finishes its request is not waited for past this.
     setTimeout(() => {
-      server.closeAllConnections();
-      void finish();
+      server.getConnections((_, open) => {
+        if (open > 0) logger.warn({ connections: open, graceMs: SHUTDOWN_GRACE_MS }, 'requests unanswered after the grace period: their connections are closed');
+        server.closeAllConnections();
+        void finish();
+      });
     }, SHUTDOWN_GRACE_MS).unref();
+  };
+  const stop = (signal: string) => {
+    if (lifecycle.draining) return;
+    lifecycle.draining = true;
+    logger.info({ signal, delayMs: config.shutdownDelayMs }, 'shutting down');
+    // For SHUTDOWN_DELAY_MS the instance goes on serving — /readyz says `draining`, so a load
+    // balancer stops sending here — and each answer closes its connection, so keep-alive clients
+    // leave after an answer. Closing idle connections at once instead reset requests that clients
+    // had already sent on them (on a busy machine, still unread in the socket): lost, unanswered.
+    setTimeout(stopListening, config.shutdownDelayMs);
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -50,6 +50,7 @@ const schema = {
   LOG_LEVEL: { type: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'), accepts: 'fatal, error, warn, info, debug, trace or silent' },
   TRUST_PROXY: { type: bool.default(false), accepts: BOOL_ACCEPTS },
   REQUEST_TIMEOUT_MS: { type: int(1000, 600_000).default(30_000), accepts: 'milliseconds 1000-600000' },
+  SHUTDOWN_DELAY_MS: { type: int(0, 60_000).default(1000), accepts: 'milliseconds 0-60000' },
 
   SESSION_STORAGE: { type: z.enum(BACKENDS).default('database'), accepts: 'cookie, database or redis' },
   SESSION_FALLBACK: { type: z.enum([...BACKENDS, 'none']).default('database'), accepts: 'cookie, database, redis or none' },
@@ -127,6 +128,8 @@ export interface Config {
   trustProxy: boolean;
   /** A request's headers and body must have arrived within this (408 after). */
   requestTimeoutMs: number;
+  /** After SIGTERM, how long the instance goes on serving (/readyz `draining`) before it stops listening. */
+  shutdownDelayMs: number;
   databaseUrl: string;
   redis: RedisConnection;
   sessions: {
@@ -257,6 +260,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: c.LOG_LEVEL,
     trustProxy: c.TRUST_PROXY,
     requestTimeoutMs: c.REQUEST_TIMEOUT_MS,
+    shutdownDelayMs: c.SHUTDOWN_DELAY_MS,
     databaseUrl: c.DATABASE_URL,
     redis: {
       enabled: c.REDIS_URL !== 'none',

@@ -8,6 +8,11 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { SessionAudit } from '../sessions/audit.js';
 import type { SessionBackends } from '../sessions/backends.js';
 
+/** Where the instance is in its life: set by server.ts at SIGTERM; /readyz answers 503 `draining` from then on. */
+export interface Lifecycle {
+  draining: boolean;
+}
+
 export interface AppDeps {
   config: Config;
   models: Models;
@@ -17,4 +22,5 @@ export interface AppDeps {
   logger: Logger;
   audit: SessionAudit;
   limiter: LoginLimiter;
+  lifecycle: Lifecycle;
 }

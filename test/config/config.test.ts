@@ -47,6 +47,7 @@ describe('configuration', () => {
     ['PORT', '0x50'],
     ['PORT', '1e3'],
     ['STORE_TIMEOUT_MS', 'Infinity'],
+    ['SHUTDOWN_DELAY_MS', '60001'],
     ['ROLLBACK_ERROR_RATE', '0x1'],
     ['DATABASE_URL', 'sqlite: '],
     ['DATABASE_URL', 'postgres://bob:hunter2pass@'],

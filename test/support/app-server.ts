@@ -16,6 +16,8 @@ export interface AppProcess {
   /** Everything the process printed so far. */
   output(): string;
   stop(): Promise<void>;
+  /** Sends SIGTERM and waits for the process to end by itself, however long it takes (the test's timeout bounds it). */
+  terminate(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** How the last process ended (after `stop`): SIGKILL means it did not stop by itself within 5 s of SIGTERM. */
   lastExit(): { code: number | null; signal: NodeJS.Signals | null } | undefined;
   /**
@@ -45,6 +47,9 @@ export async function startApp(env: Record<string, string> = {}): Promise<AppPro
     // longer deadline than the default keeps a scheduling hiccup from failing over. Tests about
     // deadlines and failover set their own.
     STORE_TIMEOUT_MS: '250',
+    // Tests stop instances by the dozen, with no load balancer to wait for; shutdown.test.ts
+    // tests the delay.
+    SHUTDOWN_DELAY_MS: '0',
     ...env,
     PORT: String(port),
   };
@@ -79,7 +84,7 @@ export async function startApp(env: Record<string, string> = {}): Promise<AppPro
   }
 
   let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  async function stop() {
+  async function stop({ killAfterMs = 5000 as number | null } = {}) {
     const c = child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return;
     await new Promise<void>((resolve) => {
@@ -88,7 +93,7 @@ export async function startApp(env: Record<string, string> = {}): Promise<AppPro
         resolve();
       });
       c.kill('SIGTERM');
-      setTimeout(() => c.kill('SIGKILL'), 5000).unref();
+      if (killAfterMs !== null) setTimeout(() => c.kill('SIGKILL'), killAfterMs).unref();
     });
     live.delete(c);
   }
@@ -116,6 +121,10 @@ export async function startApp(env: Record<string, string> = {}): Promise<AppPro
     },
     output: () => out,
     lastExit: () => exit,
+    async terminate() {
+      await stop({ killAfterMs: null });
+      return exit!;
+    },
     async stop() {
       await stop();
       if (!env.DATA_DIR) rmSync(dataDir, { recursive: true, force: true });

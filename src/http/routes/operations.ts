@@ -3,7 +3,7 @@ import Router from '@koa/router';
 import type { BackendName } from '../../config/config.js';
 import type { AppDeps } from '../deps.js';
 
-export function operationsRoutes({ backends, flag, metrics, config }: AppDeps) {
+export function operationsRoutes({ backends, flag, metrics, config, lifecycle }: AppDeps) {
   const router = new Router();
 
   router.get('/healthz', (ctx) => {
@@ -25,10 +25,12 @@ export function operationsRoutes({ backends, flag, metrics, config }: AppDeps) {
     // backend, or the fallback that holds the copies).
     const whole = status[active] === 'up' && (fallback === 'none' || status[fallback] === 'up' || status[fallback] === 'disabled');
     const shown = Object.fromEntries(Object.entries(status).map(([b, h]) => [b, h === 'read_only' ? 'down' : h]));
-    ctx.status = serving ? 200 : 503;
+    // Stopping (SIGTERM): still serving for SHUTDOWN_DELAY_MS, but a load balancer should send
+    // nothing more here.
+    ctx.status = serving && !lifecycle.draining ? 200 : 503;
     ctx.set('Cache-Control', 'no-store');
     ctx.body = {
-      status: !serving ? 'unavailable' : whole ? 'ok' : 'degraded',
+      status: lifecycle.draining ? 'draining' : !serving ? 'unavailable' : whole ? 'ok' : 'degraded',
       active,
       source: described.source,
       fallback,
