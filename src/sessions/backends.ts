@@ -25,7 +25,7 @@ import { isDisabled } from './disabled-store.js';
 import { BackendUnavailableError, SessionConflictError, type FailureReason } from './errors.js';
 import type { SessionIndex, SessionStore } from './store.js';
 import type { RevocationList } from './revocations.js';
-import { applyMergePatch, hashSessionId, mergePatchBetween, type SessionRecord } from './session.js';
+import { applyMergePatch, hashSessionId, mergePatchBetween, movedVersion, type SessionRecord } from './session.js';
 import { SessionCookieValue } from './session-cookie-value.js';
 
 /** How long a move is remembered for requests that read the session before it (see `migrate`). */
@@ -377,10 +377,12 @@ export class SessionBackends {
       // if the session write fails, the entry is given back, or the fallback's move, judged
       // against the version this move read, would find the entry moved on and be refused — a
       // Redis refusing writes (full, read-only) then failed every change of the session (409).
-      const giveBack = () => this.directory.giveBack(record.idHash, target, from, version).catch((err: unknown) => this.events.secondaryFailure(err, 'give back the directory entry'));
+      // Out of Redis, a step past what the copy left there can reach (session.ts, MOVE_OUT_OF_REDIS_STEP).
+      const next = movedVersion(from, readVersion);
+      const giveBack = () => this.directory.giveBack(record.idHash, target, from, version, next).catch((err: unknown) => this.events.secondaryFailure(err, 'give back the directory entry'));
       let written: Written | undefined;
       try {
-        written = await this.writeWithFallback({ ...source, version: readVersion + 1 }, target, (store, r) => store.moveIn(r, readVersion), undefined, giveBack);
+        written = await this.writeWithFallback({ ...source, version: next }, target, (store, r) => store.moveIn(r, readVersion), undefined, giveBack);
       } catch (err) {
         // The target holds the session already, newer than this move read it (the cookie store's
         // own seal: CookieStore.moveIn): written there as below, this request's changes on top.
@@ -485,16 +487,26 @@ export class SessionBackends {
    * What other requests saved where the session was, after `record`'s move read it (`left`, no
    * longer anywhere a read looks), saved on top of the moved copy, merged as `update` merges:
    * their changes, as the keys (and, for objects, the fields) in which `left` with this move's
-   * own changes on top differs from what the move wrote.
+   * own changes on top differs from what the move wrote. In the database, a key set anew since the
+   * move (by a request that read the moved copy, as the copy left behind went on apart: a move out
+   * of Redis steps its version past that copy's, session.ts) keeps what it was set to there (the
+   * later answer); an object merges field by field as ever.
    */
-  private carryOver(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency): Promise<Written | undefined> {
+  private async carryOver(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency): Promise<Written | undefined> {
     const mine = concurrency ? mergeChanges(left, record, concurrency) : left.data;
     const changedKeys = new Set(Object.keys({ ...moved.record.data, ...mine }).filter((key) => !isDeepStrictEqual(moved.record.data[key], mine[key])));
-    if (changedKeys.size === 0) return Promise.resolve(moved);
+    if (changedKeys.size === 0) return moved;
     const patches = new Map<string, Record<string, unknown>>();
     for (const key of changedKeys) {
       const [was, now] = [moved.record.data[key], mine[key]];
       if (isPlainObject(was) && isPlainObject(now)) patches.set(key, mergePatchBetween(was, now));
+    }
+    if (moved.record.backend === 'database') {
+      const now = await this.stores.database.load(record.id).catch(() => undefined);
+      if (now && now.version > moved.record.version) {
+        for (const key of changedKeys) if (!patches.has(key) && !isDeepStrictEqual(now.data[key], moved.record.data[key])) changedKeys.delete(key);
+        if (changedKeys.size === 0) return moved;
+      }
     }
     const merged = { ...moved.record, data: mine, version: moved.record.version + 1 };
     return this.update(merged, 'save', { readVersion: moved.record.version, changedKeys, patches });

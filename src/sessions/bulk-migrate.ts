@@ -11,7 +11,7 @@
 import type { SessionBackends } from './backends.js';
 import type { DatabaseStore } from './database-store.js';
 import type { RedisStore } from './redis-store.js';
-import type { SessionRecord } from './session.js';
+import { movedVersion, type SessionRecord } from './session.js';
 
 export type ServerSideBackend = 'database' | 'redis';
 
@@ -53,9 +53,9 @@ export async function bulkMigrate(
         continue;
       }
       if (!options.dryRun) {
-        // As on the request path (SessionBackends.move): the next version, written only if the
+        // As on the request path (SessionBackends.move): the next version (out of Redis, a step on: session.ts), written only if the
         // session is still as read, and the source's copy removed only if it is still that one.
-        if ((await backends.stores[options.to].moveIn({ ...record, backend: options.to, version: record.version + 1 }, record.version)) === undefined) continue;
+        if ((await backends.stores[options.to].moveIn({ ...record, backend: options.to, version: movedVersion(options.from, record.version) }, record.version)) === undefined) continue;
         await backends.stores[options.from].evict({ ...record, backend: options.from });
       }
       moved++;

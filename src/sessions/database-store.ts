@@ -253,11 +253,11 @@ export class DatabaseStore implements IndexedSessionStore {
    * A move's directory entry given back to where the session was, after the move's target
    * failed to take it (MirroredStore.moveIn writes the entry first): the entry says `from` again,
    * at the version the move read, so the move can go to the fallback instead. Only while the
-   * entry is still that move's (`to` at `readVersion + 1`). The data the move wrote stays: it is
-   * the session's, with the moving request's changes.
+   * entry is still that move's (`to` at `movedVersion`, the version the move wrote). The data the
+   * move wrote stays: it is the session's, with the moving request's changes.
    */
-  async giveBack(idHash: string, to: BackendName, from: BackendName, readVersion: number): Promise<void> {
-    await this.sql.run('giveBack', [idHash, to, readVersion + 1, from, readVersion]);
+  async giveBack(idHash: string, to: BackendName, from: BackendName, readVersion: number, movedVersion = readVersion + 1): Promise<void> {
+    await this.sql.run('giveBack', [idHash, to, movedVersion, from, readVersion]);
   }
 
   /**

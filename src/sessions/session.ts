@@ -149,6 +149,24 @@ export function mergePatchBetween(from: Readonly<Record<string, unknown>>, to: R
   return patch;
 }
 
+/**
+ * How far a move out of Redis advances the version: past every version the copy it leaves in
+ * Redis can still reach. That copy can outlive the move and take saves (SessionBackends.move,
+ * `takeLeftBehind`) while the moved session takes others: with +1 both went on from the same
+ * version, and version N in Redis and version N in the database held different changes, so that
+ * a comparison of versions took the copy left behind for the session and dropped changes answered
+ * 200 in the database. A step keeps each branch's versions apart (the one left behind stays below
+ * the moved one unless it takes this many saves itself) with no new stored field: a release that
+ * does not know it reads, compares and increments these versions as it always has. Versions are
+ * uint32 in Redis and INTEGER in the sessions table (2^31 − 1): two million moves of one session.
+ */
+export const MOVE_OUT_OF_REDIS_STEP = 1024;
+
+/** The version a move of `from`'s copy read at `readVersion` writes. */
+export function movedVersion(from: BackendName, readVersion: number): number {
+  return readVersion + (from === 'redis' ? MOVE_OUT_OF_REDIS_STEP : 1);
+}
+
 /** The public view of a session, as the API shows it. */
 export function describeSession(r: SessionRecord) {
   return {

@@ -221,7 +221,8 @@ describe('two instances moving one session in opposite directions at once', func
       // and moves it to the database itself (taking it out of Redis), and the user then changes `k`
       // again (200).
       expect((await write(toRedis, toRedis.backends.cookieValue('redis', id), 'database', 'other', 1))?.record.backend).to.equal('database');
-      expect(await toRedis.raw.redis!.load(id), 'the copy was taken by that move').to.equal(undefined);
+      // (That move finds the entry a step ahead of the copy it read — another branch — and saves its
+      // change there: the copy is left to the held take, not written over the database's branch.)
       expect((await write(toDatabase, toDatabase.backends.cookieValue('database', id), 'database', 'k', 2))?.record.backend).to.equal('database');
     });
     expect(written?.record.backend).to.equal('database');
@@ -229,6 +230,38 @@ describe('two instances moving one session in opposite directions at once', func
     // and carried over again it wrote the older `k` over the change made since. The move's own
     // change, written over by that other move (at the same version), is put back.
     expect((await toDatabase.backends.open(toDatabase.backends.cookieValue('database', id)))?.data).to.deep.include({ moving: true, other: 1, k: 2 });
+    expect(await toRedis.raw.redis!.load(id), 'no Redis copy left to take changes').to.equal(undefined);
+  });
+
+  it('a Redis copy that took saves while the session went on in the database is not taken for the session over the database\'s changes', async () => {
+    // The session is in Redis; a request on the database instance reads it there (v) and moves it,
+    // after another request saved in Redis (v+1, `k`): the move's take of that copy is held (a slow
+    // directory read). Meanwhile the session goes on in two branches with the same version numbers.
+    const { id, read } = await readThenSavedInRedis();
+    const redisCookie = toRedis.backends.cookieValue('redis', id);
+    const databaseCookie = toDatabase.backends.cookieValue('database', id);
+    const changed: SessionRecord = { ...read, data: { ...read.data, moving: true }, version: read.version + 1 };
+    let fromDatabaseTab: Written | undefined;
+    await moveWithTakeHeld(toDatabase, read, changed, 'moving', async () => {
+      // A request on the database instance that reads the Redis copy (v+1) and takes a while.
+      const slow = (await toDatabase.backends.open(redisCookie))!;
+      expect(slow.backend).to.equal('redis');
+      // A tab that has the new cookie changes something in the database (v+1 → v+2): 200.
+      fromDatabaseTab = await write(toDatabase, databaseCookie, 'database', 'fromDatabaseTab', 1);
+      expect(fromDatabaseTab?.record.backend).to.equal('database');
+      // A tab still on the Redis cookie, told to keep the session in Redis (the flag flipped back
+      // for it), saves there twice (v+1 → v+3): 200 each. The database's entry names the database.
+      for (const value of [1, 2]) expect((await write(toRedis, redisCookie, 'redis', 'fromRedisTab', value))?.record.backend).to.equal('redis');
+      // The slow request now moves the session to the database: its move finds the entry changed
+      // (v+2, not v+1) and reads the session as it now is.
+      const slowChanged: SessionRecord = { ...slow, data: { ...slow.data, fromSlow: true }, version: slow.version + 1 };
+      await toDatabase.backends.migrate(slowChanged, 'database', 'flag', { readVersion: slow.version, changedKeys: new Set(['fromSlow']) });
+    });
+    const now = (await toDatabase.backends.open(databaseCookie))?.data;
+    expect(now, 'the move\'s change').to.deep.include({ moving: true });
+    expect(now, 'the slow request\'s change').to.deep.include({ fromSlow: true });
+    expect(now, 'the Redis tab\'s changes').to.deep.include({ k: 1, fromRedisTab: 2 });
+    expect(now, 'the change answered 200 in the database').to.deep.include({ fromDatabaseTab: 1 });
   });
 
   for (const later of ['database', 'redis'] as const) {
