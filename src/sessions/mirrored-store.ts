@@ -20,7 +20,7 @@ import { withinDeadline } from '../db/database.js';
 import type { DatabaseStore } from './database-store.js';
 import { BackendUnavailableError } from './errors.js';
 import type { GuardedStore } from './guarded-store.js';
-import type { SessionRecord } from './session.js';
+import { hashSessionId, type SessionRecord } from './session.js';
 import type { IndexedSessionStore, SessionStore } from './store.js';
 
 /**
@@ -84,6 +84,10 @@ export class MirroredStore implements IndexedSessionStore {
     const record = await this.primary.load(token);
     if (record || !this.options.readThrough) return record;
     try {
+      // The copy is written behind: this instance's change of a moment ago goes first (a Redis
+      // that lost the key, restarted empty, would otherwise serve the session one change older,
+      // and the move back into Redis would make that for good).
+      await this.copyWritten(hashSessionId(token));
       return await this.mirror.load(token);
     } catch (err) {
       this.onMirrorError(err, 'read-through');

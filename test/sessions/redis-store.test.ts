@@ -362,6 +362,24 @@ describe('RedisStore on Redis (layout, index, races, the previous layout)', func
         expect(await plain.load(r.id)).to.deep.include({ handle: r.handle, data: r.data, backend: 'redis' });
         expect(await client.type(sessionKey(r))).to.equal('string');
       });
+
+      it('reads the copy of a save made a moment ago when Redis has lost the key (restarted empty), not the one before', async () => {
+        const database = new DatabaseStore(db.models);
+        // Copies written behind, as in the app, and not yet due.
+        const mirrored = new MirroredStore(plain, database, (err) => {
+          throw err;
+        }, { readThrough: true, flushMs: 60_000 });
+        try {
+          const r = fresh();
+          await mirrored.create(r);
+          const saved = { ...r, data: { ...r.data, preferences: { counter: 2 } }, version: r.version + 1 };
+          expect(await mirrored.save(saved, r.version)).to.equal(r.id);
+          await client.del(sessionKey(r));
+          expect((await mirrored.load(r.id))?.data, 'the session as last saved').to.deep.include({ preferences: { counter: 2 } });
+        } finally {
+          await mirrored.flush(); // no timer left behind (close would close the shared client)
+        }
+      });
     });
   });
 
