@@ -58,6 +58,13 @@ export interface SaveConcurrency {
   changedKeys: ReadonlySet<string>;
   /** Changed keys whose change was a merge patch (Session#patch): re-applied, not overwritten. */
   patches?: ReadonlyMap<string, Readonly<Record<string, unknown>>>;
+  /**
+   * Changes of other requests, carried over (`carryOver`), not this request's own: put back on a
+   * session that changed again only where it still holds what they were carried over onto
+   * (`data`; for a patch, field by field). A request that read them has answered since, and may
+   * have changed the same key again.
+   */
+  carried?: { over: Readonly<Record<string, unknown>>; values: Readonly<Record<string, unknown>> };
 }
 
 /** A backend as served: a store that knows whether its breaker lets calls through. */
@@ -487,10 +494,9 @@ export class SessionBackends {
    * What other requests saved where the session was, after `record`'s move read it (`left`, no
    * longer anywhere a read looks), saved on top of the moved copy, merged as `update` merges:
    * their changes, as the keys (and, for objects, the fields) in which `left` with this move's
-   * own changes on top differs from what the move wrote. In the database, a key set anew since the
-   * move (by a request that read the moved copy, as the copy left behind went on apart: a move out
-   * of Redis steps its version past that copy's, session.ts) keeps what it was set to there (the
-   * later answer); an object merges field by field as ever.
+   * own changes on top differs from what the move wrote. A key (or a field) set anew since the
+   * move, by a request that read the moved copy, keeps what it was set to (the later answer:
+   * SaveConcurrency.carried).
    */
   private async carryOver(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency): Promise<Written | undefined> {
     const mine = concurrency ? mergeChanges(left, record, concurrency) : left.data;
@@ -501,15 +507,8 @@ export class SessionBackends {
       const [was, now] = [moved.record.data[key], mine[key]];
       if (isPlainObject(was) && isPlainObject(now)) patches.set(key, mergePatchBetween(was, now));
     }
-    if (moved.record.backend === 'database') {
-      const now = await this.stores.database.load(record.id).catch(() => undefined);
-      if (now && now.version > moved.record.version) {
-        for (const key of changedKeys) if (!patches.has(key) && !isDeepStrictEqual(now.data[key], moved.record.data[key])) changedKeys.delete(key);
-        if (changedKeys.size === 0) return moved;
-      }
-    }
     const merged = { ...moved.record, data: mine, version: moved.record.version + 1 };
-    return this.update(merged, 'save', { readVersion: moved.record.version, changedKeys, patches });
+    return this.update(merged, 'save', { readVersion: moved.record.version, changedKeys, patches, carried: { over: moved.record.data, values: mine } });
   }
 
 
@@ -716,8 +715,21 @@ export class SessionBackends {
 /** `current`'s data with the keys `record`'s request changed put on top (merge patches re-applied). */
 function mergeChanges(current: SessionRecord, record: SessionRecord, concurrency: SaveConcurrency): SessionRecord['data'] {
   const merged: Record<string, unknown> = { ...current.data };
+  const carried = concurrency.carried;
   for (const key of concurrency.changedKeys) {
     const patch = concurrency.patches?.get(key);
+    if (carried) {
+      // Carried over (other requests' changes): only where nobody has changed the key (or the
+      // patch's field) since the copy they were carried onto. A key changed since holds a later
+      // change, answered after them; put back, their older value would replace it.
+      const unchanged = (now: unknown, then: unknown) => isDeepStrictEqual(now, then);
+      const [now, then] = [current.data[key], carried.over[key]];
+      if (patch && isPlainObject(now) && isPlainObject(then)) {
+        const fields = Object.entries(patch).filter(([field]) => unchanged(now[field], then[field]));
+        if (fields.length > 0) merged[key] = applyMergePatch(now, Object.fromEntries(fields));
+      } else if (unchanged(now, then)) merged[key] = patch ? applyMergePatch(now, patch) : carried.values[key];
+      continue;
+    }
     merged[key] = patch ? applyMergePatch(current.data[key], patch) : record.data[key];
   }
   return merged as SessionRecord['data'];
