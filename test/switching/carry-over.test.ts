@@ -34,82 +34,75 @@ describe('a move out of the cookie carrying over a newer seal', function () {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** `read` with preferences.counter set to `counter`, as PATCH /api/session changes it. */
-  function patched(read: SessionRecord, counter: number) {
-    const patch = { counter };
+  /** `read` with preferences changed by `patch`, as PATCH /api/session changes them. */
+  function patched(read: SessionRecord, patch: Record<string, unknown>) {
     const changed: SessionRecord = { ...read, data: { ...read.data, preferences: { ...(read.data.preferences as object), ...patch } }, version: read.version + 1, lastActivity: Date.now() };
     return { changed, concurrency: { readVersion: read.version, changedKeys: new Set(['preferences']), patches: new Map([['preferences', patch]]) } };
   }
 
-  it('does not write the carried-over value over a later change of the same preference', async () => {
-    const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { counter: 0, theme: 'dark' } } }, 'cookie'), 'cookie');
-    // A GET reads the session with the browser's cookie of that moment…
+  /**
+   * A session in the cookie with preferences `before`, read by a request (`oldRead`), then
+   * changed to counter 1 by another, sealed: the newer seal the first request's move will find.
+   */
+  async function readThenSealed(before: Record<string, unknown>) {
+    const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: before } }, 'cookie'), 'cookie');
     const oldRead = (await core.backends.open(created.cookieValue))!;
-    // …while the writer's PATCH (counter 1) is sealed into the cookie.
-    const one = patched(oldRead, 1);
+    const one = patched(oldRead, { counter: 1 });
     const sealed = (await core.backends.update(one.changed, 'save', one.concurrency))!;
     expect(sealed.record.backend).to.equal('cookie');
+    return { id: created.record.id, oldRead, sealed };
+  }
 
+  /** Moves `read` to the database, running `meanwhile` once its eviction from the cookie has found what to carry over. */
+  async function moveWithCarryOverHeld(read: SessionRecord, meanwhile: () => Promise<void>) {
+    const cookie = core.backends.stores.cookie;
+    const evict = cookie.evict.bind(cookie);
+    let first = true;
+    cookie.evict = async (r) => {
+      if (!first) return evict(r);
+      first = false;
+      try {
+        return await evict(r);
+      } finally {
+        await meanwhile();
+      }
+    };
+    try {
+      return await core.backends.migrate(read, 'database');
+    } finally {
+      cookie.evict = evict;
+    }
+  }
+
+  const inDatabase = async (id: string) => (await core.backends.open(core.backends.cookieValue('database', id)))!;
+
+  it('does not write the carried-over value over a later change of the same preference', async () => {
+    // A GET reads the session with the browser's cookie of that moment, while the writer's PATCH
+    // (counter 1) is sealed into the cookie.
+    const { id, oldRead, sealed } = await readThenSealed({ counter: 0, theme: 'dark' });
     // The flag says database now. The GET moves the session there; its eviction from the cookie
     // finds the newer seal (counter 1) to carry over. Just then the next PATCH, sent with the
     // newer cookie, moves the session to the database itself with counter 2 (answered 200).
-    const stores = core.backends.stores;
-    const evict = stores.cookie.evict.bind(stores.cookie);
     let later: Awaited<ReturnType<typeof core.backends.migrate>>;
-    let first = true;
-    stores.cookie.evict = async (r) => {
-      if (!first) return evict(r);
-      first = false;
-      try {
-        return await evict(r);
-      } finally {
-        const read = (await core.backends.open(sealed.cookieValue))!;
-        expect(read.data.preferences).to.deep.include({ counter: 1 });
-        const two = patched(read, 2);
-        later = await core.backends.migrate(two.changed, 'database', 'flag', two.concurrency);
-      }
-    };
-    let moved: Awaited<ReturnType<typeof core.backends.migrate>>;
-    try {
-      moved = await core.backends.migrate(oldRead, 'database');
-    } finally {
-      stores.cookie.evict = evict;
-    }
+    const moved = await moveWithCarryOverHeld(oldRead, async () => {
+      const read = (await core.backends.open(sealed.cookieValue))!;
+      expect(read.data.preferences).to.deep.include({ counter: 1 });
+      const two = patched(read, { counter: 2 });
+      later = await core.backends.migrate(two.changed, 'database', 'flag', two.concurrency);
+    });
     expect(later?.record.backend).to.equal('database');
     expect(later!.record.data.preferences).to.deep.include({ counter: 2 });
     expect(moved?.record.backend).to.equal('database');
-    const now = (await core.backends.open(core.backends.cookieValue('database', created.record.id)))!;
-    expect(now.data.preferences, 'counter 2 was answered last').to.deep.equal({ counter: 2, theme: 'dark' });
+    expect((await inDatabase(id)).data.preferences, 'counter 2 was answered last').to.deep.equal({ counter: 2, theme: 'dark' });
   });
 
   it('still carries over a newer seal whose change nobody has overwritten since', async () => {
-    const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { counter: 0 } } }, 'cookie'), 'cookie');
-    const oldRead = (await core.backends.open(created.cookieValue))!;
-    const one = patched(oldRead, 1);
-    const sealed = (await core.backends.update(one.changed, 'save', one.concurrency))!;
+    const { id, oldRead } = await readThenSealed({ counter: 0 });
     // The moved copy changes before the carry-over lands, in another preference.
-    const stores = core.backends.stores;
-    const evict = stores.cookie.evict.bind(stores.cookie);
-    let first = true;
-    stores.cookie.evict = async (r) => {
-      if (!first) return evict(r);
-      first = false;
-      try {
-        return await evict(r);
-      } finally {
-        const moved = (await core.backends.open(core.backends.cookieValue('database', created.record.id)))!;
-        const patch = { theme: 'light' };
-        const changed: SessionRecord = { ...moved, data: { ...moved.data, preferences: { ...(moved.data.preferences as object), ...patch } }, version: moved.version + 1 };
-        await core.backends.update(changed, 'save', { readVersion: moved.version, changedKeys: new Set(['preferences']), patches: new Map([['preferences', patch]]) });
-      }
-    };
-    try {
-      await core.backends.migrate(oldRead, 'database');
-    } finally {
-      stores.cookie.evict = evict;
-    }
-    void sealed;
-    const now = (await core.backends.open(core.backends.cookieValue('database', created.record.id)))!;
-    expect(now.data.preferences).to.deep.equal({ counter: 1, theme: 'light' });
+    await moveWithCarryOverHeld(oldRead, async () => {
+      const theme = patched(await inDatabase(id), { theme: 'light' });
+      await core.backends.update(theme.changed, 'save', theme.concurrency);
+    });
+    expect((await inDatabase(id)).data.preferences).to.deep.equal({ counter: 1, theme: 'light' });
   });
 });
