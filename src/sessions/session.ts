@@ -162,9 +162,18 @@ export function mergePatchBetween(from: Readonly<Record<string, unknown>>, to: R
  */
 export const MOVE_OUT_OF_REDIS_STEP = 1024;
 
-/** The version a move of `from`'s copy read at `readVersion` writes. */
+/** The highest version the sessions table holds (PostgreSQL INTEGER); Redis's uint32 holds more. */
+export const MAX_SESSION_VERSION = 2 ** 31 - 1;
+
+/**
+ * The version a move of `from`'s copy read at `readVersion` writes. Within a step of
+ * MAX_SESSION_VERSION, the next one (as before the step): stepped past it, the move failed on
+ * every request (503, the database's `out of range` counted as its failure, so its breaker
+ * opened for every session).
+ */
 export function movedVersion(from: BackendName, readVersion: number): number {
-  return readVersion + (from === 'redis' ? MOVE_OUT_OF_REDIS_STEP : 1);
+  const step = from === 'redis' ? MOVE_OUT_OF_REDIS_STEP : 1;
+  return readVersion + (readVersion + step <= MAX_SESSION_VERSION ? step : 1);
 }
 
 /** The public view of a session, as the API shows it. */
