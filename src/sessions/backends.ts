@@ -413,6 +413,9 @@ export class SessionBackends {
         const left = from === 'redis' ? await this.redisCopy(record.id) : undefined;
         return left && left.version > readVersion ? this.takeLeftBehind(written, left, record, concurrency) : written;
       }
+      // Refused: by the directory entry, or by the cookie store after the entry took the move (a
+      // move out of the cookie since, into a version past what this move read: CookieStore.moveIn).
+      // That move out wrote the entry after this one, over it, so the entry names where it went.
       const current = await this.current(record);
       if (!current) return undefined;
       const mine = { ...record, backend: current.backend, data: concurrency ? mergeChanges(current, record, concurrency) : current.data, version: current.version };

@@ -15,7 +15,7 @@
  * another one's seals are not known here.
  */
 import { decodeSession, encodeSession } from './cookie-format.js';
-import { hashSessionId, type SessionRecord } from './session.js';
+import { hashSessionId, movedVersion, type SessionRecord } from './session.js';
 import type { RevocationList } from './revocations.js';
 import { SessionConflictError, SessionTooLargeError } from './errors.js';
 import type { SessionStore } from './store.js';
@@ -67,9 +67,16 @@ export const LATEST_SEALS = 10_000;
  * second AES open.
  */
 interface LatestSeal {
-  /** None: the session moved out of this backend (`evict`), into the version after `version - 1`. */
+  /** None: the session moved out of this backend (`evict`), into version `movedInto`. */
   plain: Buffer | undefined;
+  /** Saves over a version older than this are refused: for a move out, past any seal made here before it. */
   version: number;
+  /**
+   * For a move out: the version the move wrote where it went (`movedVersion` of the version it
+   * read here). `version` may be past it, by the seals made here since the mover read it, which it
+   * carries over (SessionBackends.carryOver) at a version of its own.
+   */
+  movedInto?: number;
   /** performance.now() when it was made. */
   at: number;
 }
@@ -209,9 +216,19 @@ export class CookieStore implements SessionStore {
    * database copy (written behind) was read — a tab whose cookie still names the database moving
    * it in again. Refused as a save would be, with that session (SessionBackends.move writes the
    * mover's changes there); moved in, its older copy would replace that seal.
+   *
+   * Nor over a move out of the cookie into a version newer than the mover read: the mover read
+   * a copy older than the one that move wrote (a directory entry that lagged behind the seals,
+   * and that it has just written over, at a version the move out had read here, before that
+   * move wrote it again). Moved in, its copy would replace the session that move wrote, with
+   * every change since. Refused as the directory refuses (undefined): the mover reads the
+   * session where it now is and moves that (SessionBackends.move). A mover that read the moved
+   * copy, or a later one, moves it back in, even while a carry-over of seals made here before
+   * the move out is on its way (`version` past `movedInto`): that carry-over follows it here.
    */
   async moveIn(record: SessionRecord, readVersion: number): Promise<string | undefined> {
     const newer = this.latest.size === 0 ? undefined : this.newerSeal(record.idHash, readVersion);
+    if (newer && !newer.plain && newer.movedInto !== undefined && newer.movedInto > readVersion) return undefined;
     const current = newer?.plain && this.decoded(newer.plain);
     if (current) throw new SessionConflictError(readVersion, current);
     return this.create(record);
@@ -229,7 +246,7 @@ export class CookieStore implements SessionStore {
   async evict(record: SessionRecord): Promise<void> {
     const newer = this.latest.size === 0 ? undefined : this.newerSeal(record.idHash, record.version);
     // Past any seal made here since the mover read it: a save over any of them is refused too.
-    this.keep(record.idHash, { plain: undefined, version: Math.max(record.version, newer?.version ?? 0) + 1, at: performance.now() });
+    this.keep(record.idHash, { plain: undefined, version: Math.max(record.version, newer?.version ?? 0) + 1, movedInto: movedVersion('cookie', record.version), at: performance.now() });
     const sealed = newer?.plain && this.decoded(newer.plain);
     if (sealed) throw new SessionConflictError(record.version, sealed);
   }

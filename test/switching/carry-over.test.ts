@@ -8,37 +8,18 @@
  * GET holding an older cookie wrote a counter six changes old over the session.)
  */
 import { expect } from 'chai';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { pino } from 'pino';
-import { loadConfig } from '../../src/config/config.js';
-import { openCore, type Core } from '../../src/core.js';
+import type { Core } from '../../src/core.js';
 import type { SessionRecord } from '../../src/sessions/session.js';
 import { makeRecord } from '../sessions/fixtures.js';
+import { laggingCookieCore, patched } from './lagging-cookie-core.js';
 
 describe('a move out of the cookie carrying over a newer seal', function () {
   this.timeout(60_000);
-  let dir: string;
+  const lagging = laggingCookieCore();
   let core: Core;
-
-  before(async () => {
-    dir = mkdtempSync(path.join(tmpdir(), 'switchboard-carry-over-'));
-    // Database copies written behind late: the directory entry still holds the version the old cookie seals.
-    const env = { DATA_DIR: dir, DATABASE_URL: `sqlite:${path.join(dir, 'db.sqlite')}`, REDIS_URL: 'none', SESSION_SECRETS: randomBytes(32).toString('base64url'), MIRROR_FLUSH_MS: '10000' };
-    core = await openCore(loadConfig({ ...env, SESSION_STORAGE: 'cookie' }), pino({ level: 'silent' }));
+  before(() => {
+    core = lagging();
   });
-  after(async () => {
-    await core?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  /** `read` with preferences changed by `patch`, as PATCH /api/session changes them. */
-  function patched(read: SessionRecord, patch: Record<string, unknown>) {
-    const changed: SessionRecord = { ...read, data: { ...read.data, preferences: { ...(read.data.preferences as object), ...patch } }, version: read.version + 1, lastActivity: Date.now() };
-    return { changed, concurrency: { readVersion: read.version, changedKeys: new Set(['preferences']), patches: new Map([['preferences', patch]]) } };
-  }
 
   /**
    * A session in the cookie with preferences `before`, read by a request (`oldRead`), then
