@@ -48,7 +48,7 @@ export class SessionWriter {
     const { backend: target, source } = control.destination();
     const now = Date.now();
     if (session.isNew) return this.create(ctx, control, session, target, source);
-    if (target !== session.record.backend) return this.move(ctx, control, session, target, source, now, cookieBackend);
+    if (target !== session.record.backend || (session.isChanged && leavesCookie(session.record, target))) return this.move(ctx, control, session, target, source, now, cookieBackend);
     return this.stay(ctx, control, session, source, now, cookieBackend);
   }
 
@@ -80,9 +80,10 @@ export class SessionWriter {
       // An unchanged one moves touched when a touch is due: instances that disagree about the
       // flag move it on every request, and each is the user's activity.
       const cause = source === 'fallback' ? 'fallback' : 'flag';
+      const from = (record: SessionRecord) => (leavesCookie(record, target) ? heldInCookie(record) : record);
       written = session.isChanged
-        ? await this.backends.migrate(asSaved(session, now, this.config), target, cause, concurrencyOf(session), control.readAt)
-        : await this.backends.migrate(this.touchDue(control, session, now) ? asTouched(session.record, now, this.config) : session.record, target, cause, undefined, control.readAt);
+        ? await this.backends.migrate(from(asSaved(session, now, this.config)), target, cause, concurrencyOf(session), control.readAt)
+        : await this.backends.migrate(from(this.touchDue(control, session, now) ? asTouched(session.record, now, this.config) : session.record), target, cause, undefined, control.readAt);
     } catch (err) {
       // Too large for the backend the flag chose (a sealed cookie holds ≈ 3.8 KB): nothing was
       // written, and the session stays where it is, as if the flag had not changed — a flag
@@ -206,6 +207,28 @@ export class SessionWriter {
 function needsCookie(session: Session, written: Written, cookieBackend: BackendName | undefined): boolean {
   const heldElsewhere = session.isChanged && session.record.heldBy !== undefined;
   return heldElsewhere || written.record.backend !== cookieBackend || isSealedCookie(written.record);
+}
+
+/**
+ * Served from the directory entry of a session a sealed cookie holds (a cookie naming the
+ * database, kept by the browser after another tab's request moved the session into the cookie),
+ * while the flag says elsewhere: a change moves it out of the cookie, as a request with the sealed
+ * cookie would move it (and so does any move: the move reads it from the cookie). Saved in the
+ * database as it stood, the session went on there while the cookie store's seal stayed live: two
+ * copies, each taking changes, of which the browser keeps one — and a change sealed since the
+ * entry was written (MIRROR_FLUSH_MS) was left behind. Moved, the seal is marked moved out
+ * (CookieStore.evict: a save over it follows the session), and what was sealed since is carried
+ * over (SessionBackends.carryOver). A read, or a touch (the entry's expiry only: it stays the
+ * cookie's), changes nothing of the session, which stays in the cookie the browser may hold.
+ */
+function leavesCookie(record: SessionRecord, target: BackendName): boolean {
+  return record.heldBy === 'cookie' && target !== 'cookie';
+}
+
+/** `record`, served from its directory entry, as the sealed cookie that holds it: where a move takes it from. */
+function heldInCookie(record: SessionRecord): SessionRecord {
+  const { heldBy: _heldBy, ...held } = record;
+  return { ...held, backend: 'cookie' };
 }
 
 /** The session is its cookie (sealed): the cookie's value changes with every write of it. */
