@@ -54,6 +54,8 @@ export class MirroredStore implements IndexedSessionStore {
   private readonly pending = new Map<string, SessionRecord>();
   private flushTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> = Promise.resolve();
+  /** The batch on its way with each session's copy, while it is (`copyWritten` waits for that one only). */
+  private readonly onTheWay = new Map<string, Promise<void>>();
   private closed = false;
   /** Copies are waiting for a retry (see `retryLater`). */
   private behind = false;
@@ -153,10 +155,13 @@ export class MirroredStore implements IndexedSessionStore {
    * way), before the copy is read in place of the primary: else a change acknowledged within
    * MIRROR_FLUSH_MS is served without, and a change then saved to the copy drops it for good (the
    * late copy does not overwrite a session that has moved on). Waits at most as long as a copy
-   * written through; past that, the copy is read as it is.
+   * written through; past that, the copy is read as it is. A session of which this instance holds
+   * no copy (a logged-out or expired session's cookie, a tab's cookie naming Redis after a move out
+   * of it) waits for nothing: not for a batch of other sessions' copies.
    */
   async copyWritten(idHash: string): Promise<void> {
-    const written = this.pending.has(idHash) ? this.flush() : this.flushing;
+    const written = this.pending.has(idHash) ? this.flush() : this.onTheWay.get(idHash);
+    if (!written) return;
     await withinDeadline(written, COPY_THROUGH_WAIT_MS, "the write of a session's copy").catch(() => undefined);
   }
 
@@ -167,14 +172,21 @@ export class MirroredStore implements IndexedSessionStore {
     if (this.pending.size === 0) return this.flushing;
     const batch = [...this.pending.values()];
     this.pending.clear();
-    this.flushing = this.flushing.then(async () => {
+    const done = this.flushing.then(async () => {
       if (!(await this.copy('save', () => this.mirror.upsertMany(batch)))) return this.retryLater(batch);
       if (this.behind) {
         this.behind = false;
         this.options.onCaughtUp?.(batch.length);
       }
     });
-    return this.flushing;
+    this.flushing = done;
+    for (const record of batch) this.onTheWay.set(record.idHash, done);
+    void done
+      .catch(() => undefined)
+      .then(() => {
+        for (const record of batch) if (this.onTheWay.get(record.idHash) === done) this.onTheWay.delete(record.idHash);
+      });
+    return done;
   }
 
   private async copyLater(record: SessionRecord) {

@@ -18,6 +18,7 @@ import { decodeRecord, encodeRecord, RECORD_FORMAT } from '../../src/sessions/re
 import { RedisStore } from '../../src/sessions/redis-store.js';
 import { hashSessionId, newHandle, type SessionData, type SessionRecord } from '../../src/sessions/session.js';
 import { isIndexed } from '../../src/sessions/store.js';
+import { waitUntil } from '../support/redis-server.js';
 import { ABSOLUTE_MS, makeRecord, newUserId, sqliteDb, type TestDb } from './fixtures.js';
 
 const SECRETS = [randomBytes(32).toString('base64url')];
@@ -378,6 +379,41 @@ describe('RedisStore on Redis (layout, index, races, the previous layout)', func
           expect((await mirrored.load(r.id))?.data, 'the session as last saved').to.deep.include({ preferences: { counter: 2 } });
         } finally {
           await mirrored.flush(); // no timer left behind (close would close the shared client)
+        }
+      });
+
+      it('waits on a miss for the batch carrying that session\'s copy, and not for a batch of other sessions\' copies', async () => {
+        const database = new DatabaseStore(db.models);
+        // The database holding up the next batch of copies until released (a stalled write).
+        let release: (() => void) | undefined;
+        const upsertMany = database.upsertMany.bind(database);
+        database.upsertMany = async (batch) => {
+          await new Promise<void>((r) => (release = r));
+          return upsertMany(batch);
+        };
+        const mirrored = new MirroredStore(plain, database, (err) => {
+          throw err;
+        }, { readThrough: true, flushMs: 60_000 });
+        try {
+          const r = fresh();
+          await mirrored.create(r);
+          await mirrored.save({ ...r, data: { ...r.data, preferences: { counter: 1 } }, version: r.version + 1 }, r.version);
+          await client.del(sessionKey(r)); // Redis has lost it
+          const batch = mirrored.flush(); // its copy on its way, held
+          await waitUntil('the batch to reach the database', () => release !== undefined);
+          let answered = false;
+          const missOnItsWay = mirrored.load(r.id).then((loaded) => ((answered = true), loaded));
+          // A session of which this instance holds no copy is answered while the batch is held.
+          // (Before, it waited for that batch too, up to 2 s, as long as the miss above: that one,
+          // asked first, was answered first.)
+          expect(await mirrored.load(fresh().id)).to.equal(undefined);
+          expect(answered, 'the miss whose copy is on its way waits for it').to.equal(false);
+          release!();
+          await batch;
+          expect((await missOnItsWay)?.data).to.deep.include({ preferences: { counter: 1 } });
+        } finally {
+          release?.();
+          database.upsertMany = upsertMany;
         }
       });
     });
