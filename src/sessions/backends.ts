@@ -189,9 +189,23 @@ export class SessionBackends {
       const held = await this.redisCopy(token);
       if (held && held.version >= record.version) record = held;
     }
+    if (record?.movedOut) record = await this.whereMovedOut(record);
     if (!record || this.revocations.isRevoked(record)) return undefined;
     if (parsed.unsigned && record.issuedAt >= this.cookieValues.unsignedBefore) return undefined;
     return record;
+  }
+
+  /**
+   * A sealed cookie older than a move out of the cookie (CookieStore.load: `movedOut`): a request
+   * the browser sent before it had the move's answer. Served from the seal, it showed the session
+   * as it was before every change since — and a reload a moment later showed them again. Served
+   * from where the directory says the session went (its cookie is pointed there, as for any
+   * cookie that missed a move), unless that cannot be asked, or holds nothing newer than the seal
+   * (a carry-over of later seals on its way): then from the seal, as before.
+   */
+  private async whereMovedOut(sealed: SessionRecord): Promise<SessionRecord | undefined> {
+    const moved = await this.current(sealed).catch(() => undefined);
+    return moved && moved.backend !== 'cookie' && moved.version > sealed.version ? moved : sealed;
   }
 
   /**

@@ -128,6 +128,9 @@ export class CookieStore implements SessionStore {
     const newer = this.latest.size === 0 ? undefined : this.newerSeal(record.idHash, record.version);
     const served = newer?.plain && this.decoded(newer.plain);
     if (served) served.newerThanCookie = true;
+    // Moved out since this seal (a request sent before the browser had the move's cookie): the
+    // seal is served only where the session's new place cannot be asked (backends.open).
+    else if (newer && !newer.plain) record.movedOut = true;
     return this.revocations.isRevoked(record) ? undefined : served || record;
   }
 

@@ -256,7 +256,7 @@ export class DatabaseStore implements IndexedSessionStore {
    * entry is still that move's (`to` at `movedVersion`, the version the move wrote). The data the
    * move wrote stays: it is the session's, with the moving request's changes.
    */
-  async giveBack(idHash: string, to: BackendName, from: BackendName, readVersion: number, movedVersion = readVersion + 1): Promise<void> {
+  async giveBack(idHash: string, to: BackendName, from: BackendName, readVersion: number, movedVersion: number): Promise<void> {
     await this.sql.run('giveBack', [idHash, to, movedVersion, from, readVersion]);
   }
 

@@ -50,6 +50,12 @@ export interface SessionRecord {
    * given it again. Set only then, so that the usual record keeps one shape.
    */
   newerThanCookie?: true;
+  /**
+   * Set on a cookie session whose seal is older than a move out of the cookie made here since
+   * (CookieStore.load): the session is where that move put it, and the seal lacks every change
+   * since (backends.open serves it from there). Set only then, as `newerThanCookie`.
+   */
+  movedOut?: true;
 }
 
 /** Who asked for a session or an audited change, as the request tells (http/client-info.ts). */

@@ -348,11 +348,15 @@ describe('RedisStore on Redis (layout, index, races, the previous layout)', func
       });
       after(() => db?.close());
 
+      /** Redis read through to `database`, as the app builds it, with copies written behind after `flushMs`. */
+      const readThrough = (database: DatabaseStore, flushMs: number) =>
+        new MirroredStore(plain, database, (err) => {
+          throw err;
+        }, { readThrough: true, flushMs });
+
       it('still loads, from its database copy, and moves back to Redis in the new layout', async () => {
         const database = new DatabaseStore(db.models);
-        const mirrored = new MirroredStore(plain, database, (err) => {
-          throw err;
-        }, { readThrough: true, flushMs: 0 });
+        const mirrored = readThrough(database, 0);
         const r = fresh({ data: { ...makeRecord().data, platformId: 5, preferences: { theme: 'dark' } } });
         await writeLegacy(r);
         await database.create(r);
@@ -367,9 +371,7 @@ describe('RedisStore on Redis (layout, index, races, the previous layout)', func
       it('reads the copy of a save made a moment ago when Redis has lost the key (restarted empty), not the one before', async () => {
         const database = new DatabaseStore(db.models);
         // Copies written behind, as in the app, and not yet due.
-        const mirrored = new MirroredStore(plain, database, (err) => {
-          throw err;
-        }, { readThrough: true, flushMs: 60_000 });
+        const mirrored = readThrough(database, 60_000);
         try {
           const r = fresh();
           await mirrored.create(r);
@@ -391,9 +393,7 @@ describe('RedisStore on Redis (layout, index, races, the previous layout)', func
           await new Promise<void>((r) => (release = r));
           return upsertMany(batch);
         };
-        const mirrored = new MirroredStore(plain, database, (err) => {
-          throw err;
-        }, { readThrough: true, flushMs: 60_000 });
+        const mirrored = readThrough(database, 60_000);
         try {
           const r = fresh();
           await mirrored.create(r);
