@@ -351,13 +351,22 @@ export class SessionBackends {
    * another's. This holds on one instance; README says what instances that disagree can do.
    * A request that read the session after that move had finished (`readAt`) did not arrive
    * together with it: another instance has moved the session back since, and it moves again.
+   * Out of Redis, one that read a later version while the move is still under way (a save
+   * reached Redis after the move read it) waits for it too: the move takes that save with it
+   * (`takeLeftBehind`). Moving the session itself, it was refused (the move wrote 1,024 versions
+   * on, past anything it read: session.ts, MOVE_OUT_OF_REDIS_STEP), took the moved copy as it
+   * stood, without that save, and answered with its cookie: a read with it showed the session one
+   * change older than a change answered 200, until the take had put the save back. (Out of the
+   * cookie or the database a move writes the next version, and such a request's own move goes
+   * through over it.)
    */
   async migrate(record: SessionRecord, target: BackendName, cause: MigrationCause = 'flag', concurrency?: SaveConcurrency, readAt = Date.now()): Promise<Written | undefined> {
     const readVersion = concurrency?.readVersion ?? record.version;
     const now = Date.now();
     const earlier = this.moves.get(record.idHash);
     const together = earlier && (earlier.settledAt === undefined || readAt <= earlier.settledAt);
-    if (earlier && together && earlier.from === record.backend && readVersion <= earlier.readVersion && now - earlier.at < MOVE_MEMORY_MS) {
+    const waits = earlier && (readVersion <= earlier.readVersion || (earlier.from === 'redis' && earlier.settledAt === undefined));
+    if (earlier && together && waits && earlier.from === record.backend && now - earlier.at < MOVE_MEMORY_MS) {
       const moved = await earlier.done.catch(() => undefined);
       if (moved && moved.record.backend !== record.backend) {
         if (!concurrency) return moved;

@@ -242,6 +242,7 @@ describe('two instances moving one session in opposite directions at once', func
     const databaseCookie = toDatabase.backends.cookieValue('database', id);
     const changed: SessionRecord = { ...read, data: { ...read.data, moving: true }, version: read.version + 1 };
     let fromDatabaseTab: Written | undefined;
+    let slowMove: Promise<Written | undefined> | undefined;
     await moveWithTakeHeld(toDatabase, read, changed, 'moving', async () => {
       // A request on the database instance that reads the Redis copy (v+1) and takes a while.
       const slow = (await toDatabase.backends.open(redisCookie))!;
@@ -252,11 +253,13 @@ describe('two instances moving one session in opposite directions at once', func
       // A tab still on the Redis cookie, told to keep the session in Redis (the flag flipped back
       // for it), saves there twice (v+1 → v+3): 200 each. The database's entry names the database.
       for (const value of [1, 2]) expect((await write(toRedis, redisCookie, 'redis', 'fromRedisTab', value))?.record.backend).to.equal('redis');
-      // The slow request now moves the session to the database: its move finds the entry changed
-      // (v+2, not v+1) and reads the session as it now is.
+      // The slow request now moves the session to the database. It read a copy the held move will
+      // take (a save after that move read it), so it waits for that move, and then saves its change
+      // where the session is, as it now is (SessionBackends.migrate).
       const slowChanged: SessionRecord = { ...slow, data: { ...slow.data, fromSlow: true }, version: slow.version + 1 };
-      await toDatabase.backends.migrate(slowChanged, 'database', 'flag', { readVersion: slow.version, changedKeys: new Set(['fromSlow']) });
+      slowMove = toDatabase.backends.migrate(slowChanged, 'database', 'flag', { readVersion: slow.version, changedKeys: new Set(['fromSlow']) });
     });
+    expect((await slowMove)?.record.backend).to.equal('database');
     const now = (await toDatabase.backends.open(databaseCookie))?.data;
     expect(now, 'the move\'s change').to.deep.include({ moving: true });
     expect(now, 'the slow request\'s change').to.deep.include({ fromSlow: true });
