@@ -199,13 +199,20 @@ export class SessionBackends {
    * A sealed cookie older than a move out of the cookie (CookieStore.load: `movedOut`): a request
    * the browser sent before it had the move's answer. Served from the seal, it showed the session
    * as it was before every change since — and a reload a moment later showed them again. Served
-   * from where the directory says the session went (its cookie is pointed there, as for any
-   * cookie that missed a move), unless that cannot be asked, or holds nothing newer than the seal
-   * (a carry-over of later seals on its way): then from the seal, as before.
+   * from where the session went (its cookie is pointed there, as for any cookie that missed a
+   * move) when it is there, newer than the seal: its database entry, or the Redis copy that entry
+   * names. Otherwise from the seal, as before: the database cannot be asked (asked through its
+   * deadline and breaker: a cookie read never waited on the database before), the entry is not
+   * newer (a carry-over of later seals on its way), or names a holder that does not have it now
+   * (a move into Redis whose write is still on its way; another instance's seal).
    */
-  private async whereMovedOut(sealed: SessionRecord): Promise<SessionRecord | undefined> {
-    const moved = await this.current(sealed).catch(() => undefined);
-    return moved && moved.backend !== 'cookie' && moved.version > sealed.version ? moved : sealed;
+  private async whereMovedOut(sealed: SessionRecord): Promise<SessionRecord> {
+    if (!this.stores.database.available) return sealed;
+    const entry = await this.stores.database.load(sealed.id).catch(() => undefined);
+    if (!entry || entry.version <= sealed.version) return sealed;
+    if (!entry.heldBy) return entry;
+    const held = entry.heldBy === 'redis' && this.stores.redis.available ? await this.redisCopy(sealed.id) : undefined;
+    return held && held.version >= entry.version ? held : sealed;
   }
 
   /**

@@ -13,16 +13,21 @@ import { loadConfig } from '../../src/config/config.js';
 import { openCore, type Core } from '../../src/core.js';
 import type { SessionRecord } from '../../src/sessions/session.js';
 
-/** Opens the core before the suite's tests and closes it after them; call inside `describe`. */
-export function laggingCookieCore(): () => Core {
+/**
+ * Opens the core before the suite's tests and closes it after them; call inside `describe`.
+ * `env` adds to its configuration (Redis: its REDIS_KEY_PREFIX's keys are removed after).
+ */
+export function laggingCookieCore(env: Record<string, string> = {}): () => Core {
   let dir: string;
   let core: Core | undefined;
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'switchboard-lagging-cookie-'));
-    const env = { DATA_DIR: dir, DATABASE_URL: `sqlite:${path.join(dir, 'db.sqlite')}`, REDIS_URL: 'none', SESSION_SECRETS: randomBytes(32).toString('base64url'), MIRROR_FLUSH_MS: '10000' };
-    core = await openCore(loadConfig({ ...env, SESSION_STORAGE: 'cookie' }), pino({ level: 'silent' }));
+    const base = { DATA_DIR: dir, DATABASE_URL: `sqlite:${path.join(dir, 'db.sqlite')}`, REDIS_URL: 'none', SESSION_SECRETS: randomBytes(32).toString('base64url'), MIRROR_FLUSH_MS: '10000' };
+    core = await openCore(loadConfig({ ...base, ...env, SESSION_STORAGE: 'cookie' }), pino({ level: 'silent' }));
   });
   after(async () => {
+    const keys = env.REDIS_KEY_PREFIX && core?.redis ? await core.redis.keys(`${env.REDIS_KEY_PREFIX}*`) : [];
+    if (keys.length) await core!.redis!.del(...keys);
     await core?.close();
     rmSync(dir, { recursive: true, force: true });
   });
