@@ -30,6 +30,14 @@ import { SessionCookieValue } from './session-cookie-value.js';
 
 /** How long a move is remembered for requests that read the session before it (see `migrate`). */
 const MOVE_MEMORY_MS = 10_000;
+/**
+ * How often a move refused by the directory entry (the session changed since it was read) reads
+ * it again and retries, as a save merging over concurrent saves does (saveMerging: 20). With
+ * three, a move into the cookie, where the session's other tabs keep saving in the database at
+ * every retry's read, gave up under five writers a session: 409 session_conflict for a change a
+ * save in place would have merged.
+ */
+const MOVE_TRIES = 21;
 /** How long ending a session waits for its stored copies to be removed (see `end`). */
 const REMOVAL_WAIT_MS = 2_000;
 
@@ -401,13 +409,16 @@ export class SessionBackends {
    * Each move writes the next version and is ordered by the session's directory entry
    * (`moveIn`): a move that finds the session changed since it was read writes nothing. It
    * reads the session as it now is, puts its own changes on top (as `update` merges them), and
-   * tries again, a few times; then it gives up as a save that found the session ended does.
+   * tries again, as often as `saveMerging` does (MOVE_TRIES); then it gives up as a save that
+   * found the session ended does.
    */
   private async move(record: SessionRecord, target: BackendName, cause: MigrationCause, concurrency?: SaveConcurrency): Promise<Written | undefined> {
     let source = record;
     let readVersion = concurrency?.readVersion ?? record.version;
-    for (let tries = 0; tries < 3; tries++) {
+    for (let tries = 0; tries < MOVE_TRIES; tries++) {
       if (this.revocations.isRevoked(source)) return undefined;
+      // Many writers on one session: a little jitter stops them colliding in lockstep (saveMerging).
+      if (tries > 1) await new Promise((r) => setTimeout(r, Math.random() * 2 * tries));
       const from = source.backend;
       const version = readVersion;
       // A mirrored target writes the directory entry first (it orders moves), then the session:
