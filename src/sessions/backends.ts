@@ -433,9 +433,12 @@ export class SessionBackends {
         written = await this.writeWithFallback({ ...source, version: next }, target, (store, r) => store.moveIn(r, readVersion), undefined, giveBack);
       } catch (err) {
         // The target holds the session already, newer than this move read it (the cookie store's
-        // own seal: CookieStore.moveIn): written there as below, this request's changes on top.
+        // own seal: CookieStore.moveIn): written there as below, this request's changes on top. At
+        // least at the version this move gave the directory entry (`next`), which took the older
+        // copy it read: that entry's copy, at a version the cookie has not sealed past, is what a
+        // later mover reads, and it must find the seal here at that version, not move the copy in.
         if (!(err instanceof SessionConflictError && err.current)) throw err;
-        const mine = { ...record, backend: target, data: concurrency ? mergeChanges(err.current, record, concurrency) : err.current.data, version: err.current.version };
+        const mine = { ...record, backend: target, data: concurrency ? mergeChanges(err.current, record, concurrency) : err.current.data, version: Math.max(err.current.version, next) };
         return this.update(mine, concurrency ? 'save' : 'touch', concurrency);
       }
       if (written) {

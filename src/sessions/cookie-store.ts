@@ -214,8 +214,8 @@ export class CookieStore implements SessionStore {
   }
 
   /**
-   * A sealed cookie has nothing to compare a move against but the seals made here: one newer
-   * than what the mover read means the session is in the cookie already, saved since its
+   * A sealed cookie has nothing to compare a move against but the seals made here: one of the
+   * version the mover read, or newer, means the session is in the cookie already, saved since its
    * database copy (written behind) was read — a tab whose cookie still names the database moving
    * it in again. Refused as a save would be, with that session (SessionBackends.move writes the
    * mover's changes there); moved in, its older copy would replace that seal.
@@ -230,7 +230,9 @@ export class CookieStore implements SessionStore {
    * the move out is on its way (`version` past `movedInto`): that carry-over follows it here.
    */
   async moveIn(record: SessionRecord, readVersion: number): Promise<string | undefined> {
-    const newer = this.latest.size === 0 ? undefined : this.newerSeal(record.idHash, readVersion);
+    // A seal of the very version the mover read counts too: what it read may be another state of
+    // that version (the entry a move refused here wrote, from a lagging entry: SessionBackends.move).
+    const newer = this.latest.size === 0 ? undefined : this.newerSeal(record.idHash, readVersion - 1);
     if (newer && !newer.plain && newer.movedInto !== undefined && newer.movedInto > readVersion) return undefined;
     const current = newer?.plain && this.decoded(newer.plain);
     if (current) throw new SessionConflictError(readVersion, current);
