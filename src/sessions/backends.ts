@@ -109,6 +109,8 @@ export class SessionBackends {
   private readonly moves = new Map<string, MoveMemory>();
   /** Saves failing over to the database now, by session: the next waits for the last (`saveOnFallback`). */
   private readonly fallbackSaves = new Map<string, Promise<Written | undefined>>();
+  /** Takes of a copy left in Redis under way, by session: settled once its saves are on top of the moved copy (`open`). */
+  private readonly takes = new Map<string, Promise<void>>();
 
   constructor(
     /** The database backend lists every session (its table is the directory). */
@@ -168,7 +170,27 @@ export class SessionBackends {
    * (the browser keeps its cookie), not a 401 that would send the user to log in
    * (SessionControl.unknown).
    */
-  async open(cookieValue: string): Promise<SessionRecord | undefined> {
+  open(cookieValue: string): Promise<SessionRecord | undefined> {
+    // One lookup when no take is under way (the read path is benchmarked).
+    return this.takes.size === 0 ? this.opened(cookieValue) : this.openedAfterTake(cookieValue);
+  }
+
+  /**
+   * A move out of Redis on this instance is taking what saves left in Redis after it read the
+   * session (takeLeftBehind): it removes that copy, then saves its changes on top of the moved
+   * one. Served in between — a cookie naming Redis reads through to the moved copy, one naming
+   * the database reads it — the session lacked a change answered 200, and a change saved on it
+   * went on without it. So the request waits for the take, and opens the session again.
+   */
+  private async openedAfterTake(cookieValue: string): Promise<SessionRecord | undefined> {
+    const record = await this.opened(cookieValue);
+    const taking = record && this.takes.get(record.idHash);
+    if (!taking) return record;
+    await taking;
+    return this.opened(cookieValue);
+  }
+
+  private async opened(cookieValue: string): Promise<SessionRecord | undefined> {
     const parsed = this.cookieValues.parse(cookieValue);
     if (!parsed) return undefined;
     const { backend, token } = parsed;
@@ -388,8 +410,8 @@ export class SessionBackends {
         return this.update({ ...record, backend: moved.record.backend }, 'save', concurrency);
       }
     }
-    const done = this.move(record, target, cause, concurrency);
-    const entry: MoveMemory = { from: record.backend, readVersion, at: now, done };
+    const entry = { from: record.backend, readVersion, at: now } as MoveMemory;
+    const done = (entry.done = this.move(record, target, cause, concurrency, entry));
     void done.finally(() => (entry.settledAt = Date.now())).catch(() => undefined);
     // Deleted first so that the map stays in the order of `at`: forgetting stops at the first young entry.
     this.moves.delete(record.idHash);
@@ -412,13 +434,21 @@ export class SessionBackends {
    * tries again, as often as `saveMerging` does (MOVE_TRIES); then it gives up as a save that
    * found the session ended does.
    */
-  private async move(record: SessionRecord, target: BackendName, cause: MigrationCause, concurrency?: SaveConcurrency): Promise<Written | undefined> {
+  private async move(record: SessionRecord, target: BackendName, cause: MigrationCause, concurrency?: SaveConcurrency, self?: MoveMemory): Promise<Written | undefined> {
     let source = record;
     let readVersion = concurrency?.readVersion ?? record.version;
     for (let tries = 0; tries < MOVE_TRIES; tries++) {
       if (this.revocations.isRevoked(source)) return undefined;
       // Many writers on one session: a little jitter stops them colliding in lockstep (saveMerging).
       if (tries > 1) await new Promise((r) => setTimeout(r, Math.random() * 2 * tries));
+      // Into Redis while a move out of it has yet to take the copy left there (saves that reached
+      // it after that move read the session): written over, that copy's saves, answered 200, were
+      // gone — the copy's versions stay below the moved one's (MOVE_OUT_OF_REDIS_STEP), and the
+      // take, finding Redis holding the session again, leaves it be. So this move waits for that
+      // one (not itself: a move into Redis of a copy read there, refused, moves on from the database);
+      // moved on since, the session is read again where the refused move below reads it.
+      const out = target === 'redis' && source.backend !== 'redis' ? this.moves.get(record.idHash) : undefined;
+      if (out && out !== self && out.from === 'redis' && out.settledAt === undefined) await out.done.catch(() => undefined);
       const from = source.backend;
       const version = readVersion;
       // A mirrored target writes the directory entry first (it orders moves), then the session:
@@ -486,6 +516,18 @@ export class SessionBackends {
    * request's own changes are put back on it where it lacks them (`ownChangesOnTop`).
    */
   private async takeLeftBehind(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency): Promise<Written | undefined> {
+    let taken: () => void = () => {};
+    const taking = new Promise<void>((resolve) => (taken = resolve));
+    try {
+      return await this.takeLeftBehindMarked(moved, left, record, concurrency, () => this.takes.set(record.idHash, taking));
+    } finally {
+      taken();
+      if (this.takes.get(record.idHash) === taking) this.takes.delete(record.idHash);
+    }
+  }
+
+  /** `takeLeftBehind`, which calls `removing` before it first removes the copy: from then on, `open` waits for it. */
+  private async takeLeftBehindMarked(moved: Written, left: SessionRecord, record: SessionRecord, concurrency: SaveConcurrency | undefined, removing: () => void): Promise<Written | undefined> {
     for (let tries = 0; tries < 10; tries++) {
       const entry = await this.directory.loadByHash(record.idHash);
       if (!entry) return moved;
@@ -493,6 +535,7 @@ export class SessionBackends {
       // the session: `current`): this request's own changes, in the moved copy, may not be in it.
       if (entry.backend === 'redis') return this.ownChangesOnTop(moved, left, record, concurrency);
       let removed: boolean | void;
+      removing();
       try {
         removed = await this.stores.redis.evict(left);
       } catch (err) {
