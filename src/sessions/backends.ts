@@ -38,6 +38,13 @@ const MOVE_MEMORY_MS = 10_000;
  * save in place would have merged.
  */
 const MOVE_TRIES = 21;
+/**
+ * How many times a save follows its session to where a move put it (`saveMerging`). Once was not
+ * enough under fast flips: the session moved on again (into a sealed cookie) while the save was
+ * on its way, and the save, written where it had followed it — a directory entry the cookie now
+ * held — continued the session beside the live seal. Each follow is a move made since.
+ */
+const SAVE_FOLLOWS = 3;
 /** How long ending a session waits for its stored copies to be removed (see `end`). */
 const REMOVAL_WAIT_MS = 2_000;
 
@@ -339,16 +346,16 @@ export class SessionBackends {
     if (!concurrency || !record.id) return store.save(record);
     let attempt = record;
     let expected = concurrency.readVersion;
-    let followed = !followMove;
+    let follows = followMove ? SAVE_FOLLOWS : 0;
     let lookedForMove = false;
     for (let tries = 0; ; tries++) {
       try {
         const token = await store.save(attempt, expected);
         // No copy at all: ended — or, in Redis, moved away since this request read it (a flag
-        // flip's move took the copy: `takeLeftBehind`). Looked into once, as a conflict is: read
-        // through to its database entry, the session says where it lives now, and the save
-        // follows it there rather than answering 409.
-        if (token !== undefined || followed || lookedForMove || store.backend !== 'redis') return token;
+        // flip's move took the copy: `takeLeftBehind`). Looked into once in each store the save
+        // follows the session to, as a conflict is: read through to its database entry, the
+        // session says where it lives now, and the save follows it there rather than answering 409.
+        if (token !== undefined || follows === 0 || lookedForMove || store.backend !== 'redis') return token;
         lookedForMove = true;
         throw new SessionConflictError(expected);
       } catch (err) {
@@ -361,14 +368,15 @@ export class SessionBackends {
         if (!current) return undefined;
         // What changed it was a move (an instance that disagrees about the flag): the session is
         // held elsewhere now, and a save (not one failing over: `saveOnFallback`) follows it
-        // there, once. Written here, where nothing reads it any more, the change would be
+        // there (SAVE_FOLLOWS). Written here, where nothing reads it any more, the change would be
         // answered 200 and never seen again.
         const holder = current.heldBy ?? current.backend;
-        const follow = holder !== store.backend && !followed && this.stores[holder].available;
+        const follow = holder !== store.backend && follows > 0 && this.stores[holder].available;
         attempt = { ...record, backend: follow ? holder : attempt.backend, data: mergeChanges(current, record, concurrency), version: current.version + 1 };
         expected = current.version;
         if (follow) {
-          followed = true;
+          follows--;
+          lookedForMove = false;
           store = this.stores[holder];
         }
         Object.assign(record, attempt); // see above: `update` returns this record as written, where it was written
