@@ -45,6 +45,8 @@ const MOVE_TRIES = 21;
  * held — continued the session beside the live seal. Each follow is a move made since.
  */
 const SAVE_FOLLOWS = 3;
+/** How long a read waits for a take of a copy left in Redis under way (see `openedAfterTake`). */
+const TAKE_WAIT_MS = 1_000;
 /** How long ending a session waits for its stored copies to be removed (see `end`). */
 const REMOVAL_WAIT_MS = 2_000;
 
@@ -193,7 +195,9 @@ export class SessionBackends {
     const record = await this.opened(cookieValue);
     const taking = record && this.takes.get(record.idHash);
     if (!taking) return record;
-    await taking;
+    // The take asks the bare directory (no breaker): a stalled database holds it up to pg's
+    // query_timeout. Past TAKE_WAIT_MS the read is served as before the take was waited for.
+    await withinDeadline(taking, TAKE_WAIT_MS, 'a take of a copy left in Redis').catch(() => undefined);
     return this.opened(cookieValue);
   }
 

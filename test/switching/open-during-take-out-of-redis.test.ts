@@ -86,4 +86,37 @@ describe('a session opened while a move out of Redis takes a copy left there', f
       expect(seen?.data.preferences, 'counter 1 was answered 200 before this request was sent').to.deep.equal({ counter: 1 });
     });
   }
+
+  it('is served, not held, while a take does not finish (the database stalled)', async () => {
+    const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { counter: 0 } } }, 'redis'), 'redis');
+    const read = (await core.backends.open(created.cookieValue))!;
+    const one = patched(read, { counter: 1 });
+    await core.backends.update(one.changed, 'save', one.concurrency);
+    // The take is held once it has removed the copy left in Redis, until the open has answered.
+    const redis = core.backends.stores.redis;
+    const evict = redis.evict.bind(redis);
+    let held: () => void = () => {};
+    const holding = new Promise<void>((resolve) => {
+      let calls = 0;
+      redis.evict = async (r) => {
+        const removed = await evict(r);
+        if (++calls === 2) {
+          resolve();
+          await new Promise<void>((release) => (held = release));
+        }
+        return removed;
+      };
+    });
+    try {
+      const move = core.backends.migrate(read, 'database', 'flag', undefined, Date.now());
+      await holding;
+      const opened = await core.backends.open(core.backends.cookieValue('database', created.record.id));
+      expect(opened, 'served: the user stays logged in').to.not.equal(undefined);
+      held();
+      await move;
+    } finally {
+      redis.evict = evict;
+      held();
+    }
+  });
 });
