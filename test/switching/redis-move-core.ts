@@ -1,0 +1,90 @@
+/**
+ * An in-process core on Redis and PostgreSQL (where the flip harnesses found what these tests
+ * hold), and the steps the tests of a move out of Redis share: a session read in Redis, then
+ * saved there by another request; a move held at one of its Redis evictions.
+ */
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { loadConfig } from '../../src/config/config.js';
+import { openCore, type Core } from '../../src/core.js';
+import type { SessionRecord } from '../../src/sessions/session.js';
+import { makeRecord } from '../sessions/fixtures.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { patched } from './lagging-cookie-core.js';
+
+/** Opens the core (database `switchboard_<name>`) before the suite's tests and closes it after them; call inside `describe`. */
+export function redisMoveCore(name: string): () => Core {
+  let db: TestDatabase;
+  let dir: string;
+  let core: Core | undefined;
+  const prefix = `${name}-${randomBytes(4).toString('hex')}:`;
+  before(async () => {
+    db = await createTestDatabase(`switchboard_${name.replaceAll('-', '_')}`);
+    dir = mkdtempSync(path.join(tmpdir(), `switchboard-${name}-`));
+    const env = { DATA_DIR: dir, DATABASE_URL: db.url, REDIS_KEY_PREFIX: prefix, SESSION_SECRETS: randomBytes(32).toString('base64url'), STORE_TIMEOUT_MS: '250' };
+    core = await openCore(loadConfig({ ...env, SESSION_STORAGE: 'redis' }), pino({ level: 'silent' }));
+  });
+  after(async () => {
+    const keys = core?.redis ? await core.redis.keys(`${prefix}*`) : [];
+    if (keys.length) await core!.redis!.del(...keys);
+    await core?.close();
+    await db?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return () => core!;
+}
+
+/**
+ * A session in Redis at counter 0, read by a GET (`read`) just before the flag said database;
+ * then the writer's PATCH, told Redis a moment before, saves counter 1 there: answered 200.
+ */
+export async function readThenSavedInRedis(core: Core): Promise<{ id: string; cookieValue: string; read: SessionRecord }> {
+  const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { counter: 0 } } }, 'redis'), 'redis');
+  const read = (await core.backends.open(created.cookieValue))!;
+  const one = patched(read, { counter: 1 });
+  expect((await core.backends.update(one.changed, 'save', one.concurrency))?.record.backend).to.equal('redis');
+  return { id: created.record.id, cookieValue: created.cookieValue, read };
+}
+
+/**
+ * Holds the `nth` Redis eviction once it has removed what it removes, until released: a move out
+ * of Redis evicts what it read (1st), then takes a copy left there (2nd). `restore` puts the
+ * store's own evict back and releases.
+ */
+export function holdRedisEviction(core: Core, nth: number) {
+  const redis = core.backends.stores.redis;
+  const evict = redis.evict.bind(redis);
+  let held: () => void = () => {};
+  const reached = new Promise<void>((resolve) => {
+    let calls = 0;
+    redis.evict = async (r) => {
+      const removed = await evict(r);
+      if (++calls === nth) {
+        resolve();
+        await new Promise<void>((release) => (held = release));
+      }
+      return removed;
+    };
+  });
+  return {
+    reached,
+    release: () => held(),
+    restore: () => {
+      redis.evict = evict;
+      held();
+    },
+  };
+}
+
+/**
+ * `request` answered, or stopped to wait for what is held: not a deadline on the machine's speed
+ * (on a slower one the request only answers later, and a test misses what it looks for rather
+ * than fails wrongly).
+ */
+export function answeredOrWaiting(request: Promise<unknown>): Promise<unknown> {
+  return Promise.race([request, new Promise((r) => setTimeout(r, 250))]);
+}
