@@ -376,6 +376,9 @@ export class SessionBackends {
         // answered 200 and never seen again.
         const holder = current.heldBy ?? current.backend;
         const follow = holder !== store.backend && follows > 0 && this.stores[holder].available;
+        // Moved on more often than a save follows it: written here, beside where the session now
+        // is, the change would be answered 200 and lost as above. Refused instead (409): the client retries.
+        if (followMove && holder !== store.backend && follows === 0 && this.stores[holder].available) throw err;
         attempt = { ...record, backend: follow ? holder : attempt.backend, data: mergeChanges(current, record, concurrency), version: current.version + 1 };
         expected = current.version;
         if (follow) {
