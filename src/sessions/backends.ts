@@ -47,6 +47,13 @@ const MOVE_TRIES = 21;
 const SAVE_FOLLOWS = 3;
 /** How long a read waits for a take of a copy left in Redis under way (see `openedAfterTake`). */
 const TAKE_WAIT_MS = 1_000;
+/**
+ * How long a move waits for an earlier move of the same session under way on this instance (see
+ * `migrate`, `move`). The earlier one may be held by the bare directory (its take, a refused
+ * move's read of where the session went), which a stalled database holds up to pg's
+ * query_timeout: a request waiting for it was held as long.
+ */
+const MOVE_WAIT_MS = 1_000;
 /** How long ending a session waits for its stored copies to be removed (see `end`). */
 const REMOVAL_WAIT_MS = 2_000;
 
@@ -116,6 +123,13 @@ interface MoveMemory {
 export class SessionBackends {
   /** The latest move of each session on this instance, kept for MOVE_MEMORY_MS (see `migrate`). */
   private readonly moves = new Map<string, MoveMemory>();
+  /**
+   * Moves out of Redis under way, by session, until each has settled: a move into Redis waits for
+   * them (`move`). Kept apart from `moves`, where a later move of the session replaces one: the
+   * move into Redis that waited for it past MOVE_WAIT_MS, and then every later one, found only
+   * that move there, and went on.
+   */
+  private readonly movesOutOfRedis = new Map<string, Set<MoveMemory>>();
   /** Saves failing over to the database now, by session: the next waits for the last (`saveOnFallback`). */
   private readonly fallbackSaves = new Map<string, Promise<Written | undefined>>();
   /** Takes of a copy left in Redis under way, by session: settled once its saves are on top of the moved copy (`open`). */
@@ -419,7 +433,12 @@ export class SessionBackends {
     const together = earlier && (earlier.settledAt === undefined || readAt <= earlier.settledAt);
     const waits = earlier && (readVersion <= earlier.readVersion || (earlier.from === 'redis' && earlier.settledAt === undefined));
     if (earlier && together && waits && earlier.from === record.backend && now - earlier.at < MOVE_MEMORY_MS) {
-      const moved = await earlier.done.catch(() => undefined);
+      // Past MOVE_WAIT_MS this request moves the session itself, as if it had not arrived with
+      // that move: the directory entry, which that move wrote on (past what this request read),
+      // refuses it, and it saves its changes on top of the session as it now is. Out of Redis,
+      // the saves that move has yet to take are missing there until it has (a read shows the
+      // session one change older meanwhile, as it did before this wait), not lost.
+      const moved = await withinDeadline(earlier.done, MOVE_WAIT_MS, 'an earlier move of the session').catch(() => undefined);
       if (moved && moved.record.backend !== record.backend) {
         if (!concurrency) return moved;
         return this.update({ ...record, backend: moved.record.backend }, 'save', concurrency);
@@ -427,7 +446,14 @@ export class SessionBackends {
     }
     const entry = { from: record.backend, readVersion, at: now } as MoveMemory;
     const done = (entry.done = this.move(record, target, cause, concurrency, entry));
-    void done.finally(() => (entry.settledAt = Date.now())).catch(() => undefined);
+    if (entry.from === 'redis') this.movesOutOfRedis.set(record.idHash, (this.movesOutOfRedis.get(record.idHash) ?? new Set()).add(entry));
+    void done
+      .finally(() => {
+        entry.settledAt = Date.now();
+        const out = this.movesOutOfRedis.get(record.idHash);
+        if (out?.delete(entry) && out.size === 0) this.movesOutOfRedis.delete(record.idHash);
+      })
+      .catch(() => undefined);
     // Deleted first so that the map stays in the order of `at`: forgetting stops at the first young entry.
     this.moves.delete(record.idHash);
     this.moves.set(record.idHash, entry);
@@ -462,8 +488,15 @@ export class SessionBackends {
       // take, finding Redis holding the session again, leaves it be. So this move waits for that
       // one (not itself: a move into Redis of a copy read there, refused, moves on from the database);
       // moved on since, the session is read again where the refused move below reads it.
-      const out = target === 'redis' && source.backend !== 'redis' ? this.moves.get(record.idHash) : undefined;
-      if (out && out !== self && out.from === 'redis' && out.settledAt === undefined) await out.done.catch(() => undefined);
+      // Not past MOVE_WAIT_MS: the session is not moved now, and this request's changes are
+      // written where it is, as a save in place would write them (a later request moves it).
+      // Moved in regardless, it would write over those saves as above: the directory orders
+      // moves, but not that copy, which no entry names, and Redis takes the move over it.
+      const out = target === 'redis' && source.backend !== 'redis' ? [...(this.movesOutOfRedis.get(record.idHash) ?? [])].filter((move) => move !== self) : [];
+      if (out.length > 0) {
+        const settled = await withinDeadline(Promise.all(out.map((move) => move.done.catch(() => undefined))), MOVE_WAIT_MS, 'a move out of redis').then(() => true, () => false);
+        if (!settled) return this.update(source, concurrency ? 'save' : 'touch', concurrency);
+      }
       const from = source.backend;
       const version = readVersion;
       // A mirrored target writes the directory entry first (it orders moves), then the session:

@@ -12,7 +12,8 @@
 import { expect } from 'chai';
 import type { Core } from '../../src/core.js';
 import type { Written } from '../../src/sessions/backends.js';
-import { answeredOrWaiting, holdRedisEviction, readThenSavedInRedis, redisMoveCore } from './redis-move-core.js';
+import { patched } from './lagging-cookie-core.js';
+import { answeredOrWaiting, answeredWhileHeld, holdRedisEviction, readThenSavedInRedis, redisMoveCore, stallNextDirectoryRead } from './redis-move-core.js';
 
 describe('a move into Redis while a move out of Redis has yet to take the copy left there', function () {
   this.timeout(60_000);
@@ -45,5 +46,31 @@ describe('a move into Redis while a move out of Redis has yet to take the copy l
     }
     const now = await core.backends.open(core.backends.cookieValue('redis', id));
     expect(now?.data.preferences, 'counter 1 was answered 200').to.deep.equal({ counter: 1 });
+  });
+
+  it('is answered, not held, while that move does not finish (the database stalled), and still does not write over them', async () => {
+    const { id, read } = await readThenSavedInRedis(core);
+    const database = core.backends.cookieValue('database', id);
+    // The GET moves the session to the database (counter 0), finds counter 1 left in Redis, and
+    // asks the directory where the session is before it takes that copy: the database does not
+    // answer (held until pg's query_timeout).
+    const stall = stallNextDirectoryRead(core);
+    try {
+      const moveOut = core.backends.migrate(read, 'database', 'flag', undefined, Date.now());
+      await stall.reached;
+      // Another tab, told Redis, changes the moved copy it read and moves it back: answered,
+      // its change kept. Then a later request of the session, told Redis too, moves it again.
+      const first = patched((await core.backends.open(database))!, { theme: 'light' });
+      expect(first.changed.data.preferences).to.deep.equal({ counter: 0, theme: 'light' });
+      expect(await answeredWhileHeld(core.backends.migrate(first.changed, 'redis', 'flag', first.concurrency, Date.now())), 'the first move in').to.not.equal(undefined);
+      const later = patched((await core.backends.open(database))!, { font: 'large' });
+      expect(await answeredWhileHeld(core.backends.migrate(later.changed, 'redis', 'flag', later.concurrency, Date.now())), 'the later move in').to.not.equal(undefined);
+      stall.release();
+      await moveOut;
+    } finally {
+      stall.restore();
+    }
+    const now = await core.backends.open(core.backends.cookieValue('redis', id));
+    expect(now?.data.preferences, 'counter 1 was answered 200, and so were both moves in').to.deep.equal({ counter: 1, theme: 'light', font: 'large' });
   });
 });

@@ -11,7 +11,8 @@
 import { expect } from 'chai';
 import type { Core } from '../../src/core.js';
 import type { Written } from '../../src/sessions/backends.js';
-import { answeredOrWaiting, holdRedisEviction, readThenSavedInRedis, redisMoveCore } from './redis-move-core.js';
+import { patched } from './lagging-cookie-core.js';
+import { answeredOrWaiting, answeredWhileHeld, holdRedisEviction, readThenSavedInRedis, redisMoveCore, stallNextDirectoryRead } from './redis-move-core.js';
 
 describe('a read during a move out of Redis that saves reached after the move read it', function () {
   this.timeout(60_000);
@@ -50,5 +51,28 @@ describe('a read during a move out of Redis that saves reached after the move re
     expect(seen, 'a read with the cookie the second GET answered with: counter 1 was answered 200 before it').to.deep.equal({ counter: 1 });
     const now = await core.backends.open(core.backends.cookieValue('database', id));
     expect(now?.data.preferences).to.deep.equal({ counter: 1 });
+  });
+
+  it('is answered, not held, while that move does not finish (the database stalled), its change kept', async () => {
+    const { id, cookieValue, read: firstRead } = await readThenSavedInRedis(core);
+    const secondRead = (await core.backends.open(cookieValue))!;
+    expect(secondRead.data.preferences).to.deep.equal({ counter: 1 });
+    // The first GET moves the session to the database (counter 0), finds counter 1 left in
+    // Redis, and asks the directory where the session is before it takes that copy: the
+    // database does not answer (held until pg's query_timeout).
+    const stall = stallNextDirectoryRead(core);
+    try {
+      const firstMove = core.backends.migrate(firstRead, 'database', 'flag', undefined, Date.now());
+      await stall.reached;
+      // The other tab's PATCH, which read counter 1, moves the session too, with its change.
+      const second = patched(secondRead, { theme: 'light' });
+      expect(await answeredWhileHeld(core.backends.migrate(second.changed, 'database', 'flag', second.concurrency, Date.now()))).to.not.equal(undefined);
+      stall.release();
+      await firstMove;
+    } finally {
+      stall.restore();
+    }
+    const now = await core.backends.open(core.backends.cookieValue('database', id));
+    expect(now?.data.preferences, 'counter 1 and the PATCH were both answered 200').to.deep.equal({ counter: 1, theme: 'light' });
   });
 });

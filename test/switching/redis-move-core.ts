@@ -88,3 +88,48 @@ export function holdRedisEviction(core: Core, nth: number) {
 export function answeredOrWaiting(request: Promise<unknown>): Promise<unknown> {
   return Promise.race([request, new Promise((r) => setTimeout(r, 250))]);
 }
+
+/**
+ * The database stalls for the next read of a directory entry (`loadByHash`: a take's first step)
+ * until released: what pg does until its query_timeout, for the request that asked. Only that
+ * read: the requests a test asks about meanwhile find the database answering.
+ */
+export function stallNextDirectoryRead(core: Core) {
+  const directory = core.backends.directory;
+  const loadByHash = directory.loadByHash;
+  let held: () => void = () => {};
+  const released = new Promise<void>((resolve) => (held = resolve));
+  const reached = new Promise<void>((resolve) => {
+    directory.loadByHash = async (idHash) => {
+      directory.loadByHash = loadByHash;
+      resolve();
+      await released;
+      return loadByHash.call(directory, idHash);
+    };
+  });
+  return {
+    reached,
+    release: () => held(),
+    restore: () => {
+      directory.loadByHash = loadByHash;
+      held();
+    },
+  };
+}
+
+/**
+ * `request` answered while what holds the earlier move is held. Settled, or not after 15 s: far
+ * past how long a move waits for another (backends.ts, MOVE_WAIT_MS), and short of pg's
+ * query_timeout, past which the stall would end on its own.
+ */
+export async function answeredWhileHeld<T>(request: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const held = new Promise<'held'>((resolve) => (timer = setTimeout(() => resolve('held'), 15_000)));
+  try {
+    const answer = await Promise.race([request.then((value) => ({ value })), held]);
+    expect(answer, 'answered while the earlier move is held on the stalled database').to.not.equal('held');
+    return (answer as { value: T }).value;
+  } finally {
+    clearTimeout(timer);
+  }
+}
