@@ -134,6 +134,14 @@ export class SessionBackends {
   private readonly fallbackSaves = new Map<string, Promise<Written | undefined>>();
   /** Takes of a copy left in Redis under way, by session: settled once its saves are on top of the moved copy (`open`). */
   private readonly takes = new Map<string, Promise<void>>();
+  /**
+   * Takes of a copy left in Redis that the database failed (its directory read, or the carry-over
+   * onto the moved copy), by session: tried again by the session's next open on this instance.
+   * Left, that copy sat below the moved copy's version (MOVE_OUT_OF_REDIS_STEP): the next request
+   * read it, moved it, was refused by the directory entry, and went on from the moved copy, its
+   * saves (answered 200) gone for good. Forgotten once the session has passed its absolute expiry.
+   */
+  private readonly untaken = new Map<string, { retry: () => Promise<unknown>; until: number }>();
 
   constructor(
     /** The database backend lists every session (its table is the directory). */
@@ -195,7 +203,7 @@ export class SessionBackends {
    */
   open(cookieValue: string): Promise<SessionRecord | undefined> {
     // One lookup when no take is under way (the read path is benchmarked).
-    return this.takes.size === 0 ? this.opened(cookieValue) : this.openedAfterTake(cookieValue);
+    return this.takes.size === 0 && this.untaken.size === 0 ? this.opened(cookieValue) : this.openedAfterTake(cookieValue);
   }
 
   /**
@@ -207,6 +215,16 @@ export class SessionBackends {
    */
   private async openedAfterTake(cookieValue: string): Promise<SessionRecord | undefined> {
     const record = await this.opened(cookieValue);
+    const retry = record && this.untaken.get(record.idHash)?.retry;
+    if (retry) {
+      // Marked as a take under way at once: a request opening the session meanwhile waits for it too.
+      this.untaken.delete(record.idHash);
+      const again = retry().then(() => undefined, () => undefined);
+      this.takes.set(record.idHash, again);
+      void again.then(() => {
+        if (this.takes.get(record.idHash) === again) this.takes.delete(record.idHash);
+      });
+    }
     const taking = record && this.takes.get(record.idHash);
     if (!taking) return record;
     // The take asks the bare directory (no breaker): a stalled database holds it up to pg's
@@ -576,8 +594,15 @@ export class SessionBackends {
 
   /** `takeLeftBehind`, which calls `removing` before it first removes the copy: from then on, `open` waits for it. */
   private async takeLeftBehindMarked(moved: Written, left: SessionRecord, record: SessionRecord, concurrency: SaveConcurrency | undefined, removing: () => void): Promise<Written | undefined> {
+    // Failed by the database, the take is tried again by the session's next open (`untaken`).
+    const later = (retry: () => Promise<unknown>) => (err: unknown) => {
+      const now = Date.now();
+      for (const [idHash, untaken] of this.untaken) if (untaken.until <= now) this.untaken.delete(idHash);
+      this.untaken.set(record.idHash, { retry, until: record.absoluteExpiresAt });
+      throw err;
+    };
     for (let tries = 0; tries < 10; tries++) {
-      const entry = await this.directory.loadByHash(record.idHash);
+      const entry = await this.directory.loadByHash(record.idHash).catch(later(() => this.takeLeftBehind(moved, left, record, concurrency)));
       if (!entry) return moved;
       // Held by Redis again (moved back, or a move that found this Redis copy newer took it for
       // the session: `current`): this request's own changes, in the moved copy, may not be in it.
@@ -603,7 +628,10 @@ export class SessionBackends {
       // Only this request's own changes are put on top again: a move of that copy into the
       // database writes over the moved one while it is still at the version this move wrote.
       if (removed === false) return this.ownChangesOnTop(moved, left, record, concurrency);
-      return this.carryOver(moved, left, record, concurrency);
+      // Removed: its saves are now only here.
+      const taken = left;
+      const carry = (): Promise<Written | undefined> => this.carryOver(moved, taken, record, concurrency).catch(later(carry));
+      return carry();
     }
     this.events.secondaryFailure(new Error('saves kept landing on it'), 'take a copy left in redis');
     return moved;

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
+import { ConnectionError } from 'sequelize';
 import { loadConfig } from '../../src/config/config.js';
 import { openCore, type Core } from '../../src/core.js';
 import type { SessionRecord } from '../../src/sessions/session.js';
@@ -132,4 +133,18 @@ export async function answeredWhileHeld<T>(request: Promise<T>): Promise<T> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * The database fails the next read of a directory entry (`loadByHash`: a take's first step), as
+ * pg does at its query_timeout or with a connection lost; the reads after it find it answering.
+ */
+export function failNextDirectoryRead(core: Core) {
+  const directory = core.backends.directory;
+  const loadByHash = directory.loadByHash;
+  directory.loadByHash = async () => {
+    directory.loadByHash = loadByHash;
+    throw new ConnectionError(new Error('Query read timeout'));
+  };
+  return { restore: () => (directory.loadByHash = loadByHash) };
 }
