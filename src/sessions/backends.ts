@@ -96,6 +96,8 @@ export type ServingStore = SessionStore & {
   readonly available: boolean;
   /** `available` for one session, where the store's servers fail apart (GuardedStore.availableFor). */
   availableFor?(idHash: string): boolean;
+  /** The session in the store itself, never its database copy (MirroredStore.loadHeld). */
+  loadHeld?(token: string): Promise<SessionRecord | undefined>;
   /** Writes what the store writes behind (a mirrored store's database copy). */
   flush?(): Promise<void>;
   /** Writes one session's copy if it is still behind (MirroredStore.copyWritten). */
@@ -683,7 +685,8 @@ export class SessionBackends {
    * a miss reads through to (the mirrored store labels that one `database`).
    */
   private async redisCopy(id: string): Promise<SessionRecord | undefined> {
-    const held = await this.stores.redis.load(id).catch(() => undefined);
+    const redis = this.stores.redis;
+    const held = await (redis.loadHeld ? redis.loadHeld(id) : redis.load(id)).catch(() => undefined);
     return held?.backend === 'redis' ? held : undefined;
   }
 
@@ -696,7 +699,11 @@ export class SessionBackends {
     const entry = await this.directory.loadByHash(record.idHash);
     if (!entry || this.revocations.isRevoked(entry)) return undefined;
     if (entry.backend === 'redis' || entry.backend === 'database') {
-      const held = await this.stores.redis.load(record.id).catch(() => undefined);
+      // Where the entry names Redis, a miss's read through is the answer: the copy, labelled
+      // `database`, which the move then puts back into Redis (Redis back empty). Where it names
+      // the database, that copy is only the entry read again (newer, it is still no Redis copy
+      // to point the entry at): Redis itself is asked.
+      const held = entry.backend === 'redis' ? await this.stores.redis.load(record.id).catch(() => undefined) : await this.redisCopy(record.id);
       if (held && held.version >= entry.version && (entry.backend === 'redis' || held.version > entry.version)) {
         // A Redis copy newer than an entry that says the database holds the session: a save
         // landed in Redis after a move out read it, and the copy outlived its eviction. It is the

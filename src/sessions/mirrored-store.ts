@@ -99,6 +99,15 @@ export class MirroredStore implements IndexedSessionStore {
     }
   }
 
+  /**
+   * The session in the primary alone: for a caller that wants the primary's copy itself, which a
+   * miss's read through would answer with the database copy after waiting for copies written
+   * behind (SessionBackends.redisCopy, after every move out of Redis, where a miss is the rule).
+   */
+  loadHeld(token: string): Promise<SessionRecord | undefined> {
+    return this.primary.load(token);
+  }
+
   async create(record: SessionRecord): Promise<string> {
     const token = await this.primary.create(record);
     // Not taken (the database down or full): kept and written with the copies written behind,
