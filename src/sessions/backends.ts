@@ -139,7 +139,7 @@ export class SessionBackends {
   /**
    * Takes of a copy left in Redis that the database failed (its directory read, or the carry-over
    * onto the moved copy), by session: tried again by the session's next open on this instance.
-   * Left, that copy sat below the moved copy's version (MOVE_OUT_OF_REDIS_STEP): the next request
+   * Left, that copy sat below the moved copy's version (MOVE_OUT_STEP): the next request
    * read it, moved it, was refused by the directory entry, and went on from the moved copy, its
    * saves (answered 200) gone for good. Forgotten once the session has passed its absolute expiry.
    */
@@ -280,9 +280,23 @@ export class SessionBackends {
    * deadline and breaker: a cookie read never waited on the database before), the entry is not
    * newer (a carry-over of later seals on its way), or names a holder that does not have it now
    * (a move into Redis whose write is still on its way; another instance's seal).
+   *
+   * A seal made after the move out read the session (a save told cookie a moment longer) is
+   * carried over by that move (`carryOver`), a version past the one it wrote: until then the
+   * entry, stepped past the seal (MOVE_OUT_STEP), lacks the seal's change, answered 200.
+   * So a read of such a seal waits for that move as a read waits for a take (at most
+   * TAKE_WAIT_MS; past it, or if the move failed, it is served the seal).
    */
   private async whereMovedOut(sealed: SessionRecord): Promise<SessionRecord> {
     if (!this.stores.database.available) return sealed;
+    const move = this.moves.get(sealed.idHash);
+    if (move && move.from === 'cookie' && move.settledAt === undefined && sealed.version > move.readVersion) {
+      const settled = await withinDeadline(move.done, TAKE_WAIT_MS, 'a move out of the cookie').then(
+        () => true,
+        () => false,
+      );
+      if (!settled) return sealed;
+    }
     const entry = await this.stores.database.load(sealed.id).catch(() => undefined);
     if (!entry || entry.version <= sealed.version) return sealed;
     if (!entry.heldBy) return entry;
@@ -440,11 +454,12 @@ export class SessionBackends {
    * Out of Redis, one that read a later version while the move is still under way (a save
    * reached Redis after the move read it) waits for it too: the move takes that save with it
    * (`takeLeftBehind`). Moving the session itself, it was refused (the move wrote 1,024 versions
-   * on, past anything it read: session.ts, MOVE_OUT_OF_REDIS_STEP), took the moved copy as it
+   * on, past anything it read: session.ts, MOVE_OUT_STEP), took the moved copy as it
    * stood, without that save, and answered with its cookie: a read with it showed the session one
    * change older than a change answered 200, until the take had put the save back. (Out of the
-   * cookie or the database a move writes the next version, and such a request's own move goes
-   * through over it.)
+   * database a move writes the next version, and such a request's own move goes through over it;
+   * out of the cookie one that read a later seal is refused as here, and the move carries that
+   * seal over: CookieStore.evict.)
    */
   async migrate(record: SessionRecord, target: BackendName, cause: MigrationCause = 'flag', concurrency?: SaveConcurrency, readAt = Date.now()): Promise<Written | undefined> {
     const readVersion = concurrency?.readVersion ?? record.version;
@@ -504,7 +519,7 @@ export class SessionBackends {
       if (tries > 1) await new Promise((r) => setTimeout(r, Math.random() * 2 * tries));
       // Into Redis while a move out of it has yet to take the copy left there (saves that reached
       // it after that move read the session): written over, that copy's saves, answered 200, were
-      // gone — the copy's versions stay below the moved one's (MOVE_OUT_OF_REDIS_STEP), and the
+      // gone — the copy's versions stay below the moved one's (MOVE_OUT_STEP), and the
       // take, finding Redis holding the session again, leaves it be. So this move waits for that
       // one (not itself: a move into Redis of a copy read there, refused, moves on from the database);
       // moved on since, the session is read again where the refused move below reads it.
@@ -523,7 +538,7 @@ export class SessionBackends {
       // if the session write fails, the entry is given back, or the fallback's move, judged
       // against the version this move read, would find the entry moved on and be refused — a
       // Redis refusing writes (full, read-only) then failed every change of the session (409).
-      // Out of Redis, a step past what the copy left there can reach (session.ts, MOVE_OUT_OF_REDIS_STEP).
+      // Out of Redis, a step past what the copy left there can reach (session.ts, MOVE_OUT_STEP).
       const next = movedVersion(from, readVersion);
       const giveBack = () => this.directory.giveBack(record.idHash, target, from, version, next).catch((err: unknown) => this.events.secondaryFailure(err, 'give back the directory entry'));
       let written: Written | undefined;

@@ -165,20 +165,29 @@ export function mergePatchBetween(from: Readonly<Record<string, unknown>>, to: R
  * the moved one unless it takes this many saves itself) with no new stored field: a release that
  * does not know it reads, compares and increments these versions as it always has. Versions are
  * uint32 in Redis and INTEGER in the sessions table (2^31 − 1): two million moves of one session.
+ *
+ * A move out of the cookie steps as far, for the same reason: the cookie seals its saves on, from
+ * the version the move read, until the move marks it moved out (CookieStore.evict), and a later
+ * request can bring one of those seals and move it too. Sealed at the version that move wrote, it
+ * passed the directory and Redis (each refuses only a mover that read an older version than it
+ * holds), and its copy replaced the first move's, whose change had been answered 200. Out of the
+ * database no step is needed: its row is the directory entry, and a save there after a move read
+ * it makes the move's write refused.
  */
-export const MOVE_OUT_OF_REDIS_STEP = 1024;
+export const MOVE_OUT_STEP = 1024;
 
 /** The highest version the sessions table holds (PostgreSQL INTEGER); Redis's uint32 holds more. */
 export const MAX_SESSION_VERSION = 2 ** 31 - 1;
 
 /**
- * The version a move of `from`'s copy read at `readVersion` writes. Within a step of
+ * The version a move of `from`'s copy read at `readVersion` writes: a step on out of Redis or the
+ * cookie (MOVE_OUT_STEP), the next one out of the database. Within a step of
  * MAX_SESSION_VERSION, the next one (as before the step): stepped past it, the move failed on
  * every request (503, the database's `out of range` counted as its failure, so its breaker
  * opened for every session).
  */
 export function movedVersion(from: BackendName, readVersion: number): number {
-  const step = from === 'redis' ? MOVE_OUT_OF_REDIS_STEP : 1;
+  const step = from === 'database' ? 1 : MOVE_OUT_STEP;
   return readVersion + (readVersion + step <= MAX_SESSION_VERSION ? step : 1);
 }
 

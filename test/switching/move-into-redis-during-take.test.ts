@@ -3,7 +3,7 @@
  * session, and takes it once its moved copy is written (SessionBackends.takeLeftBehind). A move
  * back into Redis in between — another request of the session, told Redis, moving the moved copy
  * it read — wrote over that copy: its version is 1,024 past anything the copy left behind reaches
- * (MOVE_OUT_OF_REDIS_STEP), so the move in took it for an older one. The take then found Redis
+ * (MOVE_OUT_STEP), so the move in took it for an older one. The take then found Redis
  * holding the session again, put back only its own request's changes, and the saves in the copy
  * it had come to take, answered 200, were gone for good. (Found with five writers and a reader
  * per session while the flag flipped every 100–150 ms among all three backends: the last changes

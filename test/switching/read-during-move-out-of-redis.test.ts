@@ -1,5 +1,5 @@
 /**
- * A move out of Redis writes the copy it read, 1,024 versions on (MOVE_OUT_OF_REDIS_STEP), and
+ * A move out of Redis writes the copy it read, 1,024 versions on (MOVE_OUT_STEP), and
  * only then takes what saves left in Redis since it read it (SessionBackends.takeLeftBehind). A
  * request that read such a save there, and moved the session too while that move was under way,
  * was refused (the moved copy's version is past anything it read), touched the moved copy — still

@@ -3,7 +3,7 @@
  * (SessionBackends.takeLeftBehind): it first asks the directory where the session is. When the
  * database failed that read (pg's query_timeout, a connection lost), the move was refused (503)
  * with the session already moved, and the copy left in Redis stayed there below the moved copy's
- * version (MOVE_OUT_OF_REDIS_STEP): the browser's retry read it, moved it, was refused by the
+ * version (MOVE_OUT_STEP): the browser's retry read it, moved it, was refused by the
  * directory entry, and went on from the moved copy without it. Its saves, answered 200, were
  * never seen again.
  */
