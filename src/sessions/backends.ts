@@ -412,8 +412,11 @@ export class SessionBackends {
         throw new SessionConflictError(expected);
       } catch (err) {
         if (!(err instanceof SessionConflictError) || tries >= 20) throw err;
-        // Many writers on one session: a little jitter stops them colliding in lockstep.
-        if (tries > 1) await new Promise((r) => setTimeout(r, Math.random() * 2 * tries));
+        // Many writers on one session: a little jitter stops them colliding in lockstep. Not for a
+        // refusal that carries the session (the cookie store's latest seal, checked and made in
+        // one step): retried after a wait, on that seal, it was retried on one the other tabs had
+        // sealed past meanwhile, and refused again until its tries ran out (409).
+        if (tries > 1 && !err.current) await new Promise((r) => setTimeout(r, Math.random() * 2 * tries));
         // A sealed cookie cannot be looked up by id: its store's refusal carries the session, or
         // says it moved out, and the directory says where.
         const current = err.current ?? (store.backend === 'cookie' ? await this.current(record) : await store.load(record.id));
