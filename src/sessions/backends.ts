@@ -19,7 +19,7 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import { BACKENDS, type BackendName } from '../config/config.js';
-import { withinDeadline } from '../db/database.js';
+import { isDatabaseOutageError, withinDeadline } from '../db/database.js';
 import type { DatabaseStore } from './database-store.js';
 import { isDisabled } from './disabled-store.js';
 import { BackendUnavailableError, SessionConflictError, type FailureReason } from './errors.js';
@@ -530,11 +530,17 @@ export class SessionBackends {
       // written where it is, as a save in place would write them (a later request moves it).
       // Moved in regardless, it would write over those saves as above: the directory orders
       // moves, but not that copy, which no entry names, and Redis takes the move over it.
-      const out = target === 'redis' && source.backend !== 'redis' ? [...(this.movesOutOfRedis.get(record.idHash) ?? [])].filter((move) => move !== self) : [];
+      // So does a take failed by the database (`untaken`) and one its retry is making (`takes`):
+      // the move out that left the copy has settled, failed, and a move waiting for it went on.
+      const intoRedis = target === 'redis' && source.backend !== 'redis';
+      const out: Promise<unknown>[] = intoRedis ? [...(this.movesOutOfRedis.get(record.idHash) ?? [])].filter((move) => move !== self).map((move) => move.done) : [];
+      const retried = intoRedis ? this.takes.get(record.idHash) : undefined;
+      if (retried) out.push(retried);
       if (out.length > 0) {
-        const settled = await withinDeadline(Promise.all(out.map((move) => move.done.catch(() => undefined))), MOVE_WAIT_MS, 'a move out of redis').then(() => true, () => false);
+        const settled = await withinDeadline(Promise.all(out.map((done) => done.catch(() => undefined))), MOVE_WAIT_MS, 'a move out of redis').then(() => true, () => false);
         if (!settled) return this.update(source, concurrency ? 'save' : 'touch', concurrency);
       }
+      if (intoRedis && this.untaken.has(record.idHash)) return this.update(source, concurrency ? 'save' : 'touch', concurrency);
       const from = source.backend;
       const version = readVersion;
       // A mirrored target writes the directory entry first (it orders moves), then the session:
@@ -616,6 +622,9 @@ export class SessionBackends {
   private async takeLeftBehindMarked(moved: Written, left: SessionRecord, record: SessionRecord, concurrency: SaveConcurrency | undefined, removing: () => void): Promise<Written | undefined> {
     // Failed by the database, the take is tried again by the session's next open (`untaken`).
     const later = (retry: () => Promise<unknown>) => (err: unknown) => {
+      // Only an outage passes: a carry-over too large for its cookie, or outrun by other writers
+      // (409), failed again on every open of the session, each time holding it up to TAKE_WAIT_MS.
+      if (!(err instanceof BackendUnavailableError || isDatabaseOutageError(err))) throw err;
       const now = Date.now();
       for (const [idHash, untaken] of this.untaken) if (untaken.until <= now) this.untaken.delete(idHash);
       this.untaken.set(record.idHash, { retry, until: record.absoluteExpiresAt });
