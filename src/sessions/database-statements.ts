@@ -153,7 +153,9 @@ const SQL = {
   destroy: 'DELETE FROM sessions WHERE id_hash = ?1',
   releaseHandle: 'DELETE FROM sessions WHERE handle = ?1 AND id_hash <> ?2',
   evict: 'DELETE FROM sessions WHERE id_hash = ?1 AND backend = ?2 AND version = ?3',
-  claim: 'UPDATE sessions SET backend = ?2 WHERE id_hash = ?1 AND backend <> ?2',
+  // Only at the version the claimer wrote or read (?3): a row moved on since (a move into Redis
+  // after the save) is no longer the copy it served (DatabaseStore.claim).
+  claim: 'UPDATE sessions SET backend = ?2 WHERE id_hash = ?1 AND backend <> ?2 AND version = ?3',
   // A move's entry given back (DatabaseStore.giveBack): only while it is still that move's.
   giveBack: 'UPDATE sessions SET backend = ?4, version = ?5 WHERE id_hash = ?1 AND backend = ?2 AND version = ?3',
   deleteExpired: expiredBatch(''),

@@ -266,7 +266,10 @@ export class DatabaseStore implements IndexedSessionStore {
    * write-behind batch of that backend then leaves it alone (it updates only its own rows).
    */
   async claim(record: SessionRecord): Promise<void> {
-    await this.sql.run('claim', [record.idHash, this.backend]);
+    // At `record`'s version only: a claim that came late, after a move took the row elsewhere (a
+    // request that saved here, then a flip's move into Redis, before it claimed), named the
+    // database holder of a session Redis held, and both went on taking changes.
+    await this.sql.run('claim', [record.idHash, this.backend, record.version]);
   }
 
   async listByUser(userId: number): Promise<SessionRecord[]> {
