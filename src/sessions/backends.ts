@@ -430,8 +430,15 @@ export class SessionBackends {
         // Moved on more often than a save follows it: written here, beside where the session now
         // is, the change would be answered 200 and lost as above. Refused instead (409): the client retries.
         if (followMove && holder !== store.backend && follows === 0 && this.stores[holder].available) throw err;
-        attempt = { ...record, backend: follow ? holder : attempt.backend, data: mergeChanges(current, record, concurrency), version: current.version + 1 };
-        expected = current.version;
+        // Followed into Redis from its directory entry, the changes go onto the session as Redis
+        // holds it. The entry may be a move's that Redis refused (a save had put Redis at the
+        // version the move wrote, first): merged onto the entry's data, at Redis's version, the
+        // save passed Redis's compare-and-set and wrote over that save's change, answered 200.
+        // A Redis copy older than the entry is a move's write still on its way: the entry is the session.
+        const held = follow && current.heldBy === 'redis' ? await this.redisCopy(record.id) : undefined;
+        const onto = held && held.version >= current.version ? held : current;
+        attempt = { ...record, backend: follow ? holder : attempt.backend, data: mergeChanges(onto, record, concurrency), version: onto.version + 1 };
+        expected = onto.version;
         if (follow) {
           follows--;
           lookedForMove = false;
