@@ -527,27 +527,10 @@ export class SessionBackends {
       if (this.revocations.isRevoked(source)) return undefined;
       // Many writers on one session: a little jitter stops them colliding in lockstep (saveMerging).
       if (tries > 1) await new Promise((r) => setTimeout(r, Math.random() * 2 * tries));
-      // Into Redis while a move out of it has yet to take the copy left there (saves that reached
-      // it after that move read the session): written over, that copy's saves, answered 200, were
-      // gone — the copy's versions stay below the moved one's (MOVE_OUT_STEP), and the
-      // take, finding Redis holding the session again, leaves it be. So this move waits for that
-      // one (not itself: a move into Redis of a copy read there, refused, moves on from the database);
-      // moved on since, the session is read again where the refused move below reads it.
-      // Not past MOVE_WAIT_MS: the session is not moved now, and this request's changes are
-      // written where it is, as a save in place would write them (a later request moves it).
-      // Moved in regardless, it would write over those saves as above: the directory orders
-      // moves, but not that copy, which no entry names, and Redis takes the move over it.
-      // So does a take failed by the database (`untaken`) and one its retry is making (`takes`):
-      // the move out that left the copy has settled, failed, and a move waiting for it went on.
-      const intoRedis = target === 'redis' && source.backend !== 'redis';
-      const out: Promise<unknown>[] = intoRedis ? [...(this.movesOutOfRedis.get(record.idHash) ?? [])].filter((move) => move !== self).map((move) => move.done) : [];
-      const retried = intoRedis ? this.takes.get(record.idHash) : undefined;
-      if (retried) out.push(retried);
-      if (out.length > 0) {
-        const settled = await withinDeadline(Promise.all(out.map((done) => done.catch(() => undefined))), MOVE_WAIT_MS, 'a move out of redis').then(() => true, () => false);
-        if (!settled) return this.update(source, concurrency ? 'save' : 'touch', concurrency);
-      }
-      if (intoRedis && this.untaken.has(record.idHash)) return this.update(source, concurrency ? 'save' : 'touch', concurrency);
+      // Into Redis while a copy left there has yet to be taken (`leftInRedisTaken`): not moved now;
+      // this request's changes are written where the session is, as a save in place would write
+      // them (a later request moves it).
+      if (target === 'redis' && source.backend !== 'redis' && !(await this.leftInRedisTaken(record.idHash, self))) return this.update(source, concurrency ? 'save' : 'touch', concurrency);
       const from = source.backend;
       const version = readVersion;
       // A mirrored target writes the directory entry first (it orders moves), then the session:
@@ -599,6 +582,28 @@ export class SessionBackends {
       readVersion = current.version;
     }
     return undefined;
+  }
+
+  /**
+   * Whether a move of session `idHash` into Redis may go on: no copy a move out of Redis left there
+   * (saves that reached it after that move read the session) is still to be taken. Written over,
+   * that copy's saves, answered 200, were gone — its versions stay below the moved one's
+   * (MOVE_OUT_STEP), Redis takes the move over it (the directory orders moves, but no entry names
+   * that copy), and the take, finding Redis holding the session again, leaves it be. So the move
+   * waits, at most MOVE_WAIT_MS, for every move out of Redis under way (not itself: a move into
+   * Redis of a copy read there, refused, moves on from the database) and for a take a retry is
+   * making (`takes`); a take failed by the database and not yet retried (`untaken`) is still to be
+   * taken too. Moved on since, the session is read again where the refused move reads it.
+   */
+  private async leftInRedisTaken(idHash: string, self?: MoveMemory): Promise<boolean> {
+    const waited: Promise<unknown>[] = [...(this.movesOutOfRedis.get(idHash) ?? [])].filter((move) => move !== self).map((move) => move.done);
+    const retried = this.takes.get(idHash);
+    if (retried) waited.push(retried);
+    if (waited.length > 0) {
+      const settled = await withinDeadline(Promise.all(waited.map((done) => done.catch(() => undefined))), MOVE_WAIT_MS, 'a move out of redis').then(() => true, () => false);
+      if (!settled) return false;
+    }
+    return !this.untaken.has(idHash);
   }
 
   /**
