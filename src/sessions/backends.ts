@@ -49,9 +49,9 @@ const SAVE_FOLLOWS = 3;
 const TAKE_WAIT_MS = 1_000;
 /**
  * How long a move waits for an earlier move of the same session under way on this instance (see
- * `migrate`, `move`). The earlier one may be held by the bare directory (its take, a refused
- * move's read of where the session went), which a stalled database holds up to pg's
- * query_timeout: a request waiting for it was held as long.
+ * `migrate`, `move`). The earlier one may be held by the directory (its take, a refused move's
+ * read of where the session went), which a stalled database holds up to the database backend's
+ * deadline, and its other steps (writes through the bare directory) up to pg's query_timeout.
  */
 const MOVE_WAIT_MS = 1_000;
 /** How long ending a session waits for its stored copies to be removed (see `end`). */
@@ -113,6 +113,11 @@ export interface Written {
   fellBackFrom?: BackendName;
 }
 
+/** The database backend's deadline, for a call on its table made outside it (GuardedStore.bounded). */
+export interface DirectoryDeadline {
+  bounded<T>(work: Promise<T>): Promise<T>;
+}
+
 /** A move of one session, remembered for the requests that read it before the move was done (`migrate`). */
 interface MoveMemory {
   from: BackendName;
@@ -146,14 +151,17 @@ export class SessionBackends {
   private readonly untaken = new Map<string, { retry: () => Promise<unknown>; until: number }>();
 
   constructor(
-    /** The database backend lists every session (its table is the directory). */
-    readonly stores: Record<BackendName, ServingStore> & { database: SessionIndex },
+    /** The database backend lists every session (its table is the directory), and puts its deadline on the directory's reads. */
+    readonly stores: Record<BackendName, ServingStore> & { database: SessionIndex & DirectoryDeadline },
     /**
      * The sessions table: every session's directory entry, whatever backend holds it. The bare
-     * store, without the database backend's deadline and breaker: it is asked on the request
-     * path only after the database has just answered (a move that found the session changed, a
-     * session served from its copy), and writes that could meet a stalled database wait a bounded
-     * time (`end`; the mirrored stores' copies written through).
+     * store, without the database backend's breaker: it is asked on the request path only after
+     * the database has just answered (a move that found the session changed, a session served
+     * from its copy), and writes that could meet a stalled database wait a bounded time (`end`;
+     * the mirrored stores' copies written through). Its reads on the request path have the
+     * database backend's deadline all the same (`stores.database.bounded`): a database that
+     * stalled just after answering held them until pg's query_timeout (30 s), where a read
+     * through the backend is answered 503 at its deadline.
      */
     readonly directory: DatabaseStore,
     readonly revocations: RevocationList,
@@ -229,8 +237,9 @@ export class SessionBackends {
     }
     const taking = record && this.takes.get(record.idHash);
     if (!taking) return record;
-    // The take asks the bare directory (no breaker): a stalled database holds it up to pg's
-    // query_timeout. Past TAKE_WAIT_MS the read is served as before the take was waited for.
+    // The take asks the directory, and a stalled database holds it up to the database backend's
+    // deadline (LAST_RESORT_TIMEOUT_MS by default, with its grace on a busy process: guarded-store.ts).
+    // Past TAKE_WAIT_MS the read is served as before the take was waited for.
     await withinDeadline(taking, TAKE_WAIT_MS, 'a take of a copy left in Redis').catch(() => undefined);
     return this.opened(cookieValue);
   }
@@ -643,7 +652,7 @@ export class SessionBackends {
       throw err;
     };
     for (let tries = 0; tries < 10; tries++) {
-      const entry = await this.directory.loadByHash(record.idHash).catch(later(() => this.takeLeftBehind(moved, left, record, concurrency)));
+      const entry = await this.stores.database.bounded(this.directory.loadByHash(record.idHash)).catch(later(() => this.takeLeftBehind(moved, left, record, concurrency)));
       if (!entry) return moved;
       // Held by Redis again (moved back, or a move that found this Redis copy newer took it for
       // the session: `current`): this request's own changes, in the moved copy, may not be in it.
@@ -735,7 +744,7 @@ export class SessionBackends {
    * written (a move in flight) or unreachable.
    */
   private async current(record: SessionRecord): Promise<SessionRecord | undefined> {
-    const entry = await this.directory.loadByHash(record.idHash);
+    const entry = await this.stores.database.bounded(this.directory.loadByHash(record.idHash));
     if (!entry || this.revocations.isRevoked(entry)) return undefined;
     if (entry.backend === 'redis' || entry.backend === 'database') {
       // Where the entry names Redis, a miss's read through is the answer: the copy, labelled
@@ -747,7 +756,7 @@ export class SessionBackends {
         // A Redis copy newer than an entry that says the database holds the session: a save
         // landed in Redis after a move out read it, and the copy outlived its eviction. It is the
         // session; the entry is pointed back at it, so that its copies reach the entry again.
-        if (entry.backend !== 'redis') await this.directory.moveIn(held, entry.version).catch((err: unknown) => this.events.secondaryFailure(err, 'point the directory at Redis'));
+        if (entry.backend !== 'redis') await this.stores.database.bounded(this.directory.moveIn(held, entry.version)).catch((err: unknown) => this.events.secondaryFailure(err, 'point the directory at Redis'));
         return held;
       }
     }
@@ -793,7 +802,7 @@ export class SessionBackends {
     if (record.backend !== 'cookie') return this.stores[record.backend].load(record.id);
     // The copy is written behind: this instance's pending saves go first.
     await this.stores.cookie.flush?.();
-    return this.directory.load(record.id);
+    return this.stores.database.bounded(this.directory.load(record.id));
   }
 
   /**

@@ -273,6 +273,31 @@ class GuardedSessionStore implements SessionStore {
       throw this.unavailable(err);
     }
   }
+  /**
+   * `work`, a call made on the store this guard wraps but not through the guard (the sessions
+   * table as SessionBackends' directory), under this guard's deadline, judged as its own calls
+   * are: a backend that answers other calls meanwhile, or a process too busy to have read the
+   * answer, is waited for longer. Outside the breaker: an open one does not refuse the call, and
+   * the call's failure is not counted by it (nor is the timeout counted as the guard's evidence
+   * of a stall: its own calls in flight count theirs). A timeout fails as the guard's own do
+   * (BackendUnavailableError, `timeout`); any other failure is passed on as the store raised it.
+   */
+  bounded<T>(work: Promise<T>): Promise<T> {
+    const shared = this.liveness;
+    const liveness: Liveness = {
+      get lastAnswerAt() {
+        return shared.lastAnswerAt;
+      },
+      set lastAnswerAt(at: number) {
+        shared.lastAnswerAt = at;
+      },
+      countedTimeoutAt: -Infinity,
+      countedErrorAt: -Infinity,
+    };
+    return withDeadline(work, this.timeoutMs, this.backend, liveness).catch((err: unknown) => {
+      throw err instanceof StoreTimeoutError ? this.unavailable(err) : err;
+    });
+  }
   close() {
     this.closed = true;
     clearTimeout(this.probeTimer);

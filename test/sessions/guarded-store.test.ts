@@ -187,4 +187,35 @@ describe('GuardedStore on a real Redis', function () {
     for (let i = 0; i < 100 && !store.available; i++) await sleep(50);
     expect(store.available).to.equal(true);
   });
+
+  it('bounds a call made outside it by its deadline, outside its breaker: neither counted nor refused', async () => {
+    // SessionBackends' directory reads: the bare sessions table under the database backend's
+    // deadline. A stall fails each at the deadline as the guard's own calls, and opens no breaker.
+    const store = guarded(25);
+    const stalled = new Promise<never>(() => undefined);
+    for (let i = 0; i < 5; i++) {
+      const err = (await store.bounded(stalled).catch((e: unknown) => e)) as BackendUnavailableError;
+      expect(err, 'a timeout, as the guard’s own').to.be.instanceOf(BackendUnavailableError);
+      expect(err.reason).to.equal('timeout');
+    }
+    expect(outcomes, 'not counted as the backend’s operations').to.deep.equal([]);
+    expect(store.available, 'breaker closed after more stalls than its threshold').to.equal(true);
+    const refused = new Error('refused');
+    expect(await store.bounded(Promise.reject(refused)).catch((e: unknown) => e), 'a failure passed on as raised').to.equal(refused);
+
+    // With the breaker open, a bounded call is still made.
+    const token = await store.create(makeRecord({}, 'redis'));
+    await redis.pause(60_000);
+    try {
+      for (let i = 0; i < 2000 && store.available; i++) {
+        void store.load(token).catch(() => undefined);
+        await sleep(5);
+      }
+      expect(store.available, 'breaker open').to.equal(false);
+      expect(await store.bounded(Promise.resolve('answered'))).to.equal('answered');
+    } finally {
+      redis.resume();
+    }
+    for (let i = 0; i < 100 && !store.available; i++) await sleep(50);
+  });
 });

@@ -11,6 +11,7 @@
 import { expect } from 'chai';
 import type { Core } from '../../src/core.js';
 import type { Written } from '../../src/sessions/backends.js';
+import { BackendUnavailableError } from '../../src/sessions/errors.js';
 import { patched } from './lagging-cookie-core.js';
 import { answeredOrWaiting, answeredWhileHeld, holdRedisEviction, readThenSavedInRedis, redisMoveCore, stallNextDirectoryRead } from './redis-move-core.js';
 
@@ -59,16 +60,18 @@ describe('a read during a move out of Redis that saves reached after the move re
     expect(secondRead.data.preferences).to.deep.equal({ counter: 1 });
     // The first GET moves the session to the database (counter 0), finds counter 1 left in
     // Redis, and asks the directory where the session is before it takes that copy: the
-    // database does not answer (held until pg's query_timeout).
+    // database does not answer (held until the database backend's deadline, then 503; the take
+    // is left to the session's next open).
     const stall = stallNextDirectoryRead(core);
     try {
-      const firstMove = core.backends.migrate(firstRead, 'database', 'flag', undefined, Date.now());
+      const firstMove = core.backends.migrate(firstRead, 'database', 'flag', undefined, Date.now()).then(() => undefined, (err: unknown) => err);
       await stall.reached;
       // The other tab's PATCH, which read counter 1, moves the session too, with its change.
       const second = patched(secondRead, { theme: 'light' });
       expect(await answeredWhileHeld(core.backends.migrate(second.changed, 'database', 'flag', second.concurrency, Date.now()))).to.not.equal(undefined);
       stall.release();
-      await firstMove;
+      const failed = await firstMove;
+      if (failed !== undefined) expect(failed, 'the first move, past the database backend’s deadline').to.be.instanceOf(BackendUnavailableError);
     } finally {
       stall.restore();
     }
