@@ -49,7 +49,7 @@ const SAVE_FOLLOWS = 3;
 const TAKE_WAIT_MS = 1_000;
 /**
  * How long a move waits for an earlier move of the same session under way on this instance (see
- * `migrate`, `move`). The earlier one may be held by the directory (its take, a refused move's
+ * `migrate`, `leftInRedisTaken`). The earlier one may be held by the directory (its take, a refused move's
  * read of where the session went), which a stalled database holds up to the database backend's
  * deadline, and its other steps (writes through the bare directory) up to pg's query_timeout.
  */
@@ -132,21 +132,25 @@ export class SessionBackends {
   private readonly moves = new Map<string, MoveMemory>();
   /**
    * Moves out of Redis under way, by session, until each has settled: a move into Redis waits for
-   * them (`move`). Kept apart from `moves`, where a later move of the session replaces one: the
+   * them (`leftInRedisTaken`). Kept apart from `moves`, where a later move of the session replaces one: the
    * move into Redis that waited for it past MOVE_WAIT_MS, and then every later one, found only
    * that move there, and went on.
    */
   private readonly movesOutOfRedis = new Map<string, Set<MoveMemory>>();
   /** Saves failing over to the database now, by session: the next waits for the last (`saveOnFallback`). */
   private readonly fallbackSaves = new Map<string, Promise<Written | undefined>>();
-  /** Takes of a copy left in Redis under way, by session: settled once its saves are on top of the moved copy (`open`). */
+  /**
+   * Takes of a copy left in Redis under way, by session, a retry of an `untaken` one included:
+   * settled once its saves are on top of the moved copy, or once it failed (`open`).
+   */
   private readonly takes = new Map<string, Promise<void>>();
   /**
    * Takes of a copy left in Redis that the database failed (its directory read, or the carry-over
    * onto the moved copy), by session: tried again by the session's next open on this instance.
    * Left, that copy sat below the moved copy's version (MOVE_OUT_STEP): the next request
    * read it, moved it, was refused by the directory entry, and went on from the moved copy, its
-   * saves (answered 200) gone for good. Forgotten once the session has passed its absolute expiry.
+   * saves (answered 200) gone for good. Forgotten when the session ends here (`end`: it is never
+   * opened again) or has passed its absolute expiry (`forgetExpiredUntaken`).
    */
   private readonly untaken = new Map<string, { retry: () => Promise<unknown>; until: number }>();
 
@@ -212,7 +216,7 @@ export class SessionBackends {
    * (SessionControl.unknown).
    */
   open(cookieValue: string): Promise<SessionRecord | undefined> {
-    // One lookup when no take is under way (the read path is benchmarked).
+    // Two size checks when no take is under way or waiting for its retry (the read path is benchmarked).
     return this.takes.size === 0 && this.untaken.size === 0 ? this.opened(cookieValue) : this.openedAfterTake(cookieValue);
   }
 
@@ -224,6 +228,8 @@ export class SessionBackends {
    * went on without it. So the request waits for the take, and opens the session again.
    */
   private async openedAfterTake(cookieValue: string): Promise<SessionRecord | undefined> {
+    // Else a session revoked by revoke-all, or given a new id, kept every open on the slow path.
+    this.forgetExpiredUntaken();
     const record = await this.opened(cookieValue);
     const retry = record && this.untaken.get(record.idHash)?.retry;
     if (retry) {
@@ -242,6 +248,12 @@ export class SessionBackends {
     // Past TAKE_WAIT_MS the read is served as before the take was waited for.
     await withinDeadline(taking, TAKE_WAIT_MS, 'a take of a copy left in Redis').catch(() => undefined);
     return this.opened(cookieValue);
+  }
+
+  /** Failed takes of sessions past their absolute expiry: nothing opens those again. */
+  private forgetExpiredUntaken(): void {
+    const now = Date.now();
+    for (const [idHash, untaken] of this.untaken) if (untaken.until <= now) this.untaken.delete(idHash);
   }
 
   private async opened(cookieValue: string): Promise<SessionRecord | undefined> {
@@ -646,8 +658,7 @@ export class SessionBackends {
       // Only an outage passes: a carry-over too large for its cookie, or outrun by other writers
       // (409), failed again on every open of the session, each time holding it up to TAKE_WAIT_MS.
       if (!(err instanceof BackendUnavailableError || isDatabaseOutageError(err))) throw err;
-      const now = Date.now();
-      for (const [idHash, untaken] of this.untaken) if (untaken.until <= now) this.untaken.delete(idHash);
+      this.forgetExpiredUntaken();
       this.untaken.set(record.idHash, { retry, until: record.absoluteExpiresAt });
       throw err;
     };
@@ -775,6 +786,8 @@ export class SessionBackends {
    */
   async end(record: SessionRecord): Promise<void> {
     await this.revocations.revokeSession(record.idHash, record.absoluteExpiresAt);
+    // Revoked, it is never opened again: a take waiting for its next open would only hold its data.
+    this.untaken.delete(record.idHash);
     const removals = [{ what: `destroy in ${record.backend}`, done: this.stores[record.backend].destroy(record) }];
     if (record.backend !== 'database') removals.push({ what: 'destroy its directory entry', done: this.directory.destroy(record) });
     // Revoked, the session is over: a removal that does not answer is not waited for. Redis has a

@@ -139,12 +139,12 @@ export async function answeredWhileHeld<T>(request: Promise<T>): Promise<T> {
  * The database fails the next read of a directory entry (`loadByHash`: a take's first step), as
  * pg does at its query_timeout or with a connection lost; the reads after it find it answering.
  */
-export function failNextDirectoryRead(core: Core) {
+export function failNextDirectoryRead(core: Core, error: Error = new ConnectionError(new Error('Query read timeout'))) {
   const directory = core.backends.directory;
   const loadByHash = directory.loadByHash;
   directory.loadByHash = async () => {
     directory.loadByHash = loadByHash;
-    throw new ConnectionError(new Error('Query read timeout'));
+    throw error;
   };
   return { restore: () => (directory.loadByHash = loadByHash) };
 }
