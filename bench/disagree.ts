@@ -34,19 +34,16 @@
  * Servers, Redis and the load share every CPU, unpinned: losses come from races, and pinning
  * would change their timing from what the project's earlier runs measured.
  */
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { lastLines, runMain, spawnPinned, stop, stopAll, type Child } from './lib/processes.js';
-import { freePort, startRedis, type BenchRedis } from './lib/redis.js';
-import { createTestDatabase, type TestDatabase } from '../test/support/postgres.js';
+import { BrowserUser, StatusCounts, type Status } from './lib/browser.js';
+import { BenchServers, buildServer, readyz } from './lib/instances.js';
+import { runMain } from './lib/processes.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BACKENDS = ['cookie', 'database', 'redis'] as const;
 type Backend = (typeof BACKENDS)[number];
 type Pair = [Backend, Backend];
@@ -56,8 +53,6 @@ const DEFAULT_PAIRS: Pair[] = [
   ['cookie', 'database'],
   ['redis', 'redis'],
 ];
-const COOKIE = 'sid';
-const REQUEST_TIMEOUT_MS = 10_000;
 
 // ---------------------------------------------------------------- options
 
@@ -124,8 +119,7 @@ const PAIRS = parsePairs(opts.pair);
 // ---------------------------------------------------------------- the load
 
 interface Stats {
-  requests: number;
-  status: Record<'200' | '201' | '204' | '401' | '403' | '409' | '5xx' | 'other' | 'error' | 'timeout', number>;
+  answers: StatusCounts;
   patch: { sent: number; ok: number; s401: number; s409: number; s5xx: number; other: number };
   reads: { sent: number; ok: number; checked: number; s401: number; other: number };
   changesOk: number;
@@ -137,8 +131,6 @@ interface Stats {
   lossPatterns: Record<string, number>;
   errors: Record<string, number>;
 }
-
-type Status = number | 'error' | 'timeout';
 
 /** One request as the diagnostics show it; cookies by kind (`r.`, `c.`, `d.`) and a slice of the token. */
 interface Event {
@@ -156,13 +148,6 @@ interface Event {
   prefs?: unknown;
 }
 
-interface SessionAnswer {
-  csrfToken?: string;
-  preferences?: Record<string, unknown>;
-  session?: { backend?: unknown };
-  error?: { code?: unknown };
-}
-
 interface Tab {
   i: number;
   /** The highest n this tab saw answered 200 in the user's current session. */
@@ -170,17 +155,9 @@ interface Tab {
   okEv: Map<number, Event>;
 }
 
-interface User {
-  id: number;
-  jar: Jar;
-  email: string;
-  password: string;
-  csrf?: string;
-  /** Bumped by every relogin: answers to requests sent in an older session count for nothing. */
-  gen: number;
+interface User extends BrowserUser {
   log: Event[];
   tabs: Tab[];
-  relogging: Promise<void> | null;
 }
 
 interface Diagnostics {
@@ -191,37 +168,6 @@ interface Diagnostics {
 /** What the session cookie value looks like: its backend's one-letter prefix, or a clear. */
 const kind = (v: string | undefined) => (v == null ? '-' : v === '' ? '(clear)' : (/^([a-z])\./.exec(v)?.[1] ?? '?') + '.');
 
-/** A browser's cookie jar, reduced to what these answers set: name=value, deleted when expired. */
-class Jar {
-  readonly c = new Map<string, string>();
-  constructor(private readonly stats: Stats) {}
-  header(): string {
-    return [...this.c].map(([k, v]) => `${k}=${v}`).join('; ');
-  }
-  /** What the response set for the session cookie: '' if it cleared it, undefined if it left it alone. */
-  apply(res: Response): string | undefined {
-    let touched: string | undefined;
-    for (const line of res.headers.getSetCookie()) {
-      const [nv = '', ...attrs] = line.split(';');
-      const i = nv.indexOf('=');
-      const name = nv.slice(0, i).trim();
-      const value = nv.slice(i + 1).trim();
-      let expired = value === '';
-      for (const a of attrs) {
-        const [k = '', v = ''] = a.trim().split('=');
-        if (k.toLowerCase() === 'max-age' && Number(v) <= 0) expired = true;
-        if (k.toLowerCase() === 'expires' && Date.parse(v) <= Date.now()) expired = true;
-      }
-      if (expired) this.c.delete(name);
-      else this.c.set(name, value);
-      if (name === COOKIE) touched = expired ? '' : value;
-      const p = kind(expired ? '' : value);
-      this.stats.setCookiePrefixes[p] = (this.stats.setCookiePrefixes[p] ?? 0) + 1;
-    }
-    return touched;
-  }
-}
-
 interface LoadResult {
   stats: Stats;
   seconds: number;
@@ -230,8 +176,7 @@ interface LoadResult {
 
 async function runLoad(urls: [string, string]): Promise<LoadResult> {
   const stats: Stats = {
-    requests: 0,
-    status: { 200: 0, 201: 0, 204: 0, 401: 0, 403: 0, 409: 0, '5xx': 0, other: 0, error: 0, timeout: 0 },
+    answers: new StatusCounts(),
     patch: { sent: 0, ok: 0, s401: 0, s409: 0, s5xx: 0, other: 0 },
     reads: { sent: 0, ok: 0, checked: 0, s401: 0, other: 0 },
     changesOk: 0,
@@ -250,49 +195,14 @@ async function runLoad(urls: [string, string]): Promise<LoadResult> {
   const t0 = Date.now();
   const now = () => Date.now() - t0;
 
-  function countStatus(s: Status) {
-    stats.requests++;
-    if (s === 'error' || s === 'timeout') stats.status[s]++;
-    else if (s >= 500) stats.status['5xx']++;
-    else if (String(s) in stats.status) stats.status[String(s) as keyof Stats['status']]++;
-    else stats.status.other++;
-  }
-
   async function req(user: User, inst: 0 | 1, method: string, urlPath: string, body?: { preferences?: unknown } & Record<string, unknown>) {
-    const headers: Record<string, string> = { accept: 'application/json' };
-    const cookie = user.jar.header();
-    if (cookie) headers.cookie = cookie;
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    if (method !== 'GET' && user.csrf) headers['x-csrf-token'] = user.csrf;
-    const sentCookie = user.jar.c.get(COOKIE);
     const start = now();
-    let res: Response | undefined;
-    let json: SessionAnswer | undefined;
-    let status: Status;
-    try {
-      res = await fetch(urls[inst] + urlPath, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-        redirect: 'manual',
-      });
-      status = res.status;
-      const text = await res.text();
-      try {
-        json = text ? (JSON.parse(text) as SessionAnswer) : undefined;
-      } catch {
-        json = undefined;
-      }
-    } catch (err) {
-      status = (err as Error).name === 'TimeoutError' ? 'timeout' : 'error';
-    }
-    countStatus(status);
+    const { status, json, sent: sentCookie, set: setCookie } = await user.send(urls[inst] + urlPath, method, body);
+    stats.answers.add(status);
     if (typeof status === 'number' && status >= 400) {
       const k = `${method} ${status} ${String(json?.error?.code ?? '')}`;
       stats.errors[k] = (stats.errors[k] ?? 0) + 1;
     }
-    const setCookie = res ? user.jar.apply(res) : undefined;
     const ev: Event = {
       t: start,
       end: now(),
@@ -317,26 +227,17 @@ async function runLoad(urls: [string, string]): Promise<LoadResult> {
   async function signup(u: User) {
     const r = await req(u, u.id % 2 === 0 ? 0 : 1, 'POST', '/api/signup', { email: u.email, password: u.password, name: `Load ${u.id}` });
     if (r.status !== 201 && r.status !== 200) throw new Error(`signup ${u.id}: ${r.status} ${JSON.stringify(r.json)}`);
-    u.csrf = r.json?.csrfToken;
-    const s = await req(u, u.id % 2 === 0 ? 1 : 0, 'GET', '/api/session');
-    if (s.status === 200 && s.json?.csrfToken) u.csrf = s.json.csrfToken;
+    await req(u, u.id % 2 === 0 ? 1 : 0, 'GET', '/api/session');
   }
 
   /** All the user's tabs wait for one login: a browser's tabs share the new cookie. */
   function relogin(u: User): Promise<void> {
-    if (u.relogging) return u.relogging;
-    u.relogging = (async () => {
+    return u.relogin(async () => {
       stats.relogins++;
       if (DIAG && diagnostics.logouts.length < DIAG) diagnostics.logouts.push({ user: u.id, at: now(), window: u.log.slice(-15) });
-      u.jar.c.clear();
-      const r = await req(u, u.id % 2 === 0 ? 0 : 1, 'POST', '/api/login', { email: u.email, password: u.password });
-      if (r.status === 200) u.csrf = r.json?.csrfToken;
-      u.gen++;
+      await req(u, u.id % 2 === 0 ? 0 : 1, 'POST', '/api/login', { email: u.email, password: u.password });
       for (const tab of u.tabs) tab.okMax = 0;
-    })().finally(() => {
-      u.relogging = null;
     });
-    return u.relogging;
   }
 
   function noteLoss(u: User, tab: Tab, want: number, got: unknown, readEv: Event) {
@@ -363,7 +264,7 @@ async function runLoad(urls: [string, string]): Promise<LoadResult> {
   async function tabLoop(u: User, tab: Tab, deadline: number) {
     let n = 0;
     while (Date.now() < deadline) {
-      if (u.relogging) await u.relogging;
+      if (u.loggingIn) await u.loggingIn;
       n++;
       const inst = (tab.i + n) % 2 === 0 ? 0 : 1;
       const gen = u.gen;
@@ -396,7 +297,6 @@ async function runLoad(urls: [string, string]): Promise<LoadResult> {
       const r = await req(u, inst === 0 ? 1 : 0, 'GET', '/api/session');
       if (r.status === 200) {
         stats.reads.ok++;
-        if (r.json?.csrfToken) u.csrf = r.json.csrfToken;
         if (rgen === u.gen && want > 0) {
           stats.reads.checked++;
           const got = r.json?.preferences?.[`t${tab.i}`];
@@ -410,16 +310,16 @@ async function runLoad(urls: [string, string]): Promise<LoadResult> {
   }
 
   const run = randomBytes(4).toString('hex');
-  const users: User[] = Array.from({ length: USERS }, (_, id) => ({
-    id,
-    jar: new Jar(stats),
-    email: `disagree-${run}-${id}@example.test`,
-    password: `Pw-${randomBytes(12).toString('base64url')}`,
-    gen: 0,
-    log: [],
-    tabs: Array.from({ length: TABS }, (_, i) => ({ i, okMax: 0, okEv: new Map<number, Event>() })),
-    relogging: null,
-  }));
+  const countCookie = (_name: string, value: string) => {
+    const p = kind(value);
+    stats.setCookiePrefixes[p] = (stats.setCookiePrefixes[p] ?? 0) + 1;
+  };
+  const users: User[] = Array.from({ length: USERS }, (_, id) =>
+    Object.assign(new BrowserUser(id, `disagree-${run}-${id}@example.test`, countCookie), {
+      log: [],
+      tabs: Array.from({ length: TABS }, (_, i) => ({ i, okMax: 0, okEv: new Map<number, Event>() })),
+    }),
+  );
   // Ten at a time: signup hashes the password (argon2), and a burst would time out.
   for (let i = 0; i < users.length; i += 10) await Promise.all(users.slice(i, i + 10).map(signup));
   const loadStart = Date.now();
@@ -430,54 +330,7 @@ async function runLoad(urls: [string, string]): Promise<LoadResult> {
 
 // ---------------------------------------------------------------- servers
 
-const CPUS = `0-${os.cpus().length - 1}`;
-const tmp = mkdtempSync(path.join(os.tmpdir(), 'switchboard-disagree-'));
-let redis: BenchRedis | undefined;
-const databases = new Set<TestDatabase>();
-const prefixes: string[] = [];
-const instances = new Set<Child>();
-let cleaning: Promise<void> | undefined;
-
-interface Instance {
-  base: string;
-  child: Child;
-}
-
-async function startInstance(name: string, env: Record<string, string>, logDir: string): Promise<Instance> {
-  const port = await freePort();
-  const dataDir = path.join(logDir, name);
-  mkdirSync(dataDir, { recursive: true });
-  const child = spawnPinned(name, CPUS, process.execPath, ['dist/src/server.js'], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, NODE_ENV: 'production', HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn', ...env },
-    log: path.join(logDir, `${name}.log`),
-  });
-  instances.add(child);
-  void child.exited.then(() => instances.delete(child));
-  const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.proc.exitCode !== null) throw new Error(`${name} exited (${child.proc.exitCode}):\n${lastLines(child.log)}`);
-    try {
-      const res = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(2000) });
-      await res.arrayBuffer();
-      if (res.ok) return { base, child };
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`${name} not ready after 30 s:\n${lastLines(child.log)}`);
-    await sleep(100);
-  }
-}
-
-async function readyz(base: string): Promise<string> {
-  try {
-    const res = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(5000) });
-    return `${res.status} ${(await res.text()).slice(0, 300)}`;
-  } catch (err) {
-    return (err as Error).message;
-  }
-}
+const servers = new BenchServers('disagree', opts['keep-logs']);
 
 interface Row {
   pair: Pair;
@@ -486,43 +339,22 @@ interface Row {
 }
 
 
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    // Servers first, so nothing holds a connection to the database or Redis being removed.
-    await Promise.all([...instances].map((c) => stop(c))).catch(() => {});
-    for (const db of databases) await db.drop().catch((err: unknown) => console.error(`dropping ${db.name}:`, (err as Error).message));
-    if (redis) await redis.close(prefixes).catch((err: unknown) => console.error('redis cleanup:', (err as Error).message));
-    await stopAll().catch(() => {});
-    if (!opts['keep-logs']) rmSync(tmp, { recursive: true, force: true });
-    else console.error(`kept the servers' logs in ${tmp}`);
-  })();
-  return cleaning;
-}
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    console.error(`\n${signal}: stopping`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-
-async function runPair(pair: Pair, index: number, secrets: string): Promise<Row> {
+async function runPair(pair: Pair, index: number, redisUrl: string, secrets: string): Promise<Row> {
   const [a, b] = pair;
   const label = `${a}/${b}`;
-  const db = await createTestDatabase('switchboard_disagree');
-  databases.add(db);
+  const db = await servers.createDatabase('switchboard_disagree');
   // One prefix per pair: each pair starts from an empty Redis, as from an empty database.
-  const keyPrefix = `dis${randomBytes(4).toString('hex')}${index}:`;
-  prefixes.push(keyPrefix);
-  const env = { DATABASE_URL: db.url, REDIS_URL: redis!.url, REDIS_KEY_PREFIX: keyPrefix, SESSION_SECRETS: secrets, COOKIE_SECURE: 'false' };
+  const keyPrefix = servers.keyPrefix(`dis${index}`);
+  const env = { DATABASE_URL: db.url, REDIS_URL: redisUrl, REDIS_KEY_PREFIX: keyPrefix, SESSION_SECRETS: secrets, COOKIE_SECURE: 'false' };
   // One after the other: the first applies the migrations to the new database.
-  const instA = await startInstance(`${index}-A-${a}`, { ...env, SESSION_STORAGE: a }, tmp);
-  const instB = await startInstance(`${index}-B-${b}`, { ...env, SESSION_STORAGE: b }, tmp);
+  const instA = await servers.start(`${index}-A-${a}`, { ...env, SESSION_STORAGE: a });
+  const instB = await servers.start(`${index}-B-${b}`, { ...env, SESSION_STORAGE: b });
   try {
     console.error(`${label}: A ${instA.base}, B ${instB.base}; ${USERS} users × ${TABS} tabs, ${SECONDS} s`);
     const { stats, seconds, diagnostics } = await runLoad([instA.base, instB.base]);
-    const s = stats.status;
+    const s = stats.answers.status;
     console.error(
-      `${label}: ${stats.requests} requests (${Math.round(stats.requests / seconds)}/s), PATCH 200: ${stats.changesOk}, lost: ${stats.lost} ` +
+      `${label}: ${stats.answers.requests} requests (${Math.round(stats.answers.requests / seconds)}/s), PATCH 200: ${stats.changesOk}, lost: ${stats.lost} ` +
         `(${stats.lostMissing} key missing; ${stats.reads.checked} reads checked), 401: ${s[401]} (${stats.relogins} relogins), 409: ${s[409]}, 5xx: ${s['5xx']}, ` +
         `other: ${s.other + s[403]}, errors/timeouts: ${s.error}/${s.timeout}`,
     );
@@ -542,9 +374,8 @@ async function runPair(pair: Pair, index: number, secrets: string): Promise<Row>
     }
     return { pair, stats, seconds };
   } finally {
-    await Promise.all([stop(instA.child), stop(instB.child)]);
-    await db.drop();
-    databases.delete(db);
+    await Promise.all([servers.stop(instA), servers.stop(instB)]);
+    await servers.dropDatabase(db);
   }
 }
 
@@ -557,19 +388,13 @@ const pct = (part: number, whole: number) => {
 };
 
 async function main() {
-  if (!opts['no-build'] && spawnSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' }).status !== 0) throw new Error('npm run build failed');
-  // Signups, two server starts and the database per pair, on top of the load: a hung run ends.
-  const bound = PAIRS.length * (SECONDS + 120 + USERS * 2);
-  const timer = setTimeout(() => {
-    console.error(`\nexceeded its time bound (${bound} s): stopping`);
-    void cleanup().finally(() => process.exit(2));
-  }, bound * 1000);
-  timer.unref();
-
-  redis = await startRedis({ cpu: CPUS, dir: tmp });
+  if (!opts['no-build']) buildServer();
+  // Signups, two server starts and the database per pair, on top of the load.
+  servers.boundTime(PAIRS.length * (SECONDS + 120 + USERS * 2));
+  const redisUrl = await servers.startRedis();
   const secrets = randomBytes(32).toString('base64url');
   const rows: Row[] = [];
-  for (const [i, pair] of PAIRS.entries()) rows.push(await runPair(pair, i + 1, secrets));
+  for (const [i, pair] of PAIRS.entries()) rows.push(await runPair(pair, i + 1, redisUrl, secrets));
 
   const lines = [
     `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC; ${os.cpus()[0]?.model ?? 'CPU'} × ${os.cpus().length}; ` +
@@ -577,16 +402,19 @@ async function main() {
     '',
     '| instances (A/B) | requests | changes answered 200 | lost | lost % | 401 | 409 | 5xx |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-    ...rows.map(({ pair, stats: s }) => `| ${pair.join('/')} | ${fmt(s.requests)} | ${fmt(s.changesOk)} | ${fmt(s.lost)} | ${pct(s.lost, s.changesOk)} | ${fmt(s.status[401])} | ${fmt(s.status[409])} | ${fmt(s.status['5xx'])} |`),
+    ...rows.map(
+      ({ pair, stats: s }) =>
+        `| ${pair.join('/')} | ${fmt(s.answers.requests)} | ${fmt(s.changesOk)} | ${fmt(s.lost)} | ${pct(s.lost, s.changesOk)} | ${fmt(s.answers.status[401])} | ${fmt(s.answers.status[409])} | ${fmt(s.answers.status['5xx'])} |`,
+    ),
   ];
   const report = lines.join('\n') + '\n';
   console.log(report);
   if (opts.out) writeFileSync(path.resolve(opts.out), report);
-  const failedControls = rows.filter(({ pair, stats: s }) => pair[0] === pair[1] && (s.lost > 0 || s.status[401] > 0));
+  const failedControls = rows.filter(({ pair, stats: s }) => pair[0] === pair[1] && (s.lost > 0 || s.answers.status[401] > 0));
   if (failedControls.length) {
     console.error(`control ${failedControls.map((r) => r.pair.join('/')).join(', ')}: lost a change or logged a user out where both instances agree`);
     process.exitCode = 1;
   }
 }
 
-await runMain(main, cleanup);
+await runMain(main, () => servers.cleanup());
