@@ -248,6 +248,9 @@ function storeObserver(logger: Logger, metrics: Metrics, rollback: RollbackGuard
       rollback.record(backend, outcome === 'success', seconds);
       if (outcome === 'error') operationFailed.get(backend)?.warn({ event: 'store_error', backend, operation, error: err instanceof Error ? err.message : String(err) });
     },
+    outside(backend, operation, outcome) {
+      metrics.storeOutcome(backend, operation, outcome);
+    },
     probeFailed(backend, err) {
       operationFailed.get(backend)?.warn({ event: 'store_error', backend, operation: 'probe', error: err instanceof Error ? err.message : String(err) });
     },

@@ -20,6 +20,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { BACKENDS, type BackendName } from '../config/config.js';
 import { isDatabaseOutageError, withinDeadline } from '../db/database.js';
+import type { StoreOperation } from '../metrics/metrics.js';
 import type { DatabaseStore } from './database-store.js';
 import { isDisabled } from './disabled-store.js';
 import { BackendUnavailableError, SessionConflictError, type FailureReason } from './errors.js';
@@ -115,7 +116,7 @@ export interface Written {
 
 /** The database backend's deadline, for a call on its table made outside it (GuardedStore.bounded). */
 export interface DirectoryDeadline {
-  bounded<T>(work: Promise<T>): Promise<T>;
+  bounded<T>(work: Promise<T>, operation?: StoreOperation): Promise<T>;
 }
 
 /** A move of one session, remembered for the requests that read it before the move was done (`migrate`). */
@@ -162,10 +163,10 @@ export class SessionBackends {
      * store, without the database backend's breaker: it is asked on the request path only after
      * the database has just answered (a move that found the session changed, a session served
      * from its copy), and writes that could meet a stalled database wait a bounded time (`end`;
-     * the mirrored stores' copies written through). Its reads on the request path have the
-     * database backend's deadline all the same (`stores.database.bounded`): a database that
-     * stalled just after answering held them until pg's query_timeout (30 s), where a read
-     * through the backend is answered 503 at its deadline.
+     * the mirrored stores' copies written through). Its calls a request waits for have the
+     * database backend's deadline all the same (`stores.database.bounded`: its reads, a claim, an
+     * entry given back): a database that stalled just after answering held them until pg's
+     * query_timeout (30 s), where a read through the backend is answered 503 at its deadline.
      */
     readonly directory: DatabaseStore,
     readonly revocations: RevocationList,
@@ -332,7 +333,11 @@ export class SessionBackends {
    */
   async adopt(record: SessionRecord): Promise<void> {
     try {
-      await this.directory.claim(record);
+      // The session is written already: a stalled database holds the answer no longer than the
+      // database backend's deadline. A claim let go then lands later or not at all, as one that
+      // failed at pg's query_timeout may (its statement runs on: postgres-driver.ts): at the
+      // version it served only (DatabaseStore.claim), so never over a move made since.
+      await this.stores.database.bounded(this.directory.claim(record), 'save');
     } catch (err) {
       this.events.secondaryFailure(err, 'claim the database copy');
     }
@@ -560,7 +565,10 @@ export class SessionBackends {
       // Redis refusing writes (full, read-only) then failed every change of the session (409).
       // Out of Redis, a step past what the copy left there can reach (session.ts, MOVE_OUT_STEP).
       const next = movedVersion(from, readVersion);
-      const giveBack = () => this.directory.giveBack(record.idHash, target, from, version, next).catch((err: unknown) => this.events.secondaryFailure(err, 'give back the directory entry'));
+      // Under the database backend's deadline (the fallback's write waits for it). Let go, it may
+      // land later: only while the entry is still this move's (`target` at `next`: DatabaseStore.giveBack);
+      // a later write of the entry names another holder or version.
+      const giveBack = () => this.stores.database.bounded(this.directory.giveBack(record.idHash, target, from, version, next), 'save').catch((err: unknown) => this.events.secondaryFailure(err, 'give back the directory entry'));
       let written: Written | undefined;
       try {
         written = await this.writeWithFallback({ ...source, version: next }, target, (store, r) => store.moveIn(r, readVersion), undefined, giveBack);
@@ -663,7 +671,7 @@ export class SessionBackends {
       throw err;
     };
     for (let tries = 0; tries < 10; tries++) {
-      const entry = await this.stores.database.bounded(this.directory.loadByHash(record.idHash)).catch(later(() => this.takeLeftBehind(moved, left, record, concurrency)));
+      const entry = await this.stores.database.bounded(this.directory.loadByHash(record.idHash), 'load').catch(later(() => this.takeLeftBehind(moved, left, record, concurrency)));
       if (!entry) return moved;
       // Held by Redis again (moved back, or a move that found this Redis copy newer took it for
       // the session: `current`): this request's own changes, in the moved copy, may not be in it.
@@ -755,7 +763,7 @@ export class SessionBackends {
    * written (a move in flight) or unreachable.
    */
   private async current(record: SessionRecord): Promise<SessionRecord | undefined> {
-    const entry = await this.stores.database.bounded(this.directory.loadByHash(record.idHash));
+    const entry = await this.stores.database.bounded(this.directory.loadByHash(record.idHash), 'load');
     if (!entry || this.revocations.isRevoked(entry)) return undefined;
     if (entry.backend === 'redis' || entry.backend === 'database') {
       // Where the entry names Redis, a miss's read through is the answer: the copy, labelled
@@ -767,7 +775,7 @@ export class SessionBackends {
         // A Redis copy newer than an entry that says the database holds the session: a save
         // landed in Redis after a move out read it, and the copy outlived its eviction. It is the
         // session; the entry is pointed back at it, so that its copies reach the entry again.
-        if (entry.backend !== 'redis') await this.stores.database.bounded(this.directory.moveIn(held, entry.version)).catch((err: unknown) => this.events.secondaryFailure(err, 'point the directory at Redis'));
+        if (entry.backend !== 'redis') await this.stores.database.bounded(this.directory.moveIn(held, entry.version), 'save').catch((err: unknown) => this.events.secondaryFailure(err, 'point the directory at Redis'));
         return held;
       }
     }
@@ -813,9 +821,14 @@ export class SessionBackends {
    */
   async latest(record: SessionRecord): Promise<SessionRecord | undefined> {
     if (record.backend !== 'cookie') return this.stores[record.backend].load(record.id);
-    // The copy is written behind: this instance's pending saves go first.
-    await this.stores.cookie.flush?.();
-    return this.stores.database.bounded(this.directory.load(record.id));
+    // The copy is written behind: this instance's pending saves go first. Their batch has no
+    // deadline of its own (mirrored-store.ts: a write behind waits for the database), and a stall
+    // held the request until pg's query_timeout; let go at the database backend's, the read is
+    // not made (it would miss them): unknown, as when that read itself times out. The batch is
+    // counted where it lands (MirroredStore: onCopied, onMirrorError), not here.
+    const flushed = this.stores.cookie.flush?.();
+    if (flushed) await this.stores.database.bounded(flushed);
+    return this.stores.database.bounded(this.directory.load(record.id), 'load');
   }
 
   /**

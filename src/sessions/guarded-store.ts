@@ -158,6 +158,12 @@ export interface StoreObserver {
   availability(backend: BackendName, up: boolean): void;
   /** A probe the backend answered with an error (not a timeout, not an open breaker): what it said. */
   probeFailed?(backend: BackendName, err: unknown): void;
+  /**
+   * A call on the backend made outside the guard, under its deadline (`bounded`): counted with the
+   * backend's operations, neither timed nor judged by the rollback, as the breaker does not judge
+   * it (the guard's own calls in flight beside it are the evidence of a stall).
+   */
+  outside?(backend: BackendName, operation: StoreOperation, outcome: 'success' | 'error' | 'timeout'): void;
 }
 
 export interface GuardOptions {
@@ -281,8 +287,11 @@ class GuardedSessionStore implements SessionStore {
    * the call's failure is not counted by it (nor is the timeout counted as the guard's evidence
    * of a stall: its own calls in flight count theirs). A timeout fails as the guard's own do
    * (BackendUnavailableError, `timeout`); any other failure is passed on as the store raised it.
+   * `operation`: what the call is counted as among the backend's operations (StoreObserver.outside),
+   * so that a call let go at the deadline shows as the guard's own timeouts do; none for work whose
+   * outcome is counted where it settles (a mirrored store's copies written behind).
    */
-  bounded<T>(work: Promise<T>): Promise<T> {
+  bounded<T>(work: Promise<T>, operation?: StoreOperation): Promise<T> {
     const shared = this.liveness;
     const liveness: Liveness = {
       get lastAnswerAt() {
@@ -294,9 +303,17 @@ class GuardedSessionStore implements SessionStore {
       countedTimeoutAt: -Infinity,
       countedErrorAt: -Infinity,
     };
-    return withDeadline(work, this.timeoutMs, this.backend, liveness).catch((err: unknown) => {
-      throw err instanceof StoreTimeoutError ? this.unavailable(err) : err;
-    });
+    const counted = (outcome: 'success' | 'error' | 'timeout') => operation && this.observer.outside?.(this.backend, operation, outcome);
+    return withDeadline(work, this.timeoutMs, this.backend, liveness).then(
+      (value) => {
+        counted('success');
+        return value;
+      },
+      (err: unknown) => {
+        if (!isCallerError(err)) counted(err instanceof StoreTimeoutError ? 'timeout' : 'error');
+        throw err instanceof StoreTimeoutError ? this.unavailable(err) : err;
+      },
+    );
   }
   close() {
     this.closed = true;

@@ -96,23 +96,40 @@ export function answeredOrWaiting(request: Promise<unknown>): Promise<unknown> {
  * read: the requests a test asks about meanwhile find the database answering.
  */
 export function stallNextDirectoryRead(core: Core) {
+  return stallNextDirectoryCall(core, 'loadByHash');
+}
+
+/** The directory's calls a request may wait for (backends.ts: `this.directory`; a mirrored store's copies). */
+type DirectoryCall = 'loadByHash' | 'claim' | 'giveBack' | 'upsertMany';
+
+/**
+ * The database stalls for the next `method` call on the directory (the bare sessions table, also
+ * the mirrored stores' copy) until released, as for `stallNextDirectoryRead`: only that call.
+ * `landed` settles once the released call has reached the database (a call let go at a deadline
+ * that lands late).
+ */
+export function stallNextDirectoryCall<K extends DirectoryCall>(core: Core, method: K) {
   const directory = core.backends.directory;
-  const loadByHash = directory.loadByHash;
+  const original = directory[method];
   let held: () => void = () => {};
+  let landed: (done: Promise<unknown>) => void = () => {};
   const released = new Promise<void>((resolve) => (held = resolve));
   const reached = new Promise<void>((resolve) => {
-    directory.loadByHash = async (idHash) => {
-      directory.loadByHash = loadByHash;
+    directory[method] = (async (...args: unknown[]) => {
+      directory[method] = original;
       resolve();
       await released;
-      return loadByHash.call(directory, idHash);
-    };
+      const done = (original as (...a: unknown[]) => Promise<unknown>).apply(directory, args);
+      landed(done);
+      return done;
+    }) as (typeof directory)[K];
   });
   return {
     reached,
+    landed: new Promise<unknown>((resolve) => (landed = (done) => resolve(done.catch((err: unknown) => err)))),
     release: () => held(),
     restore: () => {
-      directory.loadByHash = loadByHash;
+      directory[method] = original;
       held();
     },
   };

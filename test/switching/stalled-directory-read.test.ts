@@ -21,6 +21,9 @@ describe('a directory read on the request path while the database stalls', funct
     core = opened();
   });
 
+  /** The database's loads that timed out (session_store_operations_total). */
+  const loadTimeouts = () => core.metrics.storeOperations.series({ backend: 'database', operation: 'load', outcome: 'timeout' }).value;
+
   /** What a request failing with `err` is answered: a 503 for the database backend's timeout, as its own reads are. */
   function expectDatabaseTimeout(err: unknown) {
     expect(err, `a 503 for the database backend, not ${String(err)}`).to.be.instanceOf(BackendUnavailableError);
@@ -35,11 +38,13 @@ describe('a directory read on the request path while the database stalls', funct
     // refuses this request's move into Redis, which then reads where the session is now.
     const other = patched(read, { counter: 1 });
     expect((await core.backends.update(other.changed, 'save', other.concurrency))?.record.version).to.equal(read.version + 1);
+    const timeouts = loadTimeouts();
     const stall = stallNextDirectoryRead(core);
     try {
       const mine = patched(read, { theme: 'dark' });
       const answer = await answeredWhileHeld(core.backends.migrate(mine.changed, 'redis', 'flag', mine.concurrency, Date.now()).then(() => undefined, (err: unknown) => err));
       expectDatabaseTimeout(answer);
+      expect(loadTimeouts() - timeouts, 'the read let go, counted as the database backend’s own timeouts').to.equal(1);
     } finally {
       stall.restore();
     }
