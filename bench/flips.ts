@@ -18,8 +18,12 @@
  * random, every --flip-ms (a random time in the range from one flip's start to the next). A
  * 401 logs the user in again (once for all its tabs) and restarts every expectation, a new
  * session. When the load stops and the server has had a quiet second, each user reads its
- * session once more: a writer whose final preference is below its highest n answered 200 lost a
- * change.
+ * session once more: a writer whose final preference is below its highest n answered 200 is
+ * missing a change. Whether it is lost, or the final read was stale: the users missing one read
+ * again after RECHECK_MS, then save a key of their own ("check") and read once more — a change
+ * still missing after that is lost for good (a save merges onto the session as the server holds
+ * it, so a copy left behind somewhere is no longer the one served); one that came back was a
+ * stale final read.
  *
  * Why: every flip moves sessions between backends while saves of the same session are in flight
  * in other tabs; a move that races a save is where changes were lost, overwritten for a moment
@@ -27,17 +31,21 @@
  * far beyond an operator's rollout: this is the ceiling, and the project aims at none of them.
  *
  * Reported, one markdown row per run: seconds of load, flips, requests (the users'; not the
- * flips), changes answered 200, stale reads, lost, and the 401, 409 and 5xx answers. Details per
- * run go to stderr (reads checked, relogins, error answers by code, stale reads by the cookie
- * sent and the backend answered, refused flips, /readyz after the run). Exits 1 if any run lost
- * a change or saw a 401.
+ * flips), changes answered 200, stale reads, stale final reads, lost (for good), and the 401, 409
+ * and 5xx answers. Details per run go to stderr (reads checked, relogins, error answers by code,
+ * stale reads by the cookie sent and the backend answered, refused flips, /readyz after the run;
+ * per change missing at the end, the cookie each final read sent, the backend that answered and
+ * the last flip). Exits 1 if any run lost a change, answered a final read stale, or saw a 401.
  *
  * Options: --seconds of load per run (60), --users (8), --writers per user (5), --runs (1),
  * --flip-ms MIN-MAX between flips (100-150), --out FILE (also write the table there),
  * --no-build (use the existing dist/), --keep-logs (keep the servers' logs), --compare DIR (also
  * run DIR's build, DIR/dist/src/server.js with DIR as its working directory, in alternated runs:
  * this checkout, DIR, this checkout, DIR… --runs of each; built there too unless --no-build) —
- * how the project compares a commit with its base.
+ * how the project compares a commit with its base. --diag-file FILE: for each change missing
+ * at the end, the user's last DIAG_REQUESTS requests before the load stopped (timing, status,
+ * cookie sent and set by kind, backend, preferences answered), its final reads and the flips of
+ * the last seconds, as JSON (one file per run, named FILE with -<run> before .json).
  *
  * Server, Redis and the load share every CPU, unpinned, as in bench:disagree: what is measured
  * comes from races, and their timing is the machine's.
@@ -59,6 +67,12 @@ type Backend = (typeof BACKENDS)[number];
 const FIRST_BACKEND: Backend = 'database';
 /** After the load, before the final reads: moves and saves still under way finish. */
 const QUIET_MS = 1000;
+/** A final read missing a change is repeated this much later: a stale read, or a change lost for good? */
+const RECHECK_MS = 5000;
+/** The requests per user the diagnostics keep, the last ones before the load stopped. */
+const DIAG_REQUESTS = 20;
+/** The key of the final save that tells a stale copy from a lost change: no writer's (w<w>). */
+const CHECK_KEY = 'check';
 
 // ---------------------------------------------------------------- options
 
@@ -79,6 +93,7 @@ try {
       compare: { type: 'string' },
       'no-build': { type: 'boolean', default: false },
       'keep-logs': { type: 'boolean', default: false },
+      'diag-file': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -97,9 +112,9 @@ const whole = (name: string, v: string, min: number) => {
 };
 const SECONDS = whole('seconds', opts.seconds, 1);
 const USERS = whole('users', opts.users, 1);
-// A session holds at most 20 preferences (src/http/routes/account.ts).
+// A session holds at most 20 preferences (src/http/routes/account.ts), the final check's among them.
 const WRITERS = whole('writers', opts.writers, 1);
-if (WRITERS > 20) usage(`--writers is at most 20, a session's number of preferences (got ${WRITERS})`);
+if (WRITERS > 19) usage(`--writers is at most 19, a session's number of preferences less the final check's (got ${WRITERS})`);
 const RUNS = whole('runs', opts.runs, 1);
 const FLIP_MS = (() => {
   const m = /^(\d+)-(\d+)$/.exec(opts['flip-ms']);
@@ -120,6 +135,9 @@ interface Stats {
   stale: number;
   /** Stale reads by the session cookie's kind sent and the backend the answer names. */
   staleKinds: Record<string, number>;
+  /** Changes missing from the first final read that a later one showed: stale final reads. */
+  staleFinal: number;
+  /** Changes missing from the first final read and from every read after it: lost for good. */
   lost: number;
   relogins: number;
   flips: number;
@@ -132,26 +150,70 @@ interface Stats {
 /** A session cookie's kind: its backend's one-letter prefix (`c.`, `d.`, `r.`). */
 const cookieKind = (v: string | undefined) => (v === undefined ? 'no cookie' : `${/^([a-z])\./.exec(v)?.[1] ?? '?'}.`);
 
+/** One request as the diagnostics show it: cookies by kind (`r.`, `c.`, `d.`, '-' none, '(clear)'), times in ms from the load's start. */
+interface Event {
+  t: number;
+  end: number;
+  /** `w<w>`, `reader`, or `final` for the reads and the check after the load. */
+  tab: string;
+  method: string;
+  body?: unknown;
+  status: Status;
+  sent: string;
+  set: string;
+  backend?: unknown;
+  prefs?: unknown;
+}
+
+/** What a session cookie value looks like: its backend's one-letter prefix, or a clear. */
+const kind = (v: string | undefined) => (v === undefined ? '-' : v === '' ? '(clear)' : cookieKind(v));
+
 interface User extends BrowserUser {
   /** Per writer, the highest n answered 200 in the user's current session. */
   answered: number[];
+  /** The user's latest requests (DIAG_REQUESTS of them once the load has stopped). */
+  log: Event[];
+}
+
+/** A change missing from the first final read, and what became of it. */
+interface Missing {
+  user: number;
+  writer: number;
+  answered: number;
+  /** What each final read (first, RECHECK_MS later, after the check's save) showed for the writer. */
+  got: unknown[];
+  lastFlip: Backend;
+}
+
+interface Diagnostics {
+  missing: Array<Missing & { requests: Event[]; final: Event[]; flips: Array<{ t: number; to: Backend }> }>;
 }
 
 interface RunResult {
   stats: Stats;
   seconds: number;
   readyz: string;
+  diagnostics: Diagnostics;
 }
 
 async function runLoad(base: string, adminToken: string, tag: string): Promise<RunResult> {
-  const stats: Stats = { answers: new StatusCounts(), changesOk: 0, reads: 0, readsChecked: 0, stale: 0, staleKinds: {}, lost: 0, relogins: 0, flips: 0, lastFlip: FIRST_BACKEND, flipsRefused: {}, errors: {} };
+  const stats: Stats = { answers: new StatusCounts(), changesOk: 0, reads: 0, readsChecked: 0, stale: 0, staleKinds: {}, staleFinal: 0, lost: 0, relogins: 0, flips: 0, lastFlip: FIRST_BACKEND, flipsRefused: {}, errors: {} };
+  const t0 = Date.now();
+  const now = () => Date.now() - t0;
+  /** The flips answered 200 of the last seconds, for the diagnostics. */
+  const flips: Array<{ t: number; to: Backend }> = [];
 
-  async function req(u: User, method: string, urlPath: string, body?: unknown) {
+  async function req(u: User, tab: string, method: string, urlPath: string, body?: { preferences?: unknown } & Record<string, unknown>) {
+    const t = now();
     const a = await u.send(base + urlPath, method, body);
     stats.answers.add(a.status);
     if (typeof a.status !== 'number' || a.status >= 400) {
       const k = `${method} ${a.status} ${String(a.json?.error?.code ?? '')}`.trim();
       stats.errors[k] = (stats.errors[k] ?? 0) + 1;
+    }
+    if (urlPath === '/api/session') {
+      u.log.push({ t, end: now(), tab, method, body: body?.preferences, status: a.status, sent: kind(a.sent), set: kind(a.set), backend: a.json?.session?.backend, prefs: a.json?.preferences });
+      if (u.log.length > 4 * DIAG_REQUESTS) u.log.splice(0, u.log.length - DIAG_REQUESTS);
     }
     return a;
   }
@@ -160,7 +222,7 @@ async function runLoad(base: string, adminToken: string, tag: string): Promise<R
   function relogin(u: User): Promise<void> {
     return u.relogin(async () => {
       stats.relogins++;
-      await req(u, 'POST', '/api/login', { email: u.email, password: u.password });
+      await req(u, 'login', 'POST', '/api/login', { email: u.email, password: u.password });
       u.answered.fill(0);
     });
   }
@@ -171,7 +233,7 @@ async function runLoad(base: string, adminToken: string, tag: string): Promise<R
       if (u.loggingIn) await u.loggingIn;
       n++;
       const gen = u.gen;
-      const p = await req(u, 'PATCH', '/api/session', { preferences: { [`w${w}`]: n } });
+      const p = await req(u, `w${w}`, 'PATCH', '/api/session', { preferences: { [`w${w}`]: n } });
       if (p.status === 200 && gen === u.gen) {
         stats.changesOk++;
         if (n > u.answered[w]!) u.answered[w] = n;
@@ -186,7 +248,7 @@ async function runLoad(base: string, adminToken: string, tag: string): Promise<R
       const want = [...u.answered];
       const gen = u.gen;
       stats.reads++;
-      const r = await req(u, 'GET', '/api/session');
+      const r = await req(u, 'reader', 'GET', '/api/session');
       if (r.status === 200 && gen === u.gen) {
         stats.readsChecked++;
         const prefs = r.json?.preferences ?? {};
@@ -226,18 +288,20 @@ async function runLoad(base: string, adminToken: string, tag: string): Promise<R
       if (status === 200) {
         stats.flips++;
         stats.lastFlip = next;
+        flips.push({ t: now(), to: next });
+        if (flips.length > 200) flips.splice(0, 100);
       } else stats.flipsRefused[String(status)] = (stats.flipsRefused[String(status)] ?? 0) + 1;
     }
   }
 
   const users: User[] = Array.from({ length: USERS }, (_, id) =>
-    Object.assign(new BrowserUser(id, `flips-${tag}-${id}@example.test`), { answered: new Array<number>(WRITERS).fill(0) }),
+    Object.assign(new BrowserUser(id, `flips-${tag}-${id}@example.test`), { answered: new Array<number>(WRITERS).fill(0), log: [] as Event[] }),
   );
   // Ten at a time: signup hashes the password (argon2), and a burst would time out.
   for (let i = 0; i < users.length; i += 10) {
     await Promise.all(
       users.slice(i, i + 10).map(async (u) => {
-        const r = await req(u, 'POST', '/api/signup', { email: u.email, password: u.password, name: `Flips ${u.id}` });
+        const r = await req(u, 'signup', 'POST', '/api/signup', { email: u.email, password: u.password, name: `Flips ${u.id}` });
         if (r.status !== 201 && r.status !== 200) throw new Error(`signup ${u.id}: ${r.status} ${JSON.stringify(r.json)}`);
       }),
     );
@@ -252,25 +316,69 @@ async function runLoad(base: string, adminToken: string, tag: string): Promise<R
   const seconds = (Date.now() - loadStart) / 1000;
 
   await sleep(QUIET_MS);
-  for (const u of users) {
-    const r = await req(u, 'GET', '/api/session');
-    if (r.status !== 200) {
-      console.error(`${tag}: user ${u.id}'s final read answered ${r.status}: its last changes unchecked`);
-      continue;
-    }
-    const prefs = r.json?.preferences ?? {};
-    u.answered.forEach((n, w) => {
-      const got = prefs[`w${w}`];
-      if (n > 0 && !(typeof got === 'number' && got >= n)) {
-        stats.lost++;
-        console.error(
-          `${tag}: user ${u.id} writer ${w}: ${n} answered 200, the session ends with ${JSON.stringify(got)} ` +
-            `(the last flip to ${stats.lastFlip}; the final read sent ${cookieKind(r.sent)}, answered from ${String(r.json?.session?.backend)})`,
-        );
+  const diagnostics = await finalReads(users);
+  return { stats, seconds, readyz: await readyz(base), diagnostics };
+
+  /**
+   * The changes missing from a final read, and then, for the users missing one, whether they
+   * come back: read again after RECHECK_MS, then once more after a save of the check key. A
+   * change still missing then is lost for good.
+   */
+  async function finalReads(all: User[]): Promise<Diagnostics> {
+    const diagnostics: Diagnostics = { missing: [] };
+    const missingOf = (u: User, prefs: Record<string, unknown>) =>
+      u.answered.flatMap((n, w) => (n > 0 && !(typeof prefs[`w${w}`] === 'number' && (prefs[`w${w}`] as number) >= n) ? [w] : []));
+    const found = new Map<User, { writers: number[]; requests: Event[]; reads: Array<Record<string, unknown>> }>();
+    for (const u of all) {
+      // The requests of the load, before the final reads join them.
+      const requests = u.log.slice(-DIAG_REQUESTS);
+      const r = await req(u, 'final', 'GET', '/api/session');
+      if (r.status !== 200) {
+        console.error(`${tag}: user ${u.id}'s final read answered ${r.status}: its last changes unchecked`);
+        continue;
       }
-    });
+      const prefs = r.json?.preferences ?? {};
+      const writers = missingOf(u, prefs);
+      if (writers.length) found.set(u, { writers, requests, reads: [prefs] });
+    }
+    if (found.size === 0) return diagnostics;
+    await sleep(RECHECK_MS);
+    for (const [u, f] of found) {
+      const again = await req(u, 'final', 'GET', '/api/session');
+      f.reads.push(again.status === 200 ? (again.json?.preferences ?? {}) : {});
+      // A save merges onto the session as the server holds it: whatever it answers is what holds it now.
+      const check = await req(u, 'final', 'PATCH', '/api/session', { preferences: { [CHECK_KEY]: Date.now() } });
+      if (check.status !== 200) console.error(`${tag}: user ${u.id}'s check save answered ${check.status}`);
+      const last = await req(u, 'final', 'GET', '/api/session');
+      f.reads.push(last.status === 200 ? (last.json?.preferences ?? {}) : {});
+      const final = u.log.filter((e) => e.tab === 'final');
+      for (const w of f.writers) {
+        const got = f.reads.map((prefs) => prefs[`w${w}`]);
+        const back = typeof got[2] === 'number' && got[2] >= u.answered[w]!;
+        if (back) stats.staleFinal++;
+        else stats.lost++;
+        const reads = final
+          .filter((e) => e.method === 'GET')
+          .map((e, i) => `${JSON.stringify(got[i])} (sent ${e.sent}, from ${String(e.backend)})`)
+          .join(', then ');
+        console.error(
+          `${tag}: user ${u.id} writer ${w}: ${u.answered[w]} answered 200, ${back ? 'a stale final read' : 'lost for good'}: ` +
+            `the final reads show ${reads}; the last flip to ${stats.lastFlip}`,
+        );
+        diagnostics.missing.push({
+          user: u.id,
+          writer: w,
+          answered: u.answered[w]!,
+          got,
+          lastFlip: stats.lastFlip,
+          requests: f.requests,
+          final,
+          flips: flips.filter((flip) => flip.t >= (f.requests[0]?.t ?? 0) - 1000),
+        });
+      }
+    }
+    return diagnostics;
   }
-  return { stats, seconds, readyz: await readyz(base) };
 }
 
 // ---------------------------------------------------------------- servers and runs
@@ -313,17 +421,22 @@ async function run(side: Side, index: number, redisUrl: string): Promise<Row> {
   try {
     console.error(`${tag}: ${instance.base}; ${USERS} users × ${WRITERS} writers and a reader, flips every ${FLIP_MS.min}–${FLIP_MS.max} ms, ${SECONDS} s`);
     const result = await runLoad(instance.base, adminToken, `${index}-${randomBytes(3).toString('hex')}`);
-    const { stats, seconds } = result;
+    const { stats, seconds, diagnostics } = result;
     const s = stats.answers.status;
     console.error(
       `${tag}: ${stats.answers.requests} requests (${Math.round(stats.answers.requests / seconds)}/s), ${stats.flips} flips, PATCH 200: ${stats.changesOk}, ` +
-        `reads: ${stats.reads} (${stats.readsChecked} checked, ${stats.stale} stale), lost: ${stats.lost}, 401: ${s[401]} (${stats.relogins} relogins), ` +
+        `reads: ${stats.reads} (${stats.readsChecked} checked, ${stats.stale} stale), stale final reads: ${stats.staleFinal}, lost: ${stats.lost}, 401: ${s[401]} (${stats.relogins} relogins), ` +
         `409: ${s[409]}, 5xx: ${s['5xx']}, other: ${s.other + s[403]}, errors/timeouts: ${s.error}/${s.timeout}`,
     );
     if (Object.keys(stats.errors).length) console.error(`${tag}: error answers ${JSON.stringify(stats.errors)}`);
     if (stats.stale) console.error(`${tag}: stale reads by cookie and backend ${JSON.stringify(stats.staleKinds)}`);
     if (Object.keys(stats.flipsRefused).length) console.error(`${tag}: flips not answered 200 ${JSON.stringify(stats.flipsRefused)}`);
     if (!result.readyz.startsWith('200 ')) console.error(`${tag}: readyz after the run: ${result.readyz}`);
+    if (opts['diag-file'] && diagnostics.missing.length) {
+      const file = path.resolve(opts['diag-file'].replace(/(\.json)?$/, `-${index}.json`));
+      writeFileSync(file, JSON.stringify(diagnostics, null, 1));
+      console.error(`${tag}: the requests before ${diagnostics.missing.length} changes missing at the end in ${file}`);
+    }
     return { ...result, side };
   } finally {
     await servers.stop(instance);
@@ -350,12 +463,12 @@ async function main() {
     `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC; ${os.cpus()[0]?.model ?? 'CPU'} × ${os.cpus().length}, load average ${os.loadavg()[0]!.toFixed(1)}; ` +
       `${USERS} users × ${WRITERS} writers and a reader, one cookie jar each; flips every ${FLIP_MS.min}–${FLIP_MS.max} ms; ${SECONDS} s per run.`,
     '',
-    '| run | code | seconds | flips | requests | changes answered 200 | stale reads | lost | 401 | 409 | 5xx |',
-    '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| run | code | seconds | flips | requests | changes answered 200 | stale reads | stale final reads | lost | 401 | 409 | 5xx |',
+    '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows.map((r, i) => {
       const s = r.stats;
       const flips = refused(r) ? `${fmt(s.flips)} (${fmt(refused(r))} refused)` : fmt(s.flips);
-      return `| ${i + 1} | ${r.side.label} | ${r.seconds.toFixed(1)} | ${flips} | ${fmt(s.answers.requests)} | ${fmt(s.changesOk)} | ${fmt(s.stale)} | ${fmt(s.lost)} | ${fmt(s.answers.status[401])} | ${fmt(s.answers.status[409])} | ${fmt(s.answers.status['5xx'])} |`;
+      return `| ${i + 1} | ${r.side.label} | ${r.seconds.toFixed(1)} | ${flips} | ${fmt(s.answers.requests)} | ${fmt(s.changesOk)} | ${fmt(s.stale)} | ${fmt(s.staleFinal)} | ${fmt(s.lost)} | ${fmt(s.answers.status[401])} | ${fmt(s.answers.status[409])} | ${fmt(s.answers.status['5xx'])} |`;
     }),
   ];
   const notReady = rows.flatMap((r, i) => (r.readyz.startsWith('200 ') ? [] : [`run ${i + 1}: /readyz after the run answered ${r.readyz.slice(0, 120)}`]));
@@ -363,9 +476,9 @@ async function main() {
   const report = lines.join('\n') + '\n';
   console.log(report);
   if (opts.out) writeFileSync(path.resolve(opts.out), report);
-  const failed = rows.flatMap((r, i) => (r.stats.lost > 0 || r.stats.answers.status[401] > 0 ? [`run ${i + 1} (${r.side.label})`] : []));
+  const failed = rows.flatMap((r, i) => (r.stats.lost > 0 || r.stats.staleFinal > 0 || r.stats.answers.status[401] > 0 ? [`run ${i + 1} (${r.side.label})`] : []));
   if (failed.length) {
-    console.error(`${failed.join(', ')}: lost a change or logged a user out`);
+    console.error(`${failed.join(', ')}: lost a change, answered a final read stale or logged a user out`);
     process.exitCode = 1;
   }
 }

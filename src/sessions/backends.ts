@@ -387,7 +387,9 @@ export class SessionBackends {
    * they go one at a time (per session, on this instance): a copy older than what the request
    * read (the copy is written behind) is replaced by the request's record, which is newer; a
    * copy at or past it was written by a request racing this one, and the save merges onto it
-   * as `update` does.
+   * as `update` does. A copy that names another backend than the one that failed holds no
+   * session of its own: the session moved there since this request read it (into a sealed
+   * cookie, say), and the save follows it there, as a save in place does (`saveMerging`).
    */
   private saveOnFallback(record: SessionRecord, concurrency: SaveConcurrency, failure: BackendUnavailableError): Promise<Written | undefined> {
     const store = this.stores.database;
@@ -398,8 +400,10 @@ export class SessionBackends {
       if (this.revocations.isRevoked(record)) return undefined;
       const r = { ...record, backend: 'database' as const };
       const copy = await store.load(record.id);
-      const token = copy && copy.version >= concurrency.readVersion ? await this.saveMerging(store, r, concurrency) : await store.create(r);
+      const token = copy && copy.version >= concurrency.readVersion ? await this.saveMerging(store, r, concurrency, false, record.backend) : await store.create(r);
       if (token === undefined) return undefined;
+      // Followed where the session went (`r` is what was written, where): no fallback.
+      if (r.backend !== 'database') return { cookieValue: this.cookieValue(r.backend, token), record: r };
       this.events.fallback(record.backend, 'database', failure.reason);
       return { cookieValue: this.cookieValue('database', token), record: r, fellBackFrom: record.backend };
     })();
@@ -419,12 +423,14 @@ export class SessionBackends {
    * both survive. The cookie backend detects it only against the seals this instance made
    * (CookieStore: the browser keeps the last cookie, whichever instance sealed it).
    * `record` is updated in place to what was saved, merge included: the caller answers with it.
+   * `failedOver`: the backend whose failure sent this save to `store` (`saveOnFallback`): a move
+   * to any other backend is followed, one back to it is not.
    */
-  private async saveMerging(store: ServingStore, record: SessionRecord, concurrency?: SaveConcurrency, followMove = false) {
+  private async saveMerging(store: ServingStore, record: SessionRecord, concurrency?: SaveConcurrency, followMove = false, failedOver?: BackendName) {
     if (!concurrency || !record.id) return store.save(record);
     let attempt = record;
     let expected = concurrency.readVersion;
-    let follows = followMove ? SAVE_FOLLOWS : 0;
+    let follows = followMove || failedOver ? SAVE_FOLLOWS : 0;
     let lookedForMove = false;
     for (let tries = 0; ; tries++) {
       try {
@@ -448,11 +454,14 @@ export class SessionBackends {
         const current = err.current ?? (store.backend === 'cookie' ? await this.current(record) : await store.load(record.id));
         if (!current) return undefined;
         // What changed it was a move (an instance that disagrees about the flag): the session is
-        // held elsewhere now, and a save (not one failing over: `saveOnFallback`) follows it
-        // there (SAVE_FOLLOWS). Written here, where nothing reads it any more, the change would be
-        // answered 200 and never seen again.
+        // held elsewhere now, and a save follows it there (SAVE_FOLLOWS) — one failing over too
+        // (`saveOnFallback`), unless back to the backend that failed it. Written here, where
+        // nothing reads it any more, the change would be answered 200 and never seen again. (A
+        // save failing over from Redis, slow under load, wrote the directory entry of a session
+        // moved into a sealed cookie meanwhile: the entry, named the database's, went on beside
+        // the seal, and the first move of either lost the other's changes.)
         const holder = current.heldBy ?? current.backend;
-        const follow = holder !== store.backend && follows > 0 && this.stores[holder].available;
+        const follow = holder !== store.backend && holder !== failedOver && follows > 0 && this.stores[holder].available;
         // Moved on more often than a save follows it: written here, beside where the session now
         // is, the change would be answered 200 and lost as above. Refused instead (409): the client retries.
         if (followMove && holder !== store.backend && follows === 0 && this.stores[holder].available) throw err;
@@ -580,7 +589,13 @@ export class SessionBackends {
         // later mover reads, and it must find the seal here at that version, not move the copy in.
         if (!(err instanceof SessionConflictError && err.current)) throw err;
         const mine = { ...record, backend: target, data: concurrency ? mergeChanges(err.current, record, concurrency) : err.current.data, version: Math.max(err.current.version, next) };
-        return this.update(mine, concurrency ? 'save' : 'touch', concurrency);
+        written = await this.update(mine, concurrency ? 'save' : 'touch', concurrency);
+        // Moved all the same (the directory entry names the target): the copy read is evicted as
+        // below. Left in Redis at the version read, it was served to a cookie naming Redis (a
+        // request sent before the browser had this move's answer), took that request's save, and
+        // went on as a second session beside the seal, each taking changes answered 200: the
+        // browser kept the one whose cookie came last, the other's changes were gone for good.
+        if (!written) return undefined;
       }
       if (written) {
         if (written.record.backend === from) return written;
