@@ -699,7 +699,15 @@ export class SessionBackends {
         this.events.secondaryFailure(err, 'take a copy left in redis');
         return moved;
       }
-      const after = await this.redisCopy(record.id);
+      let after: SessionRecord | undefined;
+      try {
+        after = await this.heldInRedis(record.id);
+      } catch {
+        // Redis did not answer (its deadline, its breaker): not gone. Taken for gone, the take gave
+        // up on a copy still there, which went on taking the saves of requests that had read it
+        // there, answered 200, while reads followed the directory to the moved copy. Read again.
+        continue;
+      }
       if (after?.version === left.version) return moved; // not removed: Redis did not take the write
       if (after) {
         left = after;
@@ -717,7 +725,7 @@ export class SessionBackends {
       const carry = (): Promise<Written | undefined> => this.carryOver(moved, taken, record, concurrency).catch(later(carry));
       return carry();
     }
-    this.events.secondaryFailure(new Error('saves kept landing on it'), 'take a copy left in redis');
+    this.events.secondaryFailure(new Error('saves kept landing on it, or Redis did not answer'), 'take a copy left in redis');
     return moved;
   }
 
@@ -766,9 +774,14 @@ export class SessionBackends {
    * The session's copy in Redis itself, if Redis has one and answers: not the database copy that
    * a miss reads through to (the mirrored store labels that one `database`).
    */
-  private async redisCopy(id: string): Promise<SessionRecord | undefined> {
+  private redisCopy(id: string): Promise<SessionRecord | undefined> {
+    return this.heldInRedis(id).catch(() => undefined);
+  }
+
+  /** `redisCopy`, failed where Redis does not answer: for a take, to which that copy is not gone. */
+  private async heldInRedis(id: string): Promise<SessionRecord | undefined> {
     const redis = this.stores.redis;
-    const held = await (redis.loadHeld ? redis.loadHeld(id) : redis.load(id)).catch(() => undefined);
+    const held = await (redis.loadHeld ? redis.loadHeld(id) : redis.load(id));
     return held?.backend === 'redis' ? held : undefined;
   }
 
