@@ -122,6 +122,7 @@ export interface DirectoryDeadline {
 /** A move of one session, remembered for the requests that read it before the move was done (`migrate`). */
 interface MoveMemory {
   from: BackendName;
+  to: BackendName;
   readVersion: number;
   at: number;
   done: Promise<Written | undefined>;
@@ -262,6 +263,7 @@ export class SessionBackends {
     if (!parsed) return undefined;
     const { backend, token } = parsed;
     let record: SessionRecord | undefined;
+    let redisFailed = false;
     try {
       record = await this.stores[backend].load(token);
     } catch (err) {
@@ -271,6 +273,7 @@ export class SessionBackends {
       // token is not its session id, so it never matches here: its failure stays unknown.)
       if (this.revocations.isSessionIdRevoked(hashSessionId(token))) return undefined;
       if (backend !== 'redis' || err.backend === 'database' || this.fallback === 'none') throw err;
+      redisFailed = true;
       // The copy is written behind: this instance's change of a moment ago goes first.
       await this.stores.redis.copyWritten?.(hashSessionId(token));
       record = await this.stores.database.load(token);
@@ -279,10 +282,16 @@ export class SessionBackends {
         record = { ...record, backend: 'database' };
       }
     }
-    if (record?.heldBy === 'redis' && backend === 'database' && this.stores.redis.available) {
-      // A cookie naming the database while Redis holds the session (a tab that missed the move):
-      // served from Redis, where the session's changes go. Served from the database's entry,
-      // its changes would go there and split the session in two copies that each take changes.
+    if (record?.heldBy === 'redis' && backend !== 'cookie' && !redisFailed && this.stores.redis.available) {
+      // A cookie naming the database while Redis holds the session (a tab that missed the move),
+      // or naming Redis and read through to the entry (a miss, maybe just before a move's write
+      // landed there, the entry read just after): served from Redis, where the
+      // session's changes go. Served from the database's entry, its changes would go there and
+      // split the session in two copies that each take changes. A move into Redis writes the
+      // entry first, then Redis (MirroredStore.moveIn): read in between, the entry names Redis at
+      // the version the move is writing there, and Redis has no copy yet. So the read waits for
+      // such a move on this instance, as for a move out of the cookie (`whereMovedOut`).
+      await this.moveIntoRedisSettled(record.idHash);
       const held = await this.redisCopy(token);
       if (held && held.version >= record.version) record = held;
     }
@@ -324,6 +333,13 @@ export class SessionBackends {
     if (!entry.heldBy) return entry;
     const held = entry.heldBy === 'redis' && this.stores.redis.available ? await this.redisCopy(sealed.id) : undefined;
     return held && held.version >= entry.version ? held : sealed;
+  }
+
+  /** A move of session `idHash` into Redis under way on this instance, waited for (at most TAKE_WAIT_MS). */
+  private async moveIntoRedisSettled(idHash: string): Promise<void> {
+    const move = this.moves.get(idHash);
+    if (move?.to !== 'redis' || move.settledAt !== undefined) return;
+    await withinDeadline(move.done, TAKE_WAIT_MS, 'a move into redis').catch(() => undefined);
   }
 
   /**
@@ -524,7 +540,7 @@ export class SessionBackends {
         return this.update({ ...record, backend: moved.record.backend }, 'save', concurrency);
       }
     }
-    const entry = { from: record.backend, readVersion, at: now } as MoveMemory;
+    const entry = { from: record.backend, to: target, readVersion, at: now } as MoveMemory;
     const done = (entry.done = this.move(record, target, cause, concurrency, entry));
     if (entry.from === 'redis') this.movesOutOfRedis.set(record.idHash, (this.movesOutOfRedis.get(record.idHash) ?? new Set()).add(entry));
     void done
