@@ -176,7 +176,9 @@ export async function openCore(config: Config, logger: Logger, { migrate = true 
   };
   const guard = (store: SessionStore) => new GuardedStore(store, guardOptions(store), observer);
   const stores: SessionBackends['stores'] = {
-    database: new GuardedStore(database, guardOptions(database), observer),
+    // The sessions table asked outside the guard (SessionBackends.directory) has nothing to fail
+    // over to, whatever the fallback: it waits as the last resort does.
+    database: new GuardedStore(database, { ...guardOptions(database), outsideTimeoutMs: Math.max(config.stores.timeoutMs, config.stores.lastResortTimeoutMs) }, observer),
     redis: redisStore ? new MirroredStore(guard(redisStore), database, mirrorError, { readThrough: true, flushMs: config.sessions.mirrorFlushMs, onCopied, ...copies }) : new DisabledStore('redis'),
     cookie: new MirroredStore(guard(new CookieStore(config.sessions.secrets, revocations, deployment, await unboundCookiesBefore(models))), database, mirrorError, { flushMs: config.sessions.mirrorFlushMs, onCopied, ...copies }),
   };

@@ -721,8 +721,11 @@ export class SessionBackends {
       } catch {
         // Redis did not answer (its deadline, its breaker): not gone. Taken for gone, the take gave
         // up on a copy still there, which went on taking the saves of requests that had read it
-        // there, answered 200, while reads followed the directory to the moved copy. Read again.
-        continue;
+        // there, answered 200, while reads followed the directory to the moved copy. Read again —
+        // unless this eviction removed it: tried again, the eviction finds nothing, the copy reads
+        // as gone, and is taken for another request's removal (`removed === false`) — its saves,
+        // only here now, were never carried over.
+        if (removed !== true) continue;
       }
       if (after?.version === left.version) return moved; // not removed: Redis did not take the write
       if (after) {

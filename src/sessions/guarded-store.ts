@@ -168,6 +168,12 @@ export interface StoreObserver {
 
 export interface GuardOptions {
   timeoutMs: number;
+  /**
+   * The deadline of calls made outside the guard (`bounded`), when not `timeoutMs`. Such a call
+   * has no fallback to fail over to: the short deadline that exists to fail over fast answered a
+   * slow but working database with 503.
+   */
+  outsideTimeoutMs?: number;
   breakerThreshold: number;
   halfOpenAfterMs: number;
 }
@@ -177,6 +183,7 @@ class GuardedSessionStore implements SessionStore {
   declare readonly listByUser?: (userId: number) => Promise<SessionRecord[]>;
   private readonly breaker: CircuitBreakerPolicy;
   private readonly timeoutMs: number;
+  private readonly outsideTimeoutMs: number;
   private readonly halfOpenAfterMs: number;
 
   constructor(
@@ -204,6 +211,7 @@ class GuardedSessionStore implements SessionStore {
       if (state === CircuitState.Open) this.scheduleProbe(options.halfOpenAfterMs);
     });
     this.timeoutMs = options.timeoutMs;
+    this.outsideTimeoutMs = options.outsideTimeoutMs ?? options.timeoutMs;
     this.halfOpenAfterMs = options.halfOpenAfterMs;
   }
 
@@ -281,7 +289,7 @@ class GuardedSessionStore implements SessionStore {
   }
   /**
    * `work`, a call made on the store this guard wraps but not through the guard (the sessions
-   * table as SessionBackends' directory), under this guard's deadline, judged as its own calls
+   * table as SessionBackends' directory), under its deadline (`outsideTimeoutMs`), judged as its own calls
    * are: a backend that answers other calls meanwhile, or a process too busy to have read the
    * answer, is waited for longer. Outside the breaker: an open one does not refuse the call, and
    * the call's failure is not counted by it (nor is the timeout counted as the guard's evidence
@@ -304,7 +312,7 @@ class GuardedSessionStore implements SessionStore {
       countedErrorAt: -Infinity,
     };
     const counted = (outcome: 'success' | 'error' | 'timeout') => operation && this.observer.outside?.(this.backend, operation, outcome);
-    return withDeadline(work, this.timeoutMs, this.backend, liveness).then(
+    return withDeadline(work, this.outsideTimeoutMs, this.backend, liveness).then(
       (value) => {
         counted('success');
         return value;

@@ -18,7 +18,7 @@ import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { patched } from './lagging-cookie-core.js';
 
 /** Opens the core (database `switchboard_<name>`) before the suite's tests and closes it after them; call inside `describe`. */
-export function redisMoveCore(name: string): () => Core {
+export function redisMoveCore(name: string, settings: Record<string, string> = {}): () => Core {
   let db: TestDatabase;
   let dir: string;
   let core: Core | undefined;
@@ -26,7 +26,7 @@ export function redisMoveCore(name: string): () => Core {
   before(async () => {
     db = await createTestDatabase(`switchboard_${name.replaceAll('-', '_')}`);
     dir = mkdtempSync(path.join(tmpdir(), `switchboard-${name}-`));
-    const env = { DATA_DIR: dir, DATABASE_URL: db.url, REDIS_KEY_PREFIX: prefix, SESSION_SECRETS: randomBytes(32).toString('base64url'), STORE_TIMEOUT_MS: '250' };
+    const env = { DATA_DIR: dir, DATABASE_URL: db.url, REDIS_KEY_PREFIX: prefix, SESSION_SECRETS: randomBytes(32).toString('base64url'), STORE_TIMEOUT_MS: '250', ...settings };
     core = await openCore(loadConfig({ ...env, SESSION_STORAGE: 'redis' }), pino({ level: 'silent' }));
   });
   after(async () => {

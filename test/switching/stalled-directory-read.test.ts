@@ -66,3 +66,31 @@ describe('a directory read on the request path while the database stalls', funct
     expect(next?.data.preferences, 'the save left in Redis').to.deep.equal({ counter: 1 });
   });
 });
+
+describe('a directory read on the request path while the database is slow but answers, another backend the fallback', function () {
+  this.timeout(60_000);
+  // The database backend's own deadline is the short one then (it fails over to Redis); the
+  // directory has nothing to fail over to, and waits as the last resort does.
+  const opened = redisMoveCore('slow-directory', { SESSION_FALLBACK: 'redis', STORE_TIMEOUT_MS: '100', LAST_RESORT_TIMEOUT_MS: '60000' });
+  let core: Core;
+  before(() => {
+    core = opened();
+  });
+
+  it('a move out of Redis whose take reads a slow directory: moved, taken, answered', async () => {
+    const { cookieValue, read } = await readThenSavedInRedis(core);
+    const stall = stallNextDirectoryRead(core);
+    try {
+      const moving = core.backends.migrate(read, 'database', 'flag', undefined, Date.now()).then(() => 'answered', (err: unknown) => err);
+      await stall.reached;
+      // Past the 100 ms deadline and all its grace (ten deadlines), short of the last resort's.
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      stall.release();
+      expect(await moving, 'not a 503 for a database that answered').to.equal('answered');
+    } finally {
+      stall.restore();
+    }
+    const next = await core.backends.open(cookieValue);
+    expect(next?.data.preferences, 'the save left in Redis, taken').to.deep.equal({ counter: 1 });
+  });
+});
