@@ -148,7 +148,8 @@ export class SessionBackends {
   private readonly takes = new Map<string, Promise<void>>();
   /**
    * Takes of a copy left in Redis that the database failed (its directory read, or the carry-over
-   * onto the moved copy), by session: tried again by the session's next open on this instance.
+   * onto the moved copy), or Redis (its eviction, or the read of whether saves left a copy: not
+   * answered in time is not gone), by session: tried again by the session's next open on this instance.
    * Left, that copy sat below the moved copy's version (MOVE_OUT_STEP): the next request
    * read it, moved it, was refused by the directory entry, and went on from the moved copy, its
    * saves (answered 200) gone for good. Forgotten when the session ends here (`end`: it is never
@@ -626,8 +627,7 @@ export class SessionBackends {
           else this.events.secondaryFailure(err, `evict from ${from}`);
         }
         if (sealed && sealed.version > readVersion) return this.carryOver(written, sealed, record, concurrency);
-        const left = from === 'redis' ? await this.redisCopy(record.id) : undefined;
-        return left && left.version > readVersion ? this.takeLeftBehind(written, left, record, concurrency) : written;
+        return from === 'redis' ? this.takeWhatIsLeft(written, record, readVersion, concurrency) : written;
       }
       // Refused: by the directory entry, or by the cookie store after the entry took the move (a
       // move out of the cookie since, into a version past what this move read: CookieStore.moveIn).
@@ -642,6 +642,31 @@ export class SessionBackends {
       readVersion = current.version;
     }
     return undefined;
+  }
+
+  /**
+   * After a move out of Redis: the copy saves left there since the move read the session (at
+   * `readVersion`), taken (`takeLeftBehind`). Redis not answering whether there is one is not
+   * "none": taken for none, such a copy went on taking the saves of requests that had read it
+   * there, answered 200, while every read followed the directory to the moved copy, and a later
+   * move left them behind for good. Asked again at the session's next open (`untaken`).
+   */
+  private async takeWhatIsLeft(moved: Written, record: SessionRecord, readVersion: number, concurrency?: SaveConcurrency): Promise<Written | undefined> {
+    let left: SessionRecord | undefined;
+    try {
+      left = await this.heldInRedis(record.id);
+    } catch (err) {
+      if (!(err instanceof BackendUnavailableError)) return moved;
+      this.rememberUntaken(record, () => this.takeWhatIsLeft(moved, record, readVersion, concurrency));
+      return moved;
+    }
+    return left && left.version > readVersion ? this.takeLeftBehind(moved, left, record, concurrency) : moved;
+  }
+
+  /** A take that could not be made now, tried again by the session's next open on this instance (`untaken`). */
+  private rememberUntaken(record: SessionRecord, retry: () => Promise<unknown>): void {
+    this.forgetExpiredUntaken();
+    this.untaken.set(record.idHash, { retry, until: record.absoluteExpiresAt });
   }
 
   /**
@@ -697,8 +722,7 @@ export class SessionBackends {
       // Only an outage passes: a carry-over too large for its cookie, or outrun by other writers
       // (409), failed again on every open of the session, each time holding it up to TAKE_WAIT_MS.
       if (!(err instanceof BackendUnavailableError || isDatabaseOutageError(err))) throw err;
-      this.forgetExpiredUntaken();
-      this.untaken.set(record.idHash, { retry, until: record.absoluteExpiresAt });
+      this.rememberUntaken(record, retry);
       throw err;
     };
     for (let tries = 0; tries < 10; tries++) {
@@ -713,6 +737,10 @@ export class SessionBackends {
         removed = await this.stores.redis.evict(left);
       } catch (err) {
         this.events.secondaryFailure(err, 'take a copy left in redis');
+        // Not answered in time (or its breaker open): the copy, and the saves it holds, still
+        // there. Given up on, it went on taking saves no read saw. Tried again at the next open;
+        // the moved copy is this request's answer meanwhile.
+        if (err instanceof BackendUnavailableError) this.rememberUntaken(record, () => this.takeLeftBehind(moved, left, record, concurrency));
         return moved;
       }
       let after: SessionRecord | undefined;

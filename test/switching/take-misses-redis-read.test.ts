@@ -10,7 +10,10 @@
  *   writers of one session.) It now reads again;
  * - reading again after its own eviction had removed the copy, the take found nothing, took that
  *   for another request's removal, and never carried the copy's saves over (a reviewer, the same
- *   hour). A copy the take removed itself is carried over, read back or not.
+ *   hour). A copy the take removed itself is carried over, read back or not;
+ * - the move's own read of whether saves left a copy, or the take's eviction of it, missing the
+ *   deadline, ended the take as if there were none (a traced bench:flips loss each): now tried
+ *   again at the session's next open, as a take the database failed is.
  */
 import { expect } from 'chai';
 import type { Core } from '../../src/core.js';
@@ -77,5 +80,54 @@ describe('a move out of Redis whose take misses Redis’s deadline reading the c
     expect(await moveMissingTakeRead(read), 'the take removed the copy').to.equal(true);
     const now = await core.backends.open(core.backends.cookieValue('database', id));
     expect(now?.data.preferences, 'counter 1 was answered 200').to.deep.equal({ counter: 1 });
+  });
+
+  /** Redis misses its deadline for the next `method` call: once, then answers as before. */
+  function redisMissesNext(method: 'loadHeld' | 'evict', after: () => boolean = () => true) {
+    const redis = core.backends.stores.redis;
+    const original = redis[method]!;
+    redis[method] = (async (...args: unknown[]) => {
+      if (!after()) return (original as (...a: unknown[]) => Promise<unknown>).apply(redis, args);
+      redis[method] = original as never;
+      throw new BackendUnavailableError('redis', 'timeout');
+    }) as never;
+    return { restore: () => (redis[method] = original as never) };
+  }
+
+  it('asks again at the next open when the move could not read whether saves left a copy', async () => {
+    const { cookieValue, read } = await readThenSavedInRedis(core);
+    const redis = core.backends.stores.redis;
+    const evict = redis.evict;
+    let evicted = false;
+    redis.evict = async (r) => {
+      evicted = true;
+      return evict.call(redis, r);
+    };
+    // The move's own eviction (of the version it read) leaves counter 1; the read after it misses.
+    const miss = redisMissesNext('loadHeld', () => evicted);
+    try {
+      await core.backends.migrate(read, 'database', 'flag', undefined, Date.now());
+    } finally {
+      miss.restore();
+      redis.evict = evict;
+    }
+    // The browser's next request (its cookie still names Redis: the GET's answer may not have come).
+    const next = await core.backends.open(cookieValue);
+    expect(next?.data.preferences, 'counter 1 was answered 200').to.deep.equal({ counter: 1 });
+    expect(await redis.loadHeld!(read.id), 'nothing left in Redis to take saves').to.equal(undefined);
+  });
+
+  it('tries again at the next open when its eviction of the copy misses the deadline', async () => {
+    const { id, read } = await readThenSavedInRedis(core);
+    let evictions = 0;
+    const miss = redisMissesNext('evict', () => ++evictions === 2);
+    try {
+      await core.backends.migrate(read, 'database', 'flag', undefined, Date.now());
+    } finally {
+      miss.restore();
+    }
+    const next = await core.backends.open(core.backends.cookieValue('database', id));
+    expect(next?.data.preferences, 'counter 1 was answered 200').to.deep.equal({ counter: 1 });
+    expect(await core.backends.stores.redis.loadHeld!(id), 'nothing left in Redis to take saves').to.equal(undefined);
   });
 });
