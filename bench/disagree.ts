@@ -35,13 +35,13 @@
  * would change their timing from what the project's earlier runs measured.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BrowserUser, StatusCounts, type Status } from './lib/browser.js';
 import { BenchServers, buildServer, readyz } from './lib/instances.js';
+import { printHelp, usageFor, wholeOption } from './lib/cli.js';
 import { runMain } from './lib/processes.js';
 
 const BACKENDS = ['cookie', 'database', 'redis'] as const;
@@ -56,10 +56,7 @@ const DEFAULT_PAIRS: Pair[] = [
 
 // ---------------------------------------------------------------- options
 
-function usage(message: string): never {
-  console.error(`disagree: ${message} (--help lists the options)`);
-  process.exit(2);
-}
+const usage: (message: string) => never = usageFor('disagree');
 let parsed;
 try {
   parsed = parseArgs({
@@ -80,15 +77,8 @@ try {
   usage((err as Error).message);
 }
 const opts = parsed.values;
-if (opts.help) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]!.replace(/^\/\*\*|^ \* ?/gm, ''));
-  process.exit(0);
-}
-const whole = (name: string, v: string, min: number) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) usage(`--${name} must be a whole number, at least ${min} (got ${v})`);
-  return n;
-};
+if (opts.help) printHelp(import.meta.url);
+const whole = wholeOption(usage);
 const SECONDS = whole('seconds', opts.seconds, 1);
 const USERS = whole('users', opts.users, 1);
 const TABS = whole('tabs', opts.tabs, 1);

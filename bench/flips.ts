@@ -52,14 +52,14 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BrowserUser, StatusCounts, type Status } from './lib/browser.js';
 import { BenchServers, ROOT, buildServer, readyz } from './lib/instances.js';
+import { printHelp, usageFor, wholeOption } from './lib/cli.js';
 import { runMain } from './lib/processes.js';
 
 const BACKENDS = ['cookie', 'database', 'redis'] as const;
@@ -76,10 +76,7 @@ const CHECK_KEY = 'check';
 
 // ---------------------------------------------------------------- options
 
-function usage(message: string): never {
-  console.error(`flips: ${message} (--help lists the options)`);
-  process.exit(2);
-}
+const usage: (message: string) => never = usageFor('flips');
 let parsed;
 try {
   parsed = parseArgs({
@@ -101,15 +98,8 @@ try {
   usage((err as Error).message);
 }
 const opts = parsed.values;
-if (opts.help) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]!.replace(/^\/\*\*|^ \* ?/gm, ''));
-  process.exit(0);
-}
-const whole = (name: string, v: string, min: number) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) usage(`--${name} must be a whole number, at least ${min} (got ${v})`);
-  return n;
-};
+if (opts.help) printHelp(import.meta.url);
+const whole = wholeOption(usage);
 const SECONDS = whole('seconds', opts.seconds, 1);
 const USERS = whole('users', opts.users, 1);
 // A session holds at most 20 preferences (src/http/routes/account.ts), the final check's among them.
