@@ -33,6 +33,8 @@ export class InstanceChannel {
    * channel that went on every SUBSCRIBE_RETRY_MS for as long as Redis refused it.
    */
   private readonly retries = new Map<string, NodeJS.Timeout>();
+  /** Callers of `listen` waiting for a channel's SUBSCRIBE, which waits for the connection to be ready. */
+  private readonly waiting = new Map<string, Array<() => void>>();
   private closed = false;
 
   constructor(
@@ -101,12 +103,24 @@ export class InstanceChannel {
    * fixed later, or a password wrong for a moment, left the instance deaf until restarted.
    */
   private subscribe(channel: string): Promise<void> {
+    if (!(this.subscriber instanceof Cluster) && this.subscriber.status !== 'ready') {
+      // Sent by the 'ready' listener instead. ioredis writes a SUBSCRIBE at once on a connection
+      // still in its handshake (it may be sent while Redis loads), and there it came before the
+      // ready check's INFO (or CLIENT SETINFO), refused then in subscriber mode: ioredis dropped
+      // the connection and made another, and what was published meanwhile never arrived — though
+      // the SUBSCRIBE had been confirmed (test clients, which send CLIENT SETINFO: 19 of 300
+      // starts under load).
+      if (this.closed) return Promise.resolve();
+      return new Promise((resolve) => this.waiting.set(channel, [...(this.waiting.get(channel) ?? []), resolve]));
+    }
     return this.subscriber.subscribe(channel).then(
       () => {
         clearTimeout(this.retries.get(channel));
         this.retries.delete(channel);
+        this.settle(channel);
       },
       (err: unknown) => {
+        this.settle(channel);
         // Closed before Redis answered (an instance stopped right after start): nothing is wrong.
         if (this.closed) return;
         this.onError(err);
@@ -143,10 +157,17 @@ export class InstanceChannel {
     clearTimeout(timer);
   }
 
+  /** The callers of `listen` waiting for `channel` go on: its SUBSCRIBE was answered. */
+  private settle(channel: string): void {
+    for (const resolve of this.waiting.get(channel) ?? []) resolve();
+    this.waiting.delete(channel);
+  }
+
   private readonly followNodes = () => (this.subscriber as Cluster).refreshSlotsCache();
 
   close(): void {
     this.closed = true;
+    for (const channel of [...this.waiting.keys()]) this.settle(channel);
     this.publisher.off('-node', this.followNodes);
     for (const retry of this.retries.values()) clearTimeout(retry);
     this.subscriber.disconnect();

@@ -164,6 +164,33 @@ describe('instances told over Redis (instance-channel.ts)', function () {
     }
   });
 
+  it('a subscription asked for during the connection\'s handshake holds: the connection is not dropped, and what is published next is heard', async () => {
+    // A client with ioredis's defaults (this file's, unlike the app's, sends CLIENT SETINFO),
+    // whose subscribed connection is connected but not answered yet (Redis stopped: the kernel
+    // takes the connection), when an instance asks for its channels.
+    const client = await connect();
+    const reported: unknown[] = [];
+    const heard: unknown[] = [];
+    await redis.pause(30_000);
+    const channel = new InstanceChannel(client, 'channel-test:handshake:', (err) => reported.push(err), (err) => reported.push(err));
+    const subscriber = (channel as unknown as { subscriber: Redis }).subscriber;
+    try {
+      await waitUntil('the subscribed connection in its handshake', () => subscriber.status === 'connect');
+      const subscribed = channel.listen('news', (message) => heard.push(message));
+      redis.resume();
+      await subscribed;
+      await client.publish('channel-test:handshake:news', JSON.stringify({ hello: 'after the handshake' }));
+      await waitUntil('the message heard', () => heard.length === 1);
+      // Before: the SUBSCRIBE went ahead of the ready check's INFO, which Redis refused in
+      // subscriber mode; ioredis dropped the connection, and the message published meanwhile was lost.
+      expect(reported.map(String), 'no ready check refused, no reconnect').to.deep.equal([]);
+    } finally {
+      redis.resume();
+      channel.close();
+      client.disconnect();
+    }
+  });
+
   it('its ACL user deleted under it (its connections dropped, AUTH refused while the default user needs no password): no crash, and heard again once the user is back', async () => {
     const user = ['ACL', 'SETUSER', 'channel-user', 'on', '>channel-pass', '~*', '&*', '+@all'];
     await redisCommand(redis.port, user);
