@@ -422,7 +422,16 @@ export class SessionBackends {
       // Followed where the session went (`r` is what was written, where): no fallback.
       if (r.backend !== 'database') return { cookieValue: this.cookieValue(r.backend, token), record: r };
       this.events.fallback(record.backend, 'database', failure.reason);
-      return { cookieValue: this.cookieValue('database', token), record: r, fellBackFrom: record.backend };
+      const written = { cookieValue: this.cookieValue('database', token), record: r, fellBackFrom: record.backend };
+      // The entry named Redis past what this request read: moved into Redis since (or saved there
+      // by a racing request), by a request whose answer, naming Redis, the browser may keep. The
+      // entry names Redis for any Redis session, so the save wrote it as the database's beside
+      // that Redis copy, which went on serving the session without this change, answered 200,
+      // once Redis answered again. Now the entry is the session, as after a move out of Redis: the
+      // Redis copy is taken (evicted, what saves left there carried over) at the session's next
+      // open on this instance, before it is served (`untaken`; Redis has just failed this save).
+      if (copy?.heldBy === 'redis' && copy.version > concurrency.readVersion) this.rememberUntaken(record, () => this.takeWhatIsLeft(written, record, concurrency.readVersion, concurrency));
+      return written;
     })();
     this.fallbackSaves.set(record.idHash, save);
     void save
