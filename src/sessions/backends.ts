@@ -609,13 +609,18 @@ export class SessionBackends {
         written = await this.writeWithFallback({ ...source, version: next }, target, (store, r) => store.moveIn(r, readVersion), undefined, giveBack);
       } catch (err) {
         // The target holds the session already, newer than this move read it (the cookie store's
-        // own seal: CookieStore.moveIn): written there as below, this request's changes on top. At
-        // least at the version this move gave the directory entry (`next`), which took the older
-        // copy it read: that entry's copy, at a version the cookie has not sealed past, is what a
-        // later mover reads, and it must find the seal here at that version, not move the copy in.
+        // own seal: CookieStore.moveIn): written there as below, this request's changes on top. A
+        // version past both that seal and the one this move gave the directory entry (`next`),
+        // which took the older copy it read: that entry's copy is what a later request reads, and
+        // it must find the seal here newer than it. Sealed at `next` itself (or left there: the
+        // seal that refused the move may be of that very version), the seal and the entry were two
+        // sessions at one version; a save following the session here from the entry, or a move
+        // out of the cookie of the entry's copy, passed (the cookie store refuses, and carries
+        // over, only a strictly newer seal), and the seal's change, answered 200, was gone. The
+        // save is checked against that seal (its version as read): one sealed since merges.
         if (!(err instanceof SessionConflictError && err.current)) throw err;
-        const mine = { ...record, backend: target, data: concurrency ? mergeChanges(err.current, record, concurrency) : err.current.data, version: Math.max(err.current.version, next) };
-        written = await this.update(mine, concurrency ? 'save' : 'touch', concurrency);
+        const mine = { ...record, backend: target, data: concurrency ? mergeChanges(err.current, record, concurrency) : err.current.data, version: Math.max(err.current.version, next) + 1 };
+        written = await this.update(mine, concurrency ? 'save' : 'touch', concurrency && { ...concurrency, readVersion: err.current.version });
         // Moved all the same (the directory entry names the target): the copy read is evicted as
         // below. Left in Redis at the version read, it was served to a cookie naming Redis (a
         // request sent before the browser had this move's answer), took that request's save, and
