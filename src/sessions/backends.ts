@@ -101,8 +101,8 @@ export type ServingStore = SessionStore & {
   loadHeld?(token: string): Promise<SessionRecord | undefined>;
   /** Writes what the store writes behind (a mirrored store's database copy). */
   flush?(): Promise<void>;
-  /** Writes one session's copy if it is still behind (MirroredStore.copyWritten). */
-  copyWritten?(idHash: string): Promise<void>;
+  /** Writes one session's copy if it is still behind (MirroredStore.copyWritten): true if it was. */
+  copyWritten?(idHash: string): Promise<boolean>;
   /** A user's sessions whose database copy this instance has not written yet (MirroredStore). */
   unwrittenOf?(userId: number): SessionRecord[];
 };
@@ -139,6 +139,15 @@ export class SessionBackends {
    * that move there, and went on.
    */
   private readonly movesOutOfRedis = new Map<string, Set<MoveMemory>>();
+  /**
+   * Moves out of the cookie under way, by session, until each has settled: a read of a seal one
+   * of them carries over waits for it (`whereMovedOut`). Kept apart from `moves` for the same
+   * reason: a later move out of the cookie, by a request that had read that seal before the first
+   * move marked it moved out, replaced the first there; the read found a move that carries
+   * nothing of the seal over (it read it), waited for none, and was served the moved copy
+   * without the seal's change.
+   */
+  private readonly movesOutOfCookie = new Map<string, Set<MoveMemory>>();
   /** Saves failing over to the database now, by session: the next waits for the last (`saveOnFallback`). */
   private readonly fallbackSaves = new Map<string, Promise<Written | undefined>>();
   /**
@@ -283,6 +292,7 @@ export class SessionBackends {
         record = { ...record, backend: 'database' };
       }
     }
+    if (record?.heldBy === 'cookie' && backend !== 'cookie') record = await this.entryAfterSeals(record, token);
     if (record?.heldBy === 'redis' && backend !== 'cookie' && !redisFailed && this.stores.redis.available) {
       // A cookie naming the database while Redis holds the session (a tab that missed the move),
       // or naming Redis and read through to the entry (a miss, maybe just before a move's write
@@ -321,9 +331,10 @@ export class SessionBackends {
    */
   private async whereMovedOut(sealed: SessionRecord): Promise<SessionRecord> {
     if (!this.stores.database.available) return sealed;
-    const move = this.moves.get(sealed.idHash);
-    if (move && move.from === 'cookie' && move.settledAt === undefined && sealed.version > move.readVersion) {
-      const settled = await withinDeadline(move.done, TAKE_WAIT_MS, 'a move out of the cookie').then(
+    // Every move out of the cookie under way that read the session before this seal: each carries it over.
+    const carrying = [...(this.movesOutOfCookie.get(sealed.idHash) ?? [])].filter((move) => sealed.version > move.readVersion).map((move) => move.done);
+    if (carrying.length > 0) {
+      const settled = await withinDeadline(Promise.all(carrying), TAKE_WAIT_MS, 'a move out of the cookie').then(
         () => true,
         () => false,
       );
@@ -334,6 +345,28 @@ export class SessionBackends {
     if (!entry.heldBy) return entry;
     const held = entry.heldBy === 'redis' && this.stores.redis.available ? await this.redisCopy(sealed.id) : undefined;
     return held && held.version >= entry.version ? held : sealed;
+  }
+
+  /**
+   * The directory entry of a session a sealed cookie holds, read with a cookie naming another
+   * backend (the answer of a tab's request that came after the one that moved the session into
+   * the cookie): it is the cookie's copy, written behind its seals (MirroredStore), and was served
+   * without a change sealed here a moment before, answered 200 — a tab's save, or a take's
+   * carry-over of saves left in Redis. This instance's copy of the seals goes first, and the entry
+   * is read again. (Another instance's seals are not known here, as in CookieStore.)
+   */
+  private async entryAfterSeals(entry: SessionRecord, token: string): Promise<SessionRecord> {
+    const cookie = this.stores.cookie;
+    try {
+      // The batch has no deadline of its own (as in `latest`): let go at the database backend's.
+      if (!cookie.copyWritten || !(await this.stores.database.bounded(cookie.copyWritten(entry.idHash)))) return entry;
+      const again = await this.stores.database.load(token);
+      return again && again.version > entry.version ? again : entry;
+    } catch (err) {
+      // The entry as read, as before: the database cannot say more now.
+      if (!(err instanceof BackendUnavailableError)) throw err;
+      return entry;
+    }
   }
 
   /** A move of session `idHash` into Redis under way on this instance, waited for (at most TAKE_WAIT_MS). */
@@ -552,12 +585,13 @@ export class SessionBackends {
     }
     const entry = { from: record.backend, to: target, readVersion, at: now } as MoveMemory;
     const done = (entry.done = this.move(record, target, cause, concurrency, entry));
-    if (entry.from === 'redis') this.movesOutOfRedis.set(record.idHash, (this.movesOutOfRedis.get(record.idHash) ?? new Set()).add(entry));
+    const movesOut = entry.from === 'redis' ? this.movesOutOfRedis : entry.from === 'cookie' ? this.movesOutOfCookie : undefined;
+    movesOut?.set(record.idHash, (movesOut.get(record.idHash) ?? new Set()).add(entry));
     void done
       .finally(() => {
         entry.settledAt = Date.now();
-        const out = this.movesOutOfRedis.get(record.idHash);
-        if (out?.delete(entry) && out.size === 0) this.movesOutOfRedis.delete(record.idHash);
+        const out = movesOut?.get(record.idHash);
+        if (out?.delete(entry) && out.size === 0) movesOut!.delete(record.idHash);
       })
       .catch(() => undefined);
     // Deleted first so that the map stays in the order of `at`: forgetting stops at the first young entry.

@@ -166,12 +166,14 @@ export class MirroredStore implements IndexedSessionStore {
    * late copy does not overwrite a session that has moved on). Waits at most as long as a copy
    * written through; past that, the copy is read as it is. A session of which this instance holds
    * no copy (a logged-out or expired session's cookie, a tab's cookie naming Redis after a move out
-   * of it) waits for nothing: not for a batch of other sessions' copies.
+   * of it) waits for nothing: not for a batch of other sessions' copies. True when it held one:
+   * a copy read before it was written is to be read again.
    */
-  async copyWritten(idHash: string): Promise<void> {
+  async copyWritten(idHash: string): Promise<boolean> {
     const written = this.pending.has(idHash) ? this.flush() : this.onTheWay.get(idHash);
-    if (!written) return;
+    if (!written) return false;
     await withinDeadline(written, COPY_THROUGH_WAIT_MS, "the write of a session's copy").catch(() => undefined);
+    return true;
   }
 
   /** Writes every pending copy now (also on close, so a clean shutdown loses nothing). */

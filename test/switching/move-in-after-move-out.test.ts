@@ -52,9 +52,11 @@ describe('a move into the cookie after a move out of it', function () {
 
   it('does not seal a stale directory entry over a move out made since, which holds later changes', async () => {
     const { id, sealed } = await sealedAhead();
-    // A GET whose cookie still names the database reads the directory entry: version 1, counter 0
-    // (the PATCH's copy, version 2, is still waiting to be written).
-    const stale = (await core.backends.open(core.backends.cookieValue('database', id)))!;
+    // A GET whose cookie still names the database read the directory entry: version 1, counter 0
+    // (the PATCH's copy, version 2, was still waiting to be written). Read as the entry stands: an
+    // open on this instance writes its copy first (SessionBackends.entryAfterSeals), and another
+    // instance's read, or one made just before the PATCH's seal, is what lags.
+    const stale = (await core.backends.stores.database.load(id))!;
     expect(stale).to.deep.include({ version: 1, heldBy: 'cookie' });
     expect(stale.data.preferences).to.deep.equal({ counter: 0 });
     // The flag says cookie: the GET moves it there. Its directory write (version 2 over 1) lands;
@@ -87,7 +89,9 @@ describe('a move into the cookie after a move out of it', function () {
 
   it('puts the stale mover\'s own change on top of the session the move out wrote', async () => {
     const { id, sealed } = await sealedAhead();
-    const stale = (await core.backends.open(core.backends.cookieValue('database', id)))!;
+    // The entry as it stands, as above.
+    const stale = (await core.backends.stores.database.load(id))!;
+    expect(stale.version).to.equal(1);
     // This time the request with the stale cookie changes another preference as it moves the session.
     const mine = patched(stale, { theme: 'light' });
     const moved = await withSealHeld(
