@@ -112,6 +112,8 @@ export interface Written {
   record: SessionRecord;
   /** Set when the chosen backend could not take the session and the fallback did. */
   fellBackFrom?: BackendName;
+  /** Why it could not (`fellBackFrom`): a write that timed out may have landed all the same. */
+  fallbackReason?: FailureReason;
 }
 
 /** The database backend's deadline, for a call on its table made outside it (GuardedStore.bounded). */
@@ -455,7 +457,7 @@ export class SessionBackends {
       // Followed where the session went (`r` is what was written, where): no fallback.
       if (r.backend !== 'database') return { cookieValue: this.cookieValue(r.backend, token), record: r };
       this.events.fallback(record.backend, 'database', failure.reason);
-      const written = { cookieValue: this.cookieValue('database', token), record: r, fellBackFrom: record.backend };
+      const written: Written = { cookieValue: this.cookieValue('database', token), record: r, fellBackFrom: record.backend, fallbackReason: failure.reason };
       // The entry named Redis past what this request read: moved into Redis since (or saved there
       // by a racing request), by a request whose answer, naming Redis, the browser may keep. The
       // entry names Redis for any Redis session, so the save wrote it as the database's beside
@@ -464,6 +466,8 @@ export class SessionBackends {
       // Redis copy is taken (evicted, what saves left there carried over) at the session's next
       // open on this instance, before it is served (`untaken`; Redis has just failed this save).
       if (copy?.heldBy === 'redis' && copy.version > concurrency.readVersion) this.rememberUntaken(record, () => this.takeWhatIsLeft(written, record, concurrency.readVersion, concurrency));
+      // Else the Redis copy this request read, or its own save there, landed past Redis's deadline.
+      else if (record.backend === 'redis') this.takeLandedLater(written, record, concurrency.readVersion, concurrency);
       return written;
     })();
     this.fallbackSaves.set(record.idHash, save);
@@ -663,6 +667,7 @@ export class SessionBackends {
         if (!written) return undefined;
       }
       if (written) {
+        if (target === 'redis') this.takeLandedLater(written, record, next, concurrency);
         if (written.record.backend === from) return written;
         this.events.migrated(from, written.record.backend, written.fellBackFrom ? 'fallback' : cause);
         let sealed: SessionRecord | undefined;
@@ -709,6 +714,25 @@ export class SessionBackends {
       return moved;
     }
     return left && left.version > readVersion ? this.takeLeftBehind(moved, left, record, concurrency) : moved;
+  }
+
+  /**
+   * A write into Redis that failed over to the database (`written`): Redis did not answer in time,
+   * or failed with the command maybe sent, and the write may have landed all the same. Redis then
+   * holds a copy beside the database's — what this request wrote there (a move's at `from`, a
+   * save's), or, for a save that did not land, the copy it read (at `from`) — and nothing evicts
+   * it: a request with a cookie naming Redis (a tab that sent it before this answer, or one whose
+   * save, or refused move, that copy took meanwhile, answered with such a cookie) was served it and
+   * saved on it, answered 200, while the session went on in the database; whichever cookie the
+   * browser kept, one side's changes were gone. So that copy is taken as a move out of Redis takes
+   * what is left there (`takeWhatIsLeft`: any copy at `from` or past, evicted, its changes carried
+   * over) at the session's next open on this instance. Not after an open breaker: the command was
+   * never sent, and nothing is answered from Redis until the breaker closes — so a Redis outage
+   * does not put every session failing over into `untaken` (each open would retry the take).
+   */
+  private takeLandedLater(written: Written, record: SessionRecord, from: number, concurrency?: SaveConcurrency): void {
+    if (written.fellBackFrom !== 'redis' || written.fallbackReason === 'circuit_open') return;
+    this.rememberUntaken(record, () => this.takeWhatIsLeft(written, record, from - 1, concurrency));
   }
 
   /** A take that could not be made now, tried again by the session's next open on this instance (`untaken`). */
@@ -1078,7 +1102,7 @@ export class SessionBackends {
     const token = await write(this.stores[fallback], r);
     if (token === undefined) return undefined;
     this.events.fallback(target, fallback, failure.reason);
-    return { cookieValue: this.cookieValue(fallback, token), record: r, fellBackFrom: target };
+    return { cookieValue: this.cookieValue(fallback, token), record: r, fellBackFrom: target, fallbackReason: failure.reason };
   }
 }
 
