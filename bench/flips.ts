@@ -46,6 +46,8 @@
  * at the end, the user's last DIAG_REQUESTS requests before the load stopped (timing, status,
  * cookie sent and set by kind, backend, preferences answered), its final reads and the flips of
  * the last seconds, as JSON (one file per run, named FILE with -<run> before .json).
+ * --store-timeout-ms N: the servers' STORE_TIMEOUT_MS (default theirs, 100): cut to 25 or so, the
+ * writes that miss Redis's deadline, fail over and land all the same happen often enough to see.
  *
  * Server, Redis and the load share every CPU, unpinned, as in bench:disagree: what is measured
  * comes from races, and their timing is the machine's.
@@ -91,6 +93,7 @@ try {
       'no-build': { type: 'boolean', default: false },
       'keep-logs': { type: 'boolean', default: false },
       'diag-file': { type: 'string' },
+      'store-timeout-ms': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -106,6 +109,7 @@ const USERS = whole('users', opts.users, 1);
 const WRITERS = whole('writers', opts.writers, 1);
 if (WRITERS > 19) usage(`--writers is at most 19, a session's number of preferences less the final check's (got ${WRITERS})`);
 const RUNS = whole('runs', opts.runs, 1);
+const STORE_TIMEOUT_MS = opts['store-timeout-ms'] === undefined ? undefined : whole('store-timeout-ms', opts['store-timeout-ms'], 1);
 const FLIP_MS = (() => {
   const m = /^(\d+)-(\d+)$/.exec(opts['flip-ms']);
   const [min, max] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
@@ -405,6 +409,7 @@ async function run(side: Side, index: number, redisUrl: string): Promise<Row> {
       ADMIN_TOKEN: adminToken,
       SESSION_SECRETS: randomBytes(32).toString('base64url'),
       COOKIE_SECURE: 'false',
+      ...(STORE_TIMEOUT_MS === undefined ? {} : { STORE_TIMEOUT_MS: String(STORE_TIMEOUT_MS) }),
     },
     side.root,
   );
@@ -451,7 +456,8 @@ async function main() {
   const refused = (r: Row) => Object.values(r.stats.flipsRefused).reduce((a, b) => a + b, 0);
   const lines = [
     `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC; ${os.cpus()[0]?.model ?? 'CPU'} × ${os.cpus().length}, load average ${os.loadavg()[0]!.toFixed(1)}; ` +
-      `${USERS} users × ${WRITERS} writers and a reader, one cookie jar each; flips every ${FLIP_MS.min}–${FLIP_MS.max} ms; ${SECONDS} s per run.`,
+      `${USERS} users × ${WRITERS} writers and a reader, one cookie jar each; flips every ${FLIP_MS.min}–${FLIP_MS.max} ms; ${SECONDS} s per run` +
+        (STORE_TIMEOUT_MS === undefined ? '.' : `; STORE_TIMEOUT_MS=${STORE_TIMEOUT_MS}.`),
     '',
     '| run | code | seconds | flips | requests | changes answered 200 | stale reads | stale final reads | lost | 401 | 409 | 5xx |',
     '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
