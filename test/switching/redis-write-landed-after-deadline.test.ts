@@ -57,11 +57,21 @@ describe('a write into Redis that fails over past its deadline and lands all the
     };
   }
 
-  /** Every cookie the browser may keep reads every change answered 200. */
-  async function everyCookieReads(cookies: [string, string][], preferences: Record<string, number>) {
-    for (const [which, cookie] of cookies) {
-      const now = (await core.backends.open(cookie))!;
-      expect(now.data.preferences, `read with the cookie of ${which}`).to.deep.equal(preferences);
+  /**
+   * After `failedOver` ({w0, a} answered 200): a tab's request sent with `redisCookie`, naming
+   * Redis, before that answer came, reads the session and changes it (t), the flag saying Redis.
+   * Whichever cookie the browser keeps, every change answered 200 is in the session.
+   */
+  async function tabSavesWithRedisCookie(redisCookie: string, failedOver: [string, Written]) {
+    const tab = (await core.backends.open(redisCookie))!;
+    expect(tab.data.preferences, "the tab's read").to.deep.equal({ w0: 0, a: 1 });
+    const two = patched(tab, { t: 2 });
+    const third = (await written(two.changed, two.concurrency, 'redis'))!;
+    expect(third.record.data.preferences).to.deep.equal({ w0: 0, a: 1, t: 2 });
+    const cookies = [failedOver, ["the tab's request", third], ['a request sent with the cookie naming Redis', { cookieValue: redisCookie }]] as const;
+    for (const [which, { cookieValue }] of cookies) {
+      const now = (await core.backends.open(cookieValue))!;
+      expect(now.data.preferences, `read with the cookie of ${which}`).to.deep.equal({ w0: 0, a: 1, t: 2 });
     }
   }
 
@@ -74,20 +84,7 @@ describe('a write into Redis that fails over past its deadline and lands all the
       const saved = (await core.backends.update(one.changed, 'save', one.concurrency)) as Written;
       expect(saved.fellBackFrom, 'failed over').to.equal('redis');
       expect(saved.record.data.preferences).to.deep.equal({ w0: 0, a: 1 });
-      // Another tab's request, sent with the cookie naming Redis before the answer came.
-      const tab = (await core.backends.open(created.cookieValue))!;
-      expect(tab.data.preferences, "the tab's read").to.deep.equal({ w0: 0, a: 1 });
-      const two = patched(tab, { t: 2 });
-      const third = (await written(two.changed, two.concurrency, 'redis'))!;
-      expect(third.record.data.preferences).to.deep.equal({ w0: 0, a: 1, t: 2 });
-      await everyCookieReads(
-        [
-          ['the failed-over save', saved.cookieValue],
-          ["the tab's request", third.cookieValue],
-          ['the session as created', created.cookieValue],
-        ],
-        { w0: 0, a: 1, t: 2 },
-      );
+      await tabSavesWithRedisCookie(created.cookieValue, ['the failed-over save', saved]);
     });
   }
 
@@ -103,20 +100,7 @@ describe('a write into Redis that fails over past its deadline and lands all the
     const moved = (await core.backends.migrate(one.changed, 'redis', 'flag', one.concurrency, Date.now()))!;
     expect(moved.fellBackFrom, 'failed over').to.equal('redis');
     expect(moved.record.backend).to.equal('database');
-    // A tab's request sent with the cookie naming Redis.
-    const tab = (await core.backends.open(created.cookieValue))!;
-    expect(tab.data.preferences, "the tab's read").to.deep.equal({ w0: 0, a: 1 });
-    const two = patched(tab, { t: 2 });
-    const third = (await written(two.changed, two.concurrency, 'redis'))!;
-    expect(third.record.data.preferences).to.deep.equal({ w0: 0, a: 1, t: 2 });
-    await everyCookieReads(
-      [
-        ['the failed-over move', moved.cookieValue],
-        ["the tab's request", third.cookieValue],
-        ['the session as created', created.cookieValue],
-      ],
-      { w0: 0, a: 1, t: 2 },
-    );
+    await tabSavesWithRedisCookie(created.cookieValue, ['the failed-over move', moved]);
   });
 
   it('leaves nothing to take after a save an open breaker failed over: Redis was never sent it', async () => {
