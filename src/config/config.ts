@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { withoutPassword } from '../logging/url-password.js';
 import { makeDirectory } from './make-directory.js';
 
 export const BACKENDS = ['cookie', 'database', 'redis'] as const;
@@ -190,11 +191,6 @@ function developmentSecret(dataDir: string): string {
     const code = (err as NodeJS.ErrnoException).code ?? String(err);
     throw new ConfigError(`DATA_DIR must be a directory Switchboard can write (cannot keep the development secret in ${dataDir}: ${code}), or set SESSION_SECRETS`);
   }
-}
-
-/** `value` with the password of any `scheme://user:password@` in it masked, for an error message. */
-function withoutPassword(value: string): string {
-  return value.replace(/(\/\/[^/:@]*):[^@/]*@/g, '$1:…@');
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {

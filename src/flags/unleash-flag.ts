@@ -23,6 +23,7 @@ import path from 'node:path';
 import { Unleash, UnleashEvents } from 'unleash-client';
 import { BACKENDS, type BackendName } from '../config/config.js';
 import { makeDirectory } from '../config/make-directory.js';
+import { withoutPassword } from '../logging/url-password.js';
 import { FLAG_NAME } from './override.js';
 
 export interface UnleashFlagOptions {
@@ -94,8 +95,9 @@ function percentageOf(parameters: Record<string, unknown> | undefined): number |
   return Number.isFinite(value) ? value : undefined;
 }
 
+/** What the SDK said, for the log and `status()`: its messages quote the URL, which may hold a password. */
 function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  return withoutPassword(err instanceof Error ? err.message : String(err));
 }
 
 /** The longest wait before polling again after the server refused the token. */

@@ -266,6 +266,24 @@ describe('UnleashBackendFlag', function () {
       }
     });
 
+    it('never logs or reports a password given in UNLEASH_URL', async function () {
+      respond = (res) => res.writeHead(503, { Connection: 'close' }).end();
+      const { port } = fake.address() as AddressInfo;
+      const password = `pw-${randomBytes(6).toString('hex')}`;
+      const logs: LogEntry[] = [];
+      const dir = mkdtempSync(path.join(tmpdir(), 'unleash-flag-'));
+      const flag = new UnleashBackendFlag({ url: `http://switchboard:${password}@127.0.0.1:${port}/api`, token: 'default:development.not-a-real-token', appName: 'switchboard-url-password', refreshIntervalMs: REFRESH_MS, backupPath: dir, logger: recordingLogger(logs) });
+      try {
+        await waitUntil('the failure to be reported', () => flag.status().lastError !== undefined, A_MINUTE);
+        expect(logs.length).to.be.greaterThan(0);
+        expect(flag.status().lastError).to.include('switchboard:…@127.0.0.1', 'the URL, its password masked');
+        expect(JSON.stringify([logs, flag.status()])).not.to.include(password);
+      } finally {
+        await flag.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
     /** A client features answer: the flag on for everyone, with one variant. */
     const FEATURES = JSON.stringify({
       version: 2,
