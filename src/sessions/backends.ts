@@ -112,7 +112,10 @@ export interface Written {
   record: SessionRecord;
   /** Set when the chosen backend could not take the session and the fallback did. */
   fellBackFrom?: BackendName;
-  /** Why it could not (`fellBackFrom`): a write that timed out may have landed all the same. */
+  /**
+   * Why it could not (`fellBackFrom`): a write that timed out may have landed all the same. Unset
+   * when the target was never sent the write (its directory entry's write was not answered).
+   */
   fallbackReason?: FailureReason;
 }
 
@@ -640,8 +643,15 @@ export class SessionBackends {
       const next = movedVersion(from, readVersion);
       // Under the database backend's deadline (the fallback's write waits for it). Let go, it may
       // land later: only while the entry is still this move's (`target` at `next`: DatabaseStore.giveBack);
-      // a later write of the entry names another holder or version.
-      const giveBack = () => this.stores.database.bounded(this.directory.giveBack(record.idHash, target, from, version, next), 'save').catch((err: unknown) => this.events.secondaryFailure(err, 'give back the directory entry'));
+      // a later write of the entry names another holder or version. Not an entry whose write did
+      // not answer (the database's failure: MirroredStore.moveIn): not known to be this move's, it
+      // may be another move's of the same version, which Redis holds — given back, and the fallback
+      // written over it, that move's change, answered 200, was gone. The fallback's write is
+      // ordered by the entry as it is (refused past what this move read; `current` then reads it).
+      const giveBack = (failure: BackendUnavailableError) =>
+        failure.backend === 'database'
+          ? Promise.resolve()
+          : this.stores.database.bounded(this.directory.giveBack(record.idHash, target, from, version, next), 'save').catch((err: unknown) => this.events.secondaryFailure(err, 'give back the directory entry'));
       let written: Written | undefined;
       try {
         written = await this.writeWithFallback({ ...source, version: next }, target, (store, r) => store.moveIn(r, readVersion), undefined, giveBack);
@@ -728,10 +738,12 @@ export class SessionBackends {
    * what is left there (`takeWhatIsLeft`: any copy at `from` or past, evicted, its changes carried
    * over) at the session's next open on this instance. Not after an open breaker: the command was
    * never sent, and nothing is answered from Redis until the breaker closes — so a Redis outage
-   * does not put every session failing over into `untaken` (each open would retry the take).
+   * does not put every session failing over into `untaken` (each open would retry the take). Nor
+   * after a move whose directory entry's write was not answered (no `fallbackReason`): Redis was
+   * not sent it either, and a copy at `from` or past there since is another move's, live.
    */
   private takeLandedLater(written: Written, record: SessionRecord, from: number, concurrency?: SaveConcurrency): void {
-    if (written.fellBackFrom !== 'redis' || written.fallbackReason === 'circuit_open') return;
+    if (written.fellBackFrom !== 'redis' || written.fallbackReason === 'circuit_open' || !written.fallbackReason) return;
     this.rememberUntaken(record, () => this.takeWhatIsLeft(written, record, from - 1, concurrency));
   }
 
@@ -1076,13 +1088,13 @@ export class SessionBackends {
    * write refuses (`moveIn`). `onFailure` runs once `target` has failed, before the fallback.
    */
   private writeWithFallback(record: SessionRecord, target: BackendName, write: (store: ServingStore, r: SessionRecord) => Promise<string>, earlier?: BackendUnavailableError): Promise<Written>;
-  private writeWithFallback(record: SessionRecord, target: BackendName, write: (store: ServingStore, r: SessionRecord) => Promise<string | undefined>, earlier: undefined, onFailure: () => Promise<void>): Promise<Written | undefined>;
+  private writeWithFallback(record: SessionRecord, target: BackendName, write: (store: ServingStore, r: SessionRecord) => Promise<string | undefined>, earlier: undefined, onFailure: (failure: BackendUnavailableError) => Promise<void>): Promise<Written | undefined>;
   private async writeWithFallback(
     record: SessionRecord,
     target: BackendName,
     write: (store: ServingStore, r: SessionRecord) => Promise<string | undefined>,
     earlier?: BackendUnavailableError,
-    onFailure?: () => Promise<void>,
+    onFailure?: (failure: BackendUnavailableError) => Promise<void>,
   ): Promise<Written | undefined> {
     let failure = earlier;
     if (!failure) {
@@ -1093,7 +1105,7 @@ export class SessionBackends {
       } catch (err) {
         if (!(err instanceof BackendUnavailableError)) throw err;
         failure = err;
-        await onFailure?.();
+        await onFailure?.(err);
       }
     }
     const fallback = this.fallback;
@@ -1101,6 +1113,11 @@ export class SessionBackends {
     const r = { ...record, backend: fallback };
     const token = await write(this.stores[fallback], r);
     if (token === undefined) return undefined;
+    // What failed may be a mirrored target's directory entry (its write not answered:
+    // MirroredStore.moveIn), not the target, which was never sent the write: no reason of the
+    // target's own, and not counted as the target failing (session_store_fallbacks_total, and the
+    // rollback, which would take it for an outage of the target, and hold back its rollout).
+    if (failure.backend !== target) return { cookieValue: this.cookieValue(fallback, token), record: r, fellBackFrom: target };
     this.events.fallback(target, fallback, failure.reason);
     return { cookieValue: this.cookieValue(fallback, token), record: r, fellBackFrom: target, fallbackReason: failure.reason };
   }

@@ -48,6 +48,8 @@ export interface MirrorOptions {
   onCaughtUp?: (sessions: number) => void;
   /** Closed with copies the database did not take: how many sessions' latest changes they lose. */
   onClosedBehind?: (sessions: number) => void;
+  /** The database's breaker is open: a move whose directory entry is not answered goes on unordered (`moveIn`). */
+  directoryDown?: () => boolean;
 }
 
 export class MirroredStore implements IndexedSessionStore {
@@ -124,12 +126,34 @@ export class MirroredStore implements IndexedSessionStore {
 
   /**
    * The copy first: it is the session's directory entry, which orders moves between instances
-   * (DatabaseStore.moveIn). If it cannot be written (the database is down, or does not answer
-   * within COPY_THROUGH_WAIT_MS), the move goes on unordered, as before the directory could say.
+   * (DatabaseStore.moveIn). If it cannot be written (the database is down), the move goes on
+   * unordered, as before the directory could say.
+   *
+   * Not if it is only slow: the entry write not answered within COPY_THROUGH_WAIT_MS is still on
+   * its way, and other requests go on meanwhile. Gone on unordered, the move wrote the primary
+   * beside a save made where the session was (another instance's, or a tab's with a cookie naming
+   * the database), evicted the database's copy it had read (a cookie naming the database then
+   * read no session), and its entry, landing late, was refused: two sessions, each with a change
+   * answered 200, and whichever cookie the browser kept, the other's change was gone. So the
+   * move fails as the database's (BackendUnavailableError), the primary never sent it: the caller
+   * writes to the fallback (SessionBackends.writeWithFallback; not giving back an entry it does
+   * not know to be its own), ordered by the entry there, and a late entry finds the session moved
+   * on and is refused — or, landed first, names a holder without the session, which the refused
+   * fallback reads through to (SessionBackends.current) and moves again. While the database's
+   * breaker is open (`directoryDown`), as when it is down: unordered.
    */
   async moveIn(record: SessionRecord, readVersion: number): Promise<string | undefined> {
     let taken: string | undefined = record.id;
-    await this.copy('create', async () => (taken = await this.mirror.moveIn(record, readVersion)), COPY_THROUGH_WAIT_MS);
+    let answered = false;
+    const entry = async () => {
+      try {
+        taken = await this.mirror.moveIn(record, readVersion);
+      } finally {
+        answered = true;
+      }
+    };
+    await this.copy('create', entry, COPY_THROUGH_WAIT_MS);
+    if (!answered && !this.options.directoryDown?.()) throw new BackendUnavailableError('database', 'timeout');
     return taken === undefined ? undefined : this.primary.moveIn(record, readVersion);
   }
 

@@ -100,7 +100,7 @@ export function stallNextDirectoryRead(core: Core) {
 }
 
 /** The directory's calls a request may wait for (backends.ts: `this.directory`; a mirrored store's copies). */
-type DirectoryCall = 'loadByHash' | 'claim' | 'giveBack' | 'upsertMany';
+type DirectoryCall = 'loadByHash' | 'claim' | 'giveBack' | 'upsertMany' | 'moveIn';
 
 /**
  * The database stalls for the next `method` call on the directory (the bare sessions table, also
