@@ -105,6 +105,8 @@ export type ServingStore = SessionStore & {
   copyWritten?(idHash: string): Promise<boolean>;
   /** A user's sessions whose database copy this instance has not written yet (MirroredStore). */
   unwrittenOf?(userId: number): SessionRecord[];
+  /** `moveIn` without writing the directory entry first: unordered (MirroredStore). */
+  moveInUnordered?(record: SessionRecord, readVersion: number): Promise<string | undefined>;
 };
 
 export interface Written {
@@ -648,13 +650,17 @@ export class SessionBackends {
       // may be another move's of the same version, which Redis holds — given back, and the fallback
       // written over it, that move's change, answered 200, was gone. The fallback's write is
       // ordered by the entry as it is (refused past what this move read; `current` then reads it).
-      const giveBack = (failure: BackendUnavailableError) =>
-        failure.backend === 'database'
-          ? Promise.resolve()
-          : this.stores.database.bounded(this.directory.giveBack(record.idHash, target, from, version, next), 'save').catch((err: unknown) => this.events.secondaryFailure(err, 'give back the directory entry'));
+      let entryUnanswered = false;
+      const giveBack = (failure: BackendUnavailableError) => {
+        entryUnanswered = failure.backend === 'database';
+        if (entryUnanswered) return Promise.resolve();
+        return this.stores.database.bounded(this.directory.giveBack(record.idHash, target, from, version, next), 'save').catch((err: unknown) => this.events.secondaryFailure(err, 'give back the directory entry'));
+      };
       let written: Written | undefined;
       try {
-        written = await this.writeWithFallback({ ...source, version: next }, target, (store, r) => store.moveIn(r, readVersion), undefined, giveBack);
+        written = await this.writeWithFallback({ ...source, version: next }, target, (store, r) => store.moveIn(r, readVersion), undefined, giveBack).catch((err: unknown) =>
+          entryUnanswered ? this.moveInUnordered(err, { ...source, version: next, backend: target }, readVersion) : Promise.reject(err),
+        );
       } catch (err) {
         // The target holds the session already, newer than this move read it (the cookie store's
         // own seal: CookieStore.moveIn): written there as below, this request's changes on top. A
@@ -705,6 +711,22 @@ export class SessionBackends {
       readVersion = current.version;
     }
     return undefined;
+  }
+
+  /**
+   * A move whose directory entry's write did not answer in time, and whose write to the database
+   * fallback then failed too (`err`): the database does not answer this request at all, and
+   * cannot order the move. As while it is down (MirroredStore.moveIn), the move goes on unordered
+   * — a 503 here failed every request of a session the flag moves, reads included, for as long as
+   * the database stalled, though the target could serve it. A database that answers no one takes
+   * no save of the session meanwhile either (the split the entry guards against), and the entry,
+   * if it lands late, names the target at the version written there.
+   */
+  private async moveInUnordered(err: unknown, record: SessionRecord, readVersion: number): Promise<Written | undefined> {
+    const store = this.stores[record.backend];
+    if (!(err instanceof BackendUnavailableError && err.backend === 'database' && store.moveInUnordered)) throw err;
+    const token = await store.moveInUnordered(record, readVersion);
+    return token === undefined ? undefined : { cookieValue: this.cookieValue(record.backend, token), record };
   }
 
   /**

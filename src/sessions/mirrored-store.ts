@@ -157,6 +157,11 @@ export class MirroredStore implements IndexedSessionStore {
     return taken === undefined ? undefined : this.primary.moveIn(record, readVersion);
   }
 
+  /** `moveIn` without the directory entry: for a move the database answers neither way (SessionBackends.moveInUnordered). */
+  moveInUnordered(record: SessionRecord, readVersion: number): Promise<string | undefined> {
+    return this.primary.moveIn(record, readVersion);
+  }
+
   async save(record: SessionRecord, expectedVersion?: number): Promise<string | undefined> {
     const token = await this.primary.save(record, expectedVersion);
     // An upsert of the whole record: the copy may be missing if an earlier copy write failed.
