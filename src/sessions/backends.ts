@@ -625,6 +625,15 @@ export class SessionBackends {
    * found the session ended does.
    */
   private async move(record: SessionRecord, target: BackendName, cause: MigrationCause, concurrency?: SaveConcurrency, self?: MoveMemory): Promise<Written | undefined> {
+    // A seal made here since this move read the session, found when a refused try marked the
+    // cookie moved out (`moveTried`): carried over where the move put the session, as below.
+    const sealed: { meanwhile?: SessionRecord } = {};
+    const moved = await this.moveTried(record, target, cause, sealed, concurrency, self);
+    return moved && sealed.meanwhile ? this.carryOver(moved, sealed.meanwhile, record, concurrency) : moved;
+  }
+
+  /** `move`'s tries; `sealed.meanwhile`: a seal a refused try found made since (CookieStore.evict). */
+  private async moveTried(record: SessionRecord, target: BackendName, cause: MigrationCause, sealed: { meanwhile?: SessionRecord }, concurrency?: SaveConcurrency, self?: MoveMemory): Promise<Written | undefined> {
     let source = record;
     let readVersion = concurrency?.readVersion ?? record.version;
     for (let tries = 0; tries < MOVE_TRIES; tries++) {
@@ -703,6 +712,27 @@ export class SessionBackends {
       // That move out wrote the entry after this one, over it, so the entry names where it went.
       const current = await this.current(record);
       if (!current) return undefined;
+      // Out of the cookie, and the entry names another holder: the session has left the seal this
+      // move read (this move's own entry write, let go at its wait, landed just before the
+      // fallback's write it then refused; or a move of another request's). It is marked moved
+      // out here, as a move that wrote it marks it: unmarked, a tab's request sent with that
+      // seal (before this move's answer) was served it, without this move's change, and saved
+      // on it, answered 200 — a second session, in the cookie, beside the one the entry names.
+      // Not while a move out of the cookie that read an older seal is under way here: it marks it
+      // itself, and carries over the seals made since it read — this move's among them, which a
+      // mark made first would have replaced (CookieStore.evict keeps the latest seal or the mark).
+      const olderMoveOut = () => [...(this.movesOutOfCookie.get(record.idHash) ?? [])].some((move) => move !== self && move.readVersion < readVersion);
+      if (from === 'cookie' && (current.heldBy ?? current.backend) !== 'cookie' && !olderMoveOut()) {
+        try {
+          await this.stores.cookie.evict({ ...source, version: readVersion });
+        } catch (err) {
+          // A seal made here since this move read it (a tab's save, told cookie a moment longer):
+          // its copy, written behind, finds the entry another holder's and is not taken there.
+          if (err instanceof SessionConflictError && err.current) {
+            if (err.current.version > readVersion) sealed.meanwhile = err.current;
+          } else this.events.secondaryFailure(err, 'evict from cookie');
+        }
+      }
       const mine = { ...record, backend: current.backend, data: concurrency ? mergeChanges(current, record, concurrency) : current.data, version: current.version };
       // Moved where this request would have moved it: written there as `update` would (a touch
       // with nothing changed, which also seals a cookie session's copy anew for this response).

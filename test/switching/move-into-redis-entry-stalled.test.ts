@@ -227,6 +227,91 @@ describe('a move into Redis whose directory entry write misses its wait', functi
     }
   });
 
+  for (const told of ['cookie', 'redis'] as const) {
+    it(`serves a tab's older seal (told ${told}) where a move out of the cookie went, its stalled entry write landed just before the fallback's`, async () => {
+      const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { w0: 0 } } }, 'cookie'), 'cookie');
+      const first = (await core.backends.open(created.cookieValue))!;
+      const stall = stallNextEntryWrite();
+      const directory = core.backends.directory;
+      const original = directory.moveIn;
+      try {
+        const one = patched(first, { a: 1 });
+        const moving = core.backends.migrate(one.changed, 'redis', 'flag', one.concurrency, Date.now());
+        await stall.reached;
+        // The fallback's write of the entry comes after the stalled one has landed: refused (the
+        // entry is past what the move read), the move goes on from the entry's copy.
+        directory.moveIn = async (...args) => {
+          directory.moveIn = original;
+          stall.release();
+          await stall.landed;
+          return original.apply(directory, args);
+        };
+        const moved = (await moving)!;
+        expect(moved.record.data.preferences, "the move's answer").to.deep.equal({ w0: 0, a: 1 });
+        // A tab's request sent with the seal from before the move's answer.
+        const tab = (await core.backends.open(created.cookieValue))!;
+        expect(tab.data.preferences, "the tab's read with the older seal").to.deep.equal({ w0: 0, a: 1 });
+        const two = patched(tab, { t: 2 });
+        const saved = (await written(two.changed, two.concurrency, told))!;
+        expect(saved, "the tab's save").to.not.equal(undefined);
+        await core.backends.stores.cookie.flush?.();
+        await everyCookieReads(
+          [
+            ['the move', moved.cookieValue],
+            ["the tab's request", saved.cookieValue],
+            ['the session as created', created.cookieValue],
+          ],
+          { w0: 0, a: 1, t: 2 },
+        );
+      } finally {
+        directory.moveIn = original;
+        stall.restore();
+      }
+    });
+  }
+
+  it("keeps a tab's seal made while a move out of the cookie had its entry write stalled, its copy landing after the entry, the fallback's write refused", async () => {
+    const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { w0: 0 } } }, 'cookie'), 'cookie');
+    const first = (await core.backends.open(created.cookieValue))!;
+    const second = (await core.backends.open(created.cookieValue))!;
+    const stall = stallNextEntryWrite();
+    const directory = core.backends.directory;
+    const original = directory.moveIn;
+    let copy: ReturnType<typeof stallNextDirectoryCall> | undefined;
+    try {
+      const one = patched(first, { a: 1 });
+      const moving = core.backends.migrate(one.changed, 'redis', 'flag', one.concurrency, Date.now());
+      await stall.reached;
+      // A tab, told cookie, seals its change; its copy, written behind, is held until the entry has landed.
+      copy = stallNextDirectoryCall(core, 'upsertMany');
+      const two = patched(second, { t: 2 });
+      const sealed = (await written(two.changed, two.concurrency, 'cookie'))!;
+      expect(sealed.record.backend).to.equal('cookie');
+      await copy.reached;
+      directory.moveIn = async (...args) => {
+        directory.moveIn = original;
+        stall.release();
+        await stall.landed;
+        return original.apply(directory, args);
+      };
+      const moved = (await moving)!;
+      copy.release();
+      await copy.landed;
+      await everyCookieReads(
+        [
+          ['the move', moved.cookieValue],
+          ["the tab's seal", sealed.cookieValue],
+          ['the session as created', created.cookieValue],
+        ],
+        { w0: 0, a: 1, t: 2 },
+      );
+    } finally {
+      directory.moveIn = original;
+      copy?.restore();
+      stall.restore();
+    }
+  });
+
   it("goes on unordered while the database's breaker is open, as when the database is down", async () => {
     const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { w0: 0 } } }, 'cookie'), 'cookie');
     const read = (await core.backends.open(created.cookieValue))!;
