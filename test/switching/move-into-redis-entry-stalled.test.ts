@@ -40,6 +40,24 @@ describe('a move into Redis whose directory entry write misses its wait', functi
     }
   }
 
+  /** A session in the sealed cookie, `{w0: 0}`. */
+  const cookieSession = () => core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { w0: 0 } } }, 'cookie'), 'cookie');
+
+  /**
+   * The move's next write of a directory entry (the fallback's) waits until the `stall`ed one has
+   * landed. (`stall.restore` puts the directory's own `moveIn` back.)
+   */
+  function landsFirst(stall: ReturnType<typeof stallNextEntryWrite>) {
+    const directory = core.backends.directory;
+    const original = directory.moveIn;
+    directory.moveIn = async (...args) => {
+      directory.moveIn = original;
+      stall.release();
+      await stall.landed;
+      return original.apply(directory, args);
+    };
+  }
+
   /** A session in the database; two requests (PATCHes) read it there. */
   async function readTwice() {
     const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { w0: 0 } } }, 'database'), 'database');
@@ -161,19 +179,11 @@ describe('a move into Redis whose directory entry write misses its wait', functi
   it('is read as the move wrote it when the stalled entry write lands just before what the move writes next', async () => {
     const { created, first } = await readTwice();
     const stall = stallNextEntryWrite();
-    const directory = core.backends.directory;
-    const original = directory.moveIn;
     try {
       const one = patched(first, { a: 1 });
       const moving = core.backends.migrate(one.changed, 'redis', 'flag', one.concurrency, Date.now());
       await stall.reached;
-      // The move's next write of the entry (the fallback's, on the fallback) comes after the stalled one has landed.
-      directory.moveIn = async (...args) => {
-        directory.moveIn = original;
-        stall.release();
-        await stall.landed;
-        return original.apply(directory, args);
-      };
+      landsFirst(stall);
       const moved = await moving;
       stall.release();
       await stall.landed;
@@ -191,13 +201,12 @@ describe('a move into Redis whose directory entry write misses its wait', functi
         { w0: 0, a: 1, t: 2 },
       );
     } finally {
-      directory.moveIn = original;
       stall.restore();
     }
   });
 
   it("keeps a tab's seal made while a move out of the cookie had its entry write stalled", async () => {
-    const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { w0: 0 } } }, 'cookie'), 'cookie');
+    const created = await cookieSession();
     const first = (await core.backends.open(created.cookieValue))!;
     const second = (await core.backends.open(created.cookieValue))!;
     const stall = stallNextEntryWrite();
@@ -229,23 +238,15 @@ describe('a move into Redis whose directory entry write misses its wait', functi
 
   for (const told of ['cookie', 'redis'] as const) {
     it(`serves a tab's older seal (told ${told}) where a move out of the cookie went, its stalled entry write landed just before the fallback's`, async () => {
-      const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { w0: 0 } } }, 'cookie'), 'cookie');
+      const created = await cookieSession();
       const first = (await core.backends.open(created.cookieValue))!;
       const stall = stallNextEntryWrite();
-      const directory = core.backends.directory;
-      const original = directory.moveIn;
       try {
         const one = patched(first, { a: 1 });
         const moving = core.backends.migrate(one.changed, 'redis', 'flag', one.concurrency, Date.now());
         await stall.reached;
-        // The fallback's write of the entry comes after the stalled one has landed: refused (the
-        // entry is past what the move read), the move goes on from the entry's copy.
-        directory.moveIn = async (...args) => {
-          directory.moveIn = original;
-          stall.release();
-          await stall.landed;
-          return original.apply(directory, args);
-        };
+        // Refused (the entry is past what the move read), the move goes on from the entry's copy.
+        landsFirst(stall);
         const moved = (await moving)!;
         expect(moved.record.data.preferences, "the move's answer").to.deep.equal({ w0: 0, a: 1 });
         // A tab's request sent with the seal from before the move's answer.
@@ -264,19 +265,16 @@ describe('a move into Redis whose directory entry write misses its wait', functi
           { w0: 0, a: 1, t: 2 },
         );
       } finally {
-        directory.moveIn = original;
         stall.restore();
       }
     });
   }
 
   it("keeps a tab's seal made while a move out of the cookie had its entry write stalled, its copy landing after the entry, the fallback's write refused", async () => {
-    const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { w0: 0 } } }, 'cookie'), 'cookie');
+    const created = await cookieSession();
     const first = (await core.backends.open(created.cookieValue))!;
     const second = (await core.backends.open(created.cookieValue))!;
     const stall = stallNextEntryWrite();
-    const directory = core.backends.directory;
-    const original = directory.moveIn;
     let copy: ReturnType<typeof stallNextDirectoryCall> | undefined;
     try {
       const one = patched(first, { a: 1 });
@@ -288,12 +286,7 @@ describe('a move into Redis whose directory entry write misses its wait', functi
       const sealed = (await written(two.changed, two.concurrency, 'cookie'))!;
       expect(sealed.record.backend).to.equal('cookie');
       await copy.reached;
-      directory.moveIn = async (...args) => {
-        directory.moveIn = original;
-        stall.release();
-        await stall.landed;
-        return original.apply(directory, args);
-      };
+      landsFirst(stall);
       const moved = (await moving)!;
       copy.release();
       await copy.landed;
@@ -306,14 +299,13 @@ describe('a move into Redis whose directory entry write misses its wait', functi
         { w0: 0, a: 1, t: 2 },
       );
     } finally {
-      directory.moveIn = original;
       copy?.restore();
       stall.restore();
     }
   });
 
   it("goes on unordered while the database's breaker is open, as when the database is down", async () => {
-    const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { w0: 0 } } }, 'cookie'), 'cookie');
+    const created = await cookieSession();
     const read = (await core.backends.open(created.cookieValue))!;
     const guard = core.backends.stores.database as unknown as GuardedStore;
     const isolated = (guard as unknown as { breaker: { isolate(): { dispose(): void } } }).breaker.isolate();
