@@ -164,7 +164,6 @@ export async function openCore(config: Config, logger: Logger, { migrate = true 
   // Not through copyFailed: at a stop the last failure has just been logged, and this line would
   // be one of those it leaves out.
   const copies = {
-    directoryDown: () => !stores.database.available,
     onCaughtUp: (sessions: number) => logger.info({ sessions }, 'database copies written again after failing'),
     onClosedBehind: (sessions: number) => logger.warn({ sessions }, "sessions' latest changes are not in their database copy at shutdown"),
   };

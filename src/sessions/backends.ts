@@ -795,7 +795,8 @@ export class SessionBackends {
    * not sent it either, and a copy at `from` or past there since is another move's, live.
    */
   private takeLandedLater(written: Written, record: SessionRecord, from: number, concurrency?: SaveConcurrency): void {
-    if (written.fellBackFrom !== 'redis' || written.fallbackReason === 'circuit_open' || !written.fallbackReason) return;
+    const sentToRedis = written.fallbackReason === 'error' || written.fallbackReason === 'timeout';
+    if (written.fellBackFrom !== 'redis' || !sentToRedis) return;
     this.rememberUntaken(record, () => this.takeWhatIsLeft(written, record, from - 1, concurrency));
   }
 

@@ -48,8 +48,6 @@ export interface MirrorOptions {
   onCaughtUp?: (sessions: number) => void;
   /** Closed with copies the database did not take: how many sessions' latest changes they lose. */
   onClosedBehind?: (sessions: number) => void;
-  /** The database's breaker is open: a move whose directory entry is not answered goes on unordered (`moveIn`). */
-  directoryDown?: () => boolean;
 }
 
 export class MirroredStore implements IndexedSessionStore {
@@ -139,8 +137,9 @@ export class MirroredStore implements IndexedSessionStore {
    * writes to the fallback (SessionBackends.writeWithFallback; not giving back an entry it does
    * not know to be its own), ordered by the entry there, and a late entry finds the session moved
    * on and is refused — or, landed first, names a holder without the session, which the refused
-   * fallback reads through to (SessionBackends.current) and moves again. While the database's
-   * breaker is open (`directoryDown`), as when it is down: unordered.
+   * fallback reads through to (SessionBackends.current) and moves again. A fallback the database
+   * does not take either (its breaker open, or stalled too) leaves the move to go on unordered, as
+   * when the database is down (`moveInUnordered`).
    */
   async moveIn(record: SessionRecord, readVersion: number): Promise<string | undefined> {
     let taken: string | undefined = record.id;
@@ -153,7 +152,7 @@ export class MirroredStore implements IndexedSessionStore {
       }
     };
     await this.copy('create', entry, COPY_THROUGH_WAIT_MS);
-    if (!answered && !this.options.directoryDown?.()) throw new BackendUnavailableError('database', 'timeout');
+    if (!answered) throw new BackendUnavailableError('database', 'timeout');
     return taken === undefined ? undefined : this.primary.moveIn(record, readVersion);
   }
 
