@@ -119,6 +119,12 @@ export interface Written {
    * when the target was never sent the write (its directory entry's write was not answered).
    */
   fallbackReason?: FailureReason;
+  /**
+   * For a take of a Redis write that failed over (`takeLandedLater`): the data that write sent to
+   * Redis, which a copy left there was made from — what saves left on it is carried over against
+   * it, not against `record` (the fallback's write, merged onto changes Redis never had).
+   */
+  carriedFrom?: SessionRecord['data'];
 }
 
 /** The database backend's deadline, for a call on its table made outside it (GuardedStore.bounded). */
@@ -459,8 +465,16 @@ export class SessionBackends {
       const copy = await store.load(record.id);
       const token = copy && copy.version >= concurrency.readVersion ? await this.saveMerging(store, r, concurrency, false, record.backend) : await store.create(r);
       if (token === undefined) return undefined;
-      // Followed where the session went (`r` is what was written, where): no fallback.
-      if (r.backend !== 'database') return { cookieValue: this.cookieValue(r.backend, token), record: r };
+      // Followed where the session went (`r` is what was written, where): no fallback. This
+      // request's own Redis write, or the copy it read, may still be live there all the same (as
+      // below): the move that put the session where it followed it takes such a copy only if it
+      // moved it out of Redis itself — not one made of the database copy a Redis read had failed
+      // over to, nor one refused by an entry such a move wrote first.
+      if (r.backend !== 'database') {
+        const followed: Written = { cookieValue: this.cookieValue(r.backend, token), record: r };
+        if (record.backend === 'redis') this.takeLandedLater({ ...followed, carriedFrom: record.data }, record, concurrency.readVersion, concurrency, failure.reason);
+        return followed;
+      }
       this.events.fallback(record.backend, 'database', failure.reason);
       const written: Written = { cookieValue: this.cookieValue('database', token), record: r, fellBackFrom: record.backend, fallbackReason: failure.reason };
       // The entry named Redis past what this request read: moved into Redis since (or saved there
@@ -472,7 +486,9 @@ export class SessionBackends {
       // open on this instance, before it is served (`untaken`; Redis has just failed this save).
       if (copy?.heldBy === 'redis' && copy.version > concurrency.readVersion) this.rememberUntaken(record, () => this.takeWhatIsLeft(written, record, concurrency.readVersion, concurrency));
       // Else the Redis copy this request read, or its own save there, landed past Redis's deadline.
-      else if (record.backend === 'redis') this.takeLandedLater(written, record, concurrency.readVersion, concurrency);
+      // What it sent there (`record`), not the fallback's write (merged onto a database copy that may
+      // hold changes Redis never had), is what a copy left there was made from (`carriedFrom`).
+      else if (record.backend === 'redis') this.takeLandedLater({ ...written, carriedFrom: record.data }, record, concurrency.readVersion, concurrency);
       return written;
     })();
     this.fallbackSaves.set(record.idHash, save);
@@ -794,10 +810,12 @@ export class SessionBackends {
    * after a move whose directory entry's write was not answered (no `fallbackReason`): Redis was
    * not sent it either, and a copy at `from` or past there since is another move's, live.
    */
-  private takeLandedLater(written: Written, record: SessionRecord, from: number, concurrency?: SaveConcurrency): void {
-    const sentToRedis = written.fallbackReason === 'error' || written.fallbackReason === 'timeout';
-    if (written.fellBackFrom !== 'redis' || !sentToRedis) return;
-    this.rememberUntaken(record, () => this.takeWhatIsLeft(written, record, from - 1, concurrency));
+  private takeLandedLater(written: Written, record: SessionRecord, from: number, concurrency?: SaveConcurrency, reason = written.fellBackFrom === 'redis' ? written.fallbackReason : undefined): void {
+    // `reason`: why Redis failed the write (a save that then followed its session elsewhere has no fallback of its own).
+    if (reason !== 'error' && reason !== 'timeout') return;
+    // Marked as such a take (`carriedFrom`): made at a later open, after this request answered.
+    const taken: Written = { ...written, carriedFrom: written.carriedFrom ?? written.record.data };
+    this.rememberUntaken(record, () => this.takeWhatIsLeft(taken, record, from - 1, concurrency));
   }
 
   /** A take that could not be made now, tried again by the session's next open on this instance (`untaken`). */
@@ -867,7 +885,10 @@ export class SessionBackends {
       if (!entry) return moved;
       // Held by Redis again (moved back, or a move that found this Redis copy newer took it for
       // the session: `current`): this request's own changes, in the moved copy, may not be in it.
-      if (entry.backend === 'redis') return this.ownChangesOnTop(moved, left, record, concurrency);
+      // Not for the take of a failed-over write (`carriedFrom`), made at a later open: its request
+      // answered long since, and the session went on from its change; put back now, that change
+      // went over a later one made on the Redis copy (a key set again since, answered 200).
+      if (entry.backend === 'redis') return moved.carriedFrom ? moved : this.ownChangesOnTop(moved, left, record, concurrency);
       let removed: boolean | void;
       removing();
       try {
@@ -942,15 +963,19 @@ export class SessionBackends {
    */
   private async carryOver(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency): Promise<Written | undefined> {
     const mine = concurrency ? mergeChanges(left, record, concurrency) : left.data;
-    const changedKeys = new Set(Object.keys({ ...moved.record.data, ...mine }).filter((key) => !isDeepStrictEqual(moved.record.data[key], mine[key])));
+    const base = moved.carriedFrom ?? moved.record.data;
+    const changedKeys = new Set(Object.keys({ ...base, ...mine }).filter((key) => !isDeepStrictEqual(base[key], mine[key])));
     if (changedKeys.size === 0) return moved;
     const patches = new Map<string, Record<string, unknown>>();
     for (const key of changedKeys) {
-      const [was, now] = [moved.record.data[key], mine[key]];
+      const [was, now] = [base[key], mine[key]];
       if (isPlainObject(was) && isPlainObject(now)) patches.set(key, mergePatchBetween(was, now));
     }
-    const merged = { ...moved.record, data: mine, version: moved.record.version + 1 };
-    return this.update(merged, 'save', { readVersion: moved.record.version, changedKeys, patches, carried: { over: moved.record.data, values: mine } });
+    const carried = { over: base, values: mine };
+    // Against another base than the moved copy, only what changed since that base goes on it.
+    const data = base !== moved.record.data ? mergeChanges(moved.record, moved.record, { readVersion: moved.record.version, changedKeys, patches, carried }) : mine;
+    const merged = { ...moved.record, data, version: moved.record.version + 1 };
+    return this.update(merged, 'save', { readVersion: moved.record.version, changedKeys, patches, carried });
   }
 
 
