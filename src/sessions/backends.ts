@@ -255,8 +255,11 @@ export class SessionBackends {
   private async openedAfterTake(cookieValue: string): Promise<SessionRecord | undefined> {
     // Else a session revoked by revoke-all, or given a new id, kept every open on the slow path.
     this.forgetExpiredUntaken();
-    const record = await this.opened(cookieValue);
-    const retry = record && this.untaken.get(record.idHash)?.retry;
+    const own: { scheduled?: string } = {};
+    const record = await this.opened(cookieValue, own);
+    // Not a take this very open scheduled (`takeAfterFailedRead`): made now, before the request
+    // has written the session elsewhere, it found Redis still holding it, and was spent.
+    const retry = record && own.scheduled !== record.idHash && this.untaken.get(record.idHash)?.retry;
     if (retry) {
       // Marked as a take under way at once: a request opening the session meanwhile waits for it too.
       this.untaken.delete(record.idHash);
@@ -281,12 +284,13 @@ export class SessionBackends {
     for (const [idHash, untaken] of this.untaken) if (untaken.until <= now) this.untaken.delete(idHash);
   }
 
-  private async opened(cookieValue: string): Promise<SessionRecord | undefined> {
+  private async opened(cookieValue: string, own?: { scheduled?: string }): Promise<SessionRecord | undefined> {
     const parsed = this.cookieValues.parse(cookieValue);
     if (!parsed) return undefined;
     const { backend, token } = parsed;
     let record: SessionRecord | undefined;
     let redisFailed = false;
+    let readFailed: SessionRecord | undefined;
     try {
       record = await this.stores[backend].load(token);
     } catch (err) {
@@ -303,6 +307,7 @@ export class SessionBackends {
       if (record) {
         this.events.fallback(backend, 'database', err.reason);
         record = { ...record, backend: 'database' };
+        if (record.heldBy === 'redis' && err.reason !== 'circuit_open') readFailed = record;
       }
     }
     if (record?.heldBy === 'cookie' && backend !== 'cookie') record = await this.entryAfterSeals(record, token);
@@ -322,7 +327,29 @@ export class SessionBackends {
     if (record?.movedOut) record = await this.whereMovedOut(record);
     if (!record || this.revocations.isRevoked(record)) return undefined;
     if (parsed.unsigned && record.issuedAt >= this.cookieValues.unsignedBefore) return undefined;
+    if (readFailed) this.takeAfterFailedRead(readFailed, own);
     return record;
+  }
+
+  /**
+   * A session held by Redis, served its database copy because its Redis read failed (`read`): the
+   * request goes on from that copy — moves it (the flag says elsewhere), saves it there, or points
+   * its cookie at it (SessionWriter: `adopt`) — and the session leaves Redis without a move out of
+   * it, which nothing evicts. A request sent with a cookie naming Redis (a tab, before the browser
+   * had this answer) was served that copy once Redis answered, and saved on it, answered 200, while
+   * the session went on elsewhere without that change. So the copy is taken at the session's next
+   * open on this instance, as after a failed-over Redis write (`takeLandedLater`): any copy at the
+   * version read or past it, evicted, what was saved on it since the read carried over
+   * (`carriedFrom`: the data read) — unless the directory entry still names Redis then (the
+   * session never left: the take leaves the copy be). Not after an open breaker (`opened`): an
+   * outage must not put every session it serves from the database into `untaken`. Not over a take
+   * already waiting for the session: made from an older version, it takes every copy this one would.
+   */
+  private takeAfterFailedRead(read: SessionRecord, own?: { scheduled?: string }): void {
+    if (own) own.scheduled = read.idHash;
+    if (this.untaken.has(read.idHash)) return;
+    const taken: Written = { cookieValue: this.cookieValue('database', read.id), record: read, carriedFrom: read.data };
+    this.rememberUntaken(read, () => this.takeWhatIsLeft(taken, read, read.version - 1));
   }
 
   /**
@@ -783,6 +810,14 @@ export class SessionBackends {
    * move left them behind for good. Asked again at the session's next open (`untaken`).
    */
   private async takeWhatIsLeft(moved: Written, record: SessionRecord, readVersion: number, concurrency?: SaveConcurrency): Promise<Written | undefined> {
+    const redis = this.stores.redis;
+    // Not asked while Redis, or the Cluster master holding the session, has not answered of late
+    // (its breaker open; `availableFor`): asked, it failed at once or at its deadline, and a retry
+    // made by each open of the session waited that deadline every time.
+    if (!(redis.availableFor ? redis.availableFor(record.idHash) : redis.available)) {
+      this.rememberUntaken(record, () => this.takeWhatIsLeft(moved, record, readVersion, concurrency));
+      return moved;
+    }
     let left: SessionRecord | undefined;
     try {
       left = await this.heldInRedis(record.id);

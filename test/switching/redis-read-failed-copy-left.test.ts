@@ -1,0 +1,220 @@
+/**
+ * A session whose Redis read fails (its deadline, an error: not an open breaker) is served its
+ * database copy (backends.open). That request then moves it (the flag says cookie), saves it on
+ * the database, or only points its cookie at the copy (SessionWriter: `adopt`): the session has
+ * left Redis, and nothing evicts the Redis copy at the version read. A tab's request sent with the
+ * cookie naming Redis (before the browser had that answer) was served that copy once Redis
+ * answered, and saved on it, answered 200, while the session went on elsewhere without it. So that
+ * copy is taken at the session's next open on this instance, as after a failed-over Redis write
+ * (`takeLandedLater`).
+ */
+import { expect } from 'chai';
+import type { Core } from '../../src/core.js';
+import { BackendUnavailableError } from '../../src/sessions/errors.js';
+import type { GuardedStore } from '../../src/sessions/guarded-store.js';
+import type { MirroredStore } from '../../src/sessions/mirrored-store.js';
+import type { BackendName } from '../../src/config/config.js';
+import type { SessionRecord } from '../../src/sessions/session.js';
+import type { SessionStore } from '../../src/sessions/store.js';
+import { makeRecord } from '../sessions/fixtures.js';
+import { patched } from './lagging-cookie-core.js';
+import { redisMoveCore } from './redis-move-core.js';
+
+describe('a session served its database copy after its Redis read failed, then written elsewhere', function () {
+  this.timeout(60_000);
+  const opened = redisMoveCore('redis-read-failed');
+  let core: Core;
+  before(() => {
+    core = opened();
+  });
+
+  const redisGuard = () => (core.backends.stores.redis as unknown as MirroredStore).primary as GuardedStore;
+  const untaken = () => (core.backends as unknown as { untaken: Map<string, { retry: () => Promise<unknown>; until: number }> }).untaken;
+
+  /** What SessionWriter does with a changed session and the flag saying `target` (session-write.ts: `write`). */
+  function written(changed: SessionRecord, concurrency: ReturnType<typeof patched>['concurrency'], target: BackendName) {
+    const leavesCookie = changed.heldBy === 'cookie' && target !== 'cookie';
+    if (target === changed.backend && !leavesCookie) return core.backends.update(changed, 'save', concurrency);
+    const { heldBy: _heldBy, ...held } = changed;
+    const from = leavesCookie ? { ...held, backend: 'cookie' as const } : changed;
+    return core.backends.migrate(from, target, 'flag', concurrency, Date.now());
+  }
+
+  /**
+   * The next Redis read is answered by Redis only once its guard has given up on it (a saturated
+   * host): the request is served the session's database copy, and Redis answers no one.
+   */
+  function nextRedisReadTimesOut() {
+    const guard = redisGuard();
+    const inner = guard.inner as SessionStore & Record<'load', (token: string) => Promise<SessionRecord | undefined>>;
+    const guarded = guard as unknown as Record<'load', (token: string) => Promise<SessionRecord | undefined>>;
+    const [original, outer] = [inner.load, guarded.load];
+    let gaveUp: () => void = () => {};
+    const givenUp = new Promise<void>((resolve) => (gaveUp = resolve));
+    inner.load = async (token: string) => {
+      inner.load = original;
+      const record = await original.call(inner, token);
+      await givenUp;
+      return record;
+    };
+    guarded.load = (token: string) => {
+      guarded.load = outer;
+      const answer = outer.call(guard, token);
+      answer.catch(() => gaveUp());
+      return answer;
+    };
+  }
+
+  /** The next Redis read fails as through an open breaker (nothing sent to Redis). */
+  function nextRedisReadRefused() {
+    const guard = redisGuard() as unknown as { load(token: string): Promise<SessionRecord | undefined> };
+    const load = guard.load;
+    guard.load = () => {
+      guard.load = load;
+      return Promise.reject(new BackendUnavailableError('redis', 'circuit_open'));
+    };
+  }
+
+  async function inRedis() {
+    return core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { w0: 0 } } }, 'redis'), 'redis');
+  }
+
+  /** M's read of Redis times out: served the database copy. */
+  async function readFailed(cookieValue: string) {
+    nextRedisReadTimesOut();
+    const readM = (await core.backends.open(cookieValue))!;
+    expect(readM.backend, 'served from the database copy').to.equal('database');
+    return readM;
+  }
+
+  /** A tab's request sent with the cookie naming Redis, told `told`, changes t: 2; then every cookie the browser may keep reads every change. */
+  async function tabThenEveryCookieReads(redisCookie: string, told: BackendName, answered: [string, string][], expected: Record<string, number>) {
+    const tab = (await core.backends.open(redisCookie))!;
+    const two = patched(tab, { t: 2 });
+    const third = (await written(two.changed, two.concurrency, told))!;
+    expect(third, "the tab's save answered").to.not.equal(undefined);
+    const all = { ...expected, t: 2 };
+    for (const [which, cookieValue] of [...answered, ["the tab's request", third.cookieValue], ['a request sent with the cookie naming Redis', redisCookie]] as const) {
+      const now = (await core.backends.open(cookieValue))!;
+      expect(now.data.preferences, `read with the cookie of ${which} (tab served ${JSON.stringify(tab.data.preferences)} from ${tab.backend})`).to.deep.equal(all);
+    }
+  }
+
+  for (const told of ['redis', 'cookie'] as const) {
+    it(`moved into the cookie: a tab's save on the Redis copy is not lost (tab told ${told})`, async () => {
+      const created = await inRedis();
+      const readM = await readFailed(created.cookieValue);
+      const m = patched(readM, { m: 1 });
+      const moved = (await written(m.changed, m.concurrency, 'cookie'))!;
+      expect(moved.record.backend).to.equal('cookie');
+      await tabThenEveryCookieReads(created.cookieValue, told, [['the move', moved.cookieValue]], { w0: 0, m: 1 });
+    });
+  }
+
+  it("saved on the database copy (its cookie pointed there): a tab's save on the Redis copy is not lost", async () => {
+    const created = await inRedis();
+    const readM = await readFailed(created.cookieValue);
+    const m = patched(readM, { m: 1 });
+    const saved = (await written(m.changed, m.concurrency, 'database'))!;
+    expect(saved.record.backend).to.equal('database');
+    await core.backends.adopt(saved.record);
+    await tabThenEveryCookieReads(created.cookieValue, 'redis', [['the save', saved.cookieValue]], { w0: 0, m: 1 });
+  });
+
+  it("only read (its cookie pointed at the database copy): a tab's save on the Redis copy is not lost", async () => {
+    const created = await inRedis();
+    const readM = await readFailed(created.cookieValue);
+    await core.backends.adopt(readM);
+    const kept = core.backends.cookieValue('database', readM.id);
+    await tabThenEveryCookieReads(created.cookieValue, 'redis', [['the read', kept]], { w0: 0 });
+  });
+
+  it("the request's own open does not spend the take before it wrote (another session's take pending on the instance)", async () => {
+    const created = await inRedis();
+    const other = { retry: async () => undefined, until: Date.now() + 60_000 };
+    untaken().set('another-session', other);
+    try {
+      const readM = await readFailed(created.cookieValue);
+      const m = patched(readM, { m: 1 });
+      const moved = (await written(m.changed, m.concurrency, 'cookie'))!;
+      await tabThenEveryCookieReads(created.cookieValue, 'redis', [['the move', moved.cookieValue]], { w0: 0, m: 1 });
+    } finally {
+      untaken().delete('another-session');
+    }
+  });
+
+  it("a tab that read the Redis copy before M's read failed saves on it after M's move: not lost", async () => {
+    const created = await inRedis();
+    const tab = (await core.backends.open(created.cookieValue))!;
+    expect(tab.backend).to.equal('redis');
+    const readM = await readFailed(created.cookieValue);
+    const m = patched(readM, { m: 1 });
+    const moved = (await written(m.changed, m.concurrency, 'cookie'))!;
+    const two = patched(tab, { t: 2 });
+    const third = (await written(two.changed, two.concurrency, 'redis'))!;
+    expect(third.record.backend, 'saved on the Redis copy, answered').to.equal('redis');
+    for (const [which, cookieValue] of [['the move', moved.cookieValue], ["the tab's request", third.cookieValue]] as const) {
+      const now = (await core.backends.open(cookieValue))!;
+      expect(now.data.preferences, `read with the cookie of ${which}`).to.deep.equal({ w0: 0, m: 1, t: 2 });
+    }
+  });
+
+  it('nothing saved on the Redis copy since: the take evicts it and writes nothing', async () => {
+    const created = await inRedis();
+    const readM = await readFailed(created.cookieValue);
+    const m = patched(readM, { m: 1 });
+    const moved = (await written(m.changed, m.concurrency, 'cookie'))!;
+    const before = (await core.backends.open(moved.cookieValue))!;
+    expect(untaken().has(readM.idHash), 'the take made at that open').to.equal(false);
+    expect(await core.backends.stores.redis.loadHeld!(created.record.id), 'the Redis copy').to.equal(undefined);
+    expect(before.data.preferences).to.deep.equal({ w0: 0, m: 1 });
+    const after = (await core.backends.open(moved.cookieValue))!;
+    expect(after.version).to.equal(before.version);
+    expect(after.data.preferences).to.deep.equal({ w0: 0, m: 1 });
+  });
+
+  it('the session never left Redis (nothing written): the take leaves the Redis copy, and a save on it stays', async () => {
+    const created = await inRedis();
+    await readFailed(created.cookieValue);
+    const tab = (await core.backends.open(created.cookieValue))!;
+    expect(tab.backend).to.equal('redis');
+    const two = patched(tab, { t: 2 });
+    expect((await written(two.changed, two.concurrency, 'redis'))?.record.backend).to.equal('redis');
+    const held = (await core.backends.stores.redis.loadHeld!(created.record.id))!;
+    expect(held.data.preferences).to.deep.equal({ w0: 0, t: 2 });
+    expect((await core.backends.open(created.cookieValue))!.data.preferences).to.deep.equal({ w0: 0, t: 2 });
+  });
+
+  it('while Redis does not answer for the session (its breaker, a silent Cluster master), the take waits without asking it', async () => {
+    const created = await inRedis();
+    const readM = await readFailed(created.cookieValue);
+    const m = patched(readM, { m: 1 });
+    const moved = (await written(m.changed, m.concurrency, 'cookie'))!;
+    const redis = core.backends.stores.redis as unknown as { availableFor(idHash: string): boolean };
+    const inner = redisGuard().inner as unknown as { load(token: string): Promise<unknown> };
+    const [availableFor, load] = [redis.availableFor, inner.load];
+    let asked = 0;
+    redis.availableFor = () => false;
+    inner.load = (token: string) => {
+      asked++;
+      return load.call(inner, token);
+    };
+    try {
+      for (let i = 0; i < 3; i++) await core.backends.open(moved.cookieValue);
+      expect(asked, 'Redis reads').to.equal(0);
+      expect(untaken().has(readM.idHash), 'the take, still to be made').to.equal(true);
+    } finally {
+      redis.availableFor = availableFor;
+      inner.load = load;
+    }
+    await tabThenEveryCookieReads(created.cookieValue, 'redis', [['the move', moved.cookieValue]], { w0: 0, m: 1 });
+  });
+
+  it('a read refused by an open breaker leaves nothing to take', async () => {
+    const created = await inRedis();
+    nextRedisReadRefused();
+    const read = (await core.backends.open(created.cookieValue))!;
+    expect(read.backend).to.equal('database');
+    expect(untaken().has(read.idHash)).to.equal(false);
+  });
+});
