@@ -11,11 +11,10 @@ import type { Written } from '../../src/sessions/backends.js';
 import { BackendUnavailableError } from '../../src/sessions/errors.js';
 import type { GuardedStore } from '../../src/sessions/guarded-store.js';
 import type { MirroredStore } from '../../src/sessions/mirrored-store.js';
-import type { BackendName } from '../../src/config/config.js';
 import type { SessionRecord } from '../../src/sessions/session.js';
 import type { SessionStore } from '../../src/sessions/store.js';
-import { makeRecord } from '../sessions/fixtures.js';
 import { patched } from './lagging-cookie-core.js';
+import { redisCopyLeft } from './redis-copy-left.js';
 import { redisMoveCore } from './redis-move-core.js';
 
 describe("a failed-over Redis save that landed, whose fallback follows its session where a move put it", function () {
@@ -25,17 +24,9 @@ describe("a failed-over Redis save that landed, whose fallback follows its sessi
   before(() => {
     core = opened();
   });
+  const { written, inRedis, tabThenEveryCookieReads } = redisCopyLeft(() => core);
 
   const redisGuard = () => (core.backends.stores.redis as unknown as MirroredStore).primary as GuardedStore;
-
-  /** What SessionWriter does with a changed session and the flag saying `target` (session-write.ts: `write`). */
-  function written(changed: SessionRecord, concurrency: ReturnType<typeof patched>['concurrency'], target: BackendName) {
-    const leavesCookie = changed.heldBy === 'cookie' && target !== 'cookie';
-    if (target === changed.backend && !leavesCookie) return core.backends.update(changed, 'save', concurrency);
-    const { heldBy: _heldBy, ...held } = changed;
-    const from = leavesCookie ? { ...held, backend: 'cookie' as const } : changed;
-    return core.backends.migrate(from, target, 'flag', concurrency, Date.now());
-  }
 
   /**
    * The next Redis save lands, and is answered only once Redis's deadline has made the request
@@ -88,9 +79,15 @@ describe("a failed-over Redis save that landed, whose fallback follows its sessi
     };
   }
 
-  async function inRedis() {
-    const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { w0: 0 } } }, 'redis'), 'redis');
-    return created;
+  /** B's read of Redis times out: served the database copy, it saves b: 1 there, and its cookie is pointed at it. */
+  async function bSavesOnDatabaseCopy(cookieValue: string): Promise<Written> {
+    nextRedisReadTimesOut();
+    const readB = (await core.backends.open(cookieValue))!;
+    expect(readB.backend).to.equal('database');
+    const b = patched(readB, { b: 1 });
+    const saved = (await core.backends.update(b.changed, 'save', b.concurrency))!;
+    await core.backends.adopt(saved.record);
+    return saved;
   }
 
   /**
@@ -106,19 +103,6 @@ describe("a failed-over Redis save that landed, whose fallback follows its sessi
     held.release();
     const saved = (await saving)!;
     return { saved, moved };
-  }
-
-  /** A tab's request sent with the cookie naming Redis, told `told`, changes t: 2; then every cookie the browser may keep reads every change. */
-  async function tabThenEveryCookieReads(redisCookie: string, told: BackendName, answered: [string, string][], expected: Record<string, number>) {
-    const tab = (await core.backends.open(redisCookie))!;
-    const two = patched(tab, { t: 2 });
-    const third = (await written(two.changed, two.concurrency, told))!;
-    expect(third, "the tab's save answered").to.not.equal(undefined);
-    const all = { ...expected, t: 2 };
-    for (const [which, cookieValue] of [...answered, ["the tab's request", third.cookieValue], ['a request sent with the cookie naming Redis', redisCookie]] as const) {
-      const now = (await core.backends.open(cookieValue))!;
-      expect(now.data.preferences, `read with the cookie of ${which} (tab served ${JSON.stringify(tab.data.preferences)} from ${tab.backend})`).to.deep.equal(all);
-    }
   }
 
   for (const to of ['cookie', 'database'] as const) {
@@ -159,12 +143,7 @@ describe("a failed-over Redis save that landed, whose fallback follows its sessi
     const readA = (await core.backends.open(created.cookieValue))!;
     let bSaved: Written | undefined;
     const { saved } = await failedOverAround(readA, async () => {
-      nextRedisReadTimesOut();
-      const readB = (await core.backends.open(created.cookieValue))!;
-      expect(readB.backend).to.equal('database');
-      const b = patched(readB, { b: 1 });
-      bSaved = (await core.backends.update(b.changed, 'save', b.concurrency))!;
-      await core.backends.adopt(bSaved.record);
+      bSaved = await bSavesOnDatabaseCopy(created.cookieValue);
       return bSaved;
     });
     expect(saved.record.backend).to.equal('database');
@@ -206,12 +185,7 @@ describe("a failed-over Redis save that landed, whose fallback follows its sessi
     let bSaved: Written | undefined;
     const { saved, moved } = await failedOverAround(readA, async () => {
       // B's read of Redis times out: served the database copy, it saves there (the flag says Redis, its breaker lets it through: SessionWriter saves where it read).
-      nextRedisReadTimesOut();
-      const readB = (await core.backends.open(created.cookieValue))!;
-      expect(readB.backend).to.equal('database');
-      const b = patched(readB, { b: 1 });
-      bSaved = (await core.backends.update(b.changed, 'save', b.concurrency))!;
-      await core.backends.adopt(bSaved.record);
+      bSaved = await bSavesOnDatabaseCopy(created.cookieValue);
       // M, which read the session in Redis, moves it into the cookie: refused by the entry, it goes on from the database.
       const m = patched(readM, { m: 1 });
       return written(m.changed, m.concurrency, 'cookie');

@@ -13,11 +13,10 @@ import type { Core } from '../../src/core.js';
 import { BackendUnavailableError } from '../../src/sessions/errors.js';
 import type { GuardedStore } from '../../src/sessions/guarded-store.js';
 import type { MirroredStore } from '../../src/sessions/mirrored-store.js';
-import type { BackendName } from '../../src/config/config.js';
 import type { SessionRecord } from '../../src/sessions/session.js';
 import type { SessionStore } from '../../src/sessions/store.js';
-import { makeRecord } from '../sessions/fixtures.js';
 import { patched } from './lagging-cookie-core.js';
+import { redisCopyLeft } from './redis-copy-left.js';
 import { redisMoveCore } from './redis-move-core.js';
 
 describe('a session served its database copy after its Redis read failed, then written elsewhere', function () {
@@ -27,18 +26,10 @@ describe('a session served its database copy after its Redis read failed, then w
   before(() => {
     core = opened();
   });
+  const { written, inRedis, tabThenEveryCookieReads } = redisCopyLeft(() => core);
 
   const redisGuard = () => (core.backends.stores.redis as unknown as MirroredStore).primary as GuardedStore;
   const untaken = () => (core.backends as unknown as { untaken: Map<string, { retry: () => Promise<unknown>; until: number }> }).untaken;
-
-  /** What SessionWriter does with a changed session and the flag saying `target` (session-write.ts: `write`). */
-  function written(changed: SessionRecord, concurrency: ReturnType<typeof patched>['concurrency'], target: BackendName) {
-    const leavesCookie = changed.heldBy === 'cookie' && target !== 'cookie';
-    if (target === changed.backend && !leavesCookie) return core.backends.update(changed, 'save', concurrency);
-    const { heldBy: _heldBy, ...held } = changed;
-    const from = leavesCookie ? { ...held, backend: 'cookie' as const } : changed;
-    return core.backends.migrate(from, target, 'flag', concurrency, Date.now());
-  }
 
   /**
    * The next Redis read is answered by Redis only once its guard has given up on it (a saturated
@@ -75,29 +66,12 @@ describe('a session served its database copy after its Redis read failed, then w
     };
   }
 
-  async function inRedis() {
-    return core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { w0: 0 } } }, 'redis'), 'redis');
-  }
-
   /** M's read of Redis times out: served the database copy. */
   async function readFailed(cookieValue: string) {
     nextRedisReadTimesOut();
     const readM = (await core.backends.open(cookieValue))!;
     expect(readM.backend, 'served from the database copy').to.equal('database');
     return readM;
-  }
-
-  /** A tab's request sent with the cookie naming Redis, told `told`, changes t: 2; then every cookie the browser may keep reads every change. */
-  async function tabThenEveryCookieReads(redisCookie: string, told: BackendName, answered: [string, string][], expected: Record<string, number>) {
-    const tab = (await core.backends.open(redisCookie))!;
-    const two = patched(tab, { t: 2 });
-    const third = (await written(two.changed, two.concurrency, told))!;
-    expect(third, "the tab's save answered").to.not.equal(undefined);
-    const all = { ...expected, t: 2 };
-    for (const [which, cookieValue] of [...answered, ["the tab's request", third.cookieValue], ['a request sent with the cookie naming Redis', redisCookie]] as const) {
-      const now = (await core.backends.open(cookieValue))!;
-      expect(now.data.preferences, `read with the cookie of ${which} (tab served ${JSON.stringify(tab.data.preferences)} from ${tab.backend})`).to.deep.equal(all);
-    }
   }
 
   for (const told of ['redis', 'cookie'] as const) {
