@@ -132,6 +132,22 @@ export interface DirectoryDeadline {
   bounded<T>(work: Promise<T>, operation?: StoreOperation): Promise<T>;
 }
 
+/**
+ * On a record served from its database copy after its Redis read failed (`opened`): the record
+ * as read, for the take of the Redis copy that the request's write schedules once it has written
+ * (`takeAfterFailedRead`). A symbol: the spreads of the request's record (a change, a save's new
+ * version) keep it, and no store writes it. Taken off before the record goes further than the
+ * write that reads it (`unmarked`).
+ */
+const FAILED_READ = Symbol('served after its redis read failed');
+type FailedReadRecord = SessionRecord & { [FAILED_READ]?: SessionRecord };
+
+/** `record` without the mark of a failed Redis read. */
+function unmarked(record: FailedReadRecord): SessionRecord {
+  const { [FAILED_READ]: _read, ...rest } = record;
+  return rest;
+}
+
 /** A move of one session, remembered for the requests that read it before the move was done (`migrate`). */
 interface MoveMemory {
   from: BackendName;
@@ -255,11 +271,8 @@ export class SessionBackends {
   private async openedAfterTake(cookieValue: string): Promise<SessionRecord | undefined> {
     // Else a session revoked by revoke-all, or given a new id, kept every open on the slow path.
     this.forgetExpiredUntaken();
-    const own: { scheduled?: string } = {};
-    const record = await this.opened(cookieValue, own);
-    // Not a take this very open scheduled (`takeAfterFailedRead`): made now, before the request
-    // has written the session elsewhere, it found Redis still holding it, and was spent.
-    const retry = record && own.scheduled !== record.idHash && this.untaken.get(record.idHash)?.retry;
+    const record = await this.opened(cookieValue);
+    const retry = record && this.untaken.get(record.idHash)?.retry;
     if (retry) {
       // Marked as a take under way at once: a request opening the session meanwhile waits for it too.
       this.untaken.delete(record.idHash);
@@ -284,7 +297,7 @@ export class SessionBackends {
     for (const [idHash, untaken] of this.untaken) if (untaken.until <= now) this.untaken.delete(idHash);
   }
 
-  private async opened(cookieValue: string, own?: { scheduled?: string }): Promise<SessionRecord | undefined> {
+  private async opened(cookieValue: string): Promise<SessionRecord | undefined> {
     const parsed = this.cookieValues.parse(cookieValue);
     if (!parsed) return undefined;
     const { backend, token } = parsed;
@@ -327,8 +340,10 @@ export class SessionBackends {
     if (record?.movedOut) record = await this.whereMovedOut(record);
     if (!record || this.revocations.isRevoked(record)) return undefined;
     if (parsed.unsigned && record.issuedAt >= this.cookieValues.unsignedBefore) return undefined;
-    if (readFailed) this.takeAfterFailedRead(readFailed, own);
-    return record;
+    // Not scheduled now (see `takeAfterFailedRead`): the record carries what its request's write needs for it.
+    if (!readFailed) return record;
+    const marked: FailedReadRecord = { ...record, [FAILED_READ]: readFailed };
+    return marked;
   }
 
   /**
@@ -344,12 +359,29 @@ export class SessionBackends {
    * session never left: the take leaves the copy be). Not after an open breaker (`opened`): an
    * outage must not put every session it serves from the database into `untaken`. Not over a take
    * already waiting for the session: made from an older version, it takes every copy this one would.
+   *
+   * Scheduled by the request's write (`update`, `migrate`, `adopt`: the record served carries the
+   * data read, FAILED_READ), once it has written, not by the open that served the copy: any open of
+   * the session in between — a tab whose Redis read succeeded — made the take, found the entry
+   * still naming Redis (the request had not written yet), left the copy, and the take was spent;
+   * the request then wrote the session elsewhere, and a tab's save on the Redis copy, answered
+   * 200, was never carried over. A request that writes nothing (its route failed) leaves the
+   * session in Redis, and nothing to take. Nor for a session ended meanwhile: never opened again,
+   * its take would keep every open on the slow path (`open`) until its absolute expiry.
    */
-  private takeAfterFailedRead(read: SessionRecord, own?: { scheduled?: string }): void {
-    if (own) own.scheduled = read.idHash;
-    if (this.untaken.has(read.idHash)) return;
+  private takeAfterFailedRead(read: SessionRecord): void {
+    if (this.untaken.has(read.idHash) || this.revocations.isRevoked(read)) return;
     const taken: Written = { cookieValue: this.cookieValue('database', read.id), record: read, carriedFrom: read.data };
     this.rememberUntaken(read, () => this.takeWhatIsLeft(taken, read, read.version - 1));
+  }
+
+  /**
+   * `write`, of a record served after its Redis read failed (`read`), and then the take of the
+   * Redis copy scheduled (`takeAfterFailedRead`) — after a write that failed too: it may have
+   * landed all the same (a database write let go at its deadline).
+   */
+  private takenAfter(read: SessionRecord, write: Promise<Written | undefined>): Promise<Written | undefined> {
+    return write.finally(() => this.takeAfterFailedRead(read));
   }
 
   /**
@@ -422,6 +454,7 @@ export class SessionBackends {
    * is. Not fatal: the session is served either way.
    */
   async adopt(record: SessionRecord): Promise<void> {
+    const read = (record as FailedReadRecord)[FAILED_READ];
     try {
       // The session is written already: a stalled database holds the answer no longer than the
       // database backend's deadline. A claim let go then lands later or not at all, as one that
@@ -431,6 +464,8 @@ export class SessionBackends {
     } catch (err) {
       this.events.secondaryFailure(err, 'claim the database copy');
     }
+    // Pointed at the database copy (or let go, maybe landing later): the session may have left Redis.
+    if (read) this.takeAfterFailedRead(read);
   }
 
   /**
@@ -455,7 +490,16 @@ export class SessionBackends {
    * ended meanwhile: a save never brings it back. A session whose backend cannot serve moves
    * to the fallback, as in `create`.
    */
-  async update(record: SessionRecord, mode: 'save' | 'touch', concurrency?: SaveConcurrency): Promise<Written | undefined> {
+  update(record: SessionRecord, mode: 'save' | 'touch', concurrency?: SaveConcurrency): Promise<Written | undefined> {
+    const read = (record as FailedReadRecord)[FAILED_READ];
+    // A touch leaves the session where its entry says it is (Redis): the record keeps the mark for
+    // the `adopt` that points the entry at the copy. A save writes the entry the database's.
+    if (read === undefined || mode === 'touch') return this.updated(record, mode, concurrency);
+    return this.takenAfter(read, this.updated(unmarked(record), mode, concurrency));
+  }
+
+  /** `update`, of a record without the mark of a failed Redis read (or a touch). */
+  private async updated(record: SessionRecord, mode: 'save' | 'touch', concurrency?: SaveConcurrency): Promise<Written | undefined> {
     if (this.revocations.isRevoked(record)) return undefined;
     const store = this.stores[record.backend];
     try {
@@ -618,6 +662,8 @@ export class SessionBackends {
    * seal over: CookieStore.evict.)
    */
   async migrate(record: SessionRecord, target: BackendName, cause: MigrationCause = 'flag', concurrency?: SaveConcurrency, readAt = Date.now()): Promise<Written | undefined> {
+    const read = (record as FailedReadRecord)[FAILED_READ];
+    if (read !== undefined) return this.takenAfter(read, this.migrate(unmarked(record), target, cause, concurrency, readAt));
     const readVersion = concurrency?.readVersion ?? record.version;
     const now = Date.now();
     const earlier = this.moves.get(record.idHash);
