@@ -103,6 +103,8 @@ export type ServingStore = SessionStore & {
   flush?(): Promise<void>;
   /** Writes one session's copy if it is still behind (MirroredStore.copyWritten): true if it was. */
   copyWritten?(idHash: string): Promise<boolean>;
+  /** This instance's copy of a session not yet in the database (MirroredStore.unwritten). */
+  unwritten?(idHash: string): SessionRecord | undefined;
   /** A user's sessions whose database copy this instance has not written yet (MirroredStore). */
   unwrittenOf?(userId: number): SessionRecord[];
   /** `moveIn` without writing the directory entry first: unordered (MirroredStore). */
@@ -533,6 +535,13 @@ export class SessionBackends {
       await earlier?.catch(() => undefined);
       if (this.revocations.isRevoked(record)) return undefined;
       const r = { ...record, backend: 'database' as const };
+      // The copy is written behind: this instance's copy of a save made a moment ago (another tab's,
+      // in the backend that failed) goes first, as before any read of the copy in place of Redis
+      // (`opened`). Read one change old, the copy was merged onto or replaced by this save, and that
+      // tab's copy, landing after it, was refused (the row now the database's): its change, answered
+      // 200, was left in Redis alone — missing while the breaker stayed open, and lost for good if
+      // Redis came back empty (test/switching/fallback-save-after-unwritten-copy.test.ts).
+      await this.stores[record.backend].copyWritten?.(record.idHash);
       const copy = await store.load(record.id);
       const token = copy && copy.version >= concurrency.readVersion ? await this.saveMerging(store, r, concurrency, false, record.backend) : await store.create(r);
       if (token === undefined) return undefined;
@@ -785,6 +794,8 @@ export class SessionBackends {
         if (written.record.backend === from) return written;
         this.events.migrated(from, written.record.backend, written.fellBackFrom ? 'fallback' : cause);
         let sealed: SessionRecord | undefined;
+        // Before the eviction, which drops it (MirroredStore.evict): see `takeWhatIsLeft`.
+        const unwritten = from === 'redis' ? this.stores.redis.unwritten?.(record.idHash) : undefined;
         try {
           await this.stores[from].evict({ ...source, version: readVersion });
         } catch (err) {
@@ -794,7 +805,7 @@ export class SessionBackends {
           else this.events.secondaryFailure(err, `evict from ${from}`);
         }
         if (sealed && sealed.version > readVersion) return this.carryOver(written, sealed, record, concurrency);
-        return from === 'redis' ? this.takeWhatIsLeft(written, record, readVersion, concurrency) : written;
+        return from === 'redis' ? this.takeWhatIsLeft(written, record, readVersion, concurrency, unwritten) : written;
       }
       // Refused: by the directory entry, or by the cookie store after the entry took the move (a
       // move out of the cookie since, into a version past what this move read: CookieStore.moveIn).
@@ -825,7 +836,16 @@ export class SessionBackends {
       const mine = { ...record, backend: current.backend, data: concurrency ? mergeChanges(current, record, concurrency) : current.data, version: current.version };
       // Moved where this request would have moved it: written there as `update` would (a touch
       // with nothing changed, which also seals a cookie session's copy anew for this response).
-      if (current.backend === target) return this.update(mine, concurrency ? 'save' : 'touch', concurrency);
+      // A save goes a version past the entry, checked against the entry as read: saved at the
+      // entry's own version, against what this request read before it, it sealed (the entry
+      // naming a cookie whose move had not sealed yet) a second session beside the entry at one
+      // version, with this request's change only in the seal; a save following the session from
+      // the entry passed the cookie store's check and sealed over it — the change, answered 200,
+      // was gone (test/switching/refused-move-seals-entry-version.test.ts).
+      if (current.backend === target) {
+        if (!concurrency) return this.update(mine, 'touch');
+        return this.update({ ...mine, version: current.version + 1 }, 'save', { ...concurrency, readVersion: current.version });
+      }
       source = mine;
       readVersion = current.version;
     }
@@ -855,13 +875,13 @@ export class SessionBackends {
    * there, answered 200, while every read followed the directory to the moved copy, and a later
    * move left them behind for good. Asked again at the session's next open (`untaken`).
    */
-  private async takeWhatIsLeft(moved: Written, record: SessionRecord, readVersion: number, concurrency?: SaveConcurrency): Promise<Written | undefined> {
+  private async takeWhatIsLeft(moved: Written, record: SessionRecord, readVersion: number, concurrency?: SaveConcurrency, unwritten?: SessionRecord): Promise<Written | undefined> {
     const redis = this.stores.redis;
     // Not asked while Redis, or the Cluster master holding the session, has not answered of late
     // (its breaker open; `availableFor`): asked, it failed at once or at its deadline, and a retry
     // made by each open of the session waited that deadline every time.
     if (!(redis.availableFor ? redis.availableFor(record.idHash) : redis.available)) {
-      this.rememberUntaken(record, () => this.takeWhatIsLeft(moved, record, readVersion, concurrency));
+      this.rememberUntaken(record, () => this.takeWhatIsLeft(moved, record, readVersion, concurrency, unwritten));
       return moved;
     }
     let left: SessionRecord | undefined;
@@ -869,10 +889,19 @@ export class SessionBackends {
       left = await this.heldInRedis(record.id);
     } catch (err) {
       if (!(err instanceof BackendUnavailableError)) return moved;
-      this.rememberUntaken(record, () => this.takeWhatIsLeft(moved, record, readVersion, concurrency));
+      this.rememberUntaken(record, () => this.takeWhatIsLeft(moved, record, readVersion, concurrency, unwritten));
       return moved;
     }
-    return left && left.version > readVersion ? this.takeLeftBehind(moved, left, record, concurrency) : moved;
+    if (left && left.version > readVersion) return this.takeLeftBehind(moved, left, record, concurrency);
+    // No copy in Redis at all, while this instance's copy of the session, written behind and not
+    // yet written when the move evicted it (`unwritten`, which the eviction drops), holds a save
+    // made there since the move read it: Redis lost it (restarted empty, the key evicted). That
+    // copy is all that is left of the save (the database would refuse it anyway: the entry has
+    // moved on), and it is carried over as a copy taken from Redis would be. Left, the change,
+    // answered 200 a moment before Redis failed, was gone for good (helper 13's flip harness with
+    // Redis restarted empty; test/switching/move-out-of-emptied-redis.test.ts).
+    if (!left && unwritten && unwritten.version > readVersion) return this.carryOver(moved, unwritten, record, concurrency);
+    return moved;
   }
 
   /**

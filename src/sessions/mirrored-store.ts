@@ -56,6 +56,8 @@ export class MirroredStore implements IndexedSessionStore {
   private flushing: Promise<void> = Promise.resolve();
   /** The batch on its way with each session's copy, while it is (`copyWritten` waits for that one only). */
   private readonly onTheWay = new Map<string, Promise<void>>();
+  /** The copies in a batch on its way, by session, while it is (`unwritten`). */
+  private readonly copiesOnTheWay = new Map<string, SessionRecord>();
   private closed = false;
   /** Copies are waiting for a retry (see `retryLater`). */
   private behind = false;
@@ -204,6 +206,16 @@ export class MirroredStore implements IndexedSessionStore {
     return true;
   }
 
+  /**
+   * This instance's copy of session `idHash` not yet in the database: waiting, or in a batch on
+   * its way. What the primary was last written by this instance, which the primary may have lost
+   * since (Redis restarted empty): SessionBackends.takeWhatIsLeft carries it over when a move out
+   * of Redis finds nothing left there, its entry having moved on past where the copy would land.
+   */
+  unwritten(idHash: string): SessionRecord | undefined {
+    return this.pending.get(idHash) ?? this.copiesOnTheWay.get(idHash);
+  }
+
   /** Writes every pending copy now (also on close, so a clean shutdown loses nothing). */
   flush(): Promise<void> {
     clearTimeout(this.flushTimer);
@@ -219,11 +231,18 @@ export class MirroredStore implements IndexedSessionStore {
       }
     });
     this.flushing = done;
-    for (const record of batch) this.onTheWay.set(record.idHash, done);
+    for (const record of batch) {
+      this.onTheWay.set(record.idHash, done);
+      this.copiesOnTheWay.set(record.idHash, record);
+    }
     void done
       .catch(() => undefined)
       .then(() => {
-        for (const record of batch) if (this.onTheWay.get(record.idHash) === done) this.onTheWay.delete(record.idHash);
+        for (const record of batch) {
+          if (this.onTheWay.get(record.idHash) !== done) continue;
+          this.onTheWay.delete(record.idHash);
+          if (this.copiesOnTheWay.get(record.idHash) === record) this.copiesOnTheWay.delete(record.idHash);
+        }
       });
     return done;
   }
