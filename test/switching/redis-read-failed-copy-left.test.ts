@@ -11,9 +11,7 @@
  */
 import { expect } from 'chai';
 import { rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { createSwitchboard, type Switchboard } from '../../src/app.js';
+import type { Switchboard } from '../../src/app.js';
 import type { BackendName } from '../../src/config/config.js';
 import { loadConfig } from '../../src/config/config.js';
 import type { Core } from '../../src/core.js';
@@ -26,7 +24,7 @@ import type { SessionStore } from '../../src/sessions/store.js';
 import { redisEnv } from '../http/helpers.js';
 import { makeScratchDir } from '../support/child-process.js';
 import { Client } from '../support/http-client.js';
-import { freePort } from '../support/ports.js';
+import { sendWithCookie, serveInProcess, type InProcessApp } from '../support/in-process-app.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { redisCommand } from '../support/redis-server.js';
 import { patched } from './lagging-cookie-core.js';
@@ -301,23 +299,19 @@ describe('over HTTP: a request served the database copy after its Redis read fai
   this.timeout(60_000);
   let db: TestDatabase;
   let dir: string;
+  let app: InProcessApp;
   let switchboard: Switchboard;
-  let server: Server;
   let url: string;
   const env = redisEnv();
 
   before(async () => {
     db = await createTestDatabase('switchboard_redis_read_failed_http');
     dir = makeScratchDir('switchboard-redis-read-failed-http-');
-    const config = loadConfig({ DATA_DIR: dir, DATABASE_URL: db.url, LOG_LEVEL: 'silent', NODE_ENV: 'test', SESSION_STORAGE: 'redis', STORE_TIMEOUT_MS: '250', ...env });
-    switchboard = await createSwitchboard(config);
-    server = createServer(switchboard.app.callback()).listen(await freePort(), '127.0.0.1');
-    await new Promise((resolve) => server.once('listening', resolve));
-    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    app = await serveInProcess(loadConfig({ DATA_DIR: dir, DATABASE_URL: db.url, LOG_LEVEL: 'silent', NODE_ENV: 'test', SESSION_STORAGE: 'redis', STORE_TIMEOUT_MS: '250', ...env }));
+    ({ switchboard, url } = app);
   });
   after(async () => {
-    await new Promise((resolve) => server?.close(resolve));
-    await switchboard?.close();
+    await app?.close();
     await redisCommand(6379, ['EVAL', "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0", '0', `${env.REDIS_KEY_PREFIX}*`]);
     await db?.drop();
     rmSync(dir, { recursive: true, force: true });
@@ -325,13 +319,8 @@ describe('over HTTP: a request served the database copy after its Redis read fai
 
   const flag = (backend: BackendName) => switchboard.deps.flag.override.set(backend, 'admin');
 
-  /** A request with the session cookie `sid` (the jar of one tab's moment); the cookie it was given back. */
-  async function send(client: Client, sid: string, method: 'GET' | 'PATCH', body?: unknown) {
-    client.cookies.set('sid', sid);
-    const reply = method === 'GET' ? await client.get('/api/session') : await client.patch('/api/session', body);
-    expect(reply.status, reply.text).to.equal(200);
-    return client.cookies.get('sid')!;
-  }
+  /** `sendWithCookie`: the cookie the request was given back. */
+  const send = async (client: Client, sid: string, method: 'GET' | 'PATCH', body?: unknown) => (await sendWithCookie(client, sid, method, body)).sid;
 
   /** The next open of a session runs `meanwhile` once it has been served, before its request goes on. */
   function afterNextOpen(meanwhile: () => Promise<unknown>) {

@@ -7,46 +7,28 @@
  * (Traced by a reviewer with readers and a writer sharing one cookie jar while the flag flipped
  * between database and cookie.)
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { expect } from 'chai';
-import { createSwitchboard, type Switchboard } from '../../src/app.js';
 import type { BackendName } from '../../src/config/config.js';
 import { loadConfig } from '../../src/config/config.js';
 import { makeScratchDir } from '../support/child-process.js';
 import { Client } from '../support/http-client.js';
-import { freePort } from '../support/ports.js';
+import { sendWithCookie as send, serveInProcess, type InProcessApp } from '../support/in-process-app.js';
 
 describe('a save through a cookie naming the database, for a session held by a sealed cookie', function () {
   this.timeout(60_000);
-  let switchboard: Switchboard;
-  let server: Server;
+  let app: InProcessApp;
   let url: string;
 
   before(async () => {
     const dataDir = makeScratchDir('switchboard-stale-database-cookie-');
     // Database copies written behind late: the cookie's newer seals are not in the directory entry yet.
-    const config = loadConfig({ DATA_DIR: dataDir, DATABASE_URL: `sqlite:${path.join(dataDir, 'db.sqlite')}`, REDIS_URL: 'none', LOG_LEVEL: 'silent', NODE_ENV: 'test', SESSION_STORAGE: 'database', MIRROR_FLUSH_MS: '10000' });
-    switchboard = await createSwitchboard(config);
-    server = createServer(switchboard.app.callback()).listen(await freePort(), '127.0.0.1');
-    await new Promise((resolve) => server.once('listening', resolve));
-    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    app = await serveInProcess(loadConfig({ DATA_DIR: dataDir, DATABASE_URL: `sqlite:${path.join(dataDir, 'db.sqlite')}`, REDIS_URL: 'none', LOG_LEVEL: 'silent', NODE_ENV: 'test', SESSION_STORAGE: 'database', MIRROR_FLUSH_MS: '10000' }));
+    url = app.url;
   });
-  after(async () => {
-    await new Promise((resolve) => server?.close(resolve));
-    await switchboard?.close();
-  });
+  after(() => app?.close());
 
-  const flag = (backend: BackendName) => switchboard.deps.flag.override.set(backend, 'admin');
-
-  /** A request with the session cookie `sid` (the jar of one tab's moment); the cookie it was given back. */
-  async function send(client: Client, sid: string, method: 'GET' | 'PATCH', body?: unknown) {
-    client.cookies.set('sid', sid);
-    const reply = method === 'GET' ? await client.get('/api/session') : await client.patch('/api/session', body);
-    expect(reply.status, reply.text).to.equal(200);
-    return { reply, sid: client.cookies.get('sid')! };
-  }
+  const flag = (backend: BackendName) => app.switchboard.deps.flag.override.set(backend, 'admin');
 
   /** A session in the database with `preferences`; then moved into a sealed cookie by a GET: both cookies. */
   async function movedIntoCookie(preferences: Record<string, unknown>) {
