@@ -6,14 +6,18 @@
  *   npm run bench:flips                                       one 60 s run: 8 users × 5 writers and a reader
  *   npm run bench:flips -- --seconds 30 --users 4 --flip-ms 50-80
  *   npm run bench:flips -- --compare ../base --runs 2          this checkout and ../base's build, runs alternated
+ *   npm run bench:flips -- --seconds 15 --users 4 --redis-faults restart   Redis killed and restarted empty meanwhile
  *
  * Per run: a private redis-server (one for the whole script, a key prefix per run), a fresh
  * PostgreSQL database (127.0.0.1:5432, user postgres) and one built server (dist/src/server.js)
- * with SESSION_STORAGE=database. Each user signs up; its tabs share one cookie jar, as a
+ * with SESSION_STORAGE=--first-backend (database). Each user signs up; its tabs share one cookie jar, as a
  * browser's tabs do: --writers writer tabs, each looping PATCH /api/session
  * {"preferences":{"w<w>":n}} with n rising, and one reader tab looping GET /api/session. A read
  * is stale when any writer's preference in its answer is below the highest n that writer had
- * answered 200 before the GET was sent. Meanwhile a flipper sets the override (PUT
+ * answered 200 before the GET was sent. A witness tab writes keys x0, x1… once each, spread over
+ * the load ({"preferences":{"x<i>":1}}): a writer's change lost mid-run is hidden from the final
+ * check by the writer's next change, a witness's never is (the forty-third round's losses were all
+ * found that way). Meanwhile a flipper sets the override (PUT
  * /api/admin/flags/session-storage with the admin token) to one of the two other backends, at
  * random, every --flip-ms (a random time in the range from one flip's start to the next). A
  * 401 logs the user in again (once for all its tabs) and restarts every expectation, a new
@@ -46,6 +50,10 @@
  * at the end, the user's last DIAG_REQUESTS requests before the load stopped (timing, status,
  * cookie sent and set by kind, backend, preferences answered), its final reads and the flips of
  * the last seconds, as JSON (one file per run, named FILE with -<run> before .json).
+ * --redis-faults stall|restart: while the load runs, the private redis-server is frozen (SIGSTOP,
+ * then SIGCONT: the deadline, the breaker and its probe) or killed and started again empty on its
+ * port, for --fault-ms MIN-MAX (300-1500) every --fault-every-ms MIN-MAX (2000-4000); --no-flips:
+ * the faults (or the load) alone, the sessions left on --first-backend (database).
  * --store-timeout-ms N: the servers' STORE_TIMEOUT_MS (default theirs, 100): cut to 25 or so, the
  * writes that miss Redis's deadline, fail over and land all the same happen often enough to see.
  *
@@ -66,7 +74,6 @@ import { runMain } from './lib/processes.js';
 
 const BACKENDS = ['cookie', 'database', 'redis'] as const;
 type Backend = (typeof BACKENDS)[number];
-const FIRST_BACKEND: Backend = 'database';
 /** After the load, before the final reads: moves and saves still under way finish. */
 const QUIET_MS = 1000;
 /** A final read missing a change is repeated this much later: a stale read, or a change lost for good? */
@@ -94,6 +101,11 @@ try {
       'keep-logs': { type: 'boolean', default: false },
       'diag-file': { type: 'string' },
       'store-timeout-ms': { type: 'string' },
+      'redis-faults': { type: 'string', default: 'none' },
+      'fault-ms': { type: 'string', default: '300-1500' },
+      'fault-every-ms': { type: 'string', default: '2000-4000' },
+      'no-flips': { type: 'boolean', default: false },
+      'first-backend': { type: 'string', default: 'database' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -110,12 +122,30 @@ const WRITERS = whole('writers', opts.writers, 1);
 if (WRITERS > 19) usage(`--writers is at most 19, a session's number of preferences less the final check's (got ${WRITERS})`);
 const RUNS = whole('runs', opts.runs, 1);
 const STORE_TIMEOUT_MS = opts['store-timeout-ms'] === undefined ? undefined : whole('store-timeout-ms', opts['store-timeout-ms'], 1);
-const FLIP_MS = (() => {
-  const m = /^(\d+)-(\d+)$/.exec(opts['flip-ms']);
+/** A MIN-MAX option, in milliseconds. */
+function msRange(name: string, value: string) {
+  const m = /^(\d+)-(\d+)$/.exec(value);
   const [min, max] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
-  if (!(min >= 1 && max >= min)) usage(`--flip-ms must be MIN-MAX milliseconds, 1 ≤ MIN ≤ MAX (got ${opts['flip-ms']})`);
+  if (!(min >= 1 && max >= min)) usage(`--${name} must be MIN-MAX milliseconds, 1 ≤ MIN ≤ MAX (got ${value})`);
   return { min, max };
-})();
+}
+const FLIP_MS = msRange('flip-ms', opts['flip-ms']);
+const FLIPS = !opts['no-flips'];
+/** SESSION_STORAGE of the server: where the sessions are before the first flip (all the run with --no-flips). */
+const FIRST_BACKEND = opts['first-backend'] as Backend;
+if (!BACKENDS.includes(FIRST_BACKEND)) usage(`--first-backend is one of ${BACKENDS.join(', ')} (got ${FIRST_BACKEND})`);
+const FAULTS = opts['redis-faults'] as 'none' | 'stall' | 'restart';
+if (!['none', 'stall', 'restart'].includes(FAULTS)) usage(`--redis-faults is none, stall or restart (got ${FAULTS})`);
+const FAULT_MS = msRange('fault-ms', opts['fault-ms']);
+const FAULT_EVERY_MS = msRange('fault-every-ms', opts['fault-every-ms']);
+/**
+ * Witness keys per user (`x0`, `x1`…), each written once in the run and never again: a writer's
+ * change lost mid-run is hidden by its next one (the final check sees only each writer's highest
+ * n), a witness's is not. As many as fit beside the writers' keys and the check's (at most 10).
+ */
+const WITNESSES = Math.min(10, 19 - WRITERS);
+/** The preference key of writer or witness `w` (witnesses after the writers). */
+const keyOf = (w: number) => (w < WRITERS ? `w${w}` : `x${w - WRITERS}`);
 const COMPARE = opts.compare === undefined ? undefined : path.resolve(opts.compare);
 if (COMPARE && !opts['no-build'] && !existsSync(path.join(COMPARE, 'package.json'))) usage(`--compare ${opts.compare}: no package.json there to build`);
 
@@ -124,6 +154,10 @@ if (COMPARE && !opts['no-build'] && !existsSync(path.join(COMPARE, 'package.json
 interface Stats {
   answers: StatusCounts;
   changesOk: number;
+  /** Of changesOk, the witnesses' (each key written once). */
+  witnessesOk: number;
+  /** The Redis faults made (`--redis-faults`). */
+  faults: number;
   reads: number;
   readsChecked: number;
   stale: number;
@@ -163,7 +197,7 @@ interface Event {
 const kind = (v: string | undefined) => (v === undefined ? '-' : v === '' ? '(clear)' : cookieKind(v));
 
 interface User extends BrowserUser {
-  /** Per writer, the highest n answered 200 in the user's current session. */
+  /** Per writer, the highest n answered 200 in the user's current session; then per witness, 1 once answered 200. */
   answered: number[];
   /** The user's latest requests (DIAG_REQUESTS of them once the load has stopped). */
   log: Event[];
@@ -172,7 +206,8 @@ interface User extends BrowserUser {
 /** A change missing from the first final read, and what became of it. */
 interface Missing {
   user: number;
-  writer: number;
+  /** The preference key: a writer's (`w<w>`) or a witness's (`x<i>`). */
+  key: string;
   answered: number;
   /** What each final read (first, RECHECK_MS later, after the check's save) showed for the writer. */
   got: unknown[];
@@ -180,7 +215,14 @@ interface Missing {
 }
 
 interface Diagnostics {
-  missing: Array<Missing & { requests: Event[]; final: Event[]; flips: Array<{ t: number; to: Backend }> }>;
+  missing: Array<Missing & { requests: Event[]; final: Event[]; flips: Array<{ t: number; to: Backend }>; faults: Fault[] }>;
+}
+
+/** A Redis fault, in ms from the load's start. */
+interface Fault {
+  t: number;
+  end: number;
+  kind: string;
 }
 
 interface RunResult {
@@ -191,11 +233,13 @@ interface RunResult {
 }
 
 async function runLoad(base: string, adminToken: string, tag: string): Promise<RunResult> {
-  const stats: Stats = { answers: new StatusCounts(), changesOk: 0, reads: 0, readsChecked: 0, stale: 0, staleKinds: {}, staleFinal: 0, lost: 0, relogins: 0, flips: 0, lastFlip: FIRST_BACKEND, flipsRefused: {}, errors: {} };
+  const stats: Stats = { answers: new StatusCounts(), changesOk: 0, witnessesOk: 0, faults: 0, reads: 0, readsChecked: 0, stale: 0, staleKinds: {}, staleFinal: 0, lost: 0, relogins: 0, flips: 0, lastFlip: FIRST_BACKEND, flipsRefused: {}, errors: {} };
   const t0 = Date.now();
   const now = () => Date.now() - t0;
   /** The flips answered 200 of the last seconds, for the diagnostics. */
   const flips: Array<{ t: number; to: Backend }> = [];
+  /** The Redis faults of the run, for the diagnostics. */
+  const faults: Fault[] = [];
 
   async function req(u: User, tab: string, method: string, urlPath: string, body?: { preferences?: unknown } & Record<string, unknown>) {
     const t = now();
@@ -235,6 +279,40 @@ async function runLoad(base: string, adminToken: string, tag: string): Promise<R
     }
   }
 
+  /** Writes x0, x1… once each, spread over the load. */
+  async function witness(u: User, deadline: number) {
+    const every = (SECONDS * 1000) / (WITNESSES + 1);
+    for (let i = 0; i < WITNESSES; i++) {
+      await sleep(every * (0.5 + Math.random()));
+      if (Date.now() >= deadline) return;
+      if (u.loggingIn) await u.loggingIn;
+      const w = WRITERS + i;
+      const gen = u.gen;
+      const p = await req(u, keyOf(w), 'PATCH', '/api/session', { preferences: { [keyOf(w)]: 1 } });
+      if (p.status === 200 && gen === u.gen) {
+        stats.changesOk++;
+        stats.witnessesOk++;
+        u.answered[w] = 1;
+      } else if (p.status === 401) await relogin(u);
+    }
+  }
+
+  /** `--redis-faults`: the private redis-server stalled or restarted empty, every FAULT_EVERY_MS for FAULT_MS. */
+  async function faulter(deadline: number) {
+    if (FAULTS === 'none') return;
+    for (;;) {
+      await sleep(randomInt(FAULT_EVERY_MS.min, FAULT_EVERY_MS.max + 1));
+      const ms = randomInt(FAULT_MS.min, FAULT_MS.max + 1);
+      // Over by the end of the load: the final reads see Redis answering.
+      if (Date.now() + ms >= deadline) return;
+      const fault: Fault = { t: now(), end: -1, kind: `${FAULTS} ${ms} ms` };
+      faults.push(fault);
+      stats.faults++;
+      await servers.redisFault(FAULTS, ms);
+      fault.end = now();
+    }
+  }
+
   async function reader(u: User, deadline: number) {
     while (Date.now() < deadline) {
       if (u.loggingIn) await u.loggingIn;
@@ -246,7 +324,7 @@ async function runLoad(base: string, adminToken: string, tag: string): Promise<R
       if (r.status === 200 && gen === u.gen) {
         stats.readsChecked++;
         const prefs = r.json?.preferences ?? {};
-        const behind = want.flatMap((n, w) => (n > 0 && !(typeof prefs[`w${w}`] === 'number' && (prefs[`w${w}`] as number) >= n) ? [prefs[`w${w}`]] : []));
+        const behind = want.flatMap((n, w) => (n > 0 && !(typeof prefs[keyOf(w)] === 'number' && (prefs[keyOf(w)] as number) >= n) ? [prefs[keyOf(w)]] : []));
         if (behind.length) {
           stats.stale++;
           const k = `${cookieKind(r.sent)} sent, ${String(r.json?.session?.backend)} answered${behind.includes(undefined) ? ', a key missing' : ''}`;
@@ -289,7 +367,7 @@ async function runLoad(base: string, adminToken: string, tag: string): Promise<R
   }
 
   const users: User[] = Array.from({ length: USERS }, (_, id) =>
-    Object.assign(new BrowserUser(id, `flips-${tag}-${id}@example.test`), { answered: new Array<number>(WRITERS).fill(0), log: [] as Event[] }),
+    Object.assign(new BrowserUser(id, `flips-${tag}-${id}@example.test`), { answered: new Array<number>(WRITERS + WITNESSES).fill(0), log: [] as Event[] }),
   );
   // Ten at a time: signup hashes the password (argon2), and a burst would time out.
   for (let i = 0; i < users.length; i += 10) {
@@ -304,8 +382,9 @@ async function runLoad(base: string, adminToken: string, tag: string): Promise<R
   const loadStart = Date.now();
   const deadline = loadStart + SECONDS * 1000;
   await Promise.all([
-    flipper(deadline),
-    ...users.flatMap((u) => [reader(u, deadline), ...u.answered.map((_, w) => writer(u, w, deadline))]),
+    FLIPS ? flipper(deadline) : undefined,
+    faulter(deadline),
+    ...users.flatMap((u) => [reader(u, deadline), witness(u, deadline), ...Array.from({ length: WRITERS }, (_, w) => writer(u, w, deadline))]),
   ]);
   const seconds = (Date.now() - loadStart) / 1000;
 
@@ -321,7 +400,7 @@ async function runLoad(base: string, adminToken: string, tag: string): Promise<R
   async function finalReads(all: User[]): Promise<Diagnostics> {
     const diagnostics: Diagnostics = { missing: [] };
     const missingOf = (u: User, prefs: Record<string, unknown>) =>
-      u.answered.flatMap((n, w) => (n > 0 && !(typeof prefs[`w${w}`] === 'number' && (prefs[`w${w}`] as number) >= n) ? [w] : []));
+      u.answered.flatMap((n, w) => (n > 0 && !(typeof prefs[keyOf(w)] === 'number' && (prefs[keyOf(w)] as number) >= n) ? [w] : []));
     const found = new Map<User, { writers: number[]; requests: Event[]; reads: Array<Record<string, unknown>> }>();
     for (const u of all) {
       // The requests of the load, before the final reads join them.
@@ -347,7 +426,7 @@ async function runLoad(base: string, adminToken: string, tag: string): Promise<R
       f.reads.push(last.status === 200 ? (last.json?.preferences ?? {}) : {});
       const final = u.log.filter((e) => e.tab === 'final');
       for (const w of f.writers) {
-        const got = f.reads.map((prefs) => prefs[`w${w}`]);
+        const got = f.reads.map((prefs) => prefs[keyOf(w)]);
         const back = typeof got[2] === 'number' && got[2] >= u.answered[w]!;
         if (back) stats.staleFinal++;
         else stats.lost++;
@@ -356,18 +435,19 @@ async function runLoad(base: string, adminToken: string, tag: string): Promise<R
           .map((e, i) => `${JSON.stringify(got[i])} (sent ${e.sent}, from ${String(e.backend)})`)
           .join(', then ');
         console.error(
-          `${tag}: user ${u.id} writer ${w}: ${u.answered[w]} answered 200, ${back ? 'a stale final read' : 'lost for good'}: ` +
+          `${tag}: user ${u.id} key ${keyOf(w)}: ${u.answered[w]} answered 200, ${back ? 'a stale final read' : 'lost for good'}: ` +
             `the final reads show ${reads}; the last flip to ${stats.lastFlip}`,
         );
         diagnostics.missing.push({
           user: u.id,
-          writer: w,
+          key: keyOf(w),
           answered: u.answered[w]!,
           got,
           lastFlip: stats.lastFlip,
           requests: f.requests,
           final,
           flips: flips.filter((flip) => flip.t >= (f.requests[0]?.t ?? 0) - 1000),
+          faults: faults.filter((fault) => fault.end >= (f.requests[0]?.t ?? 0) - 5000),
         });
       }
     }
@@ -414,12 +494,12 @@ async function run(side: Side, index: number, redisUrl: string): Promise<Row> {
     side.root,
   );
   try {
-    console.error(`${tag}: ${instance.base}; ${USERS} users × ${WRITERS} writers and a reader, flips every ${FLIP_MS.min}–${FLIP_MS.max} ms, ${SECONDS} s`);
+    console.error(`${tag}: ${instance.base}; ${USERS} users × ${WRITERS} writers, ${WITNESSES} witnesses and a reader, ${setup()}, ${SECONDS} s`);
     const result = await runLoad(instance.base, adminToken, `${index}-${randomBytes(3).toString('hex')}`);
     const { stats, seconds, diagnostics } = result;
     const s = stats.answers.status;
     console.error(
-      `${tag}: ${stats.answers.requests} requests (${Math.round(stats.answers.requests / seconds)}/s), ${stats.flips} flips, PATCH 200: ${stats.changesOk}, ` +
+      `${tag}: ${stats.answers.requests} requests (${Math.round(stats.answers.requests / seconds)}/s), ${stats.flips} flips, ${stats.faults} Redis faults, PATCH 200: ${stats.changesOk} (witnesses ${stats.witnessesOk}), ` +
         `reads: ${stats.reads} (${stats.readsChecked} checked, ${stats.stale} stale), stale final reads: ${stats.staleFinal}, lost: ${stats.lost}, 401: ${s[401]} (${stats.relogins} relogins), ` +
         `409: ${s[409]}, 5xx: ${s['5xx']}, other: ${s.other + s[403]}, errors/timeouts: ${s.error}/${s.timeout}`,
     );
@@ -441,6 +521,12 @@ async function run(side: Side, index: number, redisUrl: string): Promise<Row> {
 
 const fmt = (n: number) => n.toLocaleString('en-US');
 
+/** The flips and Redis faults of a run, in words. */
+function setup(): string {
+  const flipping = FLIPS ? `flips every ${FLIP_MS.min}–${FLIP_MS.max} ms from ${FIRST_BACKEND}` : `no flips, on ${FIRST_BACKEND}`;
+  return FAULTS === 'none' ? flipping : `${flipping}, Redis ${FAULTS === 'stall' ? 'stalled' : 'restarted empty'} for ${FAULT_MS.min}–${FAULT_MS.max} ms every ${FAULT_EVERY_MS.min}–${FAULT_EVERY_MS.max} ms`;
+}
+
 async function main() {
   const sides: Side[] = [{ label: sideLabel(ROOT, 'HEAD'), root: ROOT }];
   if (COMPARE) sides.push({ label: sideLabel(COMPARE, path.basename(COMPARE)), root: COMPARE });
@@ -456,7 +542,7 @@ async function main() {
   const refused = (r: Row) => Object.values(r.stats.flipsRefused).reduce((a, b) => a + b, 0);
   const lines = [
     `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC; ${os.cpus()[0]?.model ?? 'CPU'} × ${os.cpus().length}, load average ${os.loadavg()[0]!.toFixed(1)}; ` +
-      `${USERS} users × ${WRITERS} writers and a reader, one cookie jar each; flips every ${FLIP_MS.min}–${FLIP_MS.max} ms; ${SECONDS} s per run` +
+      `${USERS} users × ${WRITERS} writers, ${WITNESSES} witnesses and a reader, one cookie jar each; ${setup()}; ${SECONDS} s per run` +
         (STORE_TIMEOUT_MS === undefined ? '.' : `; STORE_TIMEOUT_MS=${STORE_TIMEOUT_MS}.`),
     '',
     '| run | code | seconds | flips | requests | changes answered 200 | stale reads | stale final reads | lost | 401 | 409 | 5xx |',

@@ -91,6 +91,16 @@ export class BenchServers {
     return this.redis.url;
   }
 
+  /**
+   * The private redis-server failing for `ms`: frozen (`stall`: nothing answers, connections stay
+   * open, the store's deadline and breaker see it), or killed and started again empty that much
+   * later (`restart`: connections refused, then a Redis without a session).
+   */
+  redisFault(kind: 'stall' | 'restart', ms: number): Promise<void> {
+    if (!this.redis) throw new Error('startRedis first');
+    return kind === 'stall' ? this.redis.stall(ms) : this.redis.restart(ms);
+  }
+
   /** A Redis key prefix of its own (`<tag><random>:`), its keys deleted at the end. */
   keyPrefix(tag: string): string {
     const prefix = `${tag}${randomBytes(4).toString('hex')}:`;

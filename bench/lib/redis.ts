@@ -14,6 +14,10 @@ export interface BenchRedis {
   client: Redis;
   child?: Child;
   close(prefixes: string[]): Promise<void>;
+  /** The private redis-server frozen for `ms` (SIGSTOP, then SIGCONT): connections stay open, nothing answers. */
+  stall(ms: number): Promise<void>;
+  /** The private redis-server killed, and an empty one started on its port `downMs` later: a Redis that restarted and kept nothing. */
+  restart(downMs: number): Promise<void>;
 }
 
 export function freePort(): Promise<number> {
@@ -31,13 +35,20 @@ export function freePort(): Promise<number> {
 export async function startRedis(opts: { url?: string; cpu: string; dir: string }): Promise<BenchRedis> {
   let url = opts.url;
   let child: Child | undefined;
-  if (!url) {
-    const port = await freePort();
-    child = spawnPinned('redis-server', opts.cpu, 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', opts.dir, '--daemonize', 'no'], {
+  let port = 0;
+  const spawn = () =>
+    spawnPinned('redis-server', opts.cpu, 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', opts.dir, '--daemonize', 'no'], {
       log: path.join(opts.dir, 'redis.log'),
     });
+  if (!url) {
+    port = await freePort();
+    child = spawn();
     url = `redis://127.0.0.1:${port}/0`;
   }
+  const own = () => {
+    if (!child) throw new Error('a Redis fault needs the private redis-server (not --redis-url)');
+    return child;
+  };
   const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   client.on('error', () => {});
   for (let i = 0; ; i++) {
@@ -54,11 +65,38 @@ export async function startRedis(opts: { url?: string; cpu: string; dir: string 
   return {
     url,
     client,
-    child,
+    get child() {
+      return child;
+    },
     async close(prefixes) {
-      for (const prefix of prefixes) await deleteByPrefix(client, prefix);
+      // After a restart the keys are gone already; a Redis that does not answer has none to delete.
+      for (const prefix of prefixes) await deleteByPrefix(client, prefix).catch(() => 0);
       client.disconnect();
       if (child) await stop(child);
+    },
+    async stall(ms) {
+      const frozen = own();
+      frozen.proc.kill('SIGSTOP');
+      try {
+        await sleep(ms);
+      } finally {
+        frozen.proc.kill('SIGCONT');
+      }
+    },
+    async restart(downMs) {
+      const old = own();
+      old.proc.kill('SIGKILL');
+      await old.exited;
+      await sleep(downMs);
+      // The port is free again at once (redis-server listens with SO_REUSEADDR); a start that
+      // exits at once found it taken all the same, and is tried again.
+      for (let tries = 0; ; tries++) {
+        child = spawn();
+        await sleep(50);
+        if (child.proc.exitCode === null) return;
+        if (tries >= 20) throw new Error(`redis-server did not start again on port ${port}:\n${lastLines(child.log)}`);
+        await sleep(100);
+      }
     },
   };
 }
