@@ -31,12 +31,17 @@ export function redisCopyLeft(core: () => Core) {
     const two = patched(tab, { t: 2 });
     const third = (await written(two.changed, two.concurrency, told))!;
     expect(third, "the tab's save answered").to.not.equal(undefined);
-    const all = { ...expected, t: 2 };
-    for (const [which, cookieValue] of [...answered, ["the tab's request", third.cookieValue], ['a request sent with the cookie naming Redis', redisCookie]] as const) {
+    const cookies: [string, string][] = [...answered, ["the tab's request", third.cookieValue], ['a request sent with the cookie naming Redis', redisCookie]];
+    await everyCookieReads(cookies, { ...expected, t: 2 }, ` (tab served ${JSON.stringify(tab.data.preferences)} from ${tab.backend})`);
+  }
+
+  /** Each cookie the browser may keep (`[whose answer set it, its value]`) opens the session with exactly `expected` as its preferences. */
+  async function everyCookieReads(cookies: [string, string][], expected: Record<string, number>, context = '') {
+    for (const [which, cookieValue] of cookies) {
       const now = (await core().backends.open(cookieValue))!;
-      expect(now.data.preferences, `read with the cookie of ${which} (tab served ${JSON.stringify(tab.data.preferences)} from ${tab.backend})`).to.deep.equal(all);
+      expect(now.data.preferences, `read with the cookie of ${which}${context}`).to.deep.equal(expected);
     }
   }
 
-  return { written, inRedis, tabThenEveryCookieReads };
+  return { written, inRedis, tabThenEveryCookieReads, everyCookieReads };
 }
