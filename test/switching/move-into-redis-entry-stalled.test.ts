@@ -13,6 +13,7 @@ import type { GuardedStore } from '../../src/sessions/guarded-store.js';
 import type { SessionRecord } from '../../src/sessions/session.js';
 import { makeRecord } from '../sessions/fixtures.js';
 import { patched } from './lagging-cookie-core.js';
+import { redisCopyLeft } from './redis-copy-left.js';
 import { redisMoveCore, stallNextDirectoryCall } from './redis-move-core.js';
 
 describe('a move into Redis whose directory entry write misses its wait', function () {
@@ -32,13 +33,7 @@ describe('a move into Redis whose directory entry write misses its wait', functi
   const stallNextEntryWrite = () => stallNextDirectoryCall(core, 'moveIn');
 
   /** Every cookie the browser may keep reads every change answered 200. */
-  async function everyCookieReads(cookies: [string, string | undefined][], preferences: Record<string, number>) {
-    for (const [which, cookie] of cookies) {
-      if (!cookie) continue;
-      const now = (await core.backends.open(cookie))!;
-      expect(now?.data.preferences, `read with the cookie of ${which}`).to.deep.equal(preferences);
-    }
-  }
+  const { everyCookieReads } = redisCopyLeft(() => core);
 
   /** A session in the sealed cookie, `{w0: 0}`. */
   const cookieSession = () => core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { w0: 0 } } }, 'cookie'), 'cookie');

@@ -1,7 +1,8 @@
 /**
  * Steps shared by the tests of a Redis copy left live beside a session that went on elsewhere
- * (landed-save-follows-move, redis-read-failed-copy-left): a tab's request sent with the cookie
- * naming Redis saves on that copy, and every cookie the browser may keep must read its change.
+ * (landed-save-follows-move, redis-read-failed-copy-left; move-into-redis-entry-stalled reads with
+ * every cookie too): a tab's request sent with the cookie naming Redis saves on that copy, and
+ * every cookie the browser may keep must read its change.
  */
 import { expect } from 'chai';
 import type { Core } from '../../src/core.js';
@@ -35,9 +36,10 @@ export function redisCopyLeft(core: () => Core) {
     await everyCookieReads(cookies, { ...expected, t: 2 }, ` (tab served ${JSON.stringify(tab.data.preferences)} from ${tab.backend})`);
   }
 
-  /** Each cookie the browser may keep (`[whose answer set it, its value]`) opens the session with exactly `expected` as its preferences. */
-  async function everyCookieReads(cookies: [string, string][], expected: Record<string, number>, context = '') {
+  /** Each cookie the browser may keep (`[whose answer set it, its value]`; none when it set none) opens the session with exactly `expected` as its preferences. */
+  async function everyCookieReads(cookies: [string, string | undefined][], expected: Record<string, number>, context = '') {
     for (const [which, cookieValue] of cookies) {
+      if (cookieValue === undefined) continue;
       const now = (await core().backends.open(cookieValue))!;
       expect(now.data.preferences, `read with the cookie of ${which}${context}`).to.deep.equal(expected);
     }
