@@ -127,6 +127,14 @@ export interface Written {
    * it, not against `record` (the fallback's write, merged onto changes Redis never had).
    */
   carriedFrom?: SessionRecord['data'];
+  /**
+   * For a move out of Redis: the data it moved (read there, with the request's changes), of which
+   * a copy saves left there was made — not `record`'s when the move wrote another copy's data (the
+   * target's own newer seal that refused it: `moveTried`). Carried over against `record`, that
+   * seal's changes read as changes the copy left had undone, and the take wrote them away
+   * (test/switching/take-after-refused-move-into-cookie.test.ts).
+   */
+  movedFrom?: SessionRecord['data'];
 }
 
 /** The database backend's deadline, for a call on its table made outside it (GuardedStore.bounded). */
@@ -381,9 +389,31 @@ export class SessionBackends {
    * `write`, of a record served after its Redis read failed (`read`), and then the take of the
    * Redis copy scheduled (`takeAfterFailedRead`) — after a write that failed too: it may have
    * landed all the same (a database write let go at its deadline).
+   *
+   * Before the write, this instance's copy of the session still written behind goes to the
+   * database (`unwrittenFirst`): a tab whose Redis read succeeded may have saved there since this
+   * request read the copy.
    */
-  private takenAfter(read: SessionRecord, write: Promise<Written | undefined>): Promise<Written | undefined> {
-    return write.finally(() => this.takeAfterFailedRead(read));
+  private takenAfter(read: SessionRecord, write: () => Promise<Written | undefined>): Promise<Written | undefined> {
+    return this.unwrittenFirst(read)
+      .then(write)
+      .finally(() => this.takeAfterFailedRead(read));
+  }
+
+  /**
+   * This instance's copy of a session Redis holds, written behind and still waiting, goes to the
+   * database before a request served the database copy after its Redis read failed (`read`)
+   * writes that copy: its save, move or claim is checked against the version it read, which the
+   * row, a change behind Redis, still had. Written before that copy, the request's write made the
+   * row the database's (or another holder's), the copy of a tab's save made in Redis meanwhile,
+   * answered 200, was then refused, and that change was left in Redis alone — lost for good when
+   * Redis came back empty before the take (test/switching/failed-read-save-after-unwritten-copy.test.ts).
+   * Written first, that copy puts the row past what the request read: its write is refused, and
+   * merges onto the row (or follows the session back into Redis). Cost: on this path only, a wait
+   * for the batch holding that copy, when this instance holds one.
+   */
+  private async unwrittenFirst(read: SessionRecord): Promise<void> {
+    await this.stores.redis.copyWritten?.(read.idHash);
   }
 
   /**
@@ -457,6 +487,7 @@ export class SessionBackends {
    */
   async adopt(record: SessionRecord): Promise<void> {
     const read = (record as FailedReadRecord)[FAILED_READ];
+    if (read) await this.unwrittenFirst(read);
     try {
       // The session is written already: a stalled database holds the answer no longer than the
       // database backend's deadline. A claim let go then lands later or not at all, as one that
@@ -497,7 +528,7 @@ export class SessionBackends {
     // A touch leaves the session where its entry says it is (Redis): the record keeps the mark for
     // the `adopt` that points the entry at the copy. A save writes the entry the database's.
     if (read === undefined || mode === 'touch') return this.updated(record, mode, concurrency);
-    return this.takenAfter(read, this.updated(unmarked(record), mode, concurrency));
+    return this.takenAfter(read, () => this.updated(unmarked(record), mode, concurrency));
   }
 
   /** `update`, of a record without the mark of a failed Redis read (or a touch). */
@@ -543,6 +574,15 @@ export class SessionBackends {
       // Redis came back empty (test/switching/fallback-save-after-unwritten-copy.test.ts).
       await this.stores[record.backend].copyWritten?.(record.idHash);
       const copy = await store.load(record.id);
+      // The entry names Redis, which failed this save: written as the database's, it takes the
+      // session out of Redis, as a move out of it does, and at the version such a move writes
+      // (movedVersion: a step past what a copy there can reach). At the next version, the entry
+      // stood where Redis's copy went next — another tab's save there, answered 200 (only this
+      // save had missed the deadline) — and a move out of Redis of that copy passed the entry's
+      // check (not newer than the move read) and wrote over this save's change, answered 200 too
+      // (test/switching/fallback-save-steps-past-redis.test.ts). A step past, the entry refuses
+      // that move, which merges onto it, and the take scheduled below carries the copy's saves over.
+      if (record.backend === 'redis' && copy?.heldBy === 'redis') r.version = movedVersion('redis', concurrency.readVersion);
       const token = copy && copy.version >= concurrency.readVersion ? await this.saveMerging(store, r, concurrency, false, record.backend) : await store.create(r);
       if (token === undefined) return undefined;
       // Followed where the session went (`r` is what was written, where): no fallback. This
@@ -636,7 +676,9 @@ export class SessionBackends {
         // A Redis copy older than the entry is a move's write still on its way: the entry is the session.
         const held = follow && current.heldBy === 'redis' ? await this.redisCopy(record.id) : undefined;
         const onto = held && held.version >= current.version ? held : current;
-        attempt = { ...record, backend: follow ? holder : attempt.backend, data: mergeChanges(onto, record, concurrency), version: onto.version + 1 };
+        // Failing over from Redis onto an entry that names Redis (not followed there): a step past it, as in `saveOnFallback`.
+        const version = !follow && failedOver === 'redis' && holder === 'redis' ? movedVersion('redis', onto.version) : onto.version + 1;
+        attempt = { ...record, backend: follow ? holder : attempt.backend, data: mergeChanges(onto, record, concurrency), version };
         expected = onto.version;
         if (follow) {
           follows--;
@@ -672,7 +714,7 @@ export class SessionBackends {
    */
   async migrate(record: SessionRecord, target: BackendName, cause: MigrationCause = 'flag', concurrency?: SaveConcurrency, readAt = Date.now()): Promise<Written | undefined> {
     const read = (record as FailedReadRecord)[FAILED_READ];
-    if (read !== undefined) return this.takenAfter(read, this.migrate(unmarked(record), target, cause, concurrency, readAt));
+    if (read !== undefined) return this.takenAfter(read, () => this.migrate(unmarked(record), target, cause, concurrency, readAt));
     const readVersion = concurrency?.readVersion ?? record.version;
     const now = Date.now();
     const earlier = this.moves.get(record.idHash);
@@ -805,7 +847,7 @@ export class SessionBackends {
           else this.events.secondaryFailure(err, `evict from ${from}`);
         }
         if (sealed && sealed.version > readVersion) return this.carryOver(written, sealed, record, concurrency);
-        return from === 'redis' ? this.takeWhatIsLeft(written, record, readVersion, concurrency, unwritten) : written;
+        return from === 'redis' ? this.takeWhatIsLeft({ ...written, movedFrom: source.data }, record, readVersion, concurrency, unwritten) : written;
       }
       // Refused: by the directory entry, or by the cookie store after the entry took the move (a
       // move out of the cookie since, into a version past what this move read: CookieStore.moveIn).
@@ -1034,8 +1076,15 @@ export class SessionBackends {
       // seconds by a slow directory read wrote a preference answered long before over later ones).
       // Only this request's own changes are put on top again: a move of that copy into the
       // database writes over the moved one while it is still at the version this move wrote.
-      if (removed === false) return this.ownChangesOnTop(moved, left, record, concurrency);
-      // Removed: its saves are now only here.
+      // Not so when the directory entry is as this take read it: nobody took the copy (a move or a
+      // take writes the entry), Redis lost it — restarted empty while this take, its eviction not
+      // answered, waited for the session's next open — and its saves, answered 200, are only here
+      // (their copies written behind were refused: the entry had moved on). Put back as removed.
+      if (removed === false) {
+        const now = await this.stores.database.bounded(this.directory.loadByHash(record.idHash), 'load').catch(later(() => this.takeLeftBehind(moved, left, record, concurrency)));
+        if (now?.version !== entry.version || now.backend !== entry.backend) return this.ownChangesOnTop(moved, left, record, concurrency);
+      }
+      // Removed (or lost by Redis): its saves are now only here.
       const taken = left;
       const carry = (): Promise<Written | undefined> => this.carryOver(moved, taken, record, concurrency).catch(later(carry));
       return carry();
@@ -1073,7 +1122,7 @@ export class SessionBackends {
    */
   private async carryOver(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency): Promise<Written | undefined> {
     const mine = concurrency ? mergeChanges(left, record, concurrency) : left.data;
-    const base = moved.carriedFrom ?? moved.record.data;
+    const base = moved.carriedFrom ?? moved.movedFrom ?? moved.record.data;
     const changedKeys = new Set(Object.keys({ ...base, ...mine }).filter((key) => !isDeepStrictEqual(base[key], mine[key])));
     if (changedKeys.size === 0) return moved;
     const patches = new Map<string, Record<string, unknown>>();
