@@ -158,6 +158,16 @@ function unmarked(record: FailedReadRecord): SessionRecord {
   return rest;
 }
 
+/**
+ * A seal made since a move out of the cookie read the session, found when a refused try marked the
+ * cookie moved out (`moveTried`): `meanwhile`, and `over`, the data that try had read, which the
+ * seal's changes are taken against (`move`).
+ */
+interface MovedOutMeanwhile {
+  meanwhile?: SessionRecord;
+  over?: SessionRecord['data'];
+}
+
 /** A move of one session, remembered for the requests that read it before the move was done (`migrate`). */
 interface MoveMemory {
   from: BackendName;
@@ -685,6 +695,9 @@ export class SessionBackends {
           lookedForMove = false;
           store = this.stores[holder];
         }
+        // Into the cookie from its directory entry, not a seal: checked against a seal of the entry's
+        // own version too (`entryInCookie`).
+        if (store.backend === 'cookie' && !err.current) expected = entryInCookie(onto.version);
         Object.assign(record, attempt); // see above: `update` returns this record as written, where it was written
       }
     }
@@ -767,13 +780,18 @@ export class SessionBackends {
   private async move(record: SessionRecord, target: BackendName, cause: MigrationCause, concurrency?: SaveConcurrency, self?: MoveMemory): Promise<Written | undefined> {
     // A seal made here since this move read the session, found when a refused try marked the
     // cookie moved out (`moveTried`): carried over where the move put the session, as below.
-    const sealed: { meanwhile?: SessionRecord } = {};
+    const sealed: MovedOutMeanwhile = {};
     const moved = await this.moveTried(record, target, cause, sealed, concurrency, self);
-    return moved && sealed.meanwhile ? this.carryOver(moved, sealed.meanwhile, record, concurrency) : moved;
+    // Against what the refused try had read (`over`), not what the move wrote: it may have gone on
+    // — refused, followed — while the session kept moving, and written it with every change made
+    // since; the seal's older values of those keys, put back over them, undid changes answered 200
+    // (test/switching/late-carry-over-of-refused-move-out.test.ts). So only its own changes go on,
+    // where the session still holds what that try read (carryOver: `carriedFrom`).
+    return moved && sealed.meanwhile ? this.carryOver({ ...moved, carriedFrom: sealed.over }, sealed.meanwhile, record, concurrency) : moved;
   }
 
   /** `move`'s tries; `sealed.meanwhile`: a seal a refused try found made since (CookieStore.evict). */
-  private async moveTried(record: SessionRecord, target: BackendName, cause: MigrationCause, sealed: { meanwhile?: SessionRecord }, concurrency?: SaveConcurrency, self?: MoveMemory): Promise<Written | undefined> {
+  private async moveTried(record: SessionRecord, target: BackendName, cause: MigrationCause, sealed: MovedOutMeanwhile, concurrency?: SaveConcurrency, self?: MoveMemory): Promise<Written | undefined> {
     let source = record;
     let readVersion = concurrency?.readVersion ?? record.version;
     for (let tries = 0; tries < MOVE_TRIES; tries++) {
@@ -871,14 +889,18 @@ export class SessionBackends {
           // A seal made here since this move read it (a tab's save, told cookie a moment longer):
           // its copy, written behind, finds the entry another holder's and is not taken there.
           if (err instanceof SessionConflictError && err.current) {
-            if (err.current.version > readVersion) sealed.meanwhile = err.current;
+            if (err.current.version > readVersion) {
+              sealed.meanwhile = err.current;
+              sealed.over = source.data;
+            }
           } else this.events.secondaryFailure(err, 'evict from cookie');
         }
       }
       const mine = { ...record, backend: current.backend, data: concurrency ? mergeChanges(current, record, concurrency) : current.data, version: current.version };
       // Moved where this request would have moved it: written there as `update` would (a touch
       // with nothing changed, which also seals a cookie session's copy anew for this response).
-      // A save goes a version past the entry, checked against the entry as read: saved at the
+      // A save goes a version past the entry, checked against the entry as read (into the cookie,
+      // against a seal of the entry's own version too: `entryInCookie`): saved at the
       // entry's own version, against what this request read before it, it sealed (the entry
       // naming a cookie whose move had not sealed yet) a second session beside the entry at one
       // version, with this request's change only in the seal; a save following the session from
@@ -886,7 +908,7 @@ export class SessionBackends {
       // was gone (test/switching/refused-move-seals-entry-version.test.ts).
       if (current.backend === target) {
         if (!concurrency) return this.update(mine, 'touch');
-        return this.update({ ...mine, version: current.version + 1 }, 'save', { ...concurrency, readVersion: current.version });
+        return this.update({ ...mine, version: current.version + 1 }, 'save', { ...concurrency, readVersion: target === 'cookie' ? entryInCookie(current.version) : current.version });
       }
       source = mine;
       readVersion = current.version;
@@ -1358,6 +1380,23 @@ export class SessionBackends {
     this.events.fallback(target, fallback, failure.reason);
     return { cookieValue: this.cookieValue(fallback, token), record: r, fellBackFrom: target, fallbackReason: failure.reason };
   }
+}
+
+/**
+ * The version a save into the cookie of changes merged onto the session's directory entry (of
+ * `entryVersion`) is checked against: one below the entry's, so that a seal of the entry's own
+ * version refuses it too, and it merges onto that seal. A move into the cookie writes the entry
+ * (one version on from an entry it read, which lags the seals: copies are written behind) before
+ * it seals, and another tab may have sealed that very version with its own change meanwhile, its
+ * copy still waiting: the entry and the latest seal were two states of one version. A save
+ * following the session from the entry (read in the database before the flip), or a move refused
+ * by it, passed the cookie store's check (it refuses only a strictly newer seal) and sealed the
+ * entry's data over that tab's change, answered 200
+ * (test/switching/follow-into-cookie-entry-twin.test.ts). A seal of the entry's version that is
+ * the entry's own state costs one more merge, in memory.
+ */
+function entryInCookie(entryVersion: number): number {
+  return entryVersion - 1;
 }
 
 /** `current`'s data with the keys `record`'s request changed put on top (merge patches re-applied). */

@@ -192,11 +192,16 @@ export class CookieStore implements SessionStore {
   /**
    * A touch of a version older than one sealed here since (a request that read the session
    * before another's save) touches that newer one: sealed as it was read, the touch would give
-   * the browser a cookie without the other request's change. One of a session that has moved
-   * out since writes nothing: the browser keeps the cookie of where it went.
+   * the browser a cookie without the other request's change. So does a touch of the very version
+   * sealed here last: a touch changes nothing, and what it read may be another state of that
+   * version (a directory entry a move into the cookie wrote before its seal, from an entry that
+   * lagged behind a tab's seal of that version: SessionBackends.move's refused read) — sealed, it
+   * replaced that tab's seal, with its change answered 200
+   * (test/switching/follow-into-cookie-entry-twin.test.ts). One of a session that has moved out
+   * since writes nothing: the browser keeps the cookie of where it went.
    */
   async touch(record: SessionRecord): Promise<string | undefined> {
-    const newer = this.latest.size === 0 ? undefined : this.newerSeal(record.idHash, record.version);
+    const newer = this.latest.size === 0 ? undefined : this.newerSeal(record.idHash, record.version - 1);
     if (newer && !newer.plain) return undefined;
     const current = newer?.plain && this.decoded(newer.plain);
     return this.save(current ? { ...current, lastActivity: record.lastActivity, expiresAt: record.expiresAt } : record);
