@@ -12,10 +12,9 @@
  */
 import { expect } from 'chai';
 import type { Core } from '../../src/core.js';
-import type { MirroredStore } from '../../src/sessions/mirrored-store.js';
 import type { SessionRecord } from '../../src/sessions/session.js';
 import { makeRecord } from '../sessions/fixtures.js';
-import { laggingCookieCore, patched } from './lagging-cookie-core.js';
+import { holdNextSeal, laggingCookieCore, patched } from './lagging-cookie-core.js';
 
 describe('a save into the cookie from a directory entry of the version another tab has sealed', function () {
   this.timeout(60_000);
@@ -41,31 +40,19 @@ describe('a save into the cookie from a directory entry of the version another t
     expect(m.changed).to.deep.include({ backend: 'database', heldBy: 'cookie', version: 3 });
     const tSaved = (await core.backends.update(t.changed, 'save', t.concurrency))!;
     expect(tSaved.record).to.include({ backend: 'cookie', version: 3 });
-    const sealing = (core.backends.stores.cookie as unknown as MirroredStore).primary;
-    const moveIn = sealing.moveIn.bind(sealing);
-    let reached!: () => void;
-    const atSeal = new Promise<void>((resolve) => (reached = resolve));
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    sealing.moveIn = async (record, readVersion) => {
-      sealing.moveIn = moveIn;
-      reached();
-      await released;
-      return moveIn(record, readVersion);
-    };
+    const seal = holdNextSeal(core);
     try {
       const mMove = core.backends.migrate(m.changed, 'cookie', 'flag', m.concurrency);
-      await atSeal;
+      await seal.reached;
       const entry = (await core.backends.stores.database.load(created.record.id))!;
       expect(entry, 'the move’s entry, without t').to.deep.include({ heldBy: 'cookie', version: 3 });
       expect(entry.data.preferences).to.include({ t: 0 });
       const written = await meanwhile(early, entry.version);
-      release();
+      seal.release();
       const mMoved = (await mMove)!;
       return { cookies: [tSaved.cookieValue, mMoved.cookieValue, (written as { cookieValue?: string } | undefined)?.cookieValue].filter((c): c is string => c !== undefined) };
     } finally {
-      sealing.moveIn = moveIn;
-      release();
+      seal.restore();
     }
   }
 

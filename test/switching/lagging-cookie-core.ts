@@ -11,6 +11,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config/config.js';
 import { openCore, type Core } from '../../src/core.js';
+import type { MirroredStore } from '../../src/sessions/mirrored-store.js';
 import type { SessionRecord } from '../../src/sessions/session.js';
 
 /**
@@ -38,4 +39,32 @@ export function laggingCookieCore(env: Record<string, string> = {}): () => Core 
 export function patched(read: SessionRecord, patch: Record<string, unknown>) {
   const changed: SessionRecord = { ...read, data: { ...read.data, preferences: { ...(read.data.preferences as object), ...patch } }, version: read.version + 1, lastActivity: Date.now() };
   return { changed, concurrency: { readVersion: read.version, changedKeys: new Set(['preferences']), patches: new Map([['preferences', patch]]) } };
+}
+
+/**
+ * Holds the cookie store's next move in — a move into the cookie after it wrote its directory
+ * entry, before it seals — until `release`: `reached` once it is held. `restore` puts the store's
+ * own `moveIn` back (if never called) and releases.
+ */
+export function holdNextSeal(core: Core) {
+  const sealing = (core.backends.stores.cookie as unknown as MirroredStore).primary;
+  const moveIn = sealing.moveIn.bind(sealing);
+  let reached!: () => void;
+  const atSeal = new Promise<void>((resolve) => (reached = resolve));
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  sealing.moveIn = async (record, readVersion) => {
+    sealing.moveIn = moveIn;
+    reached();
+    await released;
+    return moveIn(record, readVersion);
+  };
+  return {
+    reached: atSeal,
+    release,
+    restore: () => {
+      sealing.moveIn = moveIn;
+      release();
+    },
+  };
 }

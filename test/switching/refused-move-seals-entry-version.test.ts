@@ -13,9 +13,8 @@
  */
 import { expect } from 'chai';
 import type { Core } from '../../src/core.js';
-import type { MirroredStore } from '../../src/sessions/mirrored-store.js';
 import { makeRecord } from '../sessions/fixtures.js';
-import { laggingCookieCore, patched } from './lagging-cookie-core.js';
+import { holdNextSeal, laggingCookieCore, patched } from './lagging-cookie-core.js';
 
 describe('a move into the cookie refused by another move’s directory entry', function () {
   this.timeout(60_000);
@@ -32,35 +31,23 @@ describe('a move into the cookie refused by another move’s directory entry', f
     const b = patched((await core.backends.open(created.cookieValue))!, { b: 1 });
     const c = patched((await core.backends.open(created.cookieValue))!, { c: 1 });
     // B's move is held after its directory entry, before it seals.
-    const sealing = (core.backends.stores.cookie as unknown as MirroredStore).primary;
-    const moveIn = sealing.moveIn.bind(sealing);
-    let reached!: () => void;
-    const atSeal = new Promise<void>((resolve) => (reached = resolve));
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    sealing.moveIn = async (record, readVersion) => {
-      sealing.moveIn = moveIn;
-      reached();
-      await released;
-      return moveIn(record, readVersion);
-    };
+    const seal = holdNextSeal(core);
     try {
       const bMove = core.backends.migrate(b.changed, 'cookie', 'flag', b.concurrency);
-      await atSeal;
+      await seal.reached;
       // A's move: refused by B's entry, it saves A's change in the cookie, which the entry names.
       const aMoved = (await core.backends.migrate(a.changed, 'cookie', 'flag', a.concurrency))!;
       expect(aMoved.record.data.preferences, 'A answered').to.include({ a: 1 });
       // C's save, read in the database: it follows the session from the entry into the cookie.
       const cSaved = (await core.backends.update(c.changed, 'save', c.concurrency))!;
-      release();
+      seal.release();
       const bMoved = (await bMove)!;
       for (const [who, written] of [['C', cSaved], ['B', bMoved]] as const) {
         const now = await core.backends.open(written.cookieValue);
         expect(now?.data.preferences, `read with the cookie ${who} answered`).to.deep.equal({ a: 1, b: 1, c: 1 });
       }
     } finally {
-      sealing.moveIn = moveIn;
-      release();
+      seal.restore();
     }
   });
 });
