@@ -995,7 +995,15 @@ export class SessionBackends {
   /** A take that could not be made now, tried again by the session's next open on this instance (`untaken`). */
   private rememberUntaken(record: SessionRecord, retry: () => Promise<unknown>): void {
     this.forgetExpiredUntaken();
-    this.untaken.set(record.idHash, { retry, until: record.absoluteExpiresAt });
+    // A take already waiting for the session is made first, then this one: each carries a copy
+    // over against what its own request wrote or sent. Replaced, the waiting one was never made,
+    // and a copy a tab had saved on after that request's read was carried over by this one,
+    // against older data (a request that read the session long before, slow to fail over): a
+    // key changed between the two read as changed since, and the tab's change, answered 200, was
+    // gone (test/switching/later-take-over-waiting-take.test.ts).
+    const waiting = this.untaken.get(record.idHash)?.retry;
+    const takes = waiting ? () => waiting().catch(() => undefined).then(retry) : retry;
+    this.untaken.set(record.idHash, { retry: takes, until: record.absoluteExpiresAt });
   }
 
   /**
@@ -1033,19 +1041,25 @@ export class SessionBackends {
    * session's again (moved back by an instance that disagrees) is left in place, and only this
    * request's own changes are put back on it where it lacks them (`ownChangesOnTop`).
    */
-  private async takeLeftBehind(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency): Promise<Written | undefined> {
+  private async takeLeftBehind(moved: Written, left: SessionRecord, record: SessionRecord, concurrency?: SaveConcurrency, evictionSent = false): Promise<Written | undefined> {
     let taken: () => void = () => {};
     const taking = new Promise<void>((resolve) => (taken = resolve));
     try {
-      return await this.takeLeftBehindMarked(moved, left, record, concurrency, () => this.takes.set(record.idHash, taking));
+      return await this.takeLeftBehindMarked(moved, left, record, concurrency, () => this.takes.set(record.idHash, taking), evictionSent);
     } finally {
       taken();
       if (this.takes.get(record.idHash) === taking) this.takes.delete(record.idHash);
     }
   }
 
-  /** `takeLeftBehind`, which calls `removing` before it first removes the copy: from then on, `open` waits for it. */
-  private async takeLeftBehindMarked(moved: Written, left: SessionRecord, record: SessionRecord, concurrency: SaveConcurrency | undefined, removing: () => void): Promise<Written | undefined> {
+  /**
+   * `takeLeftBehind`, which calls `removing` before it first removes the copy: from then on, `open`
+   * waits for it. `evictionSent`: tried again after an eviction of `left` that Redis did not answer
+   * in time, and may have made all the same.
+   */
+  private async takeLeftBehindMarked(moved: Written, left: SessionRecord, record: SessionRecord, concurrency: SaveConcurrency | undefined, removing: () => void, evictionSent: boolean): Promise<Written | undefined> {
+    // The copy of that eviction: found gone, it may be this take's own removal.
+    const sent = evictionSent ? left.version : undefined;
     // Failed by the database, the take is tried again by the session's next open (`untaken`).
     const later = (retry: () => Promise<unknown>) => (err: unknown) => {
       // Only an outage passes: a carry-over too large for its cookie, or outrun by other writers
@@ -1055,7 +1069,7 @@ export class SessionBackends {
       throw err;
     };
     for (let tries = 0; tries < 10; tries++) {
-      const entry = await this.stores.database.bounded(this.directory.loadByHash(record.idHash), 'load').catch(later(() => this.takeLeftBehind(moved, left, record, concurrency)));
+      const entry = await this.stores.database.bounded(this.directory.loadByHash(record.idHash), 'load').catch(later(() => this.takeLeftBehind(moved, left, record, concurrency, left.version === sent)));
       if (!entry) return moved;
       // Held by Redis again (moved back, or a move that found this Redis copy newer took it for
       // the session: `current`): this request's own changes, in the moved copy, may not be in it.
@@ -1072,7 +1086,7 @@ export class SessionBackends {
         // Not answered in time (or its breaker open): the copy, and the saves it holds, still
         // there. Given up on, it went on taking saves no read saw. Tried again at the next open;
         // the moved copy is this request's answer meanwhile.
-        if (err instanceof BackendUnavailableError) this.rememberUntaken(record, () => this.takeLeftBehind(moved, left, record, concurrency));
+        if (err instanceof BackendUnavailableError) this.rememberUntaken(record, () => this.takeLeftBehind(moved, left, record, concurrency, true));
         return moved;
       }
       let after: SessionRecord | undefined;
@@ -1102,8 +1116,15 @@ export class SessionBackends {
       // take writes the entry), Redis lost it — restarted empty while this take, its eviction not
       // answered, waited for the session's next open — and its saves, answered 200, are only here
       // (their copies written behind were refused: the entry had moved on). Put back as removed.
-      if (removed === false) {
-        const now = await this.stores.database.bounded(this.directory.loadByHash(record.idHash), 'load').catch(later(() => this.takeLeftBehind(moved, left, record, concurrency)));
+      // Nor when an eviction of this very copy was sent before, not answered in time (a stalled Redis
+      // runs it when it wakes): the entry tells nothing then — a save of the session where it now
+      // is (another tab's, in the database) changes it too — and taken for another request's
+      // removal, the copy's saves, answered 200, were gone for good
+      // (test/switching/take-retried-after-landed-eviction.test.ts). Carried over again, had another
+      // request taken it after all, they go back only where the session still holds what they
+      // were carried onto (SaveConcurrency.carried).
+      if (removed === false && left.version !== sent) {
+        const now = await this.stores.database.bounded(this.directory.loadByHash(record.idHash), 'load').catch(later(() => this.takeLeftBehind(moved, left, record, concurrency, left.version === sent)));
         if (now?.version !== entry.version || now.backend !== entry.backend) return this.ownChangesOnTop(moved, left, record, concurrency);
       }
       // Removed (or lost by Redis): its saves are now only here.
