@@ -593,7 +593,8 @@ export class SessionBackends {
       // (test/switching/fallback-save-steps-past-redis.test.ts). A step past, the entry refuses
       // that move, which merges onto it, and the take scheduled below carries the copy's saves over.
       if (record.backend === 'redis' && copy?.heldBy === 'redis') r.version = movedVersion('redis', concurrency.readVersion);
-      const token = copy && copy.version >= concurrency.readVersion ? await this.saveMerging(store, r, concurrency, false, record.backend) : await store.create(r);
+      const merged: { onto?: SessionRecord } = {};
+      const token = copy && copy.version >= concurrency.readVersion ? await this.saveMerging(store, r, concurrency, false, record.backend, (onto) => (merged.onto = onto)) : await store.create(r);
       if (token === undefined) return undefined;
       // Followed where the session went (`r` is what was written, where): no fallback. This
       // request's own Redis write, or the copy it read, may still be live there all the same (as
@@ -617,8 +618,13 @@ export class SessionBackends {
       if (copy?.heldBy === 'redis' && copy.version > concurrency.readVersion) this.rememberUntaken(record, () => this.takeWhatIsLeft(written, record, concurrency.readVersion, concurrency));
       // Else the Redis copy this request read, or its own save there, landed past Redis's deadline.
       // What it sent there (`record`), not the fallback's write (merged onto a database copy that may
-      // hold changes Redis never had), is what a copy left there was made from (`carriedFrom`).
-      else if (record.backend === 'redis') this.takeLandedLater({ ...written, carriedFrom: record.data }, record, concurrency.readVersion, concurrency);
+      // hold changes Redis never had), is what a copy left there was made from (`carriedFrom`) —
+      // unless the write merged onto the entry of a Redis copy (its copy written behind, named
+      // Redis), a state of the session Redis had since this request read it: what Redis holds
+      // now was made from that. Against the request's older read, a key changed in between read as
+      // changed since on the database's side, and a later save of it in Redis, answered 200, was
+      // not carried over (test/switching/fallback-take-after-merge.test.ts).
+      else if (record.backend === 'redis') this.takeLandedLater({ ...written, carriedFrom: merged.onto?.heldBy === 'redis' ? merged.onto.data : record.data }, record, concurrency.readVersion, concurrency);
       return written;
     })();
     this.fallbackSaves.set(record.idHash, save);
@@ -640,7 +646,7 @@ export class SessionBackends {
    * `failedOver`: the backend whose failure sent this save to `store` (`saveOnFallback`): a move
    * to any other backend is followed, one back to it is not.
    */
-  private async saveMerging(store: ServingStore, record: SessionRecord, concurrency?: SaveConcurrency, followMove = false, failedOver?: BackendName) {
+  private async saveMerging(store: ServingStore, record: SessionRecord, concurrency?: SaveConcurrency, followMove = false, failedOver?: BackendName, mergedOnto?: (onto: SessionRecord) => void) {
     if (!concurrency || !record.id) return store.save(record);
     let attempt = record;
     let expected = concurrency.readVersion;
@@ -686,6 +692,7 @@ export class SessionBackends {
         // A Redis copy older than the entry is a move's write still on its way: the entry is the session.
         const held = follow && current.heldBy === 'redis' ? await this.redisCopy(record.id) : undefined;
         const onto = held && held.version >= current.version ? held : current;
+        mergedOnto?.(onto);
         // Failing over from Redis onto an entry that names Redis (not followed there): a step past it, as in `saveOnFallback`.
         const version = !follow && failedOver === 'redis' && holder === 'redis' ? movedVersion('redis', onto.version) : onto.version + 1;
         attempt = { ...record, backend: follow ? holder : attempt.backend, data: mergeChanges(onto, record, concurrency), version };
@@ -881,10 +888,15 @@ export class SessionBackends {
       // Not while a move out of the cookie that read an older seal is under way here: it marks it
       // itself, and carries over the seals made since it read — this move's among them, which a
       // mark made first would have replaced (CookieStore.evict keeps the latest seal or the mark).
+      // Nor over a seal made here past the entry read (`current.version`): the session came back
+      // into the cookie since that entry (another request's move in, a version past it) and the
+      // seal is the session; marked, every save of it — this move's, following it there, and every
+      // tab's — was refused (409) until a later move in replaced the mark, and the copy of that seal
+      // waiting to be written was dropped (test/switching/refused-move-out-after-return.test.ts).
       const olderMoveOut = () => [...(this.movesOutOfCookie.get(record.idHash) ?? [])].some((move) => move !== self && move.readVersion < readVersion);
       if (from === 'cookie' && (current.heldBy ?? current.backend) !== 'cookie' && !olderMoveOut()) {
         try {
-          await this.stores.cookie.evict({ ...source, version: readVersion });
+          await this.stores.cookie.evict({ ...source, version: readVersion }, current.version);
         } catch (err) {
           // A seal made here since this move read it (a tab's save, told cookie a moment longer):
           // its copy, written behind, finds the entry another holder's and is not taken there.

@@ -252,9 +252,15 @@ export class CookieStore implements SessionStore {
    * A seal made here since the mover read it (`record`'s version) holds such requests' changes:
    * it is refused as a save would be (SessionConflictError with that session), for the mover to
    * carry them over (SessionBackends.move).
+   *
+   * `unlessSealedPast`: the version of the directory entry a refused move read, naming another
+   * holder (SessionBackends.moveTried). A seal made here past it is of a session that came back
+   * into the cookie since that entry (a move in writes a version past the entry it read): it is
+   * the session, and nothing is marked (false).
    */
-  async evict(record: SessionRecord): Promise<void> {
+  async evict(record: SessionRecord, unlessSealedPast?: number): Promise<boolean | void> {
     const newer = this.latest.size === 0 ? undefined : this.newerSeal(record.idHash, record.version);
+    if (unlessSealedPast !== undefined && newer?.plain && newer.version > unlessSealedPast) return false;
     // Past any seal made here since the mover read it: a save over any of them is refused too.
     this.keep(record.idHash, { plain: undefined, version: Math.max(record.version, newer?.version ?? 0) + 1, movedInto: movedVersion('cookie', record.version), at: performance.now() });
     const sealed = newer?.plain && this.decoded(newer.plain);

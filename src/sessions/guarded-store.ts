@@ -263,8 +263,8 @@ class GuardedSessionStore implements SessionStore {
   destroy(record: SessionRecord) {
     return this.run('destroy', () => this.inner.destroy(record), this.partitionOf && this.livenessOf(record.idHash));
   }
-  evict(record: SessionRecord) {
-    return this.run('destroy', () => this.inner.evict(record), this.partitionOf && this.livenessOf(record.idHash));
+  evict(record: SessionRecord, unlessSealedPast?: number) {
+    return this.run('destroy', () => this.inner.evict(record, unlessSealedPast), this.partitionOf && this.livenessOf(record.idHash));
   }
   /** Goes through the breaker, so while it is half-open a ping is the probe that closes it. */
   async ping(): Promise<void> {

@@ -274,10 +274,24 @@ export class MirroredStore implements IndexedSessionStore {
     this.flushTimer.unref();
   }
 
-  /** The database copy stays: the destination has taken it over (or will, being the database). */
-  evict(record: SessionRecord): Promise<boolean | void> {
+  /**
+   * The database copy stays: the destination has taken it over (or will, being the database).
+   * The copy waiting is dropped; unless the primary marks nothing (false: a refused move's mark,
+   * CookieStore.evict, over a seal newer than the entry the mover read): that copy is the live
+   * session's, and it waits again.
+   */
+  evict(record: SessionRecord, unlessSealedPast?: number): Promise<boolean | void> {
+    const waiting = this.pending.get(record.idHash);
     this.pending.delete(record.idHash);
-    return this.primary.evict(record);
+    const evicted = this.primary.evict(record, unlessSealedPast);
+    if (unlessSealedPast === undefined || !waiting) return evicted;
+    return evicted.then((kept) => {
+      if (kept === false && !this.pending.has(record.idHash)) {
+        this.pending.set(record.idHash, waiting);
+        this.flushIn(this.options.flushMs ?? 0);
+      }
+      return kept;
+    });
   }
 
   async listByUser(userId: number): Promise<SessionRecord[]> {

@@ -52,8 +52,10 @@ export interface SessionStore {
    * `record.version`, the one that was moved. Unlike `destroy`, it leaves a copy saved or moved
    * back here since, and one that now belongs to the destination (see DatabaseStore). A store
    * that can tell says whether this call removed it (Redis: SessionBackends.takeLeftBehind).
+   * `unlessSealedPast`, the cookie's for a refused move (CookieStore.evict): false, nothing
+   * marked, where a seal past that version was made here.
    */
-  evict(record: SessionRecord): Promise<boolean | void>;
+  evict(record: SessionRecord, unlessSealedPast?: number): Promise<boolean | void>;
 
   /** Throws when the backend cannot serve. */
   ping(): Promise<void>;
