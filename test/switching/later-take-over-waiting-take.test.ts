@@ -17,7 +17,7 @@ import type { GuardedStore } from '../../src/sessions/guarded-store.js';
 import type { MirroredStore } from '../../src/sessions/mirrored-store.js';
 import { makeRecord } from '../sessions/fixtures.js';
 import { patched } from './lagging-cookie-core.js';
-import { redisMoveCore } from './redis-move-core.js';
+import { redisMoveCore, unansweredRedisEviction } from './redis-move-core.js';
 
 describe('two takes of a Redis copy waiting for the session’s next open', function () {
   this.timeout(60_000);
@@ -72,22 +72,16 @@ describe('two takes of a Redis copy waiting for the session’s next open', func
     expect((await core.backends.update(t.changed, 'save', t.concurrency))?.record.backend).to.equal('redis');
     const f = patched((await core.backends.open(created.cookieValue))!, { f: 1 });
     // M moves the session to the database; Redis does not answer the take's eviction of T's copy.
-    const redis = core.backends.stores.redis;
-    const evict = redis.evict.bind(redis);
-    let evictions = 0;
-    redis.evict = async (r) => {
-      if (++evictions === 2) throw new BackendUnavailableError('redis', 'timeout');
-      return evict(r);
-    };
+    const unanswered = unansweredRedisEviction(core, 2);
     let moved;
     try {
       moved = (await core.backends.migrate(m, 'database', 'flag'))!;
     } finally {
-      redis.evict = evict;
+      unanswered.restore();
     }
     expect(moved.record.backend).to.equal('database');
     // F, which read T's copy, misses Redis's deadline: its save fails over onto the moved copy.
-    const guarded = (redis as unknown as MirroredStore).primary as GuardedStore;
+    const guarded = (core.backends.stores.redis as unknown as MirroredStore).primary as GuardedStore;
     const redisSave = guarded.save.bind(guarded);
     guarded.save = async () => {
       guarded.save = redisSave;

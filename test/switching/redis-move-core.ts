@@ -1,7 +1,8 @@
 /**
  * An in-process core on Redis and PostgreSQL (where the flip harnesses found what these tests
  * hold), and the steps the tests of a move out of Redis share: a session read in Redis, then
- * saved there by another request; a move held at one of its Redis evictions.
+ * saved there by another request; a move held at one of its Redis evictions, or one of them
+ * unanswered.
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
@@ -12,6 +13,7 @@ import { pino } from 'pino';
 import { ConnectionError } from 'sequelize';
 import { loadConfig } from '../../src/config/config.js';
 import { openCore, type Core } from '../../src/core.js';
+import { BackendUnavailableError } from '../../src/sessions/errors.js';
 import type { SessionRecord } from '../../src/sessions/session.js';
 import { makeRecord } from '../sessions/fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
@@ -79,6 +81,28 @@ export function holdRedisEviction(core: Core, nth: number) {
       held();
     },
   };
+}
+
+/**
+ * The `nth` Redis eviction answered as Redis missing its deadline: a move out of Redis evicts what
+ * it read (1st), then takes a copy left there (2nd), which it then tries again at the session's
+ * next open (3rd). Not made, or made all the same (`landed`: a stalled Redis runs it when it
+ * wakes). `before(n)` runs before the n-th eviction (a tab's save in between). `restore` puts the
+ * store's own evict back.
+ */
+export function unansweredRedisEviction(core: Core, nth: number, options: { landed?: boolean; before?: (n: number) => Promise<void> } = {}) {
+  const redis = core.backends.stores.redis;
+  const evict = redis.evict.bind(redis);
+  let evictions = 0;
+  redis.evict = async (r) => {
+    // Awaited only when given: a tick more here reorders the move's own steps after it.
+    if (options.before) await options.before(++evictions);
+    else ++evictions;
+    if (evictions !== nth) return evict(r);
+    if (options.landed) await evict(r);
+    throw new BackendUnavailableError('redis', 'timeout');
+  };
+  return { evictions: () => evictions, restore: () => (redis.evict = evict) };
 }
 
 /**

@@ -11,10 +11,9 @@
  */
 import { expect } from 'chai';
 import type { Core } from '../../src/core.js';
-import { BackendUnavailableError } from '../../src/sessions/errors.js';
 import { makeRecord } from '../sessions/fixtures.js';
 import { patched } from './lagging-cookie-core.js';
-import { redisMoveCore } from './redis-move-core.js';
+import { redisMoveCore, unansweredRedisEviction } from './redis-move-core.js';
 
 describe('a take of a copy left in Redis, tried again after its eviction landed past the deadline', function () {
   this.timeout(60_000);
@@ -33,32 +32,25 @@ describe('a take of a copy left in Redis, tried again after its eviction landed 
     // M moves the session to the database; the take's eviction of T's copy removes it, and is
     // answered past Redis's deadline. When the take is tried again, a tab saves the session in
     // the database just before the retry's eviction.
-    const redis = core.backends.stores.redis;
-    const evict = redis.evict.bind(redis);
-    let evictions = 0;
-    redis.evict = async (r) => {
-      evictions++;
-      if (evictions === 2) {
-        await evict(r);
-        throw new BackendUnavailableError('redis', 'timeout');
-      }
-      if (evictions === 3) {
+    const unanswered = unansweredRedisEviction(core, 2, {
+      landed: true,
+      before: async (n) => {
+        if (n !== 3) return;
         const row = (await core.backends.directory.load(created.record.id))!;
         const d = patched(row, { d: 1 });
         expect(await core.backends.stores.database.save(d.changed, row.version)).to.be.a('string');
-      }
-      return evict(r);
-    };
+      },
+    });
     let moved;
     try {
       moved = (await core.backends.migrate(m, 'database', 'flag'))!;
       expect(moved.record.backend).to.equal('database');
-      expect(evictions).to.equal(2);
+      expect(unanswered.evictions()).to.equal(2);
       // The session's next open tries the take again.
       await core.backends.open(moved.cookieValue);
-      expect(evictions).to.equal(3);
+      expect(unanswered.evictions()).to.equal(3);
     } finally {
-      redis.evict = evict;
+      unanswered.restore();
     }
     for (const [who, cookieValue] of [['M', moved.cookieValue], ['T', created.cookieValue]] as const) {
       const now = await core.backends.open(cookieValue);

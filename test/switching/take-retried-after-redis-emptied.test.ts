@@ -9,10 +9,9 @@
  */
 import { expect } from 'chai';
 import type { Core } from '../../src/core.js';
-import { BackendUnavailableError } from '../../src/sessions/errors.js';
 import { makeRecord } from '../sessions/fixtures.js';
 import { patched } from './lagging-cookie-core.js';
-import { redisMoveCore } from './redis-move-core.js';
+import { redisMoveCore, unansweredRedisEviction } from './redis-move-core.js';
 
 describe('a take of a copy left in Redis, tried again once Redis came back empty', function () {
   this.timeout(60_000);
@@ -29,18 +28,12 @@ describe('a take of a copy left in Redis, tried again once Redis came back empty
     // T saves in Redis after M read the session: answered 200.
     expect((await core.backends.update(t.changed, 'save', t.concurrency))?.record.backend).to.equal('redis');
     // M moves the session to the database; Redis does not answer the take's eviction of T's copy.
-    const redis = core.backends.stores.redis;
-    const evict = redis.evict.bind(redis);
-    let evictions = 0;
-    redis.evict = async (r) => {
-      if (++evictions === 2) throw new BackendUnavailableError('redis', 'timeout');
-      return evict(r);
-    };
+    const unanswered = unansweredRedisEviction(core, 2);
     let moved;
     try {
       moved = (await core.backends.migrate(m, 'database', 'flag'))!;
     } finally {
-      redis.evict = evict;
+      unanswered.restore();
     }
     expect(moved.record.backend).to.equal('database');
     // Redis comes back empty; the session's next open tries the take again.
