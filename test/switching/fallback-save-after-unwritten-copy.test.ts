@@ -12,12 +12,9 @@
  */
 import { expect } from 'chai';
 import type { Core } from '../../src/core.js';
-import { BackendUnavailableError } from '../../src/sessions/errors.js';
-import type { GuardedStore } from '../../src/sessions/guarded-store.js';
-import type { MirroredStore } from '../../src/sessions/mirrored-store.js';
 import { makeRecord } from '../sessions/fixtures.js';
 import { patched } from './lagging-cookie-core.js';
-import { redisMoveCore } from './redis-move-core.js';
+import { redisMissesNextSave, redisMoveCore } from './redis-move-core.js';
 
 describe('a save failing over from Redis just after another tab saved there', function () {
   this.timeout(60_000);
@@ -36,17 +33,12 @@ describe('a save failing over from Redis just after another tab saved there', fu
     // B saves in Redis: answered 200.
     expect((await core.backends.update(b.changed, 'save', b.concurrency))?.record.backend).to.equal('redis');
     // Redis stops answering A's save (its deadline): it fails over to the database copy.
-    const guarded = (core.backends.stores.redis as unknown as MirroredStore).primary as GuardedStore;
-    const save = guarded.save.bind(guarded);
-    guarded.save = async () => {
-      guarded.save = save;
-      throw new BackendUnavailableError('redis', 'timeout');
-    };
+    const missed = redisMissesNextSave(core);
     let aSaved;
     try {
       aSaved = (await core.backends.update(a.changed, 'save', a.concurrency))!;
     } finally {
-      guarded.save = save;
+      missed.restore();
     }
     expect(aSaved.record.backend).to.equal('database');
     // Redis comes back empty: B's change is no longer there.

@@ -12,12 +12,9 @@
  */
 import { expect } from 'chai';
 import type { Core } from '../../src/core.js';
-import { BackendUnavailableError } from '../../src/sessions/errors.js';
-import type { GuardedStore } from '../../src/sessions/guarded-store.js';
-import type { MirroredStore } from '../../src/sessions/mirrored-store.js';
 import { makeRecord } from '../sessions/fixtures.js';
 import { patched } from './lagging-cookie-core.js';
-import { redisMoveCore } from './redis-move-core.js';
+import { redisMissesNextSave, redisMoveCore, stallNextDirectoryCall } from './redis-move-core.js';
 
 describe('a save failing over from Redis while another tab saves there, then a move out of Redis', function () {
   this.timeout(60_000);
@@ -27,35 +24,14 @@ describe('a save failing over from Redis while another tab saves there, then a m
     core = opened();
   });
 
-  /** The database holds the next save until released (a slow statement): what the test does meanwhile lands first. */
-  function holdNextDatabaseSave() {
-    const directory = core.backends.directory;
-    const save = directory.save;
-    let release: () => void = () => {};
-    const released = new Promise<void>((resolve) => (release = resolve));
-    const reached = new Promise<void>((resolve) => {
-      directory.save = async (...args) => {
-        directory.save = save;
-        resolve();
-        await released;
-        return save.apply(directory, args);
-      };
-    });
-    return { reached, release };
-  }
-
   it('keeps the fallback’s change and the other tab’s', async () => {
     const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { a: 0, b: 0 } } }, 'redis'), 'redis');
     const a = patched((await core.backends.open(created.cookieValue))!, { a: 1 });
     const b = patched((await core.backends.open(created.cookieValue))!, { b: 1 });
     // Redis misses A's deadline: A's save fails over to the database; its write there is slow.
-    const guarded = (core.backends.stores.redis as unknown as MirroredStore).primary as GuardedStore;
-    const redisSave = guarded.save.bind(guarded);
-    guarded.save = async () => {
-      guarded.save = redisSave;
-      throw new BackendUnavailableError('redis', 'timeout');
-    };
-    const held = holdNextDatabaseSave();
+    redisMissesNextSave(core);
+    // The database holds A's save until released (a slow statement): what the test does meanwhile lands first.
+    const held = stallNextDirectoryCall(core, 'save');
     const aSaving = core.backends.update(a.changed, 'save', a.concurrency);
     await held.reached;
     // Meanwhile B saves in Redis (answered 200), and C reads the session there.

@@ -11,12 +11,9 @@
  */
 import { expect } from 'chai';
 import type { Core } from '../../src/core.js';
-import { BackendUnavailableError } from '../../src/sessions/errors.js';
-import type { GuardedStore } from '../../src/sessions/guarded-store.js';
-import type { MirroredStore } from '../../src/sessions/mirrored-store.js';
 import { makeRecord } from '../sessions/fixtures.js';
 import { patched } from './lagging-cookie-core.js';
-import { redisMoveCore } from './redis-move-core.js';
+import { redisMissesNextSave, redisMoveCore, stallNextDirectoryCall } from './redis-move-core.js';
 
 describe('the take after a save failing over from Redis that merged onto a newer entry', function () {
   this.timeout(60_000);
@@ -26,41 +23,19 @@ describe('the take after a save failing over from Redis that merged onto a newer
     core = opened();
   });
 
-  /** The database holds the next save until released (a slow statement): what the test does meanwhile lands first. */
-  function holdNextDatabaseSave() {
-    const directory = core.backends.directory;
-    const save = directory.save;
-    let release: () => void = () => {};
-    const released = new Promise<void>((resolve) => (release = resolve));
-    const reached = new Promise<void>((resolve) => {
-      directory.save = async (...args) => {
-        directory.save = save;
-        resolve();
-        await released;
-        return save.apply(directory, args);
-      };
-    });
-    return { reached, release };
-  }
-
   it('keeps a change saved in Redis after the fallback', async () => {
     const created = await core.backends.create(makeRecord({ data: { ...makeRecord().data, preferences: { a: 0, b: 0 } } }, 'redis'), 'redis');
     const a = patched((await core.backends.open(created.cookieValue))!, { a: 1 });
     const b = patched((await core.backends.open(created.cookieValue))!, { b: 1 });
     // Redis misses A's deadline: A's save fails over to the database; its write there is slow.
-    const redis = core.backends.stores.redis as unknown as MirroredStore;
-    const guarded = redis.primary as GuardedStore;
-    const redisSave = guarded.save.bind(guarded);
-    guarded.save = async () => {
-      guarded.save = redisSave;
-      throw new BackendUnavailableError('redis', 'timeout');
-    };
-    const held = holdNextDatabaseSave();
+    redisMissesNextSave(core);
+    // The database holds A's save until released (a slow statement): what the test does meanwhile lands first.
+    const held = stallNextDirectoryCall(core, 'save');
     const aSaving = core.backends.update(a.changed, 'save', a.concurrency);
     await held.reached;
     // Meanwhile B saves b = 1 in Redis (answered 200), its copy reaches the entry, and C reads the session there.
     expect((await core.backends.update(b.changed, 'save', b.concurrency))?.record.backend).to.equal('redis');
-    await redis.flush();
+    await core.backends.stores.redis.flush!();
     const c = patched((await core.backends.open(created.cookieValue))!, { b: 2 });
     held.release();
     const aSaved = (await aSaving)!;

@@ -14,6 +14,8 @@ import { ConnectionError } from 'sequelize';
 import { loadConfig } from '../../src/config/config.js';
 import { openCore, type Core } from '../../src/core.js';
 import { BackendUnavailableError } from '../../src/sessions/errors.js';
+import type { GuardedStore } from '../../src/sessions/guarded-store.js';
+import type { MirroredStore } from '../../src/sessions/mirrored-store.js';
 import type { SessionRecord } from '../../src/sessions/session.js';
 import { makeRecord } from '../sessions/fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
@@ -106,6 +108,20 @@ export function unansweredRedisEviction(core: Core, nth: number, options: { land
 }
 
 /**
+ * Redis misses the deadline of the next save only: that request fails over to the database, those
+ * after it find Redis answering. `restore` if no save came.
+ */
+export function redisMissesNextSave(core: Core) {
+  const guarded = (core.backends.stores.redis as unknown as MirroredStore).primary as GuardedStore;
+  const save = guarded.save.bind(guarded);
+  guarded.save = async () => {
+    guarded.save = save;
+    throw new BackendUnavailableError('redis', 'timeout');
+  };
+  return { restore: () => (guarded.save = save) };
+}
+
+/**
  * `request` answered, or stopped to wait for what is held: not a deadline on the machine's speed
  * (on a slower one the request only answers later, and a test misses what it looks for rather
  * than fails wrongly).
@@ -124,7 +140,7 @@ export function stallNextDirectoryRead(core: Core) {
 }
 
 /** The directory's calls a request may wait for (backends.ts: `this.directory`; a mirrored store's copies). */
-type DirectoryCall = 'loadByHash' | 'claim' | 'giveBack' | 'upsertMany' | 'moveIn';
+type DirectoryCall = 'loadByHash' | 'save' | 'claim' | 'giveBack' | 'upsertMany' | 'moveIn';
 
 /**
  * The database stalls for the next `method` call on the directory (the bare sessions table, also
